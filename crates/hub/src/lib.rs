@@ -1,0 +1,1 @@
+//! smolt-hub

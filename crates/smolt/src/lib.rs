@@ -1,0 +1,9 @@
+//! smolt: the library facade over the layered crates.
+pub use smolt_decode as decode;
+pub use smolt_gguf as gguf;
+pub use smolt_hub as hub;
+pub use smolt_kernels as kernels;
+pub use smolt_model as model;
+pub use smolt_quant as quant;
+pub use smolt_tokenizer as tokenizer;
+pub use smolt_train as train;
