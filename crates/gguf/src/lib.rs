@@ -3,6 +3,14 @@
 //! A hostile or damaged file must produce an [`Error`] naming the problem, never a panic,
 //! an over-allocation or an out-of-bounds read.
 
+mod error;
+mod reader;
 mod types;
+mod value;
+mod writer;
 
+pub use error::Error;
+pub use reader::{Gguf, TensorInfo, DEFAULT_ALIGNMENT, MAX_DIMS};
 pub use types::GgmlType;
+pub use value::{Value, ValueType};
+pub use writer::GgufWriter;
