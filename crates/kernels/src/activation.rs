@@ -1,0 +1,159 @@
+//! Gemma's gated MLP activation: `down(gelu_tanh(gate(x)) ⊙ up(x))`.
+
+use crate::Float;
+use rayon::prelude::*;
+
+const PAR_MIN_ELEMS: usize = 1 << 15;
+/// √(2/π).
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+const GELU_C: f64 = 0.044_715;
+
+/// PyTorch's `gelu(x, approximate='tanh')`: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+/// Gemma was trained with this approximation, not the erf GELU.
+#[inline]
+pub fn gelu_tanh<F: Float>(x: F) -> F {
+    let c = F::from_f64(SQRT_2_OVER_PI);
+    let a = F::from_f64(GELU_C);
+    let half = F::from_f64(0.5);
+    half * x * (F::ONE + (c * (x + a * x * x * x)).tanh())
+}
+
+/// `gelu_tanh(x)` and its derivative together, sharing the tanh.
+#[inline]
+fn gelu_tanh_and_grad<F: Float>(x: F) -> (F, F) {
+    let c = F::from_f64(SQRT_2_OVER_PI);
+    let a = F::from_f64(GELU_C);
+    let half = F::from_f64(0.5);
+    let x2 = x * x;
+    let t = (c * (x + a * x2 * x)).tanh();
+    let y = half * x * (F::ONE + t);
+    // d/dx [0.5·x·(1 + t)] = 0.5·(1 + t) + 0.5·x·(1 − t²)·c·(1 + 3a·x²)
+    let dy = half * (F::ONE + t)
+        + half * x * (F::ONE - t * t) * c * (F::ONE + F::from_f64(3.0) * a * x2);
+    (y, dy)
+}
+
+/// `out = gelu_tanh(gate) ⊙ up`; all three are `(T, F)` (any common shape).
+pub fn geglu_forward<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
+    assert_eq!(gate.len(), up.len(), "gate and up differ in shape");
+    assert_eq!(out.len(), gate.len(), "out differs in shape from gate");
+    let f = |((o, g), u): ((&mut [F], &[F]), &[F])| {
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = gelu_tanh(g) * u;
+        }
+    };
+    const CHUNK: usize = 4096;
+    if gate.len() > PAR_MIN_ELEMS {
+        out.par_chunks_mut(CHUNK)
+            .zip(gate.par_chunks(CHUNK))
+            .zip(up.par_chunks(CHUNK))
+            .for_each(f);
+    } else {
+        f(((out, gate), up));
+    }
+}
+
+/// Backward of [`geglu_forward`]; `dgate` and `dup` ACCUMULATE. From `out = gelu(gate)·up`:
+/// `dgate += dout·up·gelu'(gate)`, `dup += dout·gelu(gate)`.
+pub fn geglu_backward<F: Float>(dout: &[F], gate: &[F], up: &[F], dgate: &mut [F], dup: &mut [F]) {
+    let n = gate.len();
+    assert!(
+        up.len() == n && dout.len() == n && dgate.len() == n && dup.len() == n,
+        "geglu_backward: all five tensors must have the same shape"
+    );
+    // Chunk `c` covers elements `[c·CHUNK, c·CHUNK + len)` of every tensor.
+    const CHUNK: usize = 4096;
+    let f = |(c, (dg, du)): (usize, (&mut [F], &mut [F]))| {
+        let o = c * CHUNK;
+        for (i, (dg, du)) in dg.iter_mut().zip(du).enumerate() {
+            let (g, u, d) = (gate[o + i], up[o + i], dout[o + i]);
+            let (y, dy) = gelu_tanh_and_grad(g);
+            *dg += d * u * dy;
+            *du += d * y;
+        }
+    };
+    if n > PAR_MIN_ELEMS {
+        dgate
+            .par_chunks_mut(CHUNK)
+            .zip(dup.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(f);
+    } else {
+        dgate
+            .chunks_mut(CHUNK)
+            .zip(dup.chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+
+    #[test]
+    fn gelu_tanh_matches_pytorch_values() {
+        // PyTorch's formula evaluated in Python f64 (math.tanh), the precision of
+        // gelu(torch.tensor(x, dtype=torch.float64), approximate='tanh').
+        let cases: [(f64, f64); 6] = [
+            (0.0, 0.0),
+            (1.0, 0.8411919906082768),
+            (-1.0, -0.15880800939172324),
+            (3.0, 2.996362607918227),
+            (-3.0, -0.0036373920817729943),
+            (0.5, 0.34571400982514394),
+        ];
+        for (x, want) in cases {
+            assert!((gelu_tanh(x) - want).abs() < 1e-12, "gelu_tanh({x})");
+            assert!(
+                (gelu_tanh(x as f32) as f64 - want).abs() < 1e-6,
+                "gelu_tanh_f32({x})"
+            );
+        }
+    }
+
+    #[test]
+    fn forward_matches_reference() {
+        for n in [1, 100, 50_000] {
+            let g = randn(n, 1);
+            let u = randn(n, 2);
+            let mut o = vec![0.0f32; n];
+            geglu_forward(&g, &u, &mut o);
+            let want: Vec<f64> = g
+                .iter()
+                .zip(&u)
+                .map(|(&g, &u)| {
+                    let g = g as f64;
+                    0.5 * g
+                        * (1.0 + (SQRT_2_OVER_PI * (g + 0.044715 * g * g * g)).tanh())
+                        * u as f64
+                })
+                .collect();
+            assert_close(&o, &want, 1e-6, "geglu");
+        }
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let n = 40;
+        let mut g = randn64(n, 3);
+        g.iter_mut().for_each(|v| *v *= 2.0); // cover the tails of the tanh too
+        let u = randn64(n, 4);
+        let d = randn64(n, 5);
+        let (dg0, du0) = (randn64(n, 6), randn64(n, 7));
+        let (mut dg, mut du) = (dg0.clone(), du0.clone());
+        geglu_backward(&d, &g, &u, &mut dg, &mut du);
+        let loss = |g: &[f64], u: &[f64]| {
+            let mut o = vec![0.0; n];
+            geglu_forward(g, u, &mut o);
+            contract(&o, &d)
+        };
+        let fg = fd_grad(&g, 1e-5, |gs| loss(gs, &u));
+        let fu = fd_grad(&u, 1e-5, |us| loss(&g, us));
+        let got: Vec<f64> = dg.iter().zip(&dg0).map(|(a, b)| a - b).collect();
+        assert_close(&got, &fg, 1e-8, "dgate");
+        let got: Vec<f64> = du.iter().zip(&du0).map(|(a, b)| a - b).collect();
+        assert_close(&got, &fu, 1e-8, "dup");
+    }
+}

@@ -1,0 +1,402 @@
+//! Causal attention with an optional sliding window and grouped KV heads (GQA), computed one
+//! (query row, KV head) at a time with an online softmax over key tiles, so no `T × S` score
+//! matrix ever exists; the backward recomputes scores from the cached log-sum-exp, as
+//! FlashAttention does.
+//!
+//! Query head `h` reads KV head `h / (n_q_heads / n_kv_heads)` (consecutive query heads share a
+//! KV head, as in HF's `repeat_kv` and llama.cpp). All query heads of a group are processed
+//! together so each key and value row is read once per group.
+
+use crate::float::{axpy, dot, scale_in_place};
+use crate::Float;
+use rayon::prelude::*;
+
+/// Keys scored per online-softmax step: the score tile (`group × TILE`) stays in L1 and the
+/// rescale of the accumulator happens once per tile rather than once per key.
+const TILE: usize = 64;
+/// Below this many multiply-adds the whole call runs on the calling thread.
+const PAR_MIN_FLOPS: usize = 1 << 17;
+
+/// The keys query position `pos` may attend: `[lo, hi)` with `hi = pos + 1` and, with a window
+/// `w`, `lo = pos + 1 − w` (so `pos − j < w`).
+#[inline]
+fn key_range(pos: usize, window: Option<usize>) -> (usize, usize) {
+    let hi = pos + 1;
+    let lo = window.map_or(0, |w| hi.saturating_sub(w));
+    (lo, hi)
+}
+
+#[allow(dead_code)] // `s` is read by the backward
+struct Shape {
+    t: usize,
+    s: usize,
+    n_q: usize,
+    n_kv: usize,
+    d: usize,
+    group: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_shapes<F>(
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    q_pos: &[usize],
+    n_q: usize,
+    n_kv: usize,
+    d: usize,
+    window: Option<usize>,
+) -> Shape {
+    assert!(n_q > 0 && n_kv > 0 && d > 0, "empty head shape");
+    assert!(
+        n_q.is_multiple_of(n_kv),
+        "n_q_heads must be a multiple of n_kv_heads"
+    );
+    assert!(
+        window != Some(0),
+        "a window of 0 would leave a query no key"
+    );
+    let t = q_pos.len();
+    assert_eq!(q.len(), t * n_q * d, "q is not (T, n_q_heads, head_dim)");
+    assert!(
+        k.len().is_multiple_of(n_kv * d),
+        "k is not (S, n_kv_heads, head_dim)"
+    );
+    assert_eq!(v.len(), k.len(), "v differs in shape from k");
+    let s = k.len() / (n_kv * d);
+    if let Some(&p) = q_pos.iter().max() {
+        assert!(
+            p < s,
+            "query position {p} has no key (S = {s}): write the KV cache first"
+        );
+    }
+    Shape {
+        t,
+        s,
+        n_q,
+        n_kv,
+        d,
+        group: n_q / n_kv,
+    }
+}
+
+/// Multiply-adds in one pass over the allowed (query, key) pairs.
+fn flops(sh: &Shape, q_pos: &[usize], window: Option<usize>) -> usize {
+    q_pos
+        .iter()
+        .map(|&p| {
+            let (lo, hi) = key_range(p, window);
+            hi - lo
+        })
+        .sum::<usize>()
+        * sh.n_q
+        * sh.d
+}
+
+/// `q` is `(T, n_q_heads, D)` for queries at absolute positions `q_pos[t]`; `k, v` are
+/// `(S, n_kv_heads, D)` with key `j` at position `j`. Query `t` attends key `j` iff
+/// `j <= q_pos[t]` and (no window or `q_pos[t] − j < window`). Writes `out` `(T, n_q_heads, D)`
+/// and, if given, `lse` `(T, n_q_heads)`: the log-sum-exp of the scaled scores, which is all the
+/// backward needs to recompute the softmax.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward<F: Float>(
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    q_pos: &[usize],
+    n_q_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    window: Option<usize>,
+    scale: F,
+    out: &mut [F],
+    lse: Option<&mut [F]>,
+) {
+    let sh = check_shapes(q, k, v, q_pos, n_q_heads, n_kv_heads, head_dim, window);
+    assert_eq!(out.len(), q.len(), "out is not (T, n_q_heads, head_dim)");
+    let mut scratch;
+    let lse = match lse {
+        Some(l) => {
+            assert_eq!(l.len(), sh.t * sh.n_q, "lse is not (T, n_q_heads)");
+            l
+        }
+        None => {
+            scratch = vec![F::ZERO; sh.t * sh.n_q];
+            &mut scratch[..]
+        }
+    };
+    let (d, group, n_kv) = (sh.d, sh.group, sh.n_kv);
+    // One item per (query row t, KV head g): `out` chunk `group × D`, `lse` chunk `group`.
+    let item = |(i, (o, l)): (usize, (&mut [F], &mut [F]))| {
+        let (t, g) = (i / n_kv, i % n_kv);
+        let qg = &q[(t * sh.n_q + g * group) * d..][..group * d];
+        let (lo, hi) = key_range(q_pos[t], window);
+        attend(qg, k, v, g, n_kv, d, group, lo, hi, scale, o, l);
+    };
+    let items = out
+        .chunks_mut(group * d)
+        .zip(lse.chunks_mut(group))
+        .enumerate();
+    if flops(&sh, q_pos, window) >= PAR_MIN_FLOPS {
+        out.par_chunks_mut(group * d)
+            .zip(lse.par_chunks_mut(group))
+            .enumerate()
+            .for_each(item);
+    } else {
+        items.for_each(item);
+    }
+}
+
+/// One (query row, KV head) of the forward: `qg` is the group's `group × D` queries, `o` their
+/// `group × D` outputs, `l` their `group` log-sum-exps.
+#[allow(clippy::too_many_arguments)]
+fn attend<F: Float>(
+    qg: &[F],
+    k: &[F],
+    v: &[F],
+    g: usize,
+    n_kv: usize,
+    d: usize,
+    group: usize,
+    lo: usize,
+    hi: usize,
+    scale: F,
+    o: &mut [F],
+    l: &mut [F],
+) {
+    // Running max `m` and running sum `sum` of exp(score − m) per head; `o` holds the running
+    // Σ exp(score − m)·v, rescaled whenever m grows.
+    let mut m = vec![F::NEG_INFINITY; group];
+    let mut sum = vec![F::ZERO; group];
+    let mut s = vec![F::ZERO; group * TILE];
+    o.fill(F::ZERO);
+    let mut j0 = lo;
+    while j0 < hi {
+        let j1 = (j0 + TILE).min(hi);
+        let nt = j1 - j0;
+        // scores = scale · q·k
+        for j in j0..j1 {
+            let kj = &k[(j * n_kv + g) * d..][..d];
+            for h in 0..group {
+                s[h * TILE + j - j0] = scale * dot(&qg[h * d..][..d], kj);
+            }
+        }
+        for h in 0..group {
+            let sh = &mut s[h * TILE..][..nt];
+            let m_new = sh.iter().fold(m[h], |a, &b| a.max(b));
+            let mut tile_sum = F::ZERO;
+            for x in sh.iter_mut() {
+                *x = (*x - m_new).exp();
+                tile_sum += *x;
+            }
+            if m[h] != m_new {
+                // exp(−∞) = 0 clears the (still zero) accumulator on the first tile.
+                let corr = (m[h] - m_new).exp();
+                sum[h] *= corr;
+                scale_in_place(corr, &mut o[h * d..][..d]);
+                m[h] = m_new;
+            }
+            sum[h] += tile_sum;
+        }
+        for j in j0..j1 {
+            let vj = &v[(j * n_kv + g) * d..][..d];
+            for h in 0..group {
+                axpy(s[h * TILE + j - j0], vj, &mut o[h * d..][..d]);
+            }
+        }
+        j0 = j1;
+    }
+    for h in 0..group {
+        scale_in_place(F::ONE / sum[h], &mut o[h * d..][..d]);
+        l[h] = m[h] + sum[h].ln();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::*;
+
+    /// Materialises the full score matrix with explicit masking: the obvious implementation.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn reference(
+        q: &[f64],
+        k: &[f64],
+        v: &[f64],
+        q_pos: &[usize],
+        n_q: usize,
+        n_kv: usize,
+        d: usize,
+        window: Option<usize>,
+        scale: f64,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let s_len = k.len() / (n_kv * d);
+        let mut out = vec![0.0; q.len()];
+        let mut lse = vec![0.0; q_pos.len() * n_q];
+        for (t, &p) in q_pos.iter().enumerate() {
+            for h in 0..n_q {
+                let g = h / (n_q / n_kv);
+                let qh = &q[(t * n_q + h) * d..][..d];
+                let scores: Vec<f64> = (0..s_len)
+                    .map(|j| {
+                        let allowed = j <= p && window.is_none_or(|w| p - j < w);
+                        if allowed {
+                            scale
+                                * (0..d)
+                                    .map(|i| qh[i] * k[(j * n_kv + g) * d + i])
+                                    .sum::<f64>()
+                        } else {
+                            f64::NEG_INFINITY
+                        }
+                    })
+                    .collect();
+                let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = scores.iter().map(|s| (s - mx).exp()).sum();
+                lse[t * n_q + h] = mx + z.ln();
+                for j in 0..s_len {
+                    let pj = (scores[j] - mx).exp() / z;
+                    for i in 0..d {
+                        out[(t * n_q + h) * d + i] += pj * v[(j * n_kv + g) * d + i];
+                    }
+                }
+            }
+        }
+        (out, lse)
+    }
+
+    pub(super) struct Case {
+        pub q_pos: Vec<usize>,
+        pub s: usize,
+        pub n_q: usize,
+        pub n_kv: usize,
+        pub d: usize,
+        pub window: Option<usize>,
+    }
+
+    pub(super) fn cases() -> Vec<Case> {
+        vec![
+            // prefill from 0, MHA
+            Case {
+                q_pos: (0..5).collect(),
+                s: 5,
+                n_q: 2,
+                n_kv: 2,
+                d: 4,
+                window: None,
+            },
+            // GQA with a window, positions offset from 0 (a chunk after a cached prefix)
+            Case {
+                q_pos: (3..9).collect(),
+                s: 9,
+                n_q: 4,
+                n_kv: 2,
+                d: 6,
+                window: Some(3),
+            },
+            // Gemma-like MQA, window smaller than the tile and keys spanning several tiles
+            Case {
+                q_pos: vec![70, 130, 131, 150],
+                s: 151,
+                n_q: 4,
+                n_kv: 1,
+                d: 8,
+                window: Some(100),
+            },
+            // single decode step, no window, several tiles, unsorted positions are fine too
+            Case {
+                q_pos: vec![200],
+                s: 201,
+                n_q: 2,
+                n_kv: 1,
+                d: 5,
+                window: None,
+            },
+            Case {
+                q_pos: vec![4, 1, 3],
+                s: 6,
+                n_q: 3,
+                n_kv: 1,
+                d: 3,
+                window: Some(2),
+            },
+        ]
+    }
+
+    #[test]
+    fn forward_matches_reference() {
+        for (ci, c) in cases().iter().enumerate() {
+            let t = c.q_pos.len();
+            let q = randn(t * c.n_q * c.d, 1 + ci as u64);
+            let k = randn(c.s * c.n_kv * c.d, 11 + ci as u64);
+            let v = randn(c.s * c.n_kv * c.d, 21 + ci as u64);
+            let scale = 1.0 / (c.d as f32).sqrt();
+            let mut out = vec![0.0f32; q.len()];
+            let mut lse = vec![0.0f32; t * c.n_q];
+            attention_forward(
+                &q,
+                &k,
+                &v,
+                &c.q_pos,
+                c.n_q,
+                c.n_kv,
+                c.d,
+                c.window,
+                scale,
+                &mut out,
+                Some(&mut lse),
+            );
+            let (ro, rl) = reference(
+                &to64(&q),
+                &to64(&k),
+                &to64(&v),
+                &c.q_pos,
+                c.n_q,
+                c.n_kv,
+                c.d,
+                c.window,
+                scale as f64,
+            );
+            assert_close(&out, &ro, 1e-5, &format!("out case {ci}"));
+            assert_close(&lse, &rl, 1e-5, &format!("lse case {ci}"));
+        }
+    }
+
+    #[test]
+    fn gemma_shapes_prefill_and_decode_match_reference() {
+        // Gemma 3 270M: 4 query heads, 1 KV head, D = 256, scale 1/16, window 512; T = 600
+        // exercises the parallel path and windowed and global layers.
+        let (n_q, n_kv, d, s) = (4, 1, 256, 600);
+        let q_pos: Vec<usize> = vec![0, 1, 511, 512, 513, 599];
+        let q = randn(q_pos.len() * n_q * d, 1);
+        let k = randn(s * n_kv * d, 2);
+        let v = randn(s * n_kv * d, 3);
+        for window in [None, Some(512)] {
+            let mut out = vec![0.0f32; q.len()];
+            attention_forward(
+                &q,
+                &k,
+                &v,
+                &q_pos,
+                n_q,
+                n_kv,
+                d,
+                window,
+                1.0 / 16.0,
+                &mut out,
+                None,
+            );
+            let (ro, _) = reference(
+                &to64(&q),
+                &to64(&k),
+                &to64(&v),
+                &q_pos,
+                n_q,
+                n_kv,
+                d,
+                window,
+                1.0 / 16.0,
+            );
+            assert_close(&out, &ro, 1e-5, "gemma out");
+        }
+    }
+}
