@@ -13,7 +13,7 @@ pub enum Error {
         "not a GGUF file: the first four bytes are {found:02x?}, expected \"GGUF\" (47 47 55 46)"
     )]
     BadMagic { found: [u8; 4] },
-    #[error("unsupported GGUF version {0}; smolt reads versions 2 and 3")]
+    #[error("unsupported GGUF version {0}; smolt reads versions 2 and 3{hint}", hint = endian_hint(*.0))]
     UnsupportedVersion(u32),
     #[error("file is truncated: reading the {what} at byte {offset} needs {needed} bytes but only {available} remain")]
     Truncated {
@@ -75,4 +75,14 @@ pub enum Error {
     MissingTensor(String),
     #[error("cannot write tensor `{tensor}`: {reason}")]
     BadTensorData { tensor: String, reason: String },
+}
+
+/// A big-endian GGUF (made for s390x) reads as version 0x0300_0000; saying so saves a user
+/// from hunting for a "version 50331648" converter.
+fn endian_hint(version: u32) -> &'static str {
+    if (2..=3).contains(&version.swap_bytes()) {
+        " (this looks like a big-endian GGUF file, which smolt does not read)"
+    } else {
+        ""
+    }
 }

@@ -18,6 +18,11 @@ pub const MAX_DIMS: u32 = 4;
 /// Arrays nested deeper than this are refused: no real model nests at all, and unbounded
 /// recursion on hostile input would overflow the stack.
 const MAX_ARRAY_DEPTH: usize = 4;
+/// Counts are only checked against the bytes left in the file, and a parsed value is larger
+/// than its encoding (a one-byte `u8` becomes a 32-byte `Value`), so trusting a count for
+/// up-front allocation would let a small hostile file demand gigabytes before a single
+/// element is read. Vectors start at most this big and grow as elements actually parse.
+const MAX_PREALLOC: usize = 4096;
 
 /// One tensor's record from the header. `dims` is in GGML order: `dims[0]` (ne0) is the
 /// contiguous row length.
@@ -134,8 +139,8 @@ impl Gguf {
         c.check_count(n_tensors, 32, "tensor count")?;
         c.check_count(n_kv, 13, "metadata count")?;
 
-        let mut metadata = Vec::with_capacity(n_kv as usize);
-        let mut metadata_index = HashMap::with_capacity(n_kv as usize);
+        let mut metadata = Vec::with_capacity(prealloc(n_kv));
+        let mut metadata_index = HashMap::with_capacity(prealloc(n_kv));
         for i in 0..n_kv {
             let key = c.string(&format!("key of metadata entry {i}"))?;
             let ty_id = c.u32(&format!("type of metadata `{key}`"))?;
@@ -143,7 +148,7 @@ impl Gguf {
                 key: key.clone(),
                 id: ty_id,
             })?;
-            let value = c.value(ty, &key, 0)?;
+            let value = c.value(ty, &key, 0).map_err(|e| name_value(e, &key))?;
             if metadata_index.insert(key.clone(), metadata.len()).is_some() {
                 return Err(Error::DuplicateKey(key));
             }
@@ -161,8 +166,8 @@ impl Gguf {
             }
         };
 
-        let mut tensors = Vec::with_capacity(n_tensors as usize);
-        let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
+        let mut tensors = Vec::with_capacity(prealloc(n_tensors));
+        let mut tensor_index = HashMap::with_capacity(prealloc(n_tensors));
         for i in 0..n_tensors {
             let name = c.string(&format!("name of tensor {i}"))?;
             let n_dims = c.u32(&format!("dimension count of tensor `{name}`"))?;
@@ -351,6 +356,33 @@ fn wrong_type(key: &str, expected: &str, found: &Value) -> Error {
     }
 }
 
+fn prealloc(n: u64) -> usize {
+    n.min(MAX_PREALLOC as u64) as usize
+}
+
+/// Value readers label errors with the bare key (no allocation per element); at the top
+/// level that becomes a phrase a user can read.
+fn name_value(e: Error, key: &str) -> Error {
+    match e {
+        Error::Truncated {
+            what,
+            offset,
+            needed,
+            available,
+        } if what == key => Error::Truncated {
+            what: format!("value of metadata `{key}`"),
+            offset,
+            needed,
+            available,
+        },
+        Error::BadUtf8 { what, offset } if what.starts_with(key) => Error::BadUtf8 {
+            what: format!("string value of metadata `{key}`{}", &what[key.len()..]),
+            offset,
+        },
+        e => e,
+    }
+}
+
 pub(crate) fn align_up(x: u64, alignment: u64) -> u64 {
     x.div_ceil(alignment) * alignment
 }
@@ -461,9 +493,14 @@ impl<'a> Cursor<'a> {
         let len = self.u64(what)?;
         let offset = self.pos as u64;
         let raw = self.take(len, what)?;
-        String::from_utf8(raw.to_vec()).map_err(|_| Error::BadUtf8 {
-            what: what.to_string(),
-            offset,
+        String::from_utf8(raw.to_vec()).map_err(|_| {
+            // The bytes cannot be shown as they are, but a lossy rendering usually lets the
+            // user recognise which key or name was damaged.
+            let shown = String::from_utf8_lossy(&raw[..raw.len().min(64)]);
+            Error::BadUtf8 {
+                what: format!("{what} ({shown:?})"),
+                offset,
+            }
         })
     }
 
@@ -503,8 +540,12 @@ impl<'a> Cursor<'a> {
                     id: elem_id,
                 })?;
                 let n = self.u64(key)?;
-                self.check_count(n, elem.min_encoded_size(), &format!("array `{key}`"))?;
-                let mut items = Vec::with_capacity(n as usize);
+                self.check_count(
+                    n,
+                    elem.min_encoded_size(),
+                    &format!("length of array `{key}`"),
+                )?;
+                let mut items = Vec::with_capacity(prealloc(n));
                 for _ in 0..n {
                     items.push(self.value(elem, key, depth + 1)?);
                 }

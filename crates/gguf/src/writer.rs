@@ -87,11 +87,15 @@ impl GgufWriter {
         self.add_tensor(name, dims, GgmlType::F32, data)
     }
 
+    /// An unusable `general.alignment` (zero, not a power of two, not an integer) falls back
+    /// to the default layout instead of panicking: `to_bytes` cannot fail, and the value is
+    /// still written as given, so the reader reports it (tests rely on writing such files).
     fn alignment(&self) -> u64 {
         self.metadata
             .iter()
             .find(|(k, _)| k == "general.alignment")
             .and_then(|(_, v)| v.as_u64())
+            .filter(|a| a.is_power_of_two())
             .unwrap_or(DEFAULT_ALIGNMENT)
     }
 
