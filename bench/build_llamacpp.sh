@@ -1,30 +1,75 @@
 #!/usr/bin/env bash
 # Builds llama.cpp (the peer we measure against) from the source vendored in the
 # llama-cpp-python sdist, fetched with pip from the configured package index.
-# Result: $SMOLT_BENCH_DIR/llama.cpp/build/bin/{llama-bench,llama-simple,llama-cli}
+# Result: $SMOLT_BENCH_DIR/llama.cpp/build/bin/{llama-bench,llama-completion,llama-simple,llama-tokenize}
+#   llama-completion is the classic non-interactive CLI (prompt file, --json-schema-file, greedy);
+#   in this llama.cpp version `llama-cli` is the interactive chat front end.
+# Idempotent and resumable: an interrupted build continues where it stopped; only missing
+# binaries are built. A lock file keeps two builds from running at once.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=${SMOLT_BENCH_DIR:-$here/.work}
 version=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
+targets=(llama-bench llama-completion llama-simple llama-tokenize)
+jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+src=$work/llama.cpp
+bin=$src/build/bin
 mkdir -p "$work"
-if [ -x "$work/llama.cpp/build/bin/llama-bench" ]; then
-  echo "llama.cpp already built in $work/llama.cpp/build/bin"
+
+missing=()
+for t in "${targets[@]}"; do [ -x "$bin/$t" ] || missing+=("$t"); done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "llama.cpp already built in $bin"
   exit 0
 fi
-if [ ! -x "$work/venv/bin/cmake" ]; then
-  python3 -m venv "$work/venv"
-  "$work/venv/bin/pip" install --quiet cmake ninja
+
+for tool in python3 cc c++; do
+  command -v "$tool" >/dev/null || { echo "build_llamacpp.sh: '$tool' not found; install it (Debian/Ubuntu: apt-get install python3-venv build-essential)" >&2; exit 1; }
+done
+
+# One build at a time (flock is in util-linux; without it, go on unlocked).
+if command -v flock >/dev/null; then
+  exec 9>"$work/.llamacpp-build.lock"
+  if ! flock -n 9; then
+    echo "another llama.cpp build holds $work/.llamacpp-build.lock; waiting for it..." >&2
+    flock 9
+    missing=()
+    for t in "${targets[@]}"; do [ -x "$bin/$t" ] || missing+=("$t"); done
+    [ ${#missing[@]} -eq 0 ] && { echo "llama.cpp already built in $bin"; exit 0; }
+  fi
 fi
-sdist="$work/llama_cpp_python-$version.tar.gz"
-if [ ! -f "$sdist" ]; then
-  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python "llama-cpp-python==$version" -d "$work"
+
+if [ ! -x "$work/venv/bin/cmake" ] || [ ! -x "$work/venv/bin/ninja" ]; then
+  [ -x "$work/venv/bin/python" ] || python3 -m venv "$work/venv"
+  "$work/venv/bin/pip" install --quiet cmake ninja \
+    || { echo "build_llamacpp.sh: could not pip-install cmake and ninja into $work/venv" >&2; exit 1; }
 fi
-rm -rf "$work/src" && mkdir -p "$work/src"
-tar xzf "$sdist" -C "$work/src"
-rm -rf "$work/llama.cpp"
-mv "$work/src/llama_cpp_python-$version/vendor/llama.cpp" "$work/llama.cpp"
-cd "$work/llama.cpp"
-PATH="$work/venv/bin:$PATH" cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF
-PATH="$work/venv/bin:$PATH" cmake --build build --target llama-bench llama-simple llama-tokenize -j "${JOBS:-2}"
-echo "built: $work/llama.cpp/build/bin"
+
+# Re-extract only when the source is absent or came from another sdist version
+# (a tree without the marker is taken as this version: the earlier script wrote none).
+if [ ! -f "$src/CMakeLists.txt" ] || { [ -f "$src/.smolt-source" ] && [ "$(cat "$src/.smolt-source")" != "llama-cpp-python==$version" ]; }; then
+  sdist="$work/llama_cpp_python-$version.tar.gz"
+  if [ ! -f "$sdist" ]; then
+    python3 -m pip download --quiet --no-deps --no-binary llama-cpp-python "llama-cpp-python==$version" -d "$work" \
+      || { echo "build_llamacpp.sh: could not download the llama-cpp-python==$version sdist with pip" >&2; exit 1; }
+  fi
+  rm -rf "$work/src" && mkdir -p "$work/src"
+  tar xzf "$sdist" -C "$work/src"
+  rm -rf "$src"
+  mv "$work/src/llama_cpp_python-$version/vendor/llama.cpp" "$src"
+  rm -rf "$work/src"
+fi
+[ -f "$src/.smolt-source" ] || echo "llama-cpp-python==$version" > "$src/.smolt-source"
+
+cd "$src"
+export PATH="$work/venv/bin:$PATH"
+if [ ! -f build/build.ninja ]; then
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF
+fi
+echo "building ${missing[*]} with $jobs jobs (about 10+ minutes on 2 cores)"
+cmake --build build --target "${missing[@]}" -j "$jobs"
+for t in "${targets[@]}"; do
+  [ -x "$bin/$t" ] || { echo "build_llamacpp.sh: $bin/$t missing after the build" >&2; exit 1; }
+done
+echo "built: $bin"
