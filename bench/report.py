@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Markdown report from benchmark JSON lines (smolt's side and the peers').
+
+  report.py [--out BENCHMARKS.md] [--command "bench/run.sh ..."] [--note TEXT] RESULTS.jsonl...
+
+Each input line is one record:
+  {"side": "smolt" | "peer", "tool": str, "figure": str, "samples": [numbers],
+   "unit": "tok/s" | "s" | ..., "better": "higher" | "lower",
+   optional: "config", "peak_rss_mib", "command", "versions": {...}, "skipped": reason}
+Records with the same (side, figure) are pooled; the table gives min / median / max of the pooled
+samples, and the ratio of the medians oriented so that > 1 means smolt is better
+(smolt/peer for higher-is-better figures, peer/smolt for lower-is-better ones).
+Lines that are not JSON objects are ignored. With --out the section is appended to that file,
+otherwise printed.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+
+ORDER = [
+    ("pp512_t2", "prompt processing pp512, 2 threads"),
+    ("tg128_t2", "generation tg128, 2 threads"),
+    ("pp512_t1", "prompt processing pp512, 1 thread"),
+    ("tg128_t1", "generation tg128, 1 thread"),
+    ("train_receipts_b1", "LoRA training, SROIE receipts, batch 1"),
+    ("train_seq512_last128_b1", "LoRA training, 1 x 512, loss on last 128"),
+    ("train_seq512_last512_b1", "LoRA training, 1 x 512, loss on all 512"),
+    ("train_seq512_last128_b4", "LoRA training, 4 x 512, loss on last 128"),
+    ("train_seq512_last512_b4", "LoRA training, 4 x 512, loss on all 512"),
+    ("receipt_json_latency_s", "receipt -> JSON, schema-constrained, greedy (wall, incl. load)"),
+    ("receipt_json_compute_s", "receipt -> JSON, schema-constrained, greedy (prompt + generation)"),
+]
+FLAGS_OF_INTEREST = ["avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                     "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile"]
+
+
+def load(paths):
+    recs = []
+    for p in paths:
+        with open(p, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(r, dict) and "figure" in r and "side" in r:
+                    recs.append(r)
+    return recs
+
+
+def fmt(x, unit):
+    if x is None:
+        return ""
+    if unit == "s":
+        return f"{x:.3f}"
+    return f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def mmm(samples, unit):
+    if not samples:
+        return "—"
+    return f"{fmt(min(samples), unit)} / **{fmt(statistics.median(samples), unit)}** / {fmt(max(samples), unit)} (n={len(samples)})"
+
+
+def machine():
+    info = {}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            k, _, v = line.partition(":")
+            info[k.strip()] = v.strip()
+    except OSError:
+        pass
+    flags = set(info.get("Flags", "").split())
+    if not flags and os.path.exists("/proc/cpuinfo"):
+        m = re.search(r"^flags\s*:\s*(.*)$", open("/proc/cpuinfo").read(), re.M)
+        flags = set(m.group(1).split()) if m else set()
+    mem = ""
+    try:
+        m = re.search(r"MemTotal:\s*(\d+) kB", open("/proc/meminfo").read())
+        mem = f"{int(m.group(1)) / 1024 / 1024:.1f} GiB"
+    except (OSError, AttributeError):
+        pass
+    cpus = info.get("CPU(s)", str(os.cpu_count()))
+    cores = info.get("Core(s) per socket", "?")
+    sockets = info.get("Socket(s)", "?")
+    tpc = info.get("Thread(s) per core", "?")
+    return {
+        "model": info.get("Model name", platform.processor() or "?"),
+        "cpus": f"{cpus} logical CPUs ({sockets} socket(s) x {cores} core(s) x {tpc} thread(s))",
+        "flags": ", ".join(f for f in FLAGS_OF_INTEREST if f in flags) or "none of " + ", ".join(FLAGS_OF_INTEREST),
+        "hypervisor": info.get("Hypervisor vendor", ""),
+        "caches": ", ".join(f"{k} {info[k]}" for k in ("L1d cache", "L2 cache", "L3 cache") if k in info),
+        "memory": mem,
+        "kernel": platform.release(),
+    }
+
+
+def versions(recs):
+    seen = {}
+    for r in recs:
+        for k, v in (r.get("versions") or {}).items():
+            if v is None or k == "cpu_info":
+                continue
+            seen.setdefault(k, set()).add(str(v))
+    return "; ".join(f"{k} {', '.join(sorted(v))}" for k, v in sorted(seen.items()))
+
+
+def table(recs):
+    groups = {}
+    for r in recs:
+        g = groups.setdefault(r["figure"], {"smolt": [], "peer": [], "recs": []})
+        g["recs"].append(r)
+        if not r.get("skipped"):
+            g["smolt" if r["side"] == "smolt" else "peer"].extend(float(x) for x in r.get("samples") or [])
+    names = dict(ORDER)
+    keys = [k for k, _ in ORDER if k in groups] + sorted(k for k in groups if k not in names)
+    lines = [
+        "| figure | unit | smolt min / **median** / max | peer min / **median** / max | smolt ÷ peer (>1: smolt better) | peak RSS smolt / peer, MiB | peer |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for k in keys:
+        g = groups[k]
+        unit = next((r.get("unit") for r in g["recs"] if r.get("unit")), "")
+        better = next((r.get("better") for r in g["recs"] if r.get("better")), "higher")
+        ratio = ""
+        if g["smolt"] and g["peer"]:
+            s, p = statistics.median(g["smolt"]), statistics.median(g["peer"])
+            if s > 0 and p > 0:
+                ratio = f"{(s / p if better == 'higher' else p / s):.2f}×"
+        rss = {}
+        for side in ("smolt", "peer"):
+            vals = [r["peak_rss_mib"] for r in g["recs"] if r["side"] == side and r.get("peak_rss_mib")]
+            rss[side] = f"{max(vals):.0f}" if vals else "—"
+        peer_tools = sorted({r.get("tool", "?") for r in g["recs"] if r["side"] != "smolt"})
+        lines.append(f"| {names.get(k, k)} | {unit} | {mmm(g['smolt'], unit)} | {mmm(g['peer'], unit)} | {ratio} | "
+                     f"{rss['smolt']} / {rss['peer']} | {', '.join(peer_tools) or '—'} |")
+        for r in g["recs"]:
+            if r.get("skipped"):
+                notes.append(f"- {names.get(k, k)} ({r['side']}): not measured — {r['skipped']}")
+    return lines, notes, keys, groups
+
+
+def details(keys, groups):
+    out = []
+    for k in keys:
+        for r in groups[k]["recs"]:
+            if r.get("skipped"):
+                continue
+            extra = []
+            if r.get("config"):
+                extra.append(r["config"])
+            if "loss_first" in r:
+                extra.append(f"loss {r['loss_first']:.3f} → {r['loss_last']:.3f} over {r.get('steps')} steps "
+                             f"({r.get('warmup_steps', 0)} warm-up, not timed)")
+            if r.get("tok_s") is not None and r.get("workload") == "receipts":
+                extra.append(f"overall {r['tok_s']:.1f} tok/s ({r.get('tokens_measured')} tokens in "
+                             f"{r.get('seconds_measured', 0):.1f} s)")
+            if r.get("runs"):
+                g0 = r["runs"][0]
+                extra.append(f"{g0.get('prompt_tokens', '?')} prompt tokens, {g0.get('eval_tokens', '?')} generated, "
+                             f"valid JSON: {all(g.get('valid_json') for g in r['runs'])}")
+            if r.get("command"):
+                extra.append(f"`{r['command']}`")
+            out.append(f"- **{k}** ({r['side']}, {r.get('tool', '?')}): " + ("; ".join(extra) or "no details"))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+", help="JSON-lines files")
+    ap.add_argument("--out", help="append the section to this markdown file (default: print)")
+    ap.add_argument("--command", default=None, help="the command that produced the results")
+    ap.add_argument("--note", action="append", default=[], help="a line for the notes (repeatable)")
+    ap.add_argument("--load", default=None, help="load average before the run, e.g. '1.9 1.5 1.2'")
+    args = ap.parse_args()
+
+    recs = load(args.results)
+    if not recs:
+        print("report.py: no result records in " + ", ".join(args.results), file=sys.stderr)
+        sys.exit(2)
+    m = machine()
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines, notes, keys, groups = table(recs)
+    sec = [f"## Run of {now}", ""]
+    sec += [f"- Command: `{args.command}`" if args.command else "- Command: (not given)",
+            f"- Machine: {m['model']}; {m['cpus']}; {m['memory']} RAM"
+            + (f"; {m['hypervisor']} guest" if m['hypervisor'] else "") + f"; Linux {m['kernel']}",
+            f"- CPU features of interest: {m['flags']}",
+            f"- Caches: {m['caches']}" if m["caches"] else "",
+            f"- Load average before the run: {args.load}" if args.load else "",
+            f"- Versions: {versions(recs)}", ""]
+    sec = [s for s in sec if s != ""] + [""]
+    sec += lines + [""]
+    if notes or args.note:
+        sec += ["Notes:"] + [f"- {n}" for n in args.note] + notes + [""]
+    sec += ["<details><summary>Per-figure details and exact peer commands</summary>", ""] + details(keys, groups) + ["", "</details>", ""]
+    text = "\n".join(sec)
+    if args.out:
+        new = not os.path.exists(args.out)
+        with open(args.out, "a", encoding="utf-8") as fh:
+            if new:
+                fh.write("# smolt benchmarks\n\nAppended by `bench/run.sh` (see bench/README.md). "
+                         "min / **median** / max over the samples of each figure.\n\n")
+            fh.write(text + "\n")
+        print(f"appended to {args.out}", file=sys.stderr)
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
