@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""smolt's side of the benchmark, as JSON lines in the same shape as the peers' (see report.py).
+
+  speed    `smolt bench --model M --prompt-tokens 512 --gen-tokens 128 --threads T --json`, --reps times
+           per thread count; smolt prints {"prefill_tok_s": x, "decode_tok_s": y} (numbers or lists).
+           -> figures pp512_tT and tg128_tT.
+  train    `smolt train ...` on the receipts data; the command line is the template in
+           $SMOLT_TRAIN_CMD (default below; placeholders {smolt} {model} {data} {steps} {threads}).
+           It must print one JSON line with "tok_s" (and optionally "samples", "loss_first",
+           "loss_last", "steps") — the same fields as bench/pytorch/train_bench.py prints.
+           -> figure train_receipts_b1.
+  receipt  optional: $SMOLT_RECEIPT_CMD (placeholders {smolt} {model} {prompt} {schema} {threads}) is run
+           --latency-reps times and its wall time recorded -> figure receipt_json_latency_s.
+
+When a subcommand does not exist yet, a record with "skipped" says so and the run goes on.
+Peak RSS of each smolt process is taken from wait4's rusage.
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WORK = os.environ.get("SMOLT_BENCH_DIR", os.path.join(HERE, ".work"))
+DEFAULT_MODEL = os.path.expanduser("~/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf")
+DEFAULT_TRAIN_CMD = "{smolt} train --model {model} --data {data} --steps {steps} --threads {threads} --bench-json"
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def emit(rec):
+    print(json.dumps({"side": "smolt", "tool": "smolt", **rec}), flush=True)
+
+
+def run_rss(cmd):
+    log("+ " + " ".join(shlex.quote(c) for c in cmd))
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    # Read output in threads so that wait4 can reap the child itself and return its rusage.
+    import threading
+    bufs = {"out": [], "err": []}
+    ts = [threading.Thread(target=lambda s, k: bufs[k].append(s.read()), args=(p.stdout, "out")),
+          threading.Thread(target=lambda s, k: bufs[k].append(s.read()), args=(p.stderr, "err"))]
+    for t in ts:
+        t.start()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    for t in ts:
+        t.join()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, "".join(bufs["out"]), "".join(bufs["err"]), wall, ru.ru_maxrss / 1024.0
+
+
+def has_subcommand(smolt, name):
+    """True when `smolt NAME --help` succeeds and shows clap's usage line for NAME."""
+    r = subprocess.run([smolt, name, "--help"], capture_output=True, text=True)
+    return r.returncode == 0 and re.search(rf"Usage:.*\b{name}\b", r.stdout) is not None
+
+
+def last_json(text):
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                pass
+    return None
+
+
+def as_list(v):
+    return [float(x) for x in v] if isinstance(v, list) else [float(v)]
+
+
+def speed(args):
+    figs = [f"{p}_t{t}" for t in args.threads for p in ("pp512", "tg128")]
+    if not has_subcommand(args.smolt, "bench"):
+        msg = "`smolt bench` does not exist yet in this build"
+        log(f"smolt_side: {msg}; skipping smolt's speed figures")
+        for f in figs:
+            emit({"figure": f, "unit": "tok/s", "better": "higher", "skipped": msg})
+        return
+    for t in args.threads:
+        pp, tg, rss = [], [], 0.0
+        cmd = [args.smolt, "bench", "--model", args.model, "--prompt-tokens", "512", "--gen-tokens", "128",
+               "--threads", str(t), "--json"]
+        err_msg = None
+        for _ in range(args.reps):
+            rc, out, err, wall, peak = run_rss(cmd)
+            j = last_json(out)
+            if rc != 0 or not j or "prefill_tok_s" not in j or "decode_tok_s" not in j:
+                err_msg = f"`smolt bench` failed (exit {rc}): {(err.strip().splitlines() or [''])[-1][:200]}"
+                log(err + "\nsmolt_side: " + err_msg)
+                break
+            pp += as_list(j["prefill_tok_s"])
+            tg += as_list(j["decode_tok_s"])
+            rss = max(rss, peak)
+        cmd_s = " ".join(shlex.quote(c) for c in cmd).replace(args.smolt, "smolt")
+        for fig, s in ((f"pp512_t{t}", pp), (f"tg128_t{t}", tg)):
+            if err_msg:
+                emit({"figure": fig, "unit": "tok/s", "better": "higher", "skipped": err_msg})
+            else:
+                emit({"figure": fig, "unit": "tok/s", "better": "higher", "samples": s, "threads": t,
+                      "peak_rss_mib": round(rss, 1), "command": cmd_s + f" x{args.reps}",
+                      "config": f"Q4_K_M, --threads {t}", "versions": {"smolt": args.version}})
+
+
+def train(args):
+    fig = "train_receipts_b1"
+    if not has_subcommand(args.smolt, "train"):
+        msg = "`smolt train` does not exist yet in this build"
+        log(f"smolt_side: {msg}; skipping smolt's training figure")
+        emit({"figure": fig, "unit": "tok/s", "better": "higher", "skipped": msg})
+        return
+    if not args.data:
+        emit({"figure": fig, "unit": "tok/s", "better": "higher", "skipped": "no --data given"})
+        return
+    tmpl = os.environ.get("SMOLT_TRAIN_CMD", DEFAULT_TRAIN_CMD)
+    cmd = shlex.split(tmpl.format(smolt=args.smolt, model=args.model, data=args.data, steps=args.steps,
+                                  threads=args.threads[0]))
+    rc, out, err, wall, peak = run_rss(cmd)
+    j = last_json(out)
+    if rc != 0 or not j or "tok_s" not in j:
+        msg = (f"`{' '.join(cmd[1:3])} …` gave no JSON line with tok_s (exit {rc}; set SMOLT_TRAIN_CMD to the right "
+               f"command line): {(err.strip().splitlines() or [''])[-1][:200]}")
+        log(err[-2000:] + "\nsmolt_side: " + msg)
+        emit({"figure": fig, "unit": "tok/s", "better": "higher", "skipped": msg})
+        return
+    rec = {k: v for k, v in j.items() if k not in ("side", "tool", "figure")}
+    rec.setdefault("samples", [j["tok_s"]])
+    emit({**rec, "figure": fig, "unit": "tok/s", "better": "higher",
+          "peak_rss_mib": round(max(peak, float(j.get("peak_rss_mib") or 0)), 1),
+          "workload": "receipts", "command": " ".join(shlex.quote(c) for c in cmd).replace(args.smolt, "smolt"),
+          "versions": {"smolt": args.version}})
+
+
+def receipt(args):
+    tmpl = os.environ.get("SMOLT_RECEIPT_CMD")
+    fig = "receipt_json_latency_s"
+    if not tmpl:
+        emit({"figure": fig, "unit": "s", "better": "lower",
+              "skipped": "no smolt command for it yet (set SMOLT_RECEIPT_CMD)"})
+        return
+    raw = os.path.join(WORK, "results", "llamacpp-raw")
+    prompt, schema = os.path.join(raw, "receipt_prompt.txt"), os.path.join(raw, "receipt_schema.json")
+    if not (os.path.exists(prompt) and os.path.exists(schema)):
+        emit({"figure": fig, "unit": "s", "better": "lower",
+              "skipped": "run the llama.cpp receipt latency first (it writes the shared prompt and schema)"})
+        return
+    cmd = shlex.split(tmpl.format(smolt=args.smolt, model=args.model, prompt=prompt, schema=schema,
+                                  threads=args.threads[0]))
+    samples, rss = [], 0.0
+    for _ in range(args.latency_reps):
+        rc, out, err, wall, peak = run_rss(cmd)
+        if rc != 0:
+            emit({"figure": fig, "unit": "s", "better": "lower", "skipped": f"exit {rc}: {err.strip()[-200:]}"})
+            return
+        samples.append(wall)
+        rss = max(rss, peak)
+    emit({"figure": fig, "unit": "s", "better": "lower", "samples": samples, "peak_rss_mib": round(rss, 1),
+          "output": out.strip()[-500:], "command": " ".join(cmd).replace(args.smolt, "smolt"),
+          "versions": {"smolt": args.version}})
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="*", choices=["speed", "train", "receipt"], default=["speed", "train"])
+    ap.add_argument("--smolt", default=os.path.join(ROOT, "target", "release", "smolt"))
+    ap.add_argument("--model", default=os.environ.get("SMOLT_BENCH_MODEL", DEFAULT_MODEL))
+    ap.add_argument("--threads", default="2,1")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--data")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--latency-reps", type=int, default=3)
+    args = ap.parse_args()
+    args.threads = [int(t) for t in args.threads.split(",") if t]
+    if not os.access(args.smolt, os.X_OK):
+        msg = f"{args.smolt} not found (build it: cargo build --release)"
+        log("smolt_side: " + msg)
+        for w in args.what:
+            emit({"figure": {"speed": "pp512_t2", "train": "train_receipts_b1", "receipt": "receipt_json_latency_s"}[w],
+                  "skipped": msg})
+        return
+    v = subprocess.run([args.smolt, "--version"], capture_output=True, text=True)
+    args.version = v.stdout.strip() or "?"
+    for w in args.what:
+        {"speed": speed, "train": train, "receipt": receipt}[w](args)
+
+
+if __name__ == "__main__":
+    main()
