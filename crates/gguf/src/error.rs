@@ -22,7 +22,7 @@ pub enum Error {
         needed: u64,
         available: u64,
     },
-    #[error("the {what} says {count}, which cannot fit in the {remaining} bytes left in the file")]
+    #[error("the {what} says {count}, which cannot fit in the {remaining} bytes left in the file (is the file damaged or truncated?)")]
     AbsurdCount {
         what: String,
         count: u64,
