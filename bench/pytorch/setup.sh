@@ -33,8 +33,7 @@ if ! "$venv/bin/pip" install --quiet "${pins[@]}"; then
 fi
 printf '%s\n' "$want" > "$stamp"
 "$venv/bin/python" - <<'PY'
-import torch, transformers, peft, gguf, safetensors
-print("installed: torch", torch.__version__, "transformers", transformers.__version__,
-      "peft", peft.__version__, "gguf", getattr(gguf, "__version__", "?"), "safetensors", safetensors.__version__)
+from importlib.metadata import version
+print("installed:", ", ".join(f"{p} {version(p)}" for p in ("torch", "transformers", "peft", "gguf", "safetensors")))
 PY
 echo "torch venv ready: $venv"

@@ -23,6 +23,7 @@ but not timed into the figures.
 """
 import argparse
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -71,6 +72,11 @@ def convert(gguf_path, out_dir):
     log(f"converting {gguf_path} to f32 safetensors in {out_dir} (once)")
     tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+    # The weights are plain f32 tensors now; drop the GGUF "quantizer" marker so that
+    # save_pretrained accepts the model and the cached copy loads as an ordinary f32 model.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     os.makedirs(tmp, exist_ok=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
@@ -242,6 +248,7 @@ def main():
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "peft": peft.__version__,
+            "gguf": importlib.metadata.version("gguf"),
         },
         "command": " ".join(["train_bench.py"] + sys.argv[1:]),
     }
