@@ -26,7 +26,6 @@ fn key_range(pos: usize, window: Option<usize>) -> (usize, usize) {
     (lo, hi)
 }
 
-#[allow(dead_code)] // `s` is read by the backward
 struct Shape {
     t: usize,
     s: usize,
@@ -210,6 +209,107 @@ fn attend<F: Float>(
         scale_in_place(F::ONE / sum[h], &mut o[h * d..][..d]);
         l[h] = m[h] + sum[h].ln();
     }
+}
+
+/// Backward of [`attention_forward`]; `dq`, `dk`, `dv` ACCUMULATE. `out` and `lse` are what the
+/// forward produced; shapes as there (`dk, dv` like `k, v`).
+///
+/// The forward computed, per query row and head, `s_j = scale·q·k_j`, `p_j = exp(s_j − lse)`
+/// and `out = Σ_j p_j·v_j`. So `dv_j += p_j·dout` and `dp_j = dout·v_j`; through the softmax
+/// `ds_j = p_j·(dp_j − Σ_i p_i·dp_i)` where `Σ_i p_i·dp_i = dout·out` (call it `δ`); and through
+/// the scores `dq += scale·Σ_j ds_j·k_j`, `dk_j += scale·ds_j·q`.
+///
+/// `dq` is computed per (query row, KV head) and `dk, dv` per (key row, KV head), each pass
+/// recomputing `p` from `lse`: two race-free parallel passes instead of atomics or per-thread
+/// copies of `dk, dv`, and the result does not depend on the thread count.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward<F: Float>(
+    dout: &[F],
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    out: &[F],
+    lse: &[F],
+    q_pos: &[usize],
+    n_q_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    window: Option<usize>,
+    scale: F,
+    dq: &mut [F],
+    dk: &mut [F],
+    dv: &mut [F],
+) {
+    let sh = check_shapes(q, k, v, q_pos, n_q_heads, n_kv_heads, head_dim, window);
+    assert_eq!(out.len(), q.len(), "out is not (T, n_q_heads, head_dim)");
+    assert_eq!(dout.len(), q.len(), "dout is not (T, n_q_heads, head_dim)");
+    assert_eq!(dq.len(), q.len(), "dq is not (T, n_q_heads, head_dim)");
+    assert_eq!(dk.len(), k.len(), "dk is not (S, n_kv_heads, head_dim)");
+    assert_eq!(dv.len(), v.len(), "dv is not (S, n_kv_heads, head_dim)");
+    assert_eq!(lse.len(), sh.t * sh.n_q, "lse is not (T, n_q_heads)");
+    let (d, group, n_kv, n_q) = (sh.d, sh.group, sh.n_kv, sh.n_q);
+    let par = flops(&sh, q_pos, window) >= PAR_MIN_FLOPS;
+
+    // δ = dout·out per (query row, head).
+    let delta: Vec<F> = dout
+        .chunks(d)
+        .zip(out.chunks(d))
+        .map(|(a, b)| dot(a, b))
+        .collect();
+
+    // Pass 1: dq, one item per (query row t, KV head g) owning `group × D` of dq.
+    let dq_item = |(i, dqg): (usize, &mut [F])| {
+        let (t, g) = (i / n_kv, i % n_kv);
+        let (lo, hi) = key_range(q_pos[t], window);
+        for h in 0..group {
+            let row = t * n_q + g * group + h;
+            let (qh, doh) = (&q[row * d..][..d], &dout[row * d..][..d]);
+            let dqh = &mut dqg[h * d..][..d];
+            for j in lo..hi {
+                let kv = (j * n_kv + g) * d;
+                let p = (scale * dot(qh, &k[kv..][..d]) - lse[row]).exp();
+                let ds = p * (dot(doh, &v[kv..][..d]) - delta[row]);
+                axpy(scale * ds, &k[kv..][..d], dqh);
+            }
+        }
+    };
+    if par {
+        dq.par_chunks_mut(group * d).enumerate().for_each(dq_item);
+    } else {
+        dq.chunks_mut(group * d).enumerate().for_each(dq_item);
+    }
+
+    // Pass 2: dk and dv, one item per (key row j, KV head g) owning `D` of each.
+    let dkv_item = |(i, (dkj, dvj)): (usize, (&mut [F], &mut [F]))| {
+        let (j, g) = (i / n_kv, i % n_kv);
+        let (kj, vj) = (&k[i * d..][..d], &v[i * d..][..d]);
+        for (t, &pos) in q_pos.iter().enumerate() {
+            let (lo, hi) = key_range(pos, window);
+            if j < lo || j >= hi {
+                continue;
+            }
+            for h in 0..group {
+                let row = t * n_q + g * group + h;
+                let (qh, doh) = (&q[row * d..][..d], &dout[row * d..][..d]);
+                let p = (scale * dot(qh, kj) - lse[row]).exp();
+                axpy(p, doh, dvj);
+                let ds = p * (dot(doh, vj) - delta[row]);
+                axpy(scale * ds, qh, dkj);
+            }
+        }
+    };
+    if par {
+        dk.par_chunks_mut(d)
+            .zip(dv.par_chunks_mut(d))
+            .enumerate()
+            .for_each(dkv_item);
+    } else {
+        dk.chunks_mut(d)
+            .zip(dv.chunks_mut(d))
+            .enumerate()
+            .for_each(dkv_item);
+    }
+    debug_assert_eq!(dk.len(), sh.s * n_kv * d);
 }
 
 #[cfg(test)]
@@ -398,5 +498,169 @@ mod tests {
             );
             assert_close(&out, &ro, 1e-5, "gemma out");
         }
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        for (ci, c) in cases().iter().enumerate() {
+            let t = c.q_pos.len();
+            let seed = 100 * ci as u64;
+            let q = randn64(t * c.n_q * c.d, seed + 1);
+            let k = randn64(c.s * c.n_kv * c.d, seed + 2);
+            let v = randn64(c.s * c.n_kv * c.d, seed + 3);
+            let gy = randn64(q.len(), seed + 4);
+            let scale = 0.7;
+            let run = |q: &[f64], k: &[f64], v: &[f64]| {
+                let mut out = vec![0.0; q.len()];
+                let mut lse = vec![0.0; t * c.n_q];
+                attention_forward(
+                    q,
+                    k,
+                    v,
+                    &c.q_pos,
+                    c.n_q,
+                    c.n_kv,
+                    c.d,
+                    c.window,
+                    scale,
+                    &mut out,
+                    Some(&mut lse),
+                );
+                (out, lse)
+            };
+            let (out, lse) = run(&q, &k, &v);
+            let (dq0, dk0, dv0) = (
+                randn64(q.len(), seed + 5),
+                randn64(k.len(), seed + 6),
+                randn64(v.len(), seed + 7),
+            );
+            let (mut dq, mut dk, mut dv) = (dq0.clone(), dk0.clone(), dv0.clone());
+            attention_backward(
+                &gy, &q, &k, &v, &out, &lse, &c.q_pos, c.n_q, c.n_kv, c.d, c.window, scale,
+                &mut dq, &mut dk, &mut dv,
+            );
+            let sub =
+                |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<_>>();
+            // Keys beyond a few hundred coordinates add time, not coverage.
+            let lim = |x: &[f64]| x.len().min(400);
+            let nq = lim(&q);
+            let fq = fd_grad(&q[..nq], 1e-5, |xs| {
+                let mut qq = q.clone();
+                qq[..nq].copy_from_slice(xs);
+                contract(&run(&qq, &k, &v).0, &gy)
+            });
+            assert_close(&sub(&dq[..nq], &dq0), &fq, 1e-8, &format!("dq case {ci}"));
+            let nk = lim(&k);
+            let off = k.len() - nk; // the last keys are the ones windows reach
+            let fk = fd_grad(&k[off..], 1e-5, |xs| {
+                let mut kk = k.clone();
+                kk[off..].copy_from_slice(xs);
+                contract(&run(&q, &kk, &v).0, &gy)
+            });
+            assert_close(
+                &sub(&dk[off..], &dk0[off..]),
+                &fk,
+                1e-8,
+                &format!("dk case {ci}"),
+            );
+            let fv = fd_grad(&v[off..], 1e-5, |xs| {
+                let mut vv = v.clone();
+                vv[off..].copy_from_slice(xs);
+                contract(&run(&q, &k, &vv).0, &gy)
+            });
+            assert_close(
+                &sub(&dv[off..], &dv0[off..]),
+                &fv,
+                1e-8,
+                &format!("dv case {ci}"),
+            );
+        }
+    }
+
+    #[test]
+    fn backward_f32_matches_f64_at_gemma_shapes() {
+        // The f32 kernel on the parallel path against the f64 one (itself FD-checked above).
+        let (n_q, n_kv, d, s) = (4, 1, 256, 300);
+        let q_pos: Vec<usize> = (0..s).collect();
+        let q = randn(s * n_q * d, 1);
+        let k = randn(s * n_kv * d, 2);
+        let v = randn(s * n_kv * d, 3);
+        let gy = randn(q.len(), 4);
+        let w = Some(128);
+        let mut out = vec![0.0f32; q.len()];
+        let mut lse = vec![0.0f32; s * n_q];
+        attention_forward(
+            &q,
+            &k,
+            &v,
+            &q_pos,
+            n_q,
+            n_kv,
+            d,
+            w,
+            1.0 / 16.0,
+            &mut out,
+            Some(&mut lse),
+        );
+        let (mut dq, mut dk, mut dv) = (
+            vec![0.0f32; q.len()],
+            vec![0.0f32; k.len()],
+            vec![0.0f32; v.len()],
+        );
+        attention_backward(
+            &gy,
+            &q,
+            &k,
+            &v,
+            &out,
+            &lse,
+            &q_pos,
+            n_q,
+            n_kv,
+            d,
+            w,
+            1.0 / 16.0,
+            &mut dq,
+            &mut dk,
+            &mut dv,
+        );
+        let (q6, k6, v6, g6) = (to64(&q), to64(&k), to64(&v), to64(&gy));
+        let mut out6 = vec![0.0; q.len()];
+        let mut lse6 = vec![0.0; s * n_q];
+        attention_forward(
+            &q6,
+            &k6,
+            &v6,
+            &q_pos,
+            n_q,
+            n_kv,
+            d,
+            w,
+            1.0 / 16.0,
+            &mut out6,
+            Some(&mut lse6),
+        );
+        let (mut dq6, mut dk6, mut dv6) =
+            (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        attention_backward(
+            &g6,
+            &q6,
+            &k6,
+            &v6,
+            &out6,
+            &lse6,
+            &q_pos,
+            n_q,
+            n_kv,
+            d,
+            w,
+            1.0 / 16.0,
+            &mut dq6,
+            &mut dk6,
+            &mut dv6,
+        );
+        assert_close(&dq, &dq6, 1e-4, "dq");
+        assert_close(&dk, &dk6, 1e-4, "dk");
+        assert_close(&dv, &dv6, 1e-4, "dv");
     }
 }

@@ -21,7 +21,7 @@ pub mod rope;
 mod test_util;
 
 pub use activation::{geglu_backward, geglu_forward, gelu_tanh};
-pub use attention::attention_forward;
+pub use attention::{attention_backward, attention_forward};
 pub use float::Float;
 pub use matmul::{matmul_nn, matmul_nt, matmul_tn};
 pub use norm::{rms_norm_backward, rms_norm_forward};

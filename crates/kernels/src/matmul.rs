@@ -128,7 +128,7 @@ pub fn matmul_tn<F: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{assert_close, randn};
+    use crate::test_util::{assert_close, contract, fd_grad, randn, randn64};
 
     fn naive(
         a: &dyn Fn(usize, usize) -> f64,
@@ -188,5 +188,25 @@ mod tests {
         assert_eq!(c, vec![1.0; 6]);
         matmul_nt(&[], &[], 2, 0, 3, &mut c, false);
         assert_eq!(c, vec![0.0; 6]);
+    }
+
+    #[test]
+    fn linear_backward_products_match_finite_differences() {
+        // y = x·W^T (matmul_nt); the module doc's backward products must be its gradients.
+        let (t, c, oc) = (3, 5, 4);
+        let x = randn64(t * c, 1);
+        let w = randn64(oc * c, 2);
+        let gy = randn64(t * oc, 3);
+        let loss = |x: &[f64], w: &[f64]| {
+            let mut y = vec![0.0; t * oc];
+            matmul_nt(x, w, t, c, oc, &mut y, false);
+            contract(&y, &gy)
+        };
+        let mut dx = vec![0.0; t * c];
+        matmul_nn(&gy, &w, t, oc, c, &mut dx, true);
+        let mut dw = vec![0.0; oc * c];
+        matmul_tn(&gy, &x, oc, t, c, &mut dw, true);
+        assert_close(&dx, &fd_grad(&x, 1e-5, |xs| loss(xs, &w)), 1e-9, "dx");
+        assert_close(&dw, &fd_grad(&w, 1e-5, |ws| loss(&x, ws)), 1e-9, "dw");
     }
 }
