@@ -1,0 +1,232 @@
+//! Quantized matrix multiplication: `y[m×n] = x[m×k] · Wᵀ` with W stored as GGML rows.
+//!
+//! As in ggml, each row of `x` is quantized once to the weight type's `vec_dot_type`,
+//! then every output is one `vec_dot`. Work is split over blocks of W rows; within a
+//! block the loop runs over tiles of x rows so that the W rows (a few KB each) stay in
+//! L1 while several x rows stream past them, instead of streaming all of W once per
+//! x row as a naive loop would for prefill.
+
+use rayon::prelude::*;
+
+use crate::simd::{self, Kernels, SimdPath};
+use crate::{
+    check_len, dequantize_unchecked, quantize_unchecked, row_bytes, vec_dot_type, GgmlType,
+    QuantError,
+};
+
+/// A borrowed quantized weight matrix in GGML layout: `rows` (= ne1, output features)
+/// rows of `cols` (= ne0, input features) elements each, rows contiguous.
+#[derive(Clone, Copy, Debug)]
+pub struct QMatrix<'a> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl<'a> QMatrix<'a> {
+    /// Checks that `data` is exactly `rows` rows of `cols` elements of `ty`.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, QuantError> {
+        let m = QMatrix {
+            ty,
+            rows,
+            cols,
+            data,
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    fn validate(&self) -> Result<(), QuantError> {
+        let rb = row_bytes(self.ty, self.cols)?;
+        let total = rb.checked_mul(self.rows).ok_or_else(|| {
+            QuantError::Shape(format!("{}×{} {} overflows", self.rows, self.cols, self.ty))
+        })?;
+        if total != self.data.len() {
+            return Err(QuantError::Shape(format!(
+                "{} matrix {}×{} needs {total} bytes, got {}",
+                self.ty,
+                self.rows,
+                self.cols,
+                self.data.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows.max(1)
+    }
+
+    /// The raw bytes of row `r` (panics if `r >= rows`, like slice indexing).
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let rb = self.row_bytes();
+        &self.data[r * rb..(r + 1) * rb]
+    }
+}
+
+/// `y[m×n] = x[m×k] · Wᵀ` on the active SIMD path (`simd_path()`).
+pub fn matmul_q(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), QuantError> {
+    matmul_with(simd::active_kernels(), w, x, m, y)
+}
+
+/// `matmul_q` on a chosen path (for tests and benchmarks).
+pub fn matmul_q_on(
+    path: SimdPath,
+    w: &QMatrix,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    let k = simd::kernels_for(path).ok_or(QuantError::Unsupported {
+        ty: w.ty,
+        op: "this SIMD path on this CPU",
+    })?;
+    matmul_with(k, w, x, m, y)
+}
+
+fn check_shapes(w: &QMatrix, x: &[f32], m: usize, y: &[f32]) -> Result<(), QuantError> {
+    w.validate()?;
+    if x.len() != m * w.cols {
+        return Err(QuantError::Shape(format!(
+            "x has {} elements, expected m×k = {m}×{}",
+            x.len(),
+            w.cols
+        )));
+    }
+    if y.len() != m * w.rows {
+        return Err(QuantError::Shape(format!(
+            "y has {} elements, expected m×n = {m}×{}",
+            y.len(),
+            w.rows
+        )));
+    }
+    Ok(())
+}
+
+/// W rows per parallel task: enough tasks to balance the threads, each big enough
+/// that rayon's per-task cost stays small against its dot products.
+fn rows_per_task(n: usize, m: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let by_balance = n.div_ceil(threads * 8);
+    let by_overhead = 256usize.div_ceil(m.max(1));
+    by_balance.max(by_overhead).clamp(1, n.max(1))
+}
+
+/// x rows per L1 tile.
+const X_TILE: usize = 8;
+
+fn matmul_with(
+    kern: &Kernels,
+    w: &QMatrix,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    check_shapes(w, x, m, y)?;
+    let (n, k) = (w.rows, w.cols);
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let vt = vec_dot_type(w.ty);
+    let dot = kern.dot(w.ty).ok_or(QuantError::Unsupported {
+        ty: w.ty,
+        op: "matmul_q",
+    })?;
+    let ab = row_bytes(vt, k)?;
+    let nb = k / w.ty.block_size();
+
+    let mut xq = vec![0u8; m * ab];
+    if k > 0 {
+        xq.par_chunks_mut(ab)
+            .zip(x.par_chunks(k))
+            .for_each(|(q, xr)| quantize_unchecked(vt, xr, q));
+    }
+    let xrow = |r: usize| &xq[r * ab..(r + 1) * ab];
+    let rpt = rows_per_task(n, m);
+
+    if m == 1 {
+        y.par_chunks_mut(rpt).enumerate().for_each(|(t, out)| {
+            let xr = xrow(0);
+            for (jj, o) in out.iter_mut().enumerate() {
+                *o = dot(nb, w.row(t * rpt + jj), xr);
+            }
+        });
+        return Ok(());
+    }
+
+    // Computed transposed (yt[j][r]) so each task owns a contiguous slice, then transposed back.
+    let mut yt = vec![0f32; n * m];
+    yt.par_chunks_mut(rpt * m).enumerate().for_each(|(t, out)| {
+        let j0 = t * rpt;
+        let nrows = out.len() / m;
+        for r0 in (0..m).step_by(X_TILE) {
+            let r1 = (r0 + X_TILE).min(m);
+            for jj in 0..nrows {
+                let wr = w.row(j0 + jj);
+                let o = &mut out[jj * m..(jj + 1) * m];
+                for r in r0..r1 {
+                    o[r] = dot(nb, wr, xrow(r));
+                }
+            }
+        }
+    });
+    y.par_chunks_mut(n).enumerate().for_each(|(r, yr)| {
+        for (j, v) in yr.iter_mut().enumerate() {
+            *v = yt[j * m + r];
+        }
+    });
+    Ok(())
+}
+
+/// Decode the whole matrix into `out` (`rows × cols`, row-major), rows in parallel.
+pub fn dequantize_matrix(w: &QMatrix, out: &mut [f32]) -> Result<(), QuantError> {
+    w.validate()?;
+    if out.len() != w.rows * w.cols {
+        return Err(QuantError::Shape(format!(
+            "out has {} elements, expected {}×{}",
+            out.len(),
+            w.rows,
+            w.cols
+        )));
+    }
+    if w.cols == 0 {
+        return Ok(());
+    }
+    let rb = row_bytes(w.ty, w.cols)?;
+    out.par_chunks_mut(w.cols)
+        .zip(w.data.par_chunks(rb))
+        .for_each(|(o, b)| dequantize_unchecked(w.ty, b, o));
+    Ok(())
+}
+
+/// `y = x · Wᵀ` without quantizing x: each W row is dequantized on the fly and dotted
+/// with x in f64. Slow; for precision work and as a reference.
+pub fn matmul_dequant(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), QuantError> {
+    check_shapes(w, x, m, y)?;
+    let (n, k) = (w.rows, w.cols);
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    check_len(w.ty, k, w.row_bytes())?;
+    let mut yt = vec![0f32; n * m];
+    yt.par_chunks_mut(m).enumerate().for_each(|(j, o)| {
+        let mut wr = vec![0f32; k];
+        dequantize_unchecked(w.ty, w.row(j), &mut wr);
+        for (r, v) in o.iter_mut().enumerate() {
+            let xr = &x[r * k..(r + 1) * k];
+            *v = wr
+                .iter()
+                .zip(xr)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>() as f32;
+        }
+    });
+    y.par_chunks_mut(n).enumerate().for_each(|(r, yr)| {
+        for (j, v) in yr.iter_mut().enumerate() {
+            *v = yt[j * m + r];
+        }
+    });
+    Ok(())
+}
