@@ -1,0 +1,510 @@
+//! The vocabulary, its special ids and flags, and the encode/decode entry points.
+
+use smolt_gguf::{Gguf, Value};
+
+use crate::error::TokenizerError;
+use crate::fxhash::FxHashMap;
+use crate::special::{Piece, SpecialMatcher};
+
+/// SentencePiece token kinds as stored in `tokenizer.ggml.token_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenType {
+    /// Any value outside 1..=6 (llama.cpp's "undefined"); treated like a normal piece.
+    Undefined,
+    Normal,
+    Unknown,
+    Control,
+    UserDefined,
+    Unused,
+    Byte,
+}
+
+impl TokenType {
+    /// Maps the GGUF integer code; unknown codes become `Undefined` rather than an error
+    /// because llama.cpp accepts them too.
+    pub fn from_code(code: i64) -> TokenType {
+        match code {
+            1 => TokenType::Normal,
+            2 => TokenType::Unknown,
+            3 => TokenType::Control,
+            4 => TokenType::UserDefined,
+            5 => TokenType::Unused,
+            6 => TokenType::Byte,
+            _ => TokenType::Undefined,
+        }
+    }
+}
+
+/// Everything needed to build a [`Tokenizer`] without a GGUF file (tests, other formats).
+#[derive(Clone, Debug, Default)]
+pub struct VocabSpec {
+    pub tokens: Vec<String>,
+    pub scores: Vec<f32>,
+    pub types: Vec<TokenType>,
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    pub unk_id: Option<u32>,
+    pub pad_id: Option<u32>,
+    /// End of a chat turn (`<end_of_turn>` for Gemma).
+    pub eot_id: Option<u32>,
+    /// Whether the model expects BOS; [`Tokenizer::encode`] still takes an explicit flag.
+    pub add_bos: bool,
+    pub add_eos: bool,
+    /// SentencePiece's "dummy prefix": a space before text that starts the input or follows
+    /// a special token. Llama 2 wants it, Gemma does not.
+    pub add_space_prefix: bool,
+    /// Special tokens that swallow ASCII whitespace to their left when split out of text.
+    pub lstrip: Vec<u32>,
+    /// Special tokens that swallow ASCII whitespace to their right.
+    pub rstrip: Vec<u32>,
+}
+
+impl VocabSpec {
+    /// A spec with no special ids and every flag off, to be filled in field by field.
+    pub fn new(tokens: Vec<String>, scores: Vec<f32>, types: Vec<TokenType>) -> VocabSpec {
+        VocabSpec {
+            tokens,
+            scores,
+            types,
+            ..VocabSpec::default()
+        }
+    }
+}
+
+/// A SentencePiece-style tokenizer whose ids match llama.cpp's and whose decoding matches
+/// Hugging Face's. Immutable after construction, so one instance can be shared across threads.
+#[derive(Clone, Debug)]
+pub struct Tokenizer {
+    pieces: Vec<String>,
+    /// SentencePiece spelling (U+2581 for a space) of the few pieces the GGUF stores with raw
+    /// spaces (Gemma's user-defined whitespace runs), so `token_piece` agrees with HF's vocab.
+    sp_spelling: FxHashMap<u32, String>,
+    pub(crate) scores: Vec<f32>,
+    types: Vec<TokenType>,
+    piece_to_id: FxHashMap<Box<str>, u32>,
+    byte_to_id: [Option<u32>; 256],
+    specials: SpecialMatcher,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    unk: Option<u32>,
+    pad: Option<u32>,
+    eot: Option<u32>,
+    add_bos: bool,
+    add_eos: bool,
+    add_space_prefix: bool,
+}
+
+const SPACE_ESCAPE: &str = "\u{2581}";
+
+/// Chat-turn terminators llama.cpp recognises by text when no explicit id is given.
+const EOT_TEXTS: &[&str] = &[
+    "<end_of_turn>",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|endoftext|>",
+];
+
+impl Tokenizer {
+    /// Builds the tokenizer from `tokenizer.ggml.*` metadata, applying llama.cpp's defaults for
+    /// absent optional keys so that the same file tokenizes the same way in both programs.
+    pub fn from_gguf(gguf: &Gguf) -> Result<Tokenizer, TokenizerError> {
+        let model = gguf.get_str("tokenizer.ggml.model")?;
+        if model != "llama" {
+            return Err(TokenizerError::UnsupportedModel(model.to_string()));
+        }
+        let tokens: Vec<String> = gguf
+            .get_str_array("tokenizer.ggml.tokens")?
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let scores = gguf.get_f32_array("tokenizer.ggml.scores")?;
+        let types = match gguf.get("tokenizer.ggml.token_type") {
+            Some(_) => gguf
+                .get_i64_array("tokenizer.ggml.token_type")?
+                .into_iter()
+                .map(TokenType::from_code)
+                .collect(),
+            None => vec![TokenType::Normal; tokens.len()],
+        };
+
+        let id = |key: &'static str, default: Option<u32>| -> Result<Option<u32>, TokenizerError> {
+            match gguf.get(key) {
+                None => Ok(default),
+                Some(_) => {
+                    let v = gguf.get_u64(key)?;
+                    u32::try_from(v)
+                        .map(Some)
+                        .map_err(|_| TokenizerError::BadSpecialId {
+                            what: key,
+                            id: v,
+                            n_tokens: tokens.len(),
+                        })
+                }
+            }
+        };
+        let flag = |key: &'static str, default: bool| -> Result<bool, TokenizerError> {
+            match gguf.get(key) {
+                None => Ok(default),
+                Some(v) => v.as_bool().ok_or_else(|| TokenizerError::NotABool {
+                    key,
+                    found: describe(v),
+                }),
+            }
+        };
+
+        let mut spec = VocabSpec {
+            bos_id: id("tokenizer.ggml.bos_token_id", Some(1))?,
+            eos_id: id("tokenizer.ggml.eos_token_id", Some(2))?,
+            unk_id: id("tokenizer.ggml.unknown_token_id", Some(0))?,
+            pad_id: id("tokenizer.ggml.padding_token_id", None)?,
+            eot_id: id("tokenizer.ggml.eot_token_id", None)?,
+            add_bos: flag("tokenizer.ggml.add_bos_token", true)?,
+            add_eos: flag("tokenizer.ggml.add_eos_token", false)?,
+            add_space_prefix: flag("tokenizer.ggml.add_space_prefix", true)?,
+            ..VocabSpec::new(tokens, scores, types)
+        };
+        if spec.eot_id.is_none() {
+            spec.eot_id = EOT_TEXTS
+                .iter()
+                .find_map(|t| spec.tokens.iter().rposition(|p| p == t).map(|i| i as u32));
+        }
+        // llama.cpp forces the turn terminator to control type so it is parsed as special.
+        if let Some(eot) = spec.eot_id {
+            if let Some(t) = spec.types.get_mut(eot as usize) {
+                *t = TokenType::Control;
+            }
+        }
+        Tokenizer::new(spec)
+    }
+
+    /// Builds the tokenizer from plain vectors, checking them as carefully as a GGUF.
+    pub fn new(spec: VocabSpec) -> Result<Tokenizer, TokenizerError> {
+        let n = spec.tokens.len();
+        if n == 0 {
+            return Err(TokenizerError::EmptyVocab);
+        }
+        if u32::try_from(n).is_err() {
+            return Err(TokenizerError::TooManyTokens(n));
+        }
+        for (what, got) in [
+            ("tokenizer.ggml.scores", spec.scores.len()),
+            ("tokenizer.ggml.token_type", spec.types.len()),
+        ] {
+            if got != n {
+                return Err(TokenizerError::LengthMismatch {
+                    what,
+                    got,
+                    expected: n,
+                });
+            }
+        }
+        let check = |what: &'static str, id: Option<u32>| -> Result<Option<u32>, TokenizerError> {
+            match id {
+                Some(i) if i as usize >= n => Err(TokenizerError::BadSpecialId {
+                    what,
+                    id: i as u64,
+                    n_tokens: n,
+                }),
+                other => Ok(other),
+            }
+        };
+        let bos = check("the BOS token id", spec.bos_id)?;
+        let eos = check("the EOS token id", spec.eos_id)?;
+        let unk = check("the unknown token id", spec.unk_id)?;
+        let pad = check("the padding token id", spec.pad_id)?;
+        let eot = check("the end-of-turn token id", spec.eot_id)?;
+
+        let mut lstrip = vec![false; n];
+        let mut rstrip = vec![false; n];
+        for (ids, flags) in [(&spec.lstrip, &mut lstrip), (&spec.rstrip, &mut rstrip)] {
+            for &id in ids {
+                *flags
+                    .get_mut(id as usize)
+                    .ok_or(TokenizerError::BadTokenId { id, n_tokens: n })? = true;
+            }
+        }
+
+        // llama.cpp renames empty pieces so they can never match (and never vanish from the map).
+        let pieces: Vec<String> = spec
+            .tokens
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if t.is_empty() {
+                    format!("[EMPTY_{i}]")
+                } else {
+                    t
+                }
+            })
+            .collect();
+        // A NaN score would make the merge order undefined; treat it as "never preferred".
+        let scores: Vec<f32> = spec
+            .scores
+            .into_iter()
+            .map(|s| if s.is_nan() { f32::NEG_INFINITY } else { s })
+            .collect();
+
+        let mut piece_to_id: FxHashMap<Box<str>, u32> =
+            FxHashMap::with_capacity_and_hasher(n, Default::default());
+        for (i, p) in pieces.iter().enumerate() {
+            // Later duplicates win, as in llama.cpp's `token_to_id[word] = i`.
+            piece_to_id.insert(p.as_str().into(), i as u32);
+        }
+
+        let mut byte_to_id = [None; 256];
+        for (b, slot) in byte_to_id.iter_mut().enumerate() {
+            *slot = piece_to_id
+                .get(format!("<0x{b:02X}>").as_str())
+                .copied()
+                .or_else(|| {
+                    // llama.cpp falls back to the byte itself as a one-character piece.
+                    let s = [b as u8];
+                    std::str::from_utf8(&s)
+                        .ok()
+                        .and_then(|s| piece_to_id.get(s).copied())
+                })
+                .or(unk);
+        }
+
+        let sp_spelling = pieces
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.contains(' '))
+            .map(|(i, p)| (i as u32, p.replace(' ', SPACE_ESCAPE)))
+            .collect();
+        let specials = SpecialMatcher::new(&pieces, &spec.types, &lstrip, &rstrip);
+        Ok(Tokenizer {
+            pieces,
+            sp_spelling,
+            scores,
+            types: spec.types,
+            piece_to_id,
+            byte_to_id,
+            specials,
+            bos,
+            eos,
+            unk,
+            pad,
+            eot,
+            add_bos: spec.add_bos,
+            add_eos: spec.add_eos,
+            add_space_prefix: spec.add_space_prefix,
+        })
+    }
+
+    #[inline]
+    pub(crate) fn lookup(&self, piece: &str) -> Option<u32> {
+        self.piece_to_id.get(piece).copied()
+    }
+
+    #[inline]
+    pub(crate) fn byte_fallback(&self, b: u8) -> Option<u32> {
+        self.byte_to_id[b as usize]
+    }
+
+    /// Token ids for `text`, as llama.cpp's `llama_tokenize` gives them.
+    ///
+    /// `add_bos` prepends the BOS id (when the vocabulary has one) regardless of the GGUF's
+    /// `add_bos_token` flag, so callers decide; see [`Tokenizer::add_bos_token`]. With
+    /// `parse_special`, the text of control tokens such as `<start_of_turn>` becomes that token;
+    /// user-defined tokens are split out either way, as llama.cpp does.
+    pub fn encode(&self, text: &str, add_bos: bool, parse_special: bool) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 2);
+        self.encode_into(text, add_bos, parse_special, &mut out);
+        out
+    }
+
+    /// [`Tokenizer::encode`] appending to an existing buffer, for building packed sequences
+    /// without a copy.
+    pub fn encode_into(&self, text: &str, add_bos: bool, parse_special: bool, out: &mut Vec<u32>) {
+        if add_bos {
+            out.extend(self.bos);
+        }
+        let mut parts = Vec::new();
+        self.specials.partition(text, parse_special, &mut parts);
+        let mut escaped = String::new();
+        let mut prev_special = true;
+        for part in parts {
+            match part {
+                Piece::Token(id) => {
+                    out.push(id);
+                    prev_special = true;
+                }
+                Piece::Text(s, e) => {
+                    escaped.clear();
+                    if self.add_space_prefix && prev_special {
+                        escaped.push_str(SPACE_ESCAPE);
+                    }
+                    for ch in text[s..e].chars() {
+                        if ch == ' ' {
+                            escaped.push_str(SPACE_ESCAPE);
+                        } else {
+                            escaped.push(ch);
+                        }
+                    }
+                    crate::spm::encode(self, &escaped, out);
+                    prev_special = false;
+                }
+            }
+        }
+    }
+
+    /// Text for `ids` exactly as Hugging Face's `decode(..., clean_up_tokenization_spaces=False)`
+    /// gives it: U+2581 becomes a space, runs of byte tokens are joined and read as UTF-8 (a run
+    /// that is not valid UTF-8 gives one U+FFFD per byte, as HF's ByteFallback does), nothing
+    /// is added or stripped. `skip_special` drops control and unknown tokens. Ids outside the
+    /// vocabulary are ignored rather than failing a whole generation.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
+        let mut out = String::new();
+        let mut run: Vec<u8> = Vec::new();
+        let flush = |run: &mut Vec<u8>, out: &mut String| {
+            if run.is_empty() {
+                return;
+            }
+            match std::str::from_utf8(run) {
+                Ok(s) => out.push_str(s),
+                Err(_) => {
+                    for _ in 0..run.len() {
+                        out.push(char::REPLACEMENT_CHARACTER);
+                    }
+                }
+            }
+            run.clear();
+        };
+        for &id in ids {
+            let Some(&ty) = self.types.get(id as usize) else {
+                continue;
+            };
+            if skip_special && matches!(ty, TokenType::Control | TokenType::Unknown) {
+                continue;
+            }
+            if let Some(b) = self.byte_value(id) {
+                run.push(b);
+                continue;
+            }
+            flush(&mut run, &mut out);
+            push_unescaped(&self.pieces[id as usize], &mut out);
+        }
+        flush(&mut run, &mut out);
+        out
+    }
+
+    /// The raw byte a byte-fallback token stands for.
+    fn byte_value(&self, id: u32) -> Option<u8> {
+        if self.types.get(id as usize) != Some(&TokenType::Byte) {
+            return None;
+        }
+        let p = self.pieces[id as usize].as_bytes();
+        if p.len() == 6 && p.starts_with(b"<0x") && p[5] == b'>' {
+            let hex = std::str::from_utf8(&p[3..5]).ok()?;
+            u8::from_str_radix(hex, 16).ok()
+        } else {
+            None
+        }
+    }
+
+    /// The bytes this token adds to decoded output: one raw byte for a byte token, otherwise its
+    /// piece with U+2581 as a space (control tokens give their literal text). Empty for an id
+    /// outside the vocabulary. Constrained decoding builds its token trie from these.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        if let Some(b) = self.byte_value(id) {
+            return vec![b];
+        }
+        let mut s = String::new();
+        if let Some(p) = self.pieces.get(id as usize) {
+            push_unescaped(p, &mut s);
+        }
+        s.into_bytes()
+    }
+
+    /// The vocabulary string in SentencePiece form (U+2581 for every space, as HF shows it, even
+    /// where the GGUF stores raw spaces); empty for an id outside the vocabulary.
+    pub fn token_piece(&self, id: u32) -> &str {
+        if let Some(s) = self.sp_spelling.get(&id) {
+            return s;
+        }
+        self.pieces.get(id as usize).map_or("", String::as_str)
+    }
+
+    pub fn token_type(&self, id: u32) -> Option<TokenType> {
+        self.types.get(id as usize).copied()
+    }
+
+    pub fn token_score(&self, id: u32) -> Option<f32> {
+        self.scores.get(id as usize).copied()
+    }
+
+    /// Control tokens steer the model (BOS, turn markers) and are not part of the text.
+    pub fn is_control(&self, id: u32) -> bool {
+        self.token_type(id) == Some(TokenType::Control)
+    }
+
+    /// Whether generation should stop at this token (EOS or end of turn).
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        Some(id) == self.eos || Some(id) == self.eot
+    }
+
+    /// The id whose piece is exactly `piece` (the last one, if the vocabulary repeats it),
+    /// in either the GGUF's spelling or the SentencePiece one that [`Tokenizer::token_piece`]
+    /// returns.
+    pub fn id_of(&self, piece: &str) -> Option<u32> {
+        self.lookup(piece).or_else(|| {
+            let raw = piece.replace(SPACE_ESCAPE, " ");
+            self.lookup(&raw)
+                .filter(|id| self.sp_spelling.get(id).is_some_and(|s| s == piece))
+        })
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos
+    }
+
+    pub fn unk_id(&self) -> Option<u32> {
+        self.unk
+    }
+
+    pub fn pad_id(&self) -> Option<u32> {
+        self.pad
+    }
+
+    pub fn end_of_turn_id(&self) -> Option<u32> {
+        self.eot
+    }
+
+    /// The model's own preference (GGUF `add_bos_token`), for callers of [`Tokenizer::encode`].
+    pub fn add_bos_token(&self) -> bool {
+        self.add_bos
+    }
+
+    pub fn add_eos_token(&self) -> bool {
+        self.add_eos
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.pieces.len()
+    }
+}
+
+fn push_unescaped(piece: &str, out: &mut String) {
+    let mut rest = piece;
+    while let Some(i) = rest.find(SPACE_ESCAPE) {
+        out.push_str(&rest[..i]);
+        out.push(' ');
+        rest = &rest[i + SPACE_ESCAPE.len()..];
+    }
+    out.push_str(rest);
+}
+
+fn describe(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 40 {
+        format!("{:?}", v.value_type())
+    } else {
+        format!("{:?} {s}", v.value_type())
+    }
+}
