@@ -1,1 +1,25 @@
-//! smolt-train
+//! smolt-train: everything around the LoRA forward/backward — data, batching, optimiser,
+//! schedule, checkpoints and resume, metrics and reports — written against the small
+//! [`Trainable`] trait so that it is tested on a toy model and the Gemma 3 LoRA engine plugs in
+//! without changes here.
+//!
+//! Flow: [`TrainConfig`] → [`data::load_dataset`] (JSONL → ids + loss mask through a
+//! [`TextEncoder`]) → [`Trainer`] (micro-batches from [`batch`], AdamW from [`optim`], lr from
+//! [`schedule`], atomic [`checkpoint`]s) → run directory (`config.toml`, adapter in PEFT format
+//! via [`adapter`], `metrics.csv`, `loss.png`, `summary.json` via [`report`]).
+
+pub mod adapter;
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod engine;
+pub mod io;
+pub mod optim;
+pub mod report;
+pub mod schedule;
+pub mod toy;
+
+pub use config::TrainConfig;
+pub use data::{Dataset, Example, TextEncoder};
+pub use engine::{LossSum, Param, Trainable, Trainer};

@@ -1,0 +1,211 @@
+//! LoRA adapters on disk in PEFT's layout, so `PeftModel.from_pretrained(base, run_dir)` and
+//! llama.cpp's `convert_lora_to_gguf.py` read them without conversion.
+//!
+//! Tensor names: `base_model.model.model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight`
+//! and `base_model.model.model.layers.{i}.mlp.{gate,up,down}_proj.lora_{A,B}.weight`;
+//! `lora_A` is `[r, in]` and `lora_B` is `[out, r]` (row-major), as in PyTorch's `nn.Linear`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use crate::config::{TrainConfig, KNOWN_TARGETS};
+use crate::engine::Param;
+use crate::io::{read_safetensors, safetensors_bytes, write_atomic};
+
+/// The adapter weights file, named as PEFT expects it.
+pub const ADAPTER_FILE: &str = "adapter_model.safetensors";
+/// The adapter config file, named as PEFT expects it.
+pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
+
+/// Which LoRA factor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoraPart {
+    /// Down-projection `[r, in]`, Kaiming-uniform at init.
+    A,
+    /// Up-projection `[out, r]`, zero at init so training starts from the base model.
+    B,
+}
+
+/// PEFT's module path for a short target name (`q` → `self_attn.q_proj`).
+pub fn module_path(target: &str) -> Result<&'static str> {
+    KNOWN_TARGETS
+        .iter()
+        .find(|(k, _)| *k == target)
+        .map(|(_, m)| *m)
+        .with_context(|| format!("unknown LoRA target `{target}`"))
+}
+
+/// The PEFT tensor name of one LoRA factor.
+pub fn peft_name(layer: usize, target: &str, part: LoraPart) -> Result<String> {
+    let ab = match part {
+        LoraPart::A => "A",
+        LoraPart::B => "B",
+    };
+    Ok(format!(
+        "base_model.model.model.layers.{layer}.{}.lora_{ab}.weight",
+        module_path(target)?
+    ))
+}
+
+/// Fresh LoRA parameters for every (layer, target) in the config, in a fixed order (layer,
+/// then target as listed in the config, then A before B) — the order the engine's `params()`
+/// should keep, since the optimiser state is matched to it.
+///
+/// `dims(target)` gives the adapted linear's `(in, out)`. A is Kaiming-uniform with PEFT's
+/// `a = sqrt(5)`, i.e. U(-1/sqrt(in), 1/sqrt(in)); B is zero.
+pub fn init_lora_params(
+    cfg: &TrainConfig,
+    n_layers: usize,
+    dims: impl Fn(&str) -> (usize, usize),
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Param>> {
+    let r = cfg.lora_r;
+    let mut out = Vec::new();
+    for layer in 0..n_layers {
+        for t in &cfg.target_modules {
+            let (fan_in, fan_out) = dims(t);
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let a: Vec<f32> = (0..r * fan_in)
+                .map(|_| rng.gen_range(-bound..bound) as f32)
+                .collect();
+            out.push(Param::new(
+                peft_name(layer, t, LoraPart::A)?,
+                vec![r, fan_in],
+                a,
+            ));
+            out.push(Param::new(
+                peft_name(layer, t, LoraPart::B)?,
+                vec![fan_out, r],
+                vec![0.0; fan_out * r],
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// PEFT's `adapter_config.json` for this config.
+pub fn adapter_config_json(cfg: &TrainConfig) -> serde_json::Value {
+    let modules: Vec<String> = cfg
+        .target_modules
+        .iter()
+        .filter_map(|t| module_path(t).ok())
+        .map(|m| m.rsplit('.').next().unwrap_or(m).to_string())
+        .collect();
+    json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": cfg.model,
+        "r": cfg.lora_r,
+        "lora_alpha": cfg.lora_alpha,
+        "lora_dropout": cfg.lora_dropout,
+        "target_modules": modules,
+        "use_rslora": cfg.use_rslora,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "modules_to_save": null,
+        "use_dora": false,
+    })
+}
+
+/// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir`, each atomically.
+pub fn save_adapter(dir: &Path, params: &[Param], cfg: &TrainConfig) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors_bytes(
+        params
+            .iter()
+            .map(|p| (p.name.as_str(), p.shape.as_slice(), p.data.as_slice())),
+        meta,
+    )?;
+    write_atomic(&dir.join(ADAPTER_FILE), &bytes)?;
+    let config = serde_json::to_string_pretty(&adapter_config_json(cfg))?;
+    write_atomic(&dir.join(ADAPTER_CONFIG_FILE), config.as_bytes())
+}
+
+/// Reads an adapter's tensors (sorted by name) and its config.
+pub fn load_adapter(dir: &Path) -> Result<(Vec<Param>, serde_json::Value)> {
+    let (tensors, _) = read_safetensors(&dir.join(ADAPTER_FILE))?;
+    let cfg_path = dir.join(ADAPTER_CONFIG_FILE);
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("reading {}", cfg_path.display()))?,
+    )
+    .with_context(|| format!("{}: not valid JSON", cfg_path.display()))?;
+    if config["peft_type"] != "LORA" {
+        bail!("{}: peft_type is not \"LORA\"", cfg_path.display());
+    }
+    let params = tensors
+        .into_iter()
+        .map(|t| Param::new(t.name, t.shape, t.data))
+        .collect();
+    Ok((params, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn names_follow_peft() {
+        assert_eq!(
+            peft_name(3, "q", LoraPart::A).unwrap(),
+            "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight"
+        );
+        assert_eq!(
+            peft_name(17, "down", LoraPart::B).unwrap(),
+            "base_model.model.model.layers.17.mlp.down_proj.lora_B.weight"
+        );
+        assert!(peft_name(0, "lm_head", LoraPart::A).is_err());
+    }
+
+    #[test]
+    fn init_shapes_and_round_trip() {
+        let cfg = TrainConfig {
+            lora_r: 4,
+            target_modules: vec!["q".into(), "down".into()],
+            model: "gemma-3-270m-it-Q8_0.gguf".into(),
+            ..TrainConfig::default()
+        };
+        // Gemma 3 270M: q is 640 -> 1024 (4 heads x 256), down is 2048 -> 640.
+        let dims = |t: &str| if t == "q" { (640, 1024) } else { (2048, 640) };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let params = init_lora_params(&cfg, 2, dims, &mut rng).unwrap();
+        assert_eq!(params.len(), 8);
+        assert_eq!(params[0].shape, vec![4, 640]);
+        assert_eq!(params[1].shape, vec![1024, 4]);
+        assert!(params[1].data.iter().all(|&x| x == 0.0));
+        let bound = 1.0 / 640f32.sqrt();
+        assert!(params[0].data.iter().all(|x| x.abs() <= bound));
+        assert_eq!(params[3].shape, vec![640, 4]);
+
+        let dir = tempfile::tempdir().unwrap();
+        save_adapter(dir.path(), &params, &cfg).unwrap();
+        let (back, config) = load_adapter(dir.path()).unwrap();
+        let mut want = params.clone();
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(back.len(), want.len());
+        for (b, w) in back.iter().zip(&want) {
+            assert_eq!((&b.name, &b.shape, &b.data), (&w.name, &w.shape, &w.data));
+        }
+        assert_eq!(config["r"], 4);
+        assert_eq!(config["lora_alpha"], 32.0);
+        assert_eq!(config["target_modules"], json!(["q_proj", "down_proj"]));
+        assert_eq!(config["task_type"], "CAUSAL_LM");
+        assert_eq!(config["bias"], "none");
+        assert_eq!(
+            config["base_model_name_or_path"],
+            "gemma-3-270m-it-Q8_0.gguf"
+        );
+
+        let (_, meta) = read_safetensors(&dir.path().join(ADAPTER_FILE)).unwrap();
+        assert_eq!(meta["format"], "pt");
+    }
+}

@@ -1,0 +1,518 @@
+//! The training configuration: one TOML file, overridable key by key from the command line.
+//!
+//! The run directory keeps the merged config as `config.toml`, so a run can always be
+//! resumed or reproduced from its directory alone; checkpoints carry a hash of it so that a
+//! resume under a different config is refused instead of silently diverging.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Learning-rate shape after warmup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Half a cosine from `lr` down to `lr * min_lr_ratio` at the last step.
+    Cosine,
+    /// Flat `lr`; useful when the number of steps is not known in advance.
+    Constant,
+}
+
+/// What to do with an example whose prompt + answer + EOS exceeds `max_len` tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overlong {
+    /// Cut tokens out of the middle of the prompt: the start (BOS, instruction) and the end
+    /// (the text right before the answer, and the template's cue) matter most. Examples whose
+    /// answer alone does not fit are skipped.
+    TruncatePrompt,
+    /// Drop the example.
+    Skip,
+}
+
+/// How a JSON `output` value becomes answer text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonStyle {
+    /// `{"a":1,"b":[2,3]}` — serde_json's compact form: fewest tokens, and the form the
+    /// constrained decoder is told to produce, so training and decoding agree byte for byte.
+    Compact,
+    /// `{"a": 1, "b": [2, 3]}` — Python's `json.dumps` default separators, for datasets made
+    /// in Python whose answers must be reproduced exactly.
+    Python,
+}
+
+/// Everything that determines a training run. Every field has a default tuned for
+/// Gemma 3 270M on short extraction tasks (receipts), so an empty TOML file is a valid config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    // ---- inputs ----
+    /// Base model (GGUF path or hub name); recorded as `base_model_name_or_path` in the adapter.
+    pub model: String,
+    /// Training data, JSONL.
+    pub data: PathBuf,
+    /// Optional validation data, JSONL, same formats as `data`.
+    pub valid: Option<PathBuf>,
+    /// Optional JSON Schema that every answer must satisfy; violations are load errors.
+    pub schema: Option<PathBuf>,
+
+    // ---- prompt ----
+    /// Prompt template for `input`/`output` data; `{input}` is replaced by the input text.
+    /// The answer follows the template's last character directly.
+    pub template: String,
+    /// How JSON `output` values are serialised into answer text.
+    pub json_style: JsonStyle,
+    /// Longest example in tokens (prompt + answer + EOS).
+    pub max_len: usize,
+    /// What to do with examples longer than `max_len`.
+    pub overlong: Overlong,
+
+    // ---- LoRA ----
+    /// LoRA rank.
+    pub lora_r: usize,
+    /// LoRA alpha; the update is scaled by alpha / r (or alpha / sqrt(r) with rsLoRA).
+    pub lora_alpha: f64,
+    /// Dropout on the LoRA input path (0 = off; 0 also keeps runs independent of the RNG).
+    pub lora_dropout: f64,
+    /// Short module names to adapt: q, k, v, o (attention) and gate, up, down (MLP).
+    pub target_modules: Vec<String>,
+    /// Rank-stabilised scaling alpha / sqrt(r).
+    pub use_rslora: bool,
+
+    // ---- optimiser ----
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warmup from lr/warmup to lr over this many steps.
+    pub warmup_steps: u64,
+    /// Shape after warmup.
+    pub schedule: Schedule,
+    /// Final lr as a fraction of `lr` for the cosine schedule.
+    pub min_lr_ratio: f64,
+    /// Decoupled (AdamW) weight decay; PEFT's default of 0 keeps B = 0 a fixed point at init.
+    pub weight_decay: f64,
+    /// Adam beta1.
+    pub beta1: f64,
+    /// Adam beta2.
+    pub beta2: f64,
+    /// Adam epsilon.
+    pub eps: f64,
+    /// Clip the global gradient norm to this value (0 = no clipping).
+    pub grad_clip: f64,
+
+    // ---- batching ----
+    /// Token budget of one micro-batch: (longest example) x (examples) stays within it, so
+    /// activation memory is bounded whatever the length mix. One longer example runs alone.
+    pub batch_tokens: usize,
+    /// Micro-batches per optimiser step.
+    pub grad_accum: usize,
+    /// Passes over the training data (ignored when `max_steps` > 0).
+    pub epochs: u32,
+    /// Stop after this many optimiser steps (0 = run `epochs` epochs).
+    pub max_steps: u64,
+    /// Seed for shuffling, LoRA init and dropout.
+    pub seed: u64,
+
+    // ---- bookkeeping ----
+    /// Save a checkpoint every N steps (0 = only at the end and on Ctrl-C).
+    pub checkpoint_every: u64,
+    /// How many checkpoints to keep on disk (at least 1).
+    pub keep_checkpoints: usize,
+    /// Evaluate on `valid` every N steps (0 = only at the end).
+    pub eval_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: String::new(),
+            data: PathBuf::new(),
+            valid: None,
+            schema: None,
+            template: DEFAULT_TEMPLATE.to_string(),
+            json_style: JsonStyle::Compact,
+            max_len: 512,
+            overlong: Overlong::TruncatePrompt,
+            lora_r: 16,
+            lora_alpha: 32.0,
+            lora_dropout: 0.0,
+            target_modules: ["q", "k", "v", "o", "gate", "up", "down"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            use_rslora: false,
+            lr: 2e-4,
+            warmup_steps: 10,
+            schedule: Schedule::Cosine,
+            min_lr_ratio: 0.0,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            batch_tokens: 2048,
+            grad_accum: 1,
+            epochs: 1,
+            max_steps: 0,
+            seed: 0,
+            checkpoint_every: 50,
+            keep_checkpoints: 3,
+            eval_every: 50,
+        }
+    }
+}
+
+/// The default prompt: a plain instruction, then the input, then a cue that the answer is JSON.
+pub const DEFAULT_TEMPLATE: &str =
+    "Extract the information from the text below as JSON.\n\n{input}\n\nJSON:";
+
+/// The modules LoRA may target, with the PEFT module name each maps to.
+pub const KNOWN_TARGETS: &[(&str, &str)] = &[
+    ("q", "self_attn.q_proj"),
+    ("k", "self_attn.k_proj"),
+    ("v", "self_attn.v_proj"),
+    ("o", "self_attn.o_proj"),
+    ("gate", "mlp.gate_proj"),
+    ("up", "mlp.up_proj"),
+    ("down", "mlp.down_proj"),
+];
+
+/// All problems found in a config, reported together so the user fixes them in one go.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid training config:")?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl TrainConfig {
+    /// Parses TOML text; unknown keys are errors, since a typo would otherwise silently fall
+    /// back to a default.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Loads `path` (if any), applies `overrides` in order, and validates.
+    pub fn load(path: Option<&Path>, overrides: &[(String, String)]) -> Result<Self> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                Self::from_toml_str(&text).with_context(|| format!("in config {}", p.display()))?
+            }
+            None => Self::default(),
+        };
+        cfg.apply_overrides(overrides)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Sets fields by name from `key=value` strings, as given on the command line. Values are
+    /// read as TOML (`1e-4`, `true`, `["q","v"]`) and, failing that, as a bare string, so paths
+    /// and enum names need no quotes. Comma-separated lists are accepted for list fields.
+    pub fn apply_overrides(&mut self, overrides: &[(String, String)]) -> Result<()> {
+        if overrides.is_empty() {
+            return Ok(());
+        }
+        let mut table = toml::Table::try_from(&*self)?;
+        for (key, raw) in overrides {
+            let key = key.replace('-', "_");
+            if !Self::field_names().contains(&key.as_str()) {
+                bail!(
+                    "unknown config key `{key}`; known keys: {}",
+                    Self::field_names().join(", ")
+                );
+            }
+            let value = parse_override_value(&key, raw);
+            table.insert(key.clone(), value);
+            // Check each override on its own so the error names the key at fault.
+            toml::Value::Table(table.clone())
+                .try_into::<TrainConfig>()
+                .with_context(|| format!("bad value `{raw}` for `{key}`"))?;
+        }
+        *self = toml::Value::Table(table).try_into()?;
+        Ok(())
+    }
+
+    /// The config keys, for error messages and CLI help.
+    pub fn field_names() -> Vec<&'static str> {
+        vec![
+            "model",
+            "data",
+            "valid",
+            "schema",
+            "template",
+            "json_style",
+            "max_len",
+            "overlong",
+            "lora_r",
+            "lora_alpha",
+            "lora_dropout",
+            "target_modules",
+            "use_rslora",
+            "lr",
+            "warmup_steps",
+            "schedule",
+            "min_lr_ratio",
+            "weight_decay",
+            "beta1",
+            "beta2",
+            "eps",
+            "grad_clip",
+            "batch_tokens",
+            "grad_accum",
+            "epochs",
+            "max_steps",
+            "seed",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "eval_every",
+        ]
+    }
+
+    /// Checks ranges and cross-field rules, collecting every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut e = Vec::new();
+        if !self.template.contains("{input}") {
+            e.push("template must contain the placeholder {input}".to_string());
+        }
+        if self.max_len < 8 {
+            e.push(format!(
+                "max_len = {} is too small (minimum 8)",
+                self.max_len
+            ));
+        }
+        if self.lora_r == 0 {
+            e.push("lora_r must be at least 1".into());
+        }
+        if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
+            e.push(format!("lora_alpha = {} must be > 0", self.lora_alpha));
+        }
+        if !(0.0..1.0).contains(&self.lora_dropout) {
+            e.push(format!(
+                "lora_dropout = {} must be in [0, 1)",
+                self.lora_dropout
+            ));
+        }
+        if self.target_modules.is_empty() {
+            e.push("target_modules is empty: nothing would be trained".into());
+        }
+        for t in &self.target_modules {
+            if !KNOWN_TARGETS.iter().any(|(k, _)| k == t) {
+                let known: Vec<_> = KNOWN_TARGETS.iter().map(|(k, _)| *k).collect();
+                e.push(format!(
+                    "unknown target module `{t}` (known: {})",
+                    known.join(", ")
+                ));
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            e.push(format!("lr = {} must be > 0", self.lr));
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            e.push(format!(
+                "min_lr_ratio = {} must be in [0, 1]",
+                self.min_lr_ratio
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            e.push(format!("weight_decay = {} must be >= 0", self.weight_decay));
+        }
+        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                e.push(format!("{name} = {b} must be in [0, 1)"));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            e.push(format!("eps = {} must be > 0", self.eps));
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
+            e.push(format!(
+                "grad_clip = {} must be >= 0 (0 = off)",
+                self.grad_clip
+            ));
+        }
+        if self.batch_tokens == 0 {
+            e.push("batch_tokens must be at least 1".into());
+        }
+        if self.grad_accum == 0 {
+            e.push("grad_accum must be at least 1".into());
+        }
+        if self.epochs == 0 && self.max_steps == 0 {
+            e.push("set epochs >= 1 or max_steps >= 1".into());
+        }
+        if self.keep_checkpoints == 0 {
+            e.push("keep_checkpoints must be at least 1".into());
+        }
+        if e.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(e))
+        }
+    }
+
+    /// The config as TOML, as stored in the run directory.
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string_pretty(self).expect("TrainConfig always serialises")
+    }
+
+    /// Hex SHA-256 of the fields that change the numbers a run produces. Paths are left out so
+    /// that a run directory can be moved, and bookkeeping intervals are left out because they
+    /// do not change the trajectory: checkpointing more often must not forbid a resume.
+    pub fn training_hash(&self) -> String {
+        let mut c = self.clone();
+        c.model = String::new();
+        c.data = PathBuf::new();
+        c.valid = None;
+        c.schema = None;
+        c.checkpoint_every = 0;
+        c.keep_checkpoints = 1;
+        c.eval_every = 0;
+        let text = c.to_toml_string();
+        hex(&Sha256::digest(text.as_bytes()))
+    }
+
+    /// The LoRA output scale (alpha / r, or alpha / sqrt(r) with rsLoRA).
+    pub fn lora_scale(&self) -> f64 {
+        if self.use_rslora {
+            self.lora_alpha / (self.lora_r as f64).sqrt()
+        } else {
+            self.lora_alpha / self.lora_r as f64
+        }
+    }
+}
+
+fn parse_override_value(key: &str, raw: &str) -> toml::Value {
+    if let Ok(t) = format!("v = {raw}").parse::<toml::Table>() {
+        if let Some(v) = t.get("v") {
+            // A number given for a string field (e.g. `model=123`) stays a string below.
+            if !(matches!(key, "model" | "data" | "valid" | "schema" | "template") && !v.is_str()) {
+                return v.clone();
+            }
+        }
+    }
+    if key == "target_modules" {
+        return toml::Value::Array(
+            raw.split(',')
+                .map(|s| toml::Value::String(s.trim().to_string()))
+                .filter(|v| v.as_str() != Some(""))
+                .collect(),
+        );
+    }
+    toml::Value::String(raw.to_string())
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ov(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn empty_toml_is_the_default_and_valid() {
+        let c = TrainConfig::from_toml_str("").unwrap();
+        assert_eq!(c, TrainConfig::default());
+        c.validate().unwrap();
+        assert_eq!(c.lora_r, 16);
+        assert_eq!(c.lora_scale(), 2.0);
+    }
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let c = TrainConfig::default();
+        let back = TrainConfig::from_toml_str(&c.to_toml_string()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn unknown_key_in_toml_is_an_error() {
+        let err = TrainConfig::from_toml_str("lerning_rate = 1.0").unwrap_err();
+        assert!(format!("{err:#}").contains("lerning_rate"), "{err:#}");
+    }
+
+    #[test]
+    fn overrides_beat_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "lr = 1e-3\nseed = 7\nschedule = \"constant\"\n").unwrap();
+        let c = TrainConfig::load(
+            Some(&p),
+            &ov(&[
+                ("lr", "5e-5"),
+                ("data", "train.jsonl"),
+                ("target-modules", "q,v"),
+                ("overlong", "skip"),
+                ("model", "123"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.lr, 5e-5);
+        assert_eq!(c.seed, 7);
+        assert_eq!(c.schedule, Schedule::Constant);
+        assert_eq!(c.data, PathBuf::from("train.jsonl"));
+        assert_eq!(c.target_modules, vec!["q", "v"]);
+        assert_eq!(c.overlong, Overlong::Skip);
+        assert_eq!(c.model, "123");
+    }
+
+    #[test]
+    fn bad_overrides_name_the_key() {
+        let mut c = TrainConfig::default();
+        let err = c.apply_overrides(&ov(&[("nope", "1")])).unwrap_err();
+        assert!(err.to_string().contains("unknown config key `nope`"));
+        let err = c.apply_overrides(&ov(&[("lora_r", "abc")])).unwrap_err();
+        assert!(format!("{err:#}").contains("lora_r"), "{err:#}");
+    }
+
+    #[test]
+    fn validation_collects_every_problem() {
+        let c = TrainConfig {
+            template: "no placeholder".into(),
+            lora_r: 0,
+            lr: -1.0,
+            target_modules: vec!["q".into(), "qq".into()],
+            grad_accum: 0,
+            ..TrainConfig::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.0.len(), 5, "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("{input}") && msg.contains("`qq`") && msg.contains("grad_accum"));
+    }
+
+    #[test]
+    fn hash_ignores_paths_and_intervals_but_not_hyperparameters() {
+        let a = TrainConfig::default();
+        let b = TrainConfig {
+            data: "elsewhere.jsonl".into(),
+            checkpoint_every: 3,
+            ..a.clone()
+        };
+        assert_eq!(a.training_hash(), b.training_hash());
+        let c = TrainConfig {
+            lr: 1e-3,
+            ..a.clone()
+        };
+        assert_ne!(a.training_hash(), c.training_hash());
+    }
+}
