@@ -1,1 +1,27 @@
-//! smolt-model
+//! smolt-model: decoder-only transformers run straight from a GGUF file.
+//!
+//! [`ArchSpec`] reads the architecture from metadata (Gemma 3 now; the Llama family is a matter
+//! of more flags, not more blocks); [`Model`] binds the weights by tensor name, checking every
+//! shape, and runs the forward pass over a [`KvCache`] in one of two [`Precision`]s.
+//!
+//! ```no_run
+//! use smolt_model::{Logits, Model, Precision};
+//! let model = Model::load("gemma-3-270m-q4_k_m.gguf", Precision::Fast)?;
+//! let mut cache = model.new_cache();
+//! // Prefill the prompt in one pass, logits for its last position only.
+//! let logits = model.forward(&[2, 818, 5279, 529, 7001, 563], &mut cache, Logits::Last)?;
+//! assert_eq!(logits.len(), model.spec.vocab_size);
+//! # Ok::<(), smolt_model::ModelError>(())
+//! ```
+
+mod arch;
+mod cache;
+mod error;
+mod linear;
+mod model;
+
+pub use arch::{Activation, Arch, ArchSpec, LayerSpec};
+pub use cache::KvCache;
+pub use error::{ModelError, Result};
+pub use linear::Linear;
+pub use model::{Block, Logits, Model, Precision, SpecialTokens};

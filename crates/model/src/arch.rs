@@ -1,0 +1,280 @@
+//! The architecture as numbers: everything the forward pass needs to know about a model family,
+//! read once from GGUF metadata so the decoder block itself has no per-family branches beyond
+//! the flags here.
+
+use crate::error::{ModelError, Result};
+use smolt_gguf::{Gguf, Value};
+
+/// Model families smolt can run. Adding one means teaching [`ArchSpec::from_gguf`] its keys and
+/// defaults; the decoder block is shared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Gemma3,
+}
+
+impl Arch {
+    /// The `general.architecture` string, which also prefixes the family's metadata keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Gemma3 => "gemma3",
+        }
+    }
+}
+
+/// The gated MLP's nonlinearity: `down(act(gate·x) ⊙ up·x)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// PyTorch's `gelu(approximate="tanh")`: Gemma.
+    GeluTanh,
+}
+
+/// What differs between layers: Gemma 3 interleaves sliding-window layers (local RoPE base)
+/// with global ones.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerSpec {
+    /// `Some(w)`: a query at position `p` sees keys `p−w+1..=p`; `None`: all keys `<= p`.
+    pub window: Option<usize>,
+    /// RoPE base (theta) for this layer's queries and keys.
+    pub rope_base: f64,
+}
+
+/// Shapes and flags of a decoder-only transformer, as read from GGUF metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArchSpec {
+    pub arch: Arch,
+    /// Residual stream width (`embedding_length`).
+    pub d_model: usize,
+    /// Hidden width of the gated MLP (`feed_forward_length`).
+    pub d_ff: usize,
+    pub n_heads: usize,
+    /// KV heads; query head `h` reads KV head `h / (n_heads / n_kv_heads)`.
+    pub n_kv_heads: usize,
+    /// Per-head width of queries, keys and values (`attention.key_length`).
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    /// Longest sequence the model was trained for; a KV cache refuses to grow past it.
+    pub context_length: usize,
+    pub rms_eps: f32,
+    /// Scores are `scale · q·k`: Gemma 3 uses `1/sqrt(head_dim)`.
+    pub attn_scale: f32,
+    /// Embeddings are multiplied by this on input (Gemma: `sqrt(d_model)`).
+    pub embed_scale: Option<f32>,
+    /// RMSNorm over each query and key head before RoPE (Gemma 3, Qwen 3).
+    pub qk_norm: bool,
+    /// RMSNorm on the attention and MLP outputs before they join the residual (Gemma 2/3).
+    pub post_norms: bool,
+    pub activation: Activation,
+    /// One entry per layer, `len() == n_layers`.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// llama.cpp hard-codes these for Gemma 3 because the converter writes no key for them.
+const GEMMA3_LOCAL_ROPE_BASE: f64 = 10_000.0;
+const GEMMA3_SWA_PERIOD: usize = 6;
+
+impl ArchSpec {
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Width of the concatenated query heads, `n_heads · head_dim`.
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// Width of the concatenated KV heads, `n_kv_heads · head_dim`: one cache row.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    /// Reads the spec from `general.architecture` and that family's keys; an unknown family is
+    /// an error rather than a guess, because a wrong guess gives plausible-looking garbage.
+    pub fn from_gguf(g: &Gguf) -> Result<ArchSpec> {
+        let arch = g.get_str("general.architecture")?;
+        match arch {
+            "gemma3" => Self::gemma3(g),
+            other => Err(ModelError::UnsupportedArch(other.to_string())),
+        }
+    }
+
+    fn gemma3(g: &Gguf) -> Result<ArchSpec> {
+        let a = Arch::Gemma3.name();
+        let key = |k: &str| format!("{a}.{k}");
+        let d_model = get_usize(g, &key("embedding_length"))?;
+        let n_layers = get_usize(g, &key("block_count"))?;
+        let d_ff = get_usize(g, &key("feed_forward_length"))?;
+        let n_heads = get_usize(g, &key("attention.head_count"))?;
+        let n_kv_heads = get_usize(g, &key("attention.head_count_kv"))?;
+        let head_dim = get_usize(g, &key("attention.key_length"))?;
+        let value_dim = get_usize(g, &key("attention.value_length"))?;
+        let rms_eps = g.get_f64(&key("attention.layer_norm_rms_epsilon"))? as f32;
+        let global_base = g.get_f64(&key("rope.freq_base"))?;
+        let local_base = match g.get(&key("rope.freq_base_swa")) {
+            Some(_) => g.get_f64(&key("rope.freq_base_swa"))?,
+            None => GEMMA3_LOCAL_ROPE_BASE,
+        };
+        let window = get_usize(g, &key("attention.sliding_window"))?;
+        let context_length = get_usize(g, &key("context_length"))?;
+        let vocab_size = vocab_size(g, a)?;
+
+        if value_dim != head_dim {
+            return Err(bad(
+                &key("attention.value_length"),
+                value_dim,
+                &format!("must equal attention.key_length ({head_dim})"),
+            ));
+        }
+        if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+            return Err(bad(
+                &key("attention.head_count_kv"),
+                n_kv_heads,
+                &format!("must divide attention.head_count ({n_heads})"),
+            ));
+        }
+        if head_dim % 2 != 0 {
+            return Err(bad(
+                &key("attention.key_length"),
+                head_dim,
+                "RoPE needs an even head size",
+            ));
+        }
+        if window == 0 {
+            return Err(bad(
+                &key("attention.sliding_window"),
+                0,
+                "a window must hold at least one key",
+            ));
+        }
+        // Scaled RoPE (the 4B+ Gemma 3 models) would need fractional positions; refuse rather
+        // than silently run the unscaled rotation.
+        if let Some(v) = g.get(&key("rope.scaling.factor")) {
+            if v.as_f64().is_some_and(|f| f != 1.0) {
+                return Err(bad(
+                    &key("rope.scaling.factor"),
+                    v,
+                    "RoPE scaling is not supported yet",
+                ));
+            }
+        }
+
+        let sliding = sliding_layers(g, &key("attention.sliding_window_pattern"), n_layers)?;
+        let layers = sliding
+            .into_iter()
+            .map(|is_sliding| {
+                if is_sliding {
+                    LayerSpec {
+                        window: Some(window),
+                        rope_base: local_base,
+                    }
+                } else {
+                    LayerSpec {
+                        window: None,
+                        rope_base: global_base,
+                    }
+                }
+            })
+            .collect();
+
+        Ok(ArchSpec {
+            arch: Arch::Gemma3,
+            d_model,
+            d_ff,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            vocab_size,
+            context_length,
+            rms_eps,
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            embed_scale: Some((d_model as f32).sqrt()),
+            qk_norm: true,
+            post_norms: true,
+            activation: Activation::GeluTanh,
+            layers,
+        })
+    }
+}
+
+fn bad(key: &str, value: impl std::fmt::Display, reason: &str) -> ModelError {
+    ModelError::BadMetadata {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn get_usize(g: &Gguf, key: &str) -> Result<usize> {
+    let v = g.get_u64(key)?;
+    if v == 0 {
+        return Err(bad(key, v, "must be positive"));
+    }
+    usize::try_from(v).map_err(|_| bad(key, v, "does not fit in usize"))
+}
+
+/// `{arch}.vocab_size` if written, else the tokenizer's vocabulary; the embedding's shape is
+/// then checked against it, so a disagreement is reported rather than papered over.
+fn vocab_size(g: &Gguf, arch: &str) -> Result<usize> {
+    let key = format!("{arch}.vocab_size");
+    if g.get(&key).is_some() {
+        return get_usize(g, &key);
+    }
+    if let Some(Value::Array(_, tokens)) = g.get("tokenizer.ggml.tokens") {
+        return Ok(tokens.len());
+    }
+    match g.tensor_info("token_embd.weight") {
+        Some(t) if t.dims.len() == 2 => Ok(t.dims[1] as usize),
+        _ => Err(ModelError::MissingTensor("token_embd.weight".into())),
+    }
+}
+
+/// Which layers use the sliding window. The key may be a period `n` (layer `il` is global iff
+/// `(il+1) % n == 0`, llama.cpp's `set_swa_pattern`) or a per-layer array of booleans (true =
+/// sliding); absent, Gemma 3's period of 6 applies.
+fn sliding_layers(g: &Gguf, key: &str, n_layers: usize) -> Result<Vec<bool>> {
+    match g.get(key) {
+        None => Ok(period_pattern(GEMMA3_SWA_PERIOD, n_layers)),
+        Some(Value::Array(_, items)) => {
+            if items.len() != n_layers {
+                return Err(bad(
+                    key,
+                    format!("an array of {}", items.len()),
+                    &format!("needs one entry per layer ({n_layers})"),
+                ));
+            }
+            items
+                .iter()
+                .map(|v| match v {
+                    Value::Bool(b) => Ok(*b),
+                    other => other
+                        .as_u64()
+                        .map(|x| x != 0)
+                        .ok_or_else(|| bad(key, other, "entries must be booleans")),
+                })
+                .collect()
+        }
+        Some(v) => match v.as_u64() {
+            Some(p) if p > 0 => Ok(period_pattern(p as usize, n_layers)),
+            _ => Err(bad(
+                key,
+                v,
+                "must be a positive period or a per-layer array",
+            )),
+        },
+    }
+}
+
+fn period_pattern(period: usize, n_layers: usize) -> Vec<bool> {
+    (0..n_layers).map(|il| (il + 1) % period != 0).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemma3_pattern_makes_every_sixth_layer_global() {
+        let p = period_pattern(6, 18);
+        let global: Vec<usize> = (0..18).filter(|&i| !p[i]).collect();
+        assert_eq!(global, vec![5, 11, 17]);
+    }
+}

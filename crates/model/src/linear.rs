@@ -1,0 +1,172 @@
+//! A linear projection over a frozen base weight: `y (T, out) = x (T, in) · Wᵀ`.
+//!
+//! The base weight stays what the file holds (quantized blocks read straight from the mmap) for
+//! [`Precision::Fast`], or becomes an f32 copy for [`Precision::F32`]. A LoRA adapter will sit
+//! beside the base here: `y = W·x + s·B·(A·x)`, with only `A` and `B` trainable; the base product
+//! is [`Linear::forward`] and the adapter's term is added to its output.
+
+use crate::error::{ModelError, Result};
+use crate::Precision;
+use smolt_gguf::{GgmlType, Gguf, TensorInfo};
+use smolt_quant::QMatrix;
+use std::sync::Arc;
+
+/// The frozen weight of a [`Linear`], `(out, in)` row-major as in GGUF and PyTorch.
+enum BaseWeight {
+    /// Dequantized once at load: the reference arithmetic (gemm in f32).
+    Dense(Vec<f32>),
+    /// The file's quantized rows, borrowed from the mmap on every call (no copy is kept).
+    Quantized { file: Arc<Gguf>, info: TensorInfo },
+}
+
+/// A projection `in → out` (GGUF dims `[in, out]`).
+pub struct Linear {
+    /// The GGUF tensor name, for error messages and for naming adapters after it.
+    pub name: String,
+    /// Output features (GGUF ne1).
+    pub out_features: usize,
+    /// Input features (GGUF ne0).
+    pub in_features: usize,
+    /// The file's storage type (what `Fast` computes on).
+    pub ty: GgmlType,
+    base: BaseWeight,
+}
+
+impl Linear {
+    /// Binds `info` as an `in → out` projection. Float weights (F32/F16/BF16) are always expanded
+    /// to f32 (gemm is the fast path for them); block-quantized ones are kept as they are unless
+    /// `precision` is `F32`.
+    pub(crate) fn bind(
+        file: &Arc<Gguf>,
+        info: &TensorInfo,
+        precision: Precision,
+    ) -> Result<Linear> {
+        let (in_features, out_features) = (info.row_len(), info.n_rows());
+        let dense = precision == Precision::F32
+            || matches!(info.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+        let base = if dense {
+            let q = qmatrix(file.tensor_data(info), info)?;
+            let mut w = vec![0f32; out_features * in_features];
+            smolt_quant::dequantize_matrix(&q, &mut w).map_err(|e| quant_err(&info.name, e))?;
+            BaseWeight::Dense(w)
+        } else {
+            // Validate once here so a bad tensor fails at load, not mid-generation.
+            qmatrix(file.tensor_data(info), info)?;
+            BaseWeight::Quantized {
+                file: Arc::clone(file),
+                info: info.clone(),
+            }
+        };
+        Ok(Linear {
+            name: info.name.clone(),
+            out_features,
+            in_features,
+            ty: info.ty,
+            base,
+        })
+    }
+
+    /// `y (t, out) = x (t, in) · Wᵀ`. `Fast` quantizes each row of `x` to the weight's
+    /// `vec_dot_type` (Q8_0 / Q8_K) inside the product, as llama.cpp does.
+    pub fn forward(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        assert_eq!(
+            x.len(),
+            t * self.in_features,
+            "{}: x is not (T, {})",
+            self.name,
+            self.in_features
+        );
+        assert_eq!(
+            y.len(),
+            t * self.out_features,
+            "{}: y is not (T, {})",
+            self.name,
+            self.out_features
+        );
+        match &self.base {
+            BaseWeight::Dense(w) => {
+                smolt_kernels::matmul_nt(x, w, t, self.in_features, self.out_features, y, false)
+            }
+            BaseWeight::Quantized { file, info } => {
+                // Shapes were validated at bind and asserted above, so this cannot fail.
+                let q = QMatrix {
+                    ty: info.ty,
+                    rows: self.out_features,
+                    cols: self.in_features,
+                    data: file.tensor_data(info),
+                };
+                smolt_quant::matmul_q(&q, x, t, y).expect("quantized matmul on validated shapes");
+            }
+        }
+    }
+
+    /// Row `r` of W as f32 (`in` values): the embedding lookup when W is a token table.
+    pub fn row(&self, r: usize, out: &mut [f32]) {
+        assert!(
+            r < self.out_features,
+            "{}: row {r} of {}",
+            self.name,
+            self.out_features
+        );
+        assert_eq!(out.len(), self.in_features);
+        match &self.base {
+            BaseWeight::Dense(w) => {
+                out.copy_from_slice(&w[r * self.in_features..][..self.in_features])
+            }
+            BaseWeight::Quantized { file, info } => {
+                let q = QMatrix {
+                    ty: info.ty,
+                    rows: self.out_features,
+                    cols: self.in_features,
+                    data: file.tensor_data(info),
+                };
+                smolt_quant::dequantize_row(info.ty, q.row(r), out)
+                    .expect("row of a validated matrix");
+            }
+        }
+    }
+
+    /// The whole of W as f32 `(out, in)`, dequantized into a new buffer if it is not dense
+    /// already: what a backward pass needs for `dX = dY·W` one layer at a time.
+    pub fn dequantized(&self) -> std::borrow::Cow<'_, [f32]> {
+        match &self.base {
+            BaseWeight::Dense(w) => std::borrow::Cow::Borrowed(w),
+            BaseWeight::Quantized { file, info } => {
+                let q = QMatrix {
+                    ty: info.ty,
+                    rows: self.out_features,
+                    cols: self.in_features,
+                    data: file.tensor_data(info),
+                };
+                let mut w = vec![0f32; self.out_features * self.in_features];
+                smolt_quant::dequantize_matrix(&q, &mut w).expect("validated matrix");
+                std::borrow::Cow::Owned(w)
+            }
+        }
+    }
+
+    /// True when the base is held quantized (the `Fast` path).
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.base, BaseWeight::Quantized { .. })
+    }
+}
+
+fn qmatrix<'a>(data: &'a [u8], info: &TensorInfo) -> Result<QMatrix<'a>> {
+    QMatrix::new(info.ty, info.n_rows(), info.row_len(), data).map_err(|e| quant_err(&info.name, e))
+}
+
+fn quant_err(name: &str, source: smolt_quant::QuantError) -> ModelError {
+    ModelError::Quant {
+        name: name.to_string(),
+        source,
+    }
+}
+
+/// Reads a 1-D norm weight as f32, whatever float type the file stores it in.
+pub(crate) fn read_vector(file: &Gguf, info: &TensorInfo) -> Result<Vec<f32>> {
+    let n = info.n_elements() as usize;
+    let mut v = vec![0f32; n];
+    smolt_quant::dequantize_row(info.ty, file.tensor_data(info), &mut v)
+        .map_err(|e| quant_err(&info.name, e))?;
+    Ok(v)
+}

@@ -1,0 +1,403 @@
+//! The decoder: weights bound by GGUF tensor name, one parameterised block, the forward pass
+//! over a KV cache.
+
+use crate::arch::{Activation, ArchSpec, LayerSpec};
+use crate::cache::KvCache;
+use crate::error::{ModelError, Result};
+use crate::linear::{read_vector, Linear};
+use smolt_gguf::{Gguf, TensorInfo};
+use smolt_kernels::{attention_forward, geglu_forward, rms_norm_forward, rope_forward};
+use std::path::Path;
+use std::sync::Arc;
+
+/// How the frozen weights are multiplied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Every weight dequantized to f32 once at load, f32 activations and gemm: the arithmetic
+    /// of the HF float32 reference, for checking numbers. Needs ~4 bytes per parameter.
+    F32,
+    /// Quantized weights as stored, activations quantized to Q8 inside each product, like
+    /// llama.cpp: a few times faster and ~4× smaller, about 1 logit off the f32 reference.
+    #[default]
+    Fast,
+}
+
+/// Which positions of a [`Model::forward`] call get logits. The LM head costs more than the
+/// whole body per token (262k × 640 for Gemma), so generation asks for the last one only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// No logits: prefill a prompt into the cache.
+    None,
+    /// The last position only: `vocab` values.
+    Last,
+    /// Every position: `T × vocab` values.
+    All,
+}
+
+/// Token ids that end or frame generation, read from the tokenizer metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpecialTokens {
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    /// Every token that ends a turn: `eos` and, for chat models, `<end_of_turn>` (Gemma: 106).
+    pub end_of_generation: Vec<u32>,
+}
+
+impl SpecialTokens {
+    fn from_gguf(g: &Gguf) -> SpecialTokens {
+        let id = |k: &str| g.get(k).and_then(|v| v.as_u64()).map(|v| v as u32);
+        let (bos, eos) = (
+            id("tokenizer.ggml.bos_token_id"),
+            id("tokenizer.ggml.eos_token_id"),
+        );
+        let mut eog: Vec<u32> = eos.into_iter().collect();
+        if let Ok(tokens) = g.get_str_array("tokenizer.ggml.tokens") {
+            for text in ["<end_of_turn>", "<|eot_id|>", "<|im_end|>"] {
+                if let Some(i) = tokens.iter().position(|t| *t == text) {
+                    if !eog.contains(&(i as u32)) {
+                        eog.push(i as u32);
+                    }
+                }
+            }
+        }
+        SpecialTokens {
+            bos,
+            eos,
+            end_of_generation: eog,
+        }
+    }
+
+    /// Whether generation should stop after `id`.
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        self.end_of_generation.contains(&id)
+    }
+}
+
+/// One decoder layer's weights. Norm weights are used as stored: Gemma's `(1 + w)` is already
+/// folded into the GGUF by llama.cpp's converter (checked against the HF reference logits).
+pub struct Block {
+    /// `(d_model)`: RMSNorm before attention.
+    pub attn_norm: Vec<f32>,
+    /// `d_model → n_heads·head_dim`.
+    pub wq: Linear,
+    /// `d_model → n_kv_heads·head_dim`.
+    pub wk: Linear,
+    /// `d_model → n_kv_heads·head_dim`.
+    pub wv: Linear,
+    /// `(head_dim)`: RMSNorm over each query head, if `spec.qk_norm`.
+    pub q_norm: Option<Vec<f32>>,
+    /// `(head_dim)`: RMSNorm over each key head, if `spec.qk_norm`.
+    pub k_norm: Option<Vec<f32>>,
+    /// `n_heads·head_dim → d_model`.
+    pub wo: Linear,
+    /// `(d_model)`: RMSNorm on the attention output, if `spec.post_norms`.
+    pub post_attn_norm: Option<Vec<f32>>,
+    /// `(d_model)`: RMSNorm before the MLP.
+    pub ffn_norm: Vec<f32>,
+    /// `d_model → d_ff`.
+    pub w_gate: Linear,
+    /// `d_model → d_ff`.
+    pub w_up: Linear,
+    /// `d_ff → d_model`.
+    pub w_down: Linear,
+    /// `(d_model)`: RMSNorm on the MLP output, if `spec.post_norms`.
+    pub post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// A loaded model: its spec, its weights and the file they are borrowed from.
+pub struct Model {
+    pub spec: ArchSpec,
+    pub precision: Precision,
+    pub special: SpecialTokens,
+    /// `(vocab, d_model)`: the embedding table, and the LM head when `output` is `None`.
+    pub token_embd: Linear,
+    /// `d_model → vocab`, when the file has an untied `output.weight`.
+    pub output: Option<Linear>,
+    /// `(d_model)`: the final RMSNorm.
+    pub output_norm: Vec<f32>,
+    pub blocks: Vec<Block>,
+    file: Arc<Gguf>,
+}
+
+/// Looks tensors up by name and checks each against the shape the spec implies.
+struct Binder<'a> {
+    file: &'a Arc<Gguf>,
+    precision: Precision,
+}
+
+impl Binder<'_> {
+    fn info(&self, name: &str, expected: &[usize]) -> Result<&TensorInfo> {
+        let info = self
+            .file
+            .tensor_info(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let expected: Vec<u64> = expected.iter().map(|&d| d as u64).collect();
+        if info.dims != expected {
+            return Err(ModelError::Shape {
+                name: name.to_string(),
+                expected,
+                found: info.dims.clone(),
+            });
+        }
+        Ok(info)
+    }
+
+    /// A projection `inp → out` (GGUF dims `[inp, out]`).
+    fn linear(&self, name: &str, inp: usize, out: usize) -> Result<Linear> {
+        let info = self.info(name, &[inp, out])?;
+        Linear::bind(self.file, info, self.precision)
+    }
+
+    fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        read_vector(self.file, self.info(name, &[n])?)
+    }
+}
+
+impl Model {
+    /// Opens a GGUF (memory-mapped) and binds its weights. `Precision::F32` dequantizes every
+    /// weight up front (seconds, ~1 GB for Gemma 3 270M); `Fast` reads the quantized blocks in
+    /// place.
+    pub fn load(path: impl AsRef<Path>, precision: Precision) -> Result<Model> {
+        Model::from_gguf(Gguf::open(path)?, precision)
+    }
+
+    /// Binds an already opened file (e.g. one built in memory by a test).
+    pub fn from_gguf(file: Gguf, precision: Precision) -> Result<Model> {
+        let spec = ArchSpec::from_gguf(&file)?;
+        let special = SpecialTokens::from_gguf(&file);
+        let file = Arc::new(file);
+        let b = Binder {
+            file: &file,
+            precision,
+        };
+        let (d, v) = (spec.d_model, spec.vocab_size);
+        let token_embd = b.linear("token_embd.weight", d, v)?;
+        let output = match file.tensor_info("output.weight") {
+            Some(_) => Some(b.linear("output.weight", d, v)?),
+            None => None,
+        };
+        let output_norm = b.vector("output_norm.weight", d)?;
+        let blocks = (0..spec.n_layers())
+            .map(|il| Model::bind_block(&b, &spec, il))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Model {
+            spec,
+            precision,
+            special,
+            token_embd,
+            output,
+            output_norm,
+            blocks,
+            file,
+        })
+    }
+
+    fn bind_block(b: &Binder, spec: &ArchSpec, il: usize) -> Result<Block> {
+        let n = |s: &str| format!("blk.{il}.{s}.weight");
+        let (d, q, kv, f, hd) = (
+            spec.d_model,
+            spec.q_dim(),
+            spec.kv_dim(),
+            spec.d_ff,
+            spec.head_dim,
+        );
+        let opt = |on: bool, s: &str, len: usize| -> Result<Option<Vec<f32>>> {
+            if on {
+                b.vector(&n(s), len).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        Ok(Block {
+            attn_norm: b.vector(&n("attn_norm"), d)?,
+            wq: b.linear(&n("attn_q"), d, q)?,
+            wk: b.linear(&n("attn_k"), d, kv)?,
+            wv: b.linear(&n("attn_v"), d, kv)?,
+            q_norm: opt(spec.qk_norm, "attn_q_norm", hd)?,
+            k_norm: opt(spec.qk_norm, "attn_k_norm", hd)?,
+            wo: b.linear(&n("attn_output"), q, d)?,
+            post_attn_norm: opt(spec.post_norms, "post_attention_norm", d)?,
+            ffn_norm: b.vector(&n("ffn_norm"), d)?,
+            w_gate: b.linear(&n("ffn_gate"), d, f)?,
+            w_up: b.linear(&n("ffn_up"), d, f)?,
+            w_down: b.linear(&n("ffn_down"), f, d)?,
+            post_ffn_norm: opt(spec.post_norms, "post_ffw_norm", d)?,
+        })
+    }
+
+    /// The file the weights come from (metadata such as the tokenizer lives there too).
+    pub fn gguf(&self) -> &Gguf {
+        &self.file
+    }
+
+    /// An empty KV cache sized for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(&self.spec)
+    }
+
+    /// The LM head: the untied output projection, or the embedding table (tied).
+    pub fn head(&self) -> &Linear {
+        self.output.as_ref().unwrap_or(&self.token_embd)
+    }
+
+    /// Runs `tokens` (at positions `cache.len()..`) through the model, appending their keys and
+    /// values to `cache`, and returns logits for the positions `want` asks for, row-major
+    /// `(n, vocab)`. A prompt goes in one call (batched prefill); generation then feeds one
+    /// token per call.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Vec<f32>> {
+        let hidden = self.forward_hidden(tokens, cache)?;
+        let d = self.spec.d_model;
+        Ok(match want {
+            Logits::None => Vec::new(),
+            Logits::Last if tokens.is_empty() => Vec::new(),
+            Logits::Last => self.lm_head(&hidden[hidden.len() - d..]),
+            Logits::All => self.lm_head(&hidden),
+        })
+    }
+
+    /// The body without the head: the final-normed hidden states `(T, d_model)` of `tokens`,
+    /// appended to `cache` as [`Model::forward`] does. A loss only needs the head where there
+    /// are targets, so training and long-prompt checks call this and [`Model::lm_head`] on the
+    /// rows they need, in chunks.
+    pub fn forward_hidden(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        let spec = &self.spec;
+        cache.check_fits(spec, tokens.len())?;
+        for &id in tokens {
+            if id as usize >= spec.vocab_size {
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    vocab: spec.vocab_size,
+                });
+            }
+        }
+        let (t, d) = (tokens.len(), spec.d_model);
+        let pos0 = cache.len();
+        let positions: Vec<usize> = (pos0..pos0 + t).collect();
+
+        // x (T, d) = embed(tokens) · embed_scale
+        let mut x = vec![0f32; t * d];
+        for (row, &id) in x.chunks_mut(d).zip(tokens) {
+            self.token_embd.row(id as usize, row);
+            if let Some(s) = spec.embed_scale {
+                row.iter_mut().for_each(|v| *v *= s);
+            }
+        }
+        for (il, (block, layer)) in self.blocks.iter().zip(&spec.layers).enumerate() {
+            let (k_cache, v_cache) = cache.layer_mut(il);
+            self.block_forward(block, layer, &mut x, &positions, k_cache, v_cache);
+        }
+        cache.advance(t);
+
+        // out (T, d) = rmsnorm(x) · output_norm
+        let mut out = vec![0f32; t * d];
+        if t > 0 {
+            rms_norm_forward(&x, &self.output_norm, spec.rms_eps, d, &mut out, None);
+        }
+        Ok(out)
+    }
+
+    /// logits `(n, vocab)` = hidden `(n, d_model)` · headᵀ.
+    pub fn lm_head(&self, hidden: &[f32]) -> Vec<f32> {
+        let d = self.spec.d_model;
+        assert_eq!(hidden.len() % d, 0, "hidden is not (n, d_model)");
+        let n = hidden.len() / d;
+        let mut logits = vec![0f32; n * self.spec.vocab_size];
+        if n > 0 {
+            self.head().forward(hidden, n, &mut logits);
+        }
+        logits
+    }
+
+    /// One decoder layer over `x (T, d)` in place, for queries at `positions` (T); this layer's
+    /// cache rows `(S, kv_dim)` get the T new keys and values appended.
+    fn block_forward(
+        &self,
+        b: &Block,
+        layer: &LayerSpec,
+        x: &mut [f32],
+        positions: &[usize],
+        k_cache: &mut Vec<f32>,
+        v_cache: &mut Vec<f32>,
+    ) {
+        let spec = &self.spec;
+        let (t, d, f) = (positions.len(), spec.d_model, spec.d_ff);
+        let (nh, nkv, hd) = (spec.n_heads, spec.n_kv_heads, spec.head_dim);
+        let eps = spec.rms_eps;
+
+        // ---- attention ----
+        // a (T, d) = rmsnorm(x) · attn_norm
+        let mut a = vec![0f32; t * d];
+        rms_norm_forward(x, &b.attn_norm, eps, d, &mut a, None);
+        // q (T, nh·hd), k, v (T, nkv·hd)
+        let mut q = vec![0f32; t * nh * hd];
+        let mut k = vec![0f32; t * nkv * hd];
+        let mut v = vec![0f32; t * nkv * hd];
+        b.wq.forward(&a, t, &mut q);
+        b.wk.forward(&a, t, &mut k);
+        b.wv.forward(&a, t, &mut v);
+        // per-head RMSNorm over hd (Gemma 3's q/k norm), then RoPE
+        if let Some(w) = &b.q_norm {
+            let q_in = q.clone();
+            rms_norm_forward(&q_in, w, eps, hd, &mut q, None);
+        }
+        if let Some(w) = &b.k_norm {
+            let k_in = k.clone();
+            rms_norm_forward(&k_in, w, eps, hd, &mut k, None);
+        }
+        rope_forward(&mut q, positions, nh, hd, layer.rope_base as f32);
+        rope_forward(&mut k, positions, nkv, hd, layer.rope_base as f32);
+        // cache (S, nkv·hd) += k, v; key j sits at position j
+        k_cache.extend_from_slice(&k);
+        v_cache.extend_from_slice(&v);
+        // att (T, nh·hd) = softmax(scale · q·kᵀ, causal, window) · v
+        let mut att = vec![0f32; t * nh * hd];
+        attention_forward(
+            &q,
+            k_cache,
+            v_cache,
+            positions,
+            nh,
+            nkv,
+            hd,
+            layer.window,
+            spec.attn_scale,
+            &mut att,
+            None,
+        );
+        // o (T, d) = att · Woᵀ
+        let mut o = vec![0f32; t * d];
+        b.wo.forward(&att, t, &mut o);
+        // x += post_attn_norm(o)
+        add_normed(x, &o, b.post_attn_norm.as_deref(), eps, d);
+
+        // ---- MLP ----
+        // h (T, d) = rmsnorm(x) · ffn_norm
+        let mut h = vec![0f32; t * d];
+        rms_norm_forward(x, &b.ffn_norm, eps, d, &mut h, None);
+        // gate, up (T, f); g (T, f) = act(gate) ⊙ up
+        let mut gate = vec![0f32; t * f];
+        let mut up = vec![0f32; t * f];
+        b.w_gate.forward(&h, t, &mut gate);
+        b.w_up.forward(&h, t, &mut up);
+        let mut g = vec![0f32; t * f];
+        match spec.activation {
+            Activation::GeluTanh => geglu_forward(&gate, &up, &mut g),
+        }
+        // y (T, d) = g · Wdownᵀ; x += post_ffn_norm(y)
+        let mut y = vec![0f32; t * d];
+        b.w_down.forward(&g, t, &mut y);
+        add_normed(x, &y, b.post_ffn_norm.as_deref(), eps, d);
+    }
+}
+
+/// `x += norm(y)` if a post-norm weight is given, else `x += y`.
+fn add_normed(x: &mut [f32], y: &[f32], norm: Option<&[f32]>, eps: f32, d: usize) {
+    match norm {
+        Some(w) => {
+            let mut n = vec![0f32; y.len()];
+            rms_norm_forward(y, w, eps, d, &mut n, None);
+            x.iter_mut().zip(&n).for_each(|(a, b)| *a += b);
+        }
+        None => x.iter_mut().zip(y).for_each(|(a, b)| *a += b),
+    }
+}

@@ -1,0 +1,532 @@
+//! A tiny random Gemma 3 written with `GgufWriter`, checked against a straightforward f64
+//! implementation of the architecture written here from the math (not from the crate's code).
+//!
+//! Shapes: d = 64, 2 query heads × 32 sharing 1 KV head, FFN 256, 7 layers (layer 5 global, the
+//! rest sliding), vocab 300, window 8, so 20-token sequences exercise the window.
+
+use rand::{Rng, SeedableRng};
+use smolt_gguf::{GgmlType, Gguf, GgufWriter, Value, ValueType};
+use smolt_model::{KvCache, Logits, Model, ModelError, Precision};
+
+const D: usize = 64;
+const NH: usize = 2;
+const NKV: usize = 1;
+const HD: usize = 32;
+const FF: usize = 256;
+const LAYERS: usize = 7;
+const VOCAB: usize = 300;
+const WINDOW: usize = 8;
+const EPS: f64 = 1e-6;
+const BASE_GLOBAL: f64 = 1e6;
+const BASE_LOCAL: f64 = 1e4;
+
+/// The storage type each projection gets: a mix, so that every kind of kernel a real file
+/// uses (Q8_0 embedding, Q5_0/Q4_K/Q6_K projections, F32) runs.
+fn proj_type(name: &str) -> GgmlType {
+    match name {
+        "attn_q" => GgmlType::Q5_0,
+        "attn_k" => GgmlType::Q8_0,
+        "attn_v" => GgmlType::F32,
+        "attn_output" => GgmlType::Q4_0,
+        "ffn_gate" => GgmlType::Q5_0,
+        "ffn_up" => GgmlType::Q8_0,
+        "ffn_down" => GgmlType::Q4K,
+        _ => GgmlType::F32,
+    }
+}
+
+struct Tensor {
+    name: String,
+    dims: Vec<u64>,
+    ty: GgmlType,
+    values: Vec<f32>,
+}
+
+/// Random weights, by name, in GGUF layout. Projections ~ N(0, 1/in) so activations stay O(1);
+/// norm weights ~ 1 + small noise (the file stores 1 + w).
+fn random_tensors(seed: u64) -> Vec<Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut normal = |n: usize, std: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                // Box–Muller
+                let (u1, u2): (f32, f32) = (rng.gen_range(1e-7..1.0), rng.gen());
+                std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+            })
+            .collect()
+    };
+    let mut ts = Vec::new();
+    let mut add = |name: String, dims: Vec<u64>, ty: GgmlType, values: Vec<f32>| {
+        ts.push(Tensor {
+            name,
+            dims,
+            ty,
+            values,
+        })
+    };
+    add(
+        "token_embd.weight".into(),
+        vec![D as u64, VOCAB as u64],
+        GgmlType::Q8_0,
+        normal(D * VOCAB, 0.5),
+    );
+    add(
+        "output_norm.weight".into(),
+        vec![D as u64],
+        GgmlType::F32,
+        normal(D, 0.1).iter().map(|v| 1.0 + v).collect(),
+    );
+    for il in 0..LAYERS {
+        let n = |s: &str| format!("blk.{il}.{s}.weight");
+        for (s, len) in [
+            ("attn_norm", D),
+            ("attn_q_norm", HD),
+            ("attn_k_norm", HD),
+            ("post_attention_norm", D),
+            ("ffn_norm", D),
+            ("post_ffw_norm", D),
+        ] {
+            add(
+                n(s),
+                vec![len as u64],
+                GgmlType::F32,
+                normal(len, 0.1).iter().map(|v| 1.0 + v).collect(),
+            );
+        }
+        for (s, inp, out) in [
+            ("attn_q", D, NH * HD),
+            ("attn_k", D, NKV * HD),
+            ("attn_v", D, NKV * HD),
+            ("attn_output", NH * HD, D),
+            ("ffn_gate", D, FF),
+            ("ffn_up", D, FF),
+            ("ffn_down", FF, D),
+        ] {
+            let std = 1.0 / (inp as f32).sqrt();
+            add(
+                n(s),
+                vec![inp as u64, out as u64],
+                proj_type(s),
+                normal(inp * out, std),
+            );
+        }
+    }
+    ts
+}
+
+fn encode(ty: GgmlType, values: &[f32], row: usize) -> Vec<u8> {
+    let rb = smolt_quant::row_bytes(ty, row).unwrap();
+    let mut out = vec![0u8; rb * (values.len() / row)];
+    for (src, dst) in values.chunks(row).zip(out.chunks_mut(rb)) {
+        smolt_quant::quantize_row(ty, src, dst).unwrap();
+    }
+    out
+}
+
+fn writer(tensors: &[Tensor], arch: &str) -> GgufWriter {
+    let mut w = GgufWriter::new();
+    let u = |v: usize| Value::U32(v as u32);
+    w.set("general.architecture", Value::String(arch.into()));
+    w.set("gemma3.embedding_length", u(D));
+    w.set("gemma3.block_count", u(LAYERS));
+    w.set("gemma3.feed_forward_length", u(FF));
+    w.set("gemma3.attention.head_count", u(NH));
+    w.set("gemma3.attention.head_count_kv", u(NKV));
+    w.set("gemma3.attention.key_length", u(HD));
+    w.set("gemma3.attention.value_length", u(HD));
+    w.set(
+        "gemma3.attention.layer_norm_rms_epsilon",
+        Value::F32(EPS as f32),
+    );
+    w.set("gemma3.rope.freq_base", Value::F32(BASE_GLOBAL as f32));
+    w.set("gemma3.attention.sliding_window", u(WINDOW));
+    w.set("gemma3.context_length", u(128));
+    let tokens = (0..VOCAB)
+        .map(|i| {
+            Value::String(match i {
+                1 => "<eos>".into(),
+                2 => "<bos>".into(),
+                106 => "<end_of_turn>".into(),
+                _ => format!("t{i}"),
+            })
+        })
+        .collect();
+    w.set(
+        "tokenizer.ggml.tokens",
+        Value::Array(ValueType::String, tokens),
+    );
+    w.set("tokenizer.ggml.eos_token_id", u(1));
+    w.set("tokenizer.ggml.bos_token_id", u(2));
+    for t in tensors {
+        let data = encode(t.ty, &t.values, t.dims[0] as usize);
+        w.add_tensor(t.name.clone(), &t.dims, t.ty, data).unwrap();
+    }
+    w
+}
+
+fn open(w: &GgufWriter) -> Gguf {
+    Gguf::from_bytes(w.to_bytes()).unwrap()
+}
+
+fn tiny_model(precision: Precision) -> Model {
+    Model::from_gguf(open(&writer(&random_tensors(7), "gemma3")), precision).unwrap()
+}
+
+fn tokens(n: usize, seed: u64) -> Vec<u32> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.gen_range(0..VOCAB as u32)).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The f64 reference: Gemma 3 as the HF modeling code describes it, on the file's dequantized
+// weights (the norm weights already hold 1 + w).
+
+struct RefWeights {
+    get: std::collections::HashMap<String, Vec<f64>>,
+}
+
+impl RefWeights {
+    fn from_file(g: &Gguf) -> RefWeights {
+        let get = g
+            .tensors()
+            .iter()
+            .map(|info| {
+                let mut v = vec![0f32; info.n_elements() as usize];
+                smolt_quant::dequantize_row(info.ty, g.tensor_data(info), &mut v).unwrap();
+                (info.name.clone(), v.into_iter().map(f64::from).collect())
+            })
+            .collect();
+        RefWeights { get }
+    }
+    fn w(&self, name: &str) -> &[f64] {
+        &self.get[name]
+    }
+}
+
+fn rms_norm(x: &[f64], w: &[f64]) -> Vec<f64> {
+    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    let r = 1.0 / (ms + EPS).sqrt();
+    x.iter().zip(w).map(|(a, b)| a * r * b).collect()
+}
+
+/// y = W x with W stored (out, in).
+fn matvec(w: &[f64], x: &[f64]) -> Vec<f64> {
+    w.chunks(x.len())
+        .map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum())
+        .collect()
+}
+
+/// HF `apply_rotary_pos_emb`: x·cos + rotate_half(x)·sin, frequencies base^(-2i/hd).
+fn rope(x: &mut [f64], pos: usize, base: f64) {
+    let half = x.len() / 2;
+    let orig = x.to_vec();
+    for j in 0..x.len() {
+        let i = j % half;
+        let ang = pos as f64 * base.powf(-2.0 * i as f64 / x.len() as f64);
+        let rot = if j < half {
+            -orig[j + half]
+        } else {
+            orig[j - half]
+        };
+        x[j] = orig[j] * ang.cos() + rot * ang.sin();
+    }
+}
+
+fn gelu_tanh(x: f64) -> f64 {
+    0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+}
+
+/// Logits (T, vocab) for every position. `window` overrides the sliding window (to show that
+/// it matters).
+fn reference_logits(w: &RefWeights, toks: &[u32], window: usize) -> Vec<Vec<f64>> {
+    let t = toks.len();
+    let emb = w.w("token_embd.weight");
+    let mut xs: Vec<Vec<f64>> = toks
+        .iter()
+        .map(|&id| {
+            emb[id as usize * D..][..D]
+                .iter()
+                .map(|v| v * (D as f64).sqrt())
+                .collect()
+        })
+        .collect();
+    for il in 0..LAYERS {
+        let n = |s: &str| format!("blk.{il}.{s}.weight");
+        let global = (il + 1) % 6 == 0;
+        let base = if global { BASE_GLOBAL } else { BASE_LOCAL };
+        let (mut qs, mut ks, mut vs) = (vec![], vec![], vec![]);
+        for (p, x) in xs.iter().enumerate() {
+            let a = rms_norm(x, w.w(&n("attn_norm")));
+            let mut q = matvec(w.w(&n("attn_q")), &a);
+            let mut k = matvec(w.w(&n("attn_k")), &a);
+            let v = matvec(w.w(&n("attn_v")), &a);
+            for h in q.chunks_mut(HD) {
+                let normed = rms_norm(h, w.w(&n("attn_q_norm")));
+                h.copy_from_slice(&normed);
+                rope(h, p, base);
+            }
+            for h in k.chunks_mut(HD) {
+                let normed = rms_norm(h, w.w(&n("attn_k_norm")));
+                h.copy_from_slice(&normed);
+                rope(h, p, base);
+            }
+            qs.push(q);
+            ks.push(k);
+            vs.push(v);
+        }
+        for p in 0..t {
+            let mut att = vec![0.0; NH * HD];
+            for h in 0..NH {
+                let g = h / (NH / NKV);
+                let qh = &qs[p][h * HD..][..HD];
+                let visible: Vec<usize> = (0..=p).filter(|&j| global || p - j < window).collect();
+                let scores: Vec<f64> = visible
+                    .iter()
+                    .map(|&j| {
+                        qh.iter()
+                            .zip(&ks[j][g * HD..][..HD])
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>()
+                            / (HD as f64).sqrt()
+                    })
+                    .collect();
+                let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = scores.iter().map(|s| (s - mx).exp()).sum();
+                for (s, &j) in scores.iter().zip(&visible) {
+                    let pj = (s - mx).exp() / z;
+                    for i in 0..HD {
+                        att[h * HD + i] += pj * vs[j][g * HD + i];
+                    }
+                }
+            }
+            let o = rms_norm(
+                &matvec(w.w(&n("attn_output")), &att),
+                w.w(&n("post_attention_norm")),
+            );
+            let x = &mut xs[p];
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            let f = rms_norm(x, w.w(&n("ffn_norm")));
+            let gate = matvec(w.w(&n("ffn_gate")), &f);
+            let up = matvec(w.w(&n("ffn_up")), &f);
+            let hid: Vec<f64> = gate
+                .iter()
+                .zip(&up)
+                .map(|(g, u)| gelu_tanh(*g) * u)
+                .collect();
+            let y = rms_norm(&matvec(w.w(&n("ffn_down")), &hid), w.w(&n("post_ffw_norm")));
+            x.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
+        }
+    }
+    xs.iter()
+        .map(|x| matvec(emb, &rms_norm(x, w.w("output_norm.weight"))))
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - y).abs())
+        .fold(0.0, f64::max)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn f32_logits_match_f64_reference_at_every_position() {
+    let w = writer(&random_tensors(7), "gemma3");
+    let g = open(&w);
+    let reference = reference_logits(&RefWeights::from_file(&g), &tokens(20, 1), WINDOW);
+    let model = Model::from_gguf(g, Precision::F32).unwrap();
+    assert_eq!(
+        model
+            .spec
+            .layers
+            .iter()
+            .filter(|l| l.window.is_none())
+            .count(),
+        1
+    );
+    let mut cache = model.new_cache();
+    let logits = model
+        .forward(&tokens(20, 1), &mut cache, Logits::All)
+        .unwrap();
+    let flat: Vec<f64> = reference.concat();
+    let scale = flat.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let diff = max_abs_diff(&logits, &flat);
+    eprintln!("f32 vs f64 reference: max diff {diff:.2e}, logit scale {scale:.2}");
+    assert!(
+        scale > 1.0,
+        "logits too small to be a meaningful check: {scale}"
+    );
+    assert!(
+        diff < 2e-5 * scale,
+        "max |f32 − f64 reference| = {diff} (logit scale {scale})"
+    );
+}
+
+#[test]
+fn the_window_changes_late_positions() {
+    let g = open(&writer(&random_tensors(7), "gemma3"));
+    let w = RefWeights::from_file(&g);
+    let toks = tokens(20, 1);
+    let windowed = reference_logits(&w, &toks, WINDOW);
+    let unwindowed = reference_logits(&w, &toks, usize::MAX);
+    // Positions < WINDOW see the same keys either way; later ones must differ.
+    assert_eq!(windowed[WINDOW - 1], unwindowed[WINDOW - 1]);
+    let late: f64 = windowed[19]
+        .iter()
+        .zip(&unwindowed[19])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(late > 1e-3, "window had no effect ({late})");
+}
+
+#[test]
+fn kv_cached_decoding_equals_one_full_forward() {
+    for precision in [Precision::F32, Precision::Fast] {
+        let model = tiny_model(precision);
+        let toks = tokens(20, 2);
+        let full = model
+            .forward(&toks, &mut model.new_cache(), Logits::All)
+            .unwrap();
+        // Prefill 5, then 1, 1, a chunk of 6, then one at a time.
+        let mut cache = model.new_cache();
+        let mut got = Vec::new();
+        let mut at = 0;
+        for n in [5, 1, 1, 6, 1, 1, 1, 1, 1, 1, 1] {
+            got.extend(
+                model
+                    .forward(&toks[at..at + n], &mut cache, Logits::All)
+                    .unwrap(),
+            );
+            at += n;
+        }
+        assert_eq!(at, 20);
+        assert_eq!(cache.len(), 20);
+        let diff = got
+            .iter()
+            .zip(&full)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            diff < 1e-4,
+            "{precision:?}: incremental vs full max diff {diff}"
+        );
+
+        // Logits::Last is the last row of Logits::All; truncating the cache rewinds exactly.
+        cache.truncate(13);
+        let last = model
+            .forward(&toks[13..], &mut cache, Logits::Last)
+            .unwrap();
+        let diff = last
+            .iter()
+            .zip(&full[19 * VOCAB..])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            diff < 1e-4,
+            "{precision:?}: after truncate, last-row diff {diff}"
+        );
+    }
+}
+
+#[test]
+fn fast_is_close_to_f32() {
+    let toks = tokens(20, 3);
+    let f32_logits = tiny_model(Precision::F32)
+        .forward(
+            &toks,
+            &mut KvCache::new(&tiny_model(Precision::F32).spec),
+            Logits::All,
+        )
+        .unwrap();
+    let fast = tiny_model(Precision::Fast);
+    let fast_logits = fast
+        .forward(&toks, &mut fast.new_cache(), Logits::All)
+        .unwrap();
+    let scale = f32_logits.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = fast_logits
+        .iter()
+        .zip(&f32_logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("Fast vs F32: max diff {diff:.3e}, logit scale {scale:.2}");
+    // Q8 activations carry ~0.5% relative error per product; through 7 layers that stays a few %.
+    assert!(
+        diff < 0.05 * scale,
+        "Fast vs F32 max diff {diff} (scale {scale})"
+    );
+    assert!(
+        diff > 0.0,
+        "Fast should not be bit-identical to F32: is it quantizing at all?"
+    );
+}
+
+#[test]
+fn special_tokens_come_from_the_vocabulary() {
+    let m = tiny_model(Precision::Fast);
+    assert_eq!(m.special.eos, Some(1));
+    assert_eq!(m.special.bos, Some(2));
+    assert_eq!(m.special.end_of_generation, vec![1, 106]);
+}
+
+fn load_err(tensors: &[Tensor], arch: &str) -> String {
+    match Model::from_gguf(open(&writer(tensors, arch)), Precision::Fast) {
+        Ok(_) => panic!("loading should fail"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_wrong_shape_names_the_tensor_and_both_shapes() {
+    let mut ts = random_tensors(7);
+    let t = ts
+        .iter_mut()
+        .find(|t| t.name == "blk.3.attn_k.weight")
+        .unwrap();
+    t.dims = vec![D as u64 / 2, 2 * (NKV * HD) as u64];
+    let msg = load_err(&ts, "gemma3");
+    assert!(
+        msg.contains("blk.3.attn_k.weight") && msg.contains("[32, 64]") && msg.contains("[64, 32]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_missing_tensor_is_named() {
+    let mut ts = random_tensors(7);
+    ts.retain(|t| t.name != "blk.4.ffn_up.weight");
+    let msg = load_err(&ts, "gemma3");
+    assert!(
+        msg.contains("blk.4.ffn_up.weight") && msg.contains("not in the file"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_unknown_architecture_is_refused() {
+    let msg = load_err(&random_tensors(7), "mamba");
+    assert!(
+        msg.contains("mamba") && msg.contains("not supported"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn out_of_range_tokens_and_a_full_context_are_errors() {
+    let m = tiny_model(Precision::Fast);
+    let mut cache = m.new_cache();
+    assert!(matches!(
+        m.forward(&[VOCAB as u32], &mut cache, Logits::Last),
+        Err(ModelError::TokenOutOfRange { .. })
+    ));
+    assert!(matches!(
+        m.forward(&vec![5; 129], &mut cache, Logits::None),
+        Err(ModelError::ContextFull { .. })
+    ));
+    assert!(
+        cache.is_empty(),
+        "a refused call must leave the cache untouched"
+    );
+}
