@@ -11,7 +11,9 @@
 //!   decode-sized calls (T = 1) run on the calling thread.
 
 pub mod activation;
+pub mod adamw;
 pub mod attention;
+pub mod cross_entropy;
 pub mod float;
 pub mod matmul;
 pub mod norm;
@@ -21,7 +23,9 @@ pub mod rope;
 mod test_util;
 
 pub use activation::{geglu_backward, geglu_forward, gelu_tanh};
+pub use adamw::{adamw_step, clip_grad_norm, global_grad_norm, AdamW};
 pub use attention::{attention_backward, attention_forward};
+pub use cross_entropy::linear_cross_entropy;
 pub use float::Float;
 pub use matmul::{matmul_nn, matmul_nt, matmul_tn};
 pub use norm::{rms_norm_backward, rms_norm_forward};

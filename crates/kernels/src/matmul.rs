@@ -16,7 +16,8 @@ use gemm::Parallelism;
 const PAR_MIN_FLOPS: usize = 1 << 18;
 
 #[allow(clippy::too_many_arguments)]
-fn gemm_strided<F: Float>(
+pub(crate) fn gemm_strided<F: Float>(
+    allow_par: bool,
     m: usize,
     n: usize,
     k: usize,
@@ -41,7 +42,7 @@ fn gemm_strided<F: Float>(
     // same shapes, this keeps the unsafe call below self-evidently in bounds.
     assert!(a.len() > (m - 1) * a_rs + (k - 1) * a_cs, "a too short");
     assert!(b.len() > (k - 1) * b_rs + (n - 1) * b_cs, "b too short");
-    let par = if m * n * k >= PAR_MIN_FLOPS && rayon::current_num_threads() > 1 {
+    let par = if allow_par && m * n * k >= PAR_MIN_FLOPS && rayon::current_num_threads() > 1 {
         Parallelism::Rayon(0)
     } else {
         Parallelism::None
@@ -89,7 +90,7 @@ pub fn matmul_nt<F: Float>(
     assert_eq!(a.len(), m * k, "a is not (m, k)");
     assert_eq!(b.len(), n * k, "b is not (n, k)");
     assert_eq!(c.len(), m * n, "c is not (m, n)");
-    gemm_strided(m, n, k, c, accumulate, a, (k, 1), b, (1, k));
+    gemm_strided(true, m, n, k, c, accumulate, a, (k, 1), b, (1, k));
 }
 
 /// `c (m, n) (+)= a (m, k) · b (k, n)`: the input gradient of a linear layer (`dy · W`).
@@ -105,7 +106,7 @@ pub fn matmul_nn<F: Float>(
     assert_eq!(a.len(), m * k, "a is not (m, k)");
     assert_eq!(b.len(), k * n, "b is not (k, n)");
     assert_eq!(c.len(), m * n, "c is not (m, n)");
-    gemm_strided(m, n, k, c, accumulate, a, (k, 1), b, (n, 1));
+    gemm_strided(true, m, n, k, c, accumulate, a, (k, 1), b, (n, 1));
 }
 
 /// `c (m, n) (+)= a (k, m)^T · b (k, n)`: the weight gradient of a linear layer (`dy^T · x`),
@@ -122,7 +123,7 @@ pub fn matmul_tn<F: Float>(
     assert_eq!(a.len(), k * m, "a is not (k, m)");
     assert_eq!(b.len(), k * n, "b is not (k, n)");
     assert_eq!(c.len(), m * n, "c is not (m, n)");
-    gemm_strided(m, n, k, c, accumulate, a, (1, m), b, (n, 1));
+    gemm_strided(true, m, n, k, c, accumulate, a, (1, m), b, (n, 1));
 }
 
 #[cfg(test)]
