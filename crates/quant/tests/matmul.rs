@@ -1,0 +1,144 @@
+//! matmul_q against (a) the exact "quantize x, then scalar vec_dot" reference and
+//! (b) an f64 matmul of the dequantized weights with unquantized x.
+
+mod common;
+
+use common::*;
+use rand::Rng;
+use smolt_quant::{
+    dequantize_matrix, dequantize_row, matmul_dequant, matmul_q, matmul_q_on, quantize_activations,
+    vec_dot_on, vec_dot_type, GgmlType, QMatrix, SimdPath,
+};
+
+fn weights(r: &mut impl Rng, ty: GgmlType, n: usize, k: usize) -> Vec<u8> {
+    let wf = normals(r, n * k, 0.05);
+    let rb = k / ty.block_size() * ty.type_size();
+    let mut w = vec![0u8; n * rb];
+    for (src, dst) in wf.chunks(k).zip(w.chunks_mut(rb)) {
+        smolt_quant::quantize_row(ty, src, dst).unwrap();
+    }
+    w
+}
+
+const TYPES: [GgmlType; 11] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+    GgmlType::F32,
+];
+
+#[test]
+fn matmul_matches_exact_scalar_reference_and_f64_reference() {
+    let mut r = rng(11);
+    for ty in TYPES {
+        for &(n, kb, m) in &[
+            (37usize, 1usize, 1usize),
+            (64, 2, 3),
+            (33, 3, 17),
+            (130, 1, 9),
+        ] {
+            let k = kb * 256;
+            let w = weights(&mut r, ty, n, k);
+            let qm = QMatrix::new(ty, n, k, &w).unwrap();
+            let x = normals(&mut r, m * k, 1.0);
+
+            // (a) exact: scalar path equals per-element scalar vec_dot.
+            let mut y_scalar = vec![0f32; m * n];
+            matmul_q_on(SimdPath::Scalar, &qm, &x, m, &mut y_scalar).unwrap();
+            for i in 0..m {
+                let a = quantize_activations(ty, &x[i * k..(i + 1) * k]).unwrap();
+                for j in 0..n {
+                    let want =
+                        vec_dot_on(SimdPath::Scalar, ty, qm.row(j), vec_dot_type(ty), &a).unwrap();
+                    assert_eq!(
+                        y_scalar[i * n + j].to_bits(),
+                        want.to_bits(),
+                        "{ty} ({i},{j})"
+                    );
+                }
+            }
+
+            // Active path: same quantized arithmetic, different float summation order.
+            let mut y = vec![0f32; m * n];
+            matmul_q(&qm, &x, m, &mut y).unwrap();
+            for (a, b) in y.iter().zip(&y_scalar) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1e-2),
+                    "{ty}: {a} vs {b}"
+                );
+            }
+
+            // (b) f64 reference on dequantized W and unquantized x: only the Q8
+            // activation rounding (~0.5% relative) separates them.
+            let mut y_ref = vec![0f32; m * n];
+            matmul_dequant(&qm, &x, m, &mut y_ref).unwrap();
+            let num: f64 = y
+                .iter()
+                .zip(&y_ref)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum();
+            let den: f64 = y_ref.iter().map(|b| (*b as f64).powi(2)).sum();
+            let rel = (num / den).sqrt();
+            assert!(rel < 0.02, "{ty} n={n} k={k} m={m}: relative error {rel}");
+        }
+    }
+}
+
+#[test]
+fn matmul_dequant_matches_naive_f64() {
+    let mut r = rng(12);
+    let (n, k, m) = (5, 256, 3);
+    let w = weights(&mut r, GgmlType::Q4K, n, k);
+    let qm = QMatrix::new(GgmlType::Q4K, n, k, &w).unwrap();
+    let x = normals(&mut r, m * k, 1.0);
+    let mut wf = vec![0f32; n * k];
+    dequantize_matrix(&qm, &mut wf).unwrap();
+    let mut y = vec![0f32; m * n];
+    matmul_dequant(&qm, &x, m, &mut y).unwrap();
+    for i in 0..m {
+        for j in 0..n {
+            let want: f64 = (0..k)
+                .map(|l| x[i * k + l] as f64 * wf[j * k + l] as f64)
+                .sum();
+            assert_eq!(y[i * n + j], want as f32);
+        }
+    }
+}
+
+#[test]
+fn dequantize_matrix_equals_rowwise() {
+    let mut r = rng(13);
+    for ty in TYPES {
+        let (n, k) = (19, 512);
+        let w = weights(&mut r, ty, n, k);
+        let qm = QMatrix::new(ty, n, k, &w).unwrap();
+        let mut all = vec![0f32; n * k];
+        dequantize_matrix(&qm, &mut all).unwrap();
+        let mut row = vec![0f32; k];
+        for j in 0..n {
+            dequantize_row(ty, qm.row(j), &mut row).unwrap();
+            assert_eq!(&all[j * k..(j + 1) * k], &row[..], "{ty} row {j}");
+        }
+    }
+}
+
+#[test]
+fn shape_errors_are_reported() {
+    let w = vec![0u8; 4 * 34];
+    assert!(QMatrix::new(GgmlType::Q8_0, 4, 32, &w).is_ok());
+    assert!(QMatrix::new(GgmlType::Q8_0, 4, 64, &w).is_err());
+    assert!(QMatrix::new(GgmlType::Q8_0, 4, 31, &w).is_err());
+    let qm = QMatrix::new(GgmlType::Q8_0, 4, 32, &w).unwrap();
+    let mut y = vec![0f32; 8];
+    assert!(matmul_q(&qm, &[0f32; 64], 2, &mut y).is_ok());
+    assert!(matmul_q(&qm, &[0f32; 63], 2, &mut y).is_err());
+    assert!(matmul_q(&qm, &[0f32; 64], 2, &mut y[..7]).is_err());
+    assert!(matmul_q(&qm, &[], 0, &mut []).is_ok());
+}
