@@ -202,6 +202,11 @@ def main():
             f"- Versions: {versions(recs)}", ""]
     sec = [s for s in sec if s != ""] + [""]
     sec += lines + [""]
+    if args.load:
+        busy = [float(x) for x in re.findall(r"(?:before|after)?\s*([\d.]+) [\d.]+ [\d.]+", args.load)]
+        if busy and max(busy) > 0.5:
+            notes.insert(0, f"- The machine was not idle (1-minute load average up to {max(busy):.1f} on "
+                            f"{os.cpu_count()} CPUs): these numbers are contended, for checking the scripts only.")
     if notes or args.note:
         sec += ["Notes:"] + [f"- {n}" for n in args.note] + notes + [""]
     sec += ["<details><summary>Per-figure details and exact peer commands</summary>", ""] + details(keys, groups) + ["", "</details>", ""]

@@ -114,5 +114,6 @@ fi
 
 # ---- (iii) report -----------------------------------------------------------------------------
 [ $quick = 1 ] && notes+=(--note "--quick run: few steps/repetitions; a smoke test more than a measurement")
-python3 "$here/report.py" "$results" --out "$out" --command "$cmdline" --load "$load" "${notes[@]}"
+load_end=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+python3 "$here/report.py" "$results" --out "$out" --command "$cmdline" --load "before $load; after $load_end" "${notes[@]}"
 echo "run.sh: done; raw results in $results" >&2
