@@ -1,0 +1,241 @@
+//! Gemma 3 270M (the real Q4_K_M file) against the reference numbers in `fixtures/`:
+//! HF transformers float32 on the same dequantized weights (for `Precision::F32`) and llama.cpp
+//! on the quantized file (for `Precision::Fast`). See each fixture's "about" for how they were
+//! made.
+//!
+//! These tests need the model file; they fail (never skip) without it, saying how to get it.
+
+use serde_json::Value;
+use smolt_model::{Logits, Model, Precision};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+const DEFAULT_MODEL: &str = "/root/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf";
+
+fn model_path() -> PathBuf {
+    let path = std::env::var_os("SMOLT_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| DEFAULT_MODEL.into());
+    assert!(
+        path.is_file(),
+        "the Gemma 3 270M model is not at {} — these tests compare against reference logits of \
+         that exact file (gemma-3-270m-q4_k_m.gguf, sha256 a5fd3b62…6818). Get it with \
+         `cargo run -p smolt -- fetch` (it caches to ~/.cache/smolt/models/), or point \
+         SMOLT_MODEL at a copy.",
+        path.display()
+    );
+    path
+}
+
+fn model(precision: Precision) -> &'static Model {
+    static F32: OnceLock<Model> = OnceLock::new();
+    static FAST: OnceLock<Model> = OnceLock::new();
+    let cell = match precision {
+        Precision::F32 => &F32,
+        Precision::Fast => &FAST,
+    };
+    cell.get_or_init(|| Model::load(model_path(), precision).expect("load the model"))
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).expect("fixture JSON")
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn argmax(x: &[f32]) -> usize {
+    x.iter()
+        .enumerate()
+        .fold(0, |best, (i, &v)| if v > x[best] { i } else { best })
+}
+
+fn logsumexp(x: &[f32]) -> f64 {
+    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    m + x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln()
+}
+
+/// How one prompt's logits compare with the reference positions.
+#[derive(Default, Debug)]
+struct Cmp {
+    /// Largest |ours − ref| over the reference's top-5 ids, at any position.
+    top5: f64,
+    /// Largest |lse ours − lse ref|.
+    lse: f64,
+    /// Positions whose argmax differs from the reference's where the reference margin is
+    /// ≥ `tie` (a real disagreement), and where it is below (a near-tie).
+    argmax_flips: usize,
+    near_tie_flips: usize,
+    positions: usize,
+}
+
+/// Runs the whole prompt in one prefill, then the LM head over the hidden states in chunks
+/// (1,415 × 262,144 logits at once would be 1.5 GB), comparing each position with the reference.
+fn compare_prompt(model: &Model, prompt: &Value, tie: f64) -> Cmp {
+    let toks = ids(&prompt["ids"]);
+    let refs = prompt["positions"].as_array().unwrap();
+    assert_eq!(refs.len(), toks.len());
+    let hidden = model.forward_hidden(&toks, &mut model.new_cache()).unwrap();
+    let (d, v) = (model.spec.d_model, model.spec.vocab_size);
+    let mut c = Cmp {
+        positions: toks.len(),
+        ..Cmp::default()
+    };
+    for (chunk_i, chunk) in hidden.chunks(64 * d).enumerate() {
+        let logits = model.lm_head(chunk);
+        for (j, row) in logits.chunks(v).enumerate() {
+            let r = &refs[chunk_i * 64 + j];
+            let top5 = r["top5"].as_array().unwrap();
+            for e in top5 {
+                let (id, logit) = (e[0].as_u64().unwrap() as usize, e[1].as_f64().unwrap());
+                c.top5 = c.top5.max((row[id] as f64 - logit).abs());
+            }
+            c.lse = c
+                .lse
+                .max((logsumexp(row) - r["lse"].as_f64().unwrap()).abs());
+            if argmax(row) as u64 != r["argmax"].as_u64().unwrap() {
+                let margin = top5[0][1].as_f64().unwrap() - top5[1][1].as_f64().unwrap();
+                if margin < tie {
+                    c.near_tie_flips += 1;
+                } else {
+                    c.argmax_flips += 1;
+                }
+            }
+        }
+    }
+    c
+}
+
+#[test]
+fn f32_logits_match_hf_at_every_position_of_every_prompt() {
+    let model = model(Precision::F32);
+    let fx = fixture("logits_gemma3.json");
+    for (name, prompt) in fx["prompts"].as_object().unwrap() {
+        // The fixture's tolerance: 0.02, and up to 0.03 over every position of the long prompt
+        // (llama.cpp on the same f32 weights was 0.023 off there).
+        let tol = if prompt["ids"].as_array().unwrap().len() > 512 {
+            0.03
+        } else {
+            0.02
+        };
+        let c = compare_prompt(model, prompt, 0.02);
+        eprintln!("F32 prompt {name}: {c:?}");
+        assert!(
+            c.top5 <= tol,
+            "prompt {name}: top-5 logit diff {} > {tol}",
+            c.top5
+        );
+        assert!(c.lse <= tol, "prompt {name}: lse diff {} > {tol}", c.lse);
+        assert_eq!(
+            c.argmax_flips, 0,
+            "prompt {name}: argmax differs where the reference margin is ≥ 0.02"
+        );
+    }
+}
+
+/// Greedy decoding: argmax, fed back one token at a time through the KV cache.
+fn greedy(model: &Model, prompt: &[u32], steps: usize) -> Vec<(u32, f32)> {
+    let mut cache = model.new_cache();
+    let mut logits = model.forward(prompt, &mut cache, Logits::Last).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        let id = argmax(&logits) as u32;
+        out.push((id, logits[id as usize]));
+        logits = model.forward(&[id], &mut cache, Logits::Last).unwrap();
+    }
+    out
+}
+
+#[test]
+fn f32_greedy_reproduces_hf_until_the_first_near_tie() {
+    let model = model(Precision::F32);
+    let fx = fixture("greedy_gemma3.json");
+    for (name, p) in fx["prompts"].as_object().unwrap() {
+        let steps = p["hf_f32"]["steps"].as_array().unwrap();
+        let got = greedy(model, &ids(&p["prompt_ids"]), steps.len());
+        // Past a step whose top-1/top-2 margin is < 0.02 both trajectories are legitimate.
+        let checked = steps
+            .iter()
+            .position(|s| s[2].as_f64().unwrap() < 0.02)
+            .unwrap_or(steps.len());
+        let agree = got
+            .iter()
+            .zip(steps)
+            .take_while(|(g, s)| g.0 as u64 == s[0].as_u64().unwrap())
+            .count();
+        eprintln!(
+            "F32 greedy {name}: checked {checked} steps, identical for {agree} of {}",
+            steps.len()
+        );
+        for (i, (g, s)) in got.iter().zip(steps).take(checked).enumerate() {
+            assert_eq!(g.0 as u64, s[0].as_u64().unwrap(), "prompt {name} step {i}");
+            let want = s[1].as_f64().unwrap();
+            assert!(
+                (g.1 as f64 - want).abs() <= 0.02,
+                "prompt {name} step {i}: logit {} vs {want}",
+                g.1
+            );
+        }
+    }
+}
+
+#[test]
+fn fast_logits_and_greedy_are_as_close_as_llama_cpp_on_the_quantized_file() {
+    let model = model(Precision::Fast);
+    let fx = fixture("logits_gemma3.json");
+    for (name, prompt) in fx["prompts"].as_object().unwrap() {
+        let c = compare_prompt(model, prompt, 0.02);
+        let llama =
+            &prompt["llama_cpp_comparison"]["llama.cpp Q4_K_M GGUF, KV cache f16 (default)"];
+        eprintln!(
+            "Fast prompt {name}: {c:?}; llama.cpp Q4_K_M: top5 {} lse {} argmax {}",
+            llama["all_positions_max_abs_diff_on_llama_top5_ids"],
+            llama["all_positions_max_lse_diff"],
+            llama["all_positions_argmax_agreement"]
+        );
+        // llama.cpp's own Q4_K_M run is up to 1.63 off HF on its top-5 ids and 1.0 on lse, and
+        // agrees on 96% of argmaxes (1355/1415 on the long prompt); we quantize activations
+        // the same way, so hold us to the same band with a little slack.
+        assert!(c.top5 < 2.0, "prompt {name}: top-5 diff {}", c.top5);
+        assert!(c.lse < 1.5, "prompt {name}: lse diff {}", c.lse);
+        let agree = c.positions - c.argmax_flips - c.near_tie_flips;
+        assert!(
+            agree as f64 >= 0.9 * c.positions as f64,
+            "prompt {name}: argmax agrees on {agree}/{}",
+            c.positions
+        );
+    }
+
+    let fx = fixture("greedy_gemma3.json");
+    for (name, p) in fx["prompts"].as_object().unwrap() {
+        let llama = &p["llama_cpp_q4_k_m"];
+        let want = ids(&llama["new_ids"]);
+        let got: Vec<u32> = greedy(model, &ids(&p["prompt_ids"]), want.len())
+            .into_iter()
+            .map(|g| g.0)
+            .collect();
+        let agree = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        let margins: Vec<f64> = llama["margins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
+        // llama.cpp's own margins tell where a different accumulation order may flip the choice.
+        let first_small = margins
+            .iter()
+            .position(|&m| m < 0.1)
+            .unwrap_or(margins.len());
+        eprintln!("Fast greedy {name}: same as llama.cpp Q4_K_M for {agree}/{} steps (first llama margin < 0.1 at {first_small})", want.len());
+        assert!(
+            agree >= first_small.min(3),
+            "prompt {name}: diverged from llama.cpp at step {agree}"
+        );
+    }
+}
