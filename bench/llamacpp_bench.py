@@ -28,10 +28,12 @@ PROMPT_TEMPLATE = "Receipt OCR:\n{input}\n\nJSON:"
 RECEIPT_SCHEMA = {
     "type": "object",
     "properties": {
-        "company": {"type": "string"},
-        "date": {"type": "string"},
-        "address": {"type": "string"},
-        "total": {"type": "string"},
+        # maxLength keeps a base model that loops inside a string ("0000...") from running to -n:
+        # the output then stays valid JSON of bounded length. Generous for real SROIE labels.
+        "company": {"type": "string", "maxLength": 64},
+        "date": {"type": "string", "maxLength": 16},
+        "address": {"type": "string", "maxLength": 128},
+        "total": {"type": "string", "maxLength": 16},
     },
     "required": ["company", "date", "address", "total"],
     "additionalProperties": False,
@@ -148,7 +150,7 @@ def receipt(args, raw_dir):
     for i in range(args.latency_reps):
         cmd = [exe, "-m", args.model, "-t", str(args.threads[0]), "-f", prompt_file, "--json-schema-file", schema_file,
                "--temp", "0", "--top-k", "1", "-n", str(args.max_new), "-c", "2048", "-no-cnv",
-               "--no-display-prompt", "--simple-io", "--seed", "0"]
+               "--no-display-prompt", "--simple-io", "--seed", "0"] + (["--lora", args.lora] if args.lora else [])
         log("+ " + " ".join(cmd))
         t0 = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -174,7 +176,8 @@ def receipt(args, raw_dir):
         "side": "peer",
         "tool": "llama.cpp",
         "figure": "receipt_json_latency_s",
-        "config": f"receipt #{args.receipt_index} ({rec.get('id', '?')}), JSON-schema grammar, greedy, -t {args.threads[0]}, wall incl. model load",
+        "config": f"receipt #{args.receipt_index} ({rec.get('id', '?')}), JSON-schema grammar, greedy, -t {args.threads[0]}"
+                  + (f", LoRA {os.path.basename(args.lora)}" if args.lora else ", base model") + ", wall incl. model load",
         "unit": "s",
         "better": "lower",
         "samples": samples,
@@ -184,7 +187,7 @@ def receipt(args, raw_dir):
         "schema_file": schema_file,
         "model": os.path.abspath(args.model),
         "command": "llama-completion -m MODEL -f receipt_prompt.txt --json-schema-file receipt_schema.json --temp 0 --top-k 1 "
-                   f"-n {args.max_new} -c 2048 -no-cnv -t {args.threads[0]}",
+                   f"-n {args.max_new} -c 2048 -no-cnv -t {args.threads[0]}" + (f" --lora {args.lora}" if args.lora else ""),
     }
     print(json.dumps(rec_out), flush=True)
     # Without load time: prompt eval + generation as llama.cpp reports them.
@@ -206,7 +209,8 @@ def main():
     ap.add_argument("--data", help="SROIE JSONL for the receipt latency")
     ap.add_argument("--receipt-index", type=int, default=0)
     ap.add_argument("--latency-reps", type=int, default=3)
-    ap.add_argument("--max-new", type=int, default=256)
+    ap.add_argument("--max-new", type=int, default=400, help="-n; the schema bounds the output below this")
+    ap.add_argument("--lora", help="LoRA adapter GGUF for llama.cpp (e.g. exported by smolt), for the receipt latency")
     ap.add_argument("--raw-dir", default=os.path.join(WORK, "results", "llamacpp-raw"))
     args = ap.parse_args()
     args.threads = [int(t) for t in args.threads.split(",") if t]
