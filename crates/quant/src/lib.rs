@@ -7,6 +7,10 @@
 //! ggml's `vec_dot` scheme (activations quantized to `vec_dot_type(ty)` first) and
 //! are picked at run time among scalar, AVX2 and AVX-512 implementations.
 
+// The format code mirrors ggml's index arithmetic (`q[l + 16*half]`, `x[16*j + ii]`);
+// iterator rewrites would hide the correspondence the bit-exact tests depend on.
+#![allow(clippy::needless_range_loop)]
+
 mod float;
 mod kquantize;
 mod kquants;
@@ -65,7 +69,7 @@ pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
 /// Bytes for `elems` elements of `ty`, or the error explaining why there is no such size.
 pub fn row_bytes(ty: GgmlType, elems: usize) -> Result<usize, QuantError> {
     let block = ty.block_size();
-    if elems % block != 0 {
+    if !elems.is_multiple_of(block) {
         return Err(QuantError::NotWholeBlocks { ty, elems, block });
     }
     (elems / block)
@@ -169,7 +173,7 @@ pub fn vec_dot_on(
         });
     }
     let ts = w_ty.type_size();
-    if w.len() % ts != 0 {
+    if !w.len().is_multiple_of(ts) {
         return Err(QuantError::ByteLength {
             ty: w_ty,
             elems: w.len() / ts * w_ty.block_size(),
