@@ -182,7 +182,7 @@ def main():
     ap.add_argument("--out", help="append the section to this markdown file (default: print)")
     ap.add_argument("--command", default=None, help="the command that produced the results")
     ap.add_argument("--note", action="append", default=[], help="a line for the notes (repeatable)")
-    ap.add_argument("--load", default=None, help="load average before the run, e.g. '1.9 1.5 1.2'")
+    ap.add_argument("--load", default=None, help="load averages, e.g. 'before 0.1 0.2 0.3; after 1.9 1.5 1.2'")
     args = ap.parse_args()
 
     recs = load(args.results)
@@ -198,7 +198,7 @@ def main():
             + (f"; {m['hypervisor']} guest" if m['hypervisor'] else "") + f"; Linux {m['kernel']}",
             f"- CPU features of interest: {m['flags']}",
             f"- Caches: {m['caches']}" if m["caches"] else "",
-            f"- Load average before the run: {args.load}" if args.load else "",
+            f"- Load average (1/5/15 min): {args.load}" if args.load else "",
             f"- Versions: {versions(recs)}", ""]
     sec = [s for s in sec if s != ""] + [""]
     sec += lines + [""]
