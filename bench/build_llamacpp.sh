@@ -32,8 +32,6 @@ missing=()
 for t in "${targets[@]}"; do [ -x "$bin/$t" ] || missing+=("$t"); done
 # A build made with other options is rebuilt (the stamp records the options).
 if [ -f "$src/build/build.ninja" ] && [ "$(cat "$src/build/.smolt-config" 2>/dev/null)" != "$config" ]; then
-  echo "llama.cpp build options changed (or unknown); reconfiguring and rebuilding" >&2
-  rm -f "$src/build/.smolt-config"
   missing=("${targets[@]}")
 fi
 if [ ${#missing[@]} -eq 0 ]; then
@@ -56,6 +54,11 @@ if command -v flock >/dev/null; then
     [ "$(cat "$src/build/.smolt-config" 2>/dev/null)" != "$config" ] && missing=("${targets[@]}")
     [ ${#missing[@]} -eq 0 ] && { echo "llama.cpp already built in $bin"; exit 0; }
   fi
+fi
+
+if [ -f "$src/build/build.ninja" ] && [ "$(cat "$src/build/.smolt-config" 2>/dev/null)" != "$config" ]; then
+  echo "llama.cpp build options changed (or unknown); reconfiguring and rebuilding" >&2
+  rm -f "$src/build/.smolt-config"
 fi
 
 if [ ! -x "$work/venv/bin/cmake" ] || [ ! -x "$work/venv/bin/ninja" ]; then
@@ -94,7 +97,7 @@ printf '%s' "$config" > build/.smolt-config
 # Smoke test on the default model when it is there: catches a build this CPU cannot run.
 model=${SMOLT_BENCH_MODEL:-$HOME/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf}
 if [ -f "$model" ]; then
-  if ! "$bin/llama-bench" -m "$model" -p 8 -n 2 -r 1 -t 1 >/dev/null 2>"$work/llamacpp-smoke.log"; then
+  if ! "$bin/llama-bench" -m "$model" -p 8 -n 2 -r 1 -t 2 >/dev/null 2>"$work/llamacpp-smoke.log"; then
     echo "build_llamacpp.sh: the built llama-bench fails on $model (log: $work/llamacpp-smoke.log)" >&2
     rm -f build/.smolt-config
     exit 1
