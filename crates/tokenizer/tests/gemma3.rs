@@ -221,3 +221,35 @@ fn never_panics_on_hostile_text() {
     let got = t.encode(&huge, false, false);
     assert_eq!(t.decode(&got, false), huge);
 }
+
+#[test]
+fn decode_inverts_encode_on_random_unicode() {
+    use rand::{Rng, SeedableRng};
+    let t = tok();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let common: Vec<char> =
+        "abcXYZ019 .,:;/-\n\t\r€éßöçñ—“”…日本語中文한국어Привет😀👍🏽\u{200d}\u{301}"
+            .chars()
+            .collect();
+    for _ in 0..300 {
+        let len = rng.gen_range(0..80);
+        let s: String = (0..len)
+            .map(|_| {
+                if rng.gen_bool(0.8) {
+                    common[rng.gen_range(0..common.len())]
+                } else {
+                    // Any scalar value but U+2581, which SentencePiece cannot tell from a space.
+                    loop {
+                        if let Some(c) = char::from_u32(rng.gen_range(0..0x11_0000)) {
+                            if c != '\u{2581}' {
+                                break c;
+                            }
+                        }
+                    }
+                }
+            })
+            .collect();
+        let ids = t.encode(&s, false, false);
+        assert_eq!(t.decode(&ids, false), s, "ids {ids:?}");
+    }
+}
