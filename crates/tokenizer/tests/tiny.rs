@@ -573,3 +573,9 @@ fn from_gguf_errors_name_the_problem() {
         "{e}"
     );
 }
+
+#[test]
+fn tokenizer_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tokenizer>();
+}
