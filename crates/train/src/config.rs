@@ -397,7 +397,7 @@ fn parse_override_value(key: &str, raw: &str) -> toml::Value {
     if let Ok(t) = format!("v = {raw}").parse::<toml::Table>() {
         if let Some(v) = t.get("v") {
             // A number given for a string field (e.g. `model=123`) stays a string below.
-            if !(matches!(key, "model" | "data" | "valid" | "schema" | "template") && !v.is_str()) {
+            if !matches!(key, "model" | "data" | "valid" | "schema" | "template") || v.is_str() {
                 return v.clone();
             }
         }

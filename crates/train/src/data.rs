@@ -621,8 +621,19 @@ pub fn load_dataset(
     })
 }
 
-// `impl TextEncoder for smolt_tokenizer::Tokenizer` belongs here once that type lands: it is
-// `encode(text, add_bos, /*parse_special=*/ true)` and `eos_id()`.
+/// The real tokenizer. Special-token text is parsed (`parse_special`), because prompts rendered
+/// from chat templates spell control tokens such as `<start_of_turn>` in text.
+impl TextEncoder for smolt_tokenizer::Tokenizer {
+    fn encode(&self, text: &str, add_bos: bool) -> Vec<u32> {
+        smolt_tokenizer::Tokenizer::encode(self, text, add_bos, true)
+    }
+    fn eos_id(&self) -> u32 {
+        // Every GGUF vocabulary smolt supports has an EOS; a chat-only one ends turns instead.
+        smolt_tokenizer::Tokenizer::eos_id(self)
+            .or_else(|| self.end_of_turn_id())
+            .expect("the vocabulary has neither an EOS nor an end-of-turn token")
+    }
+}
 
 /// A byte-level encoder for tests and the toy example: one token per byte (id = byte + 3),
 /// BOS = 1, EOS = 2, and `<end_of_turn>` = 0 so chat rendering can be checked.

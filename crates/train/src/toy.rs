@@ -91,9 +91,9 @@ impl ToyModel {
                     h[k] = a[k * VOCAB + prev] * scale[k];
                 }
                 let mut max = f32::NEG_INFINITY;
-                for j in 0..VOCAB {
-                    z[j] = (0..r).map(|k| b[j * r + k] * h[k]).sum();
-                    max = max.max(z[j]);
+                for (j, zj) in z.iter_mut().enumerate() {
+                    *zj = (0..r).map(|k| b[j * r + k] * h[k]).sum();
+                    max = max.max(*zj);
                 }
                 let sum: f32 = z.iter().map(|&v| (v - max).exp()).sum();
                 let lse = max + sum.ln();
@@ -105,8 +105,8 @@ impl ToyModel {
                 // dL/dz = softmax(z) - onehot(target); z = B h gives dB = dz hᵀ and
                 // dh = Bᵀ dz; h = A[:, prev] ⊙ scale routes dh ⊙ scale into one column of A.
                 dh.fill(0.0);
-                for j in 0..VOCAB {
-                    let dz = (z[j] - lse).exp() - (j == target) as u8 as f32;
+                for (j, &zj) in z.iter().enumerate() {
+                    let dz = (zj - lse).exp() - (j == target) as u8 as f32;
                     for k in 0..r {
                         dh[k] += self.params[1].data[j * r + k] * dz;
                         self.params[1].grad[j * r + k] += dz * h[k];
