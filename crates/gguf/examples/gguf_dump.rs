@@ -1,10 +1,15 @@
+//! Print what `smolt inspect` shows: `cargo run -p smolt-gguf --example gguf_dump -- FILE`.
+
 fn main() {
-    let path = std::env::args().nth(1).expect("path");
-    let g = smolt_gguf::Gguf::open(&path).unwrap();
-    for (k, v) in g.metadata() {
-        println!("{k} = {v}");
-    }
-    for t in g.tensors() {
-        println!("{} {:?} {} {}", t.name, t.dims, t.ty, t.offset);
+    let Some(path) = std::env::args().nth(1) else {
+        eprintln!("usage: gguf_dump FILE.gguf");
+        std::process::exit(2);
+    };
+    match smolt_gguf::Gguf::open(&path) {
+        Ok(g) => print!("{}", g.summary()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
     }
 }

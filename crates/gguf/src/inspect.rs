@@ -93,14 +93,14 @@ impl Gguf {
         let shape_w = shapes
             .iter()
             .map(|s| s.len())
-            .chain(std::iter::once(5))
+            .chain(std::iter::once(11))
             .max()
-            .unwrap_or(5);
+            .unwrap_or(11);
         let mut out = String::new();
         let _ = writeln!(
             out,
             "{:<name_w$}  {:<5}  {:<shape_w$}  {:>12}",
-            "name", "type", "shape", "bytes"
+            "name", "type", "shape (ne0…)", "bytes"
         );
         for (t, shape) in tensors.iter().zip(&shapes) {
             let _ = writeln!(

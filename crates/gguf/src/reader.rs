@@ -334,6 +334,8 @@ impl Gguf {
     }
 
     /// The raw bytes of a tensor, borrowed from the mapping (bounds were checked at open).
+    /// `info` must come from this file's [`Gguf::tensors`]; a record from another file may
+    /// lie outside this one and panics.
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
         let start = (self.data_offset + info.offset) as usize;
         &self.storage.bytes()[start..start + info.n_bytes as usize]

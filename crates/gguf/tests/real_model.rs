@@ -224,3 +224,30 @@ fn writer_reproduces_the_file() {
         "the rewritten header differs from the original"
     );
 }
+
+#[test]
+fn a_truncated_download_is_named_as_such() {
+    let path = model_path();
+    let g = open_model();
+    let len = g.file_len() / 2;
+    drop(g);
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("half.gguf");
+    {
+        use std::io::{Read, Write};
+        let mut src = std::fs::File::open(&path).unwrap().take(len);
+        let mut dst = std::fs::File::create(&cut).unwrap();
+        std::io::copy(&mut src, &mut dst).unwrap();
+        dst.flush().unwrap();
+    }
+    let e = Gguf::open(&cut).err().expect("half a model must not open");
+    assert!(
+        matches!(e, smolt_gguf::Error::TensorOutOfBounds { .. }),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("truncated download") && msg.contains(".weight`"),
+        "{msg}"
+    );
+}
