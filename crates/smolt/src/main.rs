@@ -1,3 +1,48 @@
+//! The `smolt` command line: a thin layer over the library crates.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// smolt — turn a small open LLM into a cheap, specialised model for one job.
+///
+/// Models are GGUF files. Wherever a command takes --model, you can give a path to a
+/// .gguf file or the name of the default model, `gemma-3-270m`, which smolt downloads,
+/// verifies and caches on first use (set SMOLT_MODEL_DIR to choose where).
+#[derive(Parser)]
+#[command(name = "smolt", version, about, long_about, max_term_width = 100)]
+struct Cli {
+    /// Worker threads for the compute kernels (default: the number of cores).
+    #[arg(long, global = true, env = "SMOLT_THREADS")]
+    threads: Option<usize>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a GGUF file's metadata and tensor table.
+    Inspect(commands::inspect::Args),
+    /// Download, verify and cache the default model (or check a local file).
+    Fetch(commands::fetch::Args),
+    /// Print the token ids of a text.
+    Tokenize(commands::tokenize::Args),
+}
+
 fn main() {
-    println!("smolt");
+    let cli = Cli::parse();
+    if let Err(err) = run(cli) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    commands::init_threads(cli.threads)?;
+    match cli.command {
+        Command::Inspect(args) => commands::inspect::run(args),
+        Command::Fetch(args) => commands::fetch::run(args),
+        Command::Tokenize(args) => commands::tokenize::run(args),
+    }
 }
