@@ -142,3 +142,32 @@ fn shape_errors_are_reported() {
     assert!(matmul_q(&qm, &[0f32; 64], 2, &mut y[..7]).is_err());
     assert!(matmul_q(&qm, &[], 0, &mut []).is_ok());
 }
+
+/// Every path's matmul (including the four-row kernels used when m ≥ 4) against scalar.
+#[test]
+fn every_path_matmul_matches_scalar() {
+    let mut r = rng(14);
+    for ty in TYPES {
+        let (n, k) = (21, 512);
+        let w = weights(&mut r, ty, n, k);
+        let qm = QMatrix::new(ty, n, k, &w).unwrap();
+        for m in [1usize, 4, 7, 13] {
+            let x = normals(&mut r, m * k, 1.0);
+            let mut want = vec![0f32; m * n];
+            matmul_q_on(SimdPath::Scalar, &qm, &x, m, &mut want).unwrap();
+            for path in [SimdPath::Avx2, SimdPath::Avx512] {
+                if !path.available() {
+                    continue;
+                }
+                let mut got = vec![0f32; m * n];
+                matmul_q_on(path, &qm, &x, m, &mut got).unwrap();
+                for (a, b) in got.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * b.abs().max(1e-2),
+                        "{ty} {path:?} m={m}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -18,6 +18,10 @@ mod avx512;
 /// weight type's `vec_dot_type`). Callers guarantee both slices hold `nb` blocks.
 pub(crate) type DotFn = fn(nb: usize, w: &[u8], a: &[u8]) -> f32;
 
+/// One weight row against four activation rows: the weight block is unpacked once and
+/// used four times, which is what makes prefill faster than four separate dots.
+pub(crate) type Dot4Fn = fn(nb: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4];
+
 /// An instruction-set level a kernel table is written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SimdPath {
@@ -59,6 +63,8 @@ pub(crate) struct Kernels {
     pub f32: DotFn,
     pub f16: DotFn,
     pub bf16: DotFn,
+    pub q8_0_x4: Option<Dot4Fn>,
+    pub q5_0_x4: Option<Dot4Fn>,
 }
 
 impl Kernels {
@@ -81,6 +87,14 @@ impl Kernels {
             BF16 => self.bf16,
             Q8_1 => return None,
         })
+    }
+
+    pub fn dot4(&self, ty: GgmlType) -> Option<Dot4Fn> {
+        match ty {
+            GgmlType::Q8_0 => self.q8_0_x4,
+            GgmlType::Q5_0 => self.q5_0_x4,
+            _ => None,
+        }
     }
 }
 
@@ -128,6 +142,8 @@ pub(crate) static SCALAR: Kernels = Kernels {
     f32: dot_f32_bytes,
     f16: dot_f16_bytes,
     bf16: dot_bf16_bytes,
+    q8_0_x4: None,
+    q5_0_x4: None,
 };
 
 /// The kernel table for `path`, or `None` if this CPU lacks its instructions.
