@@ -664,3 +664,22 @@ impl TextEncoder for ByteEncoder {
         2
     }
 }
+
+/// Loads what a config names: the schema (if any), the training data and the validation data
+/// (if any), printing nothing. The CLI's whole data step.
+pub fn load_for_config(
+    cfg: &TrainConfig,
+    enc: &dyn TextEncoder,
+) -> Result<(Dataset, Option<Dataset>)> {
+    if cfg.data.as_os_str().is_empty() {
+        anyhow::bail!("no training data: set `data` in the config or pass --data");
+    }
+    let schema = cfg.schema.as_deref().map(AnswerSchema::load).transpose()?;
+    let train = load_dataset(&cfg.data, cfg, enc, schema.as_ref())?;
+    let valid = cfg
+        .valid
+        .as_deref()
+        .map(|v| load_dataset(v, cfg, enc, schema.as_ref()))
+        .transpose()?;
+    Ok((train, valid))
+}

@@ -113,7 +113,7 @@ pub const LOSS_PLOT_FILE: &str = "loss.png";
 pub const SUMMARY_FILE: &str = "summary.json";
 pub const CHECKPOINT_DIR: &str = "checkpoints";
 
-/// A process-wide Ctrl-C flag. The first Ctrl-C asks the loop to save and stop after the
+/// A process-wide Ctrl-C (and SIGTERM) flag. The first signal asks the loop to save and stop after the
 /// current step; a second one exits at once (for when a step is slow and the user means it).
 pub fn ctrlc_flag() -> Result<Arc<AtomicBool>> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();

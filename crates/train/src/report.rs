@@ -176,6 +176,7 @@ pub fn plot_loss(rows: &[MetricRow], path: &Path) -> Result<()> {
         chart
             .configure_mesh()
             .x_desc("step")
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc("loss")
             .label_style(("sans-serif", 14))
             .draw()

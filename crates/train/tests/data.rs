@@ -211,3 +211,38 @@ fn schema_violations_name_file_and_line() {
     );
     load_dataset(&p, &cfg(), &ByteEncoder, Some(&schema)).unwrap();
 }
+
+#[test]
+fn load_for_config_reads_train_valid_and_schema() {
+    use smolt_train::data::load_for_config;
+    let dir = tempfile::tempdir().unwrap();
+    let line = json!({"input": "a", "output": {"total": 1}});
+    let t = write(dir.path(), "t.jsonl", &format!("{line}\n{line}\n"));
+    let v = write(dir.path(), "v.jsonl", &format!("{line}\n"));
+    let s = write(
+        dir.path(),
+        "s.json",
+        r#"{"type": "object", "required": ["total"]}"#,
+    );
+    let c = TrainConfig {
+        data: t,
+        valid: Some(v),
+        schema: Some(s.clone()),
+        ..cfg()
+    };
+    let (train, valid) = load_for_config(&c, &ByteEncoder).unwrap();
+    assert_eq!(
+        (train.examples.len(), valid.unwrap().examples.len()),
+        (2, 1)
+    );
+
+    fs::write(&s, r#"{"type": "object", "required": ["shop"]}"#).unwrap();
+    let err = load_for_config(&c, &ByteEncoder).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("t.jsonl:1: answer violates"),
+        "{err:#}"
+    );
+
+    let err = load_for_config(&TrainConfig::default(), &ByteEncoder).unwrap_err();
+    assert!(err.to_string().contains("--data"), "{err}");
+}
