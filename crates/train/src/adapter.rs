@@ -9,12 +9,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 use serde_json::json;
+use smolt_lora::Target;
 
 use crate::config::{TrainConfig, KNOWN_TARGETS};
-use crate::engine::Param;
+use crate::engine::{new_param, Param};
 use crate::io::{read_safetensors, safetensors_bytes, write_atomic};
 
 /// The adapter weights file, named as PEFT expects it.
@@ -22,7 +21,7 @@ pub const ADAPTER_FILE: &str = "adapter_model.safetensors";
 /// The adapter config file, named as PEFT expects it.
 pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
 
-/// Which LoRA factor.
+/// Which LoRA factor. (Initialising adapters is smolt-lora's job: `LoraAdapter::new`.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoraPart {
     /// Down-projection `[r, in]`, Kaiming-uniform at init.
@@ -40,52 +39,14 @@ pub fn module_path(target: &str) -> Result<&'static str> {
         .with_context(|| format!("unknown LoRA target `{target}`"))
 }
 
-/// The PEFT tensor name of one LoRA factor.
+/// The PEFT tensor name of one LoRA factor (smolt-lora's naming, reached by short name).
 pub fn peft_name(layer: usize, target: &str, part: LoraPart) -> Result<String> {
-    let ab = match part {
-        LoraPart::A => "A",
-        LoraPart::B => "B",
+    let t: Target = target.parse().map_err(anyhow::Error::msg)?;
+    let which = match part {
+        LoraPart::A => 'A',
+        LoraPart::B => 'B',
     };
-    Ok(format!(
-        "base_model.model.model.layers.{layer}.{}.lora_{ab}.weight",
-        module_path(target)?
-    ))
-}
-
-/// Fresh LoRA parameters for every (layer, target) in the config, in a fixed order (layer,
-/// then target as listed in the config, then A before B) — the order the engine's `params()`
-/// should keep, since the optimiser state is matched to it.
-///
-/// `dims(target)` gives the adapted linear's `(in, out)`. A is Kaiming-uniform with PEFT's
-/// `a = sqrt(5)`, i.e. U(-1/sqrt(in), 1/sqrt(in)); B is zero.
-pub fn init_lora_params(
-    cfg: &TrainConfig,
-    n_layers: usize,
-    dims: impl Fn(&str) -> (usize, usize),
-    rng: &mut ChaCha8Rng,
-) -> Result<Vec<Param>> {
-    let r = cfg.lora_r;
-    let mut out = Vec::new();
-    for layer in 0..n_layers {
-        for t in &cfg.target_modules {
-            let (fan_in, fan_out) = dims(t);
-            let bound = 1.0 / (fan_in as f64).sqrt();
-            let a: Vec<f32> = (0..r * fan_in)
-                .map(|_| rng.gen_range(-bound..bound) as f32)
-                .collect();
-            out.push(Param::new(
-                peft_name(layer, t, LoraPart::A)?,
-                vec![r, fan_in],
-                a,
-            ));
-            out.push(Param::new(
-                peft_name(layer, t, LoraPart::B)?,
-                vec![fan_out, r],
-                vec![0.0; fan_out * r],
-            ));
-        }
-    }
-    Ok(out)
+    Ok(smolt_lora::peft_name(layer, t, which))
 }
 
 /// PEFT's `adapter_config.json` for this config.
@@ -143,15 +104,17 @@ pub fn load_adapter(dir: &Path) -> Result<(Vec<Param>, serde_json::Value)> {
     }
     let params = tensors
         .into_iter()
-        .map(|t| Param::new(t.name, t.shape, t.data))
-        .collect();
+        .map(|t| match t.shape[..] {
+            [rows, cols] => Ok(new_param(t.name, [rows, cols], t.data)),
+            _ => bail!("{}: tensor {} is not 2-D", dir.display(), t.name),
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok((params, config))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn names_follow_peft() {
@@ -164,28 +127,35 @@ mod tests {
             "base_model.model.model.layers.17.mlp.down_proj.lora_B.weight"
         );
         assert!(peft_name(0, "lm_head", LoraPart::A).is_err());
+        assert!(module_path("gate").unwrap().ends_with("gate_proj"));
     }
 
     #[test]
-    fn init_shapes_and_round_trip() {
+    fn round_trip_with_peft_config() {
         let cfg = TrainConfig {
             lora_r: 4,
             target_modules: vec!["q".into(), "down".into()],
             model: "gemma-3-270m-it-Q8_0.gguf".into(),
             ..TrainConfig::default()
         };
-        // Gemma 3 270M: q is 640 -> 1024 (4 heads x 256), down is 2048 -> 640.
-        let dims = |t: &str| if t == "q" { (640, 1024) } else { (2048, 640) };
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let params = init_lora_params(&cfg, 2, dims, &mut rng).unwrap();
-        assert_eq!(params.len(), 8);
-        assert_eq!(params[0].shape, vec![4, 640]);
-        assert_eq!(params[1].shape, vec![1024, 4]);
-        assert!(params[1].data.iter().all(|&x| x == 0.0));
-        let bound = 1.0 / 640f32.sqrt();
-        assert!(params[0].data.iter().all(|x| x.abs() <= bound));
-        assert_eq!(params[3].shape, vec![640, 4]);
-
+        let mut params = Vec::new();
+        for layer in 0..2 {
+            // Gemma 3 270M: q is 640 -> 1024 (4 heads x 256), down is 2048 -> 640.
+            for (t, i, o) in [("q", 640, 1024), ("down", 2048, 640)] {
+                let a = (0..4 * i).map(|k| (k as f32 * 0.37).sin()).collect();
+                let b = (0..o * 4).map(|k| (k as f32 * 0.11).cos()).collect();
+                params.push(new_param(
+                    peft_name(layer, t, LoraPart::A).unwrap(),
+                    [4, i],
+                    a,
+                ));
+                params.push(new_param(
+                    peft_name(layer, t, LoraPart::B).unwrap(),
+                    [o, 4],
+                    b,
+                ));
+            }
+        }
         let dir = tempfile::tempdir().unwrap();
         save_adapter(dir.path(), &params, &cfg).unwrap();
         let (back, config) = load_adapter(dir.path()).unwrap();

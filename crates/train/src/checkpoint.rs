@@ -82,9 +82,9 @@ pub fn save(dir: &Path, meta: &CheckpointMeta, params: &[Param], opt: &AdamW) ->
         .collect();
     let mut tensors: Vec<(&str, &[usize], &[f32])> = Vec::with_capacity(3 * params.len());
     for ((p, mo), (pn, mn, vn)) in params.iter().zip(&opt.moments).zip(&names) {
-        tensors.push((pn, &p.shape, &p.data));
-        tensors.push((mn, &p.shape, &mo.m));
-        tensors.push((vn, &p.shape, &mo.v));
+        tensors.push((pn, &p.shape[..], &p.data));
+        tensors.push((mn, &p.shape[..], &mo.m));
+        tensors.push((vn, &p.shape[..], &mo.v));
     }
     let mut m = meta.clone();
     m.version = FORMAT_VERSION;

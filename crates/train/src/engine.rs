@@ -24,33 +24,21 @@ use crate::optim::{clip_grad_norm, scale_grads, AdamW, AdamWConfig};
 use crate::report::{self, MetricRow, MetricsWriter, Outcome, Summary};
 use crate::schedule::LrSchedule;
 
-/// A trainable tensor: LoRA factors for Gemma, weights for a toy model.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Param {
-    /// Name as saved in the adapter (PEFT naming for LoRA, see [`adapter::peft_name`]).
-    pub name: String,
-    /// Row-major shape.
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-    /// Same length as `data`; the engine accumulates into it, the trainer zeroes it.
-    pub grad: Vec<f32>,
-}
+/// A trainable tensor with its gradient buffer: smolt-lora's type, so the LoRA adapter's own
+/// parameters are what the trainer updates and checkpoints, with no copy. Shapes are 2-D
+/// (`lora_A` `[r, in]`, `lora_B` `[out, r]`); the engine accumulates into `grad`, the trainer
+/// zeroes it before each step.
+pub use smolt_lora::Param;
 
-impl Param {
-    /// A parameter with a zeroed gradient buffer.
-    pub fn new(name: impl Into<String>, shape: Vec<usize>, data: Vec<f32>) -> Self {
-        assert_eq!(
-            shape.iter().product::<usize>(),
-            data.len(),
-            "shape does not match data"
-        );
-        let grad = vec![0.0; data.len()];
-        Param {
-            name: name.into(),
-            shape,
-            data,
-            grad,
-        }
+/// A parameter with a zeroed gradient buffer.
+pub fn new_param(name: impl Into<String>, shape: [usize; 2], data: Vec<f32>) -> Param {
+    assert_eq!(shape[0] * shape[1], data.len(), "shape does not match data");
+    let grad = vec![0.0; data.len()];
+    Param {
+        name: name.into(),
+        shape,
+        data,
+        grad,
     }
 }
 
@@ -344,7 +332,7 @@ impl<'a, M: Trainable> Trainer<'a, M> {
             );
         }
         for (p, (_, shape, data)) in params.iter_mut().zip(&ckpt.params) {
-            if &p.shape != shape {
+            if p.shape[..] != shape[..] {
                 bail!(
                     "{}: parameter {} has shape {:?} in the checkpoint, {:?} in the model",
                     path.display(),

@@ -1,9 +1,9 @@
 //! AdamW with decoupled weight decay, and clipping by global gradient norm.
 //!
-//! Written here rather than in smolt-kernels because it has not landed there yet; the update
-//! is elementwise and cheap next to the forward/backward (LoRA adds ~4M parameters to Gemma 3
-//! 270M), so a plain loop is enough. The arithmetic follows PyTorch's `torch.optim.AdamW`
-//! (non-fused, non-amsgrad) so adapters trained here and there agree.
+//! The update itself is smolt-kernels' `adamw_step`; this module owns the state (moments and
+//! step count, which checkpoints save) and the clipping, done in f64 over all tensors. The
+//! arithmetic follows PyTorch's `torch.optim.AdamW` (non-fused, non-amsgrad) so adapters
+//! trained here and there agree.
 
 use crate::engine::Param;
 
@@ -48,19 +48,19 @@ impl AdamW {
         }
     }
 
-    /// Applies one update with learning rate `lr` using each parameter's `grad`.
+    /// Applies one update with learning rate `lr` using each parameter's `grad`, through
+    /// smolt-kernels' `adamw_step` (PyTorch's arithmetic; elementwise, so the result does not
+    /// depend on the thread count).
     pub fn update(&mut self, params: &mut [Param], lr: f64) {
         assert_eq!(params.len(), self.moments.len(), "parameter count changed");
         self.step += 1;
-        let t = self.step as i32;
-        let (b1, b2) = (self.cfg.beta1 as f32, self.cfg.beta2 as f32);
-        // Bias corrections in f64 then rounded once, as PyTorch computes them in Python floats.
-        let bc1 = 1.0 - self.cfg.beta1.powi(t);
-        let bc2_sqrt = (1.0 - self.cfg.beta2.powi(t)).sqrt();
-        let step_size = (lr / bc1) as f32;
-        let decay = (1.0 - lr * self.cfg.weight_decay) as f32;
-        let eps = self.cfg.eps as f32;
-        let bc2_sqrt = bc2_sqrt as f32;
+        let hp = smolt_kernels::AdamW {
+            lr: lr as f32,
+            beta1: self.cfg.beta1 as f32,
+            beta2: self.cfg.beta2 as f32,
+            eps: self.cfg.eps as f32,
+            weight_decay: self.cfg.weight_decay as f32,
+        };
         for (p, mo) in params.iter_mut().zip(&mut self.moments) {
             assert_eq!(
                 p.data.len(),
@@ -68,13 +68,7 @@ impl AdamW {
                 "parameter {} changed size",
                 p.name
             );
-            for (((w, &g), m), v) in p.data.iter_mut().zip(&p.grad).zip(&mut mo.m).zip(&mut mo.v) {
-                *w *= decay;
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                let denom = v.sqrt() / bc2_sqrt + eps;
-                *w -= step_size * *m / denom;
-            }
+            smolt_kernels::adamw_step(&mut p.data, &p.grad, &mut mo.m, &mut mo.v, self.step, &hp);
         }
     }
 }
@@ -121,7 +115,7 @@ mod tests {
     fn param(name: &str, data: Vec<f32>, grad: Vec<f32>) -> Param {
         Param {
             name: name.into(),
-            shape: vec![data.len()],
+            shape: [1, data.len()],
             data,
             grad,
         }

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::adapter::{peft_name, LoraPart};
 use crate::data::Example;
-use crate::engine::{init_rng, LossSum, Param, Trainable};
+use crate::engine::{init_rng, new_param, LossSum, Param, Trainable};
 
 /// Vocabulary of the byte encoder: 3 specials + 256 bytes.
 pub const VOCAB: usize = 259;
@@ -39,14 +39,14 @@ impl ToyModel {
             .map(|_| rng.gen_range(-bound..bound) as f32 * 20.0)
             .collect();
         let params = vec![
-            Param::new(
+            new_param(
                 peft_name(0, "q", LoraPart::A).expect("known target"),
-                vec![rank, VOCAB],
+                [rank, VOCAB],
                 a,
             ),
-            Param::new(
+            new_param(
                 peft_name(0, "q", LoraPart::B).expect("known target"),
-                vec![VOCAB, rank],
+                [VOCAB, rank],
                 vec![0.0; VOCAB * rank],
             ),
         ];
