@@ -1,5 +1,6 @@
 //! Gemma's gated MLP activation: `down(gelu_tanh(gate(x)) ⊙ up(x))`.
 
+use crate::simd::multiversion;
 use crate::Float;
 use rayon::prelude::*;
 
@@ -10,22 +11,22 @@ const GELU_C: f64 = 0.044_715;
 
 /// PyTorch's `gelu(x, approximate='tanh')`: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
 /// Gemma was trained with this approximation, not the erf GELU.
-#[inline]
+#[inline(always)]
 pub fn gelu_tanh<F: Float>(x: F) -> F {
     let c = F::from_f64(SQRT_2_OVER_PI);
     let a = F::from_f64(GELU_C);
     let half = F::from_f64(0.5);
-    half * x * (F::ONE + (c * (x + a * x * x * x)).tanh())
+    half * x * (F::ONE + (c * (x + a * x * x * x)).tanh_approx())
 }
 
 /// `gelu_tanh(x)` and its derivative together, sharing the tanh.
-#[inline]
+#[inline(always)]
 fn gelu_tanh_and_grad<F: Float>(x: F) -> (F, F) {
     let c = F::from_f64(SQRT_2_OVER_PI);
     let a = F::from_f64(GELU_C);
     let half = F::from_f64(0.5);
     let x2 = x * x;
-    let t = (c * (x + a * x2 * x)).tanh();
+    let t = (c * (x + a * x2 * x)).tanh_approx();
     let y = half * x * (F::ONE + t);
     // d/dx [0.5·x·(1 + t)] = 0.5·(1 + t) + 0.5·x·(1 − t²)·c·(1 + 3a·x²)
     let dy = half * (F::ONE + t)
@@ -37,19 +38,22 @@ fn gelu_tanh_and_grad<F: Float>(x: F) -> (F, F) {
 pub fn geglu_forward<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
     assert_eq!(gate.len(), up.len(), "gate and up differ in shape");
     assert_eq!(out.len(), gate.len(), "out differs in shape from gate");
-    let f = |((o, g), u): ((&mut [F], &[F]), &[F])| {
-        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-            *o = gelu_tanh(g) * u;
-        }
-    };
     const CHUNK: usize = 4096;
     if gate.len() > PAR_MIN_ELEMS {
         out.par_chunks_mut(CHUNK)
             .zip(gate.par_chunks(CHUNK))
             .zip(up.par_chunks(CHUNK))
-            .for_each(f);
+            .for_each(|((o, g), u)| geglu_forward_chunk(g, u, o));
     } else {
-        f(((out, gate), up));
+        geglu_forward_chunk(gate, up, out);
+    }
+}
+
+multiversion! {
+    fn geglu_forward_chunk<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = gelu_tanh(g) * u;
+        }
     }
 }
 
@@ -61,29 +65,26 @@ pub fn geglu_backward<F: Float>(dout: &[F], gate: &[F], up: &[F], dgate: &mut [F
         up.len() == n && dout.len() == n && dgate.len() == n && dup.len() == n,
         "geglu_backward: all five tensors must have the same shape"
     );
-    // Chunk `c` covers elements `[c·CHUNK, c·CHUNK + len)` of every tensor.
     const CHUNK: usize = 4096;
-    let f = |(c, (dg, du)): (usize, (&mut [F], &mut [F]))| {
-        let o = c * CHUNK;
-        for (i, (dg, du)) in dg.iter_mut().zip(du).enumerate() {
-            let (g, u, d) = (gate[o + i], up[o + i], dout[o + i]);
-            let (y, dy) = gelu_tanh_and_grad(g);
-            *dg += d * u * dy;
-            *du += d * y;
-        }
-    };
     if n > PAR_MIN_ELEMS {
         dgate
             .par_chunks_mut(CHUNK)
             .zip(dup.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(f);
+            .zip(dout.par_chunks(CHUNK))
+            .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+            .for_each(|(((dg, du), d), (g, u))| geglu_backward_chunk(d, g, u, dg, du));
     } else {
-        dgate
-            .chunks_mut(CHUNK)
-            .zip(dup.chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(f);
+        geglu_backward_chunk(dout, gate, up, dgate, dup);
+    }
+}
+
+multiversion! {
+    fn geglu_backward_chunk<F: Float>(dout: &[F], gate: &[F], up: &[F], dgate: &mut [F], dup: &mut [F]) {
+        for ((((dg, du), &d), &g), &u) in dgate.iter_mut().zip(dup).zip(dout).zip(gate).zip(up) {
+            let (y, dy) = gelu_tanh_and_grad(g);
+            *dg += d * u * dy;
+            *du += d * y;
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! together so each key and value row is read once per group.
 
 use crate::float::{axpy, dot, scale_in_place};
+use crate::simd::multiversion;
 use crate::Float;
 use rayon::prelude::*;
 
@@ -146,9 +147,9 @@ pub fn attention_forward<F: Float>(
     }
 }
 
+multiversion! {
 /// One (query row, KV head) of the forward: `qg` is the group's `group × D` queries, `o` their
 /// `group × D` outputs, `l` their `group` log-sum-exps.
-#[allow(clippy::too_many_arguments)]
 fn attend<F: Float>(
     qg: &[F],
     k: &[F],
@@ -210,6 +211,7 @@ fn attend<F: Float>(
         l[h] = m[h] + sum[h].ln();
     }
 }
+}
 
 /// Backward of [`attention_forward`]; `dq`, `dk`, `dv` ACCUMULATE. `out` and `lse` are what the
 /// forward produced; shapes as there (`dk, dv` like `k, v`).
@@ -261,17 +263,22 @@ pub fn attention_backward<F: Float>(
     let dq_item = |(i, dqg): (usize, &mut [F])| {
         let (t, g) = (i / n_kv, i % n_kv);
         let (lo, hi) = key_range(q_pos[t], window);
-        for h in 0..group {
-            let row = t * n_q + g * group + h;
-            let (qh, doh) = (&q[row * d..][..d], &dout[row * d..][..d]);
-            let dqh = &mut dqg[h * d..][..d];
-            for j in lo..hi {
-                let kv = (j * n_kv + g) * d;
-                let p = (scale * dot(qh, &k[kv..][..d]) - lse[row]).exp();
-                let ds = p * (dot(doh, &v[kv..][..d]) - delta[row]);
-                axpy(scale * ds, &k[kv..][..d], dqh);
-            }
-        }
+        let rows = t * n_q + g * group;
+        dq_rows(
+            &q[rows * d..][..group * d],
+            &dout[rows * d..][..group * d],
+            &lse[rows..][..group],
+            &delta[rows..][..group],
+            k,
+            v,
+            g,
+            n_kv,
+            d,
+            lo,
+            hi,
+            scale,
+            dqg,
+        );
     };
     if par {
         dq.par_chunks_mut(group * d).enumerate().for_each(dq_item);
@@ -282,21 +289,24 @@ pub fn attention_backward<F: Float>(
     // Pass 2: dk and dv, one item per (key row j, KV head g) owning `D` of each.
     let dkv_item = |(i, (dkj, dvj)): (usize, (&mut [F], &mut [F]))| {
         let (j, g) = (i / n_kv, i % n_kv);
-        let (kj, vj) = (&k[i * d..][..d], &v[i * d..][..d]);
-        for (t, &pos) in q_pos.iter().enumerate() {
-            let (lo, hi) = key_range(pos, window);
-            if j < lo || j >= hi {
-                continue;
-            }
-            for h in 0..group {
-                let row = t * n_q + g * group + h;
-                let (qh, doh) = (&q[row * d..][..d], &dout[row * d..][..d]);
-                let p = (scale * dot(qh, kj) - lse[row]).exp();
-                axpy(p, doh, dvj);
-                let ds = p * (dot(doh, vj) - delta[row]);
-                axpy(scale * ds, qh, dkj);
-            }
-        }
+        dkv_row(
+            &k[i * d..][..d],
+            &v[i * d..][..d],
+            j,
+            g,
+            q,
+            dout,
+            lse,
+            &delta,
+            q_pos,
+            window,
+            n_q,
+            group,
+            d,
+            scale,
+            dkj,
+            dvj,
+        );
     };
     if par {
         dk.par_chunks_mut(d)
@@ -310,6 +320,76 @@ pub fn attention_backward<F: Float>(
             .for_each(dkv_item);
     }
     debug_assert_eq!(dk.len(), sh.s * n_kv * d);
+}
+
+multiversion! {
+/// Pass 1 of the backward for one (query row, KV head): `qg`, `dog`, `dqg` are the group's
+/// `group × D` rows, `lse_g`, `delta_g` its `group` cached statistics.
+fn dq_rows<F: Float>(
+    qg: &[F],
+    dog: &[F],
+    lse_g: &[F],
+    delta_g: &[F],
+    k: &[F],
+    v: &[F],
+    g: usize,
+    n_kv: usize,
+    d: usize,
+    lo: usize,
+    hi: usize,
+    scale: F,
+    dqg: &mut [F],
+) {
+    for (h, dqh) in dqg.chunks_exact_mut(d).enumerate() {
+        let (qh, doh) = (&qg[h * d..][..d], &dog[h * d..][..d]);
+        for j in lo..hi {
+            let kv = (j * n_kv + g) * d;
+            let (kj, vj) = (&k[kv..][..d], &v[kv..][..d]);
+            // p = softmax recomputed from the cached lse; ds = p·(dout·v − δ)
+            let p = (scale * dot(qh, kj) - lse_g[h]).exp();
+            let ds = p * (dot(doh, vj) - delta_g[h]);
+            axpy(scale * ds, kj, dqh);
+        }
+    }
+}
+}
+
+multiversion! {
+/// Pass 2 of the backward for key row `j` of KV head `g`: gathers `dk_j` and `dv_j` from every
+/// query that attends it.
+fn dkv_row<F: Float>(
+    kj: &[F],
+    vj: &[F],
+    j: usize,
+    g: usize,
+    q: &[F],
+    dout: &[F],
+    lse: &[F],
+    delta: &[F],
+    q_pos: &[usize],
+    window: Option<usize>,
+    n_q: usize,
+    group: usize,
+    d: usize,
+    scale: F,
+    dkj: &mut [F],
+    dvj: &mut [F],
+) {
+    for (t, &pos) in q_pos.iter().enumerate() {
+        let (lo, hi) = key_range(pos, window);
+        if j < lo || j >= hi {
+            continue;
+        }
+        for h in 0..group {
+            let row = t * n_q + g * group + h;
+            let (qh, doh) = (&q[row * d..][..d], &dout[row * d..][..d]);
+            let p = (scale * dot(qh, kj) - lse[row]).exp();
+            axpy(p, doh, dvj);
+            let ds = p * (dot(doh, vj) - delta[row]);
+            axpy(scale * ds, qh, dkj);
+        }
+    }
+}
 }
 
 #[cfg(test)]

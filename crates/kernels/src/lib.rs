@@ -18,6 +18,7 @@ pub mod float;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
+mod simd;
 
 #[cfg(test)]
 mod test_util;
