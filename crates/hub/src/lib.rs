@@ -118,6 +118,17 @@ fn local_file(p: &Path) -> Result<PathBuf, HubError> {
     }
 }
 
+/// The real model the integration tests of every crate run on: `SMOLT_MODEL` if set, else
+/// the default model, fetched on first use exactly as the binary fetches it (so a clean CI
+/// machine needs no setup step). Progress goes to stderr.
+pub fn model_for_tests() -> Result<PathBuf, HubError> {
+    let spec = std::env::var("SMOLT_MODEL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_MODEL.to_string());
+    resolve(&spec, &mut |msg| eprintln!("smolt-hub: {msg}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,15 +189,4 @@ mod tests {
         let e = verify_file(&dir.path().join("none.gguf"), &src).unwrap_err();
         assert!(matches!(e, HubError::NotFound { .. }), "{e:?}");
     }
-}
-
-/// The real model the integration tests of every crate run on: `SMOLT_MODEL` if set, else
-/// the default model, fetched on first use exactly as the binary fetches it (so a clean CI
-/// machine needs no setup step). Progress goes to stderr.
-pub fn model_for_tests() -> Result<PathBuf, HubError> {
-    let spec = std::env::var("SMOLT_MODEL")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| DEFAULT_MODEL.to_string());
-    resolve(&spec, &mut |msg| eprintln!("smolt-hub: {msg}"))
 }
