@@ -1,1 +1,11 @@
-//! smolt-decode
+//! smolt-decode: turning a [`smolt_model::Model`] into text ids — sampling and the generation
+//! loop (KV cache, batched prefill, streaming callback, stop tokens).
+//!
+//! Token ids in, token ids out: tokenizing the prompt and detokenizing the stream belong to
+//! `smolt-tokenizer`, so this crate is usable with any vocabulary.
+
+mod generate;
+mod sampler;
+
+pub use generate::{generate, generate_in, GenerateOptions, Generation, StopReason};
+pub use sampler::{argmax, Sampler, SamplingParams};

@@ -25,3 +25,5 @@ pub use cache::KvCache;
 pub use error::{ModelError, Result};
 pub use linear::Linear;
 pub use model::{Block, Logits, Model, Precision, SpecialTokens};
+
+pub mod testing;

@@ -1,11 +1,13 @@
 //! A tiny random Gemma 3 written with `GgufWriter`, checked against a straightforward f64
 //! implementation of the architecture written here from the math (not from the crate's code).
 //!
-//! Shapes: d = 64, 2 query heads × 32 sharing 1 KV head, FFN 256, 7 layers (layer 5 global, the
-//! rest sliding), vocab 300, window 8, so 20-token sequences exercise the window.
+//! The model is `smolt_model::testing`'s default: d = 64, 2 query heads × 32 sharing 1 KV head,
+//! FFN 256, 7 layers (layer 5 global, the rest sliding), vocab 300, window 8, so 20-token
+//! sequences exercise the window; its projections mix F32, Q8_0, Q5_0, Q4_0 and Q4_K.
 
 use rand::{Rng, SeedableRng};
-use smolt_gguf::{GgmlType, Gguf, GgufWriter, Value, ValueType};
+use smolt_gguf::{Gguf, GgufWriter};
+use smolt_model::testing::{tiny_tensors, tiny_writer, TinySpec, TinyTensor};
 use smolt_model::{KvCache, Logits, Model, ModelError, Precision};
 
 const D: usize = 64;
@@ -20,148 +22,12 @@ const EPS: f64 = 1e-6;
 const BASE_GLOBAL: f64 = 1e6;
 const BASE_LOCAL: f64 = 1e4;
 
-/// The storage type each projection gets: a mix, so that every kind of kernel a real file
-/// uses (Q8_0 embedding, Q5_0/Q4_K/Q6_K projections, F32) runs.
-fn proj_type(name: &str) -> GgmlType {
-    match name {
-        "attn_q" => GgmlType::Q5_0,
-        "attn_k" => GgmlType::Q8_0,
-        "attn_v" => GgmlType::F32,
-        "attn_output" => GgmlType::Q4_0,
-        "ffn_gate" => GgmlType::Q5_0,
-        "ffn_up" => GgmlType::Q8_0,
-        "ffn_down" => GgmlType::Q4K,
-        _ => GgmlType::F32,
-    }
+fn random_tensors(seed: u64) -> Vec<TinyTensor> {
+    tiny_tensors(&TinySpec::default(), seed)
 }
 
-struct Tensor {
-    name: String,
-    dims: Vec<u64>,
-    ty: GgmlType,
-    values: Vec<f32>,
-}
-
-/// Random weights, by name, in GGUF layout. Projections ~ N(0, 1/in) so activations stay O(1);
-/// norm weights ~ 1 + small noise (the file stores 1 + w).
-fn random_tensors(seed: u64) -> Vec<Tensor> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut normal = |n: usize, std: f32| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                // Box–Muller
-                let (u1, u2): (f32, f32) = (rng.gen_range(1e-7..1.0), rng.gen());
-                std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-            })
-            .collect()
-    };
-    let mut ts = Vec::new();
-    let mut add = |name: String, dims: Vec<u64>, ty: GgmlType, values: Vec<f32>| {
-        ts.push(Tensor {
-            name,
-            dims,
-            ty,
-            values,
-        })
-    };
-    add(
-        "token_embd.weight".into(),
-        vec![D as u64, VOCAB as u64],
-        GgmlType::Q8_0,
-        normal(D * VOCAB, 0.5),
-    );
-    add(
-        "output_norm.weight".into(),
-        vec![D as u64],
-        GgmlType::F32,
-        normal(D, 0.1).iter().map(|v| 1.0 + v).collect(),
-    );
-    for il in 0..LAYERS {
-        let n = |s: &str| format!("blk.{il}.{s}.weight");
-        for (s, len) in [
-            ("attn_norm", D),
-            ("attn_q_norm", HD),
-            ("attn_k_norm", HD),
-            ("post_attention_norm", D),
-            ("ffn_norm", D),
-            ("post_ffw_norm", D),
-        ] {
-            add(
-                n(s),
-                vec![len as u64],
-                GgmlType::F32,
-                normal(len, 0.1).iter().map(|v| 1.0 + v).collect(),
-            );
-        }
-        for (s, inp, out) in [
-            ("attn_q", D, NH * HD),
-            ("attn_k", D, NKV * HD),
-            ("attn_v", D, NKV * HD),
-            ("attn_output", NH * HD, D),
-            ("ffn_gate", D, FF),
-            ("ffn_up", D, FF),
-            ("ffn_down", FF, D),
-        ] {
-            let std = 1.0 / (inp as f32).sqrt();
-            add(
-                n(s),
-                vec![inp as u64, out as u64],
-                proj_type(s),
-                normal(inp * out, std),
-            );
-        }
-    }
-    ts
-}
-
-fn encode(ty: GgmlType, values: &[f32], row: usize) -> Vec<u8> {
-    let rb = smolt_quant::row_bytes(ty, row).unwrap();
-    let mut out = vec![0u8; rb * (values.len() / row)];
-    for (src, dst) in values.chunks(row).zip(out.chunks_mut(rb)) {
-        smolt_quant::quantize_row(ty, src, dst).unwrap();
-    }
-    out
-}
-
-fn writer(tensors: &[Tensor], arch: &str) -> GgufWriter {
-    let mut w = GgufWriter::new();
-    let u = |v: usize| Value::U32(v as u32);
-    w.set("general.architecture", Value::String(arch.into()));
-    w.set("gemma3.embedding_length", u(D));
-    w.set("gemma3.block_count", u(LAYERS));
-    w.set("gemma3.feed_forward_length", u(FF));
-    w.set("gemma3.attention.head_count", u(NH));
-    w.set("gemma3.attention.head_count_kv", u(NKV));
-    w.set("gemma3.attention.key_length", u(HD));
-    w.set("gemma3.attention.value_length", u(HD));
-    w.set(
-        "gemma3.attention.layer_norm_rms_epsilon",
-        Value::F32(EPS as f32),
-    );
-    w.set("gemma3.rope.freq_base", Value::F32(BASE_GLOBAL as f32));
-    w.set("gemma3.attention.sliding_window", u(WINDOW));
-    w.set("gemma3.context_length", u(128));
-    let tokens = (0..VOCAB)
-        .map(|i| {
-            Value::String(match i {
-                1 => "<eos>".into(),
-                2 => "<bos>".into(),
-                106 => "<end_of_turn>".into(),
-                _ => format!("t{i}"),
-            })
-        })
-        .collect();
-    w.set(
-        "tokenizer.ggml.tokens",
-        Value::Array(ValueType::String, tokens),
-    );
-    w.set("tokenizer.ggml.eos_token_id", u(1));
-    w.set("tokenizer.ggml.bos_token_id", u(2));
-    for t in tensors {
-        let data = encode(t.ty, &t.values, t.dims[0] as usize);
-        w.add_tensor(t.name.clone(), &t.dims, t.ty, data).unwrap();
-    }
-    w
+fn writer(tensors: &[TinyTensor], arch: &str) -> GgufWriter {
+    tiny_writer(&TinySpec::default(), tensors, arch)
 }
 
 fn open(w: &GgufWriter) -> Gguf {
@@ -334,6 +200,23 @@ fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
 
 #[test]
 fn f32_logits_match_f64_reference_at_every_position() {
+    // The reference below hard-codes the shapes; make sure they are the tiny model's.
+    let s = TinySpec::default();
+    let shapes = (
+        s.d_model,
+        s.n_heads,
+        s.n_kv_heads,
+        s.head_dim,
+        s.d_ff,
+        s.n_layers,
+        s.vocab,
+        s.window,
+    );
+    assert_eq!(shapes, (D, NH, NKV, HD, FF, LAYERS, VOCAB, WINDOW));
+    assert_eq!(
+        (s.rms_eps as f64, s.rope_base_global as f64),
+        (EPS as f32 as f64, BASE_GLOBAL)
+    );
     let w = writer(&random_tensors(7), "gemma3");
     let g = open(&w);
     let reference = reference_logits(&RefWeights::from_file(&g), &tokens(20, 1), WINDOW);
@@ -471,7 +354,7 @@ fn special_tokens_come_from_the_vocabulary() {
     assert_eq!(m.special.end_of_generation, vec![1, 106]);
 }
 
-fn load_err(tensors: &[Tensor], arch: &str) -> String {
+fn load_err(tensors: &[TinyTensor], arch: &str) -> String {
     match Model::from_gguf(open(&writer(tensors, arch)), Precision::Fast) {
         Ok(_) => panic!("loading should fail"),
         Err(e) => e.to_string(),

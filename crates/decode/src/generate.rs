@@ -1,0 +1,134 @@
+//! The generation loop: prefill the prompt in one pass, then one token per forward.
+
+use crate::sampler::{Sampler, SamplingParams};
+use smolt_model::{KvCache, Logits, Model, Result};
+
+/// What to generate and when to stop.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateOptions {
+    /// At most this many new tokens (stop tokens excluded).
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Stop at the model's end-of-generation tokens (`<eos>`, and `<end_of_turn>` for Gemma:
+    /// `model.special.end_of_generation`). Off for fixed-length runs such as reference checks.
+    pub stop_at_end_of_generation: bool,
+    /// More ids that end generation (e.g. a newline for one-line answers).
+    pub stop_tokens: Vec<u32>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_new_tokens: 256,
+            sampling: SamplingParams::default(),
+            stop_at_end_of_generation: true,
+            stop_tokens: Vec::new(),
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced this stop token (it is not in [`Generation::ids`]).
+    StopToken(u32),
+    /// `max_new_tokens` were generated.
+    MaxTokens,
+    /// The callback asked to stop.
+    Callback,
+    /// The KV cache reached the model's context length.
+    ContextFull,
+}
+
+/// The new tokens and why they ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Generation {
+    /// New token ids, without the prompt and without the stop token.
+    pub ids: Vec<u32>,
+    pub stop: StopReason,
+}
+
+/// Generates a continuation of `prompt` (token ids, BOS included if the model wants one) in a
+/// fresh KV cache. `on_token` sees each new token as soon as it is chosen (for streaming) and
+/// returns `false` to stop early; stop tokens are not passed to it.
+///
+/// ```no_run
+/// use smolt_decode::{generate, GenerateOptions};
+/// use smolt_model::{Model, Precision};
+/// let model = Model::load("gemma-3-270m-q4_k_m.gguf", Precision::Fast)?;
+/// let opts = GenerateOptions { max_new_tokens: 32, ..Default::default() };
+/// let out = generate(&model, &[2, 818, 5279, 529, 7001, 563], &opts, |id| {
+///     print!("{id} ");
+///     true
+/// })?;
+/// println!("\n{} tokens, stopped by {:?}", out.ids.len(), out.stop);
+/// # Ok::<(), smolt_model::ModelError>(())
+/// ```
+pub fn generate(
+    model: &Model,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_token: impl FnMut(u32) -> bool,
+) -> Result<Generation> {
+    let mut cache = model.new_cache();
+    generate_in(model, &mut cache, prompt, opts, on_token)
+}
+
+/// [`generate`] continuing from `cache`: `prompt` holds only the tokens after those already
+/// cached (a chat's next turn, or a shared system prompt prefilled once). On return the cache
+/// holds every token that was fed: the prompt and each returned id except the last one, which
+/// is only fed when a later token was needed, i.e. it is in the cache exactly when generation
+/// ended at a stop token (the stop token itself is never fed). Feed what is missing with the
+/// next turn's tokens.
+pub fn generate_in(
+    model: &Model,
+    cache: &mut KvCache,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<Generation> {
+    let mut sampler = Sampler::new(opts.sampling.clone());
+    let is_stop = |id: u32| {
+        opts.stop_tokens.contains(&id)
+            || (opts.stop_at_end_of_generation && model.special.is_end_of_generation(id))
+    };
+    let mut ids = Vec::new();
+    if opts.max_new_tokens == 0 {
+        model.forward(prompt, cache, Logits::None)?;
+        return Ok(Generation {
+            ids,
+            stop: StopReason::MaxTokens,
+        });
+    }
+    // Batched prefill: the whole prompt in one pass, logits for its last position only.
+    let mut logits = model.forward(prompt, cache, Logits::Last)?;
+    loop {
+        let id = sampler.sample(&logits);
+        if is_stop(id) {
+            return Ok(Generation {
+                ids,
+                stop: StopReason::StopToken(id),
+            });
+        }
+        ids.push(id);
+        if !on_token(id) {
+            return Ok(Generation {
+                ids,
+                stop: StopReason::Callback,
+            });
+        }
+        if ids.len() >= opts.max_new_tokens {
+            return Ok(Generation {
+                ids,
+                stop: StopReason::MaxTokens,
+            });
+        }
+        if cache.len() >= model.spec.context_length {
+            return Ok(Generation {
+                ids,
+                stop: StopReason::ContextFull,
+            });
+        }
+        logits = model.forward(&[id], cache, Logits::Last)?;
+    }
+}
