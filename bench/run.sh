@@ -19,7 +19,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 work=${SMOLT_BENCH_DIR:-$here/.work}
-cmdline="bench/run.sh $*"
+cmdline="bench/run.sh$(printf " %q" "$@")"
 
 model=${SMOLT_BENCH_MODEL:-$HOME/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf}
 data=${SMOLT_BENCH_DATA:-}
