@@ -2,32 +2,12 @@
 //! the writer must be able to reproduce it (exports and merged models depend on that).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use smolt_gguf::{GgmlType, Gguf, GgufWriter, Value, ValueType};
 
-const FILE: &str = "gemma-3-270m-q4_k_m.gguf";
-
-fn model_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("SMOLT_MODEL") {
-        return PathBuf::from(p);
-    }
-    if let Some(d) = std::env::var_os("SMOLT_MODEL_DIR") {
-        return PathBuf::from(d).join(FILE);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cache/smolt/models").join(FILE)
-}
-
 fn open_model() -> Gguf {
-    let path = model_path();
-    assert!(
-        path.is_file(),
-        "the Gemma 3 270M Q4_K_M model is not at {}.\n\
-         Fetch it with `smolt` (any command using the default model downloads it), \
-         or set SMOLT_MODEL to the path of the file.",
-        path.display()
-    );
+    let path = smolt_hub::model_for_tests()
+        .unwrap_or_else(|e| panic!("the real-model tests need Gemma 3 270M: {e}"));
     Gguf::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -1,9 +1,8 @@
 //! Real-model checks against the Gemma 3 fixture (ids from llama.cpp, strings from Hugging Face).
 //!
-//! These need the GGUF at `$SMOLT_MODEL` or ~/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf and
+//! These use `$SMOLT_MODEL` or the default model (fetched on first use) and
 //! fail loudly without it: a silently skipped tokenizer test is how id drift ships.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -11,24 +10,11 @@ use serde_json::Value;
 use smolt_gguf::Gguf;
 use smolt_tokenizer::{TokenType, Tokenizer};
 
-fn model_path() -> PathBuf {
-    if let Ok(p) = std::env::var("SMOLT_MODEL") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    PathBuf::from(home).join(".cache/smolt/models/gemma-3-270m-q4_k_m.gguf")
-}
-
 fn tok() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
     TOK.get_or_init(|| {
-        let path = model_path();
-        assert!(
-            path.exists(),
-            "Gemma 3 model not found at {} — download gemma-3-270m-q4_k_m.gguf there or set \
-             SMOLT_MODEL to its path (these tests must not be skipped)",
-            path.display()
-        );
+        let path = smolt_hub::model_for_tests()
+            .unwrap_or_else(|e| panic!("the real-model tests need Gemma 3 270M: {e}"));
         let gguf = Gguf::open(&path).expect("open GGUF");
         Tokenizer::from_gguf(&gguf).expect("build tokenizer")
     })
