@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod gemma;
 pub mod io;
 pub mod optim;
 pub mod report;

@@ -1,0 +1,166 @@
+//! The real engine behind [`Trainable`]: LoRA over a frozen, still-quantized decoder
+//! (smolt-lora's training step over smolt-model's weights; Gemma 3 first).
+//!
+//! The micro-batch is run one sequence at a time: smolt-lora's step takes one sequence and
+//! accumulates into the adapter's gradients, which is exactly gradient accumulation, so a
+//! micro-batch costs the same arithmetic as a padded batch without the padding.
+
+use anyhow::{Context, Result};
+use rand::RngCore;
+use rand_chacha::ChaCha8Rng;
+use smolt_lora::{Frozen, LoraAdapter, LoraConfig, Sequence, StepOptions, Target, IGNORE};
+
+use crate::config::TrainConfig;
+use crate::data::Example;
+use crate::engine::{LossSum, Param, Trainable};
+
+/// The LoRA settings of a training config, in smolt-lora's terms.
+pub fn lora_config(cfg: &TrainConfig) -> Result<LoraConfig> {
+    let targets = cfg
+        .target_modules
+        .iter()
+        .map(|t| t.parse::<Target>().map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(LoraConfig {
+        rank: cfg.lora_r,
+        alpha: cfg.lora_alpha,
+        rslora: cfg.use_rslora,
+        dropout: cfg.lora_dropout,
+        targets,
+    })
+}
+
+/// Labels in smolt-lora's (Hugging Face's) convention from a loss mask: the token id where
+/// the loss is taken, [`IGNORE`] elsewhere. Both say "position t is a target", so this is a
+/// direct translation.
+pub fn labels(ex: &Example) -> Vec<i64> {
+    ex.ids
+        .iter()
+        .zip(&ex.loss_mask)
+        .map(|(&id, &m)| if m { id as i64 } else { IGNORE })
+        .collect()
+}
+
+/// A frozen base with a trainable adapter.
+pub struct LoraEngine<'m> {
+    pub base: Frozen<'m, f32>,
+    pub adapter: LoraAdapter<f32>,
+    /// Recompute each layer's activations in the backward instead of keeping them all
+    /// (about one layer of activations alive, for one more forward of the body).
+    pub recompute: bool,
+}
+
+impl<'m> LoraEngine<'m> {
+    /// A fresh adapter (PEFT init from `seed`) over `base`.
+    pub fn new(base: Frozen<'m, f32>, cfg: &TrainConfig) -> Result<Self> {
+        let adapter = LoraAdapter::new(&base.spec, &lora_config(cfg)?, cfg.seed)
+            .context("creating the LoRA adapter")?;
+        Ok(LoraEngine {
+            base,
+            adapter,
+            recompute: false,
+        })
+    }
+}
+
+impl Trainable for LoraEngine<'_> {
+    fn params(&self) -> &[Param] {
+        self.adapter.params()
+    }
+
+    fn params_mut(&mut self) -> &mut [Param] {
+        self.adapter.params_mut()
+    }
+
+    fn forward_backward(&mut self, batch: &[&Example], rng: &mut ChaCha8Rng) -> Result<LossSum> {
+        let mut total = LossSum::default();
+        for ex in batch {
+            let labels = labels(ex);
+            let opts = StepOptions {
+                recompute: self.recompute,
+                // Drawn from the trainer's RNG (saved in checkpoints) so resumes stay exact.
+                dropout_seed: rng.next_u64(),
+                // Gradient of the summed loss: the trainer divides by the step's target count.
+                normalizer: Some(1.0),
+            };
+            let seq = Sequence {
+                tokens: &ex.ids,
+                labels: &labels,
+            };
+            let out = self
+                .base
+                .step(&mut self.adapter, &seq, &opts)
+                .with_context(|| format!("training step on the example at {}", ex.source))?;
+            total.loss_sum += out.loss_sum;
+            total.n_targets += out.n_targets;
+        }
+        Ok(total)
+    }
+
+    fn eval_loss(&mut self, batch: &[&Example]) -> Result<LossSum> {
+        let mut total = LossSum::default();
+        for ex in batch {
+            let labels = labels(ex);
+            let seq = Sequence {
+                tokens: &ex.ids,
+                labels: &labels,
+            };
+            let out = self
+                .base
+                .loss(Some(&self.adapter), &seq)
+                .with_context(|| format!("evaluating the example at {}", ex.source))?;
+            total.loss_sum += out.loss_sum;
+            total.n_targets += out.n_targets;
+        }
+        Ok(total)
+    }
+}
+
+/// The whole `smolt train` command, for the CLI to call: loads the GGUF (model and
+/// tokenizer), the data the config names, builds a fresh adapter, and trains into `out` with
+/// Ctrl-C handling, a progress bar and the end summary. With `resume`, continues the run in
+/// `out` from its newest checkpoint (the caller should pass the run's own `config.toml`, see
+/// [`run_config`]).
+pub fn train(
+    cfg: TrainConfig,
+    out: &std::path::Path,
+    resume: bool,
+) -> Result<crate::report::Summary> {
+    cfg.validate()?;
+    let gguf = smolt_gguf::Gguf::open(&cfg.model)
+        .with_context(|| format!("opening the model {}", cfg.model))?;
+    let tok = smolt_tokenizer::Tokenizer::from_gguf(&gguf).context("reading the tokenizer")?;
+    let model = smolt_model::Model::from_gguf(gguf, smolt_model::Precision::Fast)
+        .with_context(|| format!("loading the model {}", cfg.model))?;
+    let (train, valid) = crate::data::load_for_config(&cfg, &tok)?;
+    eprintln!("{}", train.describe(cfg.max_len));
+    if let Some(v) = &valid {
+        eprintln!("{}", v.describe(cfg.max_len));
+    }
+    let mut engine = LoraEngine::new(Frozen::from_model(&model), &cfg)?;
+    let trainer = crate::Trainer::new(cfg, out, &mut engine, &train, valid.as_ref())
+        .stop_flag(crate::engine::ctrlc_flag()?);
+    if resume {
+        trainer.resume()
+    } else {
+        trainer.run()
+    }
+}
+
+/// The config for `smolt train`: with `resume` and an existing run, the run's own
+/// `config.toml` (so the resumed run is the same run); otherwise `file` or the defaults. CLI
+/// `overrides` (`key=value`) apply on top in both cases.
+pub fn run_config(
+    out: &std::path::Path,
+    file: Option<&std::path::Path>,
+    overrides: &[(String, String)],
+    resume: bool,
+) -> Result<TrainConfig> {
+    let saved = out.join(crate::engine::CONFIG_FILE);
+    let file = if resume && saved.exists() {
+        Some(saved.as_path())
+    } else {
+        file
+    };
+    TrainConfig::load(file, overrides)
+}
