@@ -5,9 +5,13 @@ use std::collections::BTreeMap;
 
 use smolt_gguf::{GgmlType, Gguf, GgufWriter, Value, ValueType};
 
+fn model_path() -> std::path::PathBuf {
+    smolt_hub::model_for_tests()
+        .unwrap_or_else(|e| panic!("the real-model tests need Gemma 3 270M: {e}"))
+}
+
 fn open_model() -> Gguf {
-    let path = smolt_hub::model_for_tests()
-        .unwrap_or_else(|e| panic!("the real-model tests need Gemma 3 270M: {e}"));
+    let path = model_path();
     Gguf::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
