@@ -110,6 +110,14 @@ fn main() {
         10,
         || matmul_nt(&x, &w, t, 2048, 640, &mut y, false),
     );
+    let (a64, b64) = (fill(64 * 256, 1), fill(64 * 256, 2));
+    let mut c64 = vec![0.0; 64 * 64];
+    b.time(
+        "matmul_nt 64x256 -> 64 (a score tile)",
+        2.0 * 64.0 * 64.0 * 256.0,
+        1000,
+        || matmul_nt(&a64, &b64, 64, 256, 64, &mut c64, false),
+    );
     let g = fill(t * 2048, 11);
     let mut o = vec![0.0; t * 2048];
     b.time("geglu fwd 512x2048", 0.0, 10, || {

@@ -8,6 +8,7 @@
 //! together so each key and value row is read once per group.
 
 use crate::float::{axpy, dot, scale_in_place};
+use crate::matmul::gemm_strided;
 use crate::simd::multiversion;
 use crate::Float;
 use rayon::prelude::*;
@@ -126,25 +127,190 @@ pub fn attention_forward<F: Float>(
         }
     };
     let (d, group, n_kv) = (sh.d, sh.group, sh.n_kv);
-    // One item per (query row t, KV head g): `out` chunk `group × D`, `lse` chunk `group`.
+    let par = flops(&sh, q_pos, window) >= PAR_MIN_FLOPS;
+    if sh.t >= TILED_MIN_ROWS {
+        // Prefill and training: blocks of BQ query rows, scores by gemm (see `attend_block`).
+        let row = sh.n_q * d;
+        let item = |(b, (o, l)): (usize, (&mut [F], &mut [F]))| {
+            let t0 = b * BQ;
+            let rows = o.len() / row;
+            let qb = &q[t0 * row..][..rows * row];
+            attend_block(qb, k, v, &q_pos[t0..t0 + rows], &sh, window, scale, o, l);
+        };
+        if par {
+            out.par_chunks_mut(BQ * row)
+                .zip(lse.par_chunks_mut(BQ * sh.n_q))
+                .enumerate()
+                .for_each(item);
+        } else {
+            out.chunks_mut(BQ * row)
+                .zip(lse.chunks_mut(BQ * sh.n_q))
+                .enumerate()
+                .for_each(item);
+        }
+        return;
+    }
+    // Decode and short chunks: one item per (query row t, KV head g), owning `out` chunk
+    // `group × D` and `lse` chunk `group`.
     let item = |(i, (o, l)): (usize, (&mut [F], &mut [F]))| {
         let (t, g) = (i / n_kv, i % n_kv);
         let qg = &q[(t * sh.n_q + g * group) * d..][..group * d];
         let (lo, hi) = key_range(q_pos[t], window);
         attend(qg, k, v, g, n_kv, d, group, lo, hi, scale, o, l);
     };
-    let items = out
-        .chunks_mut(group * d)
-        .zip(lse.chunks_mut(group))
-        .enumerate();
-    if flops(&sh, q_pos, window) >= PAR_MIN_FLOPS {
+    if par {
         out.par_chunks_mut(group * d)
             .zip(lse.par_chunks_mut(group))
             .enumerate()
             .for_each(item);
     } else {
-        items.for_each(item);
+        out.chunks_mut(group * d)
+            .zip(lse.chunks_mut(group))
+            .enumerate()
+            .for_each(item);
     }
+}
+
+/// Query rows per block, and keys per block, of the tiled (gemm) forward.
+const BQ: usize = 64;
+const BK: usize = 64;
+/// From this many query rows on the forward runs blocks of query rows through `gemm`; below,
+/// row by row, where a gemm call's fixed cost would dominate.
+#[cfg(not(test))]
+const TILED_MIN_ROWS: usize = 32;
+/// Tests use small shapes; a low threshold makes them cover both paths.
+#[cfg(test)]
+const TILED_MIN_ROWS: usize = 4;
+
+/// FlashAttention-style forward of one block of query rows (`qb`, `o`: `(rows, n_q, D)`; `l`:
+/// `(rows, n_q)`), head by head, over key blocks of `BK`: `S = scale·Q·K^T` and `O += P·V` are
+/// small gemms, the mask and online softmax run on the `rows × BK` score tile in between.
+#[allow(clippy::too_many_arguments)]
+fn attend_block<F: Float>(
+    qb: &[F],
+    k: &[F],
+    v: &[F],
+    q_pos: &[usize],
+    sh: &Shape,
+    window: Option<usize>,
+    scale: F,
+    o: &mut [F],
+    l: &mut [F],
+) {
+    let (d, n_q, n_kv) = (sh.d, sh.n_q, sh.n_kv);
+    let rows = q_pos.len();
+    // Keys any row of the block may see.
+    let lo = q_pos
+        .iter()
+        .map(|&p| key_range(p, window).0)
+        .min()
+        .unwrap_or(0);
+    let hi = q_pos.iter().map(|&p| p + 1).max().unwrap_or(0);
+    let mut s = vec![F::ZERO; rows * BK];
+    let mut acc = vec![F::ZERO; rows * d];
+    let mut m = vec![F::NEG_INFINITY; rows];
+    let mut sum = vec![F::ZERO; rows];
+    for h in 0..n_q {
+        let g = h / sh.group;
+        acc.fill(F::ZERO);
+        m.fill(F::NEG_INFINITY);
+        sum.fill(F::ZERO);
+        let qh = &qb[h * d..];
+        let mut j0 = lo;
+        while j0 < hi {
+            let j1 = (j0 + BK).min(hi);
+            let nk = j1 - j0;
+            let kb = &k[(j0 * n_kv + g) * d..];
+            let vb = &v[(j0 * n_kv + g) * d..];
+            let st = &mut s[..rows * nk];
+            // S (rows, nk) = Q_h (rows, D) · K_g[j0..j1] (nk, D)^T
+            gemm_strided(
+                false,
+                rows,
+                nk,
+                d,
+                st,
+                false,
+                qh,
+                (n_q * d, 1),
+                kb,
+                (1, n_kv * d),
+            );
+            online_softmax_tile(
+                st, q_pos, j0, nk, window, scale, &mut m, &mut sum, &mut acc, d,
+            );
+            // acc (rows, D) += P (rows, nk) · V_g[j0..j1] (nk, D)
+            gemm_strided(
+                false,
+                rows,
+                d,
+                nk,
+                &mut acc,
+                true,
+                st,
+                (nk, 1),
+                vb,
+                (n_kv * d, 1),
+            );
+            j0 = j1;
+        }
+        for r in 0..rows {
+            let inv = F::ONE / sum[r];
+            let dst = &mut o[(r * n_q + h) * d..][..d];
+            for (x, &a) in dst.iter_mut().zip(&acc[r * d..][..d]) {
+                *x = a * inv;
+            }
+            l[r * n_q + h] = m[r] + sum[r].ln();
+        }
+    }
+}
+
+multiversion! {
+/// Masks, scales and exponentiates one `rows × nk` score tile (keys `j0..j0 + nk`) in place,
+/// updating each row's running max `m` and sum, and rescaling its accumulator row when `m`
+/// grows. Masked entries become 0.
+fn online_softmax_tile<F: Float>(
+    st: &mut [F],
+    q_pos: &[usize],
+    j0: usize,
+    nk: usize,
+    window: Option<usize>,
+    scale: F,
+    m: &mut [F],
+    sum: &mut [F],
+    acc: &mut [F],
+    d: usize,
+) {
+    for (r, sr) in st.chunks_exact_mut(nk).enumerate() {
+        let (lo, hi) = key_range(q_pos[r], window);
+        // Allowed keys of this row inside the tile: [a, b) relative to j0.
+        let a = lo.saturating_sub(j0).min(nk);
+        let b = hi.saturating_sub(j0).min(nk);
+        if a >= b {
+            sr.fill(F::ZERO);
+            continue;
+        }
+        let mut m_new = m[r];
+        for x in &mut sr[a..b] {
+            *x *= scale;
+            m_new = m_new.max(*x);
+        }
+        let mut tile_sum = F::ZERO;
+        for x in &mut sr[a..b] {
+            *x = (*x - m_new).exp();
+            tile_sum += *x;
+        }
+        sr[..a].fill(F::ZERO);
+        sr[b..].fill(F::ZERO);
+        if m_new != m[r] {
+            let corr = (m[r] - m_new).exp();
+            sum[r] *= corr;
+            scale_in_place(corr, &mut acc[r * d..][..d]);
+            m[r] = m_new;
+        }
+        sum[r] += tile_sum;
+    }
+}
 }
 
 multiversion! {
@@ -498,6 +664,23 @@ mod tests {
                 n_kv: 1,
                 d: 3,
                 window: Some(2),
+            },
+            // several query blocks and key blocks on the tiled path, offset start
+            Case {
+                q_pos: (10..160).collect(),
+                s: 160,
+                n_q: 2,
+                n_kv: 1,
+                d: 4,
+                window: Some(70),
+            },
+            Case {
+                q_pos: (0..140).collect(),
+                s: 140,
+                n_q: 2,
+                n_kv: 2,
+                d: 3,
+                window: None,
             },
         ]
     }
