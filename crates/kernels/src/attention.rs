@@ -804,8 +804,8 @@ mod tests {
             );
             let sub =
                 |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<_>>();
-            // Keys beyond a few hundred coordinates add time, not coverage.
-            let lim = |x: &[f64]| x.len().min(400);
+            // Beyond ~160 coordinates per tensor FD adds time, not coverage.
+            let lim = |x: &[f64]| x.len().min(160);
             let nq = lim(&q);
             let fq = fd_grad(&q[..nq], 1e-5, |xs| {
                 let mut qq = q.clone();
