@@ -22,6 +22,10 @@ pub trait FrozenLinear<F: Float>: Send + Sync {
 
     /// Rows `r0..r1` of `W`, `(r1 − r0, in)`.
     fn rows<'s>(&'s self, r0: usize, r1: usize, scratch: &'s mut Vec<F>) -> &'s [F];
+
+    /// Rows `r0..r1` of `W` copied (decoded) into `out` `(r1 − r0, in)`, on the calling thread:
+    /// for callers that are themselves parallel, such as the LM head's vocabulary groups.
+    fn rows_into(&self, r0: usize, r1: usize, out: &mut [F]);
 }
 
 /// A dense weight in any float type: the f64 reference engine and tests.
@@ -43,6 +47,10 @@ impl<F: Float> FrozenLinear<F> for Dense<F> {
 
     fn rows<'s>(&'s self, r0: usize, r1: usize, _scratch: &'s mut Vec<F>) -> &'s [F] {
         &self.w[r0 * self.inp..r1 * self.inp]
+    }
+
+    fn rows_into(&self, r0: usize, r1: usize, out: &mut [F]) {
+        out.copy_from_slice(&self.w[r0 * self.inp..r1 * self.inp]);
     }
 }
 
@@ -72,6 +80,17 @@ impl FrozenLinear<f32> for &Linear {
             .enumerate()
             .for_each(|(i, row)| self.row(r0 + i, row));
         scratch
+    }
+
+    fn rows_into(&self, r0: usize, r1: usize, out: &mut [f32]) {
+        assert_eq!(
+            out.len(),
+            (r1 - r0) * self.in_features,
+            "out is not (r1 - r0, in)"
+        );
+        for (i, row) in out.chunks_mut(self.in_features).enumerate() {
+            self.row(r0 + i, row);
+        }
     }
 }
 
