@@ -26,8 +26,12 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Download, verify and cache the default model (or check a local file).
     Fetch(commands::fetch::Args),
+    /// Continue a prompt (greedy or sampled), printing text or token ids.
+    Generate(commands::generate::Args),
     /// Print the token ids of a text.
     Tokenize(commands::tokenize::Args),
+    /// Measure prefill and decode speed (as llama-bench's pp and tg figures).
+    Bench(commands::bench::Args),
 }
 
 fn main() {
@@ -44,5 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Fetch(args) => commands::fetch::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     }
 }

@@ -1,12 +1,17 @@
 //! One module per subcommand; shared argument handling lives here.
 
+pub mod bench;
 pub mod fetch;
+pub mod generate;
 pub mod inspect;
 pub mod tokenize;
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Context;
+use smolt::model::{Model, Precision};
+use smolt::tokenizer::Tokenizer;
 
 /// Size the global compute pool once, before any kernel runs.
 pub fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
@@ -26,4 +31,55 @@ pub fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
 pub fn resolve_model(spec: &str) -> anyhow::Result<PathBuf> {
     let mut progress = |msg: &str| eprintln!("smolt: {msg}");
     smolt::hub::resolve(spec, &mut progress).with_context(|| format!("cannot use model `{spec}`"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    /// Quantized weights, 8-bit activations inside the products (like llama.cpp): fast.
+    Fast,
+    /// f32 activations on dequantized weights: the reference arithmetic (PyTorch float32).
+    F32,
+}
+
+/// The options every command that runs the model shares.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// A .gguf file, `gemma-3-270m` (the default, fetched on first use) or `hf:owner/repo/file.gguf`.
+    #[arg(short, long, default_value = smolt::hub::DEFAULT_MODEL, env = "SMOLT_MODEL")]
+    pub model: String,
+    /// Arithmetic of the forward pass.
+    #[arg(long, value_enum, default_value = "fast")]
+    pub precision: PrecisionArg,
+}
+
+impl ModelArgs {
+    pub fn precision(&self) -> Precision {
+        match self.precision {
+            PrecisionArg::Fast => Precision::Fast,
+            PrecisionArg::F32 => Precision::F32,
+        }
+    }
+}
+
+pub struct Loaded {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+}
+
+/// Resolve, map and bind a model and its tokenizer, with errors that name the file.
+pub fn load_model(args: &ModelArgs) -> anyhow::Result<Loaded> {
+    let path = resolve_model(&args.model)?;
+    let t = Instant::now();
+    let model = Model::load(&path, args.precision())
+        .with_context(|| format!("cannot load {}", path.display()))?;
+    let tokenizer = Tokenizer::from_gguf(model.gguf())
+        .with_context(|| format!("{} has no usable tokenizer", path.display()))?;
+    if std::env::var_os("SMOLT_LOG").is_some() {
+        eprintln!(
+            "smolt: loaded {} in {:.2} s",
+            path.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Loaded { model, tokenizer })
 }
