@@ -45,7 +45,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !(args.temperature >= 0.0) {
+    if args.temperature.is_nan() || args.temperature < 0.0 {
         anyhow::bail!("--temperature must be 0 or more (0 is greedy)");
     }
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
