@@ -1,0 +1,1 @@
+//! smolt-data: dataset utilities: synthetic receipts, splits.
