@@ -75,22 +75,28 @@ struct Cmp {
     positions: usize,
 }
 
-/// Runs the whole prompt in one prefill, then the LM head over the hidden states in chunks
-/// (1,415 × 262,144 logits at once would be 1.5 GB), comparing each position with the reference.
-fn compare_prompt(model: &Model, prompt: &Value, tie: f64) -> Cmp {
+/// Runs the whole prompt in one prefill, then the LM head in chunks (1,415 × 262,144 logits at
+/// once would be 1.5 GB) over every `stride`-th position and the last, comparing each with the
+/// reference.
+fn compare_prompt(model: &Model, prompt: &Value, tie: f64, stride: usize) -> Cmp {
     let toks = ids(&prompt["ids"]);
     let refs = prompt["positions"].as_array().unwrap();
     assert_eq!(refs.len(), toks.len());
     let hidden = model.forward_hidden(&toks, &mut model.new_cache()).unwrap();
-    let (d, v) = (model.spec.d_model, model.spec.vocab_size);
+    let (d, v, n) = (model.spec.d_model, model.spec.vocab_size, toks.len());
+    let checked: Vec<usize> = (0..n).filter(|p| p % stride == 0 || *p == n - 1).collect();
     let mut c = Cmp {
-        positions: toks.len(),
+        positions: checked.len(),
         ..Cmp::default()
     };
-    for (chunk_i, chunk) in hidden.chunks(64 * d).enumerate() {
-        let logits = model.lm_head(chunk);
-        for (j, row) in logits.chunks(v).enumerate() {
-            let r = &refs[chunk_i * 64 + j];
+    for chunk in checked.chunks(64) {
+        let rows: Vec<f32> = chunk
+            .iter()
+            .flat_map(|&p| hidden[p * d..][..d].to_vec())
+            .collect();
+        let logits = model.lm_head(&rows);
+        for (&p, row) in chunk.iter().zip(logits.chunks(v)) {
+            let r = &refs[p];
             let top5 = r["top5"].as_array().unwrap();
             for e in top5 {
                 let (id, logit) = (e[0].as_u64().unwrap() as usize, e[1].as_f64().unwrap());
@@ -124,7 +130,7 @@ fn f32_logits_match_hf_at_every_position_of_every_prompt() {
         } else {
             0.02
         };
-        let c = compare_prompt(model, prompt, 0.02);
+        let c = compare_prompt(model, prompt, 0.02, 1);
         eprintln!("F32 prompt {name}: {c:?}");
         assert!(
             c.top5 <= tol,
@@ -204,29 +210,47 @@ fn f32_greedy_reproduces_hf_until_the_first_near_tie() {
     }
 }
 
+/// `Fast` quantizes activations to Q8 inside every product, as llama.cpp does, so it is held
+/// to the band llama.cpp's own Q4_K_M run sits in around HF (the fixture's
+/// `llama_cpp_comparison`), not to the f32 tolerance. The long prompt is sampled every 8th
+/// position (its 1,415 Q8_0 LM-head rows alone would take a minute on 2 shared cores).
 #[test]
 fn fast_logits_and_greedy_are_as_close_as_llama_cpp_on_the_quantized_file() {
     let model = model(Precision::Fast);
     let fx = fixture("logits_gemma3.json");
     for (name, prompt) in fx["prompts"].as_object().unwrap() {
-        let c = compare_prompt(model, prompt, 0.02);
+        let stride = if prompt["ids"].as_array().unwrap().len() > 512 {
+            8
+        } else {
+            1
+        };
+        let c = compare_prompt(model, prompt, 0.02, stride);
         let llama =
             &prompt["llama_cpp_comparison"]["llama.cpp Q4_K_M GGUF, KV cache f16 (default)"];
+        let (llama_agree, llama_n) = llama["all_positions_argmax_agreement"]
+            .as_str()
+            .unwrap()
+            .split_once('/')
+            .map(|(a, b)| (a.parse::<f64>().unwrap(), b.parse::<f64>().unwrap()))
+            .unwrap();
         eprintln!(
             "Fast prompt {name}: {c:?}; llama.cpp Q4_K_M: top5 {} lse {} argmax {}",
             llama["all_positions_max_abs_diff_on_llama_top5_ids"],
             llama["all_positions_max_lse_diff"],
             llama["all_positions_argmax_agreement"]
         );
-        // llama.cpp's own Q4_K_M run is up to 1.63 off HF on its top-5 ids and 1.0 on lse, and
-        // agrees on 96% of argmaxes (1355/1415 on the long prompt); we quantize activations
-        // the same way, so hold us to the same band with a little slack.
+        // Measured: top-5 ≤ 1.37 and lse ≤ 0.87 here, against llama.cpp's 1.63 and 1.05 on the
+        // same prompts (its top-5 is over its own ids); 2.0 and 1.5 leave room for a different
+        // accumulation order without letting a real bug (several logits off) through.
         assert!(c.top5 < 2.0, "prompt {name}: top-5 diff {}", c.top5);
         assert!(c.lse < 1.5, "prompt {name}: lse diff {}", c.lse);
-        let agree = c.positions - c.argmax_flips - c.near_tie_flips;
+        // Argmax disagreement with HF: llama.cpp's rate (up to 4.2%, prompts c and d) plus
+        // 2 points, or two positions on the short prompts.
+        let disagree = (c.argmax_flips + c.near_tie_flips) as f64;
+        let allowed = ((1.0 - llama_agree / llama_n) + 0.02) * c.positions as f64;
         assert!(
-            agree as f64 >= 0.9 * c.positions as f64,
-            "prompt {name}: argmax agrees on {agree}/{}",
+            disagree <= allowed.max(2.0),
+            "prompt {name}: argmax differs from HF at {disagree} of {} positions",
             c.positions
         );
     }
@@ -246,15 +270,21 @@ fn fast_logits_and_greedy_are_as_close_as_llama_cpp_on_the_quantized_file() {
             .iter()
             .map(|m| m.as_f64().unwrap())
             .collect();
-        // llama.cpp's own margins tell where a different accumulation order may flip the choice.
-        let first_small = margins
+        // Where llama.cpp itself was nearly tied (margin < 0.1: its f16 KV cache and our f32
+        // one, or a different summation order, move logits by that much) either choice is
+        // right; before the first such step we must pick exactly its tokens.
+        let first_close = margins
             .iter()
             .position(|&m| m < 0.1)
             .unwrap_or(margins.len());
-        eprintln!("Fast greedy {name}: same as llama.cpp Q4_K_M for {agree}/{} steps (first llama margin < 0.1 at {first_small})", want.len());
+        eprintln!(
+            "Fast greedy {name}: same as llama.cpp Q4_K_M for {agree}/{} steps \
+             (llama.cpp's first margin < 0.1 at step {first_close})",
+            want.len()
+        );
         assert!(
-            agree >= first_small.min(3),
-            "prompt {name}: diverged from llama.cpp at step {agree}"
+            agree >= first_close,
+            "prompt {name}: left llama.cpp's path at step {agree}, before its first near-tie at {first_close}"
         );
     }
 }
