@@ -176,6 +176,8 @@ pub fn plot_loss(rows: &[MetricRow], path: &Path) -> Result<()> {
         chart
             .configure_mesh()
             .x_desc("step")
+            // With few steps, more labels than steps would repeat rounded values.
+            .x_labels((max_step as usize).min(10) + 1)
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc("loss")
             .label_style(("sans-serif", 14))
