@@ -54,21 +54,46 @@ impl<F: Float> FrozenLinear<F> for Dense<F> {
     }
 }
 
-/// smolt-model's projection: the exact forward the inference engine runs (`matmul_q` with Q8
-/// activations in `Precision::Fast`, f32 gemm in `Precision::F32`).
-impl FrozenLinear<f32> for &Linear {
+/// How the training forward multiplies by a base weight that the model holds quantized
+/// (`Precision::Fast`); dense weights (`Precision::F32`) always use f32 gemm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BaseMatmul {
+    /// `matmul_q` with Q8-quantized activations: the very function the fast inference pass
+    /// computes, so training and generation see the same model.
+    #[default]
+    Quantized,
+    /// Decode the matrix into a scratch buffer and use f32 gemm: f32 activations (the
+    /// reference arithmetic on the quantized weights), and faster than `matmul_q` once T is in
+    /// the hundreds, as in training; the decoded copy lives for one product.
+    Decoded,
+}
+
+/// smolt-model's projection, borrowed: quantized rows are read from the mmap.
+struct ModelLinear<'a> {
+    lin: &'a Linear,
+    matmul: BaseMatmul,
+}
+
+impl FrozenLinear<f32> for ModelLinear<'_> {
     fn shape(&self) -> (usize, usize) {
-        (self.out_features, self.in_features)
+        (self.lin.out_features, self.lin.in_features)
     }
 
     fn forward(&self, x: &[f32], t: usize, y: &mut [f32]) {
-        Linear::forward(self, x, t, y);
+        if self.matmul == BaseMatmul::Decoded && self.lin.is_quantized() {
+            let (out, inp) = self.shape();
+            let mut scratch = Vec::new();
+            let w = self.rows(0, out, &mut scratch);
+            matmul_nt(x, w, t, inp, out, y, false);
+        } else {
+            self.lin.forward(x, t, y);
+        }
     }
 
     fn rows<'s>(&'s self, r0: usize, r1: usize, scratch: &'s mut Vec<f32>) -> &'s [f32] {
-        let inp = self.in_features;
-        if !self.is_quantized() {
-            if let std::borrow::Cow::Borrowed(w) = self.dequantized() {
+        let inp = self.lin.in_features;
+        if !self.lin.is_quantized() {
+            if let std::borrow::Cow::Borrowed(w) = self.lin.dequantized() {
                 return &w[r0 * inp..r1 * inp];
             }
         }
@@ -78,18 +103,15 @@ impl FrozenLinear<f32> for &Linear {
         scratch
             .par_chunks_mut(inp)
             .enumerate()
-            .for_each(|(i, row)| self.row(r0 + i, row));
+            .for_each(|(i, row)| self.lin.row(r0 + i, row));
         scratch
     }
 
     fn rows_into(&self, r0: usize, r1: usize, out: &mut [f32]) {
-        assert_eq!(
-            out.len(),
-            (r1 - r0) * self.in_features,
-            "out is not (r1 - r0, in)"
-        );
-        for (i, row) in out.chunks_mut(self.in_features).enumerate() {
-            self.row(r0 + i, row);
+        let inp = self.lin.in_features;
+        assert_eq!(out.len(), (r1 - r0) * inp, "out is not (r1 - r0, in)");
+        for (i, row) in out.chunks_mut(inp).enumerate() {
+            self.lin.row(r0 + i, row);
         }
     }
 }
@@ -138,7 +160,14 @@ impl<'a> Frozen<'a, f32> {
     /// Borrows a loaded model's weights as they are: quantized and read from the mmap for
     /// `Precision::Fast`, dense f32 for `Precision::F32`. Nothing is copied but the norms.
     pub fn from_model(m: &'a Model) -> Frozen<'a, f32> {
-        let lin = |l: &'a Linear| -> Box<dyn FrozenLinear<f32> + 'a> { Box::new(l) };
+        Frozen::from_model_with(m, BaseMatmul::Quantized)
+    }
+
+    /// [`Frozen::from_model`] with a choice of forward product for quantized weights.
+    pub fn from_model_with(m: &'a Model, matmul: BaseMatmul) -> Frozen<'a, f32> {
+        let lin = |l: &'a Linear| -> Box<dyn FrozenLinear<f32> + 'a> {
+            Box::new(ModelLinear { lin: l, matmul })
+        };
         Frozen {
             spec: m.spec.clone(),
             embed: lin(&m.token_embd),

@@ -22,6 +22,7 @@
 //! ```
 
 mod adapter;
+mod attention;
 mod base;
 mod config;
 mod error;
@@ -29,7 +30,7 @@ mod head;
 mod step;
 
 pub use adapter::{peft_name, target_dims, LoraAdapter, Param};
-pub use base::{Dense, Frozen, FrozenBlock, FrozenLinear};
+pub use base::{BaseMatmul, Dense, Frozen, FrozenBlock, FrozenLinear};
 pub use config::{LoraConfig, Target};
 pub use error::{LoraError, Result};
 pub use head::{linear_cross_entropy, CHUNK};

@@ -11,8 +11,8 @@ use crate::config::Target;
 use crate::error::{LoraError, Result};
 use crate::head::linear_cross_entropy;
 use smolt_kernels::{
-    attention_backward, attention_forward, geglu_backward, geglu_forward, matmul_nn, matmul_nt,
-    matmul_tn, rms_norm_backward, rms_norm_forward, rope_backward, rope_forward, Float,
+    attention_forward, geglu_backward, geglu_forward, matmul_nn, matmul_nt, matmul_tn,
+    rms_norm_backward, rms_norm_forward, rope_backward, rope_forward, Float,
 };
 
 /// The label that means "no loss here", as in HF.
@@ -515,14 +515,13 @@ impl<F: Float> Frozen<'_, F> {
         let mut dk = vec![F::ZERO; t * nkv * hd];
         let mut dv = vec![F::ZERO; t * nkv * hd];
         let scale = F::from_f64(spec.attn_scale as f64);
-        attention_backward(
+        crate::attention::attention_backward(
             &datt,
             &c.q,
             &c.k,
             &c.v,
             &c.att,
             &c.lse,
-            &positions,
             nh,
             nkv,
             hd,
