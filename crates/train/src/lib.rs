@@ -7,6 +7,9 @@
 //! [`TextEncoder`]) → [`Trainer`] (micro-batches from [`batch`], AdamW from [`optim`], lr from
 //! [`schedule`], atomic [`checkpoint`]s) → run directory (`config.toml`, adapter in PEFT format
 //! via [`adapter`], `metrics.csv`, `loss.png`, `summary.json` via [`report`]).
+//!
+//! [`gemma::LoraEngine`] is the real [`Trainable`] (smolt-lora over smolt-model), and
+//! [`gemma::train`] is the whole `smolt train` command; [`toy`] is the test model.
 
 pub mod adapter;
 pub mod batch;
