@@ -412,4 +412,8 @@ fn out_of_range_tokens_and_a_full_context_are_errors() {
         cache.is_empty(),
         "a refused call must leave the cache untouched"
     );
+    // Nothing in, nothing out.
+    assert!(m.forward(&[], &mut cache, Logits::Last).unwrap().is_empty());
+    assert!(m.forward(&[], &mut cache, Logits::All).unwrap().is_empty());
+    assert!(cache.is_empty());
 }
