@@ -49,7 +49,7 @@ pub struct Example {
     /// Token ids: BOS, prompt, answer, EOS.
     pub ids: Vec<u32>,
     /// `loss_mask[t]` is true when `ids[t]` is a target, i.e. the loss includes
-    /// -log p(ids[t] | ids[..t]). True exactly on the answer tokens and the final EOS, and
+    /// `-log p(ids[t] | ids[..t])`. True exactly on the answer tokens and the final EOS, and
     /// never at t = 0.
     pub loss_mask: Vec<bool>,
     /// Where the example came from.
