@@ -1,1 +1,42 @@
-//! smolt-constrain: output constraints (JSON Schema, regex, Lark grammars) as token masks, through llguidance.
+//! smolt-constrain: output constraints (JSON Schema, regex, Lark grammars) as token masks,
+//! through llguidance, over smolt's own tokenizer.
+//!
+//! The pieces, from once per process to once per token:
+//! - [`ConstraintEngine`]: the vocabulary's byte trie and llguidance's parser factory (≈0.7 s
+//!   for Gemma; build once, share the `Arc`).
+//! - [`Constraint`]: a spec ([`ConstraintSpec`]) checked and compiled up front, so that a
+//!   schema llguidance cannot honour fails before any generation with a message saying where.
+//! - [`ConstraintState`]: one per sequence; mask → sample → commit.
+//! - [`generate_constrained`]: the decode loop over any [`LogitsSource`], feeding forced
+//!   tokens in one forward pass and telling complete output from truncated.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let tokenizer: std::sync::Arc<smolt_tokenizer::Tokenizer> = todo!();
+//! # let mut model: Box<dyn smolt_constrain::LogitsSource> = todo!();
+//! # let prompt: Vec<u32> = vec![];
+//! use smolt_constrain::{ConstraintEngine, ConstraintSpec, generate_constrained, GenerateLimits};
+//! let engine = ConstraintEngine::new(tokenizer)?;
+//! let constraint = engine.compile(&ConstraintSpec::json_schema_file("receipt.json")?)?;
+//! let mut state = constraint.start();
+//! let out = generate_constrained(&mut model, &prompt, &mut state, GenerateLimits::new(128),
+//!     |logits| smolt_constrain::greedy(logits))?;
+//! assert!(out.finish.is_complete());
+//! # Ok(()) }
+//! ```
+
+mod constraint;
+mod env;
+mod error;
+mod generate;
+
+pub use constraint::{
+    Constraint, ConstraintEngine, ConstraintSpec, ConstraintState, JsonLayout, TokenMask,
+};
+pub use env::{end_tokens, trie_bytes, SmoltTokEnv, SPECIAL_MARKER};
+pub use error::{ConstrainError, Result};
+pub use generate::{
+    generate_constrained, greedy, Finish, GenerateLimits, GenerationStats, LogitsSource,
+    ConstrainedOutput,
+};
+pub use llguidance;

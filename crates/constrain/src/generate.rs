@@ -1,0 +1,177 @@
+//! The constrained decode loop, generic over where logits come from.
+
+use std::time::Instant;
+
+use crate::constraint::ConstraintState;
+use crate::error::{ConstrainError, Result};
+
+/// A model with its KV cache, seen from the decode loop. smolt-decode implements it for
+/// `Model` + `KvCache`; tests can script it. Keeping the model behind this trait is what lets
+/// smolt-decode depend on this crate and not the other way round.
+pub trait LogitsSource {
+    /// Feeds `tokens` after everything fed before (one batched forward pass) and returns the
+    /// logits of the last of them, one per vocabulary entry.
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>>;
+}
+
+impl<T: LogitsSource + ?Sized> LogitsSource for &mut T {
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        (**self).forward(tokens)
+    }
+}
+
+impl<T: LogitsSource + ?Sized> LogitsSource for Box<T> {
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        (**self).forward(tokens)
+    }
+}
+
+/// How long to go on and whether to batch forced tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenerateLimits {
+    /// At most this many output tokens (forced ones included, the end token excluded).
+    pub max_tokens: usize,
+    /// Feed grammar-forced tokens together with the sampled token before them in one forward
+    /// pass. Off only to measure what batching saves: the greedy output is the same.
+    pub batch_forced: bool,
+}
+
+impl GenerateLimits {
+    pub fn new(max_tokens: usize) -> GenerateLimits {
+        GenerateLimits {
+            max_tokens,
+            batch_forced: true,
+        }
+    }
+}
+
+/// Why constrained generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// The grammar reached its end (e.g. a JSON value's closing bracket): nothing else could
+    /// follow, so no end token was sampled.
+    GrammarEnd,
+    /// The model chose this end token where the output was complete (it is not in the ids).
+    EndToken(u32),
+    /// The token limit hit where the output happens to be complete (a number, a regex that
+    /// could go on); valid, but the model might have continued.
+    LimitAccepting,
+    /// The token limit hit inside an unfinished output: it is NOT valid and must not be
+    /// treated as such.
+    Truncated,
+}
+
+impl Finish {
+    /// Whether the output is a complete match of the constraint.
+    pub fn is_complete(self) -> bool {
+        self != Finish::Truncated
+    }
+}
+
+/// Counters for one generation; the numbers the mask benchmark reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GenerationStats {
+    /// Forward passes, the prompt's included.
+    pub forward_passes: usize,
+    /// Output tokens the grammar forced, committed without sampling.
+    pub forced_tokens: usize,
+    /// Forward passes avoided by feeding forced tokens in the batch of the token before them
+    /// (each would otherwise have cost its own pass).
+    pub passes_saved: usize,
+    /// Time to compute each sampled step's mask, in nanoseconds.
+    pub mask_nanos: Vec<u64>,
+}
+
+/// Output ids (without the prompt and the end token), why generation stopped, and counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConstrainedOutput {
+    pub ids: Vec<u32>,
+    pub finish: Finish,
+    pub stats: GenerationStats,
+}
+
+/// Argmax: a `sample` function for greedy decoding (lowest id on a tie).
+pub fn greedy(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Generates from `prompt` (ids, BOS included if the model wants one; nothing fed to `source`
+/// yet) under `state`'s constraint.
+///
+/// Each step masks the logits (disallowed = `-inf`) and asks `sample` for a token, so any
+/// sampler works: [`greedy`], or smolt-decode's `Sampler::sample`. Tokens the grammar forces
+/// are committed without sampling and fed with the sampled token before them (or with the
+/// prompt) as one batch. The last output token is never fed: nothing needs its logits.
+pub fn generate_constrained(
+    source: &mut impl LogitsSource,
+    prompt: &[u32],
+    state: &mut ConstraintState,
+    limits: GenerateLimits,
+    mut sample: impl FnMut(&[f32]) -> u32,
+) -> Result<ConstrainedOutput> {
+    let mut ids = Vec::new();
+    let mut stats = GenerationStats::default();
+    let mut feed: Vec<u32> = prompt.to_vec();
+    let finish = loop {
+        if limits.batch_forced && !state.is_finished() && ids.len() < limits.max_tokens {
+            let mut forced = state.forced_tokens();
+            forced.truncate(limits.max_tokens - ids.len());
+            if !forced.is_empty() {
+                state.commit_forced(&forced)?;
+                stats.forced_tokens += forced.len();
+                stats.passes_saved += forced.len();
+                ids.extend_from_slice(&forced);
+                feed.extend_from_slice(&forced);
+            }
+        }
+        if state.is_finished() {
+            break Finish::GrammarEnd;
+        }
+        if ids.len() >= limits.max_tokens {
+            break if state.is_accepting() {
+                Finish::LimitAccepting
+            } else {
+                Finish::Truncated
+            };
+        }
+        let mut logits = source.forward(&feed).map_err(ConstrainError::Forward)?;
+        stats.forward_passes += 1;
+        feed.clear();
+        if logits.is_empty() {
+            return Err(ConstrainError::Engine(
+                "the model returned no logits (empty prompt?)".into(),
+            ));
+        }
+        let t0 = Instant::now();
+        let mask = state.mask()?;
+        stats.mask_nanos.push(t0.elapsed().as_nanos() as u64);
+        if mask.num_allowed() == 0 {
+            return Err(ConstrainError::Engine(format!(
+                "no token is allowed after {} output tokens{}",
+                ids.len(),
+                state.error().map(|e| format!(": {e}")).unwrap_or_default()
+            )));
+        }
+        let mask = state.mask()?;
+        mask.apply(&mut logits);
+        let token = sample(&logits);
+        if !mask.is_allowed(token) {
+            return Err(ConstrainError::Engine(format!(
+                "the sampler chose token {token}, which the constraint forbids"
+            )));
+        }
+        state.commit(token)?;
+        if state.end_tokens().contains(&token) {
+            break Finish::EndToken(token);
+        }
+        ids.push(token);
+        feed.push(token);
+    };
+    Ok(ConstrainedOutput { ids, finish, stats })
+}
