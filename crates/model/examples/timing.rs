@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = model.lm_head(&hidden[..rows * model.spec.d_model]);
     eprintln!("head {rows} rows: {:.3}s", t0.elapsed().as_secs_f64());
     let t0 = Instant::now();
-    let steps = 16;
+    let steps: u32 = std::env::var("STEPS").map_or(16, |s| s.parse().unwrap());
     for i in 0..steps {
         let _ = model.forward(&[1000 + i], &mut cache, Logits::Last)?;
     }
