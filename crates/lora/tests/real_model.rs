@@ -6,7 +6,7 @@
 //! A missing file FAILS these tests (it does not skip them): fetch the model first.
 
 use serde_json::Value;
-use smolt_lora::{Frozen, LoraAdapter, LoraConfig, Sequence, StepOptions, Target};
+use smolt_lora::{BaseMatmul, Frozen, LoraAdapter, LoraConfig, Sequence, StepOptions, Target};
 use smolt_model::{Model, Precision};
 use std::path::PathBuf;
 
@@ -86,11 +86,11 @@ struct Diffs {
     grad_norm_all: f64,
 }
 
-fn compare(precision: Precision) -> Diffs {
+fn compare(precision: Precision, matmul: BaseMatmul) -> Diffs {
     let fx = fixture();
     let res = &fx["results"];
     let model = Model::load(model_path(), precision).unwrap();
-    let base = Frozen::from_model(&model);
+    let base = Frozen::from_model_with(&model, matmul);
     let (ids, labels) = sequence(&fx);
     let seq = Sequence {
         tokens: &ids,
@@ -157,7 +157,7 @@ fn compare(precision: Precision) -> Diffs {
         grad_norm_all: all.sqrt(),
     };
     eprintln!(
-        "{precision:?}: step {:.2} s; loss {} (PEFT {}, rel {:.1e}); base loss {} (rel {:.1e}); \
+        "{precision:?} ({matmul:?} forward): step {:.2} s; loss {} (PEFT {}, rel {:.1e}); base loss {} (rel {:.1e}); \
          grad norm {} (PEFT {}, rel {:.1e}); worst per-tensor |grad| rel diff {:.1e}; \
          worst element diff / tolerance {:.2}",
         dt.as_secs_f64(),
@@ -178,7 +178,7 @@ fn compare(precision: Precision) -> Diffs {
 #[test]
 fn f32_reference_matches_peft() {
     let res = fixture()["results"].clone();
-    let d = compare(Precision::F32);
+    let d = compare(Precision::F32, BaseMatmul::Quantized);
     let rel =
         |a: f64, k: &str| (a - res[k].as_f64().unwrap()).abs() / res[k].as_f64().unwrap().abs();
     assert!(
@@ -209,12 +209,45 @@ fn f32_reference_matches_peft() {
     );
 }
 
+/// The quantized model with decoded-tile forward products: the reference arithmetic without the
+/// dequantized copy of the model, so the reference tolerances apply.
+#[test]
+fn decoded_forward_matches_peft_like_the_reference() {
+    let res = fixture()["results"].clone();
+    let d = compare(Precision::Fast, BaseMatmul::Decoded);
+    let rel =
+        |a: f64, k: &str| (a - res[k].as_f64().unwrap()).abs() / res[k].as_f64().unwrap().abs();
+    assert!(
+        rel(d.loss_lora, "loss_lora") < 1e-4,
+        "loss {} vs PEFT {}",
+        d.loss_lora,
+        res["loss_lora"]
+    );
+    assert!(
+        rel(d.loss_base, "loss_base") < 1e-4,
+        "base loss {} vs HF {}",
+        d.loss_base,
+        res["loss_base"]
+    );
+    assert!(rel(d.grad_norm_all, "grad_norm_all") < 1e-4);
+    assert!(
+        d.worst_fro < 1e-3,
+        "a per-tensor gradient norm is off by {:.2e} relative",
+        d.worst_fro
+    );
+    assert!(
+        d.worst_element <= 1.0,
+        "a gradient element is {:.2}× its tolerance off",
+        d.worst_element
+    );
+}
+
 /// The fast mode (quantized weights, Q8 activations in the forward) is not the reference
 /// arithmetic: it is bounded loosely here and its distance reported.
 #[test]
 fn fast_mode_lands_near_peft() {
     let res = fixture()["results"].clone();
-    let d = compare(Precision::Fast);
+    let d = compare(Precision::Fast, BaseMatmul::Quantized);
     let rel =
         |a: f64, k: &str| (a - res[k].as_f64().unwrap()).abs() / res[k].as_f64().unwrap().abs();
     assert!(
