@@ -123,8 +123,10 @@ impl ConstraintEngine {
         let tok_env: TokEnv = env.clone();
         let mut factory =
             ParserFactory::new_simple(&tok_env).map_err(|e| ConstrainError::Engine(e.to_string()))?;
-        // Warnings reach the user through `Constraint::warnings`, not stray stderr lines.
+        // Warnings reach the user through `Constraint::warnings`, not stray stderr lines, and
+        // errors say what is wrong without a dump of the parser's internal state.
         factory.quiet();
+        factory.limits_mut().verbose_errors = false;
         Ok(Arc::new(ConstraintEngine {
             env,
             factory,
@@ -164,6 +166,25 @@ impl ConstraintEngine {
             .factory
             .create_parser(self.grammar(spec))
             .map_err(|e| rejected(spec, &e.to_string()))?;
+        if let ConstraintSpec::Lark(g) = spec {
+            // After llguidance's own checks, so that syntax errors get its messages.
+            if let Some(dead) = crate::lark_check::unproductive_rules(g) {
+                if dead.iter().any(|r| r == "start") {
+                    return Err(ConstrainError::AcceptsNothing {
+                        what: what.into(),
+                        detail: format!(
+                            "rule `start` can never finish: every alternative of {} \
+                             needs another expansion of itself (add a base case such \
+                             as an alternative without the recursion)",
+                            dead.iter()
+                                .map(|r| format!("`{r}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    });
+                }
+            }
+        }
         let mut prototype = Matcher::new(Ok(parser));
         if let Some(e) = prototype.get_error() {
             return Err(rejected(spec, &e));
@@ -173,9 +194,13 @@ impl ConstraintEngine {
         // start is not accepting. Checking here turns a silent dead end into an error. The
         // probe is a clone so that `start` hands out a parser that has computed nothing.
         let mut probe = prototype.clone();
-        let first = probe
-            .compute_mask()
-            .map_err(|e| rejected(spec, &e.to_string()))?;
+        let first = probe.compute_mask().map_err(|e| ConstrainError::AcceptsNothing {
+            what: what.into(),
+            detail: format!(
+                "llguidance finds no way to start it ({})",
+                e.to_string().lines().next().unwrap_or_default()
+            ),
+        })?;
         let accepting = probe.is_accepting().unwrap_or(false);
         if first.is_zero() && !accepting {
             return Err(ConstrainError::AcceptsNothing {

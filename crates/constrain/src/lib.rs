@@ -29,6 +29,7 @@ mod constraint;
 mod env;
 mod error;
 mod generate;
+mod lark_check;
 
 pub use constraint::{
     Constraint, ConstraintEngine, ConstraintSpec, ConstraintState, JsonLayout, TokenMask,
