@@ -30,6 +30,8 @@ enum Command {
     Generate(commands::generate::Args),
     /// Print the token ids of a text.
     Tokenize(commands::tokenize::Args),
+    /// Train a LoRA adapter on JSONL examples, directly over the quantized model.
+    Train(commands::train::Args),
     /// Measure prefill and decode speed (as llama-bench's pp and tg figures).
     Bench(commands::bench::Args),
 }
@@ -50,5 +52,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Train(args) => commands::train::run(args),
     }
 }

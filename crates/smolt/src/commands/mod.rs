@@ -5,6 +5,7 @@ pub mod fetch;
 pub mod generate;
 pub mod inspect;
 pub mod tokenize;
+pub mod train;
 
 use std::path::PathBuf;
 use std::time::Instant;

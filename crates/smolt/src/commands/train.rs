@@ -1,0 +1,122 @@
+//! `smolt train`: a LoRA adapter trained directly over the quantized GGUF model.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Data: JSONL, one example per line, as {\"input\": ..., \"output\": ...}, {\"prompt\": ..., \
+\"completion\": ...} or {\"messages\": [...]}. The loss is on the answer only.
+
+Every setting lives in a TOML config (--config); the flags below and --set KEY=VALUE override it.
+The run directory receives config.toml, adapter_model.safetensors + adapter_config.json (PEFT
+format), checkpoints/, metrics.csv, loss.png and summary.json. A killed or interrupted run
+continues with --resume.
+
+Examples:
+  smolt train --data train.jsonl --valid valid.jsonl --out runs/receipts
+  smolt train --data train.jsonl --out runs/r8 --rank 8 --epochs 2 --set lr=1e-4
+  smolt train --out runs/receipts --resume")]
+pub struct Args {
+    /// Training data (JSONL).
+    #[arg(long, required_unless_present_any = ["config", "resume"])]
+    data: Option<PathBuf>,
+    /// Validation data (JSONL), evaluated every `eval_every` steps and at the end.
+    #[arg(long)]
+    valid: Option<PathBuf>,
+    /// A JSON Schema the answers must satisfy; violations are reported with file:line.
+    #[arg(long)]
+    schema: Option<PathBuf>,
+    /// The run directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// A TOML config with any of the settings (see `smolt_train::TrainConfig`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run in --out from its newest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// A .gguf file, or `gemma-3-270m` (the default, fetched on first use).
+    #[arg(short, long, env = "SMOLT_MODEL")]
+    model: Option<String>,
+    /// LoRA rank.
+    #[arg(long)]
+    rank: Option<usize>,
+    /// Passes over the training data.
+    #[arg(long)]
+    epochs: Option<u32>,
+    /// Stop after this many optimiser steps (overrides --epochs).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Seed for initialisation, shuffling and dropout.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Any other setting, as KEY=VALUE (repeatable), e.g. --set warmup_steps=20.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Print one JSON line with the run's figures (for benchmark scripts).
+    #[arg(long)]
+    bench_json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    let mut put = |k: &str, v: String| overrides.push((k.to_string(), v));
+    if let Some(m) = &args.model {
+        put("model", super::resolve_model(m)?.display().to_string());
+    }
+    if let Some(d) = &args.data {
+        put("data", d.display().to_string());
+    }
+    if let Some(v) = &args.valid {
+        put("valid", v.display().to_string());
+    }
+    if let Some(s) = &args.schema {
+        put("schema", s.display().to_string());
+    }
+    if let Some(r) = args.rank {
+        put("lora_r", r.to_string());
+    }
+    if let Some(e) = args.epochs {
+        put("epochs", e.to_string());
+    }
+    if let Some(s) = args.steps {
+        put("max_steps", s.to_string());
+    }
+    if let Some(lr) = args.lr {
+        put("lr", lr.to_string());
+    }
+    if let Some(s) = args.seed {
+        put("seed", s.to_string());
+    }
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set expects KEY=VALUE, got `{kv}`"))?;
+        put(k.trim(), v.trim().to_string());
+    }
+    let mut cfg = smolt::train::gemma::run_config(
+        &args.out,
+        args.config.as_deref(),
+        &overrides,
+        args.resume,
+    )?;
+    if args.model.is_none() && !std::path::Path::new(&cfg.model).is_file() {
+        // No model, or the default's name: fetch it like every command does.
+        let spec = if cfg.model.is_empty() {
+            smolt::hub::DEFAULT_MODEL
+        } else {
+            cfg.model.as_str()
+        };
+        cfg.model = super::resolve_model(spec)?.display().to_string();
+    }
+    let summary = smolt::train::gemma::train(cfg, &args.out, args.resume)?;
+    if args.bench_json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
+}
