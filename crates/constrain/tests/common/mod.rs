@@ -27,3 +27,64 @@ pub fn engine() -> Arc<ConstraintEngine> {
         .get_or_init(|| ConstraintEngine::new(tokenizer()).expect("engine"))
         .clone()
 }
+
+/// The real model behind the [`smolt_constrain::LogitsSource`] trait, as smolt-decode will
+/// provide it.
+pub struct ModelSource<'a> {
+    pub model: &'a smolt_model::Model,
+    pub cache: smolt_model::KvCache,
+}
+
+impl<'a> ModelSource<'a> {
+    pub fn new(model: &'a smolt_model::Model) -> Self {
+        ModelSource {
+            model,
+            cache: model.new_cache(),
+        }
+    }
+}
+
+impl smolt_constrain::LogitsSource for ModelSource<'_> {
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        Ok(self
+            .model
+            .forward(tokens, &mut self.cache, smolt_model::Logits::Last)?)
+    }
+}
+
+/// Temperature sampling (softmax over the finite logits), enough for tests without pulling
+/// in smolt-decode (which depends on this crate).
+pub struct TempSampler {
+    pub temperature: f32,
+    pub rng: rand::rngs::StdRng,
+}
+
+impl TempSampler {
+    pub fn new(temperature: f32, seed: u64) -> Self {
+        use rand::SeedableRng;
+        TempSampler {
+            temperature,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        use rand::Rng;
+        let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let w: Vec<f64> = logits
+            .iter()
+            .map(|&l| (((l - max) / self.temperature) as f64).exp())
+            .collect();
+        let total: f64 = w.iter().sum();
+        let mut r = self.rng.gen::<f64>() * total;
+        for (i, &x) in w.iter().enumerate() {
+            if x > 0.0 {
+                r -= x;
+                if r < 0.0 {
+                    return i as u32;
+                }
+            }
+        }
+        smolt_constrain::greedy(logits)
+    }
+}
