@@ -109,8 +109,8 @@ fn check_shapes(w: &QMatrix, x: &[f32], m: usize, y: &[f32]) -> Result<(), Quant
 /// that rayon's per-task cost stays small against its dot products.
 fn rows_per_task(n: usize, m: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    let by_balance = n.div_ceil(threads * 8);
-    let by_overhead = 256usize.div_ceil(m.max(1));
+    let by_balance = n.div_ceil(threads * 4);
+    let by_overhead = 64usize.div_ceil(m.max(1));
     by_balance.max(by_overhead).clamp(1, n.max(1))
 }
 
@@ -128,6 +128,14 @@ fn matmul_with(
     let (n, k) = (w.rows, w.cols);
     if m == 0 || n == 0 {
         return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kern.path == SimdPath::Avx512 && k > 0 && simd::gemm512::supports(w.ty) {
+        // SAFETY: an AVX-512 table exists only after `kernels_for` detected every feature
+        // gemm512 is compiled for (AVX-512F/BW/VL/DQ/VNNI, F16C); shapes checked above.
+        if unsafe { simd::gemm512::matmul(w, x, m, y) }.is_some() {
+            return Ok(());
+        }
     }
     let vt = vec_dot_type(w.ty);
     let dot = kern.dot(w.ty).ok_or(QuantError::Unsupported {

@@ -171,3 +171,36 @@ fn every_path_matmul_matches_scalar() {
         }
     }
 }
+
+/// The AVX-512 panel (m ≥ 4) and two-blocks-per-vector (m < 4) paths on shapes with odd
+/// block counts, partial 16-row panels and x-row tails, against the scalar path.
+#[test]
+fn fast_paths_match_scalar_on_odd_shapes() {
+    let mut r = rng(15);
+    for ty in [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q6K] {
+        let ks: &[usize] = if ty.block_size() == 32 {
+            &[32, 96, 640]
+        } else {
+            &[256, 768]
+        };
+        for &k in ks {
+            for n in [1usize, 5, 16, 17, 35] {
+                let w = weights(&mut r, ty, n, k);
+                let qm = QMatrix::new(ty, n, k, &w).unwrap();
+                for m in [1usize, 2, 3, 4, 5, 9] {
+                    let x = normals(&mut r, m * k, 1.0);
+                    let mut want = vec![0f32; m * n];
+                    matmul_q_on(SimdPath::Scalar, &qm, &x, m, &mut want).unwrap();
+                    let mut got = vec![0f32; m * n];
+                    matmul_q(&qm, &x, m, &mut got).unwrap();
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * b.abs().max(1e-2),
+                            "{ty} n={n} k={k} m={m}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

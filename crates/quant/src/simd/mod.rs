@@ -13,6 +13,8 @@ use crate::{kquants, legacy, GgmlType};
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod gemm512;
 
 /// `nb` blocks of weights `w` dotted with `nb` blocks of activations `a` (in the
 /// weight type's `vec_dot_type`). Callers guarantee both slices hold `nb` blocks.

@@ -1,0 +1,547 @@
+//! AVX-512 VNNI matmul for the weight types Gemma-class GGUFs are made of (Q8_0, Q5_0,
+//! Q4_K, Q6_K): the same quantized arithmetic as `vec_dot` (activations quantized to
+//! `vec_dot_type`, exact integer block sums, float scales), laid out for throughput.
+//!
+//! * Activations are quantized once per matmul and kept as plain i8 rows with one f32
+//!   scale per weight sub-block (`XQ`), so no kernel converts an f16 scale in its loop.
+//! * Many x rows (prefill): 16 W rows are unpacked into a *panel* of unsigned 8-bit
+//!   quants, interleaved so that one 64-byte vector holds four consecutive quants of each
+//!   of the 16 rows. One `vpdpbusd` against four broadcast activation bytes then gives 16
+//!   (row, x-row) partial sums at once: a block's dot products need no horizontal sum, the
+//!   panel (≤ 40 KB) stays in L1 while every x row streams past, and the output is 16
+//!   contiguous floats per x row. The unsigned offset (`zero`: 128, 16, 32) is removed
+//!   exactly in integers with the activation block sums; Q4_K's mins use them in float.
+//! * One x row (decode): four W rows at a time, two 32-element blocks per vector.
+
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use crate::kquants::{scale_min_k4, Q4_K_BYTES, Q6_K_BYTES, Q8_K_BYTES, QK_K};
+use crate::legacy::{Q5_0_BYTES, Q8_0_BYTES};
+use crate::matmul::QMatrix;
+use crate::{f16_to_f32, quantize_unchecked, row_bytes, vec_dot_type, GgmlType};
+
+/// W rows per panel: the 16 i32 lanes of a zmm.
+const PR: usize = 16;
+/// x rows per micro-kernel call.
+const XR: usize = 4;
+
+/// What the kernels need to know about a weight type: sub-block length, the offset that
+/// makes its quants unsigned, whether it has per-sub-block mins.
+#[derive(Clone, Copy)]
+struct Fmt {
+    bs: usize,
+    zero: i32,
+    has_min: bool,
+}
+
+fn fmt(ty: GgmlType) -> Option<Fmt> {
+    use GgmlType::*;
+    Some(match ty {
+        Q8_0 => Fmt {
+            bs: 32,
+            zero: 128,
+            has_min: false,
+        },
+        Q5_0 => Fmt {
+            bs: 32,
+            zero: 16,
+            has_min: false,
+        },
+        Q4K => Fmt {
+            bs: 32,
+            zero: 0,
+            has_min: true,
+        },
+        Q6K => Fmt {
+            bs: 16,
+            zero: 32,
+            has_min: false,
+        },
+        _ => return None,
+    })
+}
+
+/// Whether `matmul` handles `ty`.
+pub(crate) fn supports(ty: GgmlType) -> bool {
+    fmt(ty).is_some()
+}
+
+/// Activations quantized exactly as `quantize_activations` does, unpacked per sub-block.
+struct Xq {
+    k: usize,
+    nblk: usize,
+    /// `m × k` quants.
+    q: Vec<i8>,
+    /// `m × nblk` scales.
+    d: Vec<f32>,
+    /// `m × nblk`: zero · Σq over the sub-block (exact).
+    zs: Vec<i32>,
+    /// `m × nblk`: d · Σq (for the mins of Q4_K).
+    ds: Vec<f32>,
+}
+
+impl Xq {
+    fn new(ty: GgmlType, f: Fmt, x: &[f32], m: usize, k: usize) -> Xq {
+        let vt = vec_dot_type(ty);
+        let ab = row_bytes(vt, k).expect("validated k");
+        let nblk = k / f.bs;
+        let mut xq = Xq {
+            k,
+            nblk,
+            q: vec![0; m * k],
+            d: vec![0.0; m * nblk],
+            zs: vec![0; m * nblk],
+            ds: vec![0.0; m * nblk],
+        };
+        let row = |(((xr, q), d), (zs, ds)): (
+            ((&[f32], &mut [i8]), &mut [f32]),
+            (&mut [i32], &mut [f32]),
+        )| {
+            let mut buf = vec![0u8; ab];
+            quantize_unchecked(vt, xr, &mut buf);
+            let (gb, qoff, dsz) = if vt == GgmlType::Q8_0 {
+                (32, 2, Q8_0_BYTES)
+            } else {
+                (QK_K, 4, Q8_K_BYTES)
+            };
+            for (g, blk) in buf.chunks_exact(dsz).enumerate() {
+                let dg = if vt == GgmlType::Q8_0 {
+                    f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]))
+                } else {
+                    f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]])
+                };
+                for (i, &b) in blk[qoff..qoff + gb].iter().enumerate() {
+                    q[g * gb + i] = b as i8;
+                }
+                for s in 0..gb / f.bs {
+                    let b = g * gb / f.bs + s;
+                    let sum: i32 = q[b * f.bs..(b + 1) * f.bs].iter().map(|&v| v as i32).sum();
+                    d[b] = dg;
+                    zs[b] = f.zero * sum;
+                    ds[b] = dg * sum as f32;
+                }
+            }
+        };
+        if m == 1 {
+            row((
+                ((x, &mut xq.q[..]), &mut xq.d[..]),
+                (&mut xq.zs[..], &mut xq.ds[..]),
+            ));
+        } else {
+            x.par_chunks(k)
+                .zip(xq.q.par_chunks_mut(k))
+                .zip(xq.d.par_chunks_mut(nblk))
+                .zip(xq.zs.par_chunks_mut(nblk).zip(xq.ds.par_chunks_mut(nblk)))
+                .for_each(row);
+        }
+        xq
+    }
+}
+
+/// Writes row `r`'s unsigned quants to `u` (k bytes) and its sub-block scales and mins to
+/// `d[b·PR + r]`, `mn[b·PR + r]`.
+fn unpack_row(ty: GgmlType, row: &[u8], r: usize, u: &mut [u8], d: &mut [f32], mn: &mut [f32]) {
+    let h = |b: &[u8], o: usize| f16_to_f32(u16::from_le_bytes([b[o], b[o + 1]]));
+    match ty {
+        GgmlType::Q8_0 => {
+            for (b, (blk, u)) in row
+                .chunks_exact(Q8_0_BYTES)
+                .zip(u.chunks_exact_mut(32))
+                .enumerate()
+            {
+                d[b * PR + r] = h(blk, 0);
+                for (o, &q) in u.iter_mut().zip(&blk[2..34]) {
+                    *o = q ^ 0x80;
+                }
+            }
+        }
+        GgmlType::Q5_0 => {
+            for (b, (blk, u)) in row
+                .chunks_exact(Q5_0_BYTES)
+                .zip(u.chunks_exact_mut(32))
+                .enumerate()
+            {
+                d[b * PR + r] = h(blk, 0);
+                let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+                for j in 0..16 {
+                    let q = blk[6 + j];
+                    u[j] = (q & 0x0f) | ((((qh >> j) & 1) as u8) << 4);
+                    u[j + 16] = (q >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+                }
+            }
+        }
+        GgmlType::Q4K => {
+            for (sb, (blk, u)) in row
+                .chunks_exact(Q4_K_BYTES)
+                .zip(u.chunks_exact_mut(QK_K))
+                .enumerate()
+            {
+                let (dd, dmin) = (h(blk, 0), h(blk, 2));
+                let scales = &blk[4..16];
+                for j in 0..4 {
+                    let qs = &blk[16 + 32 * j..48 + 32 * j];
+                    for l in 0..32 {
+                        u[64 * j + l] = qs[l] & 0x0f;
+                        u[64 * j + 32 + l] = qs[l] >> 4;
+                    }
+                    for s in 0..2 {
+                        let (sc, m) = scale_min_k4(2 * j + s, scales);
+                        let b = sb * 8 + 2 * j + s;
+                        d[b * PR + r] = dd * sc as f32;
+                        mn[b * PR + r] = -dmin * m as f32;
+                    }
+                }
+            }
+        }
+        GgmlType::Q6K => {
+            for (sb, (blk, u)) in row
+                .chunks_exact(Q6_K_BYTES)
+                .zip(u.chunks_exact_mut(QK_K))
+                .enumerate()
+            {
+                let dd = h(blk, 208);
+                for n in 0..2 {
+                    let ql = &blk[64 * n..64 * n + 64];
+                    let qh = &blk[128 + 32 * n..160 + 32 * n];
+                    let u = &mut u[128 * n..128 * n + 128];
+                    for l in 0..32 {
+                        u[l] = (ql[l] & 0x0f) | ((qh[l] & 3) << 4);
+                        u[l + 32] = (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4);
+                        u[l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                        u[l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                    }
+                }
+                for j in 0..16 {
+                    d[(sb * 16 + j) * PR + r] = dd * (blk[192 + j] as i8) as f32;
+                }
+            }
+        }
+        _ => unreachable!("fmt() admits only these types"),
+    }
+}
+
+/// 16 W rows unpacked and interleaved: for each group of 4 elements t, the 4 quants of
+/// rows 0..16 (`q[(t·16 + r)·4..+4]`); per sub-block the rows' scales and mins.
+struct Panel {
+    u: Vec<u8>,
+    q: Vec<u32>,
+    d: Vec<f32>,
+    mn: Vec<f32>,
+}
+
+impl Panel {
+    fn new(k: usize, nblk: usize) -> Panel {
+        Panel {
+            u: vec![0; PR * k],
+            q: vec![0; PR * k / 4],
+            d: vec![0.0; nblk * PR],
+            mn: vec![0.0; nblk * PR],
+        }
+    }
+
+    /// Loads rows `r0..r0+rows` of `w` (rows ≤ 16; missing rows are zero).
+    fn pack(&mut self, w: &QMatrix, r0: usize, rows: usize) {
+        let k = w.cols;
+        if rows < PR {
+            self.u.fill(0);
+            self.d.fill(0.0);
+            self.mn.fill(0.0);
+        }
+        for r in 0..rows {
+            unpack_row(
+                w.ty,
+                w.row(r0 + r),
+                r,
+                &mut self.u[r * k..(r + 1) * k],
+                &mut self.d,
+                &mut self.mn,
+            );
+        }
+        let g4 = k / 4;
+        for r in 0..PR {
+            let ur = &self.u[r * k..(r + 1) * k];
+            for (t, c) in ur.chunks_exact(4).enumerate() {
+                self.q[t * PR + r] = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        debug_assert_eq!(self.q.len(), g4 * PR);
+    }
+}
+
+/// `C` x rows against one panel: returns the 16 outputs of each x row.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VNNI; `pq` holds `nblk·G·16` u32, `pd`/`pm` `nblk·16`
+/// f32, each `xq[c]` `nblk·4G` bytes and `xd`/`xz`/`xs[c]` `nblk` values.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile<const C: usize, const G: usize, const MIN: bool>(
+    nblk: usize,
+    pq: *const u32,
+    pd: *const f32,
+    pm: *const f32,
+    xq: [*const i8; C],
+    xd: [*const f32; C],
+    xz: [*const i32; C],
+    xs: [*const f32; C],
+) -> [__m512; C] {
+    let mut acc = [_mm512_setzero_ps(); C];
+    for b in 0..nblk {
+        let mut wv = [_mm512_setzero_si512(); G];
+        for (g, v) in wv.iter_mut().enumerate() {
+            *v = _mm512_loadu_si512(pq.add((b * G + g) * PR) as *const __m512i);
+        }
+        let dv = _mm512_loadu_ps(pd.add(b * PR));
+        for c in 0..C {
+            let xb = xq[c].add(b * 4 * G);
+            let mut i0 = _mm512_setzero_si512();
+            let mut i1 = _mm512_setzero_si512();
+            for g in (0..G).step_by(2) {
+                let a0 = _mm512_set1_epi32((xb.add(4 * g) as *const i32).read_unaligned());
+                let a1 = _mm512_set1_epi32((xb.add(4 * g + 4) as *const i32).read_unaligned());
+                i0 = _mm512_dpbusd_epi32(i0, wv[g], a0);
+                i1 = _mm512_dpbusd_epi32(i1, wv[g + 1], a1);
+            }
+            let i = _mm512_sub_epi32(_mm512_add_epi32(i0, i1), _mm512_set1_epi32(*xz[c].add(b)));
+            let s = _mm512_mul_ps(dv, _mm512_set1_ps(*xd[c].add(b)));
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), s, acc[c]);
+            if MIN {
+                let mv = _mm512_loadu_ps(pm.add(b * PR));
+                acc[c] = _mm512_fmadd_ps(mv, _mm512_set1_ps(*xs[c].add(b)), acc[c]);
+            }
+        }
+    }
+    acc
+}
+
+/// `y` rows `r..r+C`, columns `j0..j0+rows` from one panel.
+///
+/// # Safety
+/// As for `tile`; `y` points at an `m × n` buffer with `r + C ≤ m`, `j0 + rows ≤ n`,
+/// and no other thread writes these columns.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn panel_rows<const C: usize, const G: usize, const MIN: bool>(
+    p: &Panel,
+    x: &Xq,
+    r: usize,
+    y: *mut f32,
+    n: usize,
+    j0: usize,
+    rows: usize,
+) {
+    let nb = x.nblk;
+    let xq: [*const i8; C] = std::array::from_fn(|c| x.q.as_ptr().add((r + c) * x.k));
+    let xd: [*const f32; C] = std::array::from_fn(|c| x.d.as_ptr().add((r + c) * nb));
+    let xz: [*const i32; C] = std::array::from_fn(|c| x.zs.as_ptr().add((r + c) * nb));
+    let xs: [*const f32; C] = std::array::from_fn(|c| x.ds.as_ptr().add((r + c) * nb));
+    let acc = tile::<C, G, MIN>(
+        nb,
+        p.q.as_ptr(),
+        p.d.as_ptr(),
+        p.mn.as_ptr(),
+        xq,
+        xd,
+        xz,
+        xs,
+    );
+    let mask: __mmask16 = if rows >= PR { !0 } else { (1u16 << rows) - 1 };
+    for (c, v) in acc.iter().enumerate() {
+        _mm512_mask_storeu_ps(y.add((r + c) * n + j0), mask, *v);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: used only to let tasks write disjoint parts of one output buffer.
+unsafe impl Send for SyncPtr {}
+// SAFETY: as above; no two tasks write the same element.
+unsafe impl Sync for SyncPtr {}
+
+/// Prefill path: `y[m×n] = x[m×k] · Wᵀ` over 16-row panels.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL/VNNI; shapes were checked by the caller.
+unsafe fn matmul_panels(w: &QMatrix, f: Fmt, x: &Xq, m: usize, y: &mut [f32]) {
+    let (n, k) = (w.rows, w.cols);
+    let yp = SyncPtr(y.as_mut_ptr());
+    let npanels = n.div_ceil(PR);
+    (0..npanels).into_par_iter().for_each_init(
+        || Panel::new(k, x.nblk),
+        move |p, t| {
+            let yp = yp;
+            let j0 = t * PR;
+            let rows = (n - j0).min(PR);
+            p.pack(w, j0, rows);
+            let mut r = 0;
+            // SAFETY: the features were checked by the caller; this task alone writes
+            // columns j0..j0+rows of y, and every pointer stays inside p, x and y.
+            unsafe {
+                macro_rules! run {
+                    ($c:expr) => {
+                        match (f.bs, f.has_min) {
+                            (32, false) => panel_rows::<$c, 8, false>(p, x, r, yp.0, n, j0, rows),
+                            (32, true) => panel_rows::<$c, 8, true>(p, x, r, yp.0, n, j0, rows),
+                            (16, false) => panel_rows::<$c, 4, false>(p, x, r, yp.0, n, j0, rows),
+                            _ => unreachable!("no such format"),
+                        }
+                    };
+                }
+                while r + XR <= m {
+                    run!(XR);
+                    r += XR;
+                }
+                while r < m {
+                    run!(1);
+                    r += 1;
+                }
+            }
+        },
+    );
+}
+
+// ---------------------------------------------------------------- one x row
+
+/// Σ over `nb` 32-element blocks of four W rows (`w`, row stride `rb`) against one
+/// activation row. Q8_0 and Q5_0 only (`Q5 = true` for Q5_0).
+///
+/// # Safety
+/// AVX-512F/BW/VL/DQ/VNNI; `w` holds 4 rows of `nb` blocks at stride `rb`; `xq` holds
+/// `nb·32` bytes, `xdv`/`xzv` `nb.div_ceil(2)·16` values.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
+unsafe fn rows4_legacy<const Q5: bool, const R: usize>(
+    nb: usize,
+    w: *const u8,
+    rb: usize,
+    xq: *const i8,
+    xdv: *const f32,
+    xzv: *const i32,
+) -> [f32; R] {
+    let bsz = if Q5 { Q5_0_BYTES } else { Q8_0_BYTES };
+    let mut acc = [_mm512_setzero_ps(); R];
+    let m4 = _mm512_set1_epi8(0x0f);
+    let bit4 = _mm512_set1_epi8(0x10);
+    let flip = _mm512_set1_epi8(0x80u8 as i8);
+    let pairs = nb.div_ceil(2);
+    for p in 0..pairs {
+        let two = 2 * p + 1 < nb;
+        let xv = if two {
+            _mm512_loadu_si512(xq.add(64 * p) as *const __m512i)
+        } else {
+            _mm512_zextsi256_si512(_mm256_loadu_si256(xq.add(64 * p) as *const __m256i))
+        };
+        let dxv = _mm512_loadu_ps(xdv.add(16 * p));
+        let zv = _mm512_loadu_si512(xzv.add(16 * p) as *const __m512i);
+        for (r, a) in acc.iter_mut().enumerate() {
+            let b0 = w.add(r * rb + 2 * p * bsz);
+            let b1 = if two { b0.add(bsz) } else { b0 };
+            let h0 = u16::from_le_bytes(*(b0 as *const [u8; 2])) as i32;
+            let h1 = u16::from_le_bytes(*(b1 as *const [u8; 2])) as i32;
+            let dw2 = _mm_cvtph_ps(_mm_cvtsi32_si128(h0 | (h1 << 16)));
+            let dwv = _mm512_insertf32x8(
+                _mm512_broadcastss_ps(dw2),
+                _mm256_broadcastss_ps(_mm_movehdup_ps(dw2)),
+                1,
+            );
+            let wv = if Q5 {
+                let n0 = _mm_loadu_si128(b0.add(6) as *const __m128i);
+                let n1 = _mm_loadu_si128(b1.add(6) as *const __m128i);
+                let lo = _mm256_set_m128i(n1, n0);
+                let z = _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_srli_epi16(lo, 4), 1);
+                // [n0, n1, n0>>4, n1>>4] → [n0, n0>>4, n1, n1>>4]
+                let z = _mm512_and_si512(_mm512_shuffle_i64x2(z, z, 0b11_01_10_00), m4);
+                let q0 = u32::from_le_bytes(*(b0.add(2) as *const [u8; 4])) as u64;
+                let q1 = u32::from_le_bytes(*(b1.add(2) as *const [u8; 4])) as u64;
+                _mm512_mask_add_epi8(z, q0 | (q1 << 32), z, bit4)
+            } else {
+                let lo = _mm256_loadu_si256(b0.add(2) as *const __m256i);
+                let hi = _mm256_loadu_si256(b1.add(2) as *const __m256i);
+                _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), flip)
+            };
+            let i = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv), zv);
+            *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dwv, dxv), *a);
+        }
+    }
+    acc.map(|v| _mm512_reduce_add_ps(v))
+}
+
+/// Decode path: `y[n] = W · x` for one x row (Q8_0 / Q5_0).
+///
+/// # Safety
+/// AVX-512F/BW/VL/DQ/VNNI; shapes checked by the caller.
+unsafe fn matvec_legacy(w: &QMatrix, x: &Xq, row: usize, y: &mut [f32]) {
+    let n = w.rows;
+    let nb = x.nblk;
+    let pairs = nb.div_ceil(2);
+    let mut xdv = vec![0f32; pairs * 16];
+    let mut xzv = vec![0i32; pairs * 16];
+    for b in 0..nb {
+        let (p, h) = (b / 2, b % 2);
+        xdv[p * 16 + 8 * h..p * 16 + 8 * h + 8].fill(x.d[row * nb + b]);
+        xzv[p * 16 + 8 * h] = x.zs[row * nb + b];
+    }
+    let xq = &x.q[row * x.k..(row + 1) * x.k];
+    let rb = w.row_bytes();
+    let q5 = w.ty == GgmlType::Q5_0;
+    let threads = rayon::current_num_threads().max(1);
+    let rpt = n.div_ceil(threads * 4).next_multiple_of(4).max(64);
+    y.par_chunks_mut(rpt).enumerate().for_each(|(t, out)| {
+        let j0 = t * rpt;
+        let mut j = 0;
+        // SAFETY: features checked by the caller; rows j0+j.. exist (4 or 1 at a time
+        // within out's length) and x buffers are sized as rows4_legacy requires.
+        unsafe {
+            let base = w.data.as_ptr();
+            let (xp, dp, zp) = (xq.as_ptr(), xdv.as_ptr(), xzv.as_ptr());
+            while j + 4 <= out.len() {
+                let wp = base.add((j0 + j) * rb);
+                let v = if q5 {
+                    rows4_legacy::<true, 4>(nb, wp, rb, xp, dp, zp)
+                } else {
+                    rows4_legacy::<false, 4>(nb, wp, rb, xp, dp, zp)
+                };
+                out[j..j + 4].copy_from_slice(&v);
+                j += 4;
+            }
+            while j < out.len() {
+                let wp = base.add((j0 + j) * rb);
+                let v = if q5 {
+                    rows4_legacy::<true, 1>(nb, wp, rb, xp, dp, zp)
+                } else {
+                    rows4_legacy::<false, 1>(nb, wp, rb, xp, dp, zp)
+                };
+                out[j] = v[0];
+                j += 1;
+            }
+        }
+    });
+}
+
+/// Below this many x rows, unpacking panels costs more than it saves.
+const PANEL_MIN_M: usize = 4;
+
+/// `y[m×n] = x[m×k] · Wᵀ` for a type `supports` admits; `None` if this path declines
+/// (the caller then uses the generic per-row kernels).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL/DQ/VNNI and F16C; shapes checked by the caller.
+pub(crate) unsafe fn matmul(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> Option<()> {
+    let f = fmt(w.ty)?;
+    let legacy = matches!(w.ty, GgmlType::Q8_0 | GgmlType::Q5_0);
+    if m < PANEL_MIN_M && !legacy {
+        return None;
+    }
+    let xq = Xq::new(w.ty, f, x, m, w.cols);
+    if m < PANEL_MIN_M {
+        for (r, yr) in y.chunks_mut(w.rows).enumerate() {
+            matvec_legacy(w, &xq, r, yr);
+        }
+    } else {
+        matmul_panels(w, f, &xq, m, y);
+    }
+    Some(())
+}
