@@ -15,7 +15,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use split::{split, SplitError, SplitSpec, Splits};
-pub use synth::{receipts, receipts_schema, Country, SynthConfig};
+pub use synth::{
+    arithmetic_errors, receipts, receipts_eval_config, receipts_schema, Country, SynthConfig,
+};
 
 /// One example: what the model reads and what it must answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

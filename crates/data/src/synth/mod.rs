@@ -155,6 +155,39 @@ pub fn receipts_schema() -> Value {
     })
 }
 
+/// How to score receipts, as the JSON a `smolt_eval::EvalConfig` deserialises from (kept as
+/// JSON so this crate need not depend on the evaluator).
+///
+/// Text is compared case-insensitively because the truth keeps the printed case, which OCR
+/// and models both garble harmlessly; addresses and postcodes ignore punctuation and spacing
+/// ("K1A 0B1" = "K1A0B1"); the timestamp is compared as a date-time and money to the cent.
+pub fn receipts_eval_config() -> Value {
+    json!({
+        "fields": {
+            "retailer": "case",
+            "address": "alnum",
+            "postal_code": "alnum",
+            "country": "case",
+            "timestamp": "datetime",
+            "currency": "case",
+            "items.name": "case",
+            "items.qty": "number",
+            "items.price": "number",
+            "items.amount": "number",
+            "subtotal": "number",
+            "discount": "number",
+            "taxes.name": "case",
+            "taxes.rate": "number",
+            "taxes.amount": "number",
+            "tax_included": "exact",
+            "total": "number",
+            "payment_method": "case",
+            "card_last4": "alnum"
+        },
+        "number_tolerance": 0.005
+    })
+}
+
 /// The arithmetic a receipt truth must satisfy, to the cent; an empty list means consistent.
 ///
 /// Public so that predictions can be checked the same way (a prediction can match every field
