@@ -82,6 +82,12 @@ struct Xq {
     ds: Vec<f32>,
 }
 
+/// One x row and its slices of `Xq`, as the parallel zip hands them out.
+type XqRow<'a> = (
+    ((&'a [f32], &'a mut [i8]), &'a mut [f32]),
+    (&'a mut [i32], &'a mut [f32]),
+);
+
 impl Xq {
     fn new(ty: GgmlType, f: Fmt, x: &[f32], m: usize, k: usize) -> Xq {
         let vt = vec_dot_type(ty);
@@ -95,10 +101,7 @@ impl Xq {
             zs: vec![0; m * nblk],
             ds: vec![0.0; m * nblk],
         };
-        let row = |(((xr, q), d), (zs, ds)): (
-            ((&[f32], &mut [i8]), &mut [f32]),
-            (&mut [i32], &mut [f32]),
-        )| {
+        let row = |(((xr, q), d), (zs, ds)): XqRow| {
             let mut buf = vec![0u8; ab];
             quantize_unchecked(vt, xr, &mut buf);
             let (gb, qoff, dsz) = if vt == GgmlType::Q8_0 {
