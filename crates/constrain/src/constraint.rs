@@ -121,8 +121,8 @@ impl ConstraintEngine {
         let end_tokens = end_tokens(&tokenizer);
         let env = Arc::new(SmoltTokEnv::new(tokenizer)?);
         let tok_env: TokEnv = env.clone();
-        let mut factory =
-            ParserFactory::new_simple(&tok_env).map_err(|e| ConstrainError::Engine(e.to_string()))?;
+        let mut factory = ParserFactory::new_simple(&tok_env)
+            .map_err(|e| ConstrainError::Engine(e.to_string()))?;
         // Warnings reach the user through `Constraint::warnings`, not stray stderr lines, and
         // errors say what is wrong without a dump of the parser's internal state.
         factory.quiet();
@@ -194,13 +194,15 @@ impl ConstraintEngine {
         // start is not accepting. Checking here turns a silent dead end into an error. The
         // probe is a clone so that `start` hands out a parser that has computed nothing.
         let mut probe = prototype.clone();
-        let first = probe.compute_mask().map_err(|e| ConstrainError::AcceptsNothing {
-            what: what.into(),
-            detail: format!(
-                "llguidance finds no way to start it ({})",
-                e.to_string().lines().next().unwrap_or_default()
-            ),
-        })?;
+        let first = probe
+            .compute_mask()
+            .map_err(|e| ConstrainError::AcceptsNothing {
+                what: what.into(),
+                detail: format!(
+                    "llguidance finds no way to start it ({})",
+                    e.to_string().lines().next().unwrap_or_default()
+                ),
+            })?;
         let accepting = probe.is_accepting().unwrap_or(false);
         if first.is_zero() && !accepting {
             return Err(ConstrainError::AcceptsNothing {
@@ -264,7 +266,11 @@ fn check_meta_schema(schema: &Value, what: &str) -> Result<()> {
         let pointer = e.instance_path.to_string();
         return Err(ConstrainError::InvalidSchema {
             what: what.into(),
-            pointer: if pointer.is_empty() { "/".into() } else { pointer },
+            pointer: if pointer.is_empty() {
+                "/".into()
+            } else {
+                pointer
+            },
             message: e.to_string(),
         });
     }

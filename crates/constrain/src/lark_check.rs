@@ -262,7 +262,10 @@ mod tests {
 
     #[test]
     fn unknown_syntax_gives_up() {
-        assert_eq!(unproductive_rules("start: %json {\"type\": \"object\"}\n"), None);
+        assert_eq!(
+            unproductive_rules("start: %json {\"type\": \"object\"}\n"),
+            None
+        );
         assert_eq!(unproductive_rules("start: A & B\n"), None);
     }
 }

@@ -37,7 +37,7 @@ pub use constraint::{
 pub use env::{end_tokens, trie_bytes, SmoltTokEnv, SPECIAL_MARKER};
 pub use error::{ConstrainError, Result};
 pub use generate::{
-    generate_constrained, greedy, Finish, GenerateLimits, GenerationStats, LogitsSource,
-    ConstrainedOutput,
+    generate_constrained, greedy, ConstrainedOutput, Finish, GenerateLimits, GenerationStats,
+    LogitsSource,
 };
 pub use llguidance;

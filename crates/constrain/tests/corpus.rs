@@ -15,7 +15,10 @@ use smolt_model::{Model, Precision};
 const MAX_TOKENS: usize = 160;
 
 fn prompt_text(schema: &serde_json::Value, text: &str) -> String {
-    let fields = match schema.get("properties").or_else(|| schema.pointer("/items/properties")) {
+    let fields = match schema
+        .get("properties")
+        .or_else(|| schema.pointer("/items/properties"))
+    {
         Some(serde_json::Value::Object(p)) => p.keys().cloned().collect::<Vec<_>>().join(", "),
         _ => String::new(),
     };
@@ -26,8 +29,7 @@ fn prompt_text(schema: &serde_json::Value, text: &str) -> String {
 fn every_output_validates() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let prompts: BTreeMap<String, Vec<String>> =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("prompts.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("prompts.json")).unwrap()).unwrap();
     let model = Model::load(common::model_path(), Precision::Fast).expect("model");
     let tok = common::tokenizer();
     let engine = common::engine();
@@ -99,9 +101,13 @@ fn every_output_validates() {
                 match serde_json::from_str::<serde_json::Value>(&json) {
                     Ok(v) => match validator.validate(&v) {
                         Ok(()) => valid += 1,
-                        Err(e) => failures.push(format!("{name}[{i}] T={temperature}: {e}: {json}")),
+                        Err(e) => {
+                            failures.push(format!("{name}[{i}] T={temperature}: {e}: {json}"))
+                        }
                     },
-                    Err(e) => failures.push(format!("{name}[{i}] T={temperature}: parse: {e}: {json}")),
+                    Err(e) => {
+                        failures.push(format!("{name}[{i}] T={temperature}: parse: {e}: {json}"))
+                    }
                 }
             }
         }
@@ -113,7 +119,11 @@ fn every_output_validates() {
          {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    assert!(failures.is_empty(), "invalid outputs:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "invalid outputs:\n{}",
+        failures.join("\n")
+    );
     assert_eq!(valid, complete);
     assert!(total > 0);
     if only.is_none() {

@@ -142,7 +142,9 @@ fn forced_tokens_ride_in_one_batch_and_change_nothing() {
 fn masks_hold_end_tokens_only_where_complete() {
     let eng = common::engine();
     let c = eng
-        .compile(&ConstraintSpec::JsonSchema(serde_json::json!({"type": "boolean"})))
+        .compile(&ConstraintSpec::JsonSchema(
+            serde_json::json!({"type": "boolean"}),
+        ))
         .unwrap();
     let mut st = c.start();
     let m = st.mask().unwrap();

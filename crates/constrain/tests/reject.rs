@@ -108,8 +108,11 @@ fn good_constraints_compile() {
         ConstraintSpec::AnyJson,
         ConstraintSpec::Regex("[0-9]{4}-[0-9]{2}-[0-9]{2}".into()),
         ConstraintSpec::Lark("start: \"yes\" | \"no\"\n".into()),
-        schema(json!({"type": "object", "properties": {"d": {"type": "string", "format": "date"}}})),
+        schema(
+            json!({"type": "object", "properties": {"d": {"type": "string", "format": "date"}}}),
+        ),
     ] {
-        eng.compile(&spec).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
+        eng.compile(&spec)
+            .unwrap_or_else(|e| panic!("{spec:?}: {e}"));
     }
 }

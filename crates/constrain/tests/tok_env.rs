@@ -68,7 +68,13 @@ fn spot_checks() {
     assert_eq!(two_spaces.len(), 1);
     assert_eq!(trie.token(two_spaces[0]), b"  ");
     // Control tokens are marked, and llguidance finds them by name.
-    for name in ["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<pad>"] {
+    for name in [
+        "<bos>",
+        "<eos>",
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<pad>",
+    ] {
         let i = id(name);
         let mut want = vec![SPECIAL_MARKER];
         want.extend_from_slice(name.as_bytes());
