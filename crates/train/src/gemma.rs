@@ -137,7 +137,11 @@ pub fn train(
     if let Some(v) = &valid {
         eprintln!("{}", v.describe(cfg.max_len));
     }
-    let mut engine = LoraEngine::new(Frozen::from_model(&model), &cfg)?;
+    // Decoded: each frozen matrix is decoded tile by tile into f32 for gemm. Measured 1.7x
+    // faster per step than the Q8-activation kernels, at the same memory, and it is exactly
+    // the f32 reference arithmetic that the PEFT gradient check validates.
+    let base = Frozen::from_model_with(&model, smolt_lora::BaseMatmul::Decoded);
+    let mut engine = LoraEngine::new(base, &cfg)?;
     let trainer = crate::Trainer::new(cfg, out, &mut engine, &train, valid.as_ref())
         .stop_flag(crate::engine::ctrlc_flag()?);
     if resume {
