@@ -17,10 +17,10 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use crate::kquants::{scale_min_k4, Q4_K_BYTES, Q6_K_BYTES, Q8_K_BYTES, QK_K};
+use crate::kquants::{scale_min_k4, Q4_K_BYTES, Q6_K_BYTES, QK_K};
 use crate::legacy::{Q5_0_BYTES, Q8_0_BYTES};
 use crate::matmul::QMatrix;
-use crate::{f16_to_f32, quantize_unchecked, row_bytes, vec_dot_type, GgmlType};
+use crate::{f16_to_f32, f32_to_f16, vec_dot_type, GgmlType};
 
 /// W rows per panel: the 16 i32 lanes of a zmm.
 const PR: usize = 16;
@@ -91,7 +91,6 @@ type XqRow<'a> = (
 impl Xq {
     fn new(ty: GgmlType, f: Fmt, x: &[f32], m: usize, k: usize) -> Xq {
         let vt = vec_dot_type(ty);
-        let ab = row_bytes(vt, k).expect("validated k");
         let nblk = k / f.bs;
         let mut xq = Xq {
             k,
@@ -102,28 +101,13 @@ impl Xq {
             ds: vec![0.0; m * nblk],
         };
         let row = |(((xr, q), d), (zs, ds)): XqRow| {
-            let mut buf = vec![0u8; ab];
-            quantize_unchecked(vt, xr, &mut buf);
-            let (gb, qoff, dsz) = if vt == GgmlType::Q8_0 {
-                (32, 2, Q8_0_BYTES)
-            } else {
-                (QK_K, 4, Q8_K_BYTES)
-            };
-            for (g, blk) in buf.chunks_exact(dsz).enumerate() {
-                let dg = if vt == GgmlType::Q8_0 {
-                    f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]))
+            // SAFETY: `matmul` (the only caller) runs on AVX-512 CPUs only; the slices
+            // are one row's worth: k values, k quants, nblk block entries.
+            unsafe {
+                if vt == GgmlType::Q8_0 {
+                    quant_row_q8_0(xr, q, d, zs, ds, f.zero)
                 } else {
-                    f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]])
-                };
-                for (i, &b) in blk[qoff..qoff + gb].iter().enumerate() {
-                    q[g * gb + i] = b as i8;
-                }
-                for s in 0..gb / f.bs {
-                    let b = g * gb / f.bs + s;
-                    let sum: i32 = q[b * f.bs..(b + 1) * f.bs].iter().map(|&v| v as i32).sum();
-                    d[b] = dg;
-                    zs[b] = f.zero * sum;
-                    ds[b] = dg * sum as f32;
+                    quant_row_q8_k(xr, q, d, zs, ds, f)
                 }
             }
         };
@@ -140,6 +124,124 @@ impl Xq {
                 .for_each(row);
         }
         xq
+    }
+}
+
+/// `quantize_q8_0` (ggml's: d = amax/127 stored as f16, q = round-half-away(x·127/amax))
+/// straight into the `Xq` form, for 32-element sub-blocks.
+///
+/// # Safety
+/// AVX-512F/BW/VL/DQ; `q.len() == x.len()`, `d`, `zs`, `ds` hold `x.len() / 32` entries.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn quant_row_q8_0(
+    x: &[f32],
+    q: &mut [i8],
+    d: &mut [f32],
+    zs: &mut [i32],
+    ds: &mut [f32],
+    zero: i32,
+) {
+    assert!(
+        q.len() == x.len() && d.len() * 32 == x.len() && zs.len() == d.len() && ds.len() == d.len()
+    );
+    let sign = _mm512_set1_ps(-0.0);
+    let half = _mm512_set1_ps(0.5);
+    let one = _mm512_set1_ps(1.0);
+    for b in 0..d.len() {
+        let v = [
+            _mm512_loadu_ps(x.as_ptr().add(32 * b)),
+            _mm512_loadu_ps(x.as_ptr().add(32 * b + 16)),
+        ];
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+        let dd = amax / 127.0;
+        let id = _mm512_set1_ps(if dd != 0.0 { 1.0 / dd } else { 0.0 });
+        let mut sum = _mm512_setzero_si512();
+        for (h, &vh) in v.iter().enumerate() {
+            let s = _mm512_mul_ps(vh, id);
+            // roundf: truncate, then step away from zero where the dropped part is ≥ 0.5.
+            let t = _mm512_roundscale_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            let up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(s, t)), half, _CMP_GE_OQ);
+            let step = _mm512_or_ps(_mm512_and_ps(s, sign), one);
+            let r = _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, step));
+            sum = _mm512_add_epi32(sum, r);
+            _mm_storeu_si128(
+                q.as_mut_ptr().add(32 * b + 16 * h) as *mut __m128i,
+                _mm512_cvtepi32_epi8(r),
+            );
+        }
+        let sum = _mm512_reduce_add_epi32(sum);
+        let df = f16_to_f32(f32_to_f16(dd));
+        d[b] = df;
+        zs[b] = zero * sum;
+        ds[b] = df * sum as f32;
+    }
+}
+
+/// `quantize_q8_k` (scale -127/max per 256, round to nearest even, clamp at 127) into
+/// the `Xq` form for `f.bs`-element sub-blocks.
+///
+/// # Safety
+/// AVX-512F/BW/VL/DQ; `q.len() == x.len()` (a multiple of 256), `d`, `zs`, `ds` hold
+/// `x.len() / f.bs` entries.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn quant_row_q8_k(
+    x: &[f32],
+    q: &mut [i8],
+    d: &mut [f32],
+    zs: &mut [i32],
+    ds: &mut [f32],
+    f: Fmt,
+) {
+    assert!(q.len() == x.len() && x.len() % QK_K == 0 && d.len() * f.bs == x.len());
+    assert!(zs.len() == d.len() && ds.len() == d.len());
+    let per = QK_K / f.bs;
+    let lim = _mm512_set1_epi32(127);
+    for g in 0..x.len() / QK_K {
+        let xp = x.as_ptr().add(g * QK_K);
+        let mut am = _mm512_setzero_ps();
+        for i in 0..16 {
+            am = _mm512_max_ps(am, _mm512_abs_ps(_mm512_loadu_ps(xp.add(16 * i))));
+        }
+        let amax = _mm512_reduce_max_ps(am);
+        if amax == 0.0 {
+            q[g * QK_K..(g + 1) * QK_K].fill(0);
+            for s in 0..per {
+                let b = g * per + s;
+                (d[b], zs[b], ds[b]) = (0.0, 0, 0.0);
+            }
+            continue;
+        }
+        // The first element whose |x| is the maximum gives the sign, as in the scalar loop.
+        let amv = _mm512_set1_ps(amax);
+        let mut max = amax;
+        for i in 0..16 {
+            let v = _mm512_loadu_ps(xp.add(16 * i));
+            let k = _mm512_cmp_ps_mask(_mm512_abs_ps(v), amv, _CMP_EQ_OQ);
+            if k != 0 {
+                max = *xp.add(16 * i + k.trailing_zeros() as usize);
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let isv = _mm512_set1_ps(iscale);
+        let dg = 1.0 / iscale;
+        let mut sums = [0i32; 16];
+        for i in 0..16 {
+            let v = _mm512_mul_ps(_mm512_loadu_ps(xp.add(16 * i)), isv);
+            let r = _mm512_min_epi32(_mm512_cvtps_epi32(v), lim);
+            sums[i] = _mm512_reduce_add_epi32(r);
+            _mm_storeu_si128(
+                q.as_mut_ptr().add(g * QK_K + 16 * i) as *mut __m128i,
+                _mm512_cvtepi32_epi8(r),
+            );
+        }
+        for s in 0..per {
+            let sum: i32 = sums[s * f.bs / 16..(s + 1) * f.bs / 16].iter().sum();
+            let b = g * per + s;
+            d[b] = dg;
+            zs[b] = f.zero * sum;
+            ds[b] = dg * sum as f32;
+        }
     }
 }
 

@@ -1,0 +1,46 @@
+//! Decode-shaped matvec timings: the 262,144 × 640 Q8_0 LM head and the body's Q5_0 shapes,
+//! m = 1, best of N runs (min is the figure to trust on a shared machine).
+//! `cargo run --release -p smolt-quant --example headbench`
+
+use std::time::Instant;
+
+use smolt_quant::{matmul_q, quantize_row, GgmlType, QMatrix};
+
+fn main() {
+    let shapes = [
+        (GgmlType::Q8_0, 262_144usize, 640usize),
+        (GgmlType::Q8_0, 8192, 640),
+        (GgmlType::Q5_0, 2048, 640),
+        (GgmlType::Q4K, 640, 2048),
+    ];
+    let mut seed = 7u64;
+    let mut rnd = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    for (ty, n, k) in shapes {
+        let rb = k / ty.block_size() * ty.type_size();
+        let row: Vec<f32> = (0..k).map(|_| rnd()).collect();
+        let mut w = vec![0u8; n * rb];
+        for (i, d) in w.chunks_mut(rb).enumerate() {
+            let r: Vec<f32> = row.iter().map(|v| v * (1.0 + (i % 7) as f32)).collect();
+            quantize_row(ty, &r, d).unwrap();
+        }
+        let qm = QMatrix::new(ty, n, k, &w).unwrap();
+        let x: Vec<f32> = (0..k).map(|_| rnd()).collect();
+        let mut y = vec![0f32; n];
+        let reps = (2_000_000_000 / w.len()).clamp(5, 2000);
+        let mut best = f64::MAX;
+        for _ in 0..reps {
+            let t = Instant::now();
+            matmul_q(&qm, &x, 1, &mut y).unwrap();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{} {n}x{k} m=1: best {:.3} ms, {:.1} GB/s of weights",
+            ty.name(),
+            best * 1e3,
+            w.len() as f64 / best / 1e9
+        );
+    }
+}
