@@ -192,7 +192,7 @@ unsafe fn quant_row_q8_k(
     ds: &mut [f32],
     f: Fmt,
 ) {
-    assert!(q.len() == x.len() && x.len() % QK_K == 0 && d.len() * f.bs == x.len());
+    assert!(q.len() == x.len() && x.len().is_multiple_of(QK_K) && d.len() * f.bs == x.len());
     assert!(zs.len() == d.len() && ds.len() == d.len());
     let per = QK_K / f.bs;
     let lim = _mm512_set1_epi32(127);
