@@ -33,7 +33,8 @@ pub struct EvalConfig {
     /// When the output is not JSON, score the first JSON object found in it (base models add
     /// chatter around their answer). The validity rate still counts such outputs as invalid.
     pub lenient_json: bool,
-    /// How many of the worst records the report keeps.
+    /// How many of the worst records the report keeps (unparseable outputs get at most half the
+    /// places when enough parsed-but-wrong records exist, so reading errors stay visible).
     pub worst_n: usize,
 }
 

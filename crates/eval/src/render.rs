@@ -214,7 +214,7 @@ impl EvalReport {
         }
         b.push_str("</section>");
 
-        b.push_str("<section><h2>Fields</h2><p class=\"note\">Light bar: exact match. Dark bar: after normalisation. List sub-fields (indented) show F1 over matched items.</p>");
+        b.push_str("<section><h2>Fields</h2><p class=\"note\"><span class=\"sw ex\"></span>exact <span class=\"sw no\"></span>after normalisation; numbers on the right: normalised, then exact in grey. List sub-fields (·) show F1 over matched items.</p>");
         let bars: Vec<(String, f64, f64)> = self
             .fields
             .iter()
@@ -291,11 +291,23 @@ impl EvalReport {
                     );
                 }
                 b.push_str("<div class=\"cmp\">");
-                b.push_str(&fields_table(&w.fields));
-                if !w.valid_json {
+                if w.prediction.is_some() {
+                    b.push_str(&fields_table(&w.fields));
+                } else {
+                    // Every field is missing: a table of dashes says less than the two texts.
+                    let truth = w.truth.to_string();
                     let _ = write!(
                         b,
-                        "<div class=\"lab\">raw output</div><pre class=\"raw\">{}</pre>",
+                        "<p class=\"note\">Output is not JSON: all {} fields count as missing.</p><div class=\"lab\">raw output</div><pre class=\"raw bad\">{}</pre><div class=\"lab\">truth</div><pre>{}</pre>",
+                        w.fields.len(),
+                        esc(&w.raw),
+                        esc(&truth)
+                    );
+                }
+                if !w.valid_json && w.prediction.is_some() {
+                    let _ = write!(
+                        b,
+                        "<div class=\"lab\">raw output (scored leniently)</div><pre class=\"raw\">{}</pre>",
                         esc(&w.raw)
                     );
                 }
@@ -377,9 +389,10 @@ table.grid td:not(:first-child),table.grid th:not(:first-child){text-align:right
 pre{margin:0;background:#f3f5f8;border:1px solid var(--line);border-radius:6px;padding:8px 10px;font:12px/1.35 ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-word;max-height:520px;overflow:auto}
 .lab{font-size:11px;color:var(--mute);text-transform:uppercase;letter-spacing:.04em;margin:0 0 4px}
 table.fields td{font:12px/1.35 ui-monospace,Menlo,Consolas,monospace;word-break:break-word}
-table.fields td.path{color:var(--mute)}
+table.fields td.path{color:var(--mute);white-space:nowrap}table.fields td.st{white-space:nowrap;text-align:right}
 tr.bad td{background:#fde4e1}tr.bad td.st{color:#c0392b;font-weight:600}
-tr.norm td{background:#fff5d6}tr.extra td{background:#efe7fb}
+tr.norm td{background:#fff5d6}pre.bad{background:#fdf0ee;border-color:#f3c9c3}tr.extra td{background:#efe7fb}
+span.sw{display:inline-block;width:12px;height:10px;border-radius:2px;margin:0 5px 0 10px;vertical-align:-1px}span.sw.ex{background:#b9c6d8;margin-left:0}span.sw.no{background:#2f6fd0}
 svg text{font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif}
 footer{color:var(--mute);font-size:12px;margin-top:20px}
 ";
@@ -392,7 +405,7 @@ pub(crate) fn field_bars_svg(rows: &[(String, f64, f64)]) -> String {
     let h = rows.len() as f64 * row_h + 30.0;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"100%\" viewBox=\"0 0 {} {h}\" role=\"img\" aria-label=\"per-field accuracy\">",
-        label_w + bar_w + 70.0
+        label_w + bar_w + 110.0
     );
     for t in 0..=4 {
         let x = label_w + bar_w * t as f64 / 4.0;
@@ -428,10 +441,11 @@ pub(crate) fn field_bars_svg(rows: &[(String, f64, f64)]) -> String {
         );
         let _ = write!(
             s,
-            "<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#1d2430\">{}</text>",
+            "<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#1d2430\"><tspan font-weight=\"600\">{}</tspan><tspan fill=\"#8a94a3\" dx=\"6\">{}</tspan></text>",
             label_w + bar_w + 8.0,
             y + 14.0,
-            pct(*no)
+            pct(*no),
+            pct(*ex)
         );
     }
     s.push_str("</svg>");

@@ -347,8 +347,22 @@ pub fn aggregate(config: &EvalConfig, label: &str, records: &[RecordResult]) -> 
         }
     });
 
+    // Unparseable outputs all score 0 and would fill the list; they take at most half of it so
+    // the reading errors of valid outputs stay visible.
     let mut ranked: Vec<&RecordResult> = records.iter().filter(|r| !r.record_match).collect();
     ranked.sort_by(|a, b| a.score.total_cmp(&b.score).then(a.index.cmp(&b.index)));
+    let max_unparsed = config.worst_n.div_ceil(2);
+    let unparsed = ranked.iter().filter(|r| r.parsed.is_none()).count();
+    let parsed_slots = ranked.len() - unparsed;
+    let keep_unparsed = max_unparsed.max(config.worst_n.saturating_sub(parsed_slots));
+    let mut seen_unparsed = 0;
+    ranked.retain(|r| {
+        if r.parsed.is_some() {
+            return true;
+        }
+        seen_unparsed += 1;
+        seen_unparsed <= keep_unparsed
+    });
     let worst = ranked
         .into_iter()
         .take(config.worst_n)

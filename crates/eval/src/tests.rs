@@ -286,6 +286,35 @@ fn aggregate_rates_latency_and_worst() {
 }
 
 #[test]
+fn unparseable_outputs_fill_at_most_half_the_worst_list() {
+    let t = json!({"a": 1, "b": 2});
+    let preds = [
+        "x",
+        "y",
+        "z",
+        "{\"a\": 1, \"b\": 3}",
+        "{\"a\": 1, \"b\": 2}",
+    ];
+    let c = EvalConfig {
+        worst_n: 2,
+        ..cfg()
+    };
+    let rep = evaluate(&c, "x", preds.iter().map(|p| Sample::new(p, &t)));
+    let idx: Vec<usize> = rep.worst.iter().map(|w| w.index).collect();
+    assert_eq!(idx, [0, 3]);
+    // With no parsed-but-wrong records, invalid ones take every place.
+    let rep = evaluate(
+        &EvalConfig {
+            worst_n: 3,
+            ..cfg()
+        },
+        "x",
+        preds[..3].iter().map(|p| Sample::new(p, &t)),
+    );
+    assert_eq!(rep.worst.len(), 3);
+}
+
+#[test]
 fn empty_evaluation_does_not_panic() {
     let rep = evaluate(&cfg(), "empty", std::iter::empty());
     assert_eq!(rep.n_records, 0);

@@ -192,7 +192,7 @@ impl Comparison {
             b.push_str(&delta_row(d, &d.fmt(d.a), &d.fmt(d.b)));
         }
         b.push_str("</tbody></table></section>");
-        b.push_str("<section><h2>Fields (normalised)</h2><p class=\"note\">Grey: A. Blue: B. List sub-fields show F1.</p>");
+        b.push_str("<section><h2>Fields (normalised)</h2><p class=\"note\"><span class=\"sw ex\"></span>A <span class=\"sw no\"></span>B; list sub-fields show F1.</p>");
         b.push_str(&paired_bars_svg(&self.fields));
         b.push_str("<table class=\"grid\"><thead><tr><th>field</th><th>exact A</th><th>exact B</th><th>normalised A</th><th>normalised B</th><th>Δ normalised</th></tr></thead><tbody>");
         for (n, e) in self.fields.iter().zip(&self.fields_exact) {
