@@ -7,6 +7,9 @@ use std::time::Instant;
 use smolt_quant::{matmul_q, quantize_row, GgmlType, QMatrix};
 
 fn main() {
+    if std::env::args().any(|a| a == "--prefill") {
+        return prefill();
+    }
     let shapes = [
         (GgmlType::Q8_0, 262_144usize, 640usize),
         (GgmlType::Q8_0, 8192, 640),
@@ -43,4 +46,47 @@ fn main() {
             w.len() as f64 / best / 1e9
         );
     }
+}
+
+/// The body's matmuls at m = 512 (one prefill layer's shapes), best of N, in GFLOP/s.
+fn prefill() {
+    let shapes = [
+        (GgmlType::Q5_0, 1024usize, 640usize),
+        (GgmlType::Q5_0, 2048, 640),
+        (GgmlType::Q8_0, 256, 640),
+        (GgmlType::Q4K, 640, 1024),
+        (GgmlType::Q6K, 640, 2048),
+    ];
+    let m = 512;
+    let mut seed = 9u64;
+    let mut rnd = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    let mut total = 0.0;
+    for (ty, n, k) in shapes {
+        let rb = k / ty.block_size() * ty.type_size();
+        let mut w = vec![0u8; n * rb];
+        for d in w.chunks_mut(rb) {
+            let r: Vec<f32> = (0..k).map(|_| rnd()).collect();
+            quantize_row(ty, &r, d).unwrap();
+        }
+        let qm = QMatrix::new(ty, n, k, &w).unwrap();
+        let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+        let mut y = vec![0f32; m * n];
+        let mut best = f64::MAX;
+        for _ in 0..15 {
+            let t = Instant::now();
+            matmul_q(&qm, &x, m, &mut y).unwrap();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        total += best;
+        println!(
+            "{} {n}x{k} m={m}: best {:.3} ms, {:.1} GFLOP/s",
+            ty.name(),
+            best * 1e3,
+            2.0 * (m * n * k) as f64 / best / 1e9
+        );
+    }
+    println!("sum {:.3} ms", total * 1e3);
 }

@@ -251,31 +251,18 @@ fn unpack_row(ty: GgmlType, row: &[u8], r: usize, u: &mut [u8], d: &mut [f32], m
     let h = |b: &[u8], o: usize| f16_to_f32(u16::from_le_bytes([b[o], b[o + 1]]));
     match ty {
         GgmlType::Q8_0 => {
-            for (b, (blk, u)) in row
-                .chunks_exact(Q8_0_BYTES)
-                .zip(u.chunks_exact_mut(32))
-                .enumerate()
-            {
+            for (b, blk) in row.chunks_exact(Q8_0_BYTES).enumerate() {
                 d[b * PR + r] = h(blk, 0);
-                for (o, &q) in u.iter_mut().zip(&blk[2..34]) {
-                    *o = q ^ 0x80;
-                }
             }
+            // SAFETY: only reached from `matmul` (AVX-512 CPUs); `row` holds the blocks.
+            unsafe { unpack_legacy_simd(ty, row, u) };
         }
         GgmlType::Q5_0 => {
-            for (b, (blk, u)) in row
-                .chunks_exact(Q5_0_BYTES)
-                .zip(u.chunks_exact_mut(32))
-                .enumerate()
-            {
+            for (b, blk) in row.chunks_exact(Q5_0_BYTES).enumerate() {
                 d[b * PR + r] = h(blk, 0);
-                let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
-                for j in 0..16 {
-                    let q = blk[6 + j];
-                    u[j] = (q & 0x0f) | ((((qh >> j) & 1) as u8) << 4);
-                    u[j + 16] = (q >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
-                }
             }
+            // SAFETY: as for Q8_0.
+            unsafe { unpack_legacy_simd(ty, row, u) };
         }
         GgmlType::Q4K => {
             for (sb, (blk, u)) in row
@@ -364,14 +351,55 @@ impl Panel {
                 &mut self.mn,
             );
         }
-        let g4 = k / 4;
-        for r in 0..PR {
-            let ur = &self.u[r * k..(r + 1) * k];
-            for (t, c) in ur.chunks_exact(4).enumerate() {
-                self.q[t * PR + r] = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
+        // SAFETY: `pack` runs only inside `matmul` (AVX-512 CPUs); `u` holds PR rows of k
+        // bytes and `q` PR·k/4 words, as `interleave` requires.
+        unsafe { interleave(&self.u, &mut self.q, k) };
+    }
+}
+
+/// `q[t·16 + r]` = bytes `4t..4t+4` of row `r` of `u` (16 rows of `k` bytes): one gather
+/// per group of four.
+///
+/// # Safety
+/// AVX-512F; `u.len() ≥ 16·k`, `q.len() ≥ 4·k`, `k` a multiple of 4 below 2³¹/16.
+#[target_feature(enable = "avx512f")]
+unsafe fn interleave(u: &[u8], q: &mut [u32], k: usize) {
+    assert!(u.len() >= PR * k && q.len() >= PR * k / 4 && k.is_multiple_of(4));
+    let rows = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let offs = _mm512_mullo_epi32(rows, _mm512_set1_epi32(k as i32));
+    for t in 0..k / 4 {
+        let v = _mm512_i32gather_epi32::<1>(offs, u.as_ptr().add(4 * t) as *const _);
+        _mm512_storeu_si512(q.as_mut_ptr().add(t * PR) as *mut __m512i, v);
+    }
+}
+
+/// Q8_0 / Q5_0 row → unsigned quants (q + 128, q + 16), one block per 256-bit vector.
+///
+/// # Safety
+/// AVX-512F/BW/VL; `row` holds `u.len() / 32` blocks of `ty`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+unsafe fn unpack_legacy_simd(ty: GgmlType, row: &[u8], u: &mut [u8]) {
+    let nb = u.len() / 32;
+    let up = u.as_mut_ptr();
+    if ty == GgmlType::Q8_0 {
+        assert!(row.len() >= nb * Q8_0_BYTES);
+        let flip = _mm256_set1_epi8(0x80u8 as i8);
+        for b in 0..nb {
+            let q = _mm256_loadu_si256(row.as_ptr().add(b * Q8_0_BYTES + 2) as *const __m256i);
+            _mm256_storeu_si256(up.add(32 * b) as *mut __m256i, _mm256_xor_si256(q, flip));
         }
-        debug_assert_eq!(self.q.len(), g4 * PR);
+    } else {
+        assert!(ty == GgmlType::Q5_0 && row.len() >= nb * Q5_0_BYTES);
+        let m4 = _mm256_set1_epi8(0x0f);
+        let bit4 = _mm256_set1_epi8(0x10);
+        for b in 0..nb {
+            let blk = row.as_ptr().add(b * Q5_0_BYTES);
+            let qh = u32::from_le_bytes(*(blk.add(2) as *const [u8; 4]));
+            let n = _mm_loadu_si128(blk.add(6) as *const __m128i);
+            let z = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(n, 4), n), m4);
+            let z = _mm256_mask_add_epi8(z, qh, z, bit4);
+            _mm256_storeu_si256(up.add(32 * b) as *mut __m256i, z);
+        }
     }
 }
 
