@@ -10,6 +10,19 @@
 //! - [`generate_constrained`]: the decode loop over any [`LogitsSource`], feeding forced
 //!   tokens in one forward pass and telling complete output from truncated.
 //!
+//! How smolt-decode and the CLI plug in (`smolt generate --schema f.json | --json |
+//! --regex RX | --grammar f.lark`):
+//! 1. Once per process: `ConstraintEngine::new(Arc::new(Tokenizer::from_gguf(model.gguf())?))`.
+//! 2. Per command or request: [`ConstraintSpec::json_schema_file`], [`ConstraintSpec::AnyJson`],
+//!    [`ConstraintSpec::Regex`] or [`ConstraintSpec::lark_file`], then
+//!    [`ConstraintEngine::compile`]; print its error and exit on failure (it names the
+//!    offending keyword, JSON pointer or grammar line), print [`Constraint::warnings`].
+//! 3. Per sequence: [`Constraint::start`], then either [`generate_constrained`] with a
+//!    [`LogitsSource`] over `Model` + `KvCache` and `|l| sampler.sample(l)`, or smolt-decode's
+//!    own loop calling [`ConstraintState::mask`] / [`TokenMask::apply`] / [`ConstraintState::commit`]
+//!    and feeding [`ConstraintState::forced_tokens`] with the sampled token in one batch.
+//! 4. Report [`Finish::Truncated`] as an error (the output is incomplete, never valid JSON).
+//!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let tokenizer: std::sync::Arc<smolt_tokenizer::Tokenizer> = todo!();
@@ -41,3 +54,17 @@ pub use generate::{
     LogitsSource,
 };
 pub use llguidance;
+
+#[cfg(test)]
+mod tests {
+    /// A server shares one engine and one compiled constraint across request threads and
+    /// moves each sequence's state to whichever thread decodes it.
+    #[test]
+    fn thread_safety() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<crate::ConstraintEngine>();
+        send_sync::<crate::Constraint>();
+        send::<crate::ConstraintState>();
+    }
+}
