@@ -1,5 +1,7 @@
 //! smolt: the library facade over the layered crates.
+pub use smolt_data as data;
 pub use smolt_decode as decode;
+pub use smolt_eval as eval;
 pub use smolt_gguf as gguf;
 pub use smolt_hub as hub;
 pub use smolt_kernels as kernels;

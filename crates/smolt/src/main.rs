@@ -32,6 +32,8 @@ enum Command {
     Tokenize(commands::tokenize::Args),
     /// Train a LoRA adapter on JSONL examples, directly over the quantized model.
     Train(commands::train::Args),
+    /// Make and split datasets (synthetic receipts, train/valid/test splits).
+    Data(commands::data::Args),
     /// Measure prefill and decode speed (as llama-bench's pp and tg figures).
     Bench(commands::bench::Args),
 }
@@ -53,5 +55,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => commands::generate::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Data(args) => commands::data::run(args),
     }
 }

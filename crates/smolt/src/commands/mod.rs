@@ -1,6 +1,7 @@
 //! One module per subcommand; shared argument handling lives here.
 
 pub mod bench;
+pub mod data;
 pub mod fetch;
 pub mod generate;
 pub mod inspect;
