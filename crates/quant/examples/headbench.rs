@@ -13,6 +13,7 @@ fn main() {
     let shapes = [
         (GgmlType::Q8_0, 262_144usize, 640usize),
         (GgmlType::Q8_0, 8192, 640),
+        (GgmlType::Q8_0, 1536, 640),
         (GgmlType::Q5_0, 2048, 640),
         (GgmlType::Q4K, 640, 2048),
     ];

@@ -538,65 +538,105 @@ unsafe fn matmul_panels(w: &QMatrix, f: Fmt, x: &Xq, m: usize, y: &mut [f32]) {
 
 // ---------------------------------------------------------------- one x row
 
-/// Σ over `nb` 32-element blocks of four W rows (`w`, row stride `rb`) against one
-/// activation row. Q8_0 and Q5_0 only (`Q5 = true` for Q5_0).
+/// Σ over `nb` 32-element blocks of `R` W rows (`w`, row stride `rb`) against one
+/// activation row, two blocks per vector. Q8_0 and Q5_0 only (`Q5 = true` for Q5_0).
+/// Each row's block scales are gathered 16 at a time and premultiplied by the activation
+/// scales, so a block pair costs one permute for its scales.
 ///
 /// # Safety
-/// AVX-512F/BW/VL/DQ/VNNI; `w` holds 4 rows of `nb` blocks at stride `rb`; `xq` holds
-/// `nb·32` bytes, `xdv`/`xzv` `nb.div_ceil(2)·16` values.
+/// AVX-512F/BW/VL/DQ/VNNI/VBMI and F16C; `w` holds `R` rows of `nb` blocks at stride `rb`;
+/// `xq` holds `nb·32` bytes, `xd` `nb` scales and `xzv` `nb.div_ceil(2)·16` offsets.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
-unsafe fn rows4_legacy<const Q5: bool, const R: usize>(
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,f16c")]
+unsafe fn rows_legacy<const Q5: bool, const R: usize>(
     nb: usize,
     w: *const u8,
     rb: usize,
     xq: *const i8,
-    xdv: *const f32,
+    xd: *const f32,
     xzv: *const i32,
 ) -> [f32; R] {
     let bsz = if Q5 { Q5_0_BYTES } else { Q8_0_BYTES };
-    let mut acc = [_mm512_setzero_ps(); R];
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let offs = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(bsz as i32));
+    // Q5_0 pair: nibble bytes 6..22 of block 0 twice, then 28..44 (block 1) twice; the
+    // second copy of each is shifted right by 4 (the high nibbles, elements 16..32).
+    let perm: [u8; 64] = std::array::from_fn(|i| (6 + (i % 16) + 22 * (i / 32)) as u8);
+    let perm = _mm512_loadu_si512(perm.as_ptr() as *const __m512i);
+    let shifts = _mm512_setr_epi32(
+        0,
+        0,
+        0,
+        0,
+        0x0004_0004,
+        0x0004_0004,
+        0x0004_0004,
+        0x0004_0004,
+        0,
+        0,
+        0,
+        0,
+        0x0004_0004,
+        0x0004_0004,
+        0x0004_0004,
+        0x0004_0004,
+    );
     let m4 = _mm512_set1_epi8(0x0f);
     let bit4 = _mm512_set1_epi8(0x10);
     let flip = _mm512_set1_epi8(0x80u8 as i8);
-    let pairs = nb.div_ceil(2);
-    for p in 0..pairs {
-        let two = 2 * p + 1 < nb;
-        let xv = if two {
-            _mm512_loadu_si512(xq.add(64 * p) as *const __m512i)
-        } else {
-            _mm512_zextsi256_si512(_mm256_loadu_si256(xq.add(64 * p) as *const __m256i))
-        };
-        let dxv = _mm512_loadu_ps(xdv.add(16 * p));
-        let zv = _mm512_loadu_si512(xzv.add(16 * p) as *const __m512i);
-        for (r, a) in acc.iter_mut().enumerate() {
-            let b0 = w.add(r * rb + 2 * p * bsz);
-            let b1 = if two { b0.add(bsz) } else { b0 };
-            let h0 = u16::from_le_bytes(*(b0 as *const [u8; 2])) as i32;
-            let h1 = u16::from_le_bytes(*(b1 as *const [u8; 2])) as i32;
-            let dw2 = _mm_cvtph_ps(_mm_cvtsi32_si128(h0 | (h1 << 16)));
-            let dwv = _mm512_insertf32x8(
-                _mm512_broadcastss_ps(dw2),
-                _mm256_broadcastss_ps(_mm_movehdup_ps(dw2)),
-                1,
+    let hi8 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let mut acc = [_mm512_setzero_ps(); R];
+    for g0 in (0..nb).step_by(16) {
+        let gn = (nb - g0).min(16);
+        let gmask: __mmask16 = if gn == 16 { !0 } else { (1u16 << gn) - 1 };
+        let dxg = _mm512_maskz_loadu_ps(gmask, xd.add(g0));
+        let sdx: [__m512; R] = std::array::from_fn(|r| {
+            let h = _mm512_mask_i32gather_epi32::<1>(
+                _mm512_setzero_si512(),
+                gmask,
+                offs,
+                w.add(r * rb + g0 * bsz) as *const _,
             );
-            let wv = if Q5 {
-                let n0 = _mm_loadu_si128(b0.add(6) as *const __m128i);
-                let n1 = _mm_loadu_si128(b1.add(6) as *const __m128i);
-                let lo = _mm256_set_m128i(n1, n0);
-                let z = _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_srli_epi16(lo, 4), 1);
-                // [n0, n1, n0>>4, n1>>4] → [n0, n0>>4, n1, n1>>4]
-                let z = _mm512_and_si512(_mm512_shuffle_i64x2(z, z, 0b11_01_10_00), m4);
-                let q0 = u32::from_le_bytes(*(b0.add(2) as *const [u8; 4])) as u64;
-                let q1 = u32::from_le_bytes(*(b1.add(2) as *const [u8; 4])) as u64;
-                _mm512_mask_add_epi8(z, q0 | (q1 << 32), z, bit4)
+            _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)), dxg)
+        });
+        for q in 0..gn.div_ceil(2) {
+            let b = g0 + 2 * q;
+            let two = b + 1 < nb;
+            let xv = if two {
+                _mm512_loadu_si512(xq.add(32 * b) as *const __m512i)
             } else {
-                let lo = _mm256_loadu_si256(b0.add(2) as *const __m256i);
-                let hi = _mm256_loadu_si256(b1.add(2) as *const __m256i);
-                _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), flip)
+                _mm512_zextsi256_si512(_mm256_loadu_si256(xq.add(32 * b) as *const __m256i))
             };
-            let i = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv), zv);
-            *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dwv, dxv), *a);
+            let zv = _mm512_loadu_si512(xzv.add(8 * b) as *const __m512i);
+            let idx = _mm512_add_epi32(_mm512_set1_epi32(2 * q as i32), hi8);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let bp = w.add(r * rb + b * bsz);
+                let wv = if Q5 {
+                    let len: u64 = if two { (1 << 44) - 1 } else { (1 << 22) - 1 };
+                    let raw = _mm512_maskz_loadu_epi8(len, bp as *const i8);
+                    let z = _mm512_permutexvar_epi8(perm, raw);
+                    let z = _mm512_and_si512(_mm512_srlv_epi16(z, shifts), m4);
+                    let mut qh = u32::from_le_bytes(*(bp.add(2) as *const [u8; 4])) as u64;
+                    if two {
+                        qh |= (u32::from_le_bytes(*(bp.add(24) as *const [u8; 4])) as u64) << 32;
+                    }
+                    _mm512_mask_add_epi8(z, qh, z, bit4)
+                } else {
+                    let lo = _mm256_loadu_si256(bp.add(2) as *const __m256i);
+                    let hi = if two {
+                        _mm256_loadu_si256(bp.add(2 + Q8_0_BYTES) as *const __m256i)
+                    } else {
+                        _mm256_setzero_si256()
+                    };
+                    _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), flip)
+                };
+                let i = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv), zv);
+                *a = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(i),
+                    _mm512_permutexvar_ps(idx, sdx[r]),
+                    *a,
+                );
+            }
         }
     }
     acc.map(|v| _mm512_reduce_add_ps(v))
@@ -605,18 +645,16 @@ unsafe fn rows4_legacy<const Q5: bool, const R: usize>(
 /// Decode path: `y[n] = W · x` for one x row (Q8_0 / Q5_0).
 ///
 /// # Safety
-/// AVX-512F/BW/VL/DQ/VNNI; shapes checked by the caller.
+/// AVX-512F/BW/VL/DQ/VNNI/VBMI; shapes checked by the caller.
 unsafe fn matvec_legacy(w: &QMatrix, x: &Xq, row: usize, y: &mut [f32]) {
     let n = w.rows;
     let nb = x.nblk;
     let pairs = nb.div_ceil(2);
-    let mut xdv = vec![0f32; pairs * 16];
     let mut xzv = vec![0i32; pairs * 16];
     for b in 0..nb {
-        let (p, h) = (b / 2, b % 2);
-        xdv[p * 16 + 8 * h..p * 16 + 8 * h + 8].fill(x.d[row * nb + b]);
-        xzv[p * 16 + 8 * h] = x.zs[row * nb + b];
+        xzv[8 * b] = x.zs[row * nb + b];
     }
+    let xd = &x.d[row * nb..(row + 1) * nb];
     let xq = &x.q[row * x.k..(row + 1) * x.k];
     let rb = w.row_bytes();
     let q5 = w.ty == GgmlType::Q5_0;
@@ -626,16 +664,16 @@ unsafe fn matvec_legacy(w: &QMatrix, x: &Xq, row: usize, y: &mut [f32]) {
         let j0 = t * rpt;
         let mut j = 0;
         // SAFETY: features checked by the caller; rows j0+j.. exist (4 or 1 at a time
-        // within out's length) and x buffers are sized as rows4_legacy requires.
+        // within out's length) and x buffers are sized as rows_legacy requires.
         unsafe {
             let base = w.data.as_ptr();
-            let (xp, dp, zp) = (xq.as_ptr(), xdv.as_ptr(), xzv.as_ptr());
+            let (xp, dp, zp) = (xq.as_ptr(), xd.as_ptr(), xzv.as_ptr());
             while j + 4 <= out.len() {
                 let wp = base.add((j0 + j) * rb);
                 let v = if q5 {
-                    rows4_legacy::<true, 4>(nb, wp, rb, xp, dp, zp)
+                    rows_legacy::<true, 4>(nb, wp, rb, xp, dp, zp)
                 } else {
-                    rows4_legacy::<false, 4>(nb, wp, rb, xp, dp, zp)
+                    rows_legacy::<false, 4>(nb, wp, rb, xp, dp, zp)
                 };
                 out[j..j + 4].copy_from_slice(&v);
                 j += 4;
@@ -643,9 +681,9 @@ unsafe fn matvec_legacy(w: &QMatrix, x: &Xq, row: usize, y: &mut [f32]) {
             while j < out.len() {
                 let wp = base.add((j0 + j) * rb);
                 let v = if q5 {
-                    rows4_legacy::<true, 1>(nb, wp, rb, xp, dp, zp)
+                    rows_legacy::<true, 1>(nb, wp, rb, xp, dp, zp)
                 } else {
-                    rows4_legacy::<false, 1>(nb, wp, rb, xp, dp, zp)
+                    rows_legacy::<false, 1>(nb, wp, rb, xp, dp, zp)
                 };
                 out[j] = v[0];
                 j += 1;
@@ -661,10 +699,12 @@ const PANEL_MIN_M: usize = 4;
 /// (the caller then uses the generic per-row kernels).
 ///
 /// # Safety
-/// The CPU must have AVX-512F/BW/VL/DQ/VNNI and F16C; shapes checked by the caller.
+/// The CPU must have AVX-512F/BW/VL/DQ/VNNI and F16C; shapes checked by the caller. The
+/// one-row kernels also need VBMI, checked here.
 pub(crate) unsafe fn matmul(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> Option<()> {
     let f = fmt(w.ty)?;
-    let legacy = matches!(w.ty, GgmlType::Q8_0 | GgmlType::Q5_0);
+    let legacy = matches!(w.ty, GgmlType::Q8_0 | GgmlType::Q5_0)
+        && std::arch::is_x86_feature_detected!("avx512vbmi");
     if m < PANEL_MIN_M && !legacy {
         return None;
     }
