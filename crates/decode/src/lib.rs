@@ -7,5 +7,7 @@
 mod generate;
 mod sampler;
 
+mod constrained;
+pub use constrained::ModelLogits;
 pub use generate::{generate, generate_in, GenerateOptions, Generation, StopReason};
 pub use sampler::{argmax, Sampler, SamplingParams};

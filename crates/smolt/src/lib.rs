@@ -1,4 +1,5 @@
 //! smolt: the library facade over the layered crates.
+pub use smolt_constrain as constrain;
 pub use smolt_data as data;
 pub use smolt_decode as decode;
 pub use smolt_eval as eval;

@@ -179,3 +179,38 @@ fn greedy_f32_generation_reproduces_the_reference() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).trim().len() > 8, "{}", stdout(&o));
 }
+
+#[test]
+fn schema_constrained_generation_is_valid_or_reported_truncated() {
+    let model = real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("receipt.json");
+    std::fs::write(
+        &schema,
+        r#"{"type":"object","properties":{
+            "company":{"type":"string","maxLength":40},
+            "total":{"type":"string","pattern":"^[0-9]{1,5}\\.[0-9]{2}$"}},
+           "required":["company","total"],"additionalProperties":false}"#,
+    )
+    .unwrap();
+    let prompt = "Receipt:\nACME HARDWARE\nHAMMER 12.50\nTOTAL 12.50\n\nJSON:";
+    let m = model.to_str().unwrap();
+    let s = schema.to_str().unwrap();
+    let o = smolt(&["generate", "--model", m, "--schema", s, "-n", "80", prompt]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).expect("output is JSON");
+    let total = v["total"].as_str().unwrap();
+    assert!(total.contains('.') && total.len() >= 4, "{v}");
+    assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+
+    // Too few tokens to close the object: an error, never a silently invalid answer.
+    let o = smolt(&["generate", "--model", m, "--schema", s, "-n", "3", prompt]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("NOT valid"), "{}", stderr(&o));
+
+    // A schema llguidance cannot satisfy is refused before any generation.
+    std::fs::write(&schema, r#"{"type":"integer","minimum":10,"maximum":5}"#).unwrap();
+    let o = smolt(&["generate", "--model", m, "--schema", s, prompt]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("minimum"), "{}", stderr(&o));
+}

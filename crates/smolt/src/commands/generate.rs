@@ -3,8 +3,12 @@
 use std::io::Write;
 use std::time::Instant;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use anyhow::Context;
-use smolt::decode::{GenerateOptions, SamplingParams, StopReason};
+use smolt::constrain::{ConstraintEngine, ConstraintSpec, Finish, GenerateLimits};
+use smolt::decode::{GenerateOptions, ModelLogits, Sampler, SamplingParams, StopReason};
 
 use super::{load_model, ModelArgs};
 
@@ -42,6 +46,34 @@ pub struct Args {
     /// Print timing (prefill and decode tokens/s) to stderr at the end.
     #[arg(long)]
     timings: bool,
+    /// Constrain the output to JSON matching this JSON Schema file (valid by construction).
+    #[arg(long, group = "constraint", value_name = "FILE")]
+    schema: Option<PathBuf>,
+    /// Constrain the output to any JSON value.
+    #[arg(long, group = "constraint")]
+    json: bool,
+    /// Constrain the output to match this regular expression.
+    #[arg(long, group = "constraint", value_name = "REGEX")]
+    regex: Option<String>,
+    /// Constrain the output to this Lark grammar file (llguidance's Lark dialect).
+    #[arg(long, group = "constraint", value_name = "FILE")]
+    grammar: Option<PathBuf>,
+}
+
+impl Args {
+    fn constraint(&self) -> anyhow::Result<Option<ConstraintSpec>> {
+        Ok(if let Some(f) = &self.schema {
+            Some(ConstraintSpec::json_schema_file(f)?)
+        } else if self.json {
+            Some(ConstraintSpec::AnyJson)
+        } else if let Some(r) = &self.regex {
+            Some(ConstraintSpec::Regex(r.clone()))
+        } else if let Some(f) = &self.grammar {
+            Some(ConstraintSpec::lark_file(f)?)
+        } else {
+            None
+        })
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -51,6 +83,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         anyhow::bail!("--top-p must be in (0, 1]");
     }
+    // Check the constraint before the model loads: a bad schema should fail fast.
+    let constraint = args.constraint()?;
     let loaded = load_model(&args.model)?;
     let tok = &loaded.tokenizer;
     let prompt = tok.encode(&args.prompt, tok.add_bos_token(), true);
@@ -73,6 +107,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stop_tokens: Vec::new(),
     };
 
+    if let Some(spec) = constraint {
+        return run_constrained(&args, &loaded, &prompt, &spec, &opts);
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut text = TextStream::default();
@@ -154,4 +191,57 @@ impl TextStream {
         self.emitted = text.len();
         rest
     }
+}
+
+/// Generation under a constraint: every step samples only among the tokens the grammar
+/// allows, tokens the grammar forces are fed in one batch, and running out of tokens inside
+/// an unfinished value is an error, never a silently invalid answer.
+fn run_constrained(
+    args: &Args,
+    loaded: &super::Loaded,
+    prompt: &[u32],
+    spec: &ConstraintSpec,
+    opts: &GenerateOptions,
+) -> anyhow::Result<()> {
+    let engine = ConstraintEngine::new(Arc::clone(&loaded.tokenizer))?;
+    let constraint = engine.compile(spec)?;
+    for w in constraint.warnings() {
+        eprintln!("smolt: grammar warning: {w}");
+    }
+    let mut state = constraint.start();
+    let mut source = ModelLogits::new(&loaded.model);
+    let mut sampler = Sampler::new(opts.sampling.clone());
+    let start = Instant::now();
+    let out = smolt::constrain::generate_constrained(
+        &mut source,
+        prompt,
+        &mut state,
+        GenerateLimits::new(args.max_tokens),
+        |logits| sampler.sample(logits),
+    )?;
+    let secs = start.elapsed().as_secs_f64();
+    if args.ids {
+        println!("{}", serde_json::to_string(&out.ids)?);
+    } else {
+        println!("{}", loaded.tokenizer.decode(&out.ids, true));
+    }
+    if args.timings {
+        eprintln!(
+            "prompt {} tokens; {} output tokens ({} forced) in {} forward passes, {:.2} s; finish: {:?}",
+            prompt.len(),
+            out.ids.len(),
+            out.stats.forced_tokens,
+            out.stats.forward_passes,
+            secs,
+            out.finish
+        );
+    }
+    if out.finish == Finish::Truncated {
+        anyhow::bail!(
+            "the output was cut off by the token limit (-n {}) inside an unfinished value: \
+             it is NOT valid; raise -n or bound the schema (maxLength, maxItems)",
+            args.max_tokens
+        );
+    }
+    Ok(())
 }

@@ -65,7 +65,7 @@ impl ModelArgs {
 
 pub struct Loaded {
     pub model: Model,
-    pub tokenizer: Tokenizer,
+    pub tokenizer: std::sync::Arc<Tokenizer>,
 }
 
 /// Resolve, map and bind a model and its tokenizer, with errors that name the file.
@@ -83,5 +83,8 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Loaded> {
             t.elapsed().as_secs_f64()
         );
     }
-    Ok(Loaded { model, tokenizer })
+    Ok(Loaded {
+        model,
+        tokenizer: std::sync::Arc::new(tokenizer),
+    })
 }
