@@ -36,6 +36,8 @@ pub enum ModelError {
         "the KV cache holds {len} positions; {more} more would exceed the context length {max}"
     )]
     ContextFull { len: usize, more: usize, max: usize },
+    #[error("adapter does not fit this model: {0}")]
+    Adapter(String),
     #[error("this KV cache was made for a different model ({0})")]
     CacheMismatch(String),
 }

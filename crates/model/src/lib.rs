@@ -23,7 +23,7 @@ mod model;
 pub use arch::{Activation, Arch, ArchSpec, LayerSpec};
 pub use cache::KvCache;
 pub use error::{ModelError, Result};
-pub use linear::Linear;
+pub use linear::{Linear, LoraDelta};
 pub use model::{Block, Logits, Model, Precision, SpecialTokens};
 
 pub mod testing;

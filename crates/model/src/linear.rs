@@ -30,6 +30,20 @@ pub struct Linear {
     /// The file's storage type (what `Fast` computes on).
     pub ty: GgmlType,
     base: BaseWeight,
+    /// A LoRA adapter's term, added to every product at inference: `y += s·B·(A·x)`.
+    lora: Option<LoraDelta>,
+}
+
+/// The trained low-rank update of one projection. Kept apart from the frozen base (not merged)
+/// so that the base stays quantized and adapters can be swapped without reloading.
+pub struct LoraDelta {
+    /// `(r, in)`.
+    pub a: Vec<f32>,
+    /// `(out, r)`.
+    pub b: Vec<f32>,
+    pub rank: usize,
+    /// `alpha / r` (or `alpha / sqrt(r)` with rsLoRA).
+    pub scale: f32,
 }
 
 impl Linear {
@@ -63,7 +77,36 @@ impl Linear {
             in_features,
             ty: info.ty,
             base,
+            lora: None,
         })
+    }
+
+    /// Attach (or with `None` remove) a LoRA term; shapes are checked against this projection.
+    pub fn set_lora(&mut self, lora: Option<LoraDelta>) -> Result<()> {
+        if let Some(d) = &lora {
+            if d.rank == 0
+                || d.a.len() != d.rank * self.in_features
+                || d.b.len() != self.out_features * d.rank
+            {
+                return Err(ModelError::Adapter(format!(
+                    "{}: LoRA A has {} values and B {} for rank {}, expected A ({}, {}) and B ({}, {})",
+                    self.name,
+                    d.a.len(),
+                    d.b.len(),
+                    d.rank,
+                    d.rank,
+                    self.in_features,
+                    self.out_features,
+                    d.rank
+                )));
+            }
+        }
+        self.lora = lora;
+        Ok(())
+    }
+
+    pub fn lora(&self) -> Option<&LoraDelta> {
+        self.lora.as_ref()
     }
 
     /// `y (t, out) = x (t, in) · Wᵀ`. `Fast` quantizes each row of `x` to the weight's
@@ -97,6 +140,13 @@ impl Linear {
                 };
                 smolt_quant::matmul_q(&q, x, t, y).expect("quantized matmul on validated shapes");
             }
+        }
+        if let Some(d) = &self.lora {
+            // y (t, out) += s · (x (t, in) · Aᵀ) · Bᵀ: two thin products, r ≪ in, out.
+            let mut ax = vec![0f32; t * d.rank];
+            smolt_kernels::matmul_nt(x, &d.a, t, self.in_features, d.rank, &mut ax, false);
+            ax.iter_mut().for_each(|v| *v *= d.scale);
+            smolt_kernels::matmul_nt(&ax, &d.b, t, d.rank, self.out_features, y, true);
         }
     }
 

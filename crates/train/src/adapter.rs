@@ -112,6 +112,82 @@ pub fn load_adapter(dir: &Path) -> Result<(Vec<Param>, serde_json::Value)> {
     Ok((params, config))
 }
 
+/// Attach a saved adapter (a run directory, or any PEFT LoRA folder with these names) to a
+/// loaded model for inference: each projection gets its `s·B·(A·x)` term, the base stays as
+/// it is. Every tensor must name a layer and projection of this model, with matching shapes.
+pub fn attach_adapter(model: &mut smolt_model::Model, dir: &Path) -> Result<usize> {
+    let (params, config) = load_adapter(dir)?;
+    let r = config["r"]
+        .as_u64()
+        .context("adapter_config.json: no integer `r`")? as usize;
+    let alpha = config["lora_alpha"]
+        .as_f64()
+        .context("adapter_config.json: no number `lora_alpha`")?;
+    let rslora = config["use_rslora"].as_bool().unwrap_or(false);
+    let scale = if rslora {
+        alpha / (r as f64).sqrt()
+    } else {
+        alpha / r as f64
+    } as f32;
+    let mut pairs: std::collections::BTreeMap<(usize, &'static str), [Option<Vec<f32>>; 2]> =
+        Default::default();
+    for p in params {
+        let (layer, target, part) = parse_peft_name(&p.name)
+            .with_context(|| format!("{}: unexpected tensor `{}`", dir.display(), p.name))?;
+        pairs.entry((layer, target)).or_default()[part] = Some(p.data);
+    }
+    let n = pairs.len();
+    for ((layer, target), [a, b]) in pairs {
+        let (Some(a), Some(b)) = (a, b) else {
+            bail!(
+                "{}: layer {layer} `{target}` lacks lora_A or lora_B",
+                dir.display()
+            );
+        };
+        let block = model.blocks.get_mut(layer).with_context(|| {
+            format!(
+                "{}: layer {layer} is beyond this model's layers",
+                dir.display()
+            )
+        })?;
+        let linear = match target {
+            "q" => &mut block.wq,
+            "k" => &mut block.wk,
+            "v" => &mut block.wv,
+            "o" => &mut block.wo,
+            "gate" => &mut block.w_gate,
+            "up" => &mut block.w_up,
+            _ => &mut block.w_down,
+        };
+        linear.set_lora(Some(smolt_model::LoraDelta {
+            a,
+            b,
+            rank: r,
+            scale,
+        }))?;
+    }
+    Ok(n)
+}
+
+/// `base_model.model.model.layers.{i}.{self_attn|mlp}.{x}_proj.lora_{A|B}.weight` →
+/// (layer, short target, 0 for A / 1 for B).
+fn parse_peft_name(name: &str) -> Option<(usize, &'static str, usize)> {
+    let rest = name.strip_prefix("base_model.model.model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer = layer.parse().ok()?;
+    let (module, rest) = rest.rsplit_once(".lora_")?;
+    let part = match rest {
+        "A.weight" => 0,
+        "B.weight" => 1,
+        _ => return None,
+    };
+    let target = KNOWN_TARGETS
+        .iter()
+        .find(|(_, m)| *m == module)
+        .map(|(k, _)| *k)?;
+    Some((layer, target, part))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +204,18 @@ mod tests {
         );
         assert!(peft_name(0, "lm_head", LoraPart::A).is_err());
         assert!(module_path("gate").unwrap().ends_with("gate_proj"));
+        assert_eq!(
+            parse_peft_name("base_model.model.model.layers.17.mlp.down_proj.lora_B.weight"),
+            Some((17, "down", 1))
+        );
+        assert_eq!(
+            parse_peft_name("base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight"),
+            Some((3, "q", 0))
+        );
+        assert_eq!(
+            parse_peft_name("model.layers.3.self_attn.q_proj.lora_A.weight"),
+            None
+        );
     }
 
     #[test]

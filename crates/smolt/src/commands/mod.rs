@@ -52,6 +52,10 @@ pub struct ModelArgs {
     /// Arithmetic of the forward pass.
     #[arg(long, value_enum, default_value = "fast")]
     pub precision: PrecisionArg,
+    /// A LoRA adapter to apply: a `smolt train` run directory or any PEFT LoRA folder
+    /// (adapter_model.safetensors + adapter_config.json).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -72,8 +76,12 @@ pub struct Loaded {
 pub fn load_model(args: &ModelArgs) -> anyhow::Result<Loaded> {
     let path = resolve_model(&args.model)?;
     let t = Instant::now();
-    let model = Model::load(&path, args.precision())
+    let mut model = Model::load(&path, args.precision())
         .with_context(|| format!("cannot load {}", path.display()))?;
+    if let Some(dir) = &args.adapter {
+        smolt::train::adapter::attach_adapter(&mut model, dir)
+            .with_context(|| format!("cannot apply the adapter in {}", dir.display()))?;
+    }
     let tokenizer = Tokenizer::from_gguf(model.gguf())
         .with_context(|| format!("{} has no usable tokenizer", path.display()))?;
     if std::env::var_os("SMOLT_LOG").is_some() {
