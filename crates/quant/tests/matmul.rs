@@ -172,7 +172,8 @@ fn every_path_matmul_matches_scalar() {
     }
 }
 
-/// The AVX-512 panel (m ≥ 4) and two-blocks-per-vector (m < 4) paths on shapes with odd
+/// The AVX-512 panel (m ≥ 4; AMX tiles of 16 x rows where the CPU has AMX) and
+/// two-blocks-per-vector (m < 4) paths on shapes with odd
 /// block counts, partial 16-row panels and x-row tails, against the scalar path.
 #[test]
 fn fast_paths_match_scalar_on_odd_shapes() {
@@ -187,7 +188,7 @@ fn fast_paths_match_scalar_on_odd_shapes() {
             for n in [1usize, 5, 16, 17, 35] {
                 let w = weights(&mut r, ty, n, k);
                 let qm = QMatrix::new(ty, n, k, &w).unwrap();
-                for m in [1usize, 2, 3, 4, 5, 9] {
+                for m in [1usize, 2, 3, 4, 5, 9, 16, 35] {
                     let x = normals(&mut r, m * k, 1.0);
                     let mut want = vec![0f32; m * n];
                     matmul_q_on(SimdPath::Scalar, &qm, &x, m, &mut want).unwrap();
