@@ -34,6 +34,8 @@ enum Command {
     Train(commands::train::Args),
     /// Make and split datasets (synthetic receipts, train/valid/test splits).
     Data(commands::data::Args),
+    /// Evaluate a model (and adapter) field by field on JSONL records; writes an HTML report.
+    Eval(commands::eval::Args),
     /// Measure prefill and decode speed (as llama-bench's pp and tg figures).
     Bench(commands::bench::Args),
 }
@@ -56,5 +58,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => commands::bench::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Data(args) => commands::data::run(args),
+        Command::Eval(args) => commands::eval::run(args),
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod eval;
 pub mod fetch;
 pub mod generate;
 pub mod inspect;
