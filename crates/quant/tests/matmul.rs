@@ -172,7 +172,7 @@ fn every_path_matmul_matches_scalar() {
     }
 }
 
-/// The AVX-512 panel (m ≥ 4; AMX tiles of 16 x rows where the CPU has AMX) and
+/// The AVX-512 panel (m ≥ 4; tests/amx.rs covers the opt-in AMX tiles) and
 /// two-blocks-per-vector (m < 4) paths on shapes with odd
 /// block counts, partial 16-row panels and x-row tails, against the scalar path.
 #[test]
