@@ -42,6 +42,9 @@ pub struct Args {
     /// Evaluate only the first N records.
     #[arg(long)]
     limit: Option<usize>,
+    /// Cut prompts longer than this as training does (default: only the model's context).
+    #[arg(long)]
+    max_prompt_tokens: Option<usize>,
     /// Maximum answer tokens per record.
     #[arg(short = 'n', long = "max-tokens", default_value_t = 160)]
     max_tokens: usize,
@@ -78,7 +81,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let budget = cfg.max_len.saturating_sub(args.max_tokens).max(16);
+    // Training truncates prompts to fit max_len for memory; at eval only the context limits
+    // them (cutting the middle of a receipt would hide the very fields being extracted).
+    let budget = match args.max_prompt_tokens {
+        Some(n) => n,
+        None => loaded
+            .model
+            .spec
+            .context_length
+            .saturating_sub(args.max_tokens),
+    };
     let mut evaluator = Evaluator::new(eval_cfg);
     let bar = indicatif::ProgressBar::new(records.len() as u64).with_style(
         indicatif::ProgressStyle::with_template(
@@ -88,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut truncated = 0;
     for rec in records {
         let input = rec.input.as_str();
-        let prompt = encode_prompt(&cfg, tok, input, budget);
+        let prompt = encode_prompt(&cfg, tok, input, budget.max(16));
         let start = Instant::now();
         let (ids, finish) = match &constraint {
             Some(c) => {
