@@ -28,7 +28,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 WORK = os.environ.get("SMOLT_BENCH_DIR", os.path.join(HERE, ".work"))
 DEFAULT_MODEL = os.path.expanduser("~/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf")
-DEFAULT_TRAIN_CMD = "{smolt} train --model {model} --data {data} --steps {steps} --threads {threads} --bench-json"
+DEFAULT_TRAIN_CMD = ("{smolt} train --model {model} --data {data} --steps {steps} --threads {threads} --bench-json"
+                     " --out {out} --set max_len=512 --set batch_tokens=512 --set eval_every=1000000"
+                     " --set checkpoint_every=1000000")
 
 
 def log(*a):
@@ -123,8 +125,10 @@ def train(args):
         emit({"figure": fig, "unit": "tok/s", "better": "higher", "skipped": "no --data given"})
         return
     tmpl = os.environ.get("SMOLT_TRAIN_CMD", DEFAULT_TRAIN_CMD)
+    import tempfile
+    run_dir = tempfile.mkdtemp(prefix="smolt-bench-train-")
     cmd = shlex.split(tmpl.format(smolt=args.smolt, model=args.model, data=args.data, steps=args.steps,
-                                  threads=args.threads[0]))
+                                  threads=args.threads[0], out=os.path.join(run_dir, "run")))
     rc, out, err, wall, peak = run_rss(cmd)
     j = last_json(out)
     if rc != 0 or not j or "tok_s" not in j:

@@ -116,7 +116,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let summary = smolt::train::gemma::train(cfg, &args.out, args.resume)?;
     if args.bench_json {
-        println!("{}", serde_json::to_string(&summary)?);
+        // The fields the bench scripts share with the PyTorch side (`tok_s`: every token fed
+        // forward, prompt and answer, per second of training), plus the whole summary.
+        let mut j = serde_json::to_value(&summary)?;
+        j["tok_s"] = serde_json::json!(summary.tokens_per_s);
+        j["loss_last"] = serde_json::json!(summary.final_train_loss);
+        println!("{j}");
     }
     Ok(())
 }
