@@ -5,6 +5,7 @@
 //! (`smolt-train`) and the evaluator (`smolt-eval`) both read this shape, so the generator and the
 //! splitter only ever move whole records around and never need to know the task.
 
+pub mod fields;
 pub mod split;
 pub mod synth;
 
@@ -14,6 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use fields::{select_eval_config, select_schema, select_value};
 pub use split::{split, SplitError, SplitSpec, Splits};
 pub use synth::{
     arithmetic_errors, receipts, receipts_eval_config, receipts_schema, Country, SynthConfig,

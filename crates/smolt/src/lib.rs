@@ -1,4 +1,6 @@
-//! smolt: the library facade over the layered crates.
+//! smolt: the library facade over the layered crates, and the pipeline steps that combine them.
+pub mod evaluate;
+
 pub use smolt_constrain as constrain;
 pub use smolt_data as data;
 pub use smolt_decode as decode;

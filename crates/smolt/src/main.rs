@@ -22,6 +22,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job, end to end: synthetic receipts → LoRA training → few-shot baseline vs
+    /// fine-tuned evaluation, with an HTML report (about 20 minutes; --quick: 3).
+    Demo(commands::demo::Args),
+    /// Start a new task: a commented config, schema, scoring rules and example data.
+    Init(commands::init::Args),
     /// Show a GGUF file's metadata and tensor table.
     Inspect(commands::inspect::Args),
     /// Download, verify and cache the default model (or check a local file).
@@ -51,6 +56,8 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     commands::init_threads(cli.threads)?;
     match cli.command {
+        Command::Demo(args) => commands::demo::run(args),
+        Command::Init(args) => commands::init::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Fetch(args) => commands::fetch::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),

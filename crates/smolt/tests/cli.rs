@@ -214,3 +214,290 @@ fn schema_constrained_generation_is_valid_or_reported_truncated() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("minimum"), "{}", stderr(&o));
 }
+
+#[test]
+fn demo_runs_the_whole_pipeline_and_reuses_a_finished_run() {
+    let model = real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let args = [
+        "demo",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--train",
+        "6",
+        "--test",
+        "2",
+        "--few-shot",
+        "1",
+        "--fields",
+        "retailer,total",
+    ];
+    let o = smolt(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    for stage in ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"] {
+        assert!(err.contains(stage), "missing {stage}: {err}");
+    }
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("demo.json")).unwrap()).unwrap();
+    assert_eq!(summary["fields"], serde_json::json!(["retailer", "total"]));
+    for k in [
+        "few_shot_mean_field_accuracy",
+        "fine_tuned_mean_field_accuracy",
+    ] {
+        let v = summary[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+    }
+    assert!(summary["fine_tuned_fields"]["total"].is_number());
+    for f in [
+        "compare.html",
+        "few-shot/report.html",
+        "fine-tuned/eval.json",
+        "train/adapter_model.safetensors",
+        "train/loss.png",
+        "data/test.jsonl",
+        "data/schema.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // The test set is the later period, and the schema holds only the chosen fields.
+    let test = std::fs::read_to_string(out.join("data/test.jsonl")).unwrap();
+    assert_eq!(test.lines().count(), 2);
+    assert!(test.contains("2020-"), "{test}");
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("data/schema.json")).unwrap())
+            .unwrap();
+    assert_eq!(schema["required"], serde_json::json!(["retailer", "total"]));
+    assert!(stdout(&o).contains("mean field accuracy"), "{}", stdout(&o));
+
+    // A second run reuses the finished training instead of training again.
+    let o = smolt(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("reusing the finished run"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The two evaluations compare from the command line too.
+    let o = smolt(&[
+        "eval",
+        "--compare",
+        out.join("few-shot").to_str().unwrap(),
+        out.join("fine-tuned/eval.json").to_str().unwrap(),
+        "--out",
+        dir.path().join("cmp").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("retailer"), "{}", stdout(&o));
+    assert!(dir.path().join("cmp/compare.html").is_file());
+}
+
+#[test]
+fn demo_and_eval_reject_bad_options_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = smolt(&[
+        "demo",
+        "--fields",
+        "retailer,colour",
+        "--out",
+        dir.path().join("d").to_str().unwrap(),
+        "--model",
+        "/nonexistent.gguf",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("colour"), "{}", stderr(&o));
+    let o = smolt(&[
+        "eval",
+        "--compare",
+        dir.path().to_str().unwrap(),
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("eval.json"), "{}", stderr(&o));
+    let o = smolt(&["eval", "--data", "x.jsonl", "--out", "y", "--few-shot", "2"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--shots"), "{}", stderr(&o));
+}
+
+#[test]
+fn data_check_lists_problems_with_file_and_line() {
+    let model = real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(
+        &good,
+        "{\"input\": \"Total 9.00\", \"output\": {\"total\": 9.0}}\n\
+         {\"input\": \"Total 9.00\", \"output\": {\"total\": 9.0}}\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"input\": \"Total 9.00\", \"output\": {\"total\": \"nine\"}}\n{oops\n",
+    )
+    .unwrap();
+    let schema = dir.path().join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"total": {"type": "number"}}, "required": ["total"]}"#,
+    )
+    .unwrap();
+    let run = |file: &Path| {
+        smolt(&[
+            "data",
+            "check",
+            file.to_str().unwrap(),
+            "--schema",
+            schema.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+        ])
+    };
+    let o = run(&good);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("good.jsonl:2: duplicate of line 1"), "{out}");
+    assert!(out.contains("p50"), "{out}");
+    let o = run(&bad);
+    assert!(!o.status.success());
+    let out = stdout(&o);
+    assert!(out.contains("bad.jsonl:2: not valid JSON"), "{out}");
+}
+
+#[test]
+fn init_gives_a_task_that_trains_and_evaluates_as_printed() {
+    let model = real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("invoices");
+    let o = smolt(&["init", task.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("smolt train --config"),
+        "{}",
+        stdout(&o)
+    );
+    // Refuses to write over it.
+    assert!(!smolt(&["init", task.to_str().unwrap()]).status.success());
+
+    let cfg = task.join("task.toml");
+    let run = dir.path().join("run");
+    let o = smolt(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ev = dir.path().join("eval");
+    let o = smolt(&[
+        "eval",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        task.join("data/test.jsonl").to_str().unwrap(),
+        "--adapter",
+        run.to_str().unwrap(),
+        "--out",
+        ev.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(ev.join("eval.json")).unwrap()).unwrap();
+    // The schema came from task.toml: the output is valid JSON with exactly the task's keys.
+    assert_eq!(report["validity_rate"], 1.0, "{report}");
+    let keys: Vec<&str> = report["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["vendor", "date", "total"]);
+}
+
+#[test]
+fn generate_answers_a_jsonl_file_of_prompts_one_json_line_each() {
+    let model = real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"input\": \"STARBUCKS\\nTotal 4.50\"}\n\n{\"prompt\": \"Name a colour as JSON: \"}\n\"Five as JSON: \"\n",
+    )
+    .unwrap();
+    let schema = dir.path().join("s.json");
+    std::fs::write(
+        &schema,
+        r#"{"type":"object","properties":{"a":{"type":"string","maxLength":20}},"required":["a"],"additionalProperties":false}"#,
+    )
+    .unwrap();
+    let m = model.to_str().unwrap();
+    let p = prompts.to_str().unwrap();
+    let o = smolt(&[
+        "generate",
+        "-m",
+        m,
+        "--prompts",
+        p,
+        "--schema",
+        schema.to_str().unwrap(),
+        "-n",
+        "32",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["line"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 3, 4]
+    );
+    for r in &rows {
+        assert_eq!(r["valid"], true, "{r}");
+        assert!(r["json"]["a"].is_string(), "{r}");
+    }
+    // A limit too small to finish: every line is still answered, flagged, and the exit is 1.
+    let o = smolt(&[
+        "generate",
+        "-m",
+        m,
+        "--prompts",
+        p,
+        "--schema",
+        schema.to_str().unwrap(),
+        "-n",
+        "2",
+    ]);
+    assert!(!o.status.success());
+    assert_eq!(stdout(&o).lines().count(), 3);
+    assert!(
+        stdout(&o).contains("\"finish\":\"truncated\""),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stderr(&o).contains("NOT valid"), "{}", stderr(&o));
+    // Bad lines are all reported, with their line numbers, before any work.
+    std::fs::write(&prompts, "{\"input\": \"x\"}\n{\"foo\": 1}\nnope\n").unwrap();
+    let o = smolt(&["generate", "-m", m, "--prompts", p, "--json"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("p.jsonl:2:") && e.contains("p.jsonl:3: not valid JSON"),
+        "{e}"
+    );
+    assert!(stdout(&o).is_empty());
+}

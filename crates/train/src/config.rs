@@ -209,13 +209,40 @@ impl TrainConfig {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading config {}", p.display()))?;
-                Self::from_toml_str(&text).with_context(|| format!("in config {}", p.display()))?
+                let mut cfg = Self::from_toml_str(&text)
+                    .with_context(|| format!("in config {}", p.display()))?;
+                // A task folder names its files relative to itself, so it works from any
+                // working directory.
+                let base = p.parent().unwrap_or(Path::new(""));
+                cfg.resolve_paths(base);
+                cfg
             }
             None => Self::default(),
         };
         cfg.apply_overrides(overrides)?;
+        // Command-line paths are relative to the working directory. Storing every path
+        // absolute keeps the run directory's config.toml valid wherever a resume starts.
+        cfg.resolve_paths(Path::new(""));
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Makes the relative file paths (data, valid, schema, and a model given as a .gguf path)
+    /// absolute, taking them relative to `base` (itself relative to the working directory).
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &Path| -> PathBuf {
+            if p.as_os_str().is_empty() || p.is_absolute() {
+                return p.to_path_buf();
+            }
+            let joined = base.join(p);
+            std::path::absolute(&joined).unwrap_or(joined)
+        };
+        self.data = fix(&self.data);
+        self.valid = self.valid.as_deref().map(fix);
+        self.schema = self.schema.as_deref().map(fix);
+        if self.model.ends_with(".gguf") {
+            self.model = fix(Path::new(&self.model)).display().to_string();
+        }
     }
 
     /// Sets fields by name from `key=value` strings, as given on the command line. Values are
@@ -451,6 +478,29 @@ mod tests {
     }
 
     #[test]
+    fn paths_in_a_config_file_are_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = dir.path().join("task");
+        std::fs::create_dir(&task).unwrap();
+        let p = task.join("task.toml");
+        std::fs::write(
+            &p,
+            "data = \"data/train.jsonl\"\nschema = \"/abs/schema.json\"\nmodel = \"m.gguf\"\n",
+        )
+        .unwrap();
+        let c = TrainConfig::load(Some(&p), &[]).unwrap();
+        assert_eq!(c.data, task.join("data/train.jsonl"));
+        assert_eq!(c.schema, Some(PathBuf::from("/abs/schema.json")));
+        assert_eq!(c.model, task.join("m.gguf").display().to_string());
+        // A hub name is not a path.
+        std::fs::write(&p, "model = \"gemma-3-270m\"\n").unwrap();
+        assert_eq!(
+            TrainConfig::load(Some(&p), &[]).unwrap().model,
+            "gemma-3-270m"
+        );
+    }
+
+    #[test]
     fn overrides_beat_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
@@ -469,7 +519,8 @@ mod tests {
         assert_eq!(c.lr, 5e-5);
         assert_eq!(c.seed, 7);
         assert_eq!(c.schedule, Schedule::Constant);
-        assert_eq!(c.data, PathBuf::from("train.jsonl"));
+        // Command-line paths are taken from the working directory and stored absolute.
+        assert_eq!(c.data, std::env::current_dir().unwrap().join("train.jsonl"));
         assert_eq!(c.target_modules, vec!["q", "v"]);
         assert_eq!(c.overlong, Overlong::Skip);
         assert_eq!(c.model, "123");

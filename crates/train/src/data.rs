@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::config::{JsonStyle, Overlong, TrainConfig};
+use crate::prompt::MIN_PROMPT_TOKENS;
 
 /// Text → token ids, as the training data needs it. A small trait so the data pipeline can be
 /// tested with a toy encoder and does not care which tokenizer backs it.
@@ -343,7 +344,7 @@ fn record_to_text(
             let output = obj
                 .get("output")
                 .ok_or_else(|| "missing field \"output\"".to_string())?;
-            let prompt = cfg.template.replace("{input}", input);
+            let prompt = crate::prompt::render(&cfg.template, input);
             let (answer, json) = match output {
                 Value::String(s) => (s.clone(), serde_json::from_str(s).ok()),
                 Value::Null => return Err("field \"output\" is null".into()),
@@ -469,10 +470,6 @@ fn write_python_style(v: &Value, out: &mut String) {
     }
 }
 
-/// Fewest prompt tokens worth keeping when truncating; below this the example is skipped
-/// because a prompt cut that short no longer says what to extract from.
-const MIN_PROMPT_TOKENS: usize = 8;
-
 /// Tokenizes one text example; `None` when it must be skipped. The bool says it was truncated.
 pub fn tokenize_example(
     ex: &TextExample,
@@ -492,13 +489,7 @@ pub fn tokenize_example(
                 if budget < MIN_PROMPT_TOKENS.min(prompt.len()) || budget == 0 {
                     return None;
                 }
-                // Keep a quarter from the start (BOS and the instruction) and the rest from
-                // the end (the text nearest the answer and the template's cue).
-                let head = (budget / 4).max(1);
-                let tail = budget - head;
-                let cut_end = prompt.len() - tail;
-                prompt.drain(head..cut_end);
-                truncated = true;
+                truncated = crate::prompt::cut_middle(&mut prompt, budget);
             }
         }
     }
@@ -544,7 +535,7 @@ impl AnswerSchema {
     }
 
     /// Every violation of the schema by the answer, as messages.
-    fn check(&self, ex: &TextExample) -> Vec<String> {
+    pub fn check(&self, ex: &TextExample) -> Vec<String> {
         let Some(v) = &ex.answer_json else {
             return vec![format!(
                 "answer is not JSON, but a schema ({}) was given",

@@ -13,6 +13,7 @@
 
 pub mod adapter;
 pub mod batch;
+pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -20,8 +21,10 @@ pub mod engine;
 pub mod gemma;
 pub mod io;
 pub mod optim;
+pub mod prompt;
 pub mod report;
 pub mod schedule;
+pub mod task;
 pub mod toy;
 
 pub use config::TrainConfig;

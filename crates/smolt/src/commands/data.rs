@@ -17,6 +17,33 @@ enum DataCommand {
     Synth(SynthArgs),
     /// Split a JSONL file into train / valid / test, at random or ordered by a field.
     Split(SplitArgs),
+    /// Check data files before training: format, fields, schema, duplicates, token lengths.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Every problem is listed with file:line. Errors (lines training would refuse: not JSON, missing
+fields, answers that violate --schema) make the command exit with status 1; warnings
+(duplicates, one prompt with two answers, empty answers) do not. Token lengths use the model's
+tokenizer and the config's prompt template.
+
+Examples:
+  smolt data check train.jsonl valid.jsonl --schema schema.json
+  smolt data check data.jsonl --config task.toml")]
+struct CheckArgs {
+    /// JSONL files to check.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// JSON Schema every answer must satisfy.
+    #[arg(long)]
+    schema: Option<PathBuf>,
+    /// Training config whose template and max_len apply (default: the built-in ones).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Model whose tokenizer counts the tokens (a .gguf file or `gemma-3-270m`).
+    #[arg(short, long, default_value = smolt::hub::DEFAULT_MODEL, env = "SMOLT_MODEL")]
+    model: String,
 }
 
 #[derive(clap::Args)]
@@ -42,6 +69,10 @@ struct SynthArgs {
     /// Countries to draw from (us, ca, gb, de, au, my); default all.
     #[arg(long, value_delimiter = ',')]
     countries: Vec<String>,
+    /// Keep only these fields of the truth (comma-separated, e.g. retailer,timestamp,total);
+    /// the schema is narrowed to match. Default: the whole receipt.
+    #[arg(long, value_delimiter = ',')]
+    fields: Vec<String>,
     /// Output folder: receives receipts.jsonl and schema.json.
     #[arg(long)]
     out: PathBuf,
@@ -78,6 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         DataCommand::Synth(a) => synth(a),
         DataCommand::Split(a) => split(a),
+        DataCommand::Check(a) => check(a),
     }
 }
 
@@ -101,17 +133,23 @@ fn synth(a: SynthArgs) -> anyhow::Result<()> {
         countries,
         ..SynthConfig::default()
     };
-    let records = smolt::data::receipts(&cfg);
+    let fields: Vec<&str> = a.fields.iter().map(|f| f.trim()).collect();
+    let mut schema_value = smolt::data::receipts_schema();
+    let mut records = smolt::data::receipts(&cfg);
+    if !fields.is_empty() {
+        schema_value = smolt::data::select_schema(&schema_value, &fields)
+            .map_err(|e| anyhow::anyhow!("--fields: {e}"))?;
+        for r in &mut records {
+            r.output = smolt::data::select_value(&r.output, &fields);
+        }
+    }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let data = a.out.join("receipts.jsonl");
     smolt::data::write_jsonl(&data, &records)?;
     let schema = a.out.join("schema.json");
-    std::fs::write(
-        &schema,
-        serde_json::to_string_pretty(&smolt::data::receipts_schema())?,
-    )
-    .with_context(|| format!("cannot write {}", schema.display()))?;
+    std::fs::write(&schema, serde_json::to_string_pretty(&schema_value)?)
+        .with_context(|| format!("cannot write {}", schema.display()))?;
     eprintln!(
         "wrote {} receipts ({}) to {} and their schema to {}",
         records.len(),
@@ -138,5 +176,32 @@ fn split(a: SplitArgs) -> anyhow::Result<()> {
     let splits = smolt::data::split(records, &spec)?;
     splits.write(&a.out)?;
     eprintln!("{} → {}", splits.summary(), a.out.display());
+    Ok(())
+}
+
+fn check(a: CheckArgs) -> anyhow::Result<()> {
+    let cfg = smolt::train::TrainConfig::load(a.config.as_deref(), &[])?;
+    let schema = a
+        .schema
+        .as_deref()
+        .map(smolt::train::data::AnswerSchema::load)
+        .transpose()?;
+    let path = super::resolve_model(&a.model)?;
+    let gguf = smolt::gguf::Gguf::open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let tok = smolt::tokenizer::Tokenizer::from_gguf(&gguf)
+        .with_context(|| format!("cannot read the tokenizer of {}", path.display()))?;
+    let mut failed = 0;
+    for (i, f) in a.files.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let r = smolt::train::check::check_file(f, &cfg, &tok, schema.as_ref());
+        print!("{r}");
+        failed += !r.is_ok() as usize;
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} files have errors", a.files.len());
+    }
     Ok(())
 }

@@ -3,12 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
-use smolt::constrain::{ConstraintEngine, ConstraintSpec, Finish, GenerateLimits};
-use smolt::decode::ModelLogits;
-use smolt::eval::{EvalConfig, Evaluator, Sample};
+use smolt::constrain::{ConstraintEngine, ConstraintSpec};
+use smolt::eval::{EvalConfig, EvalReport};
+use smolt::evaluate::EvalRun;
 use smolt::train::TrainConfig;
 
 use super::{load_model, ModelArgs};
@@ -16,29 +15,35 @@ use super::{load_model, ModelArgs};
 #[derive(clap::Args)]
 #[command(after_help = "\
 The prompt is rendered with the same template as training: the adapter run's config.toml if
---adapter is a run directory, else --config, else the default template.
+--adapter is a run directory, else --config, else the default template. With --few-shot K, K
+solved examples from --shots are put before every record in that same template: the baseline
+that shows what prompting alone gives on the same records.
 
 Examples:
-  smolt eval --data valid.jsonl --schema schema.json --adapter runs/receipts --out runs/receipts/eval
-  smolt eval --data valid.jsonl --schema schema.json --out runs/base-eval --limit 50")]
+  smolt eval --data test.jsonl --schema schema.json --adapter runs/receipts --out runs/receipts/eval
+  smolt eval --data test.jsonl --schema schema.json --few-shot 2 --shots train.jsonl --out runs/base-2shot
+  smolt eval --compare runs/base-2shot runs/receipts/eval --out runs/compare")]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
     /// Records to evaluate (JSONL with `input` and `output`).
-    #[arg(long)]
-    data: PathBuf,
-    /// JSON Schema of the answer: decoding is constrained by it, and it sets the field defaults.
+    #[arg(long, required_unless_present = "compare")]
+    data: Option<PathBuf>,
+    /// JSON Schema of the answer: decoding is constrained by it, and it sets the field defaults
+    /// (default: the config's `schema`).
     #[arg(long)]
     schema: Option<PathBuf>,
-    /// A training config (TOML) whose template and max_len to use.
+    /// A training or task config (TOML) whose template and schema to use; an eval.toml beside
+    /// it supplies the scoring rules.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Scoring settings (TOML or JSON: per-field normalisers, number tolerance).
+    /// Scoring settings (TOML or JSON: per-field normalisers, number tolerance); `smolt init`
+    /// writes a commented one.
     #[arg(long)]
     eval_config: Option<PathBuf>,
-    /// Folder for eval.json, report.html and report.txt.
-    #[arg(long)]
-    out: PathBuf,
+    /// Folder for eval.json, report.html and report.txt (with --compare: compare.html).
+    #[arg(long, required_unless_present = "compare")]
+    out: Option<PathBuf>,
     /// Evaluate only the first N records.
     #[arg(long)]
     limit: Option<usize>,
@@ -48,16 +53,49 @@ pub struct Args {
     /// Maximum answer tokens per record.
     #[arg(short = 'n', long = "max-tokens", default_value_t = 160)]
     max_tokens: usize,
+    /// Put K solved examples (taken from --shots) before every record: a few-shot baseline.
+    #[arg(long, value_name = "K", requires = "shots")]
+    few_shot: Option<usize>,
+    /// JSONL of solved examples for --few-shot (your training data; never the records being
+    /// evaluated). The K shortest of its first 4K records are used.
+    #[arg(long, value_name = "FILE")]
+    shots: Option<PathBuf>,
+    /// Compare two finished evaluations (folders holding eval.json, or the files): baseline
+    /// first. Prints per-field deltas; writes compare.html into --out if given.
+    #[arg(long, num_args = 2, value_names = ["BASELINE", "CANDIDATE"], conflicts_with_all = ["data", "few_shot"])]
+    compare: Option<Vec<PathBuf>>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(pair) = &args.compare {
+        return compare(&pair[0], &pair[1], args.out.as_deref());
+    }
+    let (Some(data), Some(out)) = (&args.data, &args.out) else {
+        anyhow::bail!("--data and --out are required (or use --compare A B)");
+    };
     let cfg = prompt_config(&args)?;
-    let records = smolt::data::read_jsonl(&args.data)?;
+    let records = smolt::data::read_jsonl(data)?;
     let records = &records[..args.limit.unwrap_or(records.len()).min(records.len())];
     if records.is_empty() {
-        anyhow::bail!("{} holds no records", args.data.display());
+        anyhow::bail!("{} holds no records", data.display());
     }
-    let schema: Option<serde_json::Value> = match &args.schema {
+    let shots = match (args.few_shot, &args.shots) {
+        (Some(k), Some(path)) => {
+            let pool = smolt::data::read_jsonl(path)?;
+            if pool.len() < k {
+                anyhow::bail!(
+                    "--few-shot {k} needs {k} solved examples but {} holds {}",
+                    path.display(),
+                    pool.len()
+                );
+            }
+            smolt::evaluate::pick_shots(&pool, k, cfg.json_style)
+        }
+        _ => Vec::new(),
+    };
+    // The task's schema unless one is given: from --config, or the adapter run's config.
+    let schema_path = args.schema.clone().or_else(|| cfg.schema.clone());
+    let schema: Option<serde_json::Value> = match &schema_path {
         Some(p) => Some(
             serde_json::from_str(
                 &std::fs::read_to_string(p)
@@ -67,7 +105,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let eval_cfg = match (&args.eval_config, &schema) {
+    // A task folder's eval.toml sits beside its task.toml.
+    let beside = args
+        .config
+        .as_ref()
+        .and_then(|c| c.parent().map(|d| d.join("eval.toml")))
+        .filter(|p| p.is_file());
+    let eval_cfg = match (args.eval_config.as_ref().or(beside.as_ref()), &schema) {
         (Some(p), _) => load_eval_config(p)?,
         (None, Some(s)) => EvalConfig::from_schema(s),
         (None, None) => EvalConfig::default(),
@@ -91,69 +135,78 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .context_length
             .saturating_sub(args.max_tokens),
     };
-    let mut evaluator = Evaluator::new(eval_cfg);
+    let job = EvalRun {
+        model: &loaded.model,
+        tokenizer: tok,
+        constraint: constraint.as_ref(),
+        template: cfg.template.clone(),
+        shots,
+        max_tokens: args.max_tokens,
+        prompt_budget: budget.max(16),
+    };
     let bar = indicatif::ProgressBar::new(records.len() as u64).with_style(
         indicatif::ProgressStyle::with_template(
             "{bar:30} {pos}/{len} records  {msg}  [{elapsed_precise}, ETA {eta}]",
         )?,
     );
-    let mut truncated = 0;
-    for rec in records {
-        let input = rec.input.as_str();
-        let prompt = encode_prompt(&cfg, tok, input, budget.max(16));
-        let start = Instant::now();
-        let (ids, finish) = match &constraint {
-            Some(c) => {
-                let mut state = c.start();
-                let mut source = ModelLogits::new(&loaded.model);
-                let out = smolt::constrain::generate_constrained(
-                    &mut source,
-                    &prompt,
-                    &mut state,
-                    GenerateLimits::new(args.max_tokens),
-                    smolt::constrain::greedy,
-                )?;
-                (out.ids, Some(out.finish))
-            }
-            None => {
-                let opts = smolt::decode::GenerateOptions {
-                    max_new_tokens: args.max_tokens,
-                    ..Default::default()
-                };
-                let g = smolt::decode::generate(&loaded.model, &prompt, &opts, |_| true)?;
-                (g.ids, None)
-            }
-        };
-        let secs = start.elapsed().as_secs_f64();
-        if finish == Some(Finish::Truncated) {
-            truncated += 1;
-        }
-        let text = tok.decode(&ids, true);
-        let r = evaluator.add(
-            Sample::new(&text, &rec.output)
-                .input(input)
-                .timing(secs, ids.len()),
-        );
-        bar.set_message(format!("last: {:.0}% of fields", 100.0 * r.score));
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let label = match &args.model.adapter {
+    let mut label = match &args.model.adapter {
         Some(a) => format!("{} + {}", args.model.model, a.display()),
         None => args.model.model.clone(),
     };
-    let report = evaluator.finish(&label);
+    if let Some(k) = args.few_shot {
+        label += &format!(" ({k}-shot)");
+    }
+    let outcome = job.run(records, eval_cfg, &label, |done, score| {
+        bar.set_position(done as u64);
+        bar.set_message(format!("last: {:.0}% of fields", 100.0 * score));
+    })?;
+    bar.finish_and_clear();
+    let report = outcome.report;
     report
-        .write_dir(&args.out)
-        .with_context(|| format!("cannot write the report to {}", args.out.display()))?;
+        .write_dir(out)
+        .with_context(|| format!("cannot write the report to {}", out.display()))?;
     print!("{}", report.to_table());
-    if truncated > 0 {
+    if outcome.truncated_outputs > 0 {
         eprintln!(
-            "{truncated} outputs hit the token limit (-n {}) unfinished and count as invalid",
-            args.max_tokens
+            "{} outputs hit the token limit (-n {}) unfinished and count as invalid",
+            outcome.truncated_outputs, args.max_tokens
         );
     }
-    eprintln!("report: {}", args.out.join("report.html").display());
+    if outcome.cut_prompts > 0 {
+        eprintln!(
+            "{} prompts were longer than {budget} tokens and were cut in the middle",
+            outcome.cut_prompts
+        );
+    }
+    eprintln!("report: {}", out.join("report.html").display());
+    Ok(())
+}
+
+/// `--compare A B`: per-field deltas of two finished evaluations.
+fn compare(a: &Path, b: &Path, out: Option<&Path>) -> anyhow::Result<()> {
+    let read = |p: &Path| {
+        let file = if p.is_dir() {
+            p.join("eval.json")
+        } else {
+            p.to_path_buf()
+        };
+        EvalReport::read(&file).with_context(|| {
+            format!(
+                "cannot read {} (give a folder written by `smolt eval --out`, or its eval.json)",
+                file.display()
+            )
+        })
+    };
+    let (ra, rb) = (read(a)?, read(b)?);
+    let cmp = smolt::eval::compare(&ra, &rb);
+    print!("{}", cmp.to_table());
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let file = dir.join("compare.html");
+        std::fs::write(&file, cmp.to_html())
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        eprintln!("report: {}", file.display());
+    }
     Ok(())
 }
 
@@ -169,34 +222,7 @@ fn prompt_config(args: &Args) -> anyhow::Result<TrainConfig> {
     TrainConfig::load(file, &[])
 }
 
-/// The prompt exactly as training tokenized it (same template, same truncation rule), without
-/// the answer.
-fn encode_prompt(
-    cfg: &TrainConfig,
-    tok: &smolt::tokenizer::Tokenizer,
-    input: &str,
-    budget: usize,
-) -> Vec<u32> {
-    let ex = smolt::train::data::TextExample {
-        prompt: cfg.template.replace("{input}", input),
-        answer: String::new(),
-        answer_json: None,
-        source: smolt::train::data::Location {
-            file: PathBuf::from("<eval>"),
-            line: 0,
-        },
-    };
-    // The empty answer is only its end token; dropping it leaves the truncated prompt.
-    match smolt::train::data::tokenize_example(&ex, tok, budget + 1, cfg.overlong) {
-        Some((mut e, _)) => {
-            e.ids.pop();
-            e.ids
-        }
-        None => smolt::train::TextEncoder::encode(tok, &ex.prompt, true),
-    }
-}
-
-fn load_eval_config(p: &Path) -> anyhow::Result<EvalConfig> {
+pub fn load_eval_config(p: &Path) -> anyhow::Result<EvalConfig> {
     let text =
         std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
     if p.extension().is_some_and(|e| e == "json") {

@@ -16,10 +16,23 @@ use super::{load_model, ModelArgs};
 #[command(after_help = "Examples:\n  \
     smolt generate --temperature 0 -n 48 \"The capital of France is\"\n  \
     smolt generate --ids --precision f32 -n 16 \"Once upon a time\"\n  \
-    smolt generate --temperature 0.8 --top-p 0.95 --seed 7 \"Write a haiku about receipts:\"")]
+    smolt generate --temperature 0.8 --top-p 0.95 --seed 7 \"Write a haiku about receipts:\"\n  \
+    smolt generate --prompts records.jsonl --schema schema.json --adapter runs/receipts > out.jsonl\n\n\
+With --prompts, each line of the file is {\"prompt\": TEXT} (sent as is), {\"input\": TEXT} (put \
+into the task's template, from --config or the adapter's run, as training did) or a JSON string; \
+one JSON line per prompt is written to stdout: {\"line\", \"output\", \"json\", \"valid\", \
+\"finish\", \"tokens\", \"seconds\"}. Every prompt is answered even when some are cut off by -n; \
+the exit status is 1 if any was.")]
 pub struct Args {
     /// The prompt. Special-token text such as `<start_of_turn>` is parsed as those tokens.
-    prompt: String,
+    #[arg(required_unless_present = "prompts", conflicts_with = "prompts")]
+    prompt: Option<String>,
+    /// A JSONL file of prompts to answer one after the other (see below).
+    #[arg(long, value_name = "FILE")]
+    prompts: Option<PathBuf>,
+    /// A task or training config whose template renders `input` lines of --prompts.
+    #[arg(long, requires = "prompts")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
     /// Maximum number of new tokens.
@@ -61,6 +74,20 @@ pub struct Args {
 }
 
 impl Args {
+    fn options(&self, seed: u64) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens: self.max_tokens,
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed,
+            },
+            stop_at_end_of_generation: !self.ignore_eos,
+            stop_tokens: Vec::new(),
+        }
+    }
+
     fn constraint(&self) -> anyhow::Result<Option<ConstraintSpec>> {
         Ok(if let Some(f) = &self.schema {
             Some(ConstraintSpec::json_schema_file(f)?)
@@ -85,9 +112,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     // Check the constraint before the model loads: a bad schema should fail fast.
     let constraint = args.constraint()?;
+    if let Some(file) = &args.prompts {
+        return run_batch(&args, file, constraint.as_ref());
+    }
     let loaded = load_model(&args.model)?;
     let tok = &loaded.tokenizer;
-    let prompt = tok.encode(&args.prompt, tok.add_bos_token(), true);
+    let text = args.prompt.as_deref().unwrap_or_default();
+    let prompt = tok.encode(text, tok.add_bos_token(), true);
     let room = loaded.model.spec.context_length;
     if prompt.len() >= room {
         anyhow::bail!(
@@ -95,17 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             prompt.len()
         );
     }
-    let opts = GenerateOptions {
-        max_new_tokens: args.max_tokens,
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            seed: args.seed,
-        },
-        stop_at_end_of_generation: !args.ignore_eos,
-        stop_tokens: Vec::new(),
-    };
+    let opts = args.options(args.seed);
 
     if let Some(spec) = constraint {
         return run_constrained(&args, &loaded, &prompt, &spec, &opts);
@@ -240,6 +261,177 @@ fn run_constrained(
         anyhow::bail!(
             "the output was cut off by the token limit (-n {}) inside an unfinished value: \
              it is NOT valid; raise -n or bound the schema (maxLength, maxItems)",
+            args.max_tokens
+        );
+    }
+    Ok(())
+}
+
+/// One prompt of a --prompts file, as the model will see it.
+struct BatchPrompt {
+    line: usize,
+    text: String,
+}
+
+/// Reads a --prompts file: every line must be usable before any generation starts, so a typo
+/// on line 900 does not surface after an hour of work.
+fn read_prompts(file: &std::path::Path, template: &str) -> anyhow::Result<Vec<BatchPrompt>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(format!(
+                    "{}:{line_no}: not valid JSON ({e})",
+                    file.display()
+                ));
+                continue;
+            }
+        };
+        let prompt = match &v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Object(o) => match (o.get("prompt"), o.get("input")) {
+                (Some(serde_json::Value::String(p)), _) => Some(p.clone()),
+                (None, Some(serde_json::Value::String(inp))) => {
+                    Some(smolt::train::prompt::render(template, inp))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        match prompt {
+            Some(text) => out.push(BatchPrompt {
+                line: line_no,
+                text,
+            }),
+            None => errors.push(format!(
+                "{}:{line_no}: expected {{\"prompt\": string}}, {{\"input\": string}} or a string",
+                file.display()
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        let n = errors.len();
+        errors.truncate(20);
+        anyhow::bail!(
+            "{n} bad line(s) in {}:\n  {}",
+            file.display(),
+            errors.join("\n  ")
+        );
+    }
+    if out.is_empty() {
+        anyhow::bail!("{} holds no prompts", file.display());
+    }
+    Ok(out)
+}
+
+/// `--prompts FILE`: one JSON line per prompt on stdout, in file order.
+fn run_batch(
+    args: &Args,
+    file: &std::path::Path,
+    spec: Option<&ConstraintSpec>,
+) -> anyhow::Result<()> {
+    let run_cfg = args.model.adapter.as_ref().map(|d| d.join("config.toml"));
+    let cfg_file = match (&args.config, &run_cfg) {
+        (Some(c), _) => Some(c.as_path()),
+        (None, Some(r)) if r.is_file() => Some(r.as_path()),
+        _ => None,
+    };
+    let template = smolt::train::TrainConfig::load(cfg_file, &[])?.template;
+    let prompts = read_prompts(file, &template)?;
+    let loaded = load_model(&args.model)?;
+    let tok = &loaded.tokenizer;
+    let constraint = match spec {
+        Some(spec) => {
+            let engine = ConstraintEngine::new(Arc::clone(tok))?;
+            Some(engine.compile(spec)?)
+        }
+        None => None,
+    };
+    let room = loaded.model.spec.context_length;
+    let bar = indicatif::ProgressBar::new(prompts.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} prompts  [{elapsed_precise}, ETA {eta}]",
+        )?,
+    );
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut cut = 0;
+    for (k, p) in prompts.iter().enumerate() {
+        let ids = tok.encode(&p.text, tok.add_bos_token(), true);
+        if ids.len() >= room {
+            anyhow::bail!(
+                "{}:{}: the prompt is {} tokens; the model's context holds {room}",
+                file.display(),
+                p.line,
+                ids.len()
+            );
+        }
+        // Each prompt gets its own seed, so a line's output does not depend on the lines
+        // before it.
+        let opts = args.options(args.seed.wrapping_add(k as u64));
+        let start = Instant::now();
+        let (gen_ids, finish) = match &constraint {
+            Some(c) => {
+                let mut state = c.start();
+                let mut source = ModelLogits::new(&loaded.model);
+                let mut sampler = Sampler::new(opts.sampling.clone());
+                let g = smolt::constrain::generate_constrained(
+                    &mut source,
+                    &ids,
+                    &mut state,
+                    GenerateLimits::new(args.max_tokens),
+                    |logits| sampler.sample(logits),
+                )?;
+                let finish = match g.finish {
+                    Finish::Truncated => "truncated",
+                    Finish::LimitAccepting => "limit",
+                    Finish::GrammarEnd | Finish::EndToken(_) => "complete",
+                };
+                (g.ids, finish)
+            }
+            None => {
+                let g = smolt::decode::generate(&loaded.model, &ids, &opts, |_| true)?;
+                let finish = match g.stop {
+                    StopReason::StopToken(_) => "complete",
+                    StopReason::ContextFull => "context_full",
+                    _ => "limit",
+                };
+                (g.ids, finish)
+            }
+        };
+        let secs = start.elapsed().as_secs_f64();
+        let text = tok.decode(&gen_ids, true);
+        let valid = constraint.is_some() && finish != "truncated";
+        cut += (finish == "truncated") as usize;
+        let json: serde_json::Value =
+            serde_json::from_str(text.trim()).unwrap_or(serde_json::Value::Null);
+        let row = serde_json::json!({
+            "line": p.line,
+            "output": text,
+            "json": json,
+            "valid": if constraint.is_some() { serde_json::json!(valid) } else { serde_json::Value::Null },
+            "finish": finish,
+            "tokens": gen_ids.len(),
+            "seconds": (secs * 1e4).round() / 1e4,
+        });
+        writeln!(out, "{row}")?;
+        out.flush()?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if cut > 0 {
+        anyhow::bail!(
+            "{cut} of {} outputs were cut off by the token limit (-n {}) and are NOT valid \
+             (\"finish\": \"truncated\"); raise -n or bound the schema",
+            prompts.len(),
             args.max_tokens
         );
     }

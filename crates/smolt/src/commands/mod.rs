@@ -2,9 +2,11 @@
 
 pub mod bench;
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod fetch;
 pub mod generate;
+pub mod init;
 pub mod inspect;
 pub mod tokenize;
 pub mod train;

@@ -1,0 +1,168 @@
+//! Running a model over labelled records and scoring its answers field by field: the loop
+//! behind `smolt eval` and `smolt demo`.
+//!
+//! Prompts come from [`smolt_train::prompt`], the same code training uses, so a fine-tuned
+//! model is asked exactly what it was taught with and a few-shot baseline differs only by its
+//! solved examples.
+
+use std::time::Instant;
+
+use smolt_constrain::{Constraint, Finish, GenerateLimits};
+use smolt_data::Record;
+use smolt_decode::ModelLogits;
+use smolt_eval::{EvalConfig, EvalReport, Evaluator, Sample};
+use smolt_model::Model;
+use smolt_tokenizer::Tokenizer;
+use smolt_train::config::JsonStyle;
+use smolt_train::prompt;
+
+/// How to ask the model about each record.
+pub struct EvalRun<'a> {
+    pub model: &'a Model,
+    pub tokenizer: &'a Tokenizer,
+    /// Decoding constraint (the answer's JSON Schema); `None` decodes freely.
+    pub constraint: Option<&'a Constraint>,
+    /// The task's prompt template (`{input}` is replaced by the record's input).
+    pub template: String,
+    /// Solved examples put before each query: (input, answer text). Empty for a fine-tuned
+    /// model; K of them for the few-shot baseline.
+    pub shots: Vec<(String, String)>,
+    /// Most answer tokens per record.
+    pub max_tokens: usize,
+    /// Longest prompt in tokens; longer ones are cut in the middle as training cuts them.
+    pub prompt_budget: usize,
+}
+
+/// What a run produced besides the report.
+pub struct EvalOutcome {
+    pub report: EvalReport,
+    /// Outputs that hit `max_tokens` unfinished (they count as invalid in the report).
+    pub truncated_outputs: usize,
+    /// Prompts that had to be cut to fit `prompt_budget`.
+    pub cut_prompts: usize,
+}
+
+impl EvalRun<'_> {
+    /// The exact token ids the model is given for `input`.
+    pub fn prompt_ids(&self, input: &str) -> (Vec<u32>, bool) {
+        let shots: Vec<(&str, &str)> = self
+            .shots
+            .iter()
+            .map(|(i, a)| (i.as_str(), a.as_str()))
+            .collect();
+        let text = prompt::render_few_shot(&self.template, &shots, input);
+        prompt::encode_prompt(self.tokenizer, &text, self.prompt_budget)
+    }
+
+    /// Generates an answer for every record and scores it. `progress(done, last_score)` is
+    /// called after each record.
+    pub fn run(
+        &self,
+        records: &[Record],
+        config: EvalConfig,
+        label: &str,
+        mut progress: impl FnMut(usize, f64),
+    ) -> anyhow::Result<EvalOutcome> {
+        let mut evaluator = Evaluator::new(config);
+        let (mut truncated_outputs, mut cut_prompts) = (0, 0);
+        for (i, rec) in records.iter().enumerate() {
+            let (ids, cut) = self.prompt_ids(&rec.input);
+            cut_prompts += cut as usize;
+            let start = Instant::now();
+            let (out, finish) = self.generate(&ids)?;
+            let secs = start.elapsed().as_secs_f64();
+            truncated_outputs += (finish == Some(Finish::Truncated)) as usize;
+            let text = self.tokenizer.decode(&out, true);
+            let r = evaluator.add(
+                Sample::new(&text, &rec.output)
+                    .input(&rec.input)
+                    .timing(secs, out.len()),
+            );
+            progress(i + 1, r.score);
+        }
+        Ok(EvalOutcome {
+            report: evaluator.finish(label),
+            truncated_outputs,
+            cut_prompts,
+        })
+    }
+
+    fn generate(&self, prompt: &[u32]) -> anyhow::Result<(Vec<u32>, Option<Finish>)> {
+        match self.constraint {
+            Some(c) => {
+                let mut state = c.start();
+                let mut source = ModelLogits::new(self.model);
+                let out = smolt_constrain::generate_constrained(
+                    &mut source,
+                    prompt,
+                    &mut state,
+                    GenerateLimits::new(self.max_tokens),
+                    smolt_constrain::greedy,
+                )?;
+                Ok((out.ids, Some(out.finish)))
+            }
+            None => {
+                let opts = smolt_decode::GenerateOptions {
+                    max_new_tokens: self.max_tokens,
+                    ..Default::default()
+                };
+                let g = smolt_decode::generate(self.model, prompt, &opts, |_| true)?;
+                Ok((g.ids, None))
+            }
+        }
+    }
+}
+
+/// `k` solved examples for a few-shot prompt, as (input, answer text): the shortest inputs
+/// among the first `4k` records, in file order. Short shots keep the prompt (and so the
+/// baseline's prefill time) small; drawing from a window rather than the whole file keeps the
+/// choice stable when the file grows.
+pub fn pick_shots(records: &[Record], k: usize, style: JsonStyle) -> Vec<(String, String)> {
+    let window = &records[..records.len().min(4 * k)];
+    let mut idx: Vec<usize> = (0..window.len()).collect();
+    idx.sort_by_key(|&i| (window[i].input.len(), i));
+    idx.truncate(k);
+    idx.sort_unstable();
+    idx.into_iter()
+        .map(|i| {
+            let r = &window[i];
+            let answer = match &r.output {
+                serde_json::Value::String(s) => s.clone(),
+                v => smolt_train::data::to_json_text(v, style),
+            };
+            (r.input.clone(), answer)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(input: &str, total: f64) -> Record {
+        Record {
+            input: input.into(),
+            output: json!({"total": total}),
+        }
+    }
+
+    #[test]
+    fn shots_are_the_shortest_of_a_window_in_file_order() {
+        let recs = vec![
+            rec("long long long", 1.0),
+            rec("mid mid", 2.0),
+            rec("s", 3.0),
+            rec("ss", 4.0),
+            rec("x", 5.0), // outside the window of 4 for k = 1... but inside for k = 2
+        ];
+        let one = pick_shots(&recs, 1, JsonStyle::Compact);
+        assert_eq!(one, vec![("s".to_string(), "{\"total\":3.0}".to_string())]);
+        let two = pick_shots(&recs, 2, JsonStyle::Compact);
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[0].0, "s");
+        assert_eq!(two[1].0, "x");
+        assert!(pick_shots(&recs, 0, JsonStyle::Compact).is_empty());
+        assert_eq!(pick_shots(&recs[..1], 3, JsonStyle::Compact).len(), 1);
+    }
+}
