@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::constraint::ConstraintState;
+use crate::constraint::{ConstraintState, TokenMask};
 use crate::error::{ConstrainError, Result};
 
 /// A model with its KV cache, seen from the decode loop. smolt-decode implements it for
@@ -12,17 +12,33 @@ pub trait LogitsSource {
     /// Feeds `tokens` after everything fed before (one batched forward pass) and returns the
     /// logits of the last of them, one per vocabulary entry.
     fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>>;
+
+    /// [`forward`](Self::forward) for a step whose next token must be in `allowed`: returns
+    /// the logits with every disallowed entry at `-inf`. A source may skip computing the
+    /// disallowed entries (the model scores only the allowed rows of its head when they are
+    /// few); the allowed values must be exactly what `forward` gives.
+    fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        let mut logits = self.forward(tokens)?;
+        allowed.apply(&mut logits);
+        Ok(logits)
+    }
 }
 
 impl<T: LogitsSource + ?Sized> LogitsSource for &mut T {
     fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
         (**self).forward(tokens)
     }
+    fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        (**self).forward_masked(tokens, allowed)
+    }
 }
 
 impl<T: LogitsSource + ?Sized> LogitsSource for Box<T> {
     fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
         (**self).forward(tokens)
+    }
+    fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        (**self).forward_masked(tokens, allowed)
     }
 }
 
@@ -140,14 +156,8 @@ pub fn generate_constrained(
                 Finish::Truncated
             };
         }
-        let mut logits = source.forward(&feed).map_err(ConstrainError::Forward)?;
-        stats.forward_passes += 1;
-        feed.clear();
-        if logits.is_empty() {
-            return Err(ConstrainError::Engine(
-                "the model returned no logits (empty prompt?)".into(),
-            ));
-        }
+        // The mask depends only on what is committed, so it is known before the forward
+        // pass: the source can then skip the head rows it forbids.
         let t0 = Instant::now();
         let mask = state.mask()?;
         stats.mask_nanos.push(t0.elapsed().as_nanos() as u64);
@@ -159,7 +169,16 @@ pub fn generate_constrained(
             )));
         }
         let mask = state.mask()?;
-        mask.apply(&mut logits);
+        let logits = source
+            .forward_masked(&feed, mask)
+            .map_err(ConstrainError::Forward)?;
+        stats.forward_passes += 1;
+        feed.clear();
+        if logits.is_empty() {
+            return Err(ConstrainError::Engine(
+                "the model returned no logits (empty prompt?)".into(),
+            ));
+        }
         let token = sample(&logits);
         if !mask.is_allowed(token) {
             return Err(ConstrainError::Engine(format!(

@@ -20,8 +20,42 @@ impl<'a> ModelLogits<'a> {
     }
 }
 
+/// Score only the allowed head rows when at most this share of the vocabulary is allowed.
+/// Gathering a row costs about as much as scoring it, so below the break-even point of one
+/// half the subset always wins; one eighth leaves margin for the gather's scattered reads.
+const SUBSET_HEAD_FRACTION: usize = 8;
+
 impl smolt_constrain::LogitsSource for ModelLogits<'_> {
     fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
         Ok(self.model.forward(tokens, &mut self.cache, Logits::Last)?)
+    }
+
+    /// Inside a number, a date pattern or an enum the grammar allows a handful of tokens, and
+    /// the 262k-row tied head is most of a decode step's memory traffic: score only those
+    /// rows then (bit-identical values, see `Model::lm_head_rows`).
+    fn forward_masked(
+        &mut self,
+        tokens: &[u32],
+        allowed: &smolt_constrain::TokenMask,
+    ) -> anyhow::Result<Vec<f32>> {
+        let vocab = self.model.spec.vocab_size;
+        if tokens.is_empty() || allowed.num_allowed() * SUBSET_HEAD_FRACTION > vocab {
+            let mut logits = self.forward(tokens)?;
+            allowed.apply(&mut logits);
+            return Ok(logits);
+        }
+        let hidden = self.model.forward_hidden(tokens, &mut self.cache)?;
+        let last = &hidden[hidden.len() - self.model.spec.d_model..];
+        let ids: Vec<u32> = allowed
+            .allowed()
+            .into_iter()
+            .filter(|&id| (id as usize) < vocab)
+            .collect();
+        let values = self.model.lm_head_rows(last, &ids);
+        let mut logits = vec![f32::NEG_INFINITY; vocab];
+        for (&id, v) in ids.iter().zip(values) {
+            logits[id as usize] = v;
+        }
+        Ok(logits)
     }
 }

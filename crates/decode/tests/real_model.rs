@@ -42,3 +42,83 @@ fn greedy_fast_continues_like_llama_cpp_and_knows_gemmas_stop_tokens() {
     assert_eq!(out.stop, StopReason::MaxTokens);
     assert_eq!(streamed, out.ids);
 }
+
+/// The full head, always: what `ModelLogits` computes without the grammar-aware shortcut.
+struct FullHead<'a>(smolt_decode::ModelLogits<'a>);
+
+impl smolt_constrain::LogitsSource for FullHead<'_> {
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        self.0.forward(tokens)
+    }
+}
+
+/// The shortcut, counting the steps whose mask is small enough to take it.
+struct Counting<'a> {
+    inner: smolt_decode::ModelLogits<'a>,
+    small: usize,
+}
+
+impl smolt_constrain::LogitsSource for Counting<'_> {
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        self.inner.forward(tokens)
+    }
+    fn forward_masked(
+        &mut self,
+        tokens: &[u32],
+        allowed: &smolt_constrain::TokenMask,
+    ) -> anyhow::Result<Vec<f32>> {
+        self.small += (allowed.num_allowed() * 8 <= self.inner.model.spec.vocab_size) as usize;
+        self.inner.forward_masked(tokens, allowed)
+    }
+}
+
+/// Scoring only the allowed head rows must not change a single output token: greedy
+/// constrained generation gives the same ids with and without the shortcut, on schemas whose
+/// masks are small (numbers, enums, patterns) and large (free strings).
+#[test]
+fn grammar_aware_head_gives_the_same_constrained_output() {
+    use smolt_constrain::{generate_constrained, greedy, ConstraintEngine, ConstraintSpec};
+    let model = Model::load(model_path(), Precision::Fast).unwrap();
+    let gguf = smolt_gguf::Gguf::open(model_path()).unwrap();
+    let tok = std::sync::Arc::new(smolt_tokenizer::Tokenizer::from_gguf(&gguf).unwrap());
+    let engine = ConstraintEngine::new(tok.clone()).unwrap();
+    let schema = serde_json::json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["shop", "date", "total", "paid", "items"],
+        "properties": {
+            "shop": {"type": "string", "maxLength": 30},
+            "date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+            "total": {"type": "number"},
+            "paid": {"enum": ["cash", "card", "mobile"]},
+            "items": {"type": "integer", "minimum": 0, "maximum": 99}
+        }
+    });
+    let c = engine.compile(&ConstraintSpec::JsonSchema(schema)).unwrap();
+    let prompts = [
+        "Receipt:\nCORNER CAFE\n03/04/2024\n2 items\nTOTAL 5.70 CASH\n\nJSON:",
+        "Extract as JSON.\n\nHARDWARE DEPOT 2024-05-17 Amount due $10.78 VISA\n\nJSON:",
+    ];
+    let mut small = 0;
+    for p in prompts {
+        let ids = tok.encode(p, true, true);
+        let limits = smolt_constrain::GenerateLimits::new(80);
+        let mut fast = Counting {
+            inner: smolt_decode::ModelLogits::new(&model),
+            small: 0,
+        };
+        let a = generate_constrained(&mut fast, &ids, &mut c.start(), limits, greedy).unwrap();
+        let mut full = FullHead(smolt_decode::ModelLogits::new(&model));
+        let b = generate_constrained(&mut full, &ids, &mut c.start(), limits, greedy).unwrap();
+        assert_eq!(
+            a.ids,
+            b.ids,
+            "{p}: {:?} vs {:?}",
+            tok.decode(&a.ids, true),
+            tok.decode(&b.ids, true)
+        );
+        assert_eq!(a.finish, b.finish);
+        small += fast.small;
+    }
+    // The shortcut was really taken (dates, numbers, the enum).
+    assert!(small >= 6, "only {small} steps had small masks");
+}

@@ -150,6 +150,69 @@ impl Linear {
         }
     }
 
+    /// `y[i] = x · W[rows[i]]` for one input row: the same products [`Linear::forward`]
+    /// computes for those output features, bit for bit, at a cost proportional to
+    /// `rows.len()` for quantized weights (dense ones compute the whole product). Constrained
+    /// decoding uses it to score only the tokens a grammar allows.
+    ///
+    /// The selected quantized rows are gathered into a smaller matrix and run through the same
+    /// matrix-vector kernel, whose per-row arithmetic does not depend on the other rows; the
+    /// model tests check the bit-equality. A LoRA term, if any, is added as `forward` adds it
+    /// (equal to rounding there: its thin products are summed in gemm's width-dependent order).
+    pub fn forward_rows(&self, x: &[f32], rows: &[u32], y: &mut [f32]) {
+        assert_eq!(x.len(), self.in_features, "{}: x is not one row", self.name);
+        assert_eq!(y.len(), rows.len(), "{}: y does not match rows", self.name);
+        if let Some(&bad) = rows.iter().find(|&&r| r as usize >= self.out_features) {
+            panic!("{}: row {bad} of {}", self.name, self.out_features);
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let k = self.in_features;
+        match &self.base {
+            BaseWeight::Dense(_) => {
+                // gemm's summation order depends on the matrix width, so a narrower product
+                // would not be bit-identical: the dense (reference) path computes every row.
+                let mut all = vec![0f32; self.out_features];
+                self.forward(x, 1, &mut all);
+                for (o, &r) in y.iter_mut().zip(rows) {
+                    *o = all[r as usize];
+                }
+                return;
+            }
+            BaseWeight::Quantized { file, info } => {
+                let full = QMatrix {
+                    ty: info.ty,
+                    rows: self.out_features,
+                    cols: k,
+                    data: file.tensor_data(info),
+                };
+                let rb = full.row_bytes();
+                let mut bytes = vec![0u8; rows.len() * rb];
+                for (dst, &r) in bytes.chunks_mut(rb).zip(rows) {
+                    dst.copy_from_slice(full.row(r as usize));
+                }
+                let sub = QMatrix {
+                    ty: info.ty,
+                    rows: rows.len(),
+                    cols: k,
+                    data: &bytes,
+                };
+                smolt_quant::matmul_q(&sub, x, 1, y).expect("rows of a validated matrix");
+            }
+        }
+        if let Some(d) = &self.lora {
+            let mut ax = vec![0f32; d.rank];
+            smolt_kernels::matmul_nt(x, &d.a, 1, k, d.rank, &mut ax, false);
+            ax.iter_mut().for_each(|v| *v *= d.scale);
+            let mut b_rows = vec![0f32; rows.len() * d.rank];
+            for (dst, &r) in b_rows.chunks_mut(d.rank).zip(rows) {
+                dst.copy_from_slice(&d.b[r as usize * d.rank..][..d.rank]);
+            }
+            smolt_kernels::matmul_nt(&ax, &b_rows, 1, d.rank, rows.len(), y, true);
+        }
+    }
+
     /// Row `r` of W as f32 (`in` values): the embedding lookup when W is a token table.
     pub fn row(&self, r: usize, out: &mut [f32]) {
         assert!(

@@ -309,6 +309,16 @@ impl Model {
         logits
     }
 
+    /// Logits of only the vocabulary entries `ids` for one final hidden state (`d_model`
+    /// values, as [`Model::forward_hidden`] returns them): `out[i]` is bit-identical to
+    /// `lm_head(hidden)[ids[i]]`. Worth it when a grammar allows a small part of the
+    /// vocabulary: the tied head is most of what a decode step reads.
+    pub fn lm_head_rows(&self, hidden: &[f32], ids: &[u32]) -> Vec<f32> {
+        let mut out = vec![0f32; ids.len()];
+        self.head().forward_rows(hidden, ids, &mut out);
+        out
+    }
+
     /// One decoder layer over `x (T, d)` in place, for queries at `positions` (T); this layer's
     /// cache rows `(S, kv_dim)` get the T new keys and values appended.
     fn block_forward(

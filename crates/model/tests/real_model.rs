@@ -288,3 +288,39 @@ fn fast_logits_and_greedy_are_as_close_as_llama_cpp_on_the_quantized_file() {
         );
     }
 }
+
+/// Scoring only some vocabulary rows (what constrained decoding does when a grammar allows
+/// few tokens) must give exactly the full head's values for those rows, on both precisions,
+/// whatever the row set: sorted or not, one row, duplicates, rows at the ends.
+#[test]
+fn head_rows_equal_the_full_head_bit_for_bit() {
+    for precision in [Precision::Fast, Precision::F32] {
+        let m = model(precision);
+        let mut cache = m.new_cache();
+        let hidden = m
+            .forward_hidden(&[2, 818, 5279, 529, 7001, 563], &mut cache)
+            .unwrap();
+        let last = &hidden[hidden.len() - m.spec.d_model..];
+        let full = m.lm_head(last);
+        let v = m.spec.vocab_size as u32;
+        let sets: Vec<Vec<u32>> = vec![
+            vec![0],
+            vec![v - 1],
+            vec![236743, 236770, 236771, 236772],
+            (0..97).map(|i| (i * 2711 + 5) % v).collect(),
+            vec![7, 7, 3, 262000, 1],
+            (1000..1777).collect(),
+        ];
+        for rows in sets {
+            let got = m.lm_head_rows(last, &rows);
+            for (g, &r) in got.iter().zip(&rows) {
+                assert_eq!(
+                    g.to_bits(),
+                    full[r as usize].to_bits(),
+                    "{precision:?} row {r}: {g} vs {}",
+                    full[r as usize]
+                );
+            }
+        }
+    }
+}

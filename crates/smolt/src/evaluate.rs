@@ -113,6 +113,32 @@ impl EvalRun<'_> {
     }
 }
 
+/// The JSON layout constrained decoding must produce for a task: exactly the bytes its
+/// answers were trained on (`json_style`), so the grammar forces the separators the model
+/// learnt instead of ones it has never seen.
+pub fn json_layout(style: JsonStyle) -> smolt_constrain::JsonLayout {
+    let (item, key) = match style {
+        JsonStyle::Compact => (",", ":"),
+        JsonStyle::Python => (", ", ": "),
+    };
+    smolt_constrain::JsonLayout {
+        item_separator: item.into(),
+        key_separator: key.into(),
+        whitespace_flexible: false,
+    }
+}
+
+/// A constraint engine whose JSON output is laid out as the task's answers are.
+pub fn engine_for_task(
+    tokenizer: std::sync::Arc<Tokenizer>,
+    style: JsonStyle,
+) -> anyhow::Result<std::sync::Arc<smolt_constrain::ConstraintEngine>> {
+    Ok(smolt_constrain::ConstraintEngine::with_json_layout(
+        tokenizer,
+        json_layout(style),
+    )?)
+}
+
 /// `k` solved examples for a few-shot prompt, as (input, answer text): the shortest inputs
 /// among the first `4k` records, in file order. Short shots keep the prompt (and so the
 /// baseline's prefill time) small; drawing from a window rather than the whole file keeps the
@@ -144,6 +170,21 @@ mod tests {
         Record {
             input: input.into(),
             output: json!({"total": total}),
+        }
+    }
+
+    #[test]
+    fn the_decoding_layout_is_the_training_serialisation() {
+        let v = json!({"a": [1, 2], "b": {"c": "x"}});
+        for style in [JsonStyle::Compact, JsonStyle::Python] {
+            let text = smolt_train::data::to_json_text(&v, style);
+            let l = json_layout(style);
+            let expected = format!(
+                "{{\"a\"{k}[1{i}2]{i}\"b\"{k}{{\"c\"{k}\"x\"}}}}",
+                k = l.key_separator,
+                i = l.item_separator
+            );
+            assert_eq!(text, expected, "{style:?}");
         }
     }
 

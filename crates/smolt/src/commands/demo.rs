@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use smolt::constrain::{ConstraintEngine, ConstraintSpec};
+use smolt::constrain::ConstraintSpec;
 use smolt::data::{Record, SynthConfig};
 use smolt::eval::{EvalConfig, EvalReport};
 use smolt::evaluate::{pick_shots, EvalRun};
@@ -143,7 +143,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let gguf = smolt::gguf::Gguf::open(&model_path)
         .with_context(|| format!("cannot open {}", model_path.display()))?;
     let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf).context("reading the tokenizer")?);
-    let engine = ConstraintEngine::new(Arc::clone(&tokenizer))?;
+    let engine = smolt::evaluate::engine_for_task(
+        Arc::clone(&tokenizer),
+        TrainConfig::default().json_style,
+    )?;
     let constraint = engine.compile(&ConstraintSpec::JsonSchema(data.schema.clone()))?;
     let template = TrainConfig::default().template;
     let max_tokens = answer_budget(&data.train, &tokenizer);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use smolt::constrain::{ConstraintEngine, ConstraintSpec};
+use smolt::constrain::ConstraintSpec;
 use smolt::eval::{EvalConfig, EvalReport};
 use smolt::evaluate::EvalRun;
 use smolt::train::TrainConfig;
@@ -120,7 +120,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tok = &loaded.tokenizer;
     let constraint = match &schema {
         Some(s) => {
-            let engine = ConstraintEngine::new(Arc::clone(tok))?;
+            // Laid out exactly as the task's answers were trained (json_style).
+            let engine = smolt::evaluate::engine_for_task(Arc::clone(tok), cfg.json_style)?;
             Some(engine.compile(&ConstraintSpec::JsonSchema(s.clone()))?)
         }
         None => None,

@@ -30,8 +30,9 @@ pub struct Args {
     /// A JSONL file of prompts to answer one after the other (see below).
     #[arg(long, value_name = "FILE")]
     prompts: Option<PathBuf>,
-    /// A task or training config whose template renders `input` lines of --prompts.
-    #[arg(long, requires = "prompts")]
+    /// A task or training config: its template renders `input` lines of --prompts, and its
+    /// json_style lays out constrained JSON (default: the --adapter run's config).
+    #[arg(long)]
     config: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
@@ -224,7 +225,7 @@ fn run_constrained(
     spec: &ConstraintSpec,
     opts: &GenerateOptions,
 ) -> anyhow::Result<()> {
-    let engine = ConstraintEngine::new(Arc::clone(&loaded.tokenizer))?;
+    let engine = engine(args, &loaded.tokenizer)?;
     let constraint = engine.compile(spec)?;
     for w in constraint.warnings() {
         eprintln!("smolt: grammar warning: {w}");
@@ -265,6 +266,29 @@ fn run_constrained(
         );
     }
     Ok(())
+}
+
+/// The task's config when one is known: --config, else the adapter run's config.toml.
+fn task_config(args: &Args) -> anyhow::Result<Option<smolt::train::TrainConfig>> {
+    let run_cfg = args.model.adapter.as_ref().map(|d| d.join("config.toml"));
+    let file = match (&args.config, &run_cfg) {
+        (Some(c), _) => Some(c.as_path()),
+        (None, Some(r)) if r.is_file() => Some(r.as_path()),
+        _ => return Ok(None),
+    };
+    Ok(Some(smolt::train::TrainConfig::load(file, &[])?))
+}
+
+/// The constraint engine: JSON laid out as the task's answers were trained when a task is
+/// known (an adapter's run, or --config), else `", "` / `": "` (`json.dumps`' layout).
+fn engine(
+    args: &Args,
+    tok: &Arc<smolt::tokenizer::Tokenizer>,
+) -> anyhow::Result<Arc<ConstraintEngine>> {
+    Ok(match task_config(args)? {
+        Some(cfg) => smolt::evaluate::engine_for_task(Arc::clone(tok), cfg.json_style)?,
+        None => ConstraintEngine::new(Arc::clone(tok))?,
+    })
 }
 
 /// One prompt of a --prompts file, as the model will see it.
@@ -338,21 +362,12 @@ fn run_batch(
     file: &std::path::Path,
     spec: Option<&ConstraintSpec>,
 ) -> anyhow::Result<()> {
-    let run_cfg = args.model.adapter.as_ref().map(|d| d.join("config.toml"));
-    let cfg_file = match (&args.config, &run_cfg) {
-        (Some(c), _) => Some(c.as_path()),
-        (None, Some(r)) if r.is_file() => Some(r.as_path()),
-        _ => None,
-    };
-    let template = smolt::train::TrainConfig::load(cfg_file, &[])?.template;
+    let template = task_config(args)?.unwrap_or_default().template;
     let prompts = read_prompts(file, &template)?;
     let loaded = load_model(&args.model)?;
     let tok = &loaded.tokenizer;
     let constraint = match spec {
-        Some(spec) => {
-            let engine = ConstraintEngine::new(Arc::clone(tok))?;
-            Some(engine.compile(spec)?)
-        }
+        Some(spec) => Some(engine(args, tok)?.compile(spec)?),
         None => None,
     };
     let room = loaded.model.spec.context_length;
