@@ -28,17 +28,18 @@ const DEMO_FIELDS: &[&str] = &[
     "card_last4",
 ];
 
-/// The training period and the later, unseen one the test set comes from (new retailers,
-/// products and print formats appear in it).
-const TRAIN_YEAR: u16 = 2019;
+/// The training period (two years, so that the year on a receipt is read rather than
+/// memorised) and the later, unseen one the test set comes from: new retailers, products, a
+/// new date format and many more phone-wallet payments appear in it.
+const TRAIN_YEARS: [u16; 2] = [2018, 2019];
 const TEST_YEAR: u16 = 2020;
 
 #[derive(clap::Args)]
 #[command(after_help = "\
 What it does, in order (every step shows a progress bar):
   1. fetches the default model (once; cached afterwards),
-  2. generates synthetic OCR'd receipts: train and validation from 2019, a test set from 2020
-     with retailers and print formats the training set never shows,
+  2. generates synthetic OCR'd receipts: train and validation from 2018-2019, a test set from
+     2020 with retailers and print formats the training set never shows,
   3. trains a LoRA adapter directly over the quantized model,
   4. evaluates the base model prompted with K solved examples (the few-shot baseline),
   5. evaluates the fine-tuned model on the same test receipts, with the same schema-constrained
@@ -125,9 +126,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     stage(2, "data");
     let data = make_data(&args, &plan, &fields)?;
     eprintln!(
-        "  {} train + {} validation receipts ({TRAIN_YEAR}), {} test receipts ({TEST_YEAR}); \
-         fields: {}",
+        "  {} train ({}-{}) + {} validation receipts, {} test receipts ({TEST_YEAR}); fields: {}",
         plan.train,
+        TRAIN_YEARS[0],
+        TRAIN_YEARS[1],
         plan.valid,
         plan.test,
         fields.join(", ")
@@ -301,8 +303,17 @@ fn make_data(args: &Args, plan: &Plan, fields: &[&str]) -> anyhow::Result<DemoDa
         })
         .collect()
     };
-    let train = gen(plan.train, 1, TRAIN_YEAR);
-    let valid = gen(plan.valid, 2, TRAIN_YEAR);
+    // Alternating years, so that any prefix (the few-shot examples come from the start)
+    // shows both.
+    let older = gen(plan.train / 2, 1, TRAIN_YEARS[0]);
+    let newer = gen(plan.train - plan.train / 2, 1, TRAIN_YEARS[1]);
+    let mut train = Vec::with_capacity(plan.train);
+    let mut older = older.into_iter();
+    for r in newer {
+        train.push(r);
+        train.extend(older.next());
+    }
+    let valid = gen(plan.valid, 2, TRAIN_YEARS[1]);
     let test = gen(plan.test, 3, TEST_YEAR);
     let dir = args.out.join("data");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
