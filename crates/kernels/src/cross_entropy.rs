@@ -31,6 +31,74 @@ struct Partial<F> {
     acc: Vec<F>,
 }
 
+/// The two products of one vocabulary chunk, however the output embedding `E (vocab, C)` is
+/// stored: [`linear_cross_entropy_with`] runs the online softmax around them.
+pub trait ChunkProducts<F>: Sync {
+    /// Per-group scratch (a decoded chunk, say), made once per group.
+    type Scratch: Send;
+    fn scratch(&self) -> Self::Scratch;
+    /// `l (N, v1 − v0) = h · E[v0..v1]ᵀ` for the `h` this value was built over.
+    fn logits(&self, s: &mut Self::Scratch, v0: usize, v1: usize, l: &mut [F]);
+    /// `acc (N, C) += p (N, v1 − v0) · E[v0..v1]`, called right after `logits` of that chunk.
+    fn accumulate(&self, s: &mut Self::Scratch, v0: usize, v1: usize, p: &[F], acc: &mut [F]);
+    /// `out (C) = E[t]`, the same values the products use.
+    fn row(&self, t: usize, out: &mut [F]);
+}
+
+/// The embedding as dense rows fetched chunk by chunk, products by f32/f64 gemm.
+struct DenseChunks<'a, F, E> {
+    h: &'a [F],
+    n: usize,
+    cols: usize,
+    chunk_rows: usize,
+    embed_rows: E,
+}
+
+impl<F: Float, E: Fn(usize, usize, &mut [F]) + Sync> ChunkProducts<F> for DenseChunks<'_, F, E> {
+    type Scratch = Vec<F>;
+    fn scratch(&self) -> Vec<F> {
+        vec![F::ZERO; self.chunk_rows * self.cols]
+    }
+    fn logits(&self, e: &mut Vec<F>, v0: usize, v1: usize, l: &mut [F]) {
+        let (n, cols, len) = (self.n, self.cols, v1 - v0);
+        let e = &mut e[..len * cols];
+        (self.embed_rows)(v0, v1, e);
+        // L (N, len) = h (N, C) · E_chunk (len, C)^T. Serial gemm: the groups are the
+        // parallelism.
+        gemm_strided(
+            false,
+            n,
+            len,
+            cols,
+            l,
+            false,
+            self.h,
+            (cols, 1),
+            e,
+            (1, cols),
+        );
+    }
+    fn accumulate(&self, e: &mut Vec<F>, v0: usize, v1: usize, p: &[F], acc: &mut [F]) {
+        let (n, cols, len) = (self.n, self.cols, v1 - v0);
+        // acc (N, C) += exp(L − m) (N, len) · E_chunk (len, C)
+        gemm_strided(
+            false,
+            n,
+            cols,
+            len,
+            acc,
+            true,
+            p,
+            (len, 1),
+            &e[..len * cols],
+            (cols, 1),
+        );
+    }
+    fn row(&self, t: usize, out: &mut [F]) {
+        (self.embed_rows)(t, t + 1, out);
+    }
+}
+
 /// Mean cross-entropy of the logits `h · E^T` against `targets`, and its gradient with respect
 /// to `h`, without materialising the logits.
 ///
@@ -59,6 +127,32 @@ where
 {
     let n = targets.len();
     assert_eq!(h.len(), n * cols, "h is not (N, C)");
+    let products = DenseChunks {
+        h,
+        n,
+        cols,
+        chunk_rows,
+        embed_rows,
+    };
+    linear_cross_entropy_with(
+        &products, n, targets, cols, vocab, chunk_rows, dh, grad_scale,
+    )
+}
+
+/// [`linear_cross_entropy`] over any storage of the embedding: `products` computes each
+/// chunk's two products for the `N` rows it was built over.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_cross_entropy_with<F: Float, P: ChunkProducts<F>>(
+    products: &P,
+    n: usize,
+    targets: &[u32],
+    cols: usize,
+    vocab: usize,
+    chunk_rows: usize,
+    dh: Option<&mut [F]>,
+    grad_scale: F,
+) -> F {
+    assert_eq!(targets.len(), n, "targets is not (N)");
     assert!(
         chunk_rows > 0 && vocab > 0 && cols > 0,
         "empty vocabulary, chunk or row"
@@ -85,17 +179,13 @@ where
                 Vec::new()
             },
         };
-        let mut e = vec![F::ZERO; chunk_rows * cols];
+        let mut scratch = products.scratch();
         let mut logits = vec![F::ZERO; n * chunk_rows];
         for c in c0..c1 {
             let (v0, v1) = (c * chunk_rows, ((c + 1) * chunk_rows).min(vocab));
             let len = v1 - v0;
-            let e = &mut e[..len * cols];
-            embed_rows(v0, v1, e);
             let l = &mut logits[..n * len];
-            // L (N, len) = h (N, C) · E_chunk (len, C)^T. Serial gemm: the groups are the
-            // parallelism.
-            gemm_strided(false, n, len, cols, l, false, h, (cols, 1), e, (1, cols));
+            products.logits(&mut scratch, v0, v1, l);
             for r in 0..n {
                 let lr = &mut l[r * len..][..len];
                 let t = targets[r] as usize;
@@ -119,19 +209,7 @@ where
                 p.s[r] += sum;
             }
             if want_grad {
-                // acc (N, C) += exp(L − m) (N, len) · E_chunk (len, C)
-                gemm_strided(
-                    false,
-                    n,
-                    cols,
-                    len,
-                    &mut p.acc,
-                    true,
-                    l,
-                    (len, 1),
-                    e,
-                    (cols, 1),
-                );
+                products.accumulate(&mut scratch, v0, v1, l, &mut p.acc);
             }
         }
         p
@@ -172,7 +250,7 @@ where
         let mut et = vec![F::ZERO; cols];
         for r in 0..n {
             let t = targets[r] as usize;
-            embed_rows(t, t + 1, &mut et);
+            products.row(t, &mut et);
             let inv_s = F::ONE / tot.s[r];
             let (dr, ar) = (&mut dh[r * cols..][..cols], &tot.acc[r * cols..][..cols]);
             // d loss_r / dh_r = softmax·E − E_t = acc / s − E_t
