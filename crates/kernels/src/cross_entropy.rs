@@ -11,6 +11,7 @@
 //! and half of its dequantization, for one `N × C` accumulator per group.
 
 use crate::matmul::gemm_strided;
+use crate::simd::multiversion;
 use crate::Float;
 use rayon::prelude::*;
 
@@ -29,6 +30,26 @@ struct Partial<F> {
     target_logit: Vec<F>,
     /// Σ exp(L − m)·E_v, `(N, C)`; empty when no gradient is wanted.
     acc: Vec<F>,
+}
+
+multiversion! {
+    /// `x ← exp(x − m)` in place; returns `Σ x` (16 running sums, added in lane order).
+    fn exp_shift_sum<F: Float>(x: &mut [F], m: F) -> F {
+        let mut acc = [F::ZERO; 16];
+        let mut chunks = x.chunks_exact_mut(16);
+        for c in &mut chunks {
+            for (a, v) in acc.iter_mut().zip(c.iter_mut()) {
+                *v = (*v - m).exp_approx();
+                *a += *v;
+            }
+        }
+        let mut sum = F::ZERO;
+        for v in chunks.into_remainder() {
+            *v = (*v - m).exp_approx();
+            sum += *v;
+        }
+        acc.iter().fold(F::ZERO, |s, &a| s + a) + sum
+    }
 }
 
 /// The two products of one vocabulary chunk, however the output embedding `E (vocab, C)` is
@@ -193,11 +214,7 @@ pub fn linear_cross_entropy_with<F: Float, P: ChunkProducts<F>>(
                     p.target_logit[r] = lr[t - v0];
                 }
                 let m_new = lr.iter().fold(p.m[r], |a, &b| a.max(b));
-                let mut sum = F::ZERO;
-                for x in lr.iter_mut() {
-                    *x = (*x - m_new).exp();
-                    sum += *x;
-                }
+                let sum = exp_shift_sum::<F>(lr, m_new);
                 if m_new != p.m[r] {
                     let corr = (p.m[r] - m_new).exp();
                     p.s[r] *= corr;
