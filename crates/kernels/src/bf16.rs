@@ -399,7 +399,24 @@ mod amx {
                 let ap0 = a.data.as_ptr().add((r / 16) * steps * 512);
                 let ap1 = ap0.add(steps * 512);
                 let bp = b.data.as_ptr().add(jb * kp * NB);
-                for s in 0..steps {
+                // At most 16 rows left: the lower half of the block (C2, C3, A1) is all
+                // padding, so only C0 and C1 are computed (C2 and C3 stay in `tail`).
+                let half = m - r <= 16;
+                for s in (0..steps).filter(|_| half) {
+                    // SAFETY: as below, row block r/16 only.
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        a0 = in(reg) ap0.add(s * 512),
+                        b0 = in(reg) bp.add(s * 16 * 2 * NB),
+                        b1 = in(reg) bp.add(s * 16 * 2 * NB + 32),
+                        sa = in(reg) 64usize, sb = in(reg) 128usize, options(nostack, readonly),
+                    );
+                }
+                for s in (0..steps).filter(|_| !half) {
                     // SAFETY: A tiles lie inside row blocks r/16 and r/16 + 1 < m padded
                     // to 32 rows; the B tile rows s·16..s·16+16 lie inside panel jb.
                     asm!(

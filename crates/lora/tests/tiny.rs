@@ -289,35 +289,41 @@ fn bf16_base_lands_near_the_decoded_reference() {
 #[test]
 fn recompute_and_threads_give_bit_identical_results() {
     let model = tiny_model(Precision::Fast);
-    let base = Frozen::from_model(&model);
     let (tokens, labels) = tiny_sequence();
     let seq = Sequence {
         tokens: &tokens,
         labels: &labels,
     };
-    let run = |recompute: bool| {
-        let mut ad = adapter::<f32>(&model.spec, 0.1);
-        let opts = StepOptions {
-            recompute,
-            dropout_seed: 3,
-            normalizer: None,
+    for matmul in [BaseMatmul::Quantized, BaseMatmul::Bf16] {
+        let base = Frozen::from_model_with(&model, matmul);
+        let run = |recompute: bool| {
+            let mut ad = adapter::<f32>(&model.spec, 0.1);
+            let opts = StepOptions {
+                recompute,
+                dropout_seed: 3,
+                normalizer: None,
+            };
+            let out = base.step(&mut ad, &seq, &opts).unwrap();
+            (
+                out.loss.to_bits(),
+                ad.params()
+                    .iter()
+                    .flat_map(|p| p.grad.iter().map(|g| g.to_bits()))
+                    .collect::<Vec<_>>(),
+            )
         };
-        let out = base.step(&mut ad, &seq, &opts).unwrap();
-        (
-            out.loss.to_bits(),
-            ad.params()
-                .iter()
-                .flat_map(|p| p.grad.iter().map(|g| g.to_bits()))
-                .collect::<Vec<_>>(),
-        )
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    let first = pool.install(|| run(false));
-    assert_eq!(pool.install(|| run(false)), first);
-    assert_eq!(pool.install(|| run(true)), first);
+        let pool = |n| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+        };
+        let (one, two) = (pool(1), pool(2));
+        let first = two.install(|| run(false));
+        assert_eq!(two.install(|| run(false)), first, "{matmul:?}");
+        assert_eq!(two.install(|| run(true)), first, "{matmul:?}");
+        assert_eq!(one.install(|| run(false)), first, "{matmul:?}");
+    }
 }
 
 #[test]
