@@ -64,6 +64,12 @@ pub trait ChunkProducts<F>: Sync {
     fn accumulate(&self, s: &mut Self::Scratch, v0: usize, v1: usize, p: &[F], acc: &mut [F]);
     /// `out (C) = E[t]`, the same values the products use.
     fn row(&self, t: usize, out: &mut [F]);
+    /// Whether the softmax may use [`Float::exp_approx`] (vectorised, within 2 ulp) instead
+    /// of libm's `exp` with a serial sum: the dense (reference) path keeps the latter, so its
+    /// numbers stay those the PEFT fixture was matched with.
+    fn approx_exp(&self) -> bool {
+        false
+    }
 }
 
 /// The embedding as dense rows fetched chunk by chunk, products by f32/f64 gemm.
@@ -214,7 +220,16 @@ pub fn linear_cross_entropy_with<F: Float, P: ChunkProducts<F>>(
                     p.target_logit[r] = lr[t - v0];
                 }
                 let m_new = lr.iter().fold(p.m[r], |a, &b| a.max(b));
-                let sum = exp_shift_sum::<F>(lr, m_new);
+                let sum = if products.approx_exp() {
+                    exp_shift_sum::<F>(lr, m_new)
+                } else {
+                    let mut sum = F::ZERO;
+                    for x in lr.iter_mut() {
+                        *x = (*x - m_new).exp();
+                        sum += *x;
+                    }
+                    sum
+                };
                 if m_new != p.m[r] {
                     let corr = (p.m[r] - m_new).exp();
                     p.s[r] *= corr;

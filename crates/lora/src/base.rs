@@ -250,6 +250,9 @@ impl ChunkProducts<f32> for Bf16Chunks<'_> {
         let p = BfRows::from_f32(p, self.n, v1 - v0, 1.0);
         gemm_bf16(&p, bwd, acc, true, false);
     }
+    fn approx_exp(&self) -> bool {
+        true
+    }
     fn row(&self, t: usize, out: &mut [f32]) {
         let (fwd, _) = &self.head.chunks[t / crate::CHUNK];
         for (c, o) in out.iter_mut().enumerate() {

@@ -285,8 +285,10 @@ fn bf16_base_lands_near_peft() {
         d.grad_norm_all,
         res["grad_norm_all"]
     );
+    // Measured 2.7e-2 (bf16 rounding of the weights dominates; small-norm tensors
+    // move most), against 4e-4 for the f32 path: a bug would be O(1).
     assert!(
-        d.worst_fro < 3e-2,
+        d.worst_fro < 6e-2,
         "a per-tensor gradient norm is off by {:.2e} relative",
         d.worst_fro
     );
