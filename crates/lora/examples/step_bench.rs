@@ -5,6 +5,8 @@
 //! ```
 //! Defaults: a 512-token sequence with loss on the last 128 tokens, 3 steps, fast mode, no
 //! recompute. Peak RSS is the process's VmHWM (mmap'd model pages included), read after the steps.
+//! `bf16` is the AMX base `smolt train` uses where the CPU has it (`decoded` otherwise).
+//! `SMOLT_PROFILE=1` adds the wall time per phase of each step (smolt_lora::prof).
 
 use smolt_lora::{BaseMatmul, Frozen, LoraAdapter, LoraConfig, Sequence, StepOptions};
 use smolt_model::{Model, Precision};
