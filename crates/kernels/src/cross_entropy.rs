@@ -11,6 +11,7 @@
 //! and half of its dequantization, for one `N × C` accumulator per group.
 
 use crate::matmul::gemm_strided;
+use crate::simd::multiversion;
 use crate::Float;
 use rayon::prelude::*;
 
@@ -29,6 +30,100 @@ struct Partial<F> {
     target_logit: Vec<F>,
     /// Σ exp(L − m)·E_v, `(N, C)`; empty when no gradient is wanted.
     acc: Vec<F>,
+}
+
+multiversion! {
+    /// `x ← exp(x − m)` in place; returns `Σ x` (16 running sums, added in lane order).
+    fn exp_shift_sum<F: Float>(x: &mut [F], m: F) -> F {
+        let mut acc = [F::ZERO; 16];
+        let mut chunks = x.chunks_exact_mut(16);
+        for c in &mut chunks {
+            for (a, v) in acc.iter_mut().zip(c.iter_mut()) {
+                *v = (*v - m).exp_approx();
+                *a += *v;
+            }
+        }
+        let mut sum = F::ZERO;
+        for v in chunks.into_remainder() {
+            *v = (*v - m).exp_approx();
+            sum += *v;
+        }
+        acc.iter().fold(F::ZERO, |s, &a| s + a) + sum
+    }
+}
+
+/// The two products of one vocabulary chunk, however the output embedding `E (vocab, C)` is
+/// stored: [`linear_cross_entropy_with`] runs the online softmax around them.
+pub trait ChunkProducts<F>: Sync {
+    /// Per-group scratch (a decoded chunk, say), made once per group.
+    type Scratch: Send;
+    fn scratch(&self) -> Self::Scratch;
+    /// `l (N, v1 − v0) = h · E[v0..v1]ᵀ` for the `h` this value was built over.
+    fn logits(&self, s: &mut Self::Scratch, v0: usize, v1: usize, l: &mut [F]);
+    /// `acc (N, C) += p (N, v1 − v0) · E[v0..v1]`, called right after `logits` of that chunk.
+    fn accumulate(&self, s: &mut Self::Scratch, v0: usize, v1: usize, p: &[F], acc: &mut [F]);
+    /// `out (C) = E[t]`, the same values the products use.
+    fn row(&self, t: usize, out: &mut [F]);
+    /// Whether the softmax may use [`Float::exp_approx`] (vectorised, within 2 ulp) instead
+    /// of libm's `exp` with a serial sum: the dense (reference) path keeps the latter, so its
+    /// numbers stay those the PEFT fixture was matched with.
+    fn approx_exp(&self) -> bool {
+        false
+    }
+}
+
+/// The embedding as dense rows fetched chunk by chunk, products by f32/f64 gemm.
+struct DenseChunks<'a, F, E> {
+    h: &'a [F],
+    n: usize,
+    cols: usize,
+    chunk_rows: usize,
+    embed_rows: E,
+}
+
+impl<F: Float, E: Fn(usize, usize, &mut [F]) + Sync> ChunkProducts<F> for DenseChunks<'_, F, E> {
+    type Scratch = Vec<F>;
+    fn scratch(&self) -> Vec<F> {
+        vec![F::ZERO; self.chunk_rows * self.cols]
+    }
+    fn logits(&self, e: &mut Vec<F>, v0: usize, v1: usize, l: &mut [F]) {
+        let (n, cols, len) = (self.n, self.cols, v1 - v0);
+        let e = &mut e[..len * cols];
+        (self.embed_rows)(v0, v1, e);
+        // L (N, len) = h (N, C) · E_chunk (len, C)^T. Serial gemm: the groups are the
+        // parallelism.
+        gemm_strided(
+            false,
+            n,
+            len,
+            cols,
+            l,
+            false,
+            self.h,
+            (cols, 1),
+            e,
+            (1, cols),
+        );
+    }
+    fn accumulate(&self, e: &mut Vec<F>, v0: usize, v1: usize, p: &[F], acc: &mut [F]) {
+        let (n, cols, len) = (self.n, self.cols, v1 - v0);
+        // acc (N, C) += exp(L − m) (N, len) · E_chunk (len, C)
+        gemm_strided(
+            false,
+            n,
+            cols,
+            len,
+            acc,
+            true,
+            p,
+            (len, 1),
+            &e[..len * cols],
+            (cols, 1),
+        );
+    }
+    fn row(&self, t: usize, out: &mut [F]) {
+        (self.embed_rows)(t, t + 1, out);
+    }
 }
 
 /// Mean cross-entropy of the logits `h · E^T` against `targets`, and its gradient with respect
@@ -59,6 +154,32 @@ where
 {
     let n = targets.len();
     assert_eq!(h.len(), n * cols, "h is not (N, C)");
+    let products = DenseChunks {
+        h,
+        n,
+        cols,
+        chunk_rows,
+        embed_rows,
+    };
+    linear_cross_entropy_with(
+        &products, n, targets, cols, vocab, chunk_rows, dh, grad_scale,
+    )
+}
+
+/// [`linear_cross_entropy`] over any storage of the embedding: `products` computes each
+/// chunk's two products for the `N` rows it was built over.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_cross_entropy_with<F: Float, P: ChunkProducts<F>>(
+    products: &P,
+    n: usize,
+    targets: &[u32],
+    cols: usize,
+    vocab: usize,
+    chunk_rows: usize,
+    dh: Option<&mut [F]>,
+    grad_scale: F,
+) -> F {
+    assert_eq!(targets.len(), n, "targets is not (N)");
     assert!(
         chunk_rows > 0 && vocab > 0 && cols > 0,
         "empty vocabulary, chunk or row"
@@ -85,17 +206,13 @@ where
                 Vec::new()
             },
         };
-        let mut e = vec![F::ZERO; chunk_rows * cols];
+        let mut scratch = products.scratch();
         let mut logits = vec![F::ZERO; n * chunk_rows];
         for c in c0..c1 {
             let (v0, v1) = (c * chunk_rows, ((c + 1) * chunk_rows).min(vocab));
             let len = v1 - v0;
-            let e = &mut e[..len * cols];
-            embed_rows(v0, v1, e);
             let l = &mut logits[..n * len];
-            // L (N, len) = h (N, C) · E_chunk (len, C)^T. Serial gemm: the groups are the
-            // parallelism.
-            gemm_strided(false, n, len, cols, l, false, h, (cols, 1), e, (1, cols));
+            products.logits(&mut scratch, v0, v1, l);
             for r in 0..n {
                 let lr = &mut l[r * len..][..len];
                 let t = targets[r] as usize;
@@ -103,11 +220,16 @@ where
                     p.target_logit[r] = lr[t - v0];
                 }
                 let m_new = lr.iter().fold(p.m[r], |a, &b| a.max(b));
-                let mut sum = F::ZERO;
-                for x in lr.iter_mut() {
-                    *x = (*x - m_new).exp();
-                    sum += *x;
-                }
+                let sum = if products.approx_exp() {
+                    exp_shift_sum::<F>(lr, m_new)
+                } else {
+                    let mut sum = F::ZERO;
+                    for x in lr.iter_mut() {
+                        *x = (*x - m_new).exp();
+                        sum += *x;
+                    }
+                    sum
+                };
                 if m_new != p.m[r] {
                     let corr = (p.m[r] - m_new).exp();
                     p.s[r] *= corr;
@@ -119,19 +241,7 @@ where
                 p.s[r] += sum;
             }
             if want_grad {
-                // acc (N, C) += exp(L − m) (N, len) · E_chunk (len, C)
-                gemm_strided(
-                    false,
-                    n,
-                    cols,
-                    len,
-                    &mut p.acc,
-                    true,
-                    l,
-                    (len, 1),
-                    e,
-                    (cols, 1),
-                );
+                products.accumulate(&mut scratch, v0, v1, l, &mut p.acc);
             }
         }
         p
@@ -172,7 +282,7 @@ where
         let mut et = vec![F::ZERO; cols];
         for r in 0..n {
             let t = targets[r] as usize;
-            embed_rows(t, t + 1, &mut et);
+            products.row(t, &mut et);
             let inv_s = F::ONE / tot.s[r];
             let (dr, ar) = (&mut dh[r * cols..][..cols], &tot.acc[r * cols..][..cols]);
             // d loss_r / dh_r = softmax·E − E_t = acc / s − E_t

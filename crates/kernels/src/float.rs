@@ -47,6 +47,10 @@ pub trait Float:
     /// ~15 ns (a 512 × 2048 GEGLU holds a million of them); in f64 the exact `tanh`, so the
     /// gradient checks see the true function.
     fn tanh_approx(self) -> Self;
+    /// `exp` for the softmax of the LM head: in f32 a branch-free polynomial (Cephes' `expf`,
+    /// within 2 ulp of libm on `[-87, 88]`, 0 below) that vectorises, where libm's `expf` is a
+    /// scalar call (the head takes `n × 262,144` of them per step); in f64 the exact `exp`.
+    fn exp_approx(self) -> Self;
     /// `max` that ignores NaN in neither argument: only used on finite scores and −∞.
     fn max(self, other: Self) -> Self;
 }
@@ -58,7 +62,7 @@ mod sealed {
 }
 
 macro_rules! impl_float {
-    ($t:ty, $tanh_approx:path) => {
+    ($t:ty, $tanh_approx:path, $exp_approx:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -92,6 +96,10 @@ macro_rules! impl_float {
                 $tanh_approx(self)
             }
             #[inline(always)]
+            fn exp_approx(self) -> Self {
+                $exp_approx(self)
+            }
+            #[inline(always)]
             fn max(self, other: Self) -> Self {
                 if self >= other {
                     self
@@ -102,8 +110,41 @@ macro_rules! impl_float {
         }
     };
 }
-impl_float!(f32, tanh_rational_f32);
-impl_float!(f64, f64::tanh);
+impl_float!(f32, tanh_rational_f32, exp_poly_f32);
+impl_float!(f64, f64::tanh, f64::exp);
+
+/// Cephes' `expf`: `x = n·ln2 + r` with `|r| ≤ ln2/2`, `e^r` by a degree-7 polynomial
+/// (`1 + r + r²·p(r)`), times `2^n` built in the exponent bits. Branch-free; below −87.3 (where
+/// `expf` leaves the normal range) it returns 0, above 88 it saturates at `e^88`
+/// (its callers pass `x − max ≤ 0`).
+#[inline(always)]
+fn exp_poly_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        5.0e-1,
+    ];
+    let xc = x.clamp(-87.336_55, 88.0);
+    let n = (xc * LOG2E + 0.5).floor();
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = P[0];
+    for &c in &P[1..] {
+        p = p * r + c;
+    }
+    let e = 1.0 + r + r * r * p;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < -87.336_55 {
+        0.0
+    } else {
+        e * scale
+    }
+}
 
 /// Eigen's `generic_fast_tanh_float`: `x·p(x²)/q(x²)` on `x` clamped to ±7.9053, beyond which
 /// tanh rounds to ±1 in f32.
@@ -186,6 +227,23 @@ pub(crate) fn scale_in_place<F: Float>(alpha: F, y: &mut [F]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_poly_is_within_2_ulp_of_exp() {
+        let mut worst = 0f64;
+        for i in 0..200_000 {
+            let x = -87.0 + 175.0 * i as f64 / 200_000.0;
+            let x = x as f32;
+            let want = (x as f64).exp();
+            let got = exp_poly_f32(x) as f64;
+            let ulp = f32::EPSILON as f64 * want;
+            worst = worst.max((got - want).abs() / ulp);
+        }
+        assert!(worst <= 2.0, "{worst} ulp");
+        assert_eq!(exp_poly_f32(-100.0), 0.0);
+        assert_eq!(exp_poly_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_poly_f32(0.0), 1.0);
+    }
 
     #[test]
     fn dot_matches_naive_for_all_tail_lengths() {

@@ -13,6 +13,7 @@
 pub mod activation;
 pub mod adamw;
 pub mod attention;
+pub mod bf16;
 pub mod cross_entropy;
 pub mod float;
 pub mod matmul;
@@ -26,7 +27,7 @@ mod test_util;
 pub use activation::{geglu_backward, geglu_forward, gelu_tanh};
 pub use adamw::{adamw_step, clip_grad_norm, global_grad_norm, AdamW};
 pub use attention::{attention_backward, attention_forward};
-pub use cross_entropy::linear_cross_entropy;
+pub use cross_entropy::{linear_cross_entropy, linear_cross_entropy_with, ChunkProducts};
 pub use float::Float;
 pub use matmul::{matmul_nn, matmul_nt, matmul_tn};
 pub use norm::{rms_norm_backward, rms_norm_forward};

@@ -6,17 +6,37 @@ use rayon::prelude::*;
 
 const PAR_MIN_ELEMS: usize = 1 << 15;
 
-/// `cos` and `sin` of `pos · theta^(-2i/D)` for `i < D/2`, computed in f64: at positions in
-/// the thousands an f32 angle is already off by ~1e-4 rad, and the table is tiny.
-fn angles<F: Float>(pos: usize, head_dim: usize, theta: f64) -> (Vec<F>, Vec<F>) {
+/// `(cos, sin)` of `pos · theta^(-2i/D)` for `i < D/2` and positions `0..len`, computed in
+/// f64 (at positions in the thousands an f32 angle is already off by ~1e-4 rad), entry
+/// `pos·D/2 + i`. Kept per `(theta, D)` and grown on demand: a training step rotates the same
+/// positions 4 times per layer, and the `sin_cos` calls were 5% of it.
+fn table(head_dim: usize, theta: f64, len: usize) -> std::sync::Arc<Vec<[f64; 2]>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Tables = Mutex<HashMap<(u64, usize), Arc<Vec<[f64; 2]>>>>;
+    static TABLES: OnceLock<Tables> = OnceLock::new();
     let half = head_dim / 2;
-    (0..half)
-        .map(|i| {
-            let inv_freq = theta.powf(-2.0 * i as f64 / head_dim as f64);
-            let (s, c) = (pos as f64 * inv_freq).sin_cos();
-            (F::from_f64(c), F::from_f64(s))
-        })
-        .unzip()
+    let mut tables = TABLES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let entry = tables.entry((theta.to_bits(), head_dim)).or_default();
+    if entry.len() < len * half {
+        let len = len.max(2 * entry.len() / half.max(1)).max(64);
+        let inv_freq: Vec<f64> = (0..half)
+            .map(|i| theta.powf(-2.0 * i as f64 / head_dim as f64))
+            .collect();
+        let t: Vec<[f64; 2]> = (0..len)
+            .flat_map(|pos| {
+                inv_freq.iter().map(move |&f| {
+                    let (s, c) = (pos as f64 * f).sin_cos();
+                    [c, s]
+                })
+            })
+            .collect();
+        *entry = Arc::new(t);
+    }
+    entry.clone()
 }
 
 /// Rotates every head of every position by its angle. `sign` is +1 for the rotation and −1 for
@@ -38,11 +58,13 @@ fn rotate<F: Float>(
     );
     let half = head_dim / 2;
     let theta = theta.to_f64();
+    let max_pos = positions.iter().copied().max().unwrap_or(0);
+    let table = table(head_dim, theta, max_pos + 1);
     let per_pos = |(xr, &pos): (&mut [F], &usize)| {
-        let (cos, mut sin) = angles::<F>(pos, head_dim, theta);
-        if inverse {
-            sin.iter_mut().for_each(|s| *s = -*s);
-        }
+        let (cos, sin): (Vec<F>, Vec<F>) = table[pos * half..][..half]
+            .iter()
+            .map(|&[c, s]| (F::from_f64(c), F::from_f64(if inverse { -s } else { s })))
+            .unzip();
         for h in xr.chunks_exact_mut(head_dim) {
             let (a, b) = h.split_at_mut(half);
             for i in 0..half {

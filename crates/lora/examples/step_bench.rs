@@ -1,10 +1,12 @@
 //! Time and peak memory of LoRA training steps on the real model.
 //!
 //! ```text
-//! cargo run --release -p smolt-lora --example step_bench -- [seq] [answer] [steps] [recompute: 0|1] [fast|decoded|f32]
+//! cargo run --release -p smolt-lora --example step_bench -- [seq] [answer] [steps] [recompute: 0|1] [fast|decoded|bf16|f32]
 //! ```
 //! Defaults: a 512-token sequence with loss on the last 128 tokens, 3 steps, fast mode, no
 //! recompute. Peak RSS is the process's VmHWM (mmap'd model pages included), read after the steps.
+//! `bf16` is the AMX base `smolt train` uses where the CPU has it (`decoded` otherwise).
+//! `SMOLT_PROFILE=1` adds the wall time per phase of each step (smolt_lora::prof).
 
 use smolt_lora::{BaseMatmul, Frozen, LoraAdapter, LoraConfig, Sequence, StepOptions};
 use smolt_model::{Model, Precision};
@@ -46,10 +48,10 @@ fn main() {
     } else {
         Precision::Fast
     };
-    let matmul = if mode == "decoded" {
-        BaseMatmul::Decoded
-    } else {
-        BaseMatmul::Quantized
+    let matmul = match mode {
+        "decoded" => BaseMatmul::Decoded,
+        "bf16" => BaseMatmul::Bf16,
+        _ => BaseMatmul::Quantized,
     };
     let path = std::env::var("SMOLT_MODEL").unwrap_or_else(|_| {
         format!(
@@ -58,7 +60,9 @@ fn main() {
         )
     });
     let model = Model::load(&path, precision).expect("load the model (set SMOLT_MODEL)");
+    let t0 = Instant::now();
     let base = Frozen::from_model_with(&model, matmul);
+    println!("base ready in {:.2} s", t0.elapsed().as_secs_f64());
     let mut adapter = LoraAdapter::<f32>::new(&model.spec, &LoraConfig::default(), 1).unwrap();
     // B = 0 would make half the adapter's backward trivially zero: give it PEFT-sized noise.
     for p in adapter.params_mut().iter_mut().skip(1).step_by(2) {
@@ -128,6 +132,20 @@ fn main() {
             seq_len as f64 / (cpu / rayon::current_num_threads() as f64)
         );
         times.push(dt);
+        if smolt_lora::prof::enabled() {
+            let secs = smolt_lora::prof::seconds();
+            smolt_lora::prof::reset();
+            let named: f64 = secs[..7].iter().sum();
+            for (name, s) in smolt_lora::prof::PHASES.iter().zip(secs) {
+                println!("  {name:<30} {s:7.3} s  {:5.1}%", 100.0 * s / dt);
+            }
+            println!(
+                "  {:<30} {:7.3} s  {:5.1}%",
+                "other (norms, rope, glue…)",
+                dt - named,
+                100.0 * (dt - named) / dt
+            );
+        }
     }
     let best = times.iter().cloned().fold(f64::INFINITY, f64::min);
     println!(

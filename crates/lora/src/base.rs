@@ -3,7 +3,8 @@
 //! dequantized matrix.
 
 use crate::config::Target;
-use smolt_kernels::{matmul_nt, Float};
+use smolt_kernels::bf16::{gemm_bf16, BfRows, PackedB};
+use smolt_kernels::{matmul_nn, matmul_nt, ChunkProducts, Float};
 use smolt_model::{ArchSpec, Linear, Model};
 
 /// A frozen projection `in → out` with weight `W (out, in)`.
@@ -26,6 +27,27 @@ pub trait FrozenLinear<F: Float>: Send + Sync {
     /// Rows `r0..r1` of `W` copied (decoded) into `out` `(r1 − r0, in)`, on the calling thread:
     /// for callers that are themselves parallel, such as the LM head's vocabulary groups.
     fn rows_into(&self, r0: usize, r1: usize, out: &mut [F]);
+
+    /// `dx (t, in) += dy (t, out) · W`: the input gradient. By default the rows of `W`,
+    /// decoded into `scratch`, and f32 gemm.
+    fn backward(&self, dy: &[F], t: usize, dx: &mut [F], scratch: &mut Vec<F>) {
+        let (out, inp) = self.shape();
+        let w = self.rows(0, out, scratch);
+        matmul_nn(dy, w, t, out, inp, dx, true);
+    }
+
+    /// The LM head fused with the cross-entropy, when this weight brings its own (the bf16
+    /// head); `None` means: use [`crate::linear_cross_entropy`]'s chunks of `rows_into`.
+    /// Same contract as [`crate::linear_cross_entropy`].
+    fn cross_entropy(
+        &self,
+        _h: &[F],
+        _targets: &[u32],
+        _grad_scale: F,
+        _dh: Option<&mut [F]>,
+    ) -> Option<f64> {
+        None
+    }
 }
 
 /// A dense weight in any float type: the f64 reference engine and tests.
@@ -66,9 +88,18 @@ pub enum BaseMatmul {
     /// reference arithmetic on the quantized weights), and faster than `matmul_q` once T is in
     /// the hundreds, as in training; the decoded copy lives for one product.
     Decoded,
+    /// Every projection and the LM head decoded once and kept in bf16, packed for Intel AMX
+    /// (`tdpbf16ps`, f32 accumulation) in both directions (forward `x·Wᵀ`, backward `dY·W`):
+    /// about 4 bytes per base parameter (≈ 1.1 GB for Gemma 3 270M), built at load. The
+    /// activations are rounded to bf16 per product, so this is NOT the reference arithmetic:
+    /// the tests bound its loss and gradient against [`BaseMatmul::Decoded`]. Without AMX the
+    /// same bf16 values go through f32 gemm (correct, but slower than `Decoded`); see
+    /// [`smolt_kernels::bf16::amx_enabled`].
+    Bf16,
 }
 
 /// smolt-model's projection, borrowed: quantized rows are read from the mmap.
+#[derive(Clone, Copy)]
 struct ModelLinear<'a> {
     lin: &'a Linear,
     matmul: BaseMatmul,
@@ -98,6 +129,7 @@ impl FrozenLinear<f32> for ModelLinear<'_> {
             }
         }
         use rayon::prelude::*;
+        let _p = crate::prof::span(crate::prof::Phase::Decode);
         scratch.clear();
         scratch.resize((r1 - r0) * inp, 0.0);
         scratch
@@ -110,9 +142,172 @@ impl FrozenLinear<f32> for ModelLinear<'_> {
     fn rows_into(&self, r0: usize, r1: usize, out: &mut [f32]) {
         let inp = self.lin.in_features;
         assert_eq!(out.len(), (r1 - r0) * inp, "out is not (r1 - r0, in)");
+        let _p = crate::prof::span(crate::prof::Phase::Decode);
         for (i, row) in out.chunks_mut(inp).enumerate() {
             self.lin.row(r0 + i, row);
         }
+    }
+}
+
+/// A projection held in bf16 in both packings ([`BaseMatmul::Bf16`]); its rows (the token
+/// table's lookups) still decode exactly from the file.
+struct Bf16Linear<'a> {
+    lin: ModelLinear<'a>,
+    /// `Wᵀ (in, out)`: the forward's operand.
+    fwd: PackedB,
+    /// `W (out, in)`: the backward's operand.
+    bwd: PackedB,
+}
+
+impl<'a> Bf16Linear<'a> {
+    fn new(lin: ModelLinear<'a>) -> Self {
+        let (out, inp) = lin.shape();
+        let mut scratch = Vec::new();
+        let w = lin.rows(0, out, &mut scratch);
+        Bf16Linear {
+            fwd: PackedB::from_rows_transposed(w, out, inp),
+            bwd: PackedB::from_rows(out, inp, |i, o| o.copy_from_slice(&w[i * inp..][..inp])),
+            lin,
+        }
+    }
+}
+
+impl FrozenLinear<f32> for Bf16Linear<'_> {
+    fn shape(&self) -> (usize, usize) {
+        self.lin.shape()
+    }
+
+    fn forward(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        let (out, inp) = self.shape();
+        assert_eq!(y.len(), t * out, "y is not (t, out)");
+        gemm_bf16(&BfRows::from_f32(x, t, inp, 1.0), &self.fwd, y, false, true);
+    }
+
+    fn rows<'s>(&'s self, r0: usize, r1: usize, scratch: &'s mut Vec<f32>) -> &'s [f32] {
+        self.lin.rows(r0, r1, scratch)
+    }
+
+    fn rows_into(&self, r0: usize, r1: usize, out: &mut [f32]) {
+        self.lin.rows_into(r0, r1, out)
+    }
+
+    fn backward(&self, dy: &[f32], t: usize, dx: &mut [f32], _scratch: &mut Vec<f32>) {
+        let (out, inp) = self.shape();
+        assert_eq!(dx.len(), t * inp, "dx is not (t, in)");
+        gemm_bf16(
+            &BfRows::from_f32(dy, t, out, 1.0),
+            &self.bwd,
+            dx,
+            true,
+            true,
+        );
+    }
+}
+
+/// The LM head (the token table, when tied) held in bf16 chunk by chunk, both packings per
+/// chunk of [`crate::CHUNK`] vocabulary rows; lookups and the forward stay exact.
+struct Bf16Head<'a> {
+    lin: ModelLinear<'a>,
+    /// Per chunk: `E_chunkᵀ (d, len)` for the logits, `E_chunk (len, d)` for the gradient.
+    chunks: Vec<(PackedB, PackedB)>,
+}
+
+impl<'a> Bf16Head<'a> {
+    fn new(lin: ModelLinear<'a>) -> Self {
+        let (vocab, d) = lin.shape();
+        let mut scratch = Vec::new();
+        let chunks = (0..vocab)
+            .step_by(crate::CHUNK)
+            .map(|v0| {
+                let v1 = (v0 + crate::CHUNK).min(vocab);
+                let e = lin.rows(v0, v1, &mut scratch);
+                (
+                    PackedB::from_rows_transposed(e, v1 - v0, d),
+                    PackedB::from_rows(v1 - v0, d, |i, o| o.copy_from_slice(&e[i * d..][..d])),
+                )
+            })
+            .collect();
+        Bf16Head { lin, chunks }
+    }
+}
+
+/// The head's chunk products for one call: `h` rounded to bf16 once.
+struct Bf16Chunks<'h> {
+    head: &'h Bf16Head<'h>,
+    h: BfRows,
+    n: usize,
+}
+
+impl ChunkProducts<f32> for Bf16Chunks<'_> {
+    type Scratch = ();
+    fn scratch(&self) {}
+    fn logits(&self, _: &mut (), v0: usize, _v1: usize, l: &mut [f32]) {
+        let (fwd, _) = &self.head.chunks[v0 / crate::CHUNK];
+        gemm_bf16(&self.h, fwd, l, false, false);
+    }
+    fn accumulate(&self, _: &mut (), v0: usize, v1: usize, p: &[f32], acc: &mut [f32]) {
+        let (_, bwd) = &self.head.chunks[v0 / crate::CHUNK];
+        let p = BfRows::from_f32(p, self.n, v1 - v0, 1.0);
+        gemm_bf16(&p, bwd, acc, true, false);
+    }
+    fn approx_exp(&self) -> bool {
+        true
+    }
+    fn row(&self, t: usize, out: &mut [f32]) {
+        let (fwd, _) = &self.head.chunks[t / crate::CHUNK];
+        for (c, o) in out.iter_mut().enumerate() {
+            *o = fwd.get(c, t % crate::CHUNK);
+        }
+    }
+}
+
+impl FrozenLinear<f32> for Bf16Head<'_> {
+    fn shape(&self) -> (usize, usize) {
+        self.lin.shape()
+    }
+
+    fn forward(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        self.lin.forward(x, t, y)
+    }
+
+    fn rows<'s>(&'s self, r0: usize, r1: usize, scratch: &'s mut Vec<f32>) -> &'s [f32] {
+        self.lin.rows(r0, r1, scratch)
+    }
+
+    fn rows_into(&self, r0: usize, r1: usize, out: &mut [f32]) {
+        self.lin.rows_into(r0, r1, out)
+    }
+
+    fn cross_entropy(
+        &self,
+        h: &[f32],
+        targets: &[u32],
+        grad_scale: f32,
+        dh: Option<&mut [f32]>,
+    ) -> Option<f64> {
+        let (vocab, d) = self.shape();
+        let n = targets.len();
+        if n == 0 {
+            return Some(0.0);
+        }
+        let products = Bf16Chunks {
+            head: self,
+            h: BfRows::from_f32(h, n, d, 1.0),
+            n,
+        };
+        // The kernel differentiates the MEAN over the n rows: scale by n for the sum's gradient.
+        let scale = grad_scale * n as f32;
+        let mean = smolt_kernels::linear_cross_entropy_with(
+            &products,
+            n,
+            targets,
+            d,
+            vocab,
+            crate::CHUNK,
+            dh,
+            scale,
+        );
+        Some(mean as f64 * n as f64)
     }
 }
 
@@ -166,12 +361,34 @@ impl<'a> Frozen<'a, f32> {
     /// [`Frozen::from_model`] with a choice of forward product for quantized weights.
     pub fn from_model_with(m: &'a Model, matmul: BaseMatmul) -> Frozen<'a, f32> {
         let lin = |l: &'a Linear| -> Box<dyn FrozenLinear<f32> + 'a> {
-            Box::new(ModelLinear { lin: l, matmul })
+            let ml = ModelLinear {
+                lin: l,
+                matmul: BaseMatmul::Decoded,
+            };
+            match matmul {
+                BaseMatmul::Bf16 => Box::new(Bf16Linear::new(ml)),
+                _ => Box::new(ModelLinear { lin: l, matmul }),
+            }
+        };
+        let head = |l: &'a Linear| -> Box<dyn FrozenLinear<f32> + 'a> {
+            let ml = ModelLinear { lin: l, matmul };
+            match matmul {
+                BaseMatmul::Bf16 => Box::new(Bf16Head::new(ml)),
+                _ => Box::new(ml),
+            }
         };
         Frozen {
             spec: m.spec.clone(),
-            embed: lin(&m.token_embd),
-            output: m.output.as_ref().map(lin),
+            // The token table doubles as the head when tied.
+            embed: if m.output.is_some() {
+                Box::new(ModelLinear {
+                    lin: &m.token_embd,
+                    matmul,
+                })
+            } else {
+                head(&m.token_embd)
+            },
+            output: m.output.as_ref().map(head),
             output_norm: m.output_norm.clone(),
             blocks: m
                 .blocks

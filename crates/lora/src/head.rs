@@ -20,8 +20,11 @@ pub fn linear_cross_entropy<F: Float>(
     h: &[F],
     targets: &[u32],
     grad_scale: F,
-    dh: Option<&mut [F]>,
+    mut dh: Option<&mut [F]>,
 ) -> f64 {
+    if let Some(loss) = head.cross_entropy(h, targets, grad_scale, dh.as_deref_mut()) {
+        return loss;
+    }
     let (vocab, d) = head.shape();
     let n = targets.len();
     if n == 0 {

@@ -27,6 +27,7 @@ mod base;
 mod config;
 mod error;
 mod head;
+pub mod prof;
 mod step;
 
 pub use adapter::{peft_name, target_dims, LoraAdapter, Param};

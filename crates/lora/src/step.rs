@@ -10,6 +10,7 @@ use crate::base::Frozen;
 use crate::config::Target;
 use crate::error::{LoraError, Result};
 use crate::head::linear_cross_entropy;
+use crate::prof::{self, Phase};
 use smolt_kernels::{
     attention_forward, geglu_backward, geglu_forward, matmul_nn, matmul_nt, matmul_tn,
     rms_norm_backward, rms_norm_forward, rope_backward, rope_forward, Float,
@@ -245,10 +246,14 @@ impl<F: Float> Frozen<'_, F> {
     ) -> Vec<F> {
         let w = self.blocks[il].proj(tg);
         let (out, inp) = w.shape();
-        w.forward(x, t, y);
+        {
+            let _p = prof::span(Phase::BaseForward);
+            w.forward(x, t, y);
+        }
         let Some((ad, (a, b))) = lora.adapter.and_then(|ad| Some((ad, ad.pair(il, tg)?))) else {
             return Vec::new();
         };
+        let _p = prof::span(Phase::LoraForward);
         let r = a.shape[0];
         let xd = lora.dropout.map(|dr| dr.apply(il, tg, x));
         // u (T, r) = drop(x) (T, in) · A (r, in)ᵀ
@@ -289,10 +294,13 @@ impl<F: Float> Frozen<'_, F> {
         let w = self.blocks[il].proj(tg);
         let (out, inp) = w.shape();
         // forward: y = x·Wᵀ (frozen)  ⇒  dx += dy·W
-        let wd = w.rows(0, out, scratch);
-        matmul_nn(dy, wd, t, out, inp, dx, true);
+        {
+            let _p = prof::span(Phase::BaseBackward);
+            w.backward(dy, t, dx, scratch);
+        }
 
         let Some(ad) = adapter else { return };
+        let _p = prof::span(Phase::LoraBackward);
         let s = ad.scale();
         let Some((a, b)) = ad.pair_mut(il, tg) else {
             return;
@@ -364,6 +372,7 @@ impl<F: Float> Frozen<'_, F> {
         let mut att = vec![F::ZERO; t * nh * hd];
         let mut lse = vec![F::ZERO; t * nh];
         let scale = F::from_f64(spec.attn_scale as f64);
+        let p_att = prof::span(Phase::AttentionForward);
         attention_forward(
             &q,
             &k,
@@ -377,6 +386,7 @@ impl<F: Float> Frozen<'_, F> {
             &mut att,
             Some(&mut lse),
         );
+        drop(p_att);
         // o (T, d) = att · Woᵀ + LoRA
         let mut o = vec![F::ZERO; t * d];
         let u_o = self.lora_forward(il, Target::O, lora, &att, t, &mut o);
@@ -515,6 +525,7 @@ impl<F: Float> Frozen<'_, F> {
         let mut dk = vec![F::ZERO; t * nkv * hd];
         let mut dv = vec![F::ZERO; t * nkv * hd];
         let scale = F::from_f64(spec.attn_scale as f64);
+        let p_att = prof::span(Phase::AttentionBackward);
         crate::attention::attention_backward(
             &datt,
             &c.q,
@@ -531,7 +542,7 @@ impl<F: Float> Frozen<'_, F> {
             &mut dk,
             &mut dv,
         );
-        drop(datt);
+        drop((datt, p_att));
         // forward: q, k = rope(·)  ⇒  rotate the gradients back (in place)
         rope_backward(&mut dq, &positions, nh, hd, theta);
         rope_backward(&mut dk, &positions, nkv, hd, theta);
@@ -671,6 +682,7 @@ impl<F: Float> Frozen<'_, F> {
         drop(x);
         let ys: Vec<u32> = targets.iter().map(|&(_, y)| y).collect();
         let mut dhf = vec![F::ZERO; n * d];
+        let p_head = prof::span(Phase::Head);
         let loss_sum = linear_cross_entropy(
             self.head(),
             &hf,
@@ -678,6 +690,7 @@ impl<F: Float> Frozen<'_, F> {
             F::from_f64(1.0 / norm),
             Some(&mut dhf),
         );
+        drop(p_head);
 
         // ---- backward ----
         // forward: hf = rmsnorm(xs) · output_norm  ⇒  dxs (n, d), scattered into dx (T, d)

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use smolt_lora::{Frozen, LoraAdapter, LoraConfig, Sequence, StepOptions, Target};
+use smolt_lora::{BaseMatmul, Frozen, LoraAdapter, LoraConfig, Sequence, StepOptions, Target};
 use smolt_model::{Logits, Precision};
 
 fn config(dropout: f64) -> LoraConfig {
@@ -235,38 +235,95 @@ fn fast_mode_lands_near_the_f32_reference() {
     assert!((n_fast - n_ref).abs() < 0.1 * n_ref);
 }
 
+/// The bf16 base (AMX where present, else f32 gemm over the same bf16 values) against the
+/// f32 reference arithmetic on the same quantized weights (`Decoded`), per tensor; the tiny
+/// model's odd shapes (vocab 300, head_dim 16) take the kernels' padding paths.
 #[test]
-fn recompute_and_threads_give_bit_identical_results() {
-    let model = tiny_model(Precision::Fast);
-    let base = Frozen::from_model(&model);
+fn bf16_base_lands_near_the_decoded_reference() {
     let (tokens, labels) = tiny_sequence();
     let seq = Sequence {
         tokens: &tokens,
         labels: &labels,
     };
-    let run = |recompute: bool| {
-        let mut ad = adapter::<f32>(&model.spec, 0.1);
-        let opts = StepOptions {
-            recompute,
-            dropout_seed: 3,
-            normalizer: None,
-        };
-        let out = base.step(&mut ad, &seq, &opts).unwrap();
-        (
-            out.loss.to_bits(),
-            ad.params()
-                .iter()
-                .flat_map(|p| p.grad.iter().map(|g| g.to_bits()))
-                .collect::<Vec<_>>(),
-        )
+    let model = tiny_model(Precision::Fast);
+    let run = |m| {
+        let mut ad = adapter::<f32>(&model.spec, 0.0);
+        let out = Frozen::from_model_with(&model, m)
+            .step(&mut ad, &seq, &StepOptions::default())
+            .unwrap();
+        (out.loss, ad)
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    let first = pool.install(|| run(false));
-    assert_eq!(pool.install(|| run(false)), first);
-    assert_eq!(pool.install(|| run(true)), first);
+    let (l_ref, a_ref) = run(BaseMatmul::Decoded);
+    let (l_bf, a_bf) = run(BaseMatmul::Bf16);
+    let mut worst = 0f64;
+    for (p, q) in a_bf.params().iter().zip(a_ref.params()) {
+        let diff = p
+            .grad
+            .iter()
+            .zip(&q.grad)
+            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let norm = q
+            .grad
+            .iter()
+            .map(|&g| (g as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        worst = worst.max(diff / norm);
+    }
+    eprintln!(
+        "bf16 vs decoded: loss {l_bf} vs {l_ref} (rel {:.1e}), worst per-tensor |Δgrad|/|grad| {worst:.1e}",
+        (l_bf - l_ref).abs() / l_ref
+    );
+    // bf16 keeps 8 significant bits (relative rounding ≤ 2⁻⁹ per weight and activation);
+    // measured here: loss 1.1e-3, worst tensor 4.3e-2 (the real model lands closer, see
+    // real_model.rs). The bounds leave about 3× room.
+    assert!((l_bf - l_ref).abs() < 4e-3 * l_ref);
+    assert!(
+        worst < 0.12,
+        "a gradient tensor is off by {worst:.1e} relative"
+    );
+}
+
+#[test]
+fn recompute_and_threads_give_bit_identical_results() {
+    let model = tiny_model(Precision::Fast);
+    let (tokens, labels) = tiny_sequence();
+    let seq = Sequence {
+        tokens: &tokens,
+        labels: &labels,
+    };
+    for matmul in [BaseMatmul::Quantized, BaseMatmul::Bf16] {
+        let base = Frozen::from_model_with(&model, matmul);
+        let run = |recompute: bool| {
+            let mut ad = adapter::<f32>(&model.spec, 0.1);
+            let opts = StepOptions {
+                recompute,
+                dropout_seed: 3,
+                normalizer: None,
+            };
+            let out = base.step(&mut ad, &seq, &opts).unwrap();
+            (
+                out.loss.to_bits(),
+                ad.params()
+                    .iter()
+                    .flat_map(|p| p.grad.iter().map(|g| g.to_bits()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let pool = |n| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap()
+        };
+        let (one, two) = (pool(1), pool(2));
+        let first = two.install(|| run(false));
+        assert_eq!(two.install(|| run(false)), first, "{matmul:?}");
+        assert_eq!(two.install(|| run(true)), first, "{matmul:?}");
+        assert_eq!(one.install(|| run(false)), first, "{matmul:?}");
+    }
 }
 
 #[test]
