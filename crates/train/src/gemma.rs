@@ -10,7 +10,7 @@ use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
 use smolt_lora::{Frozen, LoraAdapter, LoraConfig, Sequence, StepOptions, Target, IGNORE};
 
-use crate::config::TrainConfig;
+use crate::config::{BasePrecision, TrainConfig};
 use crate::data::Example;
 use crate::engine::{LossSum, Param, Trainable};
 
@@ -143,10 +143,10 @@ pub fn train(
     // on synthetic receipts (half the tokens are answer tokens, so the head weighs more);
     // loss within 2e-4 of PEFT on the fixture (smolt-lora's `bf16_base_lands_near_peft`). Elsewhere Decoded: each frozen matrix decoded into f32
     // for gemm, exactly the f32 reference arithmetic that the PEFT gradient check validates.
-    let matmul = if smolt_kernels::bf16::amx_enabled() {
-        smolt_lora::BaseMatmul::Bf16
-    } else {
-        smolt_lora::BaseMatmul::Decoded
+    let matmul = match cfg.base_precision {
+        BasePrecision::Auto if smolt_kernels::bf16::amx_enabled() => smolt_lora::BaseMatmul::Bf16,
+        BasePrecision::Auto | BasePrecision::F32 => smolt_lora::BaseMatmul::Decoded,
+        BasePrecision::Bf16 => smolt_lora::BaseMatmul::Bf16,
     };
     let base = Frozen::from_model_with(&model, matmul);
     let mut engine = LoraEngine::new(base, &cfg)?;
