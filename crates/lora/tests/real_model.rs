@@ -33,6 +33,13 @@ fn fixture() -> Value {
     serde_json::from_str(text).expect("fixture is JSON")
 }
 
+/// The same step with an accurate loss (float64 model and cross-entropy): the shipped fixture's
+/// float32 log-softmax over 262,144 logits is biased (see this file's `about.correction`).
+fn fixture_f64ce() -> Value {
+    let text = include_str!("fixtures/lora_grad_gemma3_f64ce.json");
+    serde_json::from_str(text).expect("fixture is JSON")
+}
+
 fn sequence(fx: &Value) -> (Vec<u32>, Vec<i64>) {
     let ids: Vec<u32> = fx["about"]["input"]["ids"]
         .as_array()
@@ -87,11 +94,14 @@ struct Diffs {
 }
 
 fn compare(precision: Precision, matmul: BaseMatmul) -> Diffs {
-    let fx = fixture();
+    compare_with(&fixture(), precision, matmul)
+}
+
+fn compare_with(fx: &Value, precision: Precision, matmul: BaseMatmul) -> Diffs {
     let res = &fx["results"];
     let model = Model::load(model_path(), precision).unwrap();
     let base = Frozen::from_model_with(&model, matmul);
-    let (ids, labels) = sequence(&fx);
+    let (ids, labels) = sequence(fx);
     let seq = Sequence {
         tokens: &ids,
         labels: &labels,
@@ -193,12 +203,40 @@ fn f32_reference_matches_peft() {
         d.loss_base,
         res["loss_base"]
     );
-    // The fixture asks 1e-4 here. We land at ≤ 4.2e-4 on a few small-norm tensors (most are
-    // below 1e-4), and our f64 engine lands at the same 4.0e-4 from PEFT (`f64_engine_vs_peft`):
-    // so this is not f32 rounding but a tiny difference in the function itself, shared with
-    // smolt-model's inference pass (base loss 2.2e-5 above HF's in f32 and in f64 alike).
+    // The fixture asks 1e-4 here; we land at 3.6e-4 on a few small-norm tensors. The
+    // reference is at fault: its float32 log-softmax over 262,144 logits under-sums (loss
+    // 2.2e-5 low, per-row gradient scaling), which moves HF's own gradient norms by 4.1e-4.
+    // Against the accurate reference smolt is within 1e-4: `f32_reference_matches_accurate_peft`.
     assert!(
         d.worst_fro < 1e-3,
+        "a per-tensor gradient norm is off by {:.2e} relative",
+        d.worst_fro
+    );
+    assert!(
+        d.worst_element <= 1.0,
+        "a gradient element is {:.2}× its tolerance off",
+        d.worst_element
+    );
+}
+
+/// Against the same PEFT step with an accurate (float64) loss, every tolerance the issue asks
+/// holds: loss and per-tensor gradient norms within 1e-4 relative.
+#[test]
+fn f32_reference_matches_accurate_peft() {
+    let fx = fixture_f64ce();
+    let res = &fx["results"];
+    let d = compare_with(&fx, Precision::F32, BaseMatmul::Quantized);
+    let rel =
+        |a: f64, k: &str| (a - res[k].as_f64().unwrap()).abs() / res[k].as_f64().unwrap().abs();
+    assert!(rel(d.loss_lora, "loss_lora") < 1e-4, "loss {}", d.loss_lora);
+    assert!(
+        rel(d.loss_base, "loss_base") < 1e-4,
+        "base loss {}",
+        d.loss_base
+    );
+    assert!(rel(d.grad_norm_all, "grad_norm_all") < 1e-4);
+    assert!(
+        d.worst_fro < 1e-4,
         "a per-tensor gradient norm is off by {:.2e} relative",
         d.worst_fro
     );
