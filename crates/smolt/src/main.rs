@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The main job, end to end: synthetic receipts → LoRA training → few-shot baseline vs
-    /// fine-tuned evaluation, with an HTML report (about 20 minutes; --quick: 3).
+    /// fine-tuned evaluation, with an HTML report (10-20 minutes; --quick: 3).
     Demo(commands::demo::Args),
     /// Start a new task: a commented config, schema, scoring rules and example data.
     Init(commands::init::Args),

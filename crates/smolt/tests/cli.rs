@@ -45,7 +45,10 @@ fn help_teaches_every_command() {
     let o = smolt(&["--help"]);
     assert!(o.status.success());
     let text = stdout(&o);
-    for cmd in ["generate", "tokenize", "inspect", "fetch", "bench"] {
+    for cmd in [
+        "demo", "init", "generate", "tokenize", "inspect", "fetch", "train", "eval", "data",
+        "bench",
+    ] {
         assert!(text.contains(cmd), "--help should list `{cmd}`:\n{text}");
     }
     let o = smolt(&["generate", "--help"]);

@@ -49,7 +49,7 @@ fine-tuned/ (eval.json, report.html), compare.html and demo.json. Running it aga
 finished training run and resumes an interrupted one; --fresh starts over.
 
 Examples:
-  smolt demo                 # about 20 minutes on 2 cores
+  smolt demo                 # about 11 minutes on 2 cores with AMX, 17 without
   smolt demo --quick         # a 3-minute smaller run: same steps, fewer receipts
   smolt demo --fields retailer,total,items --train 600 --out runs/items")]
 pub struct Args {
