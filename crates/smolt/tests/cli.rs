@@ -236,7 +236,7 @@ fn demo_runs_the_whole_pipeline_and_reuses_a_finished_run() {
         "--few-shot",
         "1",
         "--fields",
-        "retailer,total",
+        "retailer,timestamp",
     ];
     let o = smolt(&args);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -246,7 +246,10 @@ fn demo_runs_the_whole_pipeline_and_reuses_a_finished_run() {
     }
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("demo.json")).unwrap()).unwrap();
-    assert_eq!(summary["fields"], serde_json::json!(["retailer", "total"]));
+    assert_eq!(
+        summary["fields"],
+        serde_json::json!(["retailer", "timestamp"])
+    );
     for k in [
         "few_shot_mean_field_accuracy",
         "fine_tuned_mean_field_accuracy",
@@ -254,7 +257,7 @@ fn demo_runs_the_whole_pipeline_and_reuses_a_finished_run() {
         let v = summary[k].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&v), "{k} = {v}");
     }
-    assert!(summary["fine_tuned_fields"]["total"].is_number());
+    assert!(summary["fine_tuned_fields"]["timestamp"].is_number());
     for f in [
         "compare.html",
         "few-shot/report.html",
@@ -269,11 +272,18 @@ fn demo_runs_the_whole_pipeline_and_reuses_a_finished_run() {
     // The test set is the later period, and the schema holds only the chosen fields.
     let test = std::fs::read_to_string(out.join("data/test.jsonl")).unwrap();
     assert_eq!(test.lines().count(), 2);
-    assert!(test.contains("2020-"), "{test}");
+    for line in test.lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        let ts = r["output"]["timestamp"].as_str().unwrap();
+        assert!(ts.starts_with("2020-"), "{line}");
+    }
     let schema: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("data/schema.json")).unwrap())
             .unwrap();
-    assert_eq!(schema["required"], serde_json::json!(["retailer", "total"]));
+    assert_eq!(
+        schema["required"],
+        serde_json::json!(["retailer", "timestamp"])
+    );
     assert!(stdout(&o).contains("mean field accuracy"), "{}", stdout(&o));
 
     // A second run reuses the finished training instead of training again.
