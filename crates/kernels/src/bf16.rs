@@ -21,21 +21,9 @@ use crate::simd::multiversion;
 use crate::Float;
 use rayon::prelude::*;
 
-/// `x` rounded to the nearest bf16 (ties to even), as its bit pattern. NaN stays NaN.
-#[inline(always)]
-pub fn f32_to_bf16(x: f32) -> u16 {
-    let u = x.to_bits();
-    if (u & 0x7fff_ffff) > 0x7f80_0000 {
-        return ((u >> 16) | 64) as u16;
-    }
-    ((u + (0x7fff + ((u >> 16) & 1))) >> 16) as u16
-}
-
-/// The f32 a bf16 bit pattern stands for (exact).
-#[inline(always)]
-pub fn bf16_to_f32(b: u16) -> f32 {
-    f32::from_bits((b as u32) << 16)
-}
+/// bf16 conversions: smolt-quant's, the ones the GGUF BF16 format already uses (round to
+/// nearest even, NaN kept quiet; widening exact).
+pub use smolt_quant::{bf16_to_f32, f32_to_bf16};
 
 multiversion! {
     /// `dst = bf16(src · scale)`, branch-free so that it vectorises (called with `F = f32`).
