@@ -8,6 +8,9 @@ use smolt_model::{KvCache, Logits, Model};
 pub struct ModelLogits<'a> {
     pub model: &'a Model,
     pub cache: KvCache,
+    /// Score only the allowed head rows when few are allowed (on by default; off only to
+    /// measure what it saves — the values are the same either way).
+    pub subset_head: bool,
 }
 
 impl<'a> ModelLogits<'a> {
@@ -16,6 +19,7 @@ impl<'a> ModelLogits<'a> {
         ModelLogits {
             model,
             cache: model.new_cache(),
+            subset_head: true,
         }
     }
 }
@@ -39,7 +43,10 @@ impl smolt_constrain::LogitsSource for ModelLogits<'_> {
         allowed: &smolt_constrain::TokenMask,
     ) -> anyhow::Result<Vec<f32>> {
         let vocab = self.model.spec.vocab_size;
-        if tokens.is_empty() || allowed.num_allowed() * SUBSET_HEAD_FRACTION > vocab {
+        if !self.subset_head
+            || tokens.is_empty()
+            || allowed.num_allowed() * SUBSET_HEAD_FRACTION > vocab
+        {
             let mut logits = self.forward(tokens)?;
             allowed.apply(&mut logits);
             return Ok(logits);

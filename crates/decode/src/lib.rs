@@ -7,7 +7,9 @@
 mod generate;
 mod sampler;
 
+mod answer;
 mod constrained;
+pub use answer::{answer, Answer, Ending};
 pub use constrained::ModelLogits;
 pub use generate::{generate, generate_in, GenerateOptions, Generation, StopReason};
 pub use sampler::{argmax, Sampler, SamplingParams};

@@ -122,3 +122,50 @@ fn grammar_aware_head_gives_the_same_constrained_output() {
     // The shortcut was really taken (dates, numbers, the enum).
     assert!(small >= 6, "only {small} steps had small masks");
 }
+
+/// `answer` is what eval and `generate --prompts` call: constrained answers that end inside a
+/// value are reported as truncated, finished ones as complete and valid; free ones stop at the
+/// limit.
+#[test]
+fn answer_reports_how_each_answer_ended() {
+    use smolt_constrain::{ConstraintEngine, ConstraintSpec};
+    use smolt_decode::{answer, Ending, GenerateOptions};
+    let model = Model::load(model_path(), Precision::Fast).unwrap();
+    let gguf = smolt_gguf::Gguf::open(model_path()).unwrap();
+    let tok = std::sync::Arc::new(smolt_tokenizer::Tokenizer::from_gguf(&gguf).unwrap());
+    let engine = ConstraintEngine::new(tok.clone()).unwrap();
+    let schema = serde_json::json!({
+        "type": "object", "additionalProperties": false, "required": ["total"],
+        "properties": {"total": {"type": "number"}}
+    });
+    let c = engine.compile(&ConstraintSpec::JsonSchema(schema)).unwrap();
+    let ids = tok.encode("Receipt:\nTOTAL 5.70 CASH\n\nJSON:", true, true);
+    let opts = |n| GenerateOptions {
+        max_new_tokens: n,
+        ..Default::default()
+    };
+
+    let done = answer(&model, &ids, Some(&c), &opts(40)).unwrap();
+    assert_eq!(done.ending, Ending::Complete);
+    let v: serde_json::Value = serde_json::from_str(&tok.decode(&done.ids, true)).unwrap();
+    assert!(v["total"].is_number(), "{v}");
+    let stats = done.stats.expect("a constrained answer has counters");
+    assert!(stats.forward_passes > 0 && stats.forward_passes <= done.ids.len());
+
+    let cut = answer(&model, &ids, Some(&c), &opts(2)).unwrap();
+    assert_eq!(
+        cut.ending,
+        Ending::Truncated,
+        "{:?}",
+        tok.decode(&cut.ids, true)
+    );
+
+    let free = answer(&model, &ids, None, &opts(3)).unwrap();
+    assert!(free.stats.is_none());
+    assert!(
+        free.ending == Ending::Limit && free.ids.len() == 3 || free.ending == Ending::Complete,
+        "{:?} after {} tokens",
+        free.ending,
+        free.ids.len()
+    );
+}

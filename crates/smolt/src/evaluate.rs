@@ -7,9 +7,8 @@
 
 use std::time::Instant;
 
-use smolt_constrain::{Constraint, Finish, GenerateLimits};
+use smolt_constrain::Constraint;
 use smolt_data::Record;
-use smolt_decode::ModelLogits;
 use smolt_eval::{EvalConfig, EvalReport, Evaluator, Sample};
 use smolt_model::Model;
 use smolt_tokenizer::Tokenizer;
@@ -69,14 +68,14 @@ impl EvalRun<'_> {
             let (ids, cut) = self.prompt_ids(&rec.input);
             cut_prompts += cut as usize;
             let start = Instant::now();
-            let (out, finish) = self.generate(&ids)?;
+            let out = self.generate(&ids)?;
             let secs = start.elapsed().as_secs_f64();
-            truncated_outputs += (finish == Some(Finish::Truncated)) as usize;
-            let text = self.tokenizer.decode(&out, true);
+            truncated_outputs += (out.ending == smolt_decode::Ending::Truncated) as usize;
+            let text = self.tokenizer.decode(&out.ids, true);
             let r = evaluator.add(
                 Sample::new(&text, &rec.output)
                     .input(&rec.input)
-                    .timing(secs, out.len()),
+                    .timing(secs, out.ids.len()),
             );
             progress(i + 1, r.score);
         }
@@ -87,29 +86,13 @@ impl EvalRun<'_> {
         })
     }
 
-    fn generate(&self, prompt: &[u32]) -> anyhow::Result<(Vec<u32>, Option<Finish>)> {
-        match self.constraint {
-            Some(c) => {
-                let mut state = c.start();
-                let mut source = ModelLogits::new(self.model);
-                let out = smolt_constrain::generate_constrained(
-                    &mut source,
-                    prompt,
-                    &mut state,
-                    GenerateLimits::new(self.max_tokens),
-                    smolt_constrain::greedy,
-                )?;
-                Ok((out.ids, Some(out.finish)))
-            }
-            None => {
-                let opts = smolt_decode::GenerateOptions {
-                    max_new_tokens: self.max_tokens,
-                    ..Default::default()
-                };
-                let g = smolt_decode::generate(self.model, prompt, &opts, |_| true)?;
-                Ok((g.ids, None))
-            }
-        }
+    /// Greedy, under the constraint when there is one.
+    fn generate(&self, prompt: &[u32]) -> anyhow::Result<smolt_decode::Answer> {
+        let opts = smolt_decode::GenerateOptions {
+            max_new_tokens: self.max_tokens,
+            ..Default::default()
+        };
+        smolt_decode::answer(self.model, prompt, self.constraint, &opts)
     }
 }
 

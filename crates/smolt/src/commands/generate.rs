@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use smolt::constrain::{ConstraintEngine, ConstraintSpec, Finish, GenerateLimits};
-use smolt::decode::{GenerateOptions, ModelLogits, Sampler, SamplingParams, StopReason};
+use smolt::constrain::{ConstraintEngine, ConstraintSpec};
+use smolt::decode::{GenerateOptions, SamplingParams, StopReason};
 
 use super::{load_model, ModelArgs};
 
@@ -230,35 +230,26 @@ fn run_constrained(
     for w in constraint.warnings() {
         eprintln!("smolt: grammar warning: {w}");
     }
-    let mut state = constraint.start();
-    let mut source = ModelLogits::new(&loaded.model);
-    let mut sampler = Sampler::new(opts.sampling.clone());
     let start = Instant::now();
-    let out = smolt::constrain::generate_constrained(
-        &mut source,
-        prompt,
-        &mut state,
-        GenerateLimits::new(args.max_tokens),
-        |logits| sampler.sample(logits),
-    )?;
+    let out = smolt::decode::answer(&loaded.model, prompt, Some(&constraint), opts)?;
     let secs = start.elapsed().as_secs_f64();
     if args.ids {
         println!("{}", serde_json::to_string(&out.ids)?);
     } else {
         println!("{}", loaded.tokenizer.decode(&out.ids, true));
     }
-    if args.timings {
+    if let (true, Some(stats)) = (args.timings, &out.stats) {
         eprintln!(
-            "prompt {} tokens; {} output tokens ({} forced) in {} forward passes, {:.2} s; finish: {:?}",
+            "prompt {} tokens; {} output tokens ({} forced) in {} forward passes, {:.2} s; finish: {}",
             prompt.len(),
             out.ids.len(),
-            out.stats.forced_tokens,
-            out.stats.forward_passes,
+            stats.forced_tokens,
+            stats.forward_passes,
             secs,
-            out.finish
+            out.ending.as_str()
         );
     }
-    if out.finish == Finish::Truncated {
+    if out.ending == smolt::decode::Ending::Truncated {
         anyhow::bail!(
             "the output was cut off by the token limit (-n {}) inside an unfinished value: \
              it is NOT valid; raise -n or bound the schema (maxLength, maxItems)",
@@ -393,35 +384,8 @@ fn run_batch(
         // before it.
         let opts = args.options(args.seed.wrapping_add(k as u64));
         let start = Instant::now();
-        let (gen_ids, finish) = match &constraint {
-            Some(c) => {
-                let mut state = c.start();
-                let mut source = ModelLogits::new(&loaded.model);
-                let mut sampler = Sampler::new(opts.sampling.clone());
-                let g = smolt::constrain::generate_constrained(
-                    &mut source,
-                    &ids,
-                    &mut state,
-                    GenerateLimits::new(args.max_tokens),
-                    |logits| sampler.sample(logits),
-                )?;
-                let finish = match g.finish {
-                    Finish::Truncated => "truncated",
-                    Finish::LimitAccepting => "limit",
-                    Finish::GrammarEnd | Finish::EndToken(_) => "complete",
-                };
-                (g.ids, finish)
-            }
-            None => {
-                let g = smolt::decode::generate(&loaded.model, &ids, &opts, |_| true)?;
-                let finish = match g.stop {
-                    StopReason::StopToken(_) => "complete",
-                    StopReason::ContextFull => "context_full",
-                    _ => "limit",
-                };
-                (g.ids, finish)
-            }
-        };
+        let answer = smolt::decode::answer(&loaded.model, &ids, constraint.as_ref(), &opts)?;
+        let (gen_ids, finish) = (answer.ids, answer.ending.as_str());
         let secs = start.elapsed().as_secs_f64();
         let text = tok.decode(&gen_ids, true);
         let valid = constraint.is_some() && finish != "truncated";

@@ -1,29 +1,25 @@
 //! What constraints cost and save on the real model: mask time per token (median, p99, max),
-//! end-to-end constrained vs unconstrained greedy decode, and forward passes saved by feeding
-//! forced tokens in one batch.
+//! end-to-end constrained vs unconstrained greedy decode on the same prompts, forward passes
+//! saved by feeding forced tokens in one batch, and what the grammar-aware head saves.
 //!
-//! `cargo run -p smolt-constrain --example mask_bench [-- N_SCHEMAS]` (default: all 18 of
-//! `tests/schemas/`, first prompt each; the dev profile is opt-level 3).
+//! ```text
+//! cargo run --release -p smolt-decode --example constrained_bench [-- N_SCHEMAS [THREADS]]
+//! ```
+//! Schemas and prompts: smolt-constrain's `tests/schemas/` (18) and `tests/prompts.json`, the
+//! first prompt of each; model from SMOLT_MODEL (default: the cached Gemma 3 270M).
+//! Four runs per schema: constrained as smolt runs it (forced tokens batched, only allowed head
+//! rows scored when few are), the same with the full head, constrained one token per pass with
+//! the full head (the mask's own overhead), and unconstrained greedy for as many tokens.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smolt_constrain::{
-    generate_constrained, greedy, ConstraintEngine, ConstraintSpec, GenerateLimits, LogitsSource,
+    generate_constrained, greedy, ConstraintEngine, ConstraintSpec, GenerateLimits,
 };
-use smolt_model::{KvCache, Logits, Model, Precision};
-
-struct Src<'a> {
-    model: &'a Model,
-    cache: KvCache,
-}
-
-impl LogitsSource for Src<'_> {
-    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
-        Ok(self.model.forward(tokens, &mut self.cache, Logits::Last)?)
-    }
-}
+use smolt_decode::ModelLogits;
+use smolt_model::{Logits, Model, Precision};
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -33,12 +29,21 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let n_schemas: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().collect();
+    let n_schemas: usize = args
+        .get(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(usize::MAX);
-    let path = smolt_hub::model_for_tests()?;
+    let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()?;
+    let path = std::env::var("SMOLT_MODEL").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        format!("{home}/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf")
+    });
     let model = Model::load(&path, Precision::Fast)?;
+    println!("{path}, {threads} threads");
     let tok = Arc::new(smolt_tokenizer::Tokenizer::from_gguf(model.gguf())?);
 
     let t = Instant::now();
@@ -48,19 +53,32 @@ fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../constrain/tests");
     let prompts: std::collections::BTreeMap<String, Vec<String>> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("prompts.json"))?)?;
 
     let mut mask_ns: Vec<u64> = Vec::new();
-    let (mut t_con, mut t_one, mut t_free) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut t_con, mut t_full, mut t_one, mut t_free) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
     let (mut passes, mut passes_one, mut saved, mut out_tokens) = (0, 0, 0, 0);
     let mut compile_us = Vec::new();
     let mut diverged = 0;
     let mut runs = 0;
     println!(
-        "{:<16} {:>5} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9}",
-        "schema", "toks", "passes", "forced", "mask p50", "constr ms", "1-by-1 ms", "free ms"
+        "{:<16} {:>5} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "schema",
+        "toks",
+        "passes",
+        "forced",
+        "mask p50",
+        "smolt ms",
+        "full-head",
+        "1-by-1 ms",
+        "free ms"
     );
     for (name, texts) in prompts.iter().take(n_schemas) {
         let t = Instant::now();
@@ -74,23 +92,31 @@ fn main() -> anyhow::Result<()> {
             false,
         );
 
-        // Constrained, forced tokens batched.
+        // Constrained as smolt runs it: forced tokens batched, grammar-aware head.
         let mut st = c.start();
-        let mut src = Src {
-            model: &model,
-            cache: model.new_cache(),
-        };
+        let mut src = ModelLogits::new(&model);
         let t = Instant::now();
         let out =
             generate_constrained(&mut src, &prompt, &mut st, GenerateLimits::new(160), greedy)?;
         let dt_con = t.elapsed();
 
-        // Constrained, one token per pass: what batching saves.
+        // The same with every head row scored: what the grammar-aware head saves.
         let mut st = c.start();
-        let mut src = Src {
-            model: &model,
-            cache: model.new_cache(),
-        };
+        let mut src = ModelLogits::new(&model);
+        src.subset_head = false;
+        let t = Instant::now();
+        let full =
+            generate_constrained(&mut src, &prompt, &mut st, GenerateLimits::new(160), greedy)?;
+        let dt_full = t.elapsed();
+        assert_eq!(
+            full.ids, out.ids,
+            "{name}: the grammar-aware head changed the output"
+        );
+
+        // Constrained, one token per pass, full head: the mask's own cost per token.
+        let mut st = c.start();
+        let mut src = ModelLogits::new(&model);
+        src.subset_head = false;
         let limits = GenerateLimits {
             batch_forced: false,
             ..GenerateLimits::new(160)
@@ -119,18 +145,20 @@ fn main() -> anyhow::Result<()> {
         m.extend_from_slice(&one.stats.mask_nanos);
         m.sort_unstable();
         println!(
-            "{:<16} {:>5} {:>7} {:>7} {:>6.1}µs {:>9.0} {:>9.0} {:>9.0}",
+            "{:<16} {:>5} {:>7} {:>7} {:>6.1}µs {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
             name,
             out.ids.len(),
             out.stats.forward_passes,
             out.stats.forced_tokens,
             percentile(&m, 0.5) as f64 / 1e3,
             dt_con.as_secs_f64() * 1e3,
+            dt_full.as_secs_f64() * 1e3,
             dt_one.as_secs_f64() * 1e3,
             dt_free.as_secs_f64() * 1e3,
         );
         mask_ns.extend_from_slice(&m);
         t_con += dt_con;
+        t_full += dt_full;
         t_one += dt_one;
         t_free += dt_free;
         passes += out.stats.forward_passes;
@@ -165,12 +193,18 @@ fn main() -> anyhow::Result<()> {
     );
     let per = |d: Duration| d.as_secs_f64() * 1e3 / out_tokens.max(1) as f64;
     println!(
-        "ms per output token: constrained {:.2} (batched forced), {:.2} (one by one), \
-         unconstrained {:.2}; constrained/unconstrained = {:.2}× batched, {:.2}× one by one",
+        "ms per output token (prefill included): constrained {:.2} (as smolt runs it), {:.2} \
+         (full head), {:.2} (one by one, full head); unconstrained {:.2}",
         per(t_con),
+        per(t_full),
         per(t_one),
         per(t_free),
+    );
+    println!(
+        "constrained / unconstrained time: {:.3}× as smolt runs it, {:.3}× with the full head, \
+         {:.3}× one token per pass with the full head (the mask's own overhead)",
         t_con.as_secs_f64() / t_free.as_secs_f64(),
+        t_full.as_secs_f64() / t_free.as_secs_f64(),
         t_one.as_secs_f64() / t_free.as_secs_f64()
     );
     Ok(())

@@ -1,0 +1,90 @@
+//! One answer to one prompt, free or under a constraint: the call every front end (eval,
+//! `generate --prompts`, the server) makes, so "constrained or not" is decided in one place.
+
+use smolt_constrain::{Constraint, Finish, GenerateLimits, GenerationStats};
+use smolt_model::Model;
+
+use crate::{generate, GenerateOptions, ModelLogits, Sampler, StopReason};
+
+/// How an answer ended, in the terms a caller reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The model ended it (end-of-generation token) or the grammar was complete.
+    Complete,
+    /// The token limit was hit where stopping leaves a valid answer (or, unconstrained,
+    /// anywhere: nothing says what valid is).
+    Limit,
+    /// The token limit was hit inside an unfinished value: the answer is NOT valid.
+    Truncated,
+    /// The model's context filled up.
+    ContextFull,
+}
+
+impl Ending {
+    /// The word the JSON outputs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Complete => "complete",
+            Ending::Limit => "limit",
+            Ending::Truncated => "truncated",
+            Ending::ContextFull => "context_full",
+        }
+    }
+}
+
+/// The new token ids (no prompt, no stop token), how they ended, and for a constrained answer
+/// the loop's counters (mask time, forward passes, forced tokens).
+pub struct Answer {
+    pub ids: Vec<u32>,
+    pub ending: Ending,
+    pub stats: Option<GenerationStats>,
+}
+
+/// Answers `prompt` (ids, BOS included if the model wants one) in a fresh cache, sampling by
+/// `opts.sampling` (greedy at temperature 0) up to `opts.max_new_tokens`. With a constraint,
+/// every step samples only among the tokens it allows and forced runs go in one pass; without
+/// one, `opts`' stop rules apply.
+pub fn answer(
+    model: &Model,
+    prompt: &[u32],
+    constraint: Option<&Constraint>,
+    opts: &GenerateOptions,
+) -> anyhow::Result<Answer> {
+    match constraint {
+        Some(c) => {
+            let mut state = c.start();
+            let mut source = ModelLogits::new(model);
+            let mut sampler = Sampler::new(opts.sampling.clone());
+            let out = smolt_constrain::generate_constrained(
+                &mut source,
+                prompt,
+                &mut state,
+                GenerateLimits::new(opts.max_new_tokens),
+                |logits| sampler.sample(logits),
+            )?;
+            let ending = match out.finish {
+                Finish::Truncated => Ending::Truncated,
+                Finish::LimitAccepting => Ending::Limit,
+                Finish::GrammarEnd | Finish::EndToken(_) => Ending::Complete,
+            };
+            Ok(Answer {
+                ids: out.ids,
+                ending,
+                stats: Some(out.stats),
+            })
+        }
+        None => {
+            let g = generate(model, prompt, opts, |_| true)?;
+            let ending = match g.stop {
+                StopReason::StopToken(_) => Ending::Complete,
+                StopReason::ContextFull => Ending::ContextFull,
+                StopReason::MaxTokens | StopReason::Callback => Ending::Limit,
+            };
+            Ok(Answer {
+                ids: g.ids,
+                ending,
+                stats: None,
+            })
+        }
+    }
+}
