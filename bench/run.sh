@@ -84,10 +84,13 @@ if [ "$only" != peers ]; then
       echo "run.sh: cargo not found; using the existing target/release/smolt if any" >&2
     fi
   fi
-  what=(speed)
+  what=(speed seq)
   [ -n "$data" ] && what+=(train)
+  seq_arg=""; seq_steps=7
+  for r in "${seq_runs[@]}"; do set -- $r; seq_arg+="${seq_arg:+,}$1:$2"; seq_steps=$3; done
   python3 "$here/smolt_side.py" "${what[@]}" --model "$model" --threads "$threads" --reps "$reps" \
-    ${data:+--data "$data"} --steps "$receipt_steps" 2> >(tee -a "$res/smolt.log" >&2) >> "$results" \
+    ${data:+--data "$data"} --steps "$receipt_steps" --seq-runs "$seq_arg" --seq-steps "$seq_steps" \
+    2> >(tee -a "$res/smolt.log" >&2) >> "$results" \
     || echo "run.sh: smolt's side failed (see $res/smolt.log); going on with the peers" >&2
 fi
 

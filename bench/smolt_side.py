@@ -9,6 +9,13 @@
            It must print one JSON line with "tok_s" (and optionally "samples", "loss_first",
            "loss_last", "steps") — the same fields as bench/pytorch/train_bench.py prints.
            -> figure train_receipts_b1.
+           Samples are per-step tok/s from the run's metrics.csv with the first --warmup steps left out,
+           as bench/pytorch/train_bench.py does; "tok_s" is the whole run's figure (warm-up included).
+  seq      `smolt train` on generated records of exactly --seq tokens with the loss on the last --last
+           (a long prompt cut in the middle to fit max_len, then an answer of --last tokens counting the
+           EOS; at most seq - 9 since a prompt keeps 8 tokens), --batch records per micro-batch
+           (batch_tokens = batch * seq), --seq-steps steps; -> figure train_seq512_last{L}_b{B}, one per
+           "--seq-runs B:L,..." entry. The words are arbitrary: the cost does not depend on them.
   receipt  optional: $SMOLT_RECEIPT_CMD (placeholders {smolt} {model} {prompt} {schema} {threads}) is run
            --latency-reps times and its wall time recorded -> figure receipt_json_latency_s.
 
@@ -20,6 +27,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -114,6 +122,23 @@ def speed(args):
                       "config": f"Q4_K_M, --threads {t}", "versions": {"smolt": args.version}})
 
 
+def per_step_samples(run_dir, warmup):
+    """Per-step tok/s from metrics.csv (cumulative tokens and seconds), leaving out the warm-up steps."""
+    import csv
+    path = os.path.join(run_dir, "metrics.csv")
+    try:
+        rows = list(csv.DictReader(open(path)))
+    except OSError:
+        return None
+    out, prev_tok, prev_s = [], 0.0, 0.0
+    for i, r in enumerate(rows):
+        tok, el = float(r["tokens"]), float(r["elapsed_s"])
+        if i >= warmup and el > prev_s:
+            out.append((tok - prev_tok) / (el - prev_s))
+        prev_tok, prev_s = tok, el
+    return out or None
+
+
 def train(args):
     fig = "train_receipts_b1"
     if not has_subcommand(args.smolt, "train"):
@@ -138,11 +163,85 @@ def train(args):
         emit({"figure": fig, "unit": "tok/s", "better": "higher", "skipped": msg})
         return
     rec = {k: v for k, v in j.items() if k not in ("side", "tool", "figure")}
-    rec.setdefault("samples", [j["tok_s"]])
+    rec["samples"] = per_step_samples(os.path.join(run_dir, "run"), args.warmup) or [j["tok_s"]]
+    rec["warmup_steps"] = args.warmup
     emit({**rec, "figure": fig, "unit": "tok/s", "better": "higher",
           "peak_rss_mib": round(max(peak, float(j.get("peak_rss_mib") or 0)), 1),
           "workload": "receipts", "command": " ".join(shlex.quote(c) for c in cmd).replace(args.smolt, "smolt"),
           "versions": {"smolt": args.version}})
+
+
+def count_tokens(args, text):
+    r = subprocess.run([args.smolt, "tokenize", "--model", args.model, "--no-bos", "--ids", text],
+                       capture_output=True, text=True, check=True)
+    return len(json.loads(r.stdout))
+
+
+WORDS = ("the receipt shows a total of items bought at the store on that day with tax and change given "
+         "back to customer who paid by card while cashier printed copy for records kept in office").split()
+
+
+def text_of_tokens(args, n):
+    """A text of exactly n tokens (checked with `smolt tokenize`): the most words that stay within n
+    (binary search), then single-token fillers."""
+    def words(k):
+        return " ".join(WORDS[i % len(WORDS)] for i in range(k))
+    lo, hi = 0, 4 * n + 8  # words(lo) fits; words(hi) would not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count_tokens(args, words(mid)) <= n else (lo, mid)
+    text = words(lo)
+    while count_tokens(args, text) < n:
+        text += " a"
+    if count_tokens(args, text) != n:
+        raise RuntimeError(f"could not build a text of exactly {n} tokens")
+    return text
+
+
+def seq(args):
+    runs = [tuple(int(x) for x in r.split(":")) for r in args.seq_runs.split(",") if r]
+    for batch, last in runs:
+        fig = f"train_seq{args.seq}_last{last}_b{batch}"
+        if not has_subcommand(args.smolt, "train"):
+            emit({"figure": fig, "unit": "tok/s", "better": "higher",
+                  "skipped": "`smolt train` does not exist yet in this build"})
+            continue
+        answer = min(last, args.seq - 9)
+        import tempfile
+        work = tempfile.mkdtemp(prefix="smolt-bench-seq-")
+        try:
+            # The answer's EOS is a target too: answer - 1 text tokens.
+            completion = " " + text_of_tokens(args, answer - 1)
+            prompt = text_of_tokens(args, 2 * args.seq)
+        except (RuntimeError, subprocess.CalledProcessError) as e:
+            emit({"figure": fig, "unit": "tok/s", "better": "higher", "skipped": f"building the data: {e}"})
+            continue
+        data = os.path.join(work, "seq.jsonl")
+        with open(data, "w") as f:
+            for _ in range(batch * args.seq_steps):
+                f.write(json.dumps({"prompt": prompt, "completion": completion}) + "\n")
+        cmd = [args.smolt, "train", "--model", args.model, "--data", data, "--steps", str(args.seq_steps),
+               "--threads", str(args.threads[0]), "--bench-json", "--out", os.path.join(work, "run"),
+               "--set", f"max_len={args.seq}", "--set", f"batch_tokens={batch * args.seq}",
+               "--set", "eval_every=1000000", "--set", "checkpoint_every=1000000"]
+        rc, out, err, wall, peak = run_rss(cmd)
+        j = last_json(out)
+        if rc != 0 or not j or "tok_s" not in j:
+            msg = f"`smolt train` gave no JSON line with tok_s (exit {rc}): {(err.strip().splitlines() or [''])[-1][:200]}"
+            log(err[-2000:] + "\nsmolt_side: " + msg)
+            emit({"figure": fig, "unit": "tok/s", "better": "higher", "skipped": msg})
+            continue
+        per_seq = j.get("tokens", 0) / max(1, j.get("steps", 1) * batch)
+        rec = {k: v for k, v in j.items() if k not in ("side", "tool", "figure")}
+        emit({**rec, "figure": fig, "unit": "tok/s", "better": "higher",
+              "samples": per_step_samples(os.path.join(work, "run"), args.warmup) or [j["tok_s"]],
+              "warmup_steps": args.warmup, "workload": "seq512", "tokens_per_sequence": per_seq,
+              "target_tokens_per_sequence": answer,
+              "peak_rss_mib": round(max(peak, float(j.get("peak_memory_bytes") or 0) / 2**20), 1),
+              "command": " ".join(shlex.quote(c) for c in cmd).replace(args.smolt, "smolt").replace(work, "$TMP"),
+              "config": f"batch {batch}, sequence {args.seq}, loss on the last {answer}",
+              "versions": {"smolt": args.version}})
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def receipt(args):
@@ -175,7 +274,7 @@ def receipt(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="*", choices=["speed", "train", "receipt"], default=["speed", "train"])
+    ap.add_argument("what", nargs="*", choices=["speed", "train", "seq", "receipt"], default=["speed", "train"])
     ap.add_argument("--smolt", default=os.path.join(ROOT, "target", "release", "smolt"))
     ap.add_argument("--model", default=os.environ.get("SMOLT_BENCH_MODEL", DEFAULT_MODEL))
     ap.add_argument("--threads", default="2,1")
@@ -183,19 +282,24 @@ def main():
     ap.add_argument("--data")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--latency-reps", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=2, help="leading training steps left out of the samples")
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--seq-runs", default="1:128", help="BATCH:LAST,... for the seq workload")
+    ap.add_argument("--seq-steps", type=int, default=7)
     args = ap.parse_args()
     args.threads = [int(t) for t in args.threads.split(",") if t]
     if not os.access(args.smolt, os.X_OK):
         msg = f"{args.smolt} not found (build it: cargo build --release)"
         log("smolt_side: " + msg)
         for w in args.what:
-            emit({"figure": {"speed": "pp512_t2", "train": "train_receipts_b1", "receipt": "receipt_json_latency_s"}[w],
+            emit({"figure": {"speed": "pp512_t2", "train": "train_receipts_b1", "seq": "train_seq512_last128_b1",
+                             "receipt": "receipt_json_latency_s"}[w],
                   "skipped": msg})
         return
     v = subprocess.run([args.smolt, "--version"], capture_output=True, text=True)
     args.version = v.stdout.strip() or "?"
     for w in args.what:
-        {"speed": speed, "train": train, "receipt": receipt}[w](args)
+        {"speed": speed, "train": train, "seq": seq, "receipt": receipt}[w](args)
 
 
 if __name__ == "__main__":
