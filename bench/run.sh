@@ -115,6 +115,13 @@ if [ "$only" != smolt ]; then
   done
 fi
 
+# smolt's receipt -> JSON latency needs the prompt and schema file the llama.cpp run just wrote.
+if [ "$only" = all ] && [ -n "$data" ]; then
+  python3 "$here/smolt_side.py" receipt --model "$model" --threads "$threads" --latency-reps "$lat_reps" \
+    --raw-dir "$res/llamacpp-raw" 2> >(tee -a "$res/smolt.log" >&2) >> "$results" \
+    || echo "run.sh: smolt's receipt latency failed (see $res/smolt.log)" >&2
+fi
+
 # ---- (iii) report -----------------------------------------------------------------------------
 [ $quick = 1 ] && notes+=(--note "--quick run: few steps/repetitions; a smoke test more than a measurement")
 load_end=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")

@@ -16,8 +16,11 @@
            EOS; at most seq - 9 since a prompt keeps 8 tokens), --batch records per micro-batch
            (batch_tokens = batch * seq), --seq-steps steps; -> figure train_seq512_last{L}_b{B}, one per
            "--seq-runs B:L,..." entry. The words are arbitrary: the cost does not depend on them.
-  receipt  optional: $SMOLT_RECEIPT_CMD (placeholders {smolt} {model} {prompt} {schema} {threads}) is run
-           --latency-reps times and its wall time recorded -> figure receipt_json_latency_s.
+  receipt  `smolt generate --file PROMPT --schema SCHEMA` on the prompt and schema the llama.cpp side wrote
+           (run it after bench/llamacpp_bench.py receipt), greedy, --latency-reps times, wall time
+           including the model load, as llama.cpp's figure is -> figure receipt_json_latency_s.
+           $SMOLT_RECEIPT_CMD overrides the command (placeholders {smolt} {model} {prompt} {schema}
+           {threads} {raw}).
 
 When a subcommand does not exist yet, a record with "skipped" says so and the run goes on.
 Peak RSS of each smolt process is taken from wait4's rusage.
@@ -39,6 +42,8 @@ DEFAULT_MODEL = os.path.expanduser("~/.cache/smolt/models/gemma-3-270m-q4_k_m.gg
 DEFAULT_TRAIN_CMD = ("{smolt} train --model {model} --data {data} --steps {steps} --threads {threads} --bench-json"
                      " --out {out} --set max_len=512 --set batch_tokens=512 --set eval_every=1000000"
                      " --set checkpoint_every=1000000")
+DEFAULT_RECEIPT_CMD = ("{smolt} generate --model {model} --file {prompt} --schema {schema} --threads {threads}"
+                       " -n 400 --temperature 0 --timings")
 
 
 def log(*a):
@@ -245,20 +250,16 @@ def seq(args):
 
 
 def receipt(args):
-    tmpl = os.environ.get("SMOLT_RECEIPT_CMD")
+    tmpl = os.environ.get("SMOLT_RECEIPT_CMD", DEFAULT_RECEIPT_CMD)
     fig = "receipt_json_latency_s"
-    if not tmpl:
-        emit({"figure": fig, "unit": "s", "better": "lower",
-              "skipped": "no smolt command for it yet (set SMOLT_RECEIPT_CMD)"})
-        return
-    raw = os.path.join(WORK, "results", "llamacpp-raw")
+    raw = args.raw_dir
     prompt, schema = os.path.join(raw, "receipt_prompt.txt"), os.path.join(raw, "receipt_schema.json")
     if not (os.path.exists(prompt) and os.path.exists(schema)):
         emit({"figure": fig, "unit": "s", "better": "lower",
               "skipped": "run the llama.cpp receipt latency first (it writes the shared prompt and schema)"})
         return
     cmd = shlex.split(tmpl.format(smolt=args.smolt, model=args.model, prompt=prompt, schema=schema,
-                                  threads=args.threads[0]))
+                                  threads=args.threads[0], raw=raw))
     samples, rss = [], 0.0
     for _ in range(args.latency_reps):
         rc, out, err, wall, peak = run_rss(cmd)
@@ -267,8 +268,15 @@ def receipt(args):
             return
         samples.append(wall)
         rss = max(rss, peak)
+    try:
+        json.loads(out.strip())
+        valid = True
+    except ValueError:
+        valid = False
     emit({"figure": fig, "unit": "s", "better": "lower", "samples": samples, "peak_rss_mib": round(rss, 1),
-          "output": out.strip()[-500:], "command": " ".join(cmd).replace(args.smolt, "smolt"),
+          "output": out.strip()[-500:], "valid_json": valid, "timings": err.strip()[-300:],
+          "config": f"same prompt and schema file as llama.cpp, greedy, --threads {args.threads[0]}, wall incl. model load",
+          "command": " ".join(cmd).replace(args.smolt, "smolt").replace(raw, "$RAW"),
           "versions": {"smolt": args.version}})
 
 
@@ -282,6 +290,8 @@ def main():
     ap.add_argument("--data")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--latency-reps", type=int, default=3)
+    ap.add_argument("--raw-dir", default=os.path.join(WORK, "results", "llamacpp-raw"),
+                    help="where the llama.cpp side wrote receipt_prompt.txt and receipt_schema.json")
     ap.add_argument("--warmup", type=int, default=2, help="leading training steps left out of the samples")
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--seq-runs", default="1:128", help="BATCH:LAST,... for the seq workload")

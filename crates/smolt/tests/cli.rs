@@ -206,6 +206,16 @@ fn schema_constrained_generation_is_valid_or_reported_truncated() {
     assert!(total.contains('.') && total.len() >= 4, "{v}");
     assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
 
+    // The same prompt from a file gives the same answer.
+    let pf = dir.path().join("prompt.txt");
+    std::fs::write(&pf, prompt).unwrap();
+    let p = pf.to_str().unwrap();
+    let o2 = smolt(&[
+        "generate", "--model", m, "--schema", s, "-n", "80", "--file", p,
+    ]);
+    assert!(o2.status.success(), "{}", stderr(&o2));
+    assert_eq!(stdout(&o2), stdout(&o));
+
     // Too few tokens to close the object: an error, never a silently invalid answer.
     let o = smolt(&["generate", "--model", m, "--schema", s, "-n", "3", prompt]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));

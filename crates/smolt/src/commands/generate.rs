@@ -17,7 +17,8 @@ use super::{load_model, ModelArgs};
     smolt generate --temperature 0 -n 48 \"The capital of France is\"\n  \
     smolt generate --ids --precision f32 -n 16 \"Once upon a time\"\n  \
     smolt generate --temperature 0.8 --top-p 0.95 --seed 7 \"Write a haiku about receipts:\"\n  \
-    smolt generate --prompts records.jsonl --schema schema.json --adapter runs/receipts > out.jsonl\n\n\
+    smolt generate --prompts records.jsonl --schema schema.json --adapter runs/receipts > out.jsonl\n  \
+    smolt generate --file receipt.txt --schema schema.json -n 256\n\n\
 With --prompts, each line of the file is {\"prompt\": TEXT} (sent as is), {\"input\": TEXT} (put \
 into the task's template, from --config or the adapter's run, as training did) or a JSON string; \
 one JSON line per prompt is written to stdout: {\"line\", \"output\", \"json\", \"valid\", \
@@ -25,8 +26,11 @@ one JSON line per prompt is written to stdout: {\"line\", \"output\", \"json\", 
 the exit status is 1 if any was.")]
 pub struct Args {
     /// The prompt. Special-token text such as `<start_of_turn>` is parsed as those tokens.
-    #[arg(required_unless_present = "prompts", conflicts_with = "prompts")]
+    #[arg(required_unless_present_any = ["prompts", "file"], conflicts_with_all = ["prompts", "file"])]
     prompt: Option<String>,
+    /// Read the prompt from a file (raw UTF-8, nothing stripped) instead.
+    #[arg(short = 'f', long, value_name = "FILE", conflicts_with = "prompts")]
+    file: Option<PathBuf>,
     /// A JSONL file of prompts to answer one after the other (see below).
     #[arg(long, value_name = "FILE")]
     prompts: Option<PathBuf>,
@@ -116,9 +120,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(file) = &args.prompts {
         return run_batch(&args, file, constraint.as_ref());
     }
+    let from_file = match &args.file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the prompt file {}", f.display()))?,
+        ),
+        None => None,
+    };
     let loaded = load_model(&args.model)?;
     let tok = &loaded.tokenizer;
-    let text = args.prompt.as_deref().unwrap_or_default();
+    let text = from_file
+        .as_deref()
+        .or(args.prompt.as_deref())
+        .unwrap_or_default();
     let prompt = tok.encode(text, tok.add_bos_token(), true);
     let room = loaded.model.spec.context_length;
     if prompt.len() >= room {
