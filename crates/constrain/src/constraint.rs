@@ -487,6 +487,24 @@ impl ConstraintState {
         self.matcher.consume_tokens(tokens).map_err(engine)
     }
 
+    /// How many of `tokens`, from the first, could be committed in turn; commits nothing.
+    pub fn valid_prefix(&mut self, tokens: &[u32]) -> usize {
+        if self.is_finished() {
+            return 0;
+        }
+        self.matcher.validate_tokens(tokens).unwrap_or(0)
+    }
+
+    /// Takes back the last `n` committed tokens (none of them an end token): the drafts a
+    /// speculative step committed to get their masks and the model then rejected.
+    pub fn rollback(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.mask_fresh = false;
+        self.matcher.rollback(n).map_err(engine)
+    }
+
     /// Bytes the grammar forces next even where no single token is forced (e.g. `", "` that
     /// `"`, `",` and `", "` tokens could all start); diagnostic.
     pub fn forced_bytes(&mut self) -> Vec<u8> {

@@ -22,6 +22,23 @@ pub trait LogitsSource {
         allowed.apply(&mut logits);
         Ok(logits)
     }
+
+    /// For speculative decoding: feeds `tokens` and returns the logits of the last
+    /// `masks.len()` of them, the i-th with `masks[i]` applied as
+    /// [`forward_masked`](Self::forward_masked) does. `None` (the default) means this source
+    /// cannot; the loop then never speculates.
+    fn forward_verify(
+        &mut self,
+        _tokens: &[u32],
+        _masks: &[TokenMask],
+    ) -> anyhow::Result<Option<Vec<Vec<f32>>>> {
+        Ok(None)
+    }
+
+    /// Forgets the last `n` fed tokens (rejected drafts), as if they had never been fed.
+    fn discard(&mut self, _n: usize) -> anyhow::Result<()> {
+        anyhow::bail!("this logits source cannot discard fed tokens")
+    }
 }
 
 impl<T: LogitsSource + ?Sized> LogitsSource for &mut T {
@@ -31,6 +48,16 @@ impl<T: LogitsSource + ?Sized> LogitsSource for &mut T {
     fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
         (**self).forward_masked(tokens, allowed)
     }
+    fn forward_verify(
+        &mut self,
+        tokens: &[u32],
+        masks: &[TokenMask],
+    ) -> anyhow::Result<Option<Vec<Vec<f32>>>> {
+        (**self).forward_verify(tokens, masks)
+    }
+    fn discard(&mut self, n: usize) -> anyhow::Result<()> {
+        (**self).discard(n)
+    }
 }
 
 impl<T: LogitsSource + ?Sized> LogitsSource for Box<T> {
@@ -39,6 +66,16 @@ impl<T: LogitsSource + ?Sized> LogitsSource for Box<T> {
     }
     fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
         (**self).forward_masked(tokens, allowed)
+    }
+    fn forward_verify(
+        &mut self,
+        tokens: &[u32],
+        masks: &[TokenMask],
+    ) -> anyhow::Result<Option<Vec<Vec<f32>>>> {
+        (**self).forward_verify(tokens, masks)
+    }
+    fn discard(&mut self, n: usize) -> anyhow::Result<()> {
+        (**self).discard(n)
     }
 }
 
@@ -50,6 +87,11 @@ pub struct GenerateLimits {
     /// Feed grammar-forced tokens together with the sampled token before them in one forward
     /// pass. Off only to measure what batching saves: the greedy output is the same.
     pub batch_forced: bool,
+    /// Speculative decoding: up to this many draft tokens per step, proposed by n-gram lookup
+    /// in the prompt and output so far and checked in the same forward pass (0: off). Only
+    /// for greedy sampling: a draft is kept when it is what `sample` picks at its position,
+    /// which keeps the output greedy's only if `sample` is deterministic.
+    pub speculate: usize,
 }
 
 impl GenerateLimits {
@@ -57,6 +99,15 @@ impl GenerateLimits {
         GenerateLimits {
             max_tokens,
             batch_forced: true,
+            speculate: 0,
+        }
+    }
+
+    /// The same limits with speculative decoding of up to `drafts` tokens per step.
+    pub fn with_speculation(self, drafts: usize) -> GenerateLimits {
+        GenerateLimits {
+            speculate: drafts,
+            ..self
         }
     }
 }
@@ -96,6 +147,10 @@ pub struct GenerationStats {
     pub passes_saved: usize,
     /// Time to compute each sampled step's mask, in nanoseconds.
     pub mask_nanos: Vec<u64>,
+    /// Draft tokens checked by speculative steps, and how many of them the model agreed with
+    /// (each accepted one is a forward pass saved).
+    pub drafted: usize,
+    pub drafts_accepted: usize,
 }
 
 /// Output ids (without the prompt and the end token), why generation stopped, and counters.
@@ -168,23 +223,51 @@ pub fn generate_constrained(
                 state.error().map(|e| format!(": {e}")).unwrap_or_default()
             )));
         }
-        let mask = state.mask()?;
-        let logits = source
-            .forward_masked(&feed, mask)
-            .map_err(ConstrainError::Forward)?;
-        stats.forward_passes += 1;
+        let room = limits.max_tokens - ids.len() - 1;
+        let (accepted, token) = match limits.speculate.min(room) {
+            0 => (0, None),
+            k => speculate(
+                source,
+                prompt,
+                &ids,
+                &mut feed,
+                state,
+                k,
+                limits.batch_forced,
+                &mut stats,
+                &mut sample,
+            )?,
+        };
+        if accepted > 0 {
+            ids.extend_from_slice(&feed[feed.len() - accepted..]);
+            if token.is_none() {
+                // The drafts finished the grammar or reached tokens it forces: nothing to
+                // pick here; the top of the loop takes it from there.
+                feed.clear();
+                continue;
+            }
+        }
+        let token = match token {
+            Some(t) => t,
+            None => {
+                let mask = state.mask()?;
+                let logits = source
+                    .forward_masked(&feed, mask)
+                    .map_err(ConstrainError::Forward)?;
+                stats.forward_passes += 1;
+                if logits.is_empty() {
+                    return Err(ConstrainError::Engine(
+                        "the model returned no logits (empty prompt?)".into(),
+                    ));
+                }
+                let token = sample(&logits);
+                if !mask.is_allowed(token) {
+                    return Err(disallowed(token));
+                }
+                token
+            }
+        };
         feed.clear();
-        if logits.is_empty() {
-            return Err(ConstrainError::Engine(
-                "the model returned no logits (empty prompt?)".into(),
-            ));
-        }
-        let token = sample(&logits);
-        if !mask.is_allowed(token) {
-            return Err(ConstrainError::Engine(format!(
-                "the sampler chose token {token}, which the constraint forbids"
-            )));
-        }
         state.commit(token)?;
         if state.end_tokens().contains(&token) {
             break Finish::EndToken(token);
@@ -193,4 +276,93 @@ pub fn generate_constrained(
         feed.push(token);
     };
     Ok(ConstrainedOutput { ids, finish, stats })
+}
+
+fn disallowed(token: u32) -> ConstrainError {
+    ConstrainError::Engine(format!(
+        "the sampler chose token {token}, which the constraint forbids"
+    ))
+}
+
+/// One speculative step, with the mask of the next position computed and at most `k` drafts.
+/// Drafts come from n-gram lookup in prompt + output, are cut where the grammar would refuse
+/// them or at an end token, and are committed one by one to get the mask of each following
+/// position. One forward pass feeds `feed` + drafts; draft i is kept if `sample` picks it from
+/// its position's logits; the first disagreement's pick (or, all kept, the pick after the last
+/// draft) is returned as the next token, uncommitted — none when the last draft finished the
+/// grammar or is followed by forced tokens. Rejected drafts are rolled back in the
+/// constraint and discarded from the source. Kept drafts are appended to `feed` (already fed;
+/// the caller moves them to the output). Returns (drafts kept, next token), or (0, None) when
+/// nothing was proposed or the source cannot verify, leaving everything as it was.
+#[allow(clippy::too_many_arguments)]
+fn speculate(
+    source: &mut impl LogitsSource,
+    prompt: &[u32],
+    ids: &[u32],
+    feed: &mut Vec<u32>,
+    state: &mut ConstraintState,
+    k: usize,
+    batch_forced: bool,
+    stats: &mut GenerationStats,
+    sample: &mut impl FnMut(&[f32]) -> u32,
+) -> Result<(usize, Option<u32>)> {
+    let history: Vec<u32> = prompt.iter().chain(ids).copied().collect();
+    let mut drafts = crate::ngram::propose(&history, k);
+    if let Some(e) = drafts.iter().position(|t| state.end_tokens().contains(t)) {
+        drafts.truncate(e);
+    }
+    drafts.truncate(state.valid_prefix(&drafts));
+    if drafts.is_empty() {
+        return Ok((0, None));
+    }
+    // masks[i]: the mask of the position after drafts[..i]; one more than drafts.
+    let mut masks = vec![state.mask()?.clone()];
+    let mut ends_at_last_draft = false;
+    for i in 0..drafts.len() {
+        state.commit(drafts[i])?;
+        let t0 = Instant::now();
+        masks.push(state.mask()?.clone());
+        stats.mask_nanos.push(t0.elapsed().as_nanos() as u64);
+        // Where the grammar is done, or forces what comes next, the plain loop would not ask
+        // the model: stop drafting there and let the loop commit the forced tokens, so the
+        // output stays exactly what it would have been.
+        if state.is_finished() || (batch_forced && !state.forced_tokens().is_empty()) {
+            drafts.truncate(i + 1);
+            ends_at_last_draft = true;
+            break;
+        }
+    }
+    let tokens: Vec<u32> = feed.iter().chain(&drafts).copied().collect();
+    let Some(logits) = source
+        .forward_verify(&tokens, &masks)
+        .map_err(ConstrainError::Forward)?
+    else {
+        state.rollback(drafts.len())?;
+        return Ok((0, None));
+    };
+    stats.forward_passes += 1;
+    stats.drafted += drafts.len();
+    let mut kept = 0;
+    let mut next = None;
+    for (i, l) in logits.iter().enumerate() {
+        let t = sample(l);
+        if !masks[i].is_allowed(t) {
+            return Err(disallowed(t));
+        }
+        if i < drafts.len() && t == drafts[i] {
+            kept += 1;
+        } else {
+            next = (i < drafts.len() || !ends_at_last_draft).then_some(t);
+            break;
+        }
+    }
+    let rejected = drafts.len() - kept;
+    if rejected > 0 {
+        state.rollback(rejected)?;
+        source.discard(rejected).map_err(ConstrainError::Forward)?;
+    }
+    stats.drafts_accepted += kept;
+    feed.clear();
+    feed.extend_from_slice(&drafts[..kept]);
+    Ok((kept, next))
 }

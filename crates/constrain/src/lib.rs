@@ -43,6 +43,7 @@ mod env;
 mod error;
 mod generate;
 mod lark_check;
+pub mod ngram;
 
 pub use constraint::{
     Constraint, ConstraintEngine, ConstraintSpec, ConstraintState, JsonLayout, TokenMask,

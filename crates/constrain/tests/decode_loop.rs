@@ -163,3 +163,145 @@ fn masks_hold_end_tokens_only_where_complete() {
     assert!(st.is_finished());
     assert!(st.commit(5).is_err());
 }
+
+/// A toy model whose next token depends on everything fed so far, and which mostly copies:
+/// after token `t` it prefers what followed the previous `t` in its history — except where a
+/// hash of the history says otherwise, so that some n-gram drafts are wrong. It can verify
+/// drafts and discard fed tokens, like the real model's KV cache.
+struct Copier {
+    vocab: usize,
+    history: Vec<u32>,
+    passes: usize,
+}
+
+impl Copier {
+    fn logits_after(&self, n: usize) -> Vec<f32> {
+        let h = &self.history[..n];
+        let mut x = h.iter().fold(0xcbf2_9ce4_8422_2325u64, |a, &t| {
+            (a ^ t as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        let mut l: Vec<f32> = (0..self.vocab)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 1000) as f32 / 20.0
+            })
+            .collect();
+        if let Some((&last, before)) = h.split_last() {
+            if let Some(p) = before.iter().rposition(|&t| t == last) {
+                if x % 5 != 0 {
+                    l[before.get(p + 1).copied().unwrap_or(last) as usize] = 100.0;
+                }
+            }
+        }
+        l
+    }
+}
+
+impl LogitsSource for Copier {
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        self.passes += 1;
+        self.history.extend_from_slice(tokens);
+        Ok(self.logits_after(self.history.len()))
+    }
+    fn forward_verify(
+        &mut self,
+        tokens: &[u32],
+        masks: &[smolt_constrain::TokenMask],
+    ) -> anyhow::Result<Option<Vec<Vec<f32>>>> {
+        self.passes += 1;
+        self.history.extend_from_slice(tokens);
+        let n = self.history.len();
+        Ok(Some(
+            masks
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let mut l = self.logits_after(n - masks.len() + 1 + i);
+                    m.apply(&mut l);
+                    l
+                })
+                .collect(),
+        ))
+    }
+    fn discard(&mut self, n: usize) -> anyhow::Result<()> {
+        self.history.truncate(self.history.len() - n);
+        Ok(())
+    }
+}
+
+/// Speculative decoding changes how many passes it takes, never what greedy produces: the
+/// same ids, the same finish, and a model state that saw exactly prompt + output.
+#[test]
+fn speculation_keeps_greedy_output_and_saves_passes() {
+    let tok = common::tokenizer();
+    let eng = common::engine();
+    let specs = [
+        ConstraintSpec::JsonSchema(serde_json::json!({
+            "type": "object", "additionalProperties": false, "required": ["shop", "city", "total"],
+            "properties": {"shop": {"type": "string", "maxLength": 40},
+                           "city": {"type": "string", "maxLength": 30},
+                           "total": {"type": "string", "pattern": "^[0-9]+\\.[0-9]{2}$"}}
+        })),
+        ConstraintSpec::Regex("(Golden|Dragon|Restaurant|Kuala|Lumpur| ){1,12}".into()),
+        ConstraintSpec::AnyJson,
+    ];
+    let prompts = [
+        "Receipt: Golden Dragon Restaurant, 12 Jalan Ampang, Kuala Lumpur. TOTAL 45.90\n\
+         JSON: {\"shop\": \"Golden Dragon Restaurant\", \"city\": \"Kuala Lumpur\", \"total\": \"45.90\"}\n\
+         Receipt: Golden Dragon Restaurant, Kuala Lumpur. TOTAL 12.00\nJSON: ",
+        "Golden Dragon Restaurant Kuala Lumpur Golden Dragon",
+        "{\"a\": [1, 2, 3], \"b\": {\"a\": [1, 2, 3]}} {\"a\": [1, 2",
+    ];
+    let (mut saved, mut drafted, mut rejected_some) = (0, 0, false);
+    for (spec, prompt) in specs.iter().zip(prompts) {
+        let c = eng.compile(spec).unwrap();
+        let ids = tok.encode(prompt, true, false);
+        for max in [7, 30, 60] {
+            let run = |k: usize| {
+                let mut src = Copier {
+                    vocab: tok.vocab_size(),
+                    history: Vec::new(),
+                    passes: 0,
+                };
+                let limits = GenerateLimits::new(max).with_speculation(k);
+                let out =
+                    generate_constrained(&mut src, &ids, &mut c.start(), limits, greedy).unwrap();
+                (out, src)
+            };
+            let (plain, _) = run(0);
+            let (spec_out, src) = run(6);
+            assert_eq!(spec_out.ids, plain.ids, "{prompt:?} max {max}");
+            assert_eq!(spec_out.finish, plain.finish, "{prompt:?} max {max}");
+            assert_eq!(plain.stats.drafted, 0);
+            // The model saw the prompt and the output, nothing else: no rejected draft is
+            // left in its state (the output's tail is not fed when nothing needs its logits:
+            // the last token, or the forced tokens that end the grammar).
+            let all: Vec<u32> = ids.iter().chain(&spec_out.ids).copied().collect();
+            assert!(
+                all.starts_with(&src.history) && src.history.len() > ids.len(),
+                "{prompt:?} max {max}: fed {:?}, output {:?}",
+                &src.history[ids.len().min(src.history.len())..],
+                spec_out.ids
+            );
+            assert_eq!(src.passes, spec_out.stats.forward_passes);
+            // Each accepted draft saves a pass, but for one where a draft run ends just before
+            // forced tokens (plain decoding feeds those with the token before them).
+            let (sp, pp) = (spec_out.stats.forward_passes, plain.stats.forward_passes);
+            assert!(
+                sp <= pp && sp + spec_out.stats.drafts_accepted >= pp,
+                "{sp} passes with {} drafts accepted, {pp} without",
+                spec_out.stats.drafts_accepted
+            );
+            saved += pp - sp;
+            drafted += spec_out.stats.drafted;
+            rejected_some |= spec_out.stats.drafts_accepted < spec_out.stats.drafted;
+        }
+    }
+    assert!(saved >= 10, "only {saved} passes saved, {drafted} drafts");
+    assert!(
+        rejected_some,
+        "no draft was ever rejected: the test misses that path"
+    );
+}

@@ -7,9 +7,10 @@
 //! ```
 //! Schemas and prompts: smolt-constrain's `tests/schemas/` (18) and `tests/prompts.json`, the
 //! first prompt of each; model from SMOLT_MODEL (default: the cached Gemma 3 270M).
-//! Four runs per schema: constrained as smolt runs it (forced tokens batched, only allowed head
-//! rows scored when few are), the same with the full head, constrained one token per pass with
-//! the full head (the mask's own overhead), and unconstrained greedy for as many tokens.
+//! Five runs per schema: constrained as smolt runs it (forced tokens batched, only allowed head
+//! rows scored when few are, n-gram drafts checked in the same pass), the same without drafts,
+//! the same with the full head too, constrained one token per pass with the full head (the
+//! mask's own overhead), and unconstrained greedy for as many tokens.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -58,24 +59,27 @@ fn main() -> anyhow::Result<()> {
         serde_json::from_str(&std::fs::read_to_string(dir.join("prompts.json"))?)?;
 
     let mut mask_ns: Vec<u64> = Vec::new();
-    let (mut t_con, mut t_full, mut t_one, mut t_free) = (
+    let (mut t_spec, mut t_con, mut t_full, mut t_one, mut t_free) = (
+        Duration::ZERO,
         Duration::ZERO,
         Duration::ZERO,
         Duration::ZERO,
         Duration::ZERO,
     );
+    let (mut drafted, mut accepted, mut spec_passes, mut spec_diverged) = (0, 0, 0, 0);
     let (mut passes, mut passes_one, mut saved, mut out_tokens) = (0, 0, 0, 0);
     let mut compile_us = Vec::new();
     let mut diverged = 0;
     let mut runs = 0;
     println!(
-        "{:<16} {:>5} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "{:<16} {:>5} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "schema",
         "toks",
         "passes",
         "forced",
         "mask p50",
         "smolt ms",
+        "no-draft",
         "full-head",
         "1-by-1 ms",
         "free ms"
@@ -92,7 +96,15 @@ fn main() -> anyhow::Result<()> {
             false,
         );
 
-        // Constrained as smolt runs it: forced tokens batched, grammar-aware head.
+        // Constrained as smolt runs it: drafts, forced tokens batched, grammar-aware head.
+        let mut st = c.start();
+        let mut src = ModelLogits::new(&model);
+        let limits = GenerateLimits::new(160).with_speculation(smolt_decode::DEFAULT_DRAFT_TOKENS);
+        let t = Instant::now();
+        let spec = generate_constrained(&mut src, &prompt, &mut st, limits, greedy)?;
+        let dt_spec = t.elapsed();
+
+        // Without drafts.
         let mut st = c.start();
         let mut src = ModelLogits::new(&model);
         let t = Instant::now();
@@ -140,23 +152,33 @@ fn main() -> anyhow::Result<()> {
         }
         let dt_free = t.elapsed();
 
+        // Drafts are checked in a batched pass, whose arithmetic is not bit-identical to one
+        // token at a time: count near-ties that flip.
+        if spec.ids != out.ids {
+            spec_diverged += 1;
+        }
+        drafted += spec.stats.drafted;
+        accepted += spec.stats.drafts_accepted;
+        spec_passes += spec.stats.forward_passes;
         runs += 1;
         let mut m = out.stats.mask_nanos.clone();
         m.extend_from_slice(&one.stats.mask_nanos);
         m.sort_unstable();
         println!(
-            "{:<16} {:>5} {:>7} {:>7} {:>6.1}µs {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
+            "{:<16} {:>5} {:>7} {:>7} {:>6.1}µs {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
             name,
             out.ids.len(),
-            out.stats.forward_passes,
+            spec.stats.forward_passes,
             out.stats.forced_tokens,
             percentile(&m, 0.5) as f64 / 1e3,
+            dt_spec.as_secs_f64() * 1e3,
             dt_con.as_secs_f64() * 1e3,
             dt_full.as_secs_f64() * 1e3,
             dt_one.as_secs_f64() * 1e3,
             dt_free.as_secs_f64() * 1e3,
         );
         mask_ns.extend_from_slice(&m);
+        t_spec += dt_spec;
         t_con += dt_con;
         t_full += dt_full;
         t_one += dt_one;
@@ -191,18 +213,26 @@ fn main() -> anyhow::Result<()> {
         "greedy outputs that differ batched vs one by one (numerics of batched forward): \
          {diverged} of {runs}"
     );
+    println!(
+        "n-gram drafts: {accepted} of {drafted} accepted; {spec_passes} forward passes with drafts \
+         vs {passes} without; outputs that differ with drafts: {spec_diverged} of {runs}"
+    );
     let per = |d: Duration| d.as_secs_f64() * 1e3 / out_tokens.max(1) as f64;
     println!(
         "ms per output token (prefill included): constrained {:.2} (as smolt runs it), {:.2} \
-         (full head), {:.2} (one by one, full head); unconstrained {:.2}",
+         (no drafts), {:.2} (no drafts, full head), {:.2} (one by one, full head); \
+         unconstrained {:.2}",
+        per(t_spec),
         per(t_con),
         per(t_full),
         per(t_one),
         per(t_free),
     );
     println!(
-        "constrained / unconstrained time: {:.3}× as smolt runs it, {:.3}× with the full head, \
-         {:.3}× one token per pass with the full head (the mask's own overhead)",
+        "constrained / unconstrained time: {:.3}× as smolt runs it, {:.3}× without drafts, \
+         {:.3}× without drafts with the full head, {:.3}× one token per pass with the full head \
+         (the mask's own overhead)",
+        t_spec.as_secs_f64() / t_free.as_secs_f64(),
         t_con.as_secs_f64() / t_free.as_secs_f64(),
         t_full.as_secs_f64() / t_free.as_secs_f64(),
         t_one.as_secs_f64() / t_free.as_secs_f64()

@@ -42,8 +42,9 @@ pub struct Answer {
 
 /// Answers `prompt` (ids, BOS included if the model wants one) in a fresh cache, sampling by
 /// `opts.sampling` (greedy at temperature 0) up to `opts.max_new_tokens`. With a constraint,
-/// every step samples only among the tokens it allows and forced runs go in one pass; without
-/// one, `opts`' stop rules apply.
+/// every step samples only among the tokens it allows, forced runs go in one pass, and greedy
+/// answers check `opts.draft_tokens` n-gram drafts per pass; without one, `opts`' stop rules
+/// apply.
 pub fn answer(
     model: &Model,
     prompt: &[u32],
@@ -55,11 +56,17 @@ pub fn answer(
             let mut state = c.start();
             let mut source = ModelLogits::new(model);
             let mut sampler = Sampler::new(opts.sampling.clone());
+            // Speculation keeps the output only where the pick is deterministic.
+            let drafts = if opts.sampling.is_greedy() {
+                opts.draft_tokens
+            } else {
+                0
+            };
             let out = smolt_constrain::generate_constrained(
                 &mut source,
                 prompt,
                 &mut state,
-                GenerateLimits::new(opts.max_new_tokens),
+                GenerateLimits::new(opts.max_new_tokens).with_speculation(drafts),
                 |logits| sampler.sample(logits),
             )?;
             let ending = match out.finish {

@@ -58,11 +58,73 @@ impl smolt_constrain::LogitsSource for ModelLogits<'_> {
             .into_iter()
             .filter(|&id| (id as usize) < vocab)
             .collect();
-        let values = self.model.lm_head_rows(last, &ids);
-        let mut logits = vec![f32::NEG_INFINITY; vocab];
+        Ok(self.masked_rows(last, &ids))
+    }
+
+    /// Speculative verification: one pass over `tokens`, logits at the last `masks.len()`
+    /// positions. The head runs on those positions only, and only on the allowed rows when
+    /// all the masks together allow few.
+    fn forward_verify(
+        &mut self,
+        tokens: &[u32],
+        masks: &[smolt_constrain::TokenMask],
+    ) -> anyhow::Result<Option<Vec<Vec<f32>>>> {
+        let (vocab, d, m) = (
+            self.model.spec.vocab_size,
+            self.model.spec.d_model,
+            masks.len(),
+        );
+        anyhow::ensure!(m <= tokens.len(), "more masks than tokens to verify");
+        let hidden = self.model.forward_hidden(tokens, &mut self.cache)?;
+        let rows = &hidden[hidden.len() - m * d..];
+        let allowed: usize = masks.iter().map(|k| k.num_allowed()).sum();
+        if self.subset_head && allowed * SUBSET_HEAD_FRACTION <= vocab {
+            return Ok(Some(
+                masks
+                    .iter()
+                    .zip(rows.chunks(d))
+                    .map(|(k, h)| {
+                        let ids: Vec<u32> = k
+                            .allowed()
+                            .into_iter()
+                            .filter(|&id| (id as usize) < vocab)
+                            .collect();
+                        self.masked_rows(h, &ids)
+                    })
+                    .collect(),
+            ));
+        }
+        let all = self.model.lm_head(rows);
+        Ok(Some(
+            all.chunks(vocab)
+                .zip(masks)
+                .map(|(l, k)| {
+                    let mut l = l.to_vec();
+                    k.apply(&mut l);
+                    l
+                })
+                .collect(),
+        ))
+    }
+
+    fn discard(&mut self, n: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            n <= self.cache.len(),
+            "discarding more tokens than were fed"
+        );
+        self.cache.truncate(self.cache.len() - n);
+        Ok(())
+    }
+}
+
+impl ModelLogits<'_> {
+    /// Logits of `ids` only for one final hidden state, `-inf` everywhere else.
+    fn masked_rows(&self, hidden: &[f32], ids: &[u32]) -> Vec<f32> {
+        let values = self.model.lm_head_rows(hidden, ids);
+        let mut logits = vec![f32::NEG_INFINITY; self.model.spec.vocab_size];
         for (&id, v) in ids.iter().zip(values) {
             logits[id as usize] = v;
         }
-        Ok(logits)
+        logits
     }
 }

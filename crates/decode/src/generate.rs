@@ -14,7 +14,13 @@ pub struct GenerateOptions {
     pub stop_at_end_of_generation: bool,
     /// More ids that end generation (e.g. a newline for one-line answers).
     pub stop_tokens: Vec<u32>,
+    /// Greedy constrained answers ([`crate::answer`]) check up to this many draft tokens per
+    /// forward pass, proposed by n-gram lookup in the prompt (0: one token per pass).
+    pub draft_tokens: usize,
 }
+
+/// Draft tokens per speculative step: extraction answers copy spans of a few tokens.
+pub const DEFAULT_DRAFT_TOKENS: usize = 6;
 
 impl Default for GenerateOptions {
     fn default() -> Self {
@@ -23,6 +29,7 @@ impl Default for GenerateOptions {
             sampling: SamplingParams::default(),
             stop_at_end_of_generation: true,
             stop_tokens: Vec::new(),
+            draft_tokens: DEFAULT_DRAFT_TOKENS,
         }
     }
 }

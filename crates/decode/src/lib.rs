@@ -11,5 +11,7 @@ mod answer;
 mod constrained;
 pub use answer::{answer, Answer, Ending};
 pub use constrained::ModelLogits;
-pub use generate::{generate, generate_in, GenerateOptions, Generation, StopReason};
+pub use generate::{
+    generate, generate_in, GenerateOptions, Generation, StopReason, DEFAULT_DRAFT_TOKENS,
+};
 pub use sampler::{argmax, Sampler, SamplingParams};

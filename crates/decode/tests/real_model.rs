@@ -169,3 +169,56 @@ fn answer_reports_how_each_answer_ended() {
         free.ids.len()
     );
 }
+
+/// N-gram drafts checked in one pass save forward passes on extraction (the answer copies
+/// the input). That the loop keeps greedy's choices exactly is checked with a scripted model
+/// (smolt-constrain's decode_loop tests); here the batched pass's own arithmetic differs from
+/// one-token passes (activations are rounded to int8 per block, so last-bit differences can
+/// flip a rounding and move logits by ~1%), which can flip a near tie, so the check is that
+/// the answer is right, not that it equals the one-token answer bit for bit.
+#[test]
+fn drafts_save_passes_and_keep_the_answer() {
+    use smolt_constrain::{ConstraintEngine, ConstraintSpec};
+    use smolt_decode::{answer, Ending, GenerateOptions};
+    let model = Model::load(model_path(), Precision::Fast).unwrap();
+    let gguf = smolt_gguf::Gguf::open(model_path()).unwrap();
+    let tok = std::sync::Arc::new(smolt_tokenizer::Tokenizer::from_gguf(&gguf).unwrap());
+    let engine = ConstraintEngine::new(tok.clone()).unwrap();
+    let schema = serde_json::json!({
+        "type": "object", "additionalProperties": false,
+        "required": ["company", "address", "total"],
+        "properties": {
+            "company": {"type": "string", "maxLength": 60},
+            "address": {"type": "string", "maxLength": 120},
+            "total": {"type": "string", "pattern": "^[0-9]+\\.[0-9]{2}$"}
+        }
+    });
+    let c = engine.compile(&ConstraintSpec::JsonSchema(schema)).unwrap();
+    let prompt = "Extract the receipt as JSON.\n\nGOLDEN DRAGON RESTAURANT SDN BHD\n\
+                  NO 12, JALAN AMPANG, 50450 KUALA LUMPUR\nNASI LEMAK 2 x 6.50 13.00\n\
+                  TEH TARIK 2.80\nTOTAL 15.80\nCASH 20.00\n\nJSON: ";
+    let ids = tok.encode(prompt, true, true);
+    let opts = |drafts| GenerateOptions {
+        max_new_tokens: 80,
+        draft_tokens: drafts,
+        ..Default::default()
+    };
+    let plain = answer(&model, &ids, Some(&c), &opts(0)).unwrap();
+    let fast = answer(&model, &ids, Some(&c), &opts(6)).unwrap();
+    let text = tok.decode(&fast.ids, true);
+    assert_eq!(fast.ending, Ending::Complete);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["company"], "GOLDEN DRAGON RESTAURANT SDN BHD", "{text}");
+    assert_eq!(v["total"], "15.80", "{text}");
+    assert!(v["address"].as_str().unwrap().contains("50450"), "{text}");
+    let (p, f) = (plain.stats.unwrap(), fast.stats.unwrap());
+    assert_eq!(p.drafted, 0);
+    assert!(
+        f.drafts_accepted >= 5 && f.forward_passes + 5 <= p.forward_passes,
+        "{text}: {} of {} drafts accepted, {} passes vs {}",
+        f.drafts_accepted,
+        f.drafted,
+        f.forward_passes,
+        p.forward_passes
+    );
+}

@@ -61,6 +61,12 @@ pub struct Args {
     /// Keep going past end-of-generation tokens (<eos>, <end_of_turn>) until -n tokens.
     #[arg(long)]
     ignore_eos: bool,
+    /// Constrained greedy decoding checks up to this many draft tokens per forward pass,
+    /// guessed by finding the last few output tokens in the prompt (extraction copies spans);
+    /// 0 turns it off. The output is the same either way, up to the last bit of batched
+    /// arithmetic.
+    #[arg(long, default_value_t = smolt::decode::DEFAULT_DRAFT_TOKENS, value_name = "N")]
+    draft_tokens: usize,
     /// Print timing (prefill and decode tokens/s) to stderr at the end.
     #[arg(long)]
     timings: bool,
@@ -90,6 +96,7 @@ impl Args {
             },
             stop_at_end_of_generation: !self.ignore_eos,
             stop_tokens: Vec::new(),
+            draft_tokens: self.draft_tokens,
         }
     }
 
@@ -254,10 +261,12 @@ fn run_constrained(
     }
     if let (true, Some(stats)) = (args.timings, &out.stats) {
         eprintln!(
-            "prompt {} tokens; {} output tokens ({} forced) in {} forward passes, {:.2} s; finish: {}",
+            "prompt {} tokens; {} output tokens ({} forced, {} of {} drafts accepted) in {} forward passes, {:.2} s; finish: {}",
             prompt.len(),
             out.ids.len(),
             stats.forced_tokens,
+            stats.drafts_accepted,
+            stats.drafted,
             stats.forward_passes,
             secs,
             out.ending.as_str()
