@@ -287,6 +287,17 @@ fn demo_runs_the_whole_pipeline_and_reuses_a_finished_run() {
         let ts = r["output"]["timestamp"].as_str().unwrap();
         assert!(ts.starts_with("2020-"), "{line}");
     }
+    let train = std::fs::read_to_string(out.join("data/train.jsonl")).unwrap();
+    for line in train.lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        let year: u32 = r["output"]["timestamp"].as_str().unwrap()[..4]
+            .parse()
+            .unwrap();
+        assert!(
+            year < 2020,
+            "a training receipt from the test period: {line}"
+        );
+    }
     let schema: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("data/schema.json")).unwrap())
             .unwrap();

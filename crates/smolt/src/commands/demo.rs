@@ -28,18 +28,21 @@ const DEMO_FIELDS: &[&str] = &[
     "card_last4",
 ];
 
-/// The training period (three years, so that the year on a receipt is read rather than
-/// memorised, two-digit years included) and the later, unseen one the test set comes from:
-/// new retailers, products, a new date format and many more phone-wallet payments appear in it.
-const TRAIN_YEARS: [u16; 3] = [2017, 2018, 2019];
+/// The training period and the later, unseen one the test set comes from: new retailers,
+/// products, a new date format and many more phone-wallet payments appear in it. Training
+/// receipts come from these years in turn: mostly the three before the test year, and one in
+/// ten from each of four older ones, so that the year's digits vary (a model that has only
+/// seen 201x prints 2019 for a receipt dated 2020) while recent habits still dominate.
+const TRAIN_YEARS: [u16; 10] = [2017, 2006, 2018, 2009, 2019, 2012, 2017, 2015, 2018, 2019];
 const TEST_YEAR: u16 = 2020;
 
 #[derive(clap::Args)]
 #[command(after_help = "\
 What it does, in order (every step shows a progress bar):
   1. fetches the default model (once; cached afterwards),
-  2. generates synthetic OCR'd receipts: train and validation from 2017-2019, a test set from
-     2020 with retailers and print formats the training set never shows,
+  2. generates synthetic OCR'd receipts: train (2006-2019, mostly 2017-2019) and
+     validation (2019), and a test set from 2020 with retailers and print formats
+     the training set never shows,
   3. trains a LoRA adapter directly over the quantized model,
   4. evaluates the base model prompted with K solved examples (the few-shot baseline),
   5. evaluates the fine-tuned model on the same test receipts, with the same schema-constrained
@@ -128,8 +131,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!(
         "  {} train ({}-{}) + {} validation receipts, {} test receipts ({TEST_YEAR}); fields: {}",
         plan.train,
-        TRAIN_YEARS[0],
-        TRAIN_YEARS[TRAIN_YEARS.len() - 1],
+        TRAIN_YEARS.iter().min().unwrap(),
+        TRAIN_YEARS.iter().max().unwrap(),
         plan.valid,
         plan.test,
         fields.join(", ")
@@ -304,18 +307,19 @@ fn make_data(args: &Args, plan: &Plan, fields: &[&str]) -> anyhow::Result<DemoDa
         .collect()
     };
     // Years in turn, so that any prefix (the few-shot examples come from the start) mixes
-    // them; record i of year y is record i / n_years of that year's stream.
+    // them; record i comes from entry i % n of TRAIN_YEARS, each entry its own stream (a year
+    // listed twice gets two different seeds).
     let n_years = TRAIN_YEARS.len();
     let per_year: Vec<Vec<Record>> = TRAIN_YEARS
         .iter()
         .enumerate()
-        .map(|(k, &y)| gen((plan.train + n_years - 1 - k) / n_years, 1, y))
+        .map(|(k, &y)| gen((plan.train + n_years - 1 - k) / n_years, 10 + k as u64, y))
         .collect();
     let mut streams: Vec<_> = per_year.into_iter().map(|v| v.into_iter()).collect();
     let train: Vec<Record> = (0..plan.train)
         .filter_map(|i| streams[i % n_years].next())
         .collect();
-    let valid = gen(plan.valid, 2, TRAIN_YEARS[TRAIN_YEARS.len() - 1]);
+    let valid = gen(plan.valid, 2, *TRAIN_YEARS.iter().max().unwrap());
     let test = gen(plan.test, 3, TEST_YEAR);
     let dir = args.out.join("data");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
