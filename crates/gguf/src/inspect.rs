@@ -150,6 +150,30 @@ impl Gguf {
         out
     }
 
+    /// One line saying whether the file carries a chat template, with its size and first
+    /// line: `chat template: 1,531 chars, 53 lines: {{ bos_token }}`.
+    pub fn chat_template_line(&self) -> String {
+        match self.chat_template() {
+            Ok(None) => format!("chat template: none (no {})", Self::CHAT_TEMPLATE_KEY),
+            Err(e) => format!("chat template: unusable ({e})"),
+            Ok(Some(t)) => {
+                let first = t
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .unwrap_or("");
+                let shown: String = first.chars().take(60).collect();
+                let more = if shown.len() < first.len() { "…" } else { "" };
+                format!(
+                    "chat template: {} chars, {} lines, from {}: {shown}{more}",
+                    t.chars().count(),
+                    t.lines().count(),
+                    Self::CHAT_TEMPLATE_KEY
+                )
+            }
+        }
+    }
+
     /// Everything `smolt inspect` shows: a header line, the metadata, the tensor table.
     pub fn summary(&self) -> String {
         let mut out = String::new();
@@ -167,6 +191,7 @@ impl Gguf {
             self.tensors().len(),
             self.data_offset()
         );
+        let _ = writeln!(out, "{}", self.chat_template_line());
         let _ = writeln!(out);
         out.push_str(&self.metadata_summary());
         let _ = writeln!(out);
@@ -245,6 +270,36 @@ mod tests {
         assert!(!s.contains("t99"), "long arrays must be elided:\n{s}");
         assert!(s.contains("b.weight  Q8_0   [32, 2]"), "{s}");
         assert!(s.contains("72 parameters"), "{s}");
+        assert!(
+            s.contains("chat template: none (no tokenizer.chat_template)"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn chat_template_is_read_and_summarised() {
+        let mut w = GgufWriter::new();
+        let src = "\n{%- for m in messages -%}{{ '<|im_start|>' + m.role + '\\n' + m.content }}\n{%- endfor -%}\n";
+        w.set(Gguf::CHAT_TEMPLATE_KEY, Value::String(src.into()));
+        let g = Gguf::from_bytes(w.to_bytes()).unwrap();
+        assert_eq!(g.chat_template().unwrap(), Some(src));
+        let line = g.chat_template_line();
+        assert_eq!(
+            line,
+            "chat template: 90 chars, 3 lines, from tokenizer.chat_template: \
+             {%- for m in messages -%}{{ '<|im_start|>' + m.role + '\\n' +…"
+        );
+        assert!(g.summary().contains(&line));
+        // A key of the wrong type is reported, not taken for "no template".
+        let mut w = GgufWriter::new();
+        w.set(Gguf::CHAT_TEMPLATE_KEY, Value::U32(1));
+        let g = Gguf::from_bytes(w.to_bytes()).unwrap();
+        assert!(g.chat_template().is_err());
+        assert!(
+            g.chat_template_line().contains("unusable"),
+            "{}",
+            g.chat_template_line()
+        );
     }
 
     #[test]

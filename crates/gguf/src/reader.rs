@@ -254,6 +254,9 @@ impl Gguf {
         self.data_offset
     }
 
+    /// Where GGUF files keep the chat template (llama.cpp's `LLM_KV_TOKENIZER_CHAT_TEMPLATE`).
+    pub const CHAT_TEMPLATE_KEY: &'static str = "tokenizer.chat_template";
+
     /// All metadata in file order.
     pub fn metadata(&self) -> &[(String, Value)] {
         &self.metadata
@@ -261,6 +264,16 @@ impl Gguf {
 
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata_index.get(key).map(|&i| &self.metadata[i].1)
+    }
+
+    /// The model's chat template (Jinja source, as Hugging Face tokenizers ship it), stored
+    /// under [`Gguf::CHAT_TEMPLATE_KEY`]: `Ok(None)` when the file has none, an error when the
+    /// key holds something other than a string.
+    pub fn chat_template(&self) -> Result<Option<&str>, Error> {
+        match self.get(Self::CHAT_TEMPLATE_KEY) {
+            None => Ok(None),
+            Some(_) => self.get_str(Self::CHAT_TEMPLATE_KEY).map(Some),
+        }
     }
 
     /// A required metadata value, with an error naming the key if it is missing.

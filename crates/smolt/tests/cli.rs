@@ -73,6 +73,31 @@ fn inspect_shows_metadata_and_tensors_of_any_gguf() {
             "inspect output lacks {needle}:\n{text}"
         );
     }
+    assert!(
+        text.contains("chat template: none (no tokenizer.chat_template)"),
+        "{text}"
+    );
+    // A model with a chat template says so, with its size and first line.
+    let s = smolt_model::testing::TinySpec::default();
+    let mut w =
+        smolt_model::testing::tiny_writer(&s, &smolt_model::testing::tiny_tensors(&s, 3), "gemma3");
+    w.set(
+        smolt::gguf::Gguf::CHAT_TEMPLATE_KEY,
+        smolt::gguf::Value::String(
+            "{{ bos_token }}\n{%- for m in messages -%}{{ m.content }}{%- endfor -%}".into(),
+        ),
+    );
+    let chat = dir.path().join("chat.gguf");
+    w.write(&chat).unwrap();
+    let o = smolt(&["inspect", chat.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains(
+            "chat template: 70 chars, 2 lines, from tokenizer.chat_template: {{ bos_token }}\n"
+        ),
+        "{text}"
+    );
 }
 
 #[test]
@@ -534,4 +559,87 @@ fn generate_answers_a_jsonl_file_of_prompts_one_json_line_each() {
         "{e}"
     );
     assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn generate_renders_messages_lines_as_training_does() {
+    let model = real_model();
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("p.jsonl");
+    let p = prompts.to_str().unwrap();
+    // The default model has no chat template: the built-in Gemma 3 format, BOS from the encoder.
+    std::fs::write(
+        &prompts,
+        "{\"messages\": [{\"role\": \"system\", \"content\": \"Answer in one word.\"}, \
+         {\"role\": \"user\", \"content\": \"The colour of the sky?\"}]}\n\
+         {\"prompt\": \"<start_of_turn>user\\nAnswer in one word.\\n\\nThe colour of the sky?\
+         <end_of_turn>\\n<start_of_turn>model\\n\"}\n",
+    )
+    .unwrap();
+    let o = smolt(&["generate", "-m", m, "--prompts", p, "-n", "6"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["output"], rows[1]["output"], "{rows:?}");
+    assert_eq!(rows[0]["tokens"], rows[1]["tokens"], "{rows:?}");
+
+    // A conversation the format refuses is reported with its line, before any generation.
+    std::fs::write(
+        &prompts,
+        "{\"prompt\": \"x\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, \
+         {\"role\": \"user\", \"content\": \"b\"}]}\n{\"messages\": [{\"role\": \"tool\", \"content\": \"c\"}]}\n",
+    )
+    .unwrap();
+    let o = smolt(&["generate", "-m", m, "--prompts", p, "-n", "4"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("p.jsonl:3: messages[0]: unknown role \"tool\""),
+        "{e}"
+    );
+    std::fs::write(
+        &prompts,
+        "{\"prompt\": \"x\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, \
+         {\"role\": \"user\", \"content\": \"b\"}]}\n",
+    )
+    .unwrap();
+    let o = smolt(&["generate", "-m", m, "--prompts", p, "-n", "4"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(
+            "p.jsonl:2: the built-in Gemma 3 chat format refuses this conversation: \
+                    Conversation roles must alternate"
+        ),
+        "{e}"
+    );
+    assert!(stdout(&o).is_empty());
+
+    // chat_template = "gguf" with a model that has none.
+    let cfg = dir.path().join("task.toml");
+    std::fs::write(&cfg, "chat_template = \"gguf\"\n").unwrap();
+    std::fs::write(
+        &prompts,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}\n",
+    )
+    .unwrap();
+    let o = smolt(&[
+        "generate",
+        "-m",
+        m,
+        "--prompts",
+        p,
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("chat_template = \"gguf\", but the model has no chat template"),
+        "{e}"
+    );
 }

@@ -57,6 +57,8 @@ pub struct VocabSpec {
     pub lstrip: Vec<u32>,
     /// Special tokens that swallow ASCII whitespace to their right.
     pub rstrip: Vec<u32>,
+    /// The model's chat template (Jinja source), if it ships one.
+    pub chat_template: Option<String>,
 }
 
 impl VocabSpec {
@@ -92,6 +94,7 @@ pub struct Tokenizer {
     add_bos: bool,
     add_eos: bool,
     add_space_prefix: bool,
+    chat_template: Option<String>,
 }
 
 const SPACE_ESCAPE: &str = "\u{2581}";
@@ -107,7 +110,8 @@ const EOT_TEXTS: &[&str] = &[
 
 impl Tokenizer {
     /// Builds the tokenizer from `tokenizer.ggml.*` metadata, applying llama.cpp's defaults for
-    /// absent optional keys so that the same file tokenizes the same way in both programs.
+    /// absent optional keys so that the same file tokenizes the same way in both programs. The
+    /// chat template (`tokenizer.chat_template`) is kept as it is, see [`Tokenizer::chat_template`].
     pub fn from_gguf(gguf: &Gguf) -> Result<Tokenizer, TokenizerError> {
         let model = gguf.get_str("tokenizer.ggml.model")?;
         if model != "llama" {
@@ -162,6 +166,7 @@ impl Tokenizer {
             add_bos: flag("tokenizer.ggml.add_bos_token", true)?,
             add_eos: flag("tokenizer.ggml.add_eos_token", false)?,
             add_space_prefix: flag("tokenizer.ggml.add_space_prefix", true)?,
+            chat_template: gguf.chat_template()?.map(str::to_string),
             ..VocabSpec::new(tokens, scores, types)
         };
         if spec.eot_id.is_none() {
@@ -290,6 +295,7 @@ impl Tokenizer {
             add_bos: spec.add_bos,
             add_eos: spec.add_eos,
             add_space_prefix: spec.add_space_prefix,
+            chat_template: spec.chat_template,
         })
     }
 
@@ -483,6 +489,12 @@ impl Tokenizer {
 
     pub fn add_eos_token(&self) -> bool {
         self.add_eos
+    }
+
+    /// The model's chat template (Jinja source from the GGUF's `tokenizer.chat_template`),
+    /// `None` when the file has none. Rendering it is left to the caller (smolt-train's `chat`).
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
+use crate::chat::ChatFormat;
 use crate::config::TrainConfig;
 use crate::data::{read_jsonl, AnswerSchema, DataError, Format, Location, TextEncoder};
 
@@ -46,6 +47,8 @@ impl Lengths {
 pub struct DataReport {
     pub path: PathBuf,
     pub format: Option<Format>,
+    /// For chat data: which chat format rendered it (the model's template or the built-in).
+    pub chat: Option<&'static str>,
     pub records: usize,
     /// Lines that cannot be used at all (not JSON, wrong fields, schema violations).
     pub errors: Vec<DataError>,
@@ -80,6 +83,9 @@ impl fmt::Display for DataReport {
         };
         writeln!(f, "{}", self.path.display())?;
         writeln!(f, "  records   {} ({} format)", self.records, fmt_name)?;
+        if let Some(chat) = self.chat {
+            writeln!(f, "  chat      rendered with {chat}")?;
+        }
         if self.records > 0 && self.format.is_some() {
             let row = |name: &str, l: &Lengths| {
                 format!(
@@ -133,7 +139,7 @@ pub fn check_file(
         max_len: cfg.max_len,
         ..Default::default()
     };
-    let (format, texts) = match read_jsonl(path, cfg) {
+    let (format, texts) = match read_jsonl(path, cfg, enc) {
         Ok(x) => x,
         Err(e) => {
             report.records = count_records(path);
@@ -142,6 +148,12 @@ pub fn check_file(
         }
     };
     report.format = Some(format);
+    if format == Format::Messages {
+        // It compiled for read_jsonl just now.
+        report.chat = ChatFormat::for_encoder(cfg.chat_template, enc)
+            .ok()
+            .map(|c| c.describe());
+    }
     report.records = texts.len();
     let (mut p, mut a, mut t) = (Vec::new(), Vec::new(), Vec::new());
     let mut by_pair: HashMap<(&str, &str), &Location> = HashMap::new();
@@ -329,5 +341,26 @@ mod tests {
         assert_eq!(r.answer_tokens.max, 3);
         assert_eq!(r.total_tokens.max, 49);
         assert_eq!(r.over_max_len, 1);
+        assert_eq!(r.chat, None);
+    }
+
+    #[test]
+    fn chat_data_says_how_it_was_rendered() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "c.jsonl",
+            &[
+                r#"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}"#,
+            ],
+        );
+        let r = check_file(&p, &TrainConfig::default(), &ByteEncoder, None);
+        assert!(r.is_ok(), "{r}");
+        assert_eq!(r.chat, Some("the built-in Gemma 3 chat format"));
+        assert!(
+            r.to_string()
+                .contains("chat      rendered with the built-in Gemma 3 chat format"),
+            "{r}"
+        );
     }
 }

@@ -60,6 +60,21 @@ pub enum JsonStyle {
     Python,
 }
 
+/// How `{"messages": [...]}` records become prompt text (see [`crate::chat`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatTemplateSetting {
+    /// The model's own chat template (its GGUF's `tokenizer.chat_template`) when it has one,
+    /// else the built-in Gemma 3 format.
+    #[default]
+    Auto,
+    /// The model's own chat template; a model without one is an error.
+    Gguf,
+    /// The built-in Gemma 3 format, whatever the model ships (the text of Gemma 3's official
+    /// template).
+    Gemma,
+}
+
 /// Everything that determines a training run. Every field has a default tuned for
 /// Gemma 3 270M on short extraction tasks (receipts), so an empty TOML file is a valid config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,6 +94,9 @@ pub struct TrainConfig {
     /// Prompt template for `input`/`output` data; `{input}` is replaced by the input text.
     /// The answer follows the template's last character directly.
     pub template: String,
+    /// How `messages` (chat) data is rendered: the model's chat template or the built-in
+    /// Gemma 3 format (see [`ChatTemplateSetting`]).
+    pub chat_template: ChatTemplateSetting,
     /// How JSON `output` values are serialised into answer text.
     pub json_style: JsonStyle,
     /// Longest example in tokens (prompt + answer + EOS).
@@ -150,6 +168,7 @@ impl Default for TrainConfig {
             valid: None,
             schema: None,
             template: DEFAULT_TEMPLATE.to_string(),
+            chat_template: ChatTemplateSetting::Auto,
             json_style: JsonStyle::Compact,
             max_len: 512,
             overlong: Overlong::TruncatePrompt,
@@ -298,6 +317,7 @@ impl TrainConfig {
             "valid",
             "schema",
             "template",
+            "chat_template",
             "json_style",
             "max_len",
             "overlong",
@@ -552,6 +572,28 @@ mod tests {
         assert!(err.to_string().contains("unknown config key `nope`"));
         let err = c.apply_overrides(&ov(&[("lora_r", "abc")])).unwrap_err();
         assert!(format!("{err:#}").contains("lora_r"), "{err:#}");
+    }
+
+    #[test]
+    fn chat_template_is_auto_gguf_or_gemma() {
+        let mut c = TrainConfig::default();
+        assert_eq!(c.chat_template, ChatTemplateSetting::Auto);
+        c.apply_overrides(&ov(&[("chat-template", "gguf")]))
+            .unwrap();
+        assert_eq!(c.chat_template, ChatTemplateSetting::Gguf);
+        let c = TrainConfig::from_toml_str("chat_template = \"gemma\"").unwrap();
+        assert_eq!(c.chat_template, ChatTemplateSetting::Gemma);
+        assert!(c.to_toml_string().contains("chat_template = \"gemma\""));
+        // It changes the prompts, so it is a training setting.
+        assert_ne!(c.training_hash(), TrainConfig::default().training_hash());
+        let err = TrainConfig::default()
+            .apply_overrides(&ov(&[("chat_template", "chatml")]))
+            .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("chat_template") && err.contains("`auto`, `gguf`, `gemma`"),
+            "{err}"
+        );
     }
 
     #[test]

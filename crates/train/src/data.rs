@@ -4,8 +4,10 @@
 //! - `{"input": str, "output": JSON value or str}` — the prompt is the config template with
 //!   `{input}` filled in; a non-string `output` is serialised per [`JsonStyle`];
 //! - `{"prompt": str, "completion": str}` — used verbatim;
-//! - `{"messages": [{"role", "content"}, ...]}` — rendered in Gemma's turn format; the loss is
-//!   on the last assistant message only (earlier turns are context).
+//! - `{"messages": [{"role", "content"}, ...]}` — rendered by [`crate::chat`]: the model's own
+//!   chat template when its GGUF has one, else the built-in Gemma 3 format (config key
+//!   `chat_template`); the loss is on the last assistant message only (earlier turns are
+//!   context).
 //!
 //! Prompt and answer are tokenized separately and concatenated, exactly as at decode time where
 //! the prompt is encoded and the answer is generated after it; tokenizing them together could
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
+use crate::chat::{ChatFormat, ModelTemplate, Role};
 use crate::config::{JsonStyle, Overlong, TrainConfig};
 use crate::prompt::MIN_PROMPT_TOKENS;
 
@@ -28,6 +31,10 @@ pub trait TextEncoder {
     fn encode(&self, text: &str, add_bos: bool) -> Vec<u32>;
     /// The id appended after each answer so the model learns to stop.
     fn eos_id(&self) -> u32;
+    /// The model's own chat template, if it ships one, for rendering `{"messages"}` records.
+    fn model_chat_template(&self) -> Option<ModelTemplate> {
+        None
+    }
 }
 
 /// Where a record came from, for messages a user can act on.
@@ -205,10 +212,12 @@ impl Dataset {
     }
 }
 
-/// Reads and checks a JSONL file, returning text examples or every error found.
+/// Reads and checks a JSONL file, returning text examples or every error found. `enc` is the
+/// model's: chat records are rendered with its chat template as `cfg.chat_template` says.
 pub fn read_jsonl(
     path: &Path,
     cfg: &TrainConfig,
+    enc: &dyn TextEncoder,
 ) -> Result<(Format, Vec<TextExample>), DataErrors> {
     let fail = |line: usize, message: String| DataErrors {
         file: path.to_path_buf(),
@@ -232,6 +241,8 @@ pub fn read_jsonl(
     let mut errors = Vec::new();
     let mut out = Vec::new();
     let mut format = None;
+    // Resolved at the first chat record: other files never need (or fail on) a template.
+    let mut chat: Option<ChatFormat> = None;
     for (i, line) in text.lines().enumerate() {
         let at = Location {
             file: path.to_path_buf(),
@@ -280,7 +291,13 @@ pub fn read_jsonl(
                 detected
             }
         };
-        match record_to_text(f, obj, cfg) {
+        if f == Format::Messages && chat.is_none() {
+            match ChatFormat::for_encoder(cfg.chat_template, enc) {
+                Ok(c) => chat = Some(c),
+                Err(e) => return Err(fail(i + 1, e.to_string())),
+            }
+        }
+        match record_to_text(f, obj, cfg, chat.as_ref()) {
             Ok((prompt, answer, answer_json)) => out.push(TextExample {
                 prompt,
                 answer,
@@ -309,7 +326,7 @@ pub fn read_jsonl(
     }
 }
 
-fn kind_of(v: &Value) -> &'static str {
+pub(crate) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -337,6 +354,7 @@ fn record_to_text(
     f: Format,
     obj: &Obj,
     cfg: &TrainConfig,
+    chat: Option<&ChatFormat>,
 ) -> Result<(String, String, Option<Value>), String> {
     match f {
         Format::InputOutput => {
@@ -359,75 +377,20 @@ fn record_to_text(
             Ok((prompt, answer, json))
         }
         Format::Messages => {
-            let msgs = match obj.get("messages") {
-                Some(Value::Array(a)) => a,
-                Some(v) => {
-                    return Err(format!(
-                        "field \"messages\" must be an array, found {}",
-                        kind_of(v)
-                    ))
-                }
+            let messages = match obj.get("messages") {
+                Some(v) => crate::chat::parse_messages(v)?,
                 None => return Err("missing field \"messages\"".into()),
             };
-            let mut turns = Vec::with_capacity(msgs.len());
-            for (i, m) in msgs.iter().enumerate() {
-                let Some(m) = m.as_object() else {
-                    return Err(format!("messages[{i}] must be an object"));
-                };
-                let role = get_str(m, "role").map_err(|e| format!("messages[{i}]: {e}"))?;
-                let content = get_str(m, "content").map_err(|e| format!("messages[{i}]: {e}"))?;
-                if !matches!(role, "system" | "user" | "assistant" | "model") {
-                    return Err(format!(
-                        "messages[{i}]: unknown role \"{role}\" (expected system, user or assistant)"
-                    ));
-                }
-                turns.push((role, content));
-            }
-            let Some(last) = turns
-                .iter()
-                .rposition(|(r, _)| matches!(*r, "assistant" | "model"))
-            else {
+            if !messages.iter().any(|m| m.role == Role::Assistant) {
                 return Err("no assistant message to learn from".into());
-            };
-            if last != turns.len() - 1 {
-                return Err("the last message must be the assistant's answer".into());
             }
-            let prompt = render_gemma_chat(&turns[..last]);
-            let content = turns[last].1;
+            let chat = chat.expect("the chat format is resolved before chat records");
+            let (prompt, answer) = chat.example(&messages).map_err(|e| e.to_string())?;
+            let content = &messages[messages.len() - 1].content;
             let json = serde_json::from_str(content.trim()).ok();
-            Ok((prompt, format!("{content}<end_of_turn>"), json))
+            Ok((prompt, answer, json))
         }
     }
-}
-
-/// Gemma's chat format: a system message is folded into the first user turn (Gemma has no
-/// system role), and the prompt ends with the opened model turn so the answer follows it.
-/// The chat template in the GGUF's metadata should replace this once the tokenizer layer
-/// renders it; the output here matches Gemma 3's template for these simple conversations.
-pub fn render_gemma_chat(turns: &[(&str, &str)]) -> String {
-    let mut s = String::new();
-    let mut system: Option<&str> = None;
-    for &(role, content) in turns {
-        match role {
-            "system" => system = Some(content),
-            "user" => {
-                s += "<start_of_turn>user\n";
-                if let Some(sys) = system.take() {
-                    s += sys;
-                    s += "\n\n";
-                }
-                s += content;
-                s += "<end_of_turn>\n";
-            }
-            _ => {
-                s += "<start_of_turn>model\n";
-                s += content;
-                s += "<end_of_turn>\n";
-            }
-        }
-    }
-    s += "<start_of_turn>model\n";
-    s
 }
 
 /// Serialises a JSON value as answer text in the configured style.
@@ -561,7 +524,7 @@ pub fn load_dataset(
     enc: &dyn TextEncoder,
     schema: Option<&AnswerSchema>,
 ) -> Result<Dataset> {
-    let (format, texts) = read_jsonl(path, cfg)?;
+    let (format, texts) = read_jsonl(path, cfg, enc)?;
     if let Some(schema) = schema {
         let errors: Vec<DataError> = texts
             .iter()
@@ -623,6 +586,17 @@ impl TextEncoder for smolt_tokenizer::Tokenizer {
         smolt_tokenizer::Tokenizer::eos_id(self)
             .or_else(|| self.end_of_turn_id())
             .expect("the vocabulary has neither an EOS nor an end-of-turn token")
+    }
+    fn model_chat_template(&self) -> Option<ModelTemplate> {
+        let text = |id: Option<u32>| {
+            id.map(|id| self.token_piece(id).to_string())
+                .unwrap_or_default()
+        };
+        self.chat_template().map(|source| ModelTemplate {
+            source: source.to_string(),
+            bos_token: text(self.bos_id()),
+            eos_token: text(smolt_tokenizer::Tokenizer::eos_id(self)),
+        })
     }
 }
 

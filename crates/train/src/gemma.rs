@@ -133,6 +133,15 @@ pub fn train(
     let model = smolt_model::Model::from_gguf(gguf, smolt_model::Precision::Fast)
         .with_context(|| format!("loading the model {}", cfg.model))?;
     let (train, valid) = crate::data::load_for_config(&cfg, &tok)?;
+    let chat_data = [Some(&train), valid.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|d| d.format == crate::data::Format::Messages);
+    if chat_data {
+        // It compiled for the data just now.
+        let chat = crate::chat::ChatFormat::for_encoder(cfg.chat_template, &tok)?;
+        eprintln!("chat records rendered with {}", chat.describe());
+    }
     eprintln!("{}", train.describe(cfg.max_len));
     if let Some(v) = &valid {
         eprintln!("{}", v.describe(cfg.max_len));

@@ -13,6 +13,7 @@
 
 pub mod adapter;
 pub mod batch;
+pub mod chat;
 pub mod check;
 pub mod checkpoint;
 pub mod config;

@@ -2,7 +2,8 @@
 //!
 //! Training, evaluation, the few-shot baseline and serving all build prompts here, so the model
 //! is asked at inference exactly what it was taught with: same template, same spacing, same
-//! truncation rule.
+//! truncation rule. Chat conversations (`{"messages"}` records) are rendered by
+//! [`crate::chat`] and then fitted by the same rules here.
 
 use crate::data::TextEncoder;
 

@@ -26,7 +26,8 @@ enum DataCommand {
 Every problem is listed with file:line. Errors (lines training would refuse: not JSON, missing
 fields, answers that violate --schema) make the command exit with status 1; warnings
 (duplicates, one prompt with two answers, empty answers) do not. Token lengths use the model's
-tokenizer and the config's prompt template.
+tokenizer and the config's prompt template (for {\"messages\"} data: the model's chat template or
+the built-in Gemma 3 format, as the config's chat_template says).
 
 Examples:
   smolt data check train.jsonl valid.jsonl --schema schema.json
@@ -38,7 +39,8 @@ struct CheckArgs {
     /// JSON Schema every answer must satisfy.
     #[arg(long)]
     schema: Option<PathBuf>,
-    /// Training config whose template and max_len apply (default: the built-in ones).
+    /// Training config whose template, chat_template and max_len apply (default: the built-in
+    /// ones).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Model whose tokenizer counts the tokens (a .gguf file or `gemma-3-270m`).

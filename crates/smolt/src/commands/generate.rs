@@ -20,10 +20,12 @@ use super::{load_model, ModelArgs};
     smolt generate --prompts records.jsonl --schema schema.json --adapter runs/receipts > out.jsonl\n  \
     smolt generate --file receipt.txt --schema schema.json -n 256\n\n\
 With --prompts, each line of the file is {\"prompt\": TEXT} (sent as is), {\"input\": TEXT} (put \
-into the task's template, from --config or the adapter's run, as training did) or a JSON string; \
-one JSON line per prompt is written to stdout: {\"line\", \"output\", \"json\", \"valid\", \
-\"finish\", \"tokens\", \"seconds\"}. Every prompt is answered even when some are cut off by -n; \
-the exit status is 1 if any was.")]
+into the task's template, from --config or the adapter's run, as training did), {\"messages\": \
+[{\"role\", \"content\"}, ...]} (a conversation, rendered as training renders chat data: the \
+model's chat template or the built-in Gemma 3 format, per the task's chat_template, then the \
+opened assistant turn) or a JSON string; one JSON line per prompt is written to stdout: \
+{\"line\", \"output\", \"json\", \"valid\", \"finish\", \"tokens\", \"seconds\"}. Every prompt \
+is answered even when some are cut off by -n; the exit status is 1 if any was.")]
 pub struct Args {
     /// The prompt. Special-token text such as `<start_of_turn>` is parsed as those tokens.
     #[arg(required_unless_present_any = ["prompts", "file"], conflicts_with_all = ["prompts", "file"])]
@@ -34,8 +36,9 @@ pub struct Args {
     /// A JSONL file of prompts to answer one after the other (see below).
     #[arg(long, value_name = "FILE")]
     prompts: Option<PathBuf>,
-    /// A task or training config: its template renders `input` lines of --prompts, and its
-    /// json_style lays out constrained JSON (default: the --adapter run's config).
+    /// A task or training config: its template renders `input` lines of --prompts, its
+    /// chat_template `messages` lines, and its json_style lays out constrained JSON (default:
+    /// the --adapter run's config).
     #[arg(long)]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -305,10 +308,17 @@ fn engine(
     })
 }
 
-/// One prompt of a --prompts file, as the model will see it.
+/// One prompt of a --prompts file.
 struct BatchPrompt {
     line: usize,
-    text: String,
+    source: PromptSource,
+}
+
+enum PromptSource {
+    /// Final text (a `prompt`, or an `input` put into the template).
+    Text(String),
+    /// A conversation, rendered once the model's chat template is known.
+    Chat(Vec<smolt::train::chat::Message>),
 }
 
 /// Reads a --prompts file: every line must be usable before any generation starts, so a typo
@@ -334,23 +344,39 @@ fn read_prompts(file: &std::path::Path, template: &str) -> anyhow::Result<Vec<Ba
             }
         };
         let prompt = match &v {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Object(o) => match (o.get("prompt"), o.get("input")) {
-                (Some(serde_json::Value::String(p)), _) => Some(p.clone()),
-                (None, Some(serde_json::Value::String(inp))) => {
-                    Some(smolt::train::prompt::render(template, inp))
+            serde_json::Value::String(s) => Some(PromptSource::Text(s.clone())),
+            serde_json::Value::Object(o) => {
+                match (o.get("prompt"), o.get("input"), o.get("messages")) {
+                    (Some(serde_json::Value::String(p)), _, _) => {
+                        Some(PromptSource::Text(p.clone()))
+                    }
+                    (None, Some(serde_json::Value::String(inp)), _) => Some(PromptSource::Text(
+                        smolt::train::prompt::render(template, inp),
+                    )),
+                    (None, None, Some(m)) => match smolt::train::chat::parse_messages(m) {
+                        Ok(m) if !m.is_empty() => Some(PromptSource::Chat(m)),
+                        Ok(_) => {
+                            errors.push(format!("{}:{line_no}: no messages", file.display()));
+                            continue;
+                        }
+                        Err(e) => {
+                            errors.push(format!("{}:{line_no}: {e}", file.display()));
+                            continue;
+                        }
+                    },
+                    _ => None,
                 }
-                _ => None,
-            },
+            }
             _ => None,
         };
         match prompt {
-            Some(text) => out.push(BatchPrompt {
+            Some(source) => out.push(BatchPrompt {
                 line: line_no,
-                text,
+                source,
             }),
             None => errors.push(format!(
-                "{}:{line_no}: expected {{\"prompt\": string}}, {{\"input\": string}} or a string",
+                "{}:{line_no}: expected {{\"prompt\": string}}, {{\"input\": string}}, \
+                 {{\"messages\": [...]}} or a string",
                 file.display()
             )),
         }
@@ -370,16 +396,59 @@ fn read_prompts(file: &std::path::Path, template: &str) -> anyhow::Result<Vec<Ba
     Ok(out)
 }
 
+/// A --prompts line as the model will see it.
+struct RenderedPrompt {
+    line: usize,
+    text: String,
+    add_bos: bool,
+}
+
+/// Renders every conversation with the model's chat template (or the built-in format, as
+/// `setting` says), before any generation, so a conversation the template refuses is
+/// reported at once with its line.
+fn render_prompts(
+    file: &std::path::Path,
+    prompts: Vec<BatchPrompt>,
+    tok: &smolt::tokenizer::Tokenizer,
+    setting: smolt::train::config::ChatTemplateSetting,
+) -> anyhow::Result<Vec<RenderedPrompt>> {
+    let mut chat = None;
+    let mut out = Vec::with_capacity(prompts.len());
+    for p in prompts {
+        let (text, add_bos) = match p.source {
+            PromptSource::Text(text) => (text, tok.add_bos_token()),
+            PromptSource::Chat(messages) => {
+                let chat = match &mut chat {
+                    Some(c) => c,
+                    None => chat.insert(smolt::train::chat::ChatFormat::for_encoder(setting, tok)?),
+                };
+                let text = chat
+                    .prompt(&messages)
+                    .with_context(|| format!("{}:{}", file.display(), p.line))?;
+                // As in training: the rendering leaves BOS to the encoder.
+                (text, true)
+            }
+        };
+        out.push(RenderedPrompt {
+            line: p.line,
+            text,
+            add_bos,
+        });
+    }
+    Ok(out)
+}
+
 /// `--prompts FILE`: one JSON line per prompt on stdout, in file order.
 fn run_batch(
     args: &Args,
     file: &std::path::Path,
     spec: Option<&ConstraintSpec>,
 ) -> anyhow::Result<()> {
-    let template = task_config(args)?.unwrap_or_default().template;
-    let prompts = read_prompts(file, &template)?;
+    let cfg = task_config(args)?.unwrap_or_default();
+    let prompts = read_prompts(file, &cfg.template)?;
     let loaded = load_model(&args.model)?;
     let tok = &loaded.tokenizer;
+    let prompts = render_prompts(file, prompts, tok, cfg.chat_template)?;
     let constraint = match spec {
         Some(spec) => Some(engine(args, tok)?.compile(spec)?),
         None => None,
@@ -394,7 +463,7 @@ fn run_batch(
     let mut out = stdout.lock();
     let mut cut = 0;
     for (k, p) in prompts.iter().enumerate() {
-        let ids = tok.encode(&p.text, tok.add_bos_token(), true);
+        let ids = tok.encode(&p.text, p.add_bos, true);
         if ids.len() >= room {
             anyhow::bail!(
                 "{}:{}: the prompt is {} tokens; the model's context holds {room}",

@@ -7,7 +7,9 @@ use anyhow::Context;
 #[derive(clap::Args)]
 #[command(after_help = "\
 Data: JSONL, one example per line, as {\"input\": ..., \"output\": ...}, {\"prompt\": ..., \
-\"completion\": ...} or {\"messages\": [...]}. The loss is on the answer only.
+\"completion\": ...} or {\"messages\": [...]}. The loss is on the answer only (for messages: the \
+last, assistant, message). Messages are rendered with the model's chat template when its GGUF \
+has one, else the built-in Gemma 3 format (config key chat_template: auto, gguf or gemma).
 
 Every setting lives in a TOML config (--config); the flags below and --set KEY=VALUE override it.
 The run directory receives config.toml, adapter_model.safetensors + adapter_config.json (PEFT
