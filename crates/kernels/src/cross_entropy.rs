@@ -52,6 +52,28 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// `x.iter().fold(init, max)`, in 16 lanes: the serial fold is one dependent compare per
+    /// element. The same value bit for bit: `max` picks among equal values by position, which
+    /// only matters for ±0 (the scores are finite or −∞), so a zero result is recomputed
+    /// serially.
+    fn running_max<F: Float>(x: &[F], init: F) -> F {
+        let mut lanes = [init; 16];
+        let mut chunks = x.chunks_exact(16);
+        for c in &mut chunks {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l = l.max(v);
+            }
+        }
+        let m = chunks.remainder().iter().fold(lanes.iter().fold(init, |a, &b| a.max(b)), |a, &b| a.max(b));
+        if m == F::ZERO {
+            x.iter().fold(init, |a, &b| a.max(b))
+        } else {
+            m
+        }
+    }
+}
+
 /// The two products of one vocabulary chunk, however the output embedding `E (vocab, C)` is
 /// stored: [`linear_cross_entropy_with`] runs the online softmax around them.
 pub trait ChunkProducts<F>: Sync {
@@ -219,7 +241,7 @@ pub fn linear_cross_entropy_with<F: Float, P: ChunkProducts<F>>(
                 if (v0..v1).contains(&t) {
                     p.target_logit[r] = lr[t - v0];
                 }
-                let m_new = lr.iter().fold(p.m[r], |a, &b| a.max(b));
+                let m_new = running_max::<F>(lr, p.m[r]);
                 let sum = if products.approx_exp() {
                     exp_shift_sum::<F>(lr, m_new)
                 } else {
@@ -316,6 +338,39 @@ mod tests {
 
     fn rows_of(e: &[f64], cols: usize) -> impl Fn(usize, usize, &mut [f64]) + Sync + '_ {
         move |v0, v1, out| out.copy_from_slice(&e[v0 * cols..v1 * cols])
+    }
+
+    /// The 16-lane max is the serial fold bit for bit, signed zeros and −∞ included.
+    #[test]
+    fn running_max_is_the_serial_fold() {
+        // The kernel's fold: `Float::max` (not f32's own, which may pick either zero).
+        let serial = |x: &[f32], init: f32| x.iter().fold(init, |a, &b| Float::max(a, b));
+        let mut x = randn(1000, 7);
+        for n in [0, 1, 15, 16, 17, 100, 1000] {
+            for init in [f32::NEG_INFINITY, 0.5, 9.0] {
+                let (got, want) = (running_max::<f32>(&x[..n], init), serial(&x[..n], init));
+                assert_eq!(got.to_bits(), want.to_bits(), "n {n} init {init}");
+            }
+        }
+        // A zero maximum, both signs, in different lanes and orders.
+        x.iter_mut().for_each(|v| *v = -v.abs() - 1.0);
+        for (i, j) in [(3, 40), (40, 3), (5, 21), (900, 899)] {
+            let mut y = x.clone();
+            (y[i], y[j]) = (-0.0, 0.0);
+            for init in [f32::NEG_INFINITY, -0.0, 0.0] {
+                let (got, want) = (running_max::<f32>(&y, init), serial(&y, init));
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "zeros at {i}, {j}, init {init}"
+                );
+            }
+        }
+        let inf = vec![f32::NEG_INFINITY; 40];
+        assert_eq!(
+            running_max::<f32>(&inf, f32::NEG_INFINITY),
+            f32::NEG_INFINITY
+        );
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! Time and peak memory of LoRA training steps on the real model.
 //!
 //! ```text
-//! cargo run --release -p smolt-lora --example step_bench -- [seq] [answer] [steps] [recompute: 0|1] [fast|decoded|bf16|f32]
+//! cargo run --release -p smolt-lora --example step_bench -- [seq] [answer] [steps] [recompute: 0|1] [fast|decoded|bf16|bf16-resident|f32]
 //! ```
 //! Defaults: a 512-token sequence with loss on the last 128 tokens, 3 steps, fast mode, no
 //! recompute. Peak RSS is the process's VmHWM (mmap'd model pages included), read after the steps.
-//! `bf16` is the AMX base `smolt train` uses where the CPU has it (`decoded` otherwise).
+//! `bf16` is the AMX base `smolt train` uses where the CPU has it (`decoded` otherwise), with
+//! the lean head; `bf16-resident` keeps the head's bf16 packings resident instead.
 //! `SMOLT_PROFILE=1` adds the wall time per phase of each step (smolt_lora::prof).
 
-use smolt_lora::{BaseMatmul, Frozen, LoraAdapter, LoraConfig, Sequence, StepOptions};
+use smolt_lora::{BaseMatmul, Frozen, HeadCache, LoraAdapter, LoraConfig, Sequence, StepOptions};
 use smolt_model::{Model, Precision};
 use std::time::Instant;
 
@@ -50,7 +51,7 @@ fn main() {
     };
     let matmul = match mode {
         "decoded" => BaseMatmul::Decoded,
-        "bf16" => BaseMatmul::Bf16,
+        "bf16" | "bf16-resident" => BaseMatmul::Bf16,
         _ => BaseMatmul::Quantized,
     };
     let path = std::env::var("SMOLT_MODEL").unwrap_or_else(|_| {
@@ -61,7 +62,12 @@ fn main() {
     });
     let model = Model::load(&path, precision).expect("load the model (set SMOLT_MODEL)");
     let t0 = Instant::now();
-    let base = Frozen::from_model_with(&model, matmul);
+    let head_cache = if mode == "bf16-resident" {
+        HeadCache::Resident
+    } else {
+        HeadCache::Lean
+    };
+    let base = Frozen::from_model_with_head(&model, matmul, head_cache);
     println!("base ready in {:.2} s", t0.elapsed().as_secs_f64());
     let mut adapter = LoraAdapter::<f32>::new(&model.spec, &LoraConfig::default(), 1).unwrap();
     // B = 0 would make half the adapter's backward trivially zero: give it PEFT-sized noise.
@@ -101,7 +107,7 @@ fn main() {
         labels: &labels,
     };
     println!(
-        "{precision:?} ({matmul:?} forward), {} threads, seq {seq_len}, loss on the last {answer}, recompute {recompute}, rank {}, {} trainable",
+        "{precision:?} ({matmul:?} forward, {head_cache:?} bf16 head), {} threads, seq {seq_len}, loss on the last {answer}, recompute {recompute}, rank {}, {} trainable",
         rayon::current_num_threads(),
         adapter.config.rank,
         adapter.n_parameters()
@@ -123,6 +129,17 @@ fn main() {
             .unwrap();
         let dt = t0.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - c0;
+        if s == 0 {
+            // FNV-1a over every gradient's bits: to compare builds and modes exactly.
+            let digest = adapter
+                .params()
+                .iter()
+                .flat_map(|p| p.grad.iter())
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, g| {
+                    (h ^ g.to_bits() as u64).wrapping_mul(0x100_0000_01b3)
+                });
+            println!("step 0: loss {:?}, gradient digest {digest:016x}", out.loss);
+        }
         adapter.zero_grad();
         println!(
             "step {s}: loss {:.4} over {} tokens, {dt:.2} s wall ({:.0} tok/s), {cpu:.2} CPU-s ({:.0} tok/s if the threads had their cores)",

@@ -3,7 +3,10 @@
 //! dequantized matrix.
 
 use crate::config::Target;
-use smolt_kernels::bf16::{gemm_bf16, BfRows, PackedB};
+use smolt_kernels::bf16::{
+    amx_enabled, bf16_to_f32, f32_to_bf16, gemm_bf16, gemm_bf16_strided, pack_rows_into, BfRows,
+    PackScratch, PackedB,
+};
 use smolt_kernels::{matmul_nn, matmul_nt, ChunkProducts, Float};
 use smolt_model::{ArchSpec, Linear, Model};
 
@@ -88,14 +91,29 @@ pub enum BaseMatmul {
     /// reference arithmetic on the quantized weights), and faster than `matmul_q` once T is in
     /// the hundreds, as in training; the decoded copy lives for one product.
     Decoded,
-    /// Every projection and the LM head decoded once and kept in bf16, packed for Intel AMX
-    /// (`tdpbf16ps`, f32 accumulation) in both directions (forward `x·Wᵀ`, backward `dY·W`):
-    /// about 4 bytes per base parameter (≈ 1.1 GB for Gemma 3 270M), built at load. The
-    /// activations are rounded to bf16 per product, so this is NOT the reference arithmetic:
+    /// Every projection decoded once and kept in bf16, packed for Intel AMX (`tdpbf16ps`, f32
+    /// accumulation) in both directions (forward `x·Wᵀ`, backward `dY·W`): about 4 bytes per
+    /// projection parameter (≈ 0.4 GB for Gemma 3 270M), built at load. The LM head is packed
+    /// the same way, chunk by chunk during each call, or kept packed too (≈ 0.7 GB more for
+    /// Gemma's tied table): see [`HeadCache`]. The activations are rounded to bf16 per
+    /// product, so this is NOT the reference arithmetic:
     /// the tests bound its loss and gradient against [`BaseMatmul::Decoded`]. Without AMX the
     /// same bf16 values go through f32 gemm (correct, but slower than `Decoded`); see
     /// [`smolt_kernels::bf16::amx_enabled`].
     Bf16,
+}
+
+/// Whether [`BaseMatmul::Bf16`]'s LM head keeps its bf16 packings resident (ignored by the
+/// other modes, whose head always decodes chunk by chunk).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HeadCache {
+    /// Each vocabulary chunk decoded from the file and packed at each call, into scratch:
+    /// nothing resident.
+    #[default]
+    Lean,
+    /// Every chunk packed once at load, both ways: ≈ 4 bytes per head parameter (≈ 670 MB for
+    /// Gemma 3's tied 262,144 × 640 table), saving the per-call decode. Same numbers.
+    Resident,
 }
 
 /// smolt-model's projection, borrowed: quantized rows are read from the mmap.
@@ -204,29 +222,43 @@ impl FrozenLinear<f32> for Bf16Linear<'_> {
     }
 }
 
-/// The LM head (the token table, when tied) held in bf16 chunk by chunk, both packings per
-/// chunk of [`crate::CHUNK`] vocabulary rows; lookups and the forward stay exact.
+/// The LM head (the token table, when tied) in bf16, chunk by chunk of [`crate::CHUNK`]
+/// vocabulary rows, both packings per chunk; lookups and the forward stay exact.
+///
+/// Lean (the default): no copy is kept. Each call decodes every chunk's rows from the file's
+/// encoding (Q8_0 for Gemma's token table) once, into its vocabulary group's scratch, packed
+/// both ways as they come (`pack_rows_into`: rounded once, 32 rows at a time): the logits'
+/// packing a slice of [`SLICE`] rows at a time, used at once, the gradient's for the whole
+/// chunk, used after the chunk's softmax. The scratch is ≈ 2.8 MB per group in flight (at
+/// d = 640), against ≈ 670 MB resident for Gemma's 262,144 × 640 table.
+///
+/// Resident: both packings of every chunk built once at load. The same values bit for bit
+/// (same rounding of the same decoded rows, same products in the same order), without the
+/// per-call decode.
 struct Bf16Head<'a> {
     lin: ModelLinear<'a>,
-    /// Per chunk: `E_chunkᵀ (d, len)` for the logits, `E_chunk (len, d)` for the gradient.
-    chunks: Vec<(PackedB, PackedB)>,
+    /// Per chunk: `E_chunkᵀ (d, len)` for the logits, `E_chunk (len, d)` for the gradient;
+    /// `None`: lean.
+    chunks: Option<Vec<(PackedB, PackedB)>>,
 }
 
 impl<'a> Bf16Head<'a> {
-    fn new(lin: ModelLinear<'a>) -> Self {
+    fn new(lin: ModelLinear<'a>, resident: bool) -> Self {
         let (vocab, d) = lin.shape();
         let mut scratch = Vec::new();
-        let chunks = (0..vocab)
-            .step_by(crate::CHUNK)
-            .map(|v0| {
-                let v1 = (v0 + crate::CHUNK).min(vocab);
-                let e = lin.rows(v0, v1, &mut scratch);
-                (
-                    PackedB::from_rows_transposed(e, v1 - v0, d),
-                    PackedB::from_rows(v1 - v0, d, |i, o| o.copy_from_slice(&e[i * d..][..d])),
-                )
-            })
-            .collect();
+        let chunks = resident.then(|| {
+            (0..vocab)
+                .step_by(crate::CHUNK)
+                .map(|v0| {
+                    let v1 = (v0 + crate::CHUNK).min(vocab);
+                    let e = lin.rows(v0, v1, &mut scratch);
+                    (
+                        PackedB::from_rows_transposed(e, v1 - v0, d),
+                        PackedB::from_rows(v1 - v0, d, |i, o| o.copy_from_slice(&e[i * d..][..d])),
+                    )
+                })
+                .collect()
+        });
         Bf16Head { lin, chunks }
     }
 }
@@ -236,17 +268,64 @@ struct Bf16Chunks<'h> {
     head: &'h Bf16Head<'h>,
     h: BfRows,
     n: usize,
+    /// Whether `accumulate` will be called: the lean head packs the backward operand only then.
+    want_grad: bool,
 }
 
+/// A vocabulary group's scratch for the lean head: the current chunk's two packings.
+struct ChunkScratch {
+    fwd: PackedB,
+    bwd: PackedB,
+    pack: PackScratch,
+}
+
+/// Vocabulary rows the lean head packs for the logits at a time: the forward packing of a
+/// slice (`SLICE × d` bf16, 160 KB at d = 640) is used while it is in cache, instead of the
+/// whole chunk's (2.6 MB) going out to memory and back. Only the backward packing, which is
+/// used after the chunk's softmax, spans the chunk.
+const SLICE: usize = 128;
+
 impl ChunkProducts<f32> for Bf16Chunks<'_> {
-    type Scratch = ();
-    fn scratch(&self) {}
-    fn logits(&self, _: &mut (), v0: usize, _v1: usize, l: &mut [f32]) {
-        let (fwd, _) = &self.head.chunks[v0 / crate::CHUNK];
-        gemm_bf16(&self.h, fwd, l, false, false);
+    type Scratch = ChunkScratch;
+    fn scratch(&self) -> ChunkScratch {
+        ChunkScratch {
+            fwd: PackedB::empty(),
+            bwd: PackedB::empty(),
+            pack: PackScratch::default(),
+        }
     }
-    fn accumulate(&self, _: &mut (), v0: usize, v1: usize, p: &[f32], acc: &mut [f32]) {
-        let (_, bwd) = &self.head.chunks[v0 / crate::CHUNK];
+    fn logits(&self, s: &mut ChunkScratch, v0: usize, v1: usize, l: &mut [f32]) {
+        let Some(chunks) = &self.head.chunks else {
+            // Lean: decode the chunk here, packed both ways (`accumulate` follows), a slice
+            // of rows at a time for the logits. Without AMX the fallback's f32 gemm might sum
+            // a narrower product in another order: one slice, as the resident head.
+            let (len, d) = (v1 - v0, self.head.lin.lin.in_features);
+            let slice = if amx_enabled() { SLICE } else { len };
+            if self.want_grad {
+                s.bwd.reshape(len, d);
+            }
+            for r0 in (0..len).step_by(slice) {
+                let r1 = (r0 + slice).min(len);
+                let lin = &self.head.lin;
+                pack_rows_into(
+                    r1 - r0,
+                    d,
+                    |a, b, out| lin.rows_into(v0 + r0 + a, v0 + r0 + b, out),
+                    &mut s.fwd,
+                    self.want_grad.then_some((&mut s.bwd, r0)),
+                    &mut s.pack,
+                );
+                gemm_bf16_strided(&self.h, &s.fwd, &mut l[r0..], len, false, false);
+            }
+            return;
+        };
+        gemm_bf16(&self.h, &chunks[v0 / crate::CHUNK].0, l, false, false);
+    }
+    fn accumulate(&self, s: &mut ChunkScratch, v0: usize, v1: usize, p: &[f32], acc: &mut [f32]) {
+        let bwd = match &self.head.chunks {
+            Some(c) => &c[v0 / crate::CHUNK].1,
+            None => &s.bwd,
+        };
         let p = BfRows::from_f32(p, self.n, v1 - v0, 1.0);
         gemm_bf16(&p, bwd, acc, true, false);
     }
@@ -254,9 +333,19 @@ impl ChunkProducts<f32> for Bf16Chunks<'_> {
         true
     }
     fn row(&self, t: usize, out: &mut [f32]) {
-        let (fwd, _) = &self.head.chunks[t / crate::CHUNK];
-        for (c, o) in out.iter_mut().enumerate() {
-            *o = fwd.get(c, t % crate::CHUNK);
+        match &self.head.chunks {
+            Some(c) => {
+                let (fwd, _) = &c[t / crate::CHUNK];
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = fwd.get(c, t % crate::CHUNK);
+                }
+            }
+            None => {
+                // What the packings hold: the decoded row rounded to bf16.
+                self.head.lin.rows_into(t, t + 1, out);
+                out.iter_mut()
+                    .for_each(|o| *o = bf16_to_f32(f32_to_bf16(*o)));
+            }
         }
     }
 }
@@ -294,6 +383,7 @@ impl FrozenLinear<f32> for Bf16Head<'_> {
             head: self,
             h: BfRows::from_f32(h, n, d, 1.0),
             n,
+            want_grad: dh.is_some(),
         };
         // The kernel differentiates the MEAN over the n rows: scale by n for the sum's gradient.
         let scale = grad_scale * n as f32;
@@ -360,6 +450,15 @@ impl<'a> Frozen<'a, f32> {
 
     /// [`Frozen::from_model`] with a choice of forward product for quantized weights.
     pub fn from_model_with(m: &'a Model, matmul: BaseMatmul) -> Frozen<'a, f32> {
+        Frozen::from_model_with_head(m, matmul, HeadCache::default())
+    }
+
+    /// [`Frozen::from_model_with`] with a choice of what the bf16 head keeps resident.
+    pub fn from_model_with_head(
+        m: &'a Model,
+        matmul: BaseMatmul,
+        head_cache: HeadCache,
+    ) -> Frozen<'a, f32> {
         let lin = |l: &'a Linear| -> Box<dyn FrozenLinear<f32> + 'a> {
             let ml = ModelLinear {
                 lin: l,
@@ -373,7 +472,7 @@ impl<'a> Frozen<'a, f32> {
         let head = |l: &'a Linear| -> Box<dyn FrozenLinear<f32> + 'a> {
             let ml = ModelLinear { lin: l, matmul };
             match matmul {
-                BaseMatmul::Bf16 => Box::new(Bf16Head::new(ml)),
+                BaseMatmul::Bf16 => Box::new(Bf16Head::new(ml, head_cache == HeadCache::Resident)),
                 _ => Box::new(ml),
             }
         };

@@ -31,7 +31,7 @@ pub mod prof;
 mod step;
 
 pub use adapter::{peft_name, target_dims, LoraAdapter, Param};
-pub use base::{BaseMatmul, Dense, Frozen, FrozenBlock, FrozenLinear};
+pub use base::{BaseMatmul, Dense, Frozen, FrozenBlock, FrozenLinear, HeadCache};
 pub use config::{LoraConfig, Target};
 pub use error::{LoraError, Result};
 pub use head::{linear_cross_entropy, CHUNK};

@@ -6,7 +6,9 @@
 //! A missing file FAILS these tests (it does not skip them): fetch the model first.
 
 use serde_json::Value;
-use smolt_lora::{BaseMatmul, Frozen, LoraAdapter, LoraConfig, Sequence, StepOptions, Target};
+use smolt_lora::{
+    BaseMatmul, Frozen, HeadCache, LoraAdapter, LoraConfig, Sequence, StepOptions, Target,
+};
 use smolt_model::{Model, Precision};
 use std::path::PathBuf;
 
@@ -305,6 +307,39 @@ fn fast_mode_lands_near_peft() {
 /// The bf16 base (AMX where present): not the reference arithmetic, so bounded here by what
 /// `smolt train` may accept for its default (loss within 1e-3 of PEFT), with the measured
 /// distances printed.
+/// The bf16 base's lean head (each of the 128 vocabulary chunks of the 262,144 × 640 Q8_0
+/// table decoded and packed during the call) against the resident one (packed at load): the
+/// fixture's step gives the same loss and gradients, bit for bit.
+#[test]
+fn lean_bf16_head_equals_the_resident_one() {
+    let fx = fixture();
+    let model = Model::load(model_path(), Precision::Fast).unwrap();
+    let (ids, labels) = sequence(&fx);
+    let seq = Sequence {
+        tokens: &ids,
+        labels: &labels,
+    };
+    let run = |cache| {
+        let base = Frozen::from_model_with_head(&model, BaseMatmul::Bf16, cache);
+        let mut ad = fixture_adapter(&model);
+        let out = base.step(&mut ad, &seq, &StepOptions::default()).unwrap();
+        let grads: Vec<u32> = ad
+            .params()
+            .iter()
+            .flat_map(|p| p.grad.iter().map(|g| g.to_bits()))
+            .collect();
+        (out.loss, grads)
+    };
+    let (l_res, g_res) = run(HeadCache::Resident);
+    let (l_lean, g_lean) = run(HeadCache::Lean);
+    assert_eq!(
+        l_lean.to_bits(),
+        l_res.to_bits(),
+        "loss {l_lean} vs {l_res}"
+    );
+    assert!(g_lean == g_res, "the adapter gradients differ");
+}
+
 #[test]
 fn bf16_base_lands_near_peft() {
     let res = fixture()["results"].clone();

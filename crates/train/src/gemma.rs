@@ -8,7 +8,9 @@
 use anyhow::{Context, Result};
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
-use smolt_lora::{Frozen, LoraAdapter, LoraConfig, Sequence, StepOptions, Target, IGNORE};
+use smolt_lora::{
+    Frozen, HeadCache, LoraAdapter, LoraConfig, Sequence, StepOptions, Target, IGNORE,
+};
 
 use crate::config::{BasePrecision, TrainConfig};
 use crate::data::Example;
@@ -146,18 +148,33 @@ pub fn train(
     if let Some(v) = &valid {
         eprintln!("{}", v.describe(cfg.max_len));
     }
-    // Bf16 where the CPU has AMX: the base and the head packed once in bf16 (≈ 1.1 GB more
+    // Bf16 where the CPU has AMX: the body's projections packed once in bf16 (≈ 0.4 GB more
     // memory), products on the tile unit. Measured on a shared 2-core Xeon (CPU-time based):
     // ≈ 2.2x Decoded's tokens/s in step_bench (seq 330, answer 100), ≈ 1.6x in `smolt train`
     // on synthetic receipts (half the tokens are answer tokens, so the head weighs more);
-    // loss within 2e-4 of PEFT on the fixture (smolt-lora's `bf16_base_lands_near_peft`). Elsewhere Decoded: each frozen matrix decoded into f32
-    // for gemm, exactly the f32 reference arithmetic that the PEFT gradient check validates.
+    // loss within 2e-4 of PEFT on the fixture (smolt-lora's `bf16_base_lands_near_peft`).
+    // Elsewhere Decoded: each frozen matrix decoded into f32 for gemm, exactly the f32
+    // reference arithmetic that the PEFT gradient check validates.
     let matmul = match cfg.base_precision {
         BasePrecision::Auto if smolt_kernels::bf16::amx_enabled() => smolt_lora::BaseMatmul::Bf16,
         BasePrecision::Auto | BasePrecision::F32 => smolt_lora::BaseMatmul::Decoded,
         BasePrecision::Bf16 => smolt_lora::BaseMatmul::Bf16,
     };
-    let base = Frozen::from_model_with(&model, matmul);
+    // The bf16 head, lean by default: decoded from the file chunk by chunk at each example,
+    // so the bf16 path's peak RSS in step_bench is 1.18 GB at seq 512 / answer 128 (1.02 GB
+    // at 340 / 68), against 1.83 GB (1.67 GB) with the head resident; the numbers are the
+    // same bit for bit. The resident head (`head_cache = true`) saves that decode and
+    // packing, ≈ 0.08–0.1 CPU-s per example (smolt-lora's head_bench, 2 threads): ≈ 4–6% of
+    // a step at 512 / 128, somewhat more on short examples. Memory is what bounds the runs
+    // this targets, so lean is the default. Against the resident head as it was before,
+    // the cross-entropy's running max (vectorised in the same change) makes up for part of
+    // it: all of it at answer 128 in head_bench, less for short answers (a smaller softmax).
+    let head_cache = if cfg.head_cache {
+        HeadCache::Resident
+    } else {
+        HeadCache::Lean
+    };
+    let base = Frozen::from_model_with_head(&model, matmul, head_cache);
     let mut engine = LoraEngine::new(base, &cfg)?;
     let trainer = crate::Trainer::new(cfg, out, &mut engine, &train, valid.as_ref())
         .stop_flag(crate::engine::ctrlc_flag()?);
