@@ -176,6 +176,7 @@ pub fn train(
     };
     let base = Frozen::from_model_with_head(&model, matmul, head_cache);
     let mut engine = LoraEngine::new(base, &cfg)?;
+    engine.recompute = cfg.recompute;
     let trainer = crate::Trainer::new(cfg, out, &mut engine, &train, valid.as_ref())
         .stop_flag(crate::engine::ctrlc_flag()?);
     if resume {

@@ -57,6 +57,10 @@ pub struct Args {
     /// Seed for initialisation, shuffling and dropout.
     #[arg(long)]
     seed: Option<u64>,
+    /// Recompute each layer's activations in the backward instead of keeping them (less
+    /// memory, one more forward per step, same numbers); the config key `recompute`.
+    #[arg(long)]
+    recompute: bool,
     /// Any other setting, as KEY=VALUE (repeatable), e.g. --set warmup_steps=20.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -94,6 +98,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(s) = args.seed {
         put("seed", s.to_string());
+    }
+    if args.recompute {
+        put("recompute", "true".into());
     }
     for kv in &args.set {
         let (k, v) = kv
