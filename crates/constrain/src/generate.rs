@@ -23,16 +23,19 @@ pub trait LogitsSource {
         Ok(logits)
     }
 
-    /// For speculative decoding: feeds `tokens` and returns the logits of the last
-    /// `masks.len()` of them, the i-th with `masks[i]` applied as
-    /// [`forward_masked`](Self::forward_masked) does. `None` (the default) means this source
-    /// cannot; the loop then never speculates.
-    fn forward_verify(
-        &mut self,
-        _tokens: &[u32],
-        _masks: &[TokenMask],
-    ) -> anyhow::Result<Option<Vec<Vec<f32>>>> {
-        Ok(None)
+    /// Speculative decoding, step 1: feeds `tokens` in one pass and keeps what it takes to
+    /// produce the logits at the last `n` of them later, one position at a time
+    /// ([`verify_logits`](Self::verify_logits)), so that positions after a rejected draft
+    /// cost nothing more. `false` (the default) means this source cannot: nothing was fed and
+    /// the loop never speculates.
+    fn feed_for_verify(&mut self, _tokens: &[u32], _n: usize) -> anyhow::Result<bool> {
+        Ok(false)
+    }
+
+    /// Speculative decoding, step 2: the logits at kept position `i` (0 = the first of the last
+    /// `n` fed), with `allowed` applied as [`forward_masked`](Self::forward_masked) does.
+    fn verify_logits(&mut self, _i: usize, _allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        anyhow::bail!("this logits source cannot verify drafts")
     }
 
     /// Forgets the last `n` fed tokens (rejected drafts), as if they had never been fed.
@@ -48,12 +51,11 @@ impl<T: LogitsSource + ?Sized> LogitsSource for &mut T {
     fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
         (**self).forward_masked(tokens, allowed)
     }
-    fn forward_verify(
-        &mut self,
-        tokens: &[u32],
-        masks: &[TokenMask],
-    ) -> anyhow::Result<Option<Vec<Vec<f32>>>> {
-        (**self).forward_verify(tokens, masks)
+    fn feed_for_verify(&mut self, tokens: &[u32], n: usize) -> anyhow::Result<bool> {
+        (**self).feed_for_verify(tokens, n)
+    }
+    fn verify_logits(&mut self, i: usize, allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        (**self).verify_logits(i, allowed)
     }
     fn discard(&mut self, n: usize) -> anyhow::Result<()> {
         (**self).discard(n)
@@ -67,12 +69,11 @@ impl<T: LogitsSource + ?Sized> LogitsSource for Box<T> {
     fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
         (**self).forward_masked(tokens, allowed)
     }
-    fn forward_verify(
-        &mut self,
-        tokens: &[u32],
-        masks: &[TokenMask],
-    ) -> anyhow::Result<Option<Vec<Vec<f32>>>> {
-        (**self).forward_verify(tokens, masks)
+    fn feed_for_verify(&mut self, tokens: &[u32], n: usize) -> anyhow::Result<bool> {
+        (**self).feed_for_verify(tokens, n)
+    }
+    fn verify_logits(&mut self, i: usize, allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        (**self).verify_logits(i, allowed)
     }
     fn discard(&mut self, n: usize) -> anyhow::Result<()> {
         (**self).discard(n)
@@ -290,7 +291,8 @@ fn disallowed(token: u32) -> ConstrainError {
 /// position. One forward pass feeds `feed` + drafts; draft i is kept if `sample` picks it from
 /// its position's logits; the first disagreement's pick (or, all kept, the pick after the last
 /// draft) is returned as the next token, uncommitted — none when the last draft finished the
-/// grammar or is followed by forced tokens. Rejected drafts are rolled back in the
+/// grammar or is followed by forced tokens. The logits are asked for one position at a time,
+/// so a wrong draft costs its share of the body pass and nothing of the head after it. Rejected drafts are rolled back in the
 /// constraint and discarded from the source. Kept drafts are appended to `feed` (already fed;
 /// the caller moves them to the output). Returns (drafts kept, next token), or (0, None) when
 /// nothing was proposed or the source cannot verify, leaving everything as it was.
@@ -315,44 +317,46 @@ fn speculate(
     if drafts.is_empty() {
         return Ok((0, None));
     }
-    // masks[i]: the mask of the position after drafts[..i]; one more than drafts.
+    // masks[i]: the mask of the position after drafts[..i] — one more than the drafts, or as
+    // many where the last draft ends the model's say.
     let mut masks = vec![state.mask()?.clone()];
-    let mut ends_at_last_draft = false;
     for i in 0..drafts.len() {
         state.commit(drafts[i])?;
-        let t0 = Instant::now();
-        masks.push(state.mask()?.clone());
-        stats.mask_nanos.push(t0.elapsed().as_nanos() as u64);
         // Where the grammar is done, or forces what comes next, the plain loop would not ask
         // the model: stop drafting there and let the loop commit the forced tokens, so the
         // output stays exactly what it would have been.
         if state.is_finished() || (batch_forced && !state.forced_tokens().is_empty()) {
             drafts.truncate(i + 1);
-            ends_at_last_draft = true;
             break;
         }
+        let t0 = Instant::now();
+        masks.push(state.mask()?.clone());
+        stats.mask_nanos.push(t0.elapsed().as_nanos() as u64);
     }
     let tokens: Vec<u32> = feed.iter().chain(&drafts).copied().collect();
-    let Some(logits) = source
-        .forward_verify(&tokens, &masks)
+    if !source
+        .feed_for_verify(&tokens, drafts.len() + 1)
         .map_err(ConstrainError::Forward)?
-    else {
+    {
         state.rollback(drafts.len())?;
         return Ok((0, None));
-    };
+    }
     stats.forward_passes += 1;
     stats.drafted += drafts.len();
     let mut kept = 0;
     let mut next = None;
-    for (i, l) in logits.iter().enumerate() {
-        let t = sample(l);
-        if !masks[i].is_allowed(t) {
+    for (i, mask) in masks.iter().enumerate() {
+        let logits = source
+            .verify_logits(i, mask)
+            .map_err(ConstrainError::Forward)?;
+        let t = sample(&logits);
+        if !mask.is_allowed(t) {
             return Err(disallowed(t));
         }
         if i < drafts.len() && t == drafts[i] {
             kept += 1;
         } else {
-            next = (i < drafts.len() || !ends_at_last_draft).then_some(t);
+            next = Some(t);
             break;
         }
     }

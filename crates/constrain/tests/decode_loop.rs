@@ -172,6 +172,8 @@ struct Copier {
     vocab: usize,
     history: Vec<u32>,
     passes: usize,
+    /// History length whose logits are verify position 0.
+    verify_from: usize,
 }
 
 impl Copier {
@@ -205,25 +207,20 @@ impl LogitsSource for Copier {
         self.history.extend_from_slice(tokens);
         Ok(self.logits_after(self.history.len()))
     }
-    fn forward_verify(
-        &mut self,
-        tokens: &[u32],
-        masks: &[smolt_constrain::TokenMask],
-    ) -> anyhow::Result<Option<Vec<Vec<f32>>>> {
+    fn feed_for_verify(&mut self, tokens: &[u32], n: usize) -> anyhow::Result<bool> {
         self.passes += 1;
         self.history.extend_from_slice(tokens);
-        let n = self.history.len();
-        Ok(Some(
-            masks
-                .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    let mut l = self.logits_after(n - masks.len() + 1 + i);
-                    m.apply(&mut l);
-                    l
-                })
-                .collect(),
-        ))
+        self.verify_from = self.history.len() + 1 - n;
+        Ok(true)
+    }
+    fn verify_logits(
+        &mut self,
+        i: usize,
+        allowed: &smolt_constrain::TokenMask,
+    ) -> anyhow::Result<Vec<f32>> {
+        let mut l = self.logits_after(self.verify_from + i);
+        allowed.apply(&mut l);
+        Ok(l)
     }
     fn discard(&mut self, n: usize) -> anyhow::Result<()> {
         self.history.truncate(self.history.len() - n);
@@ -264,6 +261,7 @@ fn speculation_keeps_greedy_output_and_saves_passes() {
                     vocab: tok.vocab_size(),
                     history: Vec::new(),
                     passes: 0,
+                    verify_from: 0,
                 };
                 let limits = GenerateLimits::new(max).with_speculation(k);
                 let out =

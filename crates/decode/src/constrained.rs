@@ -11,6 +11,8 @@ pub struct ModelLogits<'a> {
     /// Score only the allowed head rows when few are allowed (on by default; off only to
     /// measure what it saves — the values are the same either way).
     pub subset_head: bool,
+    /// Final hidden states kept by `feed_for_verify`, `(n, d_model)`.
+    pending: Vec<f32>,
 }
 
 impl<'a> ModelLogits<'a> {
@@ -20,6 +22,7 @@ impl<'a> ModelLogits<'a> {
             model,
             cache: model.new_cache(),
             subset_head: true,
+            pending: Vec::new(),
         }
     }
 }
@@ -42,69 +45,40 @@ impl smolt_constrain::LogitsSource for ModelLogits<'_> {
         tokens: &[u32],
         allowed: &smolt_constrain::TokenMask,
     ) -> anyhow::Result<Vec<f32>> {
-        let vocab = self.model.spec.vocab_size;
-        if !self.subset_head
-            || tokens.is_empty()
-            || allowed.num_allowed() * SUBSET_HEAD_FRACTION > vocab
-        {
+        if tokens.is_empty() {
             let mut logits = self.forward(tokens)?;
             allowed.apply(&mut logits);
             return Ok(logits);
         }
         let hidden = self.model.forward_hidden(tokens, &mut self.cache)?;
         let last = &hidden[hidden.len() - self.model.spec.d_model..];
-        let ids: Vec<u32> = allowed
-            .allowed()
-            .into_iter()
-            .filter(|&id| (id as usize) < vocab)
-            .collect();
-        Ok(self.masked_rows(last, &ids))
+        Ok(self.head_masked(last, allowed))
     }
 
-    /// Speculative verification: one pass over `tokens`, logits at the last `masks.len()`
-    /// positions. The head runs on those positions only, and only on the allowed rows when
-    /// all the masks together allow few.
-    fn forward_verify(
-        &mut self,
-        tokens: &[u32],
-        masks: &[smolt_constrain::TokenMask],
-    ) -> anyhow::Result<Option<Vec<Vec<f32>>>> {
-        let (vocab, d, m) = (
-            self.model.spec.vocab_size,
-            self.model.spec.d_model,
-            masks.len(),
+    /// Speculative verification: one body pass over `tokens`, the final hidden states of the
+    /// last `n` kept; the head then runs per position, only as far as the drafts hold.
+    fn feed_for_verify(&mut self, tokens: &[u32], n: usize) -> anyhow::Result<bool> {
+        anyhow::ensure!(
+            n <= tokens.len(),
+            "more positions to verify than tokens fed"
         );
-        anyhow::ensure!(m <= tokens.len(), "more masks than tokens to verify");
+        let d = self.model.spec.d_model;
         let hidden = self.model.forward_hidden(tokens, &mut self.cache)?;
-        let rows = &hidden[hidden.len() - m * d..];
-        let allowed: usize = masks.iter().map(|k| k.num_allowed()).sum();
-        if self.subset_head && allowed * SUBSET_HEAD_FRACTION <= vocab {
-            return Ok(Some(
-                masks
-                    .iter()
-                    .zip(rows.chunks(d))
-                    .map(|(k, h)| {
-                        let ids: Vec<u32> = k
-                            .allowed()
-                            .into_iter()
-                            .filter(|&id| (id as usize) < vocab)
-                            .collect();
-                        self.masked_rows(h, &ids)
-                    })
-                    .collect(),
-            ));
-        }
-        let all = self.model.lm_head(rows);
-        Ok(Some(
-            all.chunks(vocab)
-                .zip(masks)
-                .map(|(l, k)| {
-                    let mut l = l.to_vec();
-                    k.apply(&mut l);
-                    l
-                })
-                .collect(),
-        ))
+        self.pending = hidden[hidden.len() - n * d..].to_vec();
+        Ok(true)
+    }
+
+    /// One position's head, as `forward_masked` would compute it for that hidden state:
+    /// only the allowed rows when few are allowed.
+    fn verify_logits(
+        &mut self,
+        i: usize,
+        allowed: &smolt_constrain::TokenMask,
+    ) -> anyhow::Result<Vec<f32>> {
+        let d = self.model.spec.d_model;
+        anyhow::ensure!((i + 1) * d <= self.pending.len(), "no kept position {i}");
+        let h = self.pending[i * d..(i + 1) * d].to_vec();
+        Ok(self.head_masked(&h, allowed))
     }
 
     fn discard(&mut self, n: usize) -> anyhow::Result<()> {
@@ -118,10 +92,22 @@ impl smolt_constrain::LogitsSource for ModelLogits<'_> {
 }
 
 impl ModelLogits<'_> {
-    /// Logits of `ids` only for one final hidden state, `-inf` everywhere else.
-    fn masked_rows(&self, hidden: &[f32], ids: &[u32]) -> Vec<f32> {
-        let values = self.model.lm_head_rows(hidden, ids);
-        let mut logits = vec![f32::NEG_INFINITY; self.model.spec.vocab_size];
+    /// The head on one final hidden state with `allowed` applied: only the allowed rows when
+    /// few are (`-inf` everywhere else), else the full head, then the mask.
+    fn head_masked(&self, hidden: &[f32], allowed: &smolt_constrain::TokenMask) -> Vec<f32> {
+        let vocab = self.model.spec.vocab_size;
+        if !self.subset_head || allowed.num_allowed() * SUBSET_HEAD_FRACTION > vocab {
+            let mut logits = self.model.lm_head(hidden);
+            allowed.apply(&mut logits);
+            return logits;
+        }
+        let ids: Vec<u32> = allowed
+            .allowed()
+            .into_iter()
+            .filter(|&id| (id as usize) < vocab)
+            .collect();
+        let values = self.model.lm_head_rows(hidden, &ids);
+        let mut logits = vec![f32::NEG_INFINITY; vocab];
         for (&id, v) in ids.iter().zip(values) {
             logits[id as usize] = v;
         }
