@@ -118,6 +118,8 @@ def versions(recs):
 def table(recs):
     groups = {}
     for r in recs:
+        if r.get("side") == "machine":
+            continue
         g = groups.setdefault(r["figure"], {"smolt": [], "peer": [], "recs": []})
         g["recs"].append(r)
         if not r.get("skipped"):
@@ -151,6 +153,76 @@ def table(recs):
     return lines, notes, keys, groups
 
 
+def train_flops_per_token(rec, cost):
+    """Multiply-adds ×2 of one training token with frozen weights: the body forward and its input
+    gradient (4 × body parameters), and the same for the head on the tokens with a loss (LoRA's thin
+    products and attention are left out: a few per cent here)."""
+    if rec.get("tokens_per_sequence"):
+        frac = rec.get("target_tokens_per_sequence", 0) / rec["tokens_per_sequence"]
+    elif rec.get("tokens"):
+        frac = rec.get("target_tokens", 0) / rec["tokens"]
+    else:
+        return None
+    return 4 * cost["body_params"] + 4 * cost["head_params"] * frac
+
+
+def limits_section(recs, keys, groups):
+    mach = {r["threads"]: r for r in recs if r.get("side") == "machine" and r.get("limits")}
+    if not mach:
+        return []
+    opt = lambda v: f"{v:.0f}" if v else "—"
+    out = ["Machine limits (`smolt bench --limits`: tight loops on the same threads, best of 3; GB = 10⁹ bytes):", "",
+           "| threads | read GB/s | f32 FMA GFLOP/s | int8 VNNI GOP/s | bf16 dot GFLOP/s | AMX bf16 GFLOP/s |",
+           "|---|---|---|---|---|---|"]
+    for t in sorted(mach, reverse=True):
+        l = mach[t]["limits"]
+        out.append(f"| {t} | {l['read_gb_per_s']:.1f} | {opt(l['f32_gflop_per_s'])} | {opt(l['int8_gop_per_s'])} | "
+                   f"{opt(l['bf16_gflop_per_s'])} | {opt(l['amx_bf16_gflop_per_s'])} |")
+    rows = []
+    names = dict(ORDER)
+    for k in keys:
+        g = groups[k]
+        m = re.match(r"(pp512|tg128)_t(\d+)$", k)
+        t = int(m.group(2)) if m else max(mach)
+        if t not in mach or not mach[t].get("cost"):
+            continue
+        lim, cost = mach[t]["limits"], mach[t]["cost"]
+        cells = {}
+        for side in ("smolt", "peer"):
+            if not g[side]:
+                continue
+            med = statistics.median(g[side])
+            if m and m.group(1) == "tg128":
+                work, peak, what = med * cost["decode_bytes_per_token"] / 1e9, lim["read_gb_per_s"], "GB/s of read bandwidth"
+            elif m:
+                work, peak, what = med * cost["prefill_ops_per_token"] / 1e9, lim["int8_gop_per_s"], "GOP/s of the int8 VNNI peak"
+            elif k.startswith("train_"):
+                srec = next((r for r in g["recs"] if r["side"] == "smolt" and not r.get("skipped")), None)
+                fpt = train_flops_per_token(srec, cost) if srec else None
+                if fpt is None:
+                    continue
+                if side == "smolt":
+                    peak = lim["amx_bf16_gflop_per_s"] or lim["bf16_gflop_per_s"] or lim["f32_gflop_per_s"]
+                    what = "GFLOP/s of the " + ("AMX bf16" if lim["amx_bf16_gflop_per_s"] else
+                                                "bf16" if lim["bf16_gflop_per_s"] else "f32") + " peak"
+                else:
+                    peak, what = lim["f32_gflop_per_s"], "GFLOP/s of the f32 peak"
+                work = med * fpt / 1e9
+            else:
+                continue
+            if peak:
+                cells[side] = f"{work:.1f} {what} = {100 * work / peak:.0f}%"
+        if cells:
+            rows.append(f"| {names.get(k, k)} | {cells.get('smolt', '—')} | {cells.get('peer', '—')} |")
+    if rows:
+        out += ["", "Each figure's median as a share of the limit that binds it (decode streams every weight once per "
+                "token; prefill is int8 dot products on the quantized weights; training counts 4 × body parameters per "
+                "token plus 4 × head parameters per token with a loss — the frozen weights' forward and input "
+                "gradient — on bf16 tiles for smolt, f32 for PyTorch):", "",
+                "| figure | smolt | peer |", "|---|---|---|"] + rows
+    return out + [""]
+
+
 def details(keys, groups):
     out = []
     for k in keys:
@@ -163,7 +235,7 @@ def details(keys, groups):
             if "loss_first" in r:
                 extra.append(f"loss {r['loss_first']:.3f} → {r['loss_last']:.3f} over {r.get('steps')} steps "
                              f"({r.get('warmup_steps', 0)} warm-up, not timed)")
-            if r.get("tok_s") is not None and r.get("workload") == "receipts":
+            if r.get("tok_s") is not None and r.get("workload") == "receipts" and r.get("tokens_measured"):
                 extra.append(f"overall {r['tok_s']:.1f} tok/s ({r.get('tokens_measured')} tokens in "
                              f"{r.get('seconds_measured', 0):.1f} s)")
             if r.get("runs"):
@@ -202,6 +274,7 @@ def main():
             f"- Versions: {versions(recs)}", ""]
     sec = [s for s in sec if s != ""] + [""]
     sec += lines + [""]
+    sec += limits_section(recs, keys, groups)
     if args.load:
         busy = [float(x) for x in re.findall(r"(?:before|after)?\s*([\d.]+) [\d.]+ [\d.]+", args.load)]
         if busy and max(busy) > 0.5:

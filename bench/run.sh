@@ -84,7 +84,7 @@ if [ "$only" != peers ]; then
       echo "run.sh: cargo not found; using the existing target/release/smolt if any" >&2
     fi
   fi
-  what=(speed seq)
+  what=(limits speed seq)
   [ -n "$data" ] && what+=(train)
   seq_arg=""; seq_steps=7
   for r in "${seq_runs[@]}"; do set -- $r; seq_arg+="${seq_arg:+,}$1:$2"; seq_steps=$3; done

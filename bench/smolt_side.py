@@ -16,6 +16,10 @@
            EOS; at most seq - 9 since a prompt keeps 8 tokens), --batch records per micro-batch
            (batch_tokens = batch * seq), --seq-steps steps; -> figure train_seq512_last{L}_b{B}, one per
            "--seq-runs B:L,..." entry. The words are arbitrary: the cost does not depend on them.
+  limits   `smolt bench --limits --prompt-tokens 0 --gen-tokens 0 --threads T --json` per thread count: the
+           machine's read bandwidth and arithmetic peaks, and what one token costs the model (bytes a decode
+           step streams, operations of a prefill token, body and head parameters) -> records with side
+           "machine", figure limits_tT; report.py states every figure as a share of its binding limit.
   receipt  `smolt generate --file PROMPT --schema SCHEMA` on the prompt and schema the llama.cpp side wrote
            (run it after bench/llamacpp_bench.py receipt), greedy, --latency-reps times, wall time
            including the model load, as llama.cpp's figure is -> figure receipt_json_latency_s.
@@ -125,6 +129,23 @@ def speed(args):
                 emit({"figure": fig, "unit": "tok/s", "better": "higher", "samples": s, "threads": t,
                       "peak_rss_mib": round(rss, 1), "command": cmd_s + f" x{args.reps}",
                       "config": f"Q4_K_M, --threads {t}", "versions": {"smolt": args.version}})
+
+
+def limits(args):
+    if not has_subcommand(args.smolt, "bench"):
+        log("smolt_side: `smolt bench` does not exist in this build; no machine limits")
+        return
+    for t in args.threads:
+        cmd = [args.smolt, "bench", "--model", args.model, "--limits", "--prompt-tokens", "0", "--gen-tokens", "0",
+               "--threads", str(t), "--json"]
+        rc, out, err, wall, peak = run_rss(cmd)
+        j = last_json(out)
+        if rc != 0 or not j or not j.get("limits"):
+            log(err[-2000:] + f"\nsmolt_side: `smolt bench --limits` failed (exit {rc}); no machine limits")
+            return
+        print(json.dumps({"side": "machine", "tool": "smolt bench --limits", "figure": f"limits_t{t}", "threads": t,
+                          "limits": j["limits"], "cost": j.get("cost"),
+                          "command": " ".join(shlex.quote(c) for c in cmd).replace(args.smolt, "smolt")}), flush=True)
 
 
 def per_step_samples(run_dir, warmup):
@@ -282,7 +303,7 @@ def receipt(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="*", choices=["speed", "train", "seq", "receipt"], default=["speed", "train"])
+    ap.add_argument("what", nargs="*", choices=["limits", "speed", "train", "seq", "receipt"], default=["speed", "train"])
     ap.add_argument("--smolt", default=os.path.join(ROOT, "target", "release", "smolt"))
     ap.add_argument("--model", default=os.environ.get("SMOLT_BENCH_MODEL", DEFAULT_MODEL))
     ap.add_argument("--threads", default="2,1")
@@ -302,14 +323,14 @@ def main():
         msg = f"{args.smolt} not found (build it: cargo build --release)"
         log("smolt_side: " + msg)
         for w in args.what:
-            emit({"figure": {"speed": "pp512_t2", "train": "train_receipts_b1", "seq": "train_seq512_last128_b1",
+            emit({"figure": {"limits": "limits_t2", "speed": "pp512_t2", "train": "train_receipts_b1", "seq": "train_seq512_last128_b1",
                              "receipt": "receipt_json_latency_s"}[w],
                   "skipped": msg})
         return
     v = subprocess.run([args.smolt, "--version"], capture_output=True, text=True)
     args.version = v.stdout.strip() or "?"
     for w in args.what:
-        {"speed": speed, "train": train, "seq": seq, "receipt": receipt}[w](args)
+        {"limits": limits, "speed": speed, "train": train, "seq": seq, "receipt": receipt}[w](args)
 
 
 if __name__ == "__main__":

@@ -187,25 +187,28 @@ pub fn generate_constrained(
     limits: GenerateLimits,
     mut sample: impl FnMut(&[f32]) -> u32,
 ) -> Result<ConstrainedOutput> {
-    let mut ids = Vec::new();
+    // The prompt and the output so far in one vector (n-gram drafts search both); the output
+    // is what follows the prompt.
+    let p = prompt.len();
+    let mut seq: Vec<u32> = prompt.to_vec();
     let mut stats = GenerationStats::default();
     let mut feed: Vec<u32> = prompt.to_vec();
     let finish = loop {
-        if limits.batch_forced && !state.is_finished() && ids.len() < limits.max_tokens {
+        if limits.batch_forced && !state.is_finished() && seq.len() - p < limits.max_tokens {
             let mut forced = state.forced_tokens();
-            forced.truncate(limits.max_tokens - ids.len());
+            forced.truncate(limits.max_tokens + p - seq.len());
             if !forced.is_empty() {
                 state.commit_forced(&forced)?;
                 stats.forced_tokens += forced.len();
                 stats.passes_saved += forced.len();
-                ids.extend_from_slice(&forced);
+                seq.extend_from_slice(&forced);
                 feed.extend_from_slice(&forced);
             }
         }
         if state.is_finished() {
             break Finish::GrammarEnd;
         }
-        if ids.len() >= limits.max_tokens {
+        if seq.len() - p >= limits.max_tokens {
             break if state.is_accepting() {
                 Finish::LimitAccepting
             } else {
@@ -220,17 +223,16 @@ pub fn generate_constrained(
         if mask.num_allowed() == 0 {
             return Err(ConstrainError::Engine(format!(
                 "no token is allowed after {} output tokens{}",
-                ids.len(),
+                seq.len() - p,
                 state.error().map(|e| format!(": {e}")).unwrap_or_default()
             )));
         }
-        let room = limits.max_tokens - ids.len() - 1;
+        let room = limits.max_tokens + p - seq.len() - 1;
         let (accepted, token) = match limits.speculate.min(room) {
             0 => (0, None),
             k => speculate(
                 source,
-                prompt,
-                &ids,
+                &seq,
                 &mut feed,
                 state,
                 k,
@@ -240,7 +242,7 @@ pub fn generate_constrained(
             )?,
         };
         if accepted > 0 {
-            ids.extend_from_slice(&feed[feed.len() - accepted..]);
+            seq.extend_from_slice(&feed[feed.len() - accepted..]);
             if token.is_none() {
                 // The drafts finished the grammar or reached tokens it forces: nothing to
                 // pick here; the top of the loop takes it from there.
@@ -273,10 +275,14 @@ pub fn generate_constrained(
         if state.end_tokens().contains(&token) {
             break Finish::EndToken(token);
         }
-        ids.push(token);
+        seq.push(token);
         feed.push(token);
     };
-    Ok(ConstrainedOutput { ids, finish, stats })
+    Ok(ConstrainedOutput {
+        ids: seq.split_off(p),
+        finish,
+        stats,
+    })
 }
 
 fn disallowed(token: u32) -> ConstrainError {
@@ -286,7 +292,7 @@ fn disallowed(token: u32) -> ConstrainError {
 }
 
 /// One speculative step, with the mask of the next position computed and at most `k` drafts.
-/// Drafts come from n-gram lookup in prompt + output, are cut where the grammar would refuse
+/// Drafts come from n-gram lookup in `history` (prompt + output), are cut where the grammar would refuse
 /// them or at an end token, and are committed one by one to get the mask of each following
 /// position. One forward pass feeds `feed` + drafts; draft i is kept if `sample` picks it from
 /// its position's logits; the first disagreement's pick (or, all kept, the pick after the last
@@ -299,8 +305,7 @@ fn disallowed(token: u32) -> ConstrainError {
 #[allow(clippy::too_many_arguments)]
 fn speculate(
     source: &mut impl LogitsSource,
-    prompt: &[u32],
-    ids: &[u32],
+    history: &[u32],
     feed: &mut Vec<u32>,
     state: &mut ConstraintState,
     k: usize,
@@ -308,8 +313,7 @@ fn speculate(
     stats: &mut GenerationStats,
     sample: &mut impl FnMut(&[f32]) -> u32,
 ) -> Result<(usize, Option<u32>)> {
-    let history: Vec<u32> = prompt.iter().chain(ids).copied().collect();
-    let mut drafts = crate::ngram::propose(&history, k);
+    let mut drafts = crate::ngram::propose(history, k);
     if let Some(e) = drafts.iter().position(|t| state.end_tokens().contains(t)) {
         drafts.truncate(e);
     }

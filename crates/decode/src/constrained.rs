@@ -52,7 +52,7 @@ impl smolt_constrain::LogitsSource for ModelLogits<'_> {
         }
         let hidden = self.model.forward_hidden(tokens, &mut self.cache)?;
         let last = &hidden[hidden.len() - self.model.spec.d_model..];
-        Ok(self.head_masked(last, allowed))
+        Ok(head_masked(self.model, self.subset_head, last, allowed))
     }
 
     /// Speculative verification: one body pass over `tokens`, the final hidden states of the
@@ -77,8 +77,8 @@ impl smolt_constrain::LogitsSource for ModelLogits<'_> {
     ) -> anyhow::Result<Vec<f32>> {
         let d = self.model.spec.d_model;
         anyhow::ensure!((i + 1) * d <= self.pending.len(), "no kept position {i}");
-        let h = self.pending[i * d..(i + 1) * d].to_vec();
-        Ok(self.head_masked(&h, allowed))
+        let h = &self.pending[i * d..(i + 1) * d];
+        Ok(head_masked(self.model, self.subset_head, h, allowed))
     }
 
     fn discard(&mut self, n: usize) -> anyhow::Result<()> {
@@ -91,26 +91,29 @@ impl smolt_constrain::LogitsSource for ModelLogits<'_> {
     }
 }
 
-impl ModelLogits<'_> {
-    /// The head on one final hidden state with `allowed` applied: only the allowed rows when
-    /// few are (`-inf` everywhere else), else the full head, then the mask.
-    fn head_masked(&self, hidden: &[f32], allowed: &smolt_constrain::TokenMask) -> Vec<f32> {
-        let vocab = self.model.spec.vocab_size;
-        if !self.subset_head || allowed.num_allowed() * SUBSET_HEAD_FRACTION > vocab {
-            let mut logits = self.model.lm_head(hidden);
-            allowed.apply(&mut logits);
-            return logits;
-        }
-        let ids: Vec<u32> = allowed
-            .allowed()
-            .into_iter()
-            .filter(|&id| (id as usize) < vocab)
-            .collect();
-        let values = self.model.lm_head_rows(hidden, &ids);
-        let mut logits = vec![f32::NEG_INFINITY; vocab];
-        for (&id, v) in ids.iter().zip(values) {
-            logits[id as usize] = v;
-        }
-        logits
+/// The head on one final hidden state with `allowed` applied: only the allowed rows when few
+/// are and `subset` permits (`-inf` everywhere else), else the full head, then the mask.
+fn head_masked(
+    model: &Model,
+    subset: bool,
+    hidden: &[f32],
+    allowed: &smolt_constrain::TokenMask,
+) -> Vec<f32> {
+    let vocab = model.spec.vocab_size;
+    if !subset || allowed.num_allowed() * SUBSET_HEAD_FRACTION > vocab {
+        let mut logits = model.lm_head(hidden);
+        allowed.apply(&mut logits);
+        return logits;
     }
+    let ids: Vec<u32> = allowed
+        .allowed()
+        .into_iter()
+        .filter(|&id| (id as usize) < vocab)
+        .collect();
+    let values = model.lm_head_rows(hidden, &ids);
+    let mut logits = vec![f32::NEG_INFINITY; vocab];
+    for (&id, v) in ids.iter().zip(values) {
+        logits[id as usize] = v;
+    }
+    logits
 }

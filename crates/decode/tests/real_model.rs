@@ -18,6 +18,18 @@ fn model_path() -> PathBuf {
     path
 }
 
+/// The model (fast path), its tokenizer and a constraint engine over that tokenizer.
+fn real_setup() -> (
+    Model,
+    std::sync::Arc<smolt_tokenizer::Tokenizer>,
+    std::sync::Arc<smolt_constrain::ConstraintEngine>,
+) {
+    let model = Model::load(model_path(), Precision::Fast).unwrap();
+    let tok = std::sync::Arc::new(smolt_tokenizer::Tokenizer::from_gguf(model.gguf()).unwrap());
+    let engine = smolt_constrain::ConstraintEngine::new(tok.clone()).unwrap();
+    (model, tok, engine)
+}
+
 #[test]
 fn greedy_fast_continues_like_llama_cpp_and_knows_gemmas_stop_tokens() {
     let model = Model::load(model_path(), Precision::Fast).unwrap();
@@ -77,11 +89,8 @@ impl smolt_constrain::LogitsSource for Counting<'_> {
 /// masks are small (numbers, enums, patterns) and large (free strings).
 #[test]
 fn grammar_aware_head_gives_the_same_constrained_output() {
-    use smolt_constrain::{generate_constrained, greedy, ConstraintEngine, ConstraintSpec};
-    let model = Model::load(model_path(), Precision::Fast).unwrap();
-    let gguf = smolt_gguf::Gguf::open(model_path()).unwrap();
-    let tok = std::sync::Arc::new(smolt_tokenizer::Tokenizer::from_gguf(&gguf).unwrap());
-    let engine = ConstraintEngine::new(tok.clone()).unwrap();
+    use smolt_constrain::{generate_constrained, greedy, ConstraintSpec};
+    let (model, tok, engine) = real_setup();
     let schema = serde_json::json!({
         "type": "object", "additionalProperties": false,
         "required": ["shop", "date", "total", "paid", "items"],
@@ -128,12 +137,9 @@ fn grammar_aware_head_gives_the_same_constrained_output() {
 /// limit.
 #[test]
 fn answer_reports_how_each_answer_ended() {
-    use smolt_constrain::{ConstraintEngine, ConstraintSpec};
+    use smolt_constrain::ConstraintSpec;
     use smolt_decode::{answer, Ending, GenerateOptions};
-    let model = Model::load(model_path(), Precision::Fast).unwrap();
-    let gguf = smolt_gguf::Gguf::open(model_path()).unwrap();
-    let tok = std::sync::Arc::new(smolt_tokenizer::Tokenizer::from_gguf(&gguf).unwrap());
-    let engine = ConstraintEngine::new(tok.clone()).unwrap();
+    let (model, tok, engine) = real_setup();
     let schema = serde_json::json!({
         "type": "object", "additionalProperties": false, "required": ["total"],
         "properties": {"total": {"type": "number"}}
@@ -178,12 +184,9 @@ fn answer_reports_how_each_answer_ended() {
 /// the answer is right, not that it equals the one-token answer bit for bit.
 #[test]
 fn drafts_save_passes_and_keep_the_answer() {
-    use smolt_constrain::{ConstraintEngine, ConstraintSpec};
+    use smolt_constrain::ConstraintSpec;
     use smolt_decode::{answer, Ending, GenerateOptions};
-    let model = Model::load(model_path(), Precision::Fast).unwrap();
-    let gguf = smolt_gguf::Gguf::open(model_path()).unwrap();
-    let tok = std::sync::Arc::new(smolt_tokenizer::Tokenizer::from_gguf(&gguf).unwrap());
-    let engine = ConstraintEngine::new(tok.clone()).unwrap();
+    let (model, tok, engine) = real_setup();
     let schema = serde_json::json!({
         "type": "object", "additionalProperties": false,
         "required": ["company", "address", "total"],

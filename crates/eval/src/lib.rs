@@ -26,8 +26,8 @@ pub use compare::{
 };
 pub use normalize::{parse_date, parse_datetime, parse_number, Normalizer};
 pub use report::{
-    aggregate, evaluate, EvalReport, Evaluator, FieldKind, FieldStats, LatencyStats, ListStats,
-    WorstRecord,
+    aggregate, evaluate, write_predictions, EvalReport, Evaluator, FieldKind, FieldStats,
+    LatencyStats, ListStats, WorstRecord,
 };
 pub use versus::{compare, Comparison, Delta};
 

@@ -397,6 +397,34 @@ pub fn aggregate(config: &EvalConfig, label: &str, records: &[RecordResult]) -> 
     }
 }
 
+/// Writes one JSON line per record — the model's raw answer, what was scored, the truth, the
+/// score and the keys it got wrong — so every answer can be inspected, not only the worst ones
+/// the report keeps.
+pub fn write_predictions(path: &Path, records: &[RecordResult]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for r in records {
+        let wrong: Vec<&str> = r
+            .fields
+            .iter()
+            .filter(|f| !f.status.is_correct())
+            .map(|f| f.path.as_str())
+            .collect();
+        let line = serde_json::json!({
+            "index": r.index,
+            "score": r.score,
+            "record_match": r.record_match,
+            "valid_json": r.valid_json,
+            "wrong": wrong,
+            "raw": r.raw,
+            "prediction": r.parsed,
+            "truth": r.truth,
+        });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text)
+}
+
 impl EvalReport {
     /// Writes `eval.json`, `report.html` and `report.txt` (the terminal table) into `dir`.
     pub fn write_dir(&self, dir: &Path) -> std::io::Result<()> {

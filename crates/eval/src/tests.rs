@@ -485,6 +485,34 @@ fn write_dir_round_trips() {
     assert!(dir.path().join("report.html").exists() && dir.path().join("report.txt").exists());
 }
 
+#[test]
+fn predictions_list_every_record_with_its_wrong_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = receipt();
+    let mut wrong = t.clone();
+    wrong["total"] = serde_json::json!(1.5);
+    let mut ev = Evaluator::new(cfg());
+    ev.add(Sample::new(&t.to_string(), &t));
+    ev.add(Sample::new(&wrong.to_string(), &t));
+    ev.add(Sample::new("not json", &t));
+    let path = dir.path().join("predictions.jsonl");
+    crate::write_predictions(&path, ev.records()).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["wrong"], serde_json::json!([]));
+    assert_eq!(lines[0]["record_match"], true);
+    assert_eq!(lines[1]["wrong"], serde_json::json!(["total"]));
+    assert_eq!(lines[1]["prediction"]["total"], 1.5);
+    assert_eq!(lines[1]["truth"], t);
+    assert_eq!(lines[2]["valid_json"], false);
+    assert_eq!(lines[2]["raw"], "not json");
+    assert!(!lines[2]["wrong"].as_array().unwrap().is_empty());
+}
+
 /// Checks that every non-void element is closed in order, attributes are quoted, and the page
 /// has exactly one html/head/body — enough to catch the mistakes string-built HTML makes.
 pub(crate) fn check_html(html: &str) -> Result<(), String> {

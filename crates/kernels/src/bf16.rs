@@ -467,6 +467,15 @@ pub fn amx_enabled() -> bool {
     amx::available()
 }
 
+/// `iters` rounds of four AMX bf16 tile products on tiles of ones (no memory traffic in the
+/// loop): the tile unit's peak, for `limits`. Returns the sum of the four 16 × 16 C tiles
+/// (= 4 · 256 · 32 · iters, exact for iters ≤ 2¹⁹). Panics without AMX.
+pub fn amx_peak_loop(iters: u64) -> f32 {
+    assert!(amx::available(), "no AMX-BF16 here");
+    // SAFETY: `available()` means AMX-BF16 exists and the tile state is granted.
+    unsafe { amx::peak_loop(iters) }
+}
+
 /// `c (m, n) (+)= a (m, k) · b (k, n)` in bf16 with f32 accumulation; `accumulate` adds to
 /// `c` instead of overwriting it. `parallel` lets it split the columns over rayon's pool.
 pub fn gemm_bf16(a: &BfRows, b: &PackedB, c: &mut [f32], accumulate: bool, parallel: bool) {
@@ -594,6 +603,62 @@ mod amx {
             c[48 + t] = 16;
         }
         Config(c)
+    }
+
+    #[repr(C, align(64))]
+    struct Tile([u32; 256]);
+
+    /// See `amx_peak_loop`.
+    ///
+    /// # Safety
+    /// AMX-BF16 usable in this process (`available()`).
+    pub(super) unsafe fn peak_loop(iters: u64) -> f32 {
+        let cfg = config();
+        asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+        // Two bf16 ones per u32: every A and B tile holds 1.0 everywhere.
+        let ones = Tile([0x3f80_3f80; 256]);
+        // SAFETY: each load reads 16 rows of 64 bytes at stride 64: the 1 KB of `ones`.
+        asm!(
+            "tileloadd tmm4, [{p} + {s}*1]",
+            "tileloadd tmm5, [{p} + {s}*1]",
+            "tileloadd tmm6, [{p} + {s}*1]",
+            "tileloadd tmm7, [{p} + {s}*1]",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            p = in(reg) ones.0.as_ptr(), s = in(reg) 64usize, options(nostack, readonly),
+        );
+        for _ in 0..iters {
+            asm!(
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                options(nostack, nomem)
+            );
+        }
+        let mut c = [
+            Tile([0; 256]),
+            Tile([0; 256]),
+            Tile([0; 256]),
+            Tile([0; 256]),
+        ];
+        // SAFETY: each store writes 16 rows of 64 bytes at stride 64: one 1 KB `Tile`.
+        asm!(
+            "tilestored [{c0} + {s}*1], tmm0",
+            "tilestored [{c1} + {s}*1], tmm1",
+            "tilestored [{c2} + {s}*1], tmm2",
+            "tilestored [{c3} + {s}*1], tmm3",
+            "tilerelease",
+            c0 = in(reg) c[0].0.as_mut_ptr(), c1 = in(reg) c[1].0.as_mut_ptr(),
+            c2 = in(reg) c[2].0.as_mut_ptr(), c3 = in(reg) c[3].0.as_mut_ptr(),
+            s = in(reg) 64usize, options(nostack),
+        );
+        c.iter()
+            .flat_map(|t| t.0.iter())
+            .map(|&bits| f32::from_bits(bits))
+            .sum()
     }
 
     #[derive(Clone, Copy)]
@@ -783,6 +848,9 @@ mod amx {
         false
     }
     pub(super) fn gemm(_: &BfRows, _: &PackedB, _: &mut [f32], _: usize, _: bool, _: bool) {
+        unreachable!("no AMX off x86-64")
+    }
+    pub(super) unsafe fn peak_loop(_: u64) -> f32 {
         unreachable!("no AMX off x86-64")
     }
 }

@@ -16,6 +16,7 @@ pub mod attention;
 pub mod bf16;
 pub mod cross_entropy;
 pub mod float;
+pub mod limits;
 pub mod matmul;
 pub mod norm;
 pub mod rope;

@@ -40,5 +40,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "decode: {:.1} ms/token",
         t0.elapsed().as_secs_f64() * 1000.0 / steps as f64
     );
+    // The two halves of a decode step: the body for one token, the head for one row.
+    let d = model.spec.d_model;
+    let t0 = Instant::now();
+    for i in 0..steps {
+        let _ = model.forward_hidden(&[2000 + i], &mut cache)?;
+    }
+    let body1 = t0.elapsed().as_secs_f64() * 1000.0 / steps as f64;
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        let _ = model.lm_head(&hidden[..d]);
+    }
+    let head1 = t0.elapsed().as_secs_f64() * 1000.0 / steps as f64;
+    let head_bytes =
+        model.head().out_features as f64 * model.head().in_features as f64 * 34.0 / 32.0;
+    eprintln!(
+        "decode body {body1:.1} ms/token, head {head1:.1} ms/row ({:.1} GB/s if Q8_0)",
+        head_bytes / head1 / 1e6
+    );
     Ok(())
 }

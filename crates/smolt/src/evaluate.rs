@@ -39,6 +39,20 @@ pub struct EvalOutcome {
     pub truncated_outputs: usize,
     /// Prompts that had to be cut to fit `prompt_budget`.
     pub cut_prompts: usize,
+    /// Every record's comparison, in input order.
+    pub records: Vec<smolt_eval::RecordResult>,
+}
+
+impl EvalOutcome {
+    /// `eval.json`, `report.html`, `report.txt` and `predictions.jsonl` (every answer next to
+    /// its truth) into `dir`.
+    pub fn write_dir(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let fail = || format!("cannot write the report to {}", dir.display());
+        self.report.write_dir(dir).with_context(fail)?;
+        smolt_eval::write_predictions(&dir.join("predictions.jsonl"), &self.records)
+            .with_context(fail)
+    }
 }
 
 impl EvalRun<'_> {
@@ -79,8 +93,10 @@ impl EvalRun<'_> {
             );
             progress(i + 1, r.score);
         }
+        let records = evaluator.records().to_vec();
         Ok(EvalOutcome {
             report: evaluator.finish(label),
+            records,
             truncated_outputs,
             cut_prompts,
         })

@@ -116,12 +116,15 @@ fn date_lines(rng: &mut ChaCha8Rng, c: Country, t: &DateTime, year: u16) -> Vec<
     let yy = t.y % 100;
     let mon = MONTHS[t.m as usize - 1];
     let (y, m, d, hh, mi, ss) = (t.y, t.m, t.d, t.hh, t.mm, t.ss);
+    let mon_upper = mon.to_uppercase();
+    let ampm_lower = ampm.to_lowercase();
     let mut cands: Vec<String> = Vec::new();
     let us = matches!(c, Country::Us);
     if us {
         cands.push(format!("{m:02}/{d:02}/{y} {h12:02}:{mi:02} {ampm}"));
         cands.push(format!("{m:02}/{d:02}/{yy:02} {hh:02}:{mi:02}:{ss:02}"));
         cands.push(format!("{mon} {d}, {y} {h12}:{mi:02} {ampm}"));
+        cands.push(format!("{m}/{d}/{y} {h12}:{mi:02} {ampm_lower}"));
     } else if c == Country::De {
         cands.push(format!("{d:02}.{m:02}.{y} {hh:02}:{mi:02}"));
         cands.push(format!(
@@ -134,21 +137,29 @@ fn date_lines(rng: &mut ChaCha8Rng, c: Country, t: &DateTime, year: u16) -> Vec<
         cands.push(format!(
             "DATE: {d:02}/{m:02}/{y}  TIME: {hh:02}:{mi:02}:{ss:02}"
         ));
+        // Older thermal printers: the month as capitals, and a 12-hour clock in lower case.
+        cands.push(format!("{d:02} {mon_upper} {y} {hh:02}:{mi:02}"));
+        cands.push(format!("{d:02}/{m:02}/{y} {h12}:{mi:02} {ampm_lower}"));
         if c == Country::Ca {
             cands.push(format!("{y}-{m:02}-{d:02} {hh:02}:{mi:02}:{ss:02}"));
         }
     }
     cands.push(format!("{y}.{m:02}.{d:02} {hh:02}:{mi:02}:{ss:02}"));
+    // Formats of the later periods, drawn one time in three from their first year on (the
+    // share does not shrink as the older list grows).
+    let mut later: Vec<String> = Vec::new();
     if year >= 2020 {
-        cands.push(format!("{d} {mon} {y} {hh:02}:{mi:02}"));
-        cands.push(format!(
-            "{} {mon} {d:02} {y} {h12}:{mi:02}{}",
+        later.push(format!("{d} {mon} {y} {hh:02}:{mi:02}"));
+        later.push(format!(
+            "{} {mon} {d:02} {y} {h12}:{mi:02}{ampm_lower}",
             DAYS[t.weekday()],
-            ampm.to_lowercase()
         ));
     }
     if year >= 2021 {
-        cands.push(format!("{y}-{m:02}-{d:02}T{hh:02}:{mi:02}:{ss:02}"));
+        later.push(format!("{y}-{m:02}-{d:02}T{hh:02}:{mi:02}:{ss:02}"));
+    }
+    if !later.is_empty() && rng.gen_bool(1.0 / 3.0) {
+        cands = later;
     }
     let s = cands.choose(rng).unwrap().clone();
     // Some printers put date and time on separate lines.

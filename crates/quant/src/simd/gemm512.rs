@@ -851,12 +851,21 @@ unsafe fn matvec_legacy(w: &QMatrix, x: &Xq, row: usize, y: &mut [f32]) {
         let j0 = t * rpt;
         let mut j = 0;
         // SAFETY: features checked by the caller; rows j0+j.. exist (4 or 1 at a time
-        // within out's length) and x buffers are sized as rows_legacy requires.
+        // within out's length) and x buffers are sized as rows_legacy requires; prefetches stay
+        // inside w.data (a prefetch never faults, but the pointer must be in bounds).
         unsafe {
             let base = w.data.as_ptr();
             let (xp, dp, zp) = (xq.as_ptr(), xd.as_ptr(), xzv.as_ptr());
             while j + 4 <= out.len() {
                 let wp = base.add((j0 + j) * rb);
+                // The next four rows, one cache line at a time: the hardware prefetcher does not
+                // follow four interleaved row streams far enough ahead to keep the memory bus
+                // busy (the 178 MB head: 11.6 → 18 GB/s on 2 threads with this).
+                let ahead = ((j0 + j + 4) * rb).min(w.data.len());
+                let stop = ((j0 + j + 8) * rb).min(w.data.len());
+                for off in (ahead..stop).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(base.add(off) as *const i8);
+                }
                 let v = if q5 {
                     rows_legacy::<true, 4>(nb, wp, rb, xp, dp, zp)
                 } else {

@@ -8,9 +8,15 @@ use smolt::model::Logits;
 use super::{load_model, ModelArgs};
 
 #[derive(clap::Args)]
-#[command(
-    after_help = "Example:\n  smolt bench --prompt-tokens 512 --gen-tokens 128 --threads 2 --json"
-)]
+#[command(after_help = "\
+With --limits it also measures what this machine can do at most on the same threads (streaming
+read bandwidth; f32, int8-VNNI, bf16 and AMX peaks) and states each figure as a share of the
+limit that binds it: decode reads every weight once per token (bandwidth-bound), prefill runs
+int8 dot products on the quantized weights (compute-bound).
+
+Examples:
+  smolt bench --prompt-tokens 512 --gen-tokens 128 --threads 2 --json
+  smolt bench --limits --threads 1")]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
@@ -26,6 +32,48 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also measure the machine's limits and each figure's share of them.
+    #[arg(long)]
+    limits: bool,
+}
+
+/// What one token costs the model, from the tensor sizes in the file: the bytes a decode step
+/// streams (every weight once; the token table once more when it doubles as the head, less the
+/// single embedding row) and the multiply-adds of one prefill token (every body weight once;
+/// the head runs for the last position only).
+struct TokenCost {
+    decode_bytes: f64,
+    prefill_ops: f64,
+    body_params: f64,
+    head_params: f64,
+}
+
+fn token_cost(model: &smolt::model::Model) -> TokenCost {
+    let g = model.gguf();
+    let (mut bytes, mut body_params, mut head_params) = (0f64, 0f64, 0f64);
+    for t in g.tensors() {
+        let b = g.tensor_data(t).len() as f64;
+        let is_table = t.name == "token_embd.weight";
+        // The embedding lookup reads one row; a tied head (no output.weight) reads all of it.
+        let tied = g.tensor_info("output.weight").is_none();
+        bytes += if is_table && !tied {
+            b / t.n_rows().max(1) as f64
+        } else {
+            b
+        };
+        if t.name == "output.weight" || (is_table && tied) {
+            head_params = t.n_elements() as f64;
+        }
+        if !is_table && t.name != "output.weight" && t.n_rows() > 1 {
+            body_params += t.n_elements() as f64;
+        }
+    }
+    TokenCost {
+        decode_bytes: bytes,
+        prefill_ops: 2.0 * body_params,
+        body_params,
+        head_params,
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -64,6 +112,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let threads = rayon::current_num_threads();
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s.get(s.len() / 2).copied()
+    };
+    let cost = token_cost(model);
+    let limits = args
+        .limits
+        .then(|| smolt::kernels::limits::measure(threads, 1024));
+    let shares = limits.as_ref().map(|l| {
+        let decode_gbps = median(&decode).map(|t| t * cost.decode_bytes / 1e9);
+        let prefill_gops = median(&prefill).map(|t| t * cost.prefill_ops / 1e9);
+        serde_json::json!({
+            "decode_gb_per_s": decode_gbps,
+            "decode_share_of_read_bandwidth": decode_gbps.map(|g| g / l.read_gbps),
+            "prefill_gop_per_s": prefill_gops,
+            "prefill_share_of_int8_peak": prefill_gops.zip(l.int8_gops).map(|(g, p)| g / p),
+        })
+    });
     if args.json {
         let v = serde_json::json!({
             "threads": threads,
@@ -72,6 +139,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "gen_tokens": args.gen_tokens,
             "prefill_tok_s": prefill,
             "decode_tok_s": decode,
+            "cost": {
+                "decode_bytes_per_token": cost.decode_bytes,
+                "prefill_ops_per_token": cost.prefill_ops,
+                "body_params": cost.body_params,
+                "head_params": cost.head_params,
+            },
+            "limits": limits.as_ref().map(|l| serde_json::json!({
+                "threads": l.threads,
+                "read_gb_per_s": l.read_gbps,
+                "f32_gflop_per_s": l.f32_gflops,
+                "int8_gop_per_s": l.int8_gops,
+                "bf16_gflop_per_s": l.bf16_gflops,
+                "amx_bf16_gflop_per_s": l.amx_bf16_gflops,
+            })),
+            "shares": shares,
         });
         println!("{v}");
     } else {
@@ -85,6 +167,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if !decode.is_empty() {
             println!("decode  {:>4} tokens: {}", args.gen_tokens, stats(&decode));
+        }
+        if let Some(l) = &limits {
+            let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0}"));
+            println!(
+                "machine, {} threads: read {:.1} GB/s; peaks f32 {:.0} GFLOP/s, int8 {} GOP/s, \
+                 bf16 {} GFLOP/s, AMX bf16 {} GFLOP/s",
+                l.threads,
+                l.read_gbps,
+                l.f32_gflops,
+                opt(l.int8_gops),
+                opt(l.bf16_gflops),
+                opt(l.amx_bf16_gflops)
+            );
+            if let Some(t) = median(&decode) {
+                let g = t * cost.decode_bytes / 1e9;
+                println!(
+                    "decode reads {:.0} MB/token: {g:.1} GB/s = {:.0}% of the read bandwidth",
+                    cost.decode_bytes / 1e6,
+                    100.0 * g / l.read_gbps
+                );
+            }
+            if let (Some(t), Some(peak)) = (median(&prefill), l.int8_gops) {
+                let g = t * cost.prefill_ops / 1e9;
+                println!(
+                    "prefill: {:.2} GOP/token: {g:.0} GOP/s = {:.0}% of the int8 peak",
+                    cost.prefill_ops / 1e9,
+                    100.0 * g / peak
+                );
+            }
         }
     }
     Ok(())

@@ -29,18 +29,22 @@ const DEMO_FIELDS: &[&str] = &[
 ];
 
 /// The training period and the later, unseen one the test set comes from: new retailers,
-/// products, a new date format and many more phone-wallet payments appear in it. Training
-/// receipts come from these years in turn: mostly the three before the test year, and one in
-/// ten from each of four older ones, so that the year's digits vary (a model that has only
-/// seen 201x prints 2019 for a receipt dated 2020) while recent habits still dominate.
-const TRAIN_YEARS: [u16; 10] = [2017, 2006, 2018, 2009, 2019, 2012, 2017, 2015, 2018, 2019];
+/// products, new date formats and many more phone-wallet payments appear in it. Training
+/// receipts come from these years in turn: three in five from the three before the test year
+/// (phone payments only exist from 2017), the rest from eight older ones reaching back to the
+/// 1980s, so that both digits of a two-digit year vary ("09-09-20" must be read by copying
+/// the digits: a model that has only seen years 2000-2019 prints 2008 or 2010 for it).
+const TRAIN_YEARS: [u16; 20] = [
+    2019, 1993, 2018, 2006, 2017, 2019, 1988, 2018, 2014, 2017, 2019, 1999, 2018, 2003, 2017, 2019,
+    1997, 2018, 2010, 2017,
+];
 const TEST_YEAR: u16 = 2020;
 
 #[derive(clap::Args)]
 #[command(after_help = "\
 What it does, in order (every step shows a progress bar):
   1. fetches the default model (once; cached afterwards),
-  2. generates synthetic OCR'd receipts: train (2006-2019, mostly 2017-2019) and
+  2. generates synthetic OCR'd receipts: train (1988-2019, mostly 2017-2019) and
      validation (2019), and a test set from 2020 with retailers and print formats
      the training set never shows,
   3. trains a LoRA adapter directly over the quantized model,
@@ -48,7 +52,7 @@ What it does, in order (every step shows a progress bar):
   5. evaluates the fine-tuned model on the same test receipts, with the same schema-constrained
      decoding, and prints both side by side.
 Everything lands in --out: data/, train/ (adapter, loss.png, metrics.csv), few-shot/ and
-fine-tuned/ (eval.json, report.html), compare.html and demo.json. Running it again reuses a
+fine-tuned/ (eval.json, report.html, predictions.jsonl: every answer next to its truth), compare.html and demo.json. Running it again reuses a
 finished training run and resumes an interrupted one; --fresh starts over.
 
 Examples:
@@ -432,10 +436,8 @@ fn evaluate(job: &EvalRun, data: &DemoData, label: &str, out: &Path) -> anyhow::
         },
     )?;
     bar.finish_and_clear();
+    outcome.write_dir(out)?;
     let report = outcome.report;
-    report
-        .write_dir(out)
-        .with_context(|| format!("cannot write the report to {}", out.display()))?;
     eprintln!(
         "  mean field accuracy {:.1}%, valid JSON {:.0}%, record exact match {:.0}%  ({})",
         100.0 * report.mean_score,

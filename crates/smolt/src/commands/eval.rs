@@ -41,7 +41,8 @@ pub struct Args {
     /// writes a commented one.
     #[arg(long)]
     eval_config: Option<PathBuf>,
-    /// Folder for eval.json, report.html and report.txt (with --compare: compare.html).
+    /// Folder for eval.json, report.html, report.txt and predictions.jsonl (every answer next to
+    /// its truth; with --compare: compare.html).
     #[arg(long, required_unless_present = "compare")]
     out: Option<PathBuf>,
     /// Evaluate only the first N records.
@@ -162,10 +163,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bar.set_message(format!("last: {:.0}% of fields", 100.0 * score));
     })?;
     bar.finish_and_clear();
+    outcome.write_dir(out)?;
     let report = outcome.report;
-    report
-        .write_dir(out)
-        .with_context(|| format!("cannot write the report to {}", out.display()))?;
     print!("{}", report.to_table());
     if outcome.truncated_outputs > 0 {
         eprintln!(
