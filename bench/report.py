@@ -276,10 +276,13 @@ def main():
     sec += lines + [""]
     sec += limits_section(recs, keys, groups)
     if args.load:
-        busy = [float(x) for x in re.findall(r"(?:before|after)?\s*([\d.]+) [\d.]+ [\d.]+", args.load)]
-        if busy and max(busy) > 0.5:
-            notes.insert(0, f"- The machine was not idle (1-minute load average up to {max(busy):.1f} on "
-                            f"{os.cpu_count()} CPUs): these numbers are contended, for checking the scripts only.")
+        # Only the load before the run says whether something else was running: the load after
+        # it is the run's own (about one per thread it used).
+        before = re.search(r"before\s*([\d.]+) [\d.]+ [\d.]+", args.load)
+        if before and float(before.group(1)) > 0.5:
+            notes.insert(0, f"- The machine was not idle before the run (1-minute load average "
+                            f"{float(before.group(1)):.1f} on {os.cpu_count()} CPUs; it decays over minutes, so a job "
+                            f"that just ended also shows): check that nothing else ran.")
     if notes or args.note:
         sec += ["Notes:"] + [f"- {n}" for n in args.note] + notes + [""]
     sec += ["<details><summary>Per-figure details and exact peer commands</summary>", ""] + details(keys, groups) + ["", "</details>", ""]

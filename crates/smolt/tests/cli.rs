@@ -341,6 +341,31 @@ fn demo_runs_the_whole_pipeline_and_reuses_a_finished_run() {
         stderr(&o)
     );
 
+    // Other settings (here a second epoch) train again instead of reusing that run.
+    let mut more = args.to_vec();
+    more.extend(["--epochs", "2"]);
+    let o = smolt(&more);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("with other settings or data: training again"),
+        "{}",
+        stderr(&o)
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["epochs"], 2.0);
+    for f in ["few-shot/predictions.jsonl", "fine-tuned/predictions.jsonl"] {
+        assert_eq!(
+            std::fs::read_to_string(out.join(f))
+                .unwrap()
+                .lines()
+                .count(),
+            2,
+            "{f}"
+        );
+    }
+
     // The two evaluations compare from the command line too.
     let o = smolt(&[
         "eval",

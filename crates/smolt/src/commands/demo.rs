@@ -52,8 +52,9 @@ What it does, in order (every step shows a progress bar):
   5. evaluates the fine-tuned model on the same test receipts, with the same schema-constrained
      decoding, and prints both side by side.
 Everything lands in --out: data/, train/ (adapter, loss.png, metrics.csv), few-shot/ and
-fine-tuned/ (eval.json, report.html, predictions.jsonl: every answer next to its truth), compare.html and demo.json. Running it again reuses a
-finished training run and resumes an interrupted one; --fresh starts over.
+fine-tuned/ (eval.json, report.html, predictions.jsonl: every answer next to its truth),
+compare.html and demo.json. Running it again with the same settings reuses a finished training
+run and resumes an interrupted one (other settings train again); --fresh starts over.
 
 Examples:
   smolt demo                 # about 11 minutes on 2 cores with AMX, 17 without
@@ -69,9 +70,12 @@ pub struct Args {
     /// A smaller run (about 3 minutes): fewer training and test receipts.
     #[arg(long)]
     quick: bool,
-    /// Training receipts (one epoch over them).
+    /// Training receipts.
     #[arg(long)]
     train: Option<usize>,
+    /// Passes over the training receipts (each one adds the training time again).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    epochs: u32,
     /// Test receipts (from the later period) evaluated for both models.
     #[arg(long)]
     test: Option<usize>,
@@ -354,6 +358,34 @@ fn train(
     model: &Path,
     run_dir: &Path,
 ) -> anyhow::Result<smolt::train::report::Summary> {
+    // About six receipts per step (batch_tokens 2048); --epochs passes, a short warmup and a
+    // cosine decay. The peak lr is higher than the library default because a demo run has
+    // only tens of steps to learn in.
+    let steps_estimate = plan.train.div_ceil(6) as u64 * args.epochs as u64;
+    let cfg = TrainConfig {
+        model: model.display().to_string(),
+        data: data.dir.join("train.jsonl"),
+        valid: Some(data.dir.join("valid.jsonl")),
+        schema: Some(data.dir.join("schema.json")),
+        epochs: args.epochs,
+        lr: args.lr,
+        warmup_steps: (steps_estimate / 10).clamp(1, 10),
+        eval_every: 0,
+        checkpoint_every: 10,
+        ..TrainConfig::default()
+    };
+    // A finished or interrupted run is reused only for the same training settings and the
+    // same data bytes (another --train, --epochs, --lr, --noise or --fields makes another run).
+    let key = run_key(&cfg, &data.dir)?;
+    let key_file = run_dir.join("demo_key.txt");
+    if run_dir.exists() && std::fs::read_to_string(&key_file).ok().as_deref() != Some(&key) {
+        eprintln!(
+            "  {} holds a run with other settings or data: training again",
+            run_dir.display()
+        );
+        std::fs::remove_dir_all(run_dir)
+            .with_context(|| format!("cannot delete {}", run_dir.display()))?;
+    }
     let summary_file = run_dir.join("summary.json");
     let adapter_file = run_dir.join(smolt::train::adapter::ADAPTER_FILE);
     if adapter_file.is_file() && summary_file.is_file() {
@@ -368,26 +400,14 @@ fn train(
             return Ok(s);
         }
     }
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    std::fs::write(&key_file, &key)
+        .with_context(|| format!("cannot write {}", key_file.display()))?;
     let resume = run_dir.join("checkpoints").is_dir()
         && std::fs::read_dir(run_dir.join("checkpoints"))?
             .next()
             .is_some();
-    // About six receipts per step (batch_tokens 2048); one epoch, a short warmup and a
-    // cosine decay. The peak lr is higher than the library default because a demo run has
-    // only tens of steps to learn in.
-    let steps_estimate = plan.train.div_ceil(6) as u64;
-    let cfg = TrainConfig {
-        model: model.display().to_string(),
-        data: data.dir.join("train.jsonl"),
-        valid: Some(data.dir.join("valid.jsonl")),
-        schema: Some(data.dir.join("schema.json")),
-        epochs: 1,
-        lr: args.lr,
-        warmup_steps: (steps_estimate / 10).clamp(1, 10),
-        eval_every: 0,
-        checkpoint_every: 10,
-        ..TrainConfig::default()
-    };
     if resume {
         eprintln!("  resuming the interrupted run in {}", run_dir.display());
     }
@@ -399,6 +419,19 @@ fn train(
         );
     }
     Ok(summary)
+}
+
+/// SHA-256 of the training settings that change the numbers and of the demo's training and
+/// validation files.
+fn run_key(cfg: &TrainConfig, data_dir: &Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(cfg.training_hash().as_bytes());
+    for f in ["train.jsonl", "valid.jsonl"] {
+        let p = data_dir.join(f);
+        h.update(std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Room for the longest training answer plus slack: the grammar ends the output itself, so
