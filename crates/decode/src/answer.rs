@@ -2,9 +2,9 @@
 //! `generate --prompts`, the server) makes, so "constrained or not" is decided in one place.
 
 use smolt_constrain::{Constraint, Finish, GenerateLimits, GenerationStats};
-use smolt_model::Model;
+use smolt_model::{KvCache, Model};
 
-use crate::{generate, GenerateOptions, ModelLogits, Sampler, StopReason};
+use crate::{generate_in, GenerateOptions, ModelLogits, Sampler, StopReason};
 
 /// How an answer ended, in the terms a caller reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,10 +51,22 @@ pub fn answer(
     constraint: Option<&Constraint>,
     opts: &GenerateOptions,
 ) -> anyhow::Result<Answer> {
+    answer_in(model, model.new_cache(), prompt, constraint, opts)
+}
+
+/// [`answer`] continuing from `cache`, which already holds the start of the prompt (a prefix
+/// shared by many prompts, computed once): `prompt` is the rest.
+pub fn answer_in(
+    model: &Model,
+    mut cache: KvCache,
+    prompt: &[u32],
+    constraint: Option<&Constraint>,
+    opts: &GenerateOptions,
+) -> anyhow::Result<Answer> {
     match constraint {
         Some(c) => {
             let mut state = c.start();
-            let mut source = ModelLogits::new(model);
+            let mut source = ModelLogits::with_cache(model, cache);
             let mut sampler = Sampler::new(opts.sampling.clone());
             // Speculation keeps the output only where the pick is deterministic.
             let drafts = if opts.sampling.is_greedy() {
@@ -81,7 +93,7 @@ pub fn answer(
             })
         }
         None => {
-            let g = generate(model, prompt, opts, |_| true)?;
+            let g = generate_in(model, &mut cache, prompt, opts, |_| true)?;
             let ending = match g.stop {
                 StopReason::StopToken(_) => Ending::Complete,
                 StopReason::ContextFull => Ending::ContextFull,

@@ -18,9 +18,14 @@ pub struct ModelLogits<'a> {
 impl<'a> ModelLogits<'a> {
     /// A fresh cache for one sequence.
     pub fn new(model: &'a Model) -> Self {
+        Self::with_cache(model, model.new_cache())
+    }
+
+    /// Continuing from `cache` (it holds a prefix already run through the model).
+    pub fn with_cache(model: &'a Model, cache: KvCache) -> Self {
         ModelLogits {
             model,
-            cache: model.new_cache(),
+            cache,
             subset_head: true,
             pending: Vec::new(),
         }

@@ -9,7 +9,7 @@ mod sampler;
 
 mod answer;
 mod constrained;
-pub use answer::{answer, Answer, Ending};
+pub use answer::{answer, answer_in, Answer, Ending};
 pub use constrained::ModelLogits;
 pub use generate::{
     generate, generate_in, GenerateOptions, Generation, StopReason, DEFAULT_DRAFT_TOKENS,

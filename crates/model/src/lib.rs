@@ -27,3 +27,13 @@ pub use linear::{Linear, LoraDelta};
 pub use model::{Block, Logits, Model, Precision, SpecialTokens};
 
 pub mod testing;
+
+/// A cache holding the first `k · PREFIX_ALIGN` positions of a prompt, continued with at least
+/// [`PREFIX_MIN_FEED`] more tokens in one call, gives bit for bit the results of one pass over
+/// the whole prompt: every kernel then groups the rows as that pass does (attention's 64-row
+/// query blocks, the matmuls' 16- and 4-row tiles, the tiled attention from 32 rows on).
+/// Elsewhere the results differ by rounding, which the 8-bit activations can amplify to a
+/// few hundredths of a logit or more. For callers that reuse a shared prompt prefix.
+pub const PREFIX_ALIGN: usize = 64;
+/// See [`PREFIX_ALIGN`].
+pub const PREFIX_MIN_FEED: usize = 32;

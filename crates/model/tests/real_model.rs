@@ -324,3 +324,38 @@ fn head_rows_equal_the_full_head_bit_for_bit() {
         }
     }
 }
+
+/// A prompt longer than the 512-position sliding window, split after whole 64-position blocks
+/// (`PREFIX_ALIGN`) with enough tokens left to feed: the same logits, bit for bit, as one
+/// pass. (Split elsewhere, rounding differs; the fast path's 8-bit activations amplify it.)
+#[test]
+fn an_aligned_prefix_cache_continues_bit_for_bit() {
+    use smolt_model::{PREFIX_ALIGN, PREFIX_MIN_FEED};
+    let model = model(Precision::Fast);
+    let n = 700;
+    let toks: Vec<u32> = std::iter::once(2)
+        .chain((1..n as u32).map(|i| 1000 + (i * 7919) % 50_000))
+        .collect();
+    let whole = model
+        .forward(&toks, &mut model.new_cache(), Logits::Last)
+        .unwrap();
+    for split in [PREFIX_ALIGN, 5 * PREFIX_ALIGN, 10 * PREFIX_ALIGN] {
+        assert!(n - split >= PREFIX_MIN_FEED);
+        // The prefix pass runs past the split (as a shared prefix does) and is cut back.
+        let mut cache = model.new_cache();
+        model
+            .forward(&toks[..split + 20], &mut cache, Logits::None)
+            .unwrap();
+        cache.truncate(split);
+        let rest = model
+            .forward(&toks[split..], &mut cache, Logits::Last)
+            .unwrap();
+        assert!(
+            whole
+                .iter()
+                .zip(&rest)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "split at {split}"
+        );
+    }
+}

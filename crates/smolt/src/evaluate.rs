@@ -78,11 +78,12 @@ impl EvalRun<'_> {
     ) -> anyhow::Result<EvalOutcome> {
         let mut evaluator = Evaluator::new(config);
         let (mut truncated_outputs, mut cut_prompts) = (0, 0);
+        let shared = self.shared_prefix()?;
         for (i, rec) in records.iter().enumerate() {
             let (ids, cut) = self.prompt_ids(&rec.input);
             cut_prompts += cut as usize;
             let start = Instant::now();
-            let out = self.generate(&ids)?;
+            let out = self.generate(&ids, shared.as_ref())?;
             let secs = start.elapsed().as_secs_f64();
             truncated_outputs += (out.ending == smolt_decode::Ending::Truncated) as usize;
             let text = self.tokenizer.decode(&out.ids, true);
@@ -102,14 +103,59 @@ impl EvalRun<'_> {
         })
     }
 
-    /// Greedy, under the constraint when there is one.
-    fn generate(&self, prompt: &[u32]) -> anyhow::Result<smolt_decode::Answer> {
+    /// The solved examples' part of the prompt run through the model once: every few-shot
+    /// prompt starts with the same tokens, so each record copies this cache instead of
+    /// recomputing them (they are most of a few-shot prompt). `None` without shots.
+    fn shared_prefix(&self) -> anyhow::Result<Option<SharedPrefix>> {
+        if self.shots.is_empty() {
+            return Ok(None);
+        }
+        let (ids, _) = self.prompt_ids("");
+        let mut cache = self.model.new_cache();
+        self.model
+            .forward(&ids, &mut cache, smolt_model::Logits::None)?;
+        Ok(Some(SharedPrefix { ids, cache }))
+    }
+
+    /// Greedy, under the constraint when there is one; from the shared prefix's cache when the
+    /// prompt starts with it (as far as the tokens agree — the record's text can merge with the
+    /// last tokens of the prefix — in whole `PREFIX_ALIGN` blocks).
+    fn generate(
+        &self,
+        prompt: &[u32],
+        shared: Option<&SharedPrefix>,
+    ) -> anyhow::Result<smolt_decode::Answer> {
         let opts = smolt_decode::GenerateOptions {
             max_new_tokens: self.max_tokens,
             ..Default::default()
         };
-        smolt_decode::answer(self.model, prompt, self.constraint, &opts)
+        let (cache, start) = match shared {
+            Some(p) => {
+                // Whole blocks of the shared part only, and enough left to feed, so that the
+                // answer is the one the whole prompt gives, bit for bit (see PREFIX_ALIGN).
+                let same = common_prefix(prompt, &p.ids)
+                    .min(prompt.len().saturating_sub(smolt_model::PREFIX_MIN_FEED))
+                    / smolt_model::PREFIX_ALIGN
+                    * smolt_model::PREFIX_ALIGN;
+                let mut cache = p.cache.clone();
+                cache.truncate(same);
+                (cache, same)
+            }
+            None => (self.model.new_cache(), 0),
+        };
+        smolt_decode::answer_in(self.model, cache, &prompt[start..], self.constraint, &opts)
     }
+}
+
+/// Token ids every prompt of a run starts with, and the model's cache after them.
+struct SharedPrefix {
+    ids: Vec<u32>,
+    cache: smolt_model::KvCache,
+}
+
+/// How many leading elements `a` and `b` share.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// The JSON layout constrained decoding must produce for a task: exactly the bytes its
@@ -204,5 +250,70 @@ mod tests {
         assert_eq!(two[1].0, "x");
         assert!(pick_shots(&recs, 0, JsonStyle::Compact).is_empty());
         assert_eq!(pick_shots(&recs[..1], 3, JsonStyle::Compact).len(), 1);
+    }
+
+    /// A few-shot answer computed from the shared prefix's cache equals the one computed from
+    /// the whole prompt, on the real model, free and under a schema.
+    #[test]
+    fn shared_prefix_gives_the_same_answers() {
+        let path = smolt_hub::model_for_tests().expect("this test needs Gemma 3 270M");
+        let model = Model::load(&path, smolt_model::Precision::Fast).unwrap();
+        let tok = std::sync::Arc::new(Tokenizer::from_gguf(model.gguf()).unwrap());
+        let synth = smolt_data::receipts(&smolt_data::SynthConfig {
+            n: 3,
+            seed: 5,
+            ..Default::default()
+        });
+        let fields = ["retailer", "total"];
+        let recs: Vec<Record> = synth
+            .into_iter()
+            .map(|r| Record {
+                output: smolt_data::select_value(&r.output, &fields),
+                input: r.input,
+            })
+            .collect();
+        let schema = smolt_data::select_schema(&smolt_data::receipts_schema(), &fields).unwrap();
+        let engine = engine_for_task(tok.clone(), JsonStyle::Compact).unwrap();
+        let constraint = engine
+            .compile(&smolt_constrain::ConstraintSpec::JsonSchema(schema))
+            .unwrap();
+        for c in [None, Some(&constraint)] {
+            let run = EvalRun {
+                model: &model,
+                tokenizer: &tok,
+                constraint: c,
+                template: smolt_train::config::TrainConfig::default().template,
+                shots: pick_shots(&recs[..2], 2, JsonStyle::Compact),
+                max_tokens: 16,
+                prompt_budget: 2048,
+            };
+            let shared = run.shared_prefix().unwrap().expect("shots give a prefix");
+            for r in &recs[2..3] {
+                let (ids, _) = run.prompt_ids(&r.input);
+                assert!(common_prefix(&ids, &shared.ids) > ids.len() / 2);
+                // The last position's logits both ways, from the reused part of the cache as
+                // `generate` cuts it: bit for bit the same.
+                let full = model
+                    .forward(&ids, &mut model.new_cache(), smolt_model::Logits::Last)
+                    .unwrap();
+                let same = common_prefix(&ids, &shared.ids) / smolt_model::PREFIX_ALIGN
+                    * smolt_model::PREFIX_ALIGN;
+                assert!(same >= smolt_model::PREFIX_ALIGN);
+                let mut cache = shared.cache.clone();
+                cache.truncate(same);
+                let part = model
+                    .forward(&ids[same..], &mut cache, smolt_model::Logits::Last)
+                    .unwrap();
+                assert!(full
+                    .iter()
+                    .zip(&part)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+                let whole = run.generate(&ids, None).unwrap();
+                let reused = run.generate(&ids, Some(&shared)).unwrap();
+                assert!(!whole.ids.is_empty());
+                assert_eq!(whole.ids, reused.ids, "constrained: {}", c.is_some());
+                assert_eq!(whole.ending, reused.ending);
+            }
+        }
     }
 }
