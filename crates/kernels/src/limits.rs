@@ -267,7 +267,9 @@ mod tests {
 
     #[test]
     fn the_loops_compute_what_they_count() {
-        let words: Vec<u64> = (0..1003u64).map(|i| i * 0x9e37_79b9_7f4a_7c15).collect();
+        let words: Vec<u64> = (0..1003u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
         let want = words.iter().fold(0u64, |a, &w| a.wrapping_add(w));
         assert_eq!(read_sum(&words), want);
         let iters = 1000u64;

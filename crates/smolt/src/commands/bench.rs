@@ -38,9 +38,9 @@ pub struct Args {
 }
 
 /// What one token costs the model, from the tensor sizes in the file: the bytes a decode step
-/// streams (every weight once; the token table once more when it doubles as the head, less the
-/// single embedding row) and the multiply-adds of one prefill token (every body weight once;
-/// the head runs for the last position only).
+/// streams (every weight once: a token table that doubles as the head in full, an untied one
+/// only for its one embedding row) and the operations of one prefill token (two per body
+/// weight; the head runs for the last position only).
 struct TokenCost {
     decode_bytes: f64,
     prefill_ops: f64,
@@ -51,11 +51,10 @@ struct TokenCost {
 fn token_cost(model: &smolt::model::Model) -> TokenCost {
     let g = model.gguf();
     let (mut bytes, mut body_params, mut head_params) = (0f64, 0f64, 0f64);
+    let tied = g.tensor_info("output.weight").is_none();
     for t in g.tensors() {
         let b = g.tensor_data(t).len() as f64;
         let is_table = t.name == "token_embd.weight";
-        // The embedding lookup reads one row; a tied head (no output.weight) reads all of it.
-        let tied = g.tensor_info("output.weight").is_none();
         bytes += if is_table && !tied {
             b / t.n_rows().max(1) as f64
         } else {
