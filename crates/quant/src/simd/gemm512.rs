@@ -11,7 +11,8 @@
 //!   panel (≤ 40 KB) stays in L1 while every x row streams past, and the output is 16
 //!   contiguous floats per x row. The unsigned offset (`zero`: 128, 16, 32) is removed
 //!   exactly in integers with the activation block sums; Q4_K's mins use them in float.
-//! * One x row (decode): four W rows at a time, two 32-element blocks per vector.
+//! * One x row (decode): four W rows at a time; the legacy types two 32-element blocks per
+//!   vector, the K-quants a super-block through `vpmaddubsw` + `vpdpwssd` with its scales.
 
 use std::arch::x86_64::*;
 
@@ -829,35 +830,210 @@ unsafe fn rows_legacy<const Q5: bool, const R: usize>(
     acc.map(|v| _mm512_reduce_add_ps(v))
 }
 
-/// Decode path: `y[n] = W · x` for one x row (Q8_0 / Q5_0).
+/// `Σ` over `nsb` 256-element super-blocks of `R` Q4_K rows (`w`, row stride `rb`)
+/// against one activation row in the `Xq` form (`xq` quants, `xd` / `xds` per 32-element
+/// sub-block). `vpmaddubsw` pairs the 4-bit quants with the activations into i16 (at most
+/// 2·15·127, no saturation) and `vpdpwssd` multiplies those by the 6-bit scales and
+/// accumulates in i32, so a block's integer sum costs two instructions per 64 elements
+/// and no horizontal add; the scales are unpacked for all eight sub-blocks at once. The
+/// mins use the activation block sums in float, as the panels do.
 ///
 /// # Safety
-/// AVX-512F/BW/VL/DQ/VNNI/VBMI; shapes checked by the caller.
-unsafe fn matvec_legacy(w: &QMatrix, x: &Xq, row: usize, y: &mut [f32]) {
+/// AVX-512F/BW/VL/DQ/VNNI and F16C; `w` holds `R` rows of `nsb` blocks at stride `rb`;
+/// `xq` holds `nsb·256` bytes, `xd` and `xds` `nsb·8` entries.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
+unsafe fn rows_q4k<const R: usize>(
+    nsb: usize,
+    w: *const u8,
+    rb: usize,
+    xq: *const i8,
+    xd: *const f32,
+    xds: *const f32,
+) -> [f32; R] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    // Pair j of sub-blocks (2j, 2j+1): i16 lanes 0..16 take scale 2j, lanes 16..32 scale 2j+1.
+    let idx: [__m512i; 4] = std::array::from_fn(|j| {
+        let v: [i16; 32] = std::array::from_fn(|t| (2 * j + t / 16) as i16);
+        _mm512_loadu_si512(v.as_ptr() as *const __m512i)
+    });
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut accm = [_mm256_setzero_ps(); R];
+    for sb in 0..nsb {
+        let a: [__m512i; 4] =
+            std::array::from_fn(
+                |j| _mm512_loadu_si512(xq.add(256 * sb + 64 * j) as *const __m512i),
+            );
+        let da = *xd.add(8 * sb);
+        let dsv = _mm256_loadu_ps(xds.add(8 * sb));
+        for r in 0..R {
+            let bw = w.add(r * rb + sb * Q4_K_BYTES);
+            let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(
+                u32::from_le_bytes(*(bw as *const [u8; 4])) as i32,
+            ));
+            let (d, dmin) = (_mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)));
+            // The 12-byte 6-bit table → bytes 0..8 scales, 8..16 mins.
+            let u = |o: usize| u32::from_le_bytes(*(bw.add(4 + o) as *const [u8; 4]));
+            let (u0, u1, u2) = (u(0), u(4), u(8));
+            let (k1, k2, k3) = (0x3f3f_3f3fu32, 0x0f0f_0f0fu32, 0x0303_0303u32);
+            let sc = _mm_setr_epi32(
+                (u0 & k1) as i32,
+                ((u2 & k2) | (((u0 >> 6) & k3) << 4)) as i32,
+                (u1 & k1) as i32,
+                (((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4)) as i32,
+            );
+            let s16 = _mm256_cvtepu8_epi16(sc);
+            let s512 = _mm512_castsi256_si512(s16);
+            let mut isum = _mm512_setzero_si512();
+            for (j, (aj, ij)) in a.iter().zip(&idx).enumerate() {
+                let q = _mm256_loadu_si256(bw.add(16 + 32 * j) as *const __m256i);
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                let qz = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+                let p = _mm512_maddubs_epi16(qz, *aj);
+                isum = _mm512_dpwssd_epi32(isum, p, _mm512_permutexvar_epi16(*ij, s512));
+            }
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * da), acc[r]);
+            let mins = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(s16, 1)));
+            accm[r] = _mm256_fmadd_ps(_mm256_mul_ps(mins, _mm256_set1_ps(dmin)), dsv, accm[r]);
+        }
+    }
+    std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - hsum_ps(accm[r]))
+}
+
+/// As `rows_q4k`, for Q6_K: 6-bit quants stored +32 (so unsigned for `vpmaddubsw`: at
+/// most 2·63·127), one signed 8-bit scale per 16 elements; the +32 offset comes off
+/// exactly with the activation sums (`xzs` = 32·Σq per 16-element sub-block).
+///
+/// # Safety
+/// As for `rows_q4k`, with `xd` and `xzs` holding `nsb·16` entries.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
+unsafe fn rows_q6k<const R: usize>(
+    nsb: usize,
+    w: *const u8,
+    rb: usize,
+    xq: *const i8,
+    xd: *const f32,
+    xzs: *const i32,
+) -> [f32; R] {
+    let m4 = _mm512_set1_epi8(0x0f);
+    let m2 = _mm512_set1_epi8(0x03);
+    // Vector v of half n covers groups 8n + 4v .. 8n + 4v + 4, eight i16 lanes each.
+    let idx: [__m512i; 4] = std::array::from_fn(|c| {
+        let v: [i16; 32] = std::array::from_fn(|t| (4 * c + t / 8) as i16);
+        _mm512_loadu_si512(v.as_ptr() as *const __m512i)
+    });
+    let mut acc = [_mm512_setzero_ps(); R];
+    for sb in 0..nsb {
+        let a: [__m512i; 4] =
+            std::array::from_fn(
+                |c| _mm512_loadu_si512(xq.add(256 * sb + 64 * c) as *const __m512i),
+            );
+        let da = *xd.add(16 * sb);
+        let zs = _mm512_loadu_si512(xzs.add(16 * sb) as *const __m512i);
+        for r in 0..R {
+            let bw = w.add(r * rb + sb * Q6_K_BYTES);
+            let scb = _mm_loadu_si128(bw.add(192) as *const __m128i);
+            let s512 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(scb));
+            let mut isum = _mm512_sub_epi32(
+                _mm512_setzero_si512(),
+                _mm512_mullo_epi32(_mm512_cvtepi8_epi32(scb), zs),
+            );
+            for n in 0..2 {
+                let ql = _mm512_loadu_si512(bw.add(64 * n) as *const __m512i);
+                let qh = _mm256_loadu_si256(bw.add(128 + 32 * n) as *const __m256i);
+                let h01 =
+                    _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+                let h23 = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_srli_epi16(qh, 4)),
+                    _mm256_srli_epi16(qh, 6),
+                    1,
+                );
+                let q0 = _mm512_or_si512(
+                    _mm512_and_si512(ql, m4),
+                    _mm512_slli_epi16(_mm512_and_si512(h01, m2), 4),
+                );
+                let q1 = _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                    _mm512_slli_epi16(_mm512_and_si512(h23, m2), 4),
+                );
+                let p0 = _mm512_maddubs_epi16(q0, a[2 * n]);
+                let p1 = _mm512_maddubs_epi16(q1, a[2 * n + 1]);
+                isum = _mm512_dpwssd_epi32(isum, p0, _mm512_permutexvar_epi16(idx[2 * n], s512));
+                isum =
+                    _mm512_dpwssd_epi32(isum, p1, _mm512_permutexvar_epi16(idx[2 * n + 1], s512));
+            }
+            let d = f16_to_f32(u16::from_le_bytes(*(bw.add(208) as *const [u8; 2])));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * da), acc[r]);
+        }
+    }
+    acc.map(|v| _mm512_reduce_add_ps(v))
+}
+
+/// Horizontal sum of eight floats.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vl")]
+unsafe fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// Decode path: `y[n] = W · x` for one x row, four W rows at a time.
+///
+/// # Safety
+/// AVX-512F/BW/VL/DQ/VNNI/VBMI and F16C; `w.ty` is one of the four `fmt` types; shapes
+/// checked by the caller.
+unsafe fn matvec(w: &QMatrix, x: &Xq, row: usize, y: &mut [f32]) {
     let n = w.rows;
     let nb = x.nblk;
-    let pairs = nb.div_ceil(2);
-    let mut xzv = vec![0i32; pairs * 16];
-    for b in 0..nb {
-        xzv[8 * b] = x.zs[row * nb + b];
+    let legacy = matches!(w.ty, GgmlType::Q8_0 | GgmlType::Q5_0);
+    // The legacy kernels take the activation offsets spread as a pair of blocks per vector.
+    let mut xzv = Vec::new();
+    if legacy {
+        xzv = vec![0i32; nb.div_ceil(2) * 16];
+        for b in 0..nb {
+            xzv[8 * b] = x.zs[row * nb + b];
+        }
     }
     let xd = &x.d[row * nb..(row + 1) * nb];
+    let xzs = &x.zs[row * nb..(row + 1) * nb];
+    let xds = &x.ds[row * nb..(row + 1) * nb];
     let xq = &x.q[row * x.k..(row + 1) * x.k];
+    let nsb = x.k / QK_K;
     let rb = w.row_bytes();
-    let q5 = w.ty == GgmlType::Q5_0;
+    let ty = w.ty;
+    // SAFETY (of every call): features checked by the caller; `wp` points at `R` whole
+    // rows of `w`, and the x buffers are one row's worth, sized as each kernel requires.
+    let rows4 = |wp: *const u8| -> [f32; 4] {
+        let (xp, dp) = (xq.as_ptr(), xd.as_ptr());
+        match ty {
+            GgmlType::Q5_0 => rows_legacy::<true, 4>(nb, wp, rb, xp, dp, xzv.as_ptr()),
+            GgmlType::Q8_0 => rows_legacy::<false, 4>(nb, wp, rb, xp, dp, xzv.as_ptr()),
+            GgmlType::Q4K => rows_q4k::<4>(nsb, wp, rb, xp, dp, xds.as_ptr()),
+            _ => rows_q6k::<4>(nsb, wp, rb, xp, dp, xzs.as_ptr()),
+        }
+    };
+    let rows1 = |wp: *const u8| -> f32 {
+        let (xp, dp) = (xq.as_ptr(), xd.as_ptr());
+        match ty {
+            GgmlType::Q5_0 => rows_legacy::<true, 1>(nb, wp, rb, xp, dp, xzv.as_ptr())[0],
+            GgmlType::Q8_0 => rows_legacy::<false, 1>(nb, wp, rb, xp, dp, xzv.as_ptr())[0],
+            GgmlType::Q4K => rows_q4k::<1>(nsb, wp, rb, xp, dp, xds.as_ptr())[0],
+            _ => rows_q6k::<1>(nsb, wp, rb, xp, dp, xzs.as_ptr())[0],
+        }
+    };
     let threads = rayon::current_num_threads().max(1);
     let rpt = n.div_ceil(threads * 4).next_multiple_of(4).max(64);
     y.par_chunks_mut(rpt).enumerate().for_each(|(t, out)| {
         let j0 = t * rpt;
         let mut j = 0;
-        // SAFETY: features checked by the caller; rows j0+j.. exist (4 or 1 at a time
-        // within out's length) and x buffers are sized as rows_legacy requires; prefetches stay
+        // SAFETY: rows j0+j.. exist (4 or 1 at a time within out's length); prefetches stay
         // inside w.data (a prefetch never faults, but the pointer must be in bounds).
         unsafe {
             let base = w.data.as_ptr();
-            let (xp, dp, zp) = (xq.as_ptr(), xd.as_ptr(), xzv.as_ptr());
             while j + 4 <= out.len() {
-                let wp = base.add((j0 + j) * rb);
                 // The next four rows, one cache line at a time: the hardware prefetcher does not
                 // follow four interleaved row streams far enough ahead to keep the memory bus
                 // busy (the 178 MB head: 11.6 → 18 GB/s on 2 threads with this).
@@ -866,22 +1042,11 @@ unsafe fn matvec_legacy(w: &QMatrix, x: &Xq, row: usize, y: &mut [f32]) {
                 for off in (ahead..stop).step_by(64) {
                     _mm_prefetch::<_MM_HINT_T0>(base.add(off) as *const i8);
                 }
-                let v = if q5 {
-                    rows_legacy::<true, 4>(nb, wp, rb, xp, dp, zp)
-                } else {
-                    rows_legacy::<false, 4>(nb, wp, rb, xp, dp, zp)
-                };
-                out[j..j + 4].copy_from_slice(&v);
+                out[j..j + 4].copy_from_slice(&rows4(base.add((j0 + j) * rb)));
                 j += 4;
             }
             while j < out.len() {
-                let wp = base.add((j0 + j) * rb);
-                let v = if q5 {
-                    rows_legacy::<true, 1>(nb, wp, rb, xp, dp, zp)
-                } else {
-                    rows_legacy::<false, 1>(nb, wp, rb, xp, dp, zp)
-                };
-                out[j] = v[0];
+                out[j] = rows1(base.add((j0 + j) * rb));
                 j += 1;
             }
         }
@@ -899,15 +1064,14 @@ const PANEL_MIN_M: usize = 4;
 /// one-row kernels also need VBMI, checked here.
 pub(crate) unsafe fn matmul(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> Option<()> {
     let f = fmt(w.ty)?;
-    let legacy = matches!(w.ty, GgmlType::Q8_0 | GgmlType::Q5_0)
-        && std::arch::is_x86_feature_detected!("avx512vbmi");
-    if m < PANEL_MIN_M && !legacy {
+    let one_row = std::arch::is_x86_feature_detected!("avx512vbmi");
+    if m < PANEL_MIN_M && !one_row {
         return None;
     }
     let xq = Xq::new(w.ty, f, x, m, w.cols);
     if m < PANEL_MIN_M {
         for (r, yr) in y.chunks_mut(w.rows).enumerate() {
-            matvec_legacy(w, &xq, r, yr);
+            matvec(w, &xq, r, yr);
         }
     } else {
         matmul_panels(w, f, &xq, m, y);
