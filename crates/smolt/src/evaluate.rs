@@ -131,12 +131,7 @@ impl EvalRun<'_> {
         };
         let (cache, start) = match shared {
             Some(p) => {
-                // Whole blocks of the shared part only, and enough left to feed, so that the
-                // answer is the one the whole prompt gives, bit for bit (see PREFIX_ALIGN).
-                let same = common_prefix(prompt, &p.ids)
-                    .min(prompt.len().saturating_sub(smolt_model::PREFIX_MIN_FEED))
-                    / smolt_model::PREFIX_ALIGN
-                    * smolt_model::PREFIX_ALIGN;
+                let same = reuse_len(prompt, &p.ids);
                 let mut cache = p.cache.clone();
                 cache.truncate(same);
                 (cache, same)
@@ -156,6 +151,15 @@ struct SharedPrefix {
 /// How many leading elements `a` and `b` share.
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// How many leading positions of `prompt` can come from the cache of `prefix`: the tokens
+/// both share, cut to whole `PREFIX_ALIGN` blocks with at least `PREFIX_MIN_FEED` left to
+/// feed, so that the answer is the one the whole prompt gives, bit for bit.
+fn reuse_len(prompt: &[u32], prefix: &[u32]) -> usize {
+    common_prefix(prompt, prefix).min(prompt.len().saturating_sub(smolt_model::PREFIX_MIN_FEED))
+        / smolt_model::PREFIX_ALIGN
+        * smolt_model::PREFIX_ALIGN
 }
 
 /// The JSON layout constrained decoding must produce for a task: exactly the bytes its
@@ -296,8 +300,7 @@ mod tests {
                 let full = model
                     .forward(&ids, &mut model.new_cache(), smolt_model::Logits::Last)
                     .unwrap();
-                let same = common_prefix(&ids, &shared.ids) / smolt_model::PREFIX_ALIGN
-                    * smolt_model::PREFIX_ALIGN;
+                let same = reuse_len(&ids, &shared.ids);
                 assert!(same >= smolt_model::PREFIX_ALIGN);
                 let mut cache = shared.cache.clone();
                 cache.truncate(same);

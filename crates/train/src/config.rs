@@ -503,7 +503,8 @@ fn parse_override_value(key: &str, raw: &str) -> toml::Value {
     toml::Value::String(raw.to_string())
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of a digest, as the run files and keys print it.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

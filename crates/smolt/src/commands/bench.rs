@@ -111,11 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let threads = rayon::current_num_threads();
-    let median = |v: &[f64]| {
-        let mut s = v.to_vec();
-        s.sort_by(f64::total_cmp);
-        s.get(s.len() / 2).copied()
-    };
+    let median = |v: &[f64]| min_median_max(v).map(|(_, m, _)| m);
     let cost = token_cost(model);
     let limits = args
         .limits
@@ -200,13 +196,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn stats(samples: &[f64]) -> String {
+/// `(min, median, max)` of the samples; `None` for none.
+fn min_median_max(samples: &[f64]) -> Option<(f64, f64, f64)> {
     let mut s = samples.to_vec();
     s.sort_by(f64::total_cmp);
-    format!(
-        "min {:.1} / median {:.1} / max {:.1} tok/s",
-        s[0],
-        s[s.len() / 2],
-        s[s.len() - 1]
-    )
+    Some((*s.first()?, s[s.len() / 2], *s.last()?))
+}
+
+fn stats(samples: &[f64]) -> String {
+    match min_median_max(samples) {
+        Some((lo, mid, hi)) => format!("min {lo:.1} / median {mid:.1} / max {hi:.1} tok/s"),
+        None => "no samples".to_string(),
+    }
 }

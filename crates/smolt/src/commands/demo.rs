@@ -431,7 +431,7 @@ fn run_key(cfg: &TrainConfig, data_dir: &Path) -> anyhow::Result<String> {
         let p = data_dir.join(f);
         h.update(std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(smolt_train::config::hex(&h.finalize()))
 }
 
 /// Room for the longest training answer plus slack: the grammar ends the output itself, so
