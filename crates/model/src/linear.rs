@@ -8,16 +8,26 @@
 use crate::error::{ModelError, Result};
 use crate::Precision;
 use smolt_gguf::{GgmlType, Gguf, TensorInfo};
-use smolt_quant::QMatrix;
-use std::sync::Arc;
+use smolt_quant::{DecodePacked, QMatrix};
+use std::sync::{Arc, OnceLock};
 
 /// The frozen weight of a [`Linear`], `(out, in)` row-major as in GGUF and PyTorch.
 enum BaseWeight {
     /// Dequantized once at load: the reference arithmetic (gemm in f32).
     Dense(Vec<f32>),
-    /// The file's quantized rows, borrowed from the mmap on every call (no copy is kept).
-    Quantized { file: Arc<Gguf>, info: TensorInfo },
+    /// The file's quantized rows, borrowed from the mmap on every call; for decode-sized
+    /// products (fewer than [`DECODE_MAX_ROWS`] rows) a Q5_0 weight is re-laid out once, on
+    /// first use, into the layout its one-row kernel reads fastest (same bytes, same results).
+    Quantized {
+        file: Arc<Gguf>,
+        info: TensorInfo,
+        decode: OnceLock<Option<DecodePacked>>,
+    },
 }
+
+/// Below this many rows a product runs one row at a time (as `matmul_q` does), so the
+/// decode layout serves it.
+const DECODE_MAX_ROWS: usize = 4;
 
 /// A projection `in → out` (GGUF dims `[in, out]`).
 pub struct Linear {
@@ -69,6 +79,7 @@ impl Linear {
             BaseWeight::Quantized {
                 file: Arc::clone(file),
                 info: info.clone(),
+                decode: OnceLock::new(),
             }
         };
         Ok(Linear {
@@ -130,7 +141,7 @@ impl Linear {
             BaseWeight::Dense(w) => {
                 smolt_kernels::matmul_nt(x, w, t, self.in_features, self.out_features, y, false)
             }
-            BaseWeight::Quantized { file, info } => {
+            BaseWeight::Quantized { file, info, decode } => {
                 // Shapes were validated at bind and asserted above, so this cannot fail.
                 let q = QMatrix {
                     ty: info.ty,
@@ -138,7 +149,14 @@ impl Linear {
                     cols: self.in_features,
                     data: file.tensor_data(info),
                 };
-                smolt_quant::matmul_q(&q, x, t, y).expect("quantized matmul on validated shapes");
+                let packed = (t < DECODE_MAX_ROWS && info.ty == GgmlType::Q5_0)
+                    .then(|| decode.get_or_init(|| DecodePacked::pack(&q)).as_ref())
+                    .flatten();
+                match packed {
+                    Some(p) => p.matmul(x, t, y),
+                    None => smolt_quant::matmul_q(&q, x, t, y),
+                }
+                .expect("quantized matmul on validated shapes");
             }
         }
         if let Some(d) = &self.lora {
@@ -180,7 +198,7 @@ impl Linear {
                 }
                 return;
             }
-            BaseWeight::Quantized { file, info } => {
+            BaseWeight::Quantized { file, info, .. } => {
                 let full = QMatrix {
                     ty: info.ty,
                     rows: self.out_features,
@@ -226,7 +244,7 @@ impl Linear {
             BaseWeight::Dense(w) => {
                 out.copy_from_slice(&w[r * self.in_features..][..self.in_features])
             }
-            BaseWeight::Quantized { file, info } => {
+            BaseWeight::Quantized { file, info, .. } => {
                 let q = QMatrix {
                     ty: info.ty,
                     rows: self.out_features,
@@ -244,7 +262,7 @@ impl Linear {
     pub fn dequantized(&self) -> std::borrow::Cow<'_, [f32]> {
         match &self.base {
             BaseWeight::Dense(w) => std::borrow::Cow::Borrowed(w),
-            BaseWeight::Quantized { file, info } => {
+            BaseWeight::Quantized { file, info, .. } => {
                 let q = QMatrix {
                     ty: info.ty,
                     rows: self.out_features,

@@ -7,7 +7,7 @@ use common::*;
 use rand::Rng;
 use smolt_quant::{
     dequantize_matrix, dequantize_row, matmul_dequant, matmul_q, matmul_q_on, quantize_activations,
-    vec_dot_on, vec_dot_type, GgmlType, QMatrix, SimdPath,
+    vec_dot_on, vec_dot_type, DecodePacked, GgmlType, QMatrix, SimdPath,
 };
 
 fn weights(r: &mut impl Rng, ty: GgmlType, n: usize, k: usize) -> Vec<u8> {
@@ -203,5 +203,54 @@ fn fast_paths_match_scalar_on_odd_shapes() {
                 }
             }
         }
+    }
+}
+
+/// The decode layout of Q5_0 gives the same bits as `matmul_q` on the file's layout (which
+/// the tests above hold to the scalar reference), for one to three x rows, over shapes with
+/// one and several 16-block scale runs, a partial run (640 = 20 blocks) and odd row counts.
+#[test]
+fn decode_packed_q5_0_is_bit_identical_to_matmul_q() {
+    let mut r = rng(16);
+    for k in [128usize, 640, 2048] {
+        for n in [1usize, 3, 4, 7, 64, 129] {
+            let w = weights(&mut r, GgmlType::Q5_0, n, k);
+            let qm = QMatrix::new(GgmlType::Q5_0, n, k, &w).unwrap();
+            let Some(p) = DecodePacked::pack(&qm) else {
+                // Only CPUs without the AVX-512 path decline.
+                assert_ne!(smolt_quant::simd_path(), "avx512");
+                return;
+            };
+            assert_eq!(p.len_bytes(), w.len(), "same bytes, other order");
+            for m in 1..=3 {
+                let x = normals(&mut r, m * k, 1.0);
+                let mut want = vec![0f32; m * n];
+                matmul_q(&qm, &x, m, &mut want).unwrap();
+                let mut got = vec![0f32; m * n];
+                p.matmul(&x, m, &mut got).unwrap();
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "k={k} n={n} m={m} [{i}]: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn decode_packing_declines_other_types_and_shapes_and_checks_buffers() {
+    let mut r = rng(17);
+    let w = weights(&mut r, GgmlType::Q8_0, 4, 128);
+    assert!(DecodePacked::pack(&QMatrix::new(GgmlType::Q8_0, 4, 128, &w).unwrap()).is_none());
+    // 96 columns: three blocks, not a whole 128-element group.
+    let w = weights(&mut r, GgmlType::Q5_0, 4, 96);
+    assert!(DecodePacked::pack(&QMatrix::new(GgmlType::Q5_0, 4, 96, &w).unwrap()).is_none());
+    let w = weights(&mut r, GgmlType::Q5_0, 4, 128);
+    if let Some(p) = DecodePacked::pack(&QMatrix::new(GgmlType::Q5_0, 4, 128, &w).unwrap()) {
+        let err = p.matmul(&[0.0; 127], 1, &mut [0.0; 4]).unwrap_err();
+        assert!(err.to_string().contains("x has 127"), "{err}");
     }
 }

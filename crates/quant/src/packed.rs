@@ -1,0 +1,110 @@
+//! Weights re-laid out for the one-row (decode) product.
+//!
+//! A decode step reads every weight once for a single activation row, so the cost per block
+//! is the unpacking, not the arithmetic. GGUF's Q5_0 block (f16 scale, 32 fifth bits, 16
+//! nibble bytes) needs a byte permute, two scalar loads and a mask move per pair of blocks
+//! and a gather for the scales. [`DecodePacked`] holds the same bytes per row grouped by
+//! kind — all scales, all fifth-bit words, then the nibbles of each four blocks arranged so
+//! that one 64-byte load and two shifts give 128 elements in order — which the AVX-512
+//! kernel reads with plain loads. It is built once per matrix (on the first decode step)
+//! and gives bit-identical results to [`crate::matmul_q`] on the file's layout.
+
+use crate::legacy::Q5_0_BYTES;
+use crate::matmul::QMatrix;
+use crate::{GgmlType, QuantError};
+
+/// Elements per group whose nibbles share one 64-byte run.
+const GROUP: usize = 128;
+
+/// A matrix in the decode layout; only Q5_0 has one (the type whose unpacking bounds the
+/// body of a Gemma-class decode step).
+pub struct DecodePacked {
+    pub rows: usize,
+    pub cols: usize,
+    data: Vec<u8>,
+}
+
+impl DecodePacked {
+    /// The decode layout of `w`, or `None` where it would not be used: another type, rows
+    /// not a whole number of 128-element groups, or a CPU without the AVX-512 kernel.
+    pub fn pack(w: &QMatrix) -> Option<DecodePacked> {
+        if w.ty != GgmlType::Q5_0 || !w.cols.is_multiple_of(GROUP) || !kernel_available() {
+            return None;
+        }
+        let rb = w.row_bytes();
+        let mut data = vec![0u8; w.rows * rb];
+        for (src, dst) in w.data.chunks_exact(rb).zip(data.chunks_exact_mut(rb)) {
+            pack_q5_0_row(src, dst);
+        }
+        Some(DecodePacked {
+            rows: w.rows,
+            cols: w.cols,
+            data,
+        })
+    }
+
+    /// `y[m×rows] = x[m×cols] · Wᵀ`, one x row at a time (meant for m < 4, as decode has).
+    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), QuantError> {
+        if x.len() != m * self.cols || y.len() != m * self.rows {
+            return Err(QuantError::Shape(format!(
+                "packed {}×{}: x has {} and y {} elements for m = {m}",
+                self.rows,
+                self.cols,
+                x.len(),
+                y.len()
+            )));
+        }
+        for (xr, yr) in x.chunks_exact(self.cols).zip(y.chunks_exact_mut(self.rows)) {
+            // SAFETY: `pack` built this only where `kernel_available()` (the features the
+            // kernel is compiled for); the data holds `rows` packed rows of `cols` elements
+            // with `cols % 128 == 0`, and both slices were checked above.
+            unsafe { crate::simd::gemm512::matvec_q5_packed(&self.data, self.cols, xr, yr) };
+        }
+        Ok(())
+    }
+
+    /// Bytes held (the same as the file's).
+    pub fn len_bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn kernel_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // VBMI as well: where it is missing, `matmul_q` takes the generic one-row kernels, and
+        // a decode step should not depend on whether a matrix was packed.
+        crate::simd::active() == crate::SimdPath::Avx512
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One Q5_0 row (`src`, whole blocks, a multiple of four of them) into the decode layout:
+/// scales, then fifth-bit words, then per four blocks 64 bytes with element i of the group
+/// in the low and element 64 + i in the high nibble of byte i.
+fn pack_q5_0_row(src: &[u8], dst: &mut [u8]) {
+    let nb = src.len() / Q5_0_BYTES;
+    let (scales, rest) = dst.split_at_mut(2 * nb);
+    let (bits, nibbles) = rest.split_at_mut(4 * nb);
+    let mut quant = [0u8; GROUP];
+    for (g, out) in nibbles.chunks_exact_mut(GROUP / 2).enumerate() {
+        for j in 0..4 {
+            let b = 4 * g + j;
+            let blk = &src[b * Q5_0_BYTES..(b + 1) * Q5_0_BYTES];
+            scales[2 * b..2 * b + 2].copy_from_slice(&blk[0..2]);
+            bits[4 * b..4 * b + 4].copy_from_slice(&blk[2..6]);
+            // GGUF order: element e < 16 is the low nibble of byte e, e ≥ 16 the high one of e - 16.
+            for e in 0..32 {
+                let byte = blk[6 + e % 16];
+                quant[32 * j + e] = if e < 16 { byte & 0x0f } else { byte >> 4 };
+            }
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = quant[i] | (quant[64 + i] << 4);
+        }
+    }
+}
