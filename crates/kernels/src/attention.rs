@@ -171,6 +171,25 @@ pub fn attention_forward<F: Float>(
     }
 }
 
+multiversion! {
+/// `x ← exp(scale·x − lse)` over one row of allowed scores: the softmax probabilities a
+/// backward recomputes from the cached log-sum-exp (vectorised `exp_approx`).
+pub fn probs_from_lse<F: Float>(x: &mut [F], scale: F, lse: F) {
+    for v in x.iter_mut() {
+        *v = (scale * *v - lse).exp_approx();
+    }
+}
+}
+
+multiversion! {
+/// `ds ← scale · p ⊙ (ds − δ)` over one row: the score gradient from `ds = dout·vᵀ` on entry.
+pub fn score_grads<F: Float>(ds: &mut [F], p: &[F], scale: F, delta: F) {
+    for (d, &pp) in ds.iter_mut().zip(p) {
+        *d = scale * pp * (*d - delta);
+    }
+}
+}
+
 /// Query rows per block, and keys per block, of the tiled (gemm) forward.
 const BQ: usize = 64;
 const BK: usize = 64;
@@ -683,6 +702,28 @@ mod tests {
                 window: None,
             },
         ]
+    }
+
+    #[test]
+    fn backward_row_helpers_match_their_formulas() {
+        // Scores around the lse, including one far below (probability underflows to 0).
+        let x: Vec<f32> = (0..37).map(|i| i as f32 * 0.37 - 5.0).collect();
+        let (scale, lse) = (0.8f32, 2.5f32);
+        let mut p = x.clone();
+        probs_from_lse(&mut p, scale, lse);
+        for (&pi, &xi) in p.iter().zip(&x) {
+            let want = ((scale * xi - lse) as f64).exp();
+            assert!((pi as f64 - want).abs() <= 4e-7 * want, "{pi} vs {want}");
+        }
+        let mut far = [-200.0f32];
+        probs_from_lse(&mut far, 1.0, 0.0);
+        assert_eq!(far[0], 0.0);
+        let dp: Vec<f32> = (0..37).map(|i| (i as f32 * 0.71).sin()).collect();
+        let mut ds = dp.clone();
+        score_grads(&mut ds, &p, scale, 0.3);
+        for ((&d, &pi), &dpi) in ds.iter().zip(&p).zip(&dp) {
+            assert_eq!(d, scale * pi * (dpi - 0.3));
+        }
     }
 
     #[test]

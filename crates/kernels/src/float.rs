@@ -47,9 +47,10 @@ pub trait Float:
     /// ~15 ns (a 512 × 2048 GEGLU holds a million of them); in f64 the exact `tanh`, so the
     /// gradient checks see the true function.
     fn tanh_approx(self) -> Self;
-    /// `exp` for the softmax of the LM head: in f32 a branch-free polynomial (Cephes' `expf`,
-    /// within 2 ulp of libm on `[-87, 88]`, 0 below) that vectorises, where libm's `expf` is a
-    /// scalar call (the head takes `n × 262,144` of them per step); in f64 the exact `exp`.
+    /// `exp` for softmaxes recomputed in bulk (the LM head's, the attention backward's): in
+    /// f32 a branch-free polynomial (Cephes' `expf`, within 2 ulp of libm on `[-87, 88]`, 0
+    /// below) that vectorises, where libm's `expf` is a scalar call (the head takes
+    /// `n × 262,144` of them per step); in f64 the exact `exp`.
     fn exp_approx(self) -> Self;
     /// `max` that ignores NaN in neither argument: only used on finite scores and −∞.
     fn max(self, other: Self) -> Self;

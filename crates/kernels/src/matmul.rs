@@ -126,6 +126,64 @@ pub fn matmul_tn<F: Float>(
     gemm_strided(true, m, n, k, c, accumulate, a, (1, m), b, (n, 1));
 }
 
+/// The same three products on the calling thread only, for callers that already run
+/// independent blocks in parallel (a nested pool split would only add overhead).
+pub mod serial {
+    use super::gemm_strided;
+    use crate::Float;
+
+    /// `c (m, n) (+)= a (m, k) · b (n, k)^T`, as [`super::matmul_nt`].
+    pub fn matmul_nt<F: Float>(
+        a: &[F],
+        b: &[F],
+        m: usize,
+        k: usize,
+        n: usize,
+        c: &mut [F],
+        accumulate: bool,
+    ) {
+        assert!(
+            a.len() == m * k && b.len() == n * k && c.len() == m * n,
+            "nt shapes"
+        );
+        gemm_strided(false, m, n, k, c, accumulate, a, (k, 1), b, (1, k));
+    }
+
+    /// `c (m, n) (+)= a (m, k) · b (k, n)`, as [`super::matmul_nn`].
+    pub fn matmul_nn<F: Float>(
+        a: &[F],
+        b: &[F],
+        m: usize,
+        k: usize,
+        n: usize,
+        c: &mut [F],
+        accumulate: bool,
+    ) {
+        assert!(
+            a.len() == m * k && b.len() == k * n && c.len() == m * n,
+            "nn shapes"
+        );
+        gemm_strided(false, m, n, k, c, accumulate, a, (k, 1), b, (n, 1));
+    }
+
+    /// `c (m, n) (+)= a (k, m)^T · b (k, n)`, as [`super::matmul_tn`].
+    pub fn matmul_tn<F: Float>(
+        a: &[F],
+        b: &[F],
+        m: usize,
+        k: usize,
+        n: usize,
+        c: &mut [F],
+        accumulate: bool,
+    ) {
+        assert!(
+            a.len() == k * m && b.len() == k * n && c.len() == m * n,
+            "tn shapes"
+        );
+        gemm_strided(false, m, n, k, c, accumulate, a, (1, m), b, (n, 1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

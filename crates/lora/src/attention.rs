@@ -8,11 +8,16 @@
 //! Backward: `dv_j += Σ_r p_rj·do_r`, `dp_rj = do_r·v_j`, `ds_rj = p_rj·(dp_rj − δ_r)` with
 //! `δ_r = do_r·o_r`, `dq_r += scale·Σ_j ds_rj·k_j`, `dk_j += scale·Σ_r ds_rj·q_r`.
 
-use smolt_kernels::{matmul_nn, matmul_nt, matmul_tn, Float};
+use rayon::prelude::*;
+use smolt_kernels::attention::{probs_from_lse, score_grads};
+use smolt_kernels::matmul::serial;
+use smolt_kernels::Float;
 
-/// Query positions per block: the block's score matrix is `(BLOCK·G, keys)`, 1 MB for Gemma's
-/// 4 heads over 512 keys.
-const BLOCK: usize = 128;
+/// Query positions per block: the block's score matrix is `(BLOCK·G, keys)`, 0.5 MB for
+/// Gemma's 4 heads over 512 keys; blocks are the unit of parallel work, so a 512-token
+/// sequence gives eight of them (of unequal cost: causal blocks see more keys the later they
+/// sit) for the pool to balance.
+const BLOCK: usize = 64;
 
 /// Keys `[lo, hi)` that query position `pos` attends (causal, optional window).
 fn key_range(pos: usize, window: Option<usize>) -> (usize, usize) {
@@ -72,60 +77,56 @@ pub fn attention_backward<F: Float>(
             .zip(og.chunks(hd))
             .map(|(a, b)| a.iter().zip(b).map(|(&x, &y)| x * y).sum())
             .collect();
+        // Blocks of queries run in parallel: each owns its rows of dq and returns its
+        // contribution to the keys it sees, summed afterwards in block order (so the result
+        // does not depend on the thread count).
         let mut dqg = vec![F::ZERO; t * g * hd];
+        let parts: Vec<(usize, Vec<F>, Vec<F>)> = dqg
+            .par_chunks_mut(BLOCK * g * hd)
+            .enumerate()
+            .map(|(b, dq_b)| {
+                let (t0, t1) = (b * BLOCK, ((b + 1) * BLOCK).min(t));
+                let (klo, khi) = (key_range(t0, window).0, t1);
+                let (rows, nk) = ((t1 - t0) * g, khi - klo);
+                let (r0, r1) = (t0 * g * hd, t1 * g * hd);
+                let (kb, vb) = (&kg[klo * hd..khi * hd], &vg[klo * hd..khi * hd]);
+                // s (rows, nk) = q_b · k_bᵀ;  p = exp(scale·s − lse), zero where masked
+                let mut p = vec![F::ZERO; rows * nk];
+                serial::matmul_nt(&qg[r0..r1], kb, rows, hd, nk, &mut p, false);
+                for (ri, pr) in p.chunks_mut(nk).enumerate() {
+                    let row = t0 * g + ri;
+                    let (lo, hi) = key_range(row / g, window);
+                    // Allowed keys of this row inside [klo, khi): [a, b) relative to klo.
+                    let a = lo.saturating_sub(klo).min(nk);
+                    let b = hi.saturating_sub(klo).clamp(a, nk);
+                    pr[..a].fill(F::ZERO);
+                    pr[b..].fill(F::ZERO);
+                    probs_from_lse(&mut pr[a..b], scale, lg[row]);
+                }
+                // dv_b (nk, hd) = pᵀ · do_b
+                let mut dv_b = vec![F::ZERO; nk * hd];
+                serial::matmul_tn(&p, &dog[r0..r1], nk, rows, hd, &mut dv_b, false);
+                // dp (rows, nk) = do_b · v_bᵀ;  ds = scale · p ⊙ (dp − δ)
+                let mut ds = vec![F::ZERO; rows * nk];
+                serial::matmul_nt(&dog[r0..r1], vb, rows, hd, nk, &mut ds, false);
+                for (ri, (dr, pr)) in ds.chunks_mut(nk).zip(p.chunks(nk)).enumerate() {
+                    score_grads(dr, pr, scale, delta[t0 * g + ri]);
+                }
+                // dq_b (rows, hd) = ds · k_b;  dk_b (nk, hd) = dsᵀ · q_b
+                serial::matmul_nn(&ds, kb, rows, nk, hd, dq_b, false);
+                let mut dk_b = vec![F::ZERO; nk * hd];
+                serial::matmul_tn(&ds, &qg[r0..r1], nk, rows, hd, &mut dk_b, false);
+                (klo, dk_b, dv_b)
+            })
+            .collect();
         let mut dkg = vec![F::ZERO; t * hd];
         let mut dvg = vec![F::ZERO; t * hd];
-        for t0 in (0..t).step_by(BLOCK) {
-            let t1 = (t0 + BLOCK).min(t);
-            let (klo, khi) = (key_range(t0, window).0, t1);
-            let (rows, nk) = ((t1 - t0) * g, khi - klo);
-            let (r0, r1) = (t0 * g * hd, t1 * g * hd);
-            let (kb, vb) = (&kg[klo * hd..khi * hd], &vg[klo * hd..khi * hd]);
-            // s (rows, nk) = q_b · k_bᵀ;  p = exp(scale·s − lse), zero where masked
-            let mut p = vec![F::ZERO; rows * nk];
-            matmul_nt(&qg[r0..r1], kb, rows, hd, nk, &mut p, false);
-            for (ri, pr) in p.chunks_mut(nk).enumerate() {
-                let row = t0 * g + ri;
-                let (lo, hi) = key_range(row / g, window);
-                for (j, x) in pr.iter_mut().enumerate() {
-                    let key = klo + j;
-                    *x = if key >= lo && key < hi {
-                        (scale * *x - lg[row]).exp()
-                    } else {
-                        F::ZERO
-                    };
-                }
-            }
-            // dv_b (nk, hd) += pᵀ · do_b
-            matmul_tn(
-                &p,
-                &dog[r0..r1],
-                nk,
-                rows,
-                hd,
-                &mut dvg[klo * hd..khi * hd],
-                true,
-            );
-            // dp (rows, nk) = do_b · v_bᵀ;  ds = scale · p ⊙ (dp − δ)
-            let mut ds = vec![F::ZERO; rows * nk];
-            matmul_nt(&dog[r0..r1], vb, rows, hd, nk, &mut ds, false);
-            for (ri, (dr, pr)) in ds.chunks_mut(nk).zip(p.chunks(nk)).enumerate() {
-                let dl = delta[t0 * g + ri];
-                for (d, &pp) in dr.iter_mut().zip(pr) {
-                    *d = scale * pp * (*d - dl);
-                }
-            }
-            // dq_b (rows, hd) += ds · k_b;  dk_b (nk, hd) += dsᵀ · q_b
-            matmul_nn(&ds, kb, rows, nk, hd, &mut dqg[r0..r1], true);
-            matmul_tn(
-                &ds,
-                &qg[r0..r1],
-                nk,
-                rows,
-                hd,
-                &mut dkg[klo * hd..khi * hd],
-                true,
-            );
+        for (klo, dk_b, dv_b) in parts {
+            let n = dk_b.len();
+            let add =
+                |dst: &mut [F], src: &[F]| dst.iter_mut().zip(src).for_each(|(a, &b)| *a += b);
+            add(&mut dkg[klo * hd..klo * hd + n], &dk_b);
+            add(&mut dvg[klo * hd..klo * hd + n], &dv_b);
         }
         // Scatter the group back into the (T, heads, hd) layouts.
         for tt in 0..t {

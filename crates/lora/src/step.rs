@@ -306,11 +306,13 @@ impl<F: Float> Frozen<'_, F> {
             return;
         };
         let r = a.shape[0];
-        // forward: y += s·u·Bᵀ  ⇒  dB (out, r) += s·dyᵀ·u, du (T, r) = s·dy·B
-        let dys: Vec<F> = dy.iter().map(|&v| s * v).collect();
-        matmul_tn(&dys, u, out, t, r, &mut b.grad, true);
+        // forward: y += s·u·Bᵀ  ⇒  dB (out, r) += dyᵀ·(s·u), du (T, r) = s·(dy·B); the scale
+        // goes on the thin (T, r) side, not on a copy of dy.
+        let su: Vec<F> = u.iter().map(|&v| s * v).collect();
+        matmul_tn(dy, &su, out, t, r, &mut b.grad, true);
         let mut du = vec![F::ZERO; t * r];
-        matmul_nn(&dys, &b.data, t, out, r, &mut du, false);
+        matmul_nn(dy, &b.data, t, out, r, &mut du, false);
+        du.iter_mut().for_each(|v| *v *= s);
         // forward: u = drop(x)·Aᵀ  ⇒  dA (r, in) += duᵀ·drop(x), d drop(x) (T, in) = du·A
         let xd = dropout.map(|dr| dr.apply(il, tg, x));
         matmul_tn(
