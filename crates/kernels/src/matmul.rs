@@ -87,10 +87,15 @@ pub fn matmul_nt<F: Float>(
     c: &mut [F],
     accumulate: bool,
 ) {
+    nt(true, a, b, m, k, n, c, accumulate);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn nt<F: Float>(par: bool, a: &[F], b: &[F], m: usize, k: usize, n: usize, c: &mut [F], acc: bool) {
     assert_eq!(a.len(), m * k, "a is not (m, k)");
     assert_eq!(b.len(), n * k, "b is not (n, k)");
     assert_eq!(c.len(), m * n, "c is not (m, n)");
-    gemm_strided(true, m, n, k, c, accumulate, a, (k, 1), b, (1, k));
+    gemm_strided(par, m, n, k, c, acc, a, (k, 1), b, (1, k));
 }
 
 /// `c (m, n) (+)= a (m, k) · b (k, n)`: the input gradient of a linear layer (`dy · W`).
@@ -103,10 +108,15 @@ pub fn matmul_nn<F: Float>(
     c: &mut [F],
     accumulate: bool,
 ) {
+    nn(true, a, b, m, k, n, c, accumulate);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn nn<F: Float>(par: bool, a: &[F], b: &[F], m: usize, k: usize, n: usize, c: &mut [F], acc: bool) {
     assert_eq!(a.len(), m * k, "a is not (m, k)");
     assert_eq!(b.len(), k * n, "b is not (k, n)");
     assert_eq!(c.len(), m * n, "c is not (m, n)");
-    gemm_strided(true, m, n, k, c, accumulate, a, (k, 1), b, (n, 1));
+    gemm_strided(par, m, n, k, c, acc, a, (k, 1), b, (n, 1));
 }
 
 /// `c (m, n) (+)= a (k, m)^T · b (k, n)`: the weight gradient of a linear layer (`dy^T · x`),
@@ -120,16 +130,20 @@ pub fn matmul_tn<F: Float>(
     c: &mut [F],
     accumulate: bool,
 ) {
+    tn(true, a, b, m, k, n, c, accumulate);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tn<F: Float>(par: bool, a: &[F], b: &[F], m: usize, k: usize, n: usize, c: &mut [F], acc: bool) {
     assert_eq!(a.len(), k * m, "a is not (k, m)");
     assert_eq!(b.len(), k * n, "b is not (k, n)");
     assert_eq!(c.len(), m * n, "c is not (m, n)");
-    gemm_strided(true, m, n, k, c, accumulate, a, (1, m), b, (n, 1));
+    gemm_strided(par, m, n, k, c, acc, a, (1, m), b, (n, 1));
 }
 
 /// The same three products on the calling thread only, for callers that already run
 /// independent blocks in parallel (a nested pool split would only add overhead).
 pub mod serial {
-    use super::gemm_strided;
     use crate::Float;
 
     /// `c (m, n) (+)= a (m, k) · b (n, k)^T`, as [`super::matmul_nt`].
@@ -140,13 +154,9 @@ pub mod serial {
         k: usize,
         n: usize,
         c: &mut [F],
-        accumulate: bool,
+        acc: bool,
     ) {
-        assert!(
-            a.len() == m * k && b.len() == n * k && c.len() == m * n,
-            "nt shapes"
-        );
-        gemm_strided(false, m, n, k, c, accumulate, a, (k, 1), b, (1, k));
+        super::nt(false, a, b, m, k, n, c, acc);
     }
 
     /// `c (m, n) (+)= a (m, k) · b (k, n)`, as [`super::matmul_nn`].
@@ -157,13 +167,9 @@ pub mod serial {
         k: usize,
         n: usize,
         c: &mut [F],
-        accumulate: bool,
+        acc: bool,
     ) {
-        assert!(
-            a.len() == m * k && b.len() == k * n && c.len() == m * n,
-            "nn shapes"
-        );
-        gemm_strided(false, m, n, k, c, accumulate, a, (k, 1), b, (n, 1));
+        super::nn(false, a, b, m, k, n, c, acc);
     }
 
     /// `c (m, n) (+)= a (k, m)^T · b (k, n)`, as [`super::matmul_tn`].
@@ -174,13 +180,9 @@ pub mod serial {
         k: usize,
         n: usize,
         c: &mut [F],
-        accumulate: bool,
+        acc: bool,
     ) {
-        assert!(
-            a.len() == k * m && b.len() == k * n && c.len() == m * n,
-            "tn shapes"
-        );
-        gemm_strided(false, m, n, k, c, accumulate, a, (1, m), b, (n, 1));
+        super::tn(false, a, b, m, k, n, c, acc);
     }
 }
 

@@ -198,8 +198,6 @@ unsafe fn q4_k_q8_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
 unsafe fn q6_k_q8_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let m4 = _mm512_set1_epi8(0x0f);
-    let m2 = _mm512_set1_epi8(0x03);
     // Lane k of a dpbusd result covers elements 4k..4k+3, i.e. 16-element group k/4.
     let idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     let mut sumf = 0.0f32;
@@ -211,22 +209,7 @@ unsafe fn q6_k_q8_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
         let corr = _mm512_reduce_add_epi32(_mm512_mullo_epi32(sc16, bs16));
         let mut sumi = _mm512_setzero_si512();
         for n in 0..2 {
-            let ql = _mm512_loadu_si512(bw.add(64 * n) as *const __m512i);
-            let qh = _mm256_loadu_si256(bw.add(128 + 32 * n) as *const __m256i);
-            let h01 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-            let h23 = _mm512_inserti64x4(
-                _mm512_castsi256_si512(_mm256_srli_epi16(qh, 4)),
-                _mm256_srli_epi16(qh, 6),
-                1,
-            );
-            let q0 = _mm512_or_si512(
-                _mm512_and_si512(ql, m4),
-                _mm512_slli_epi16(_mm512_and_si512(h01, m2), 4),
-            );
-            let q1 = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                _mm512_slli_epi16(_mm512_and_si512(h23, m2), 4),
-            );
+            let (q0, q1) = q6k_quants(bw, n);
             let a0 = _mm512_loadu_si512(ba.add(4 + 128 * n) as *const __m512i);
             let a1 = _mm512_loadu_si512(ba.add(4 + 128 * n + 64) as *const __m512i);
             let p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, a0);
@@ -243,4 +226,29 @@ unsafe fn q6_k_q8_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
         sumf += (f16_at(bw.add(208)) * da) * isum as f32;
     }
     sumf
+}
+
+/// Half `n` (0 or 1) of a Q6_K block at `bw` as unsigned 6-bit quants (stored +32): elements
+/// `128n .. 128n + 64` and `128n + 64 .. 128n + 128`, in order. Inlined into callers compiled
+/// for AVX-512F/BW.
+#[inline(always)]
+pub(super) unsafe fn q6k_quants(bw: *const u8, n: usize) -> (__m512i, __m512i) {
+    let (m4, m2) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x03));
+    let ql = _mm512_loadu_si512(bw.add(64 * n) as *const __m512i);
+    let qh = _mm256_loadu_si256(bw.add(128 + 32 * n) as *const __m256i);
+    let h01 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+    let h23 = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_srli_epi16(qh, 4)),
+        _mm256_srli_epi16(qh, 6),
+        1,
+    );
+    let q0 = _mm512_or_si512(
+        _mm512_and_si512(ql, m4),
+        _mm512_slli_epi16(_mm512_and_si512(h01, m2), 4),
+    );
+    let q1 = _mm512_or_si512(
+        _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+        _mm512_slli_epi16(_mm512_and_si512(h23, m2), 4),
+    );
+    (q0, q1)
 }

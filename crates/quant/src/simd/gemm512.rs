@@ -830,6 +830,24 @@ unsafe fn rows_legacy<const Q5: bool, const R: usize>(
     acc.map(|v| _mm512_reduce_add_ps(v))
 }
 
+/// Four `vpermw` indices that spread a super-block's sub-block scales (i16, in the low lanes of
+/// a vector) over the 32 i16 lanes of a `vpmaddubsw` result: vector c's lane t takes scale
+/// `c·32/lanes + t/lanes`, `lanes` being the i16 lanes one sub-block fills (16 for 32
+/// elements, 8 for 16).
+#[inline(always)]
+unsafe fn scale_spread(lanes: usize) -> [__m512i; 4] {
+    std::array::from_fn(|c| {
+        let v: [i16; 32] = std::array::from_fn(|t| (c * 32 / lanes + t / lanes) as i16);
+        _mm512_loadu_si512(v.as_ptr() as *const __m512i)
+    })
+}
+
+/// The 256 activation quants of super-block `sb` as four 64-byte vectors.
+#[inline(always)]
+unsafe fn superblock_x(xq: *const i8, sb: usize) -> [__m512i; 4] {
+    std::array::from_fn(|c| _mm512_loadu_si512(xq.add(256 * sb + 64 * c) as *const __m512i))
+}
+
 /// `Σ` over `nsb` 256-element super-blocks of `R` Q4_K rows (`w`, row stride `rb`)
 /// against one activation row in the `Xq` form (`xq` quants, `xd` / `xds` per 32-element
 /// sub-block). `vpmaddubsw` pairs the 4-bit quants with the activations into i16 (at most
@@ -853,17 +871,11 @@ unsafe fn rows_q4k<const R: usize>(
 ) -> [f32; R] {
     let m4 = _mm256_set1_epi8(0x0f);
     // Pair j of sub-blocks (2j, 2j+1): i16 lanes 0..16 take scale 2j, lanes 16..32 scale 2j+1.
-    let idx: [__m512i; 4] = std::array::from_fn(|j| {
-        let v: [i16; 32] = std::array::from_fn(|t| (2 * j + t / 16) as i16);
-        _mm512_loadu_si512(v.as_ptr() as *const __m512i)
-    });
+    let idx = scale_spread(16);
     let mut acc = [_mm512_setzero_ps(); R];
     let mut accm = [_mm256_setzero_ps(); R];
     for sb in 0..nsb {
-        let a: [__m512i; 4] =
-            std::array::from_fn(
-                |j| _mm512_loadu_si512(xq.add(256 * sb + 64 * j) as *const __m512i),
-            );
+        let a = superblock_x(xq, sb);
         let da = *xd.add(8 * sb);
         let dsv = _mm256_loadu_ps(xds.add(8 * sb));
         for r in 0..R {
@@ -917,19 +929,11 @@ unsafe fn rows_q6k<const R: usize>(
     xd: *const f32,
     xzs: *const i32,
 ) -> [f32; R] {
-    let m4 = _mm512_set1_epi8(0x0f);
-    let m2 = _mm512_set1_epi8(0x03);
     // Vector v of half n covers groups 8n + 4v .. 8n + 4v + 4, eight i16 lanes each.
-    let idx: [__m512i; 4] = std::array::from_fn(|c| {
-        let v: [i16; 32] = std::array::from_fn(|t| (4 * c + t / 8) as i16);
-        _mm512_loadu_si512(v.as_ptr() as *const __m512i)
-    });
+    let idx = scale_spread(8);
     let mut acc = [_mm512_setzero_ps(); R];
     for sb in 0..nsb {
-        let a: [__m512i; 4] =
-            std::array::from_fn(
-                |c| _mm512_loadu_si512(xq.add(256 * sb + 64 * c) as *const __m512i),
-            );
+        let a = superblock_x(xq, sb);
         let da = *xd.add(16 * sb);
         let zs = _mm512_loadu_si512(xzs.add(16 * sb) as *const __m512i);
         for r in 0..R {
@@ -941,23 +945,7 @@ unsafe fn rows_q6k<const R: usize>(
                 _mm512_mullo_epi32(_mm512_cvtepi8_epi32(scb), zs),
             );
             for n in 0..2 {
-                let ql = _mm512_loadu_si512(bw.add(64 * n) as *const __m512i);
-                let qh = _mm256_loadu_si256(bw.add(128 + 32 * n) as *const __m256i);
-                let h01 =
-                    _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-                let h23 = _mm512_inserti64x4(
-                    _mm512_castsi256_si512(_mm256_srli_epi16(qh, 4)),
-                    _mm256_srli_epi16(qh, 6),
-                    1,
-                );
-                let q0 = _mm512_or_si512(
-                    _mm512_and_si512(ql, m4),
-                    _mm512_slli_epi16(_mm512_and_si512(h01, m2), 4),
-                );
-                let q1 = _mm512_or_si512(
-                    _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                    _mm512_slli_epi16(_mm512_and_si512(h23, m2), 4),
-                );
+                let (q0, q1) = super::avx512::q6k_quants(bw, n);
                 let p0 = _mm512_maddubs_epi16(q0, a[2 * n]);
                 let p1 = _mm512_maddubs_epi16(q1, a[2 * n + 1]);
                 isum = _mm512_dpwssd_epi32(isum, p0, _mm512_permutexvar_epi16(idx[2 * n], s512));
