@@ -16,7 +16,7 @@ enum BaseWeight {
     /// Dequantized once at load: the reference arithmetic (gemm in f32).
     Dense(Vec<f32>),
     /// The file's quantized rows, borrowed from the mmap on every call; for decode-sized
-    /// products (fewer than [`DECODE_MAX_ROWS`] rows) a Q5_0 weight is re-laid out once, on
+    /// products (fewer than [`DecodePacked::MAX_ROWS`] rows) a Q5_0 weight is re-laid out once, on
     /// first use, into the layout its one-row kernel reads fastest (same bytes, same results).
     Quantized {
         file: Arc<Gguf>,
@@ -24,10 +24,6 @@ enum BaseWeight {
         decode: OnceLock<Option<DecodePacked>>,
     },
 }
-
-/// Below this many rows a product runs one row at a time (as `matmul_q` does), so the
-/// decode layout serves it.
-const DECODE_MAX_ROWS: usize = 4;
 
 /// A projection `in → out` (GGUF dims `[in, out]`).
 pub struct Linear {
@@ -149,7 +145,7 @@ impl Linear {
                     cols: self.in_features,
                     data: file.tensor_data(info),
                 };
-                let packed = (t < DECODE_MAX_ROWS && info.ty == GgmlType::Q5_0)
+                let packed = (t < DecodePacked::MAX_ROWS && info.ty == GgmlType::Q5_0)
                     .then(|| decode.get_or_init(|| DecodePacked::pack(&q)).as_ref())
                     .flatten();
                 match packed {

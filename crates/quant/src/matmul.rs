@@ -105,6 +105,10 @@ fn check_shapes(w: &QMatrix, x: &[f32], m: usize, y: &[f32]) -> Result<(), Quant
     Ok(())
 }
 
+/// Below this many x rows the AVX-512 path multiplies one x row at a time (the decode kernels,
+/// and `DecodePacked`); from it on, through panels of unpacked weights.
+pub(crate) const ONE_ROW_BELOW: usize = 4;
+
 /// W rows per parallel task: enough tasks to balance the threads, each big enough
 /// that rayon's per-task cost stays small against its dot products.
 fn rows_per_task(n: usize, m: usize) -> usize {

@@ -25,6 +25,11 @@ pub struct DecodePacked {
 }
 
 impl DecodePacked {
+    /// Products with fewer x rows than this run one row at a time in [`crate::matmul_q`] too, so
+    /// the decode layout gives its results bit for bit; from here on `matmul_q`'s panels serve
+    /// better (and differ in rounding).
+    pub const MAX_ROWS: usize = crate::matmul::ONE_ROW_BELOW;
+
     /// The decode layout of `w`, or `None` where it would not be used: another type, rows
     /// not a whole number of 128-element groups, or a CPU without the AVX-512 kernel.
     pub fn pack(w: &QMatrix) -> Option<DecodePacked> {
@@ -43,7 +48,7 @@ impl DecodePacked {
         })
     }
 
-    /// `y[m×rows] = x[m×cols] · Wᵀ`, one x row at a time (meant for m < 4, as decode has).
+    /// `y[m×rows] = x[m×cols] · Wᵀ`, one x row at a time (meant for m < [`Self::MAX_ROWS`]).
     pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), QuantError> {
         if x.len() != m * self.cols || y.len() != m * self.rows {
             return Err(QuantError::Shape(format!(
@@ -58,7 +63,15 @@ impl DecodePacked {
             // SAFETY: `pack` built this only where `kernel_available()` (the features the
             // kernel is compiled for); the data holds `rows` packed rows of `cols` elements
             // with `cols % 128 == 0`, and both slices were checked above.
-            unsafe { crate::simd::gemm512::matvec_q5_packed(&self.data, self.cols, xr, yr) };
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                crate::simd::gemm512::matvec_q5_packed(&self.data, self.cols, xr, yr)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                let _ = (xr, yr);
+                unreachable!("`pack` builds a DecodePacked only on x86-64");
+            }
         }
         Ok(())
     }

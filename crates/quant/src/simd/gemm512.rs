@@ -1153,7 +1153,7 @@ pub(crate) unsafe fn matvec_q5_packed(data: &[u8], cols: usize, x: &[f32], y: &m
 }
 
 /// Below this many x rows, unpacking panels costs more than it saves.
-const PANEL_MIN_M: usize = 4;
+const PANEL_MIN_M: usize = crate::matmul::ONE_ROW_BELOW;
 
 /// `y[m×n] = x[m×k] · Wᵀ` for a type `supports` admits; `None` if this path declines
 /// (the caller then uses the generic per-row kernels).
