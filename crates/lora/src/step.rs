@@ -129,8 +129,8 @@ struct LayerCache<F> {
     /// `(T, d)` the down projection's output, before the post-MLP norm; `rstd` `(T)`.
     y: Vec<F>,
     rstd_pf: Vec<F>,
-    /// `(T, r)` per target: `u = drop(x)·Aᵀ`, the adapter's bottleneck.
-    u: [Vec<F>; 7],
+    /// `(T, r)` per target: `s·u` with `u = drop(x)·Aᵀ`, the adapter's scaled bottleneck.
+    su: [Vec<F>; 7],
 }
 
 /// Per layer, between forward and backward: everything, or only the input (recompute).
@@ -233,8 +233,8 @@ impl<F: Float> Frozen<'_, F> {
         x
     }
 
-    /// `y (T, out) = x (T, in)·Wᵀ + s·(drop(x)·Aᵀ)·Bᵀ`; returns `u = drop(x)·Aᵀ` `(T, r)`
-    /// (empty when the adapter does not target this projection).
+    /// `y (T, out) = x (T, in)·Wᵀ + s·(drop(x)·Aᵀ)·Bᵀ`; returns `s·u` with `u = drop(x)·Aᵀ`
+    /// `(T, r)` (empty when the adapter does not target this projection).
     fn lora_forward(
         &self,
         il: usize,
@@ -269,13 +269,13 @@ impl<F: Float> Frozen<'_, F> {
         );
         // y (T, out) += (s·u) (T, r) · B (out, r)ᵀ
         let s = ad.scale();
-        let su: Vec<F> = u.iter().map(|&v| s * v).collect();
-        matmul_nt(&su, &b.data, t, r, out, y, true);
+        u.iter_mut().for_each(|v| *v *= s);
+        matmul_nt(&u, &b.data, t, r, out, y, true);
         u
     }
 
-    /// Backward of [`Frozen::lora_forward`] given `dy (T, out)`, its input `x (T, in)` and its
-    /// `u`. `dx (T, in)` ACCUMULATES; so do the adapter's gradients. The base gets none: its
+    /// Backward of [`Frozen::lora_forward`] given `dy (T, out)`, its input `x (T, in)` and what
+    /// it returned, `su = s·u`. `dx (T, in)` ACCUMULATES; so do the adapter's gradients. The base gets none: its
     /// rows are decoded into `scratch` (one matrix at most) only to carry `dy` back to `x`.
     #[allow(clippy::too_many_arguments)]
     fn lora_backward(
@@ -285,7 +285,7 @@ impl<F: Float> Frozen<'_, F> {
         adapter: Option<&mut LoraAdapter<F>>,
         dropout: Option<Dropout>,
         x: &[F],
-        u: &[F],
+        su: &[F],
         dy: &[F],
         t: usize,
         dx: &mut [F],
@@ -307,9 +307,8 @@ impl<F: Float> Frozen<'_, F> {
         };
         let r = a.shape[0];
         // forward: y += s·u·Bᵀ  ⇒  dB (out, r) += dyᵀ·(s·u), du (T, r) = s·(dy·B); the scale
-        // goes on the thin (T, r) side, not on a copy of dy.
-        let su: Vec<F> = u.iter().map(|&v| s * v).collect();
-        matmul_tn(dy, &su, out, t, r, &mut b.grad, true);
+        // stays on the thin (T, r) side (the forward kept s·u), not on a copy of dy.
+        matmul_tn(dy, su, out, t, r, &mut b.grad, true);
         let mut du = vec![F::ZERO; t * r];
         matmul_nn(dy, &b.data, t, out, r, &mut du, false);
         du.iter_mut().for_each(|v| *v *= s);
@@ -440,7 +439,7 @@ impl<F: Float> Frozen<'_, F> {
             up,
             y,
             rstd_pf,
-            u: [u_q, u_k, u_v, u_o, u_gate, u_up, u_down],
+            su: [u_q, u_k, u_v, u_o, u_gate, u_up, u_down],
         };
         (x_out, cache)
     }
@@ -475,7 +474,7 @@ impl<F: Float> Frozen<'_, F> {
                 adapter.as_deref_mut(),
                 dropout,
                 x,
-                &c.u[tg.index()],
+                &c.su[tg.index()],
                 dy,
                 t,
                 dxx,

@@ -910,7 +910,7 @@ unsafe fn rows_q4k<const R: usize>(
             accm[r] = _mm256_fmadd_ps(_mm256_mul_ps(mins, _mm256_set1_ps(dmin)), dsv, accm[r]);
         }
     }
-    std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - hsum_ps(accm[r]))
+    std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - super::avx2::hsum_ps(accm[r]))
 }
 
 /// As `rows_q4k`, for Q6_K: 6-bit quants stored +32 (so unsigned for `vpmaddubsw`: at
@@ -957,15 +957,6 @@ unsafe fn rows_q6k<const R: usize>(
         }
     }
     acc.map(|v| _mm512_reduce_add_ps(v))
-}
-
-/// Horizontal sum of eight floats.
-#[inline]
-#[target_feature(enable = "avx512f,avx512vl")]
-unsafe fn hsum_ps(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 /// Decode path: `y[n] = W · x` for one x row, four W rows at a time.
