@@ -56,15 +56,15 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     commands::init_threads(cli.threads)?;
     match cli.command {
-        Command::Demo(args) => commands::demo::run(args),
+        Command::Demo(args) => commands::on_compute_pool(|| commands::demo::run(args)),
         Command::Init(args) => commands::init::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Fetch(args) => commands::fetch::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
-        Command::Generate(args) => commands::generate::run(args),
-        Command::Bench(args) => commands::bench::run(args),
-        Command::Train(args) => commands::train::run(args),
+        Command::Generate(args) => commands::on_compute_pool(|| commands::generate::run(args)),
+        Command::Bench(args) => commands::on_compute_pool(|| commands::bench::run(args)),
+        Command::Train(args) => commands::on_compute_pool(|| commands::train::run(args)),
         Command::Data(args) => commands::data::run(args),
-        Command::Eval(args) => commands::eval::run(args),
+        Command::Eval(args) => commands::on_compute_pool(|| commands::eval::run(args)),
     }
 }

@@ -27,8 +27,19 @@ pub fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
     };
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
+        // The main thread's budget: commands run on a pool thread (`on_compute_pool`).
+        .stack_size(8 << 20)
         .build_global()
         .context("could not start the compute thread pool")
+}
+
+/// Runs a command on one of the compute pool's threads. The kernels split every product
+/// across the pool; called from a thread outside it, each split hands the whole job over to
+/// a worker and puts the caller to sleep until it is done: two thread switches per product
+/// (≈ 10 µs each on a VM), and a decoded token makes over a hundred products. From inside,
+/// the calling thread does its share and the others steal the rest.
+pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| work())
 }
 
 /// Turn a --model value into a local file, fetching the default model if needed. Progress
