@@ -22,10 +22,19 @@ const PAR_MIN_FLOPS: usize = 1 << 17;
 /// The keys query position `pos` may attend: `[lo, hi)` with `hi = pos + 1` and, with a window
 /// `w`, `lo = pos + 1 − w` (so `pos − j < w`).
 #[inline]
-fn key_range(pos: usize, window: Option<usize>) -> (usize, usize) {
+pub fn key_range(pos: usize, window: Option<usize>) -> (usize, usize) {
     let hi = pos + 1;
     let lo = window.map_or(0, |w| hi.saturating_sub(w));
     (lo, hi)
+}
+
+/// The keys query position `pos` may attend among a tile of `nk` keys starting at key `j0`:
+/// `[a, b)` relative to `j0`; empty (`a == b`) when it may attend none of them.
+#[inline]
+pub fn keys_in_tile(pos: usize, window: Option<usize>, j0: usize, nk: usize) -> (usize, usize) {
+    let (lo, hi) = key_range(pos, window);
+    let a = lo.saturating_sub(j0).min(nk);
+    (a, hi.saturating_sub(j0).clamp(a, nk))
 }
 
 struct Shape {
@@ -301,11 +310,8 @@ fn online_softmax_tile<F: Float>(
     d: usize,
 ) {
     for (r, sr) in st.chunks_exact_mut(nk).enumerate() {
-        let (lo, hi) = key_range(q_pos[r], window);
-        // Allowed keys of this row inside the tile: [a, b) relative to j0.
-        let a = lo.saturating_sub(j0).min(nk);
-        let b = hi.saturating_sub(j0).min(nk);
-        if a >= b {
+        let (a, b) = keys_in_tile(q_pos[r], window, j0, nk);
+        if a == b {
             sr.fill(F::ZERO);
             continue;
         }
@@ -702,6 +708,28 @@ mod tests {
                 window: None,
             },
         ]
+    }
+
+    #[test]
+    fn keys_in_tile_agrees_with_a_key_by_key_mask() {
+        // Every position against tiles before, around and after its allowed keys.
+        for window in [None, Some(1), Some(3), Some(10)] {
+            for pos in 0..12 {
+                for j0 in 0..14 {
+                    for nk in 0..6 {
+                        let allowed: Vec<usize> = (0..nk)
+                            .filter(|&i| {
+                                let j = j0 + i;
+                                j <= pos && window.is_none_or(|w| pos - j < w)
+                            })
+                            .collect();
+                        let (a, b) = keys_in_tile(pos, window, j0, nk);
+                        assert!(a <= b && b <= nk);
+                        assert_eq!((a..b).collect::<Vec<_>>(), allowed, "{pos} {window:?} {j0}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

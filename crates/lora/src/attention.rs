@@ -9,7 +9,7 @@
 //! `δ_r = do_r·o_r`, `dq_r += scale·Σ_j ds_rj·k_j`, `dk_j += scale·Σ_r ds_rj·q_r`.
 
 use rayon::prelude::*;
-use smolt_kernels::attention::{probs_from_lse, score_grads};
+use smolt_kernels::attention::{key_range, keys_in_tile, probs_from_lse, score_grads};
 use smolt_kernels::matmul::serial;
 use smolt_kernels::Float;
 
@@ -18,12 +18,6 @@ use smolt_kernels::Float;
 /// sequence gives eight of them (of unequal cost: causal blocks see more keys the later they
 /// sit) for the pool to balance.
 const BLOCK: usize = 64;
-
-/// Keys `[lo, hi)` that query position `pos` attends (causal, optional window).
-fn key_range(pos: usize, window: Option<usize>) -> (usize, usize) {
-    let hi = pos + 1;
-    (window.map_or(0, |w| hi.saturating_sub(w)), hi)
-}
 
 /// Backward of causal (windowed, grouped-KV) attention over a sequence whose query `t` sits at
 /// position `t` and whose keys are the same `T` positions. `q, dout, out` are `(T, nh, hd)`,
@@ -95,10 +89,7 @@ pub fn attention_backward<F: Float>(
                 serial::matmul_nt(&qg[r0..r1], kb, rows, hd, nk, &mut p, false);
                 for (ri, pr) in p.chunks_mut(nk).enumerate() {
                     let row = t0 * g + ri;
-                    let (lo, hi) = key_range(row / g, window);
-                    // Allowed keys of this row inside [klo, khi): [a, b) relative to klo.
-                    let a = lo.saturating_sub(klo).min(nk);
-                    let b = hi.saturating_sub(klo).clamp(a, nk);
+                    let (a, b) = keys_in_tile(row / g, window, klo, nk);
                     pr[..a].fill(F::ZERO);
                     pr[b..].fill(F::ZERO);
                     probs_from_lse(&mut pr[a..b], scale, lg[row]);
