@@ -733,7 +733,7 @@ mod amx {
 ///
 /// # Safety
 /// AVX-512F/BW/VL/DQ/VNNI/VBMI and F16C; `w` holds `R` rows of `nb` blocks at stride `rb`;
-/// `xq` holds `nb·32` bytes, `xd` `nb` scales and `xzv` `nb.div_ceil(2)·16` offsets.
+/// `xq` holds `nb·32` bytes, `xd` `nb` scales and `xzv` the offsets of `pair_offsets`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,f16c")]
 unsafe fn rows_legacy<const Q5: bool, const R: usize>(
@@ -818,7 +818,7 @@ unsafe fn rows_legacy<const Q5: bool, const R: usize>(
                     };
                     _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), flip)
                 };
-                let i = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv), zv);
+                let i = _mm512_dpbusd_epi32(zv, wv, xv);
                 *a = _mm512_fmadd_ps(
                     _mm512_cvtepi32_ps(i),
                     _mm512_permutexvar_ps(idx, sdx[r]),
@@ -959,6 +959,50 @@ unsafe fn rows_q6k<const R: usize>(
     acc.map(|v| _mm512_reduce_add_ps(v))
 }
 
+/// The legacy kernels' activation offsets, negated so that they start each `vpdpbusd` sum
+/// (integer-exact, so the order does not matter): two blocks per vector, block `b`'s offset
+/// in lane 0 or 8 of its pair.
+fn pair_offsets(zs: &[i32]) -> Vec<i32> {
+    let mut v = vec![0i32; zs.len().div_ceil(2) * 16];
+    for (b, &z) in zs.iter().enumerate() {
+        v[8 * b] = -z;
+    }
+    v
+}
+
+/// A kernel that dots `R` consecutive weight rows with one prepared activation row.
+trait RowKernel: Sync {
+    /// # Safety
+    /// `w` points at `R` whole rows of the matrix the kernel was made for, and the CPU has
+    /// the features its kernels are compiled for.
+    unsafe fn rows<const R: usize>(&self, w: *const u8) -> [f32; R];
+}
+
+/// One x row of `Xq`, ready for the row kernels of any of the four types.
+struct DecodeRow<'a> {
+    ty: GgmlType,
+    nb: usize,
+    rb: usize,
+    xq: &'a [i8],
+    xd: &'a [f32],
+    xzs: &'a [i32],
+    xds: &'a [f32],
+    xzv: Vec<i32>,
+}
+
+impl RowKernel for DecodeRow<'_> {
+    unsafe fn rows<const R: usize>(&self, wp: *const u8) -> [f32; R] {
+        let (xp, dp, rb) = (self.xq.as_ptr(), self.xd.as_ptr(), self.rb);
+        let (nb, nsb) = (self.nb, self.xq.len() / QK_K);
+        match self.ty {
+            GgmlType::Q5_0 => rows_legacy::<true, R>(nb, wp, rb, xp, dp, self.xzv.as_ptr()),
+            GgmlType::Q8_0 => rows_legacy::<false, R>(nb, wp, rb, xp, dp, self.xzv.as_ptr()),
+            GgmlType::Q4K => rows_q4k::<R>(nsb, wp, rb, xp, dp, self.xds.as_ptr()),
+            _ => rows_q6k::<R>(nsb, wp, rb, xp, dp, self.xzs.as_ptr()),
+        }
+    }
+}
+
 /// Decode path: `y[n] = W · x` for one x row, four W rows at a time.
 ///
 /// # Safety
@@ -966,43 +1010,23 @@ unsafe fn rows_q6k<const R: usize>(
 /// checked by the caller.
 unsafe fn matvec(w: &QMatrix, x: &Xq, row: usize, y: &mut [f32]) {
     let nb = x.nblk;
-    let legacy = matches!(w.ty, GgmlType::Q8_0 | GgmlType::Q5_0);
-    // The legacy kernels take the activation offsets spread as a pair of blocks per vector.
-    let mut xzv = Vec::new();
-    if legacy {
-        xzv = vec![0i32; nb.div_ceil(2) * 16];
-        for b in 0..nb {
-            xzv[8 * b] = x.zs[row * nb + b];
-        }
-    }
-    let xd = &x.d[row * nb..(row + 1) * nb];
     let xzs = &x.zs[row * nb..(row + 1) * nb];
-    let xds = &x.ds[row * nb..(row + 1) * nb];
-    let xq = &x.q[row * x.k..(row + 1) * x.k];
-    let nsb = x.k / QK_K;
-    let rb = w.row_bytes();
-    let ty = w.ty;
-    // SAFETY (of every call): features checked by the caller; `wp` points at `R` whole
-    // rows of `w`, and the x buffers are one row's worth, sized as each kernel requires.
-    let rows4 = |wp: *const u8| -> [f32; 4] {
-        let (xp, dp) = (xq.as_ptr(), xd.as_ptr());
-        match ty {
-            GgmlType::Q5_0 => rows_legacy::<true, 4>(nb, wp, rb, xp, dp, xzv.as_ptr()),
-            GgmlType::Q8_0 => rows_legacy::<false, 4>(nb, wp, rb, xp, dp, xzv.as_ptr()),
-            GgmlType::Q4K => rows_q4k::<4>(nsb, wp, rb, xp, dp, xds.as_ptr()),
-            _ => rows_q6k::<4>(nsb, wp, rb, xp, dp, xzs.as_ptr()),
-        }
+    let kernel = DecodeRow {
+        ty: w.ty,
+        nb,
+        rb: w.row_bytes(),
+        xq: &x.q[row * x.k..(row + 1) * x.k],
+        xd: &x.d[row * nb..(row + 1) * nb],
+        xzs,
+        xds: &x.ds[row * nb..(row + 1) * nb],
+        xzv: match w.ty {
+            GgmlType::Q8_0 | GgmlType::Q5_0 => pair_offsets(xzs),
+            _ => Vec::new(),
+        },
     };
-    let rows1 = |wp: *const u8| -> f32 {
-        let (xp, dp) = (xq.as_ptr(), xd.as_ptr());
-        match ty {
-            GgmlType::Q5_0 => rows_legacy::<true, 1>(nb, wp, rb, xp, dp, xzv.as_ptr())[0],
-            GgmlType::Q8_0 => rows_legacy::<false, 1>(nb, wp, rb, xp, dp, xzv.as_ptr())[0],
-            GgmlType::Q4K => rows_q4k::<1>(nsb, wp, rb, xp, dp, xds.as_ptr())[0],
-            _ => rows_q6k::<1>(nsb, wp, rb, xp, dp, xzs.as_ptr())[0],
-        }
-    };
-    par_rows(w.data, rb, y, rows4, rows1);
+    // SAFETY: features checked by the caller; the x buffers are one row's worth, sized as
+    // each kernel requires.
+    par_rows(w.data, kernel.rb, y, &kernel);
 }
 
 /// `y[j] = row j of data (stride rb) · x` through a four-row and a one-row kernel, the
@@ -1011,13 +1035,7 @@ unsafe fn matvec(w: &QMatrix, x: &Xq, row: usize, y: &mut [f32]) {
 /// # Safety
 /// `data` holds `y.len()` rows of `rb` bytes, and the kernels may read `R` whole rows
 /// from the pointer they get (with the CPU features they are compiled for).
-unsafe fn par_rows(
-    data: &[u8],
-    rb: usize,
-    y: &mut [f32],
-    rows4: impl Fn(*const u8) -> [f32; 4] + Sync,
-    rows1: impl Fn(*const u8) -> f32 + Sync,
-) {
+unsafe fn par_rows(data: &[u8], rb: usize, y: &mut [f32], kernel: &impl RowKernel) {
     let n = y.len();
     let threads = rayon::current_num_threads().max(1);
     let rpt = n.div_ceil(threads * 4).next_multiple_of(4).max(64);
@@ -1037,11 +1055,11 @@ unsafe fn par_rows(
                 for off in (ahead..stop).step_by(64) {
                     _mm_prefetch::<_MM_HINT_T0>(base.add(off) as *const i8);
                 }
-                out[j..j + 4].copy_from_slice(&rows4(base.add((j0 + j) * rb)));
+                out[j..j + 4].copy_from_slice(&kernel.rows::<4>(base.add((j0 + j) * rb)));
                 j += 4;
             }
             while j < out.len() {
-                out[j] = rows1(base.add((j0 + j) * rb));
+                out[j] = kernel.rows::<1>(base.add((j0 + j) * rb))[0];
                 j += 1;
             }
         }
@@ -1057,7 +1075,7 @@ unsafe fn par_rows(
 ///
 /// # Safety
 /// AVX-512F/BW/VL/DQ/VNNI and F16C; `nb % 4 == 0`; `w` holds `R` packed rows at stride `rb`;
-/// `xq` holds `nb·32` bytes, `xd` `nb` scales and `xzv` `nb / 2 · 16` offsets (negated).
+/// `xq` holds `nb·32` bytes, `xd` `nb` scales and `xzv` the offsets of `pair_offsets`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
 unsafe fn rows_q5_packed<const R: usize>(
@@ -1125,22 +1143,28 @@ unsafe fn rows_q5_packed<const R: usize>(
 pub(crate) unsafe fn matvec_q5_packed(data: &[u8], cols: usize, x: &[f32], y: &mut [f32]) {
     let f = fmt(GgmlType::Q5_0).expect("Q5_0 has a format");
     let xq = Xq::new(GgmlType::Q5_0, f, x, 1, cols);
-    let nb = xq.nblk;
-    // The offsets in the dpbusd lanes of their block (lane 0 or 8 of each pair), negated so
-    // they start the integer sum.
-    let mut xzv = vec![0i32; nb.div_ceil(2) * 16];
-    for b in 0..nb {
-        xzv[8 * b] = -xq.zs[b];
+    let kernel = PackedQ5Row {
+        rb: xq.nblk * Q5_0_BYTES,
+        xzv: pair_offsets(&xq.zs),
+        xq,
+    };
+    // SAFETY: features are the caller's promise; the x buffers are sized as rows_q5_packed
+    // requires.
+    par_rows(data, kernel.rb, y, &kernel);
+}
+
+/// One x row for the Q5_0 decode-layout kernel.
+struct PackedQ5Row {
+    rb: usize,
+    xq: Xq,
+    xzv: Vec<i32>,
+}
+
+impl RowKernel for PackedQ5Row {
+    unsafe fn rows<const R: usize>(&self, wp: *const u8) -> [f32; R] {
+        let (xp, dp) = (self.xq.q.as_ptr(), self.xq.d.as_ptr());
+        rows_q5_packed::<R>(self.xq.nblk, wp, self.rb, xp, dp, self.xzv.as_ptr())
     }
-    let rb = nb * Q5_0_BYTES;
-    let (xq, xd, xzv) = (&xq.q[..], &xq.d[..], &xzv[..]);
-    // SAFETY (of both kernels): features are the caller's promise; each pointer is R whole
-    // rows of data, and the x buffers are sized as rows_q5_packed requires.
-    let rows4 =
-        |wp: *const u8| rows_q5_packed::<4>(nb, wp, rb, xq.as_ptr(), xd.as_ptr(), xzv.as_ptr());
-    let rows1 =
-        |wp: *const u8| rows_q5_packed::<1>(nb, wp, rb, xq.as_ptr(), xd.as_ptr(), xzv.as_ptr())[0];
-    par_rows(data, rb, y, rows4, rows1);
 }
 
 /// Below this many x rows, unpacking panels costs more than it saves.
