@@ -115,7 +115,7 @@ pub fn receipts_schema() -> Value {
             "address": {"type": "string"},
             "postal_code": {"type": "string"},
             "country": {"enum": ["US", "CA", "GB", "DE", "MY", "AU"]},
-            "timestamp": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}$"},
+            "timestamp": {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]$"},
             "currency": {"enum": ["USD", "CAD", "GBP", "EUR", "MYR", "AUD"]},
             "items": {
                 "type": "array",

@@ -31,20 +31,32 @@ const DEMO_FIELDS: &[&str] = &[
 /// The training period and the later, unseen one the test set comes from: new retailers,
 /// products, new date formats and many more phone-wallet payments appear in it. Training
 /// receipts come from these years in turn: three in five from the three before the test year
-/// (phone payments only exist from 2017), the rest from eight older ones reaching back to the
-/// 1980s, so that both digits of a two-digit year vary ("09-09-20" must be read by copying
-/// the digits: a model that has only seen years 2000-2019 prints 2008 or 2010 for it).
-const TRAIN_YEARS: [u16; 20] = [
-    2019, 1993, 2018, 2006, 2017, 2019, 1988, 2018, 2014, 2017, 2019, 1999, 2018, 2003, 2017, 2019,
-    1997, 2018, 2010, 2017,
-];
+/// (phone payments only exist from 2017), the rest spread over the 32 years before those,
+/// so that both digits of a two-digit year take many values ("09-09-20" must be read by
+/// copying the digits: a model that has seen only a few years maps the two digits to one of
+/// those it knows and prints 2008 or 2019 for it).
+const RECENT_YEARS: [u16; 3] = [2019, 2018, 2017];
+const OLDER_YEARS: std::ops::RangeInclusive<u16> = 1985..=2016;
 const TEST_YEAR: u16 = 2020;
+
+/// The year of training receipt `i`: any prefix (the few-shot examples come from the start)
+/// mixes recent and older years, and every 32 older receipts cover each older year once.
+fn train_year(i: usize) -> u16 {
+    let (group, slot) = (i / 5, i % 5);
+    if slot < 3 {
+        RECENT_YEARS[(group + slot) % 3]
+    } else {
+        let k = 2 * group + slot - 3;
+        let n = OLDER_YEARS.len();
+        OLDER_YEARS.start() + ((k * 13) % n) as u16
+    }
+}
 
 #[derive(clap::Args)]
 #[command(after_help = "\
 What it does, in order (every step shows a progress bar):
   1. fetches the default model (once; cached afterwards),
-  2. generates synthetic OCR'd receipts: train (1988-2019, mostly 2017-2019) and
+  2. generates synthetic OCR'd receipts: train (1985-2019, mostly 2017-2019) and
      validation (2019), and a test set from 2020 with retailers and print formats
      the training set never shows,
   3. trains a LoRA adapter directly over the quantized model,
@@ -139,8 +151,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!(
         "  {} train ({}-{}) + {} validation receipts, {} test receipts ({TEST_YEAR}); fields: {}",
         plan.train,
-        TRAIN_YEARS.iter().min().unwrap(),
-        TRAIN_YEARS.iter().max().unwrap(),
+        OLDER_YEARS.start(),
+        RECENT_YEARS[0],
         plan.valid,
         plan.test,
         fields.join(", ")
@@ -314,20 +326,22 @@ fn make_data(args: &Args, plan: &Plan, fields: &[&str]) -> anyhow::Result<DemoDa
         })
         .collect()
     };
-    // Years in turn, so that any prefix (the few-shot examples come from the start) mixes
-    // them; record i comes from entry i % n of TRAIN_YEARS, each entry its own stream (a year
-    // listed twice gets two different seeds).
-    let n_years = TRAIN_YEARS.len();
-    let per_year: Vec<Vec<Record>> = TRAIN_YEARS
+    // Each year's receipts are one stream of the generator (seeded by the year), drawn in
+    // the order train_year gives.
+    let years: Vec<u16> = (0..plan.train).map(train_year).collect();
+    let mut streams = std::collections::BTreeMap::new();
+    for &y in &years {
+        *streams.entry(y).or_insert(0usize) += 1;
+    }
+    let mut streams: std::collections::BTreeMap<u16, std::vec::IntoIter<Record>> = streams
+        .into_iter()
+        .map(|(y, n)| (y, gen(n, 10_000 + y as u64, y).into_iter()))
+        .collect();
+    let train: Vec<Record> = years
         .iter()
-        .enumerate()
-        .map(|(k, &y)| gen((plan.train + n_years - 1 - k) / n_years, 10 + k as u64, y))
+        .filter_map(|y| streams.get_mut(y).and_then(|s| s.next()))
         .collect();
-    let mut streams: Vec<_> = per_year.into_iter().map(|v| v.into_iter()).collect();
-    let train: Vec<Record> = (0..plan.train)
-        .filter_map(|i| streams[i % n_years].next())
-        .collect();
-    let valid = gen(plan.valid, 2, *TRAIN_YEARS.iter().max().unwrap());
+    let valid = gen(plan.valid, 2, RECENT_YEARS[0]);
     let test = gen(plan.test, 3, TEST_YEAR);
     let dir = args.out.join("data");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -486,4 +500,26 @@ fn evaluate(job: &EvalRun, data: &DemoData, label: &str, out: &Path) -> anyhow::
         );
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_years_mix_recent_and_every_older_year() {
+        let years: Vec<u16> = (0..320).map(train_year).collect();
+        let recent = years.iter().filter(|y| RECENT_YEARS.contains(y)).count();
+        assert_eq!(recent, 192, "three in five");
+        // Every run of 32 older receipts covers each older year once.
+        let older: Vec<u16> = years.iter().copied().filter(|y| *y < 2017).collect();
+        for run in older.chunks(32) {
+            let mut run = run.to_vec();
+            run.sort();
+            assert_eq!(run, OLDER_YEARS.collect::<Vec<_>>());
+        }
+        // A short prefix (the few-shot examples) already mixes both.
+        assert!(years[..5].iter().any(|y| *y < 2017) && years[..5].iter().any(|y| *y >= 2017));
+        assert!(years.iter().all(|y| *y < TEST_YEAR));
+    }
 }
