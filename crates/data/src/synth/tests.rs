@@ -68,6 +68,27 @@ fn schema_rejects_extra_keys() {
 }
 
 #[test]
+fn schema_admits_only_real_timestamps() {
+    let validator = jsonschema::validator_for(&receipts_schema()).unwrap();
+    let mut v = receipts(&cfg(1, 1, 2019, 0.0))[0].output.clone();
+    for (ts, ok) in [
+        ("2020-10-08T22:58", true),
+        ("1999-12-31T00:00", true),
+        ("2020-02-29T23:59", true),
+        ("2020-10-81T22:58", false),
+        ("2020-13-08T22:58", false),
+        ("2020-00-08T22:58", false),
+        ("2020-10-00T22:58", false),
+        ("2020-10-08T24:00", false),
+        ("2020-10-08T22:60", false),
+        ("2020-10-08 22:58", false),
+    ] {
+        v["timestamp"] = json!(ts);
+        assert_eq!(validator.is_valid(&v), ok, "{ts}");
+    }
+}
+
+#[test]
 fn arithmetic_check_catches_a_wrong_total() {
     let mut v = receipts(&cfg(1, 1, 2019, 0.0))[0].output.clone();
     v["total"] = json!(v["total"].as_f64().unwrap() + 0.01);
