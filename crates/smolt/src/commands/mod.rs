@@ -25,6 +25,9 @@ pub fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    // The allocation policy applies to threads that have not allocated yet: set it before
+    // the pool's threads start.
+    smolt::model::keep_freed_memory();
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         // The main thread's budget: commands run on a pool thread (`on_compute_pool`).
