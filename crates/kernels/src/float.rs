@@ -139,12 +139,23 @@ fn exp_poly_f32(x: f32) -> f32 {
         p = p * r + c;
     }
     let e = 1.0 + r + r * r * p;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = pow2i(n);
     if x < -87.336_55 {
         0.0
     } else {
         e * scale
     }
+}
+
+/// `2^n` for an integer-valued `n` in `[-126, 127]`, built in the exponent bits. Adding
+/// 1.5·2²³ puts `n` in the low mantissa bits (exactly, as `|n| < 2²²`), so no float-to-int cast
+/// is needed: Rust's `as i32` saturates and maps NaN to 0, which the compiler does lane by
+/// lane in scalar code, and that kept the softmax loops from vectorising.
+#[inline(always)]
+fn pow2i(n: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³
+    let biased = (n + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits() - 127);
+    f32::from_bits(biased << 23)
 }
 
 /// Eigen's `generic_fast_tanh_float`: `x·p(x²)/q(x²)` on `x` clamped to ±7.9053, beyond which
@@ -228,6 +239,15 @@ pub(crate) fn scale_in_place<F: Float>(alpha: F, y: &mut [F]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pow2i_is_the_exponent_built_by_a_cast() {
+        for n in -126..=127i32 {
+            let want = f32::from_bits(((n + 127) as u32) << 23);
+            assert_eq!(pow2i(n as f32).to_bits(), want.to_bits(), "2^{n}");
+            assert_eq!(want as f64, 2f64.powi(n), "2^{n}");
+        }
+    }
 
     #[test]
     fn exp_poly_is_within_2_ulp_of_exp() {
