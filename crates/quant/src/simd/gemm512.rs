@@ -981,7 +981,6 @@ trait RowKernel: Sync {
 /// One x row of `Xq`, ready for the row kernels of any of the four types.
 struct DecodeRow<'a> {
     ty: GgmlType,
-    nb: usize,
     rb: usize,
     xq: &'a [i8],
     xd: &'a [f32],
@@ -993,7 +992,8 @@ struct DecodeRow<'a> {
 impl RowKernel for DecodeRow<'_> {
     unsafe fn rows<const R: usize>(&self, wp: *const u8) -> [f32; R] {
         let (xp, dp, rb) = (self.xq.as_ptr(), self.xd.as_ptr(), self.rb);
-        let (nb, nsb) = (self.nb, self.xq.len() / QK_K);
+        // One activation scale per 32-block, one super-block per QK_K activations.
+        let (nb, nsb) = (self.xd.len(), self.xq.len() / QK_K);
         match self.ty {
             GgmlType::Q5_0 => rows_legacy::<true, R>(nb, wp, rb, xp, dp, self.xzv.as_ptr()),
             GgmlType::Q8_0 => rows_legacy::<false, R>(nb, wp, rb, xp, dp, self.xzv.as_ptr()),
@@ -1013,7 +1013,6 @@ unsafe fn matvec(w: &QMatrix, x: &Xq, row: usize, y: &mut [f32]) {
     let xzs = &x.zs[row * nb..(row + 1) * nb];
     let kernel = DecodeRow {
         ty: w.ty,
-        nb,
         rb: w.row_bytes(),
         xq: &x.q[row * x.k..(row + 1) * x.k],
         xd: &x.d[row * nb..(row + 1) * nb],
