@@ -743,8 +743,7 @@ mod amx {
         for g0 in (0..m).step_by(group) {
             for jb in j0..j1 {
                 let col = jb * NB;
-                let mut r = g0;
-                while r < (g0 + group).min(m) {
+                for r in (g0..(g0 + group).min(m)).step_by(MB) {
                     // Whole block in place: all 32 rows and 32 columns inside c.
                     let full = r + MB <= m && col + NB <= n;
                     // Where the C block lives for the tile loads/stores: in place for a full
@@ -843,7 +842,6 @@ mod amx {
                             }
                         }
                     }
-                    r += MB;
                 }
             }
         }
