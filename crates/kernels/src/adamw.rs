@@ -95,7 +95,7 @@ fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &Coeffs) {
 pub fn global_grad_norm(grads: &[&[f32]]) -> f32 {
     grads
         .iter()
-        .map(|g| g.iter().map(|&x| x as f64 * x as f64).sum::<f64>())
+        .map(|g| crate::float::sum_sq_f64(g))
         .sum::<f64>()
         .sqrt() as f32
 }

@@ -7,7 +7,7 @@
 //! KV head, as in HF's `repeat_kv` and llama.cpp). All query heads of a group are processed
 //! together so each key and value row is read once per group.
 
-use crate::float::{axpy, dot, scale_in_place};
+use crate::float::{axpy, dot, max_lanes, scale_in_place, sum_lanes};
 use crate::matmul::gemm_strided;
 use crate::simd::multiversion;
 use crate::Float;
@@ -315,16 +315,14 @@ fn online_softmax_tile<F: Float>(
             sr.fill(F::ZERO);
             continue;
         }
-        let mut m_new = m[r];
+        scale_in_place(scale, &mut sr[a..b]);
+        let m_new = max_lanes(&sr[a..b], m[r]);
+        // The vectorised exp and lane sums: libm's scalar `expf` and a running sum were the
+        // tile's cost (the backward recomputes these probabilities with the same `exp_approx`).
         for x in &mut sr[a..b] {
-            *x *= scale;
-            m_new = m_new.max(*x);
+            *x = (*x - m_new).exp_approx();
         }
-        let mut tile_sum = F::ZERO;
-        for x in &mut sr[a..b] {
-            *x = (*x - m_new).exp();
-            tile_sum += *x;
-        }
+        let tile_sum = sum_lanes(&sr[a..b]);
         sr[..a].fill(F::ZERO);
         sr[b..].fill(F::ZERO);
         if m_new != m[r] {

@@ -69,7 +69,7 @@ pub fn attention_backward<F: Float>(
         let delta: Vec<F> = dog
             .chunks(hd)
             .zip(og.chunks(hd))
-            .map(|(a, b)| a.iter().zip(b).map(|(&x, &y)| x * y).sum())
+            .map(|(a, b)| smolt_kernels::float::dot_product(a, b))
             .collect();
         // Blocks of queries run in parallel: each owns its rows of dq and returns its
         // contribution to the keys it sees, summed afterwards in block order (so the result
