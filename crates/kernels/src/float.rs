@@ -264,19 +264,51 @@ pub(crate) fn max_lanes<F: Float>(x: &[F], init: F) -> F {
     m
 }
 
+/// Partial sums of the f64 row reductions ([`sum_sq_f64`], [`dot3_f64`]): a left-to-right f64
+/// sum is one dependent add (4 cycles) per element, which made the RMSNorm row sums
+/// latency-bound (2.5% of a training step in the backward alone) and the gradient norm a serial
+/// pass over millions; eight independent lanes vectorise.
+const F64_LANES: usize = 8;
+
 crate::simd::multiversion! {
-/// `Σ x_i²` in f64, over eight interleaved partial sums: a left-to-right f64 sum is one
-/// dependent add (4 cycles) per element, which made the RMSNorm row sums latency-bound (2.5% of
-/// a training step in the backward alone) and the gradient norm a serial pass over millions.
+/// `Σ x_i²` in f64, over [`F64_LANES`] interleaved partial sums.
 pub(crate) fn sum_sq_f64<F: Float>(x: &[F]) -> f64 {
-    let mut acc = [0f64; 8];
-    let mut chunks = x.chunks_exact(8);
+    let mut acc = [0f64; F64_LANES];
+    let mut chunks = x.chunks_exact(F64_LANES);
     for c in &mut chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
             *a += v.to_f64() * v.to_f64();
         }
     }
     let tail: f64 = chunks.remainder().iter().map(|&v| v.to_f64() * v.to_f64()).sum();
+    acc.iter().sum::<f64>() + tail
+}
+}
+
+crate::simd::multiversion! {
+/// `Σ (a_i·b_i)·c_i` with the products `a·b` in `F` and the rest in f64, over [`F64_LANES`]
+/// interleaved partial sums.
+pub(crate) fn dot3_f64<F: Float>(a: &[F], b: &[F], c: &[F]) -> f64 {
+    assert!(a.len() == b.len() && b.len() == c.len(), "dot3 of slices of different lengths");
+    let mut acc = [0f64; F64_LANES];
+    let mut ca = a.chunks_exact(F64_LANES);
+    let mut cb = b.chunks_exact(F64_LANES);
+    let mut cc = c.chunks_exact(F64_LANES);
+    for ((xa, xb), xc) in (&mut ca).zip(&mut cb).zip(&mut cc) {
+        let xa: &[F; F64_LANES] = xa.try_into().expect("chunk of F64_LANES");
+        let xb: &[F; F64_LANES] = xb.try_into().expect("chunk of F64_LANES");
+        let xc: &[F; F64_LANES] = xc.try_into().expect("chunk of F64_LANES");
+        for l in 0..F64_LANES {
+            acc[l] += (xa[l] * xb[l]).to_f64() * xc[l].to_f64();
+        }
+    }
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .zip(cc.remainder())
+        .map(|((&x, &y), &z)| (x * y).to_f64() * z.to_f64())
+        .sum();
     acc.iter().sum::<f64>() + tail
 }
 }
@@ -310,6 +342,30 @@ pub(crate) fn scale_in_place<F: Float>(alpha: F, y: &mut [F]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::randn;
+
+    #[test]
+    fn lane_sums_equal_the_plain_sums() {
+        for n in [0, 1, 7, 8, 9, 256, 640, 1001] {
+            let (a, b, c) = (randn(n, 3), randn(n, 4), randn(n, 5));
+            let sq: f64 = a.iter().map(|&v| v as f64 * v as f64).sum();
+            let d3: f64 = (0..n).map(|i| (a[i] * b[i]) as f64 * c[i] as f64).sum();
+            let scale = 1e-12 * (1.0 + sq);
+            assert!(
+                (sum_sq_f64(&a) - sq).abs() <= scale,
+                "n {n}: {} vs {sq}",
+                sum_sq_f64(&a)
+            );
+            let mag: f64 = (0..n)
+                .map(|i| ((a[i] * b[i]) as f64 * c[i] as f64).abs())
+                .sum();
+            let got = dot3_f64(&a, &b, &c);
+            assert!(
+                (got - d3).abs() <= 1e-12 * (1.0 + mag),
+                "n {n}: {got} vs {d3}"
+            );
+        }
+    }
 
     #[test]
     fn pow2i_is_the_exponent_built_by_a_cast() {

@@ -3,41 +3,9 @@
 //! Gemma's checkpoint computes `x·(1 + w)`; llama.cpp's converter stores `1 + w` in the GGUF, so
 //! these kernels multiply by the stored weight as is.
 
-use crate::float::sum_sq_f64;
-use crate::simd::multiversion;
+use crate::float::{dot3_f64, sum_sq_f64};
 use crate::Float;
 use rayon::prelude::*;
-
-/// Partial sums per row reduction (see [`sum_sq_f64`]).
-const LANES: usize = 8;
-
-multiversion! {
-/// `Σ (a_i·b_i)·c_i` with the products `a·b` in `F` and the rest in f64, over [`LANES`]
-/// interleaved partial sums.
-fn dot3_f64<F: Float>(a: &[F], b: &[F], c: &[F]) -> f64 {
-    assert!(a.len() == b.len() && b.len() == c.len(), "dot3 of slices of different lengths");
-    let mut acc = [0f64; LANES];
-    let mut ca = a.chunks_exact(LANES);
-    let mut cb = b.chunks_exact(LANES);
-    let mut cc = c.chunks_exact(LANES);
-    for ((xa, xb), xc) in (&mut ca).zip(&mut cb).zip(&mut cc) {
-        let xa: &[F; LANES] = xa.try_into().expect("chunk of LANES");
-        let xb: &[F; LANES] = xb.try_into().expect("chunk of LANES");
-        let xc: &[F; LANES] = xc.try_into().expect("chunk of LANES");
-        for l in 0..LANES {
-            acc[l] += (xa[l] * xb[l]).to_f64() * xc[l].to_f64();
-        }
-    }
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .zip(cc.remainder())
-        .map(|((&x, &y), &z)| (x * y).to_f64() * z.to_f64())
-        .sum();
-    acc.iter().sum::<f64>() + tail
-}
-}
 
 /// Rows at or below this many elements in total are normalised on the calling thread.
 const PAR_MIN_ELEMS: usize = 1 << 15;
@@ -158,29 +126,6 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect()
-    }
-
-    #[test]
-    fn lane_sums_equal_the_plain_sums() {
-        for n in [0, 1, 7, 8, 9, 256, 640, 1001] {
-            let (a, b, c) = (randn(n, 3), randn(n, 4), randn(n, 5));
-            let sq: f64 = a.iter().map(|&v| v as f64 * v as f64).sum();
-            let d3: f64 = (0..n).map(|i| (a[i] * b[i]) as f64 * c[i] as f64).sum();
-            let scale = 1e-12 * (1.0 + sq);
-            assert!(
-                (sum_sq_f64(&a) - sq).abs() <= scale,
-                "n {n}: {} vs {sq}",
-                sum_sq_f64(&a)
-            );
-            let mag: f64 = (0..n)
-                .map(|i| ((a[i] * b[i]) as f64 * c[i] as f64).abs())
-                .sum();
-            let got = dot3_f64(&a, &b, &c);
-            assert!(
-                (got - d3).abs() <= 1e-12 * (1.0 + mag),
-                "n {n}: {got} vs {d3}"
-            );
-        }
     }
 
     #[test]
