@@ -341,9 +341,9 @@ fn demo_runs_the_whole_pipeline_and_reuses_a_finished_run() {
         stderr(&o)
     );
 
-    // Other settings (here a second epoch) train again instead of reusing that run.
+    // Other settings (here a third epoch) train again instead of reusing that run.
     let mut more = args.to_vec();
-    more.extend(["--epochs", "2"]);
+    more.extend(["--epochs", "3"]);
     let o = smolt(&more);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -354,7 +354,7 @@ fn demo_runs_the_whole_pipeline_and_reuses_a_finished_run() {
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("train/summary.json")).unwrap())
             .unwrap();
-    assert_eq!(summary["epochs"], 2.0);
+    assert_eq!(summary["epochs"], 3.0);
     for f in ["few-shot/predictions.jsonl", "fine-tuned/predictions.jsonl"] {
         assert_eq!(
             std::fs::read_to_string(out.join(f))
