@@ -4,8 +4,28 @@
 //! these kernels multiply by the stored weight as is.
 
 use crate::float::{dot3_f64, sum_sq_f64};
+use crate::simd::multiversion;
 use crate::Float;
 use rayon::prelude::*;
+
+multiversion! {
+    /// Forward line B for one row: `y = x · rs · w` (same operations, in the same order, as a
+    /// plain loop: only the vector width depends on the CPU).
+    fn scale_row<F: Float>(y: &mut [F], x: &[F], rs: F, w: &[F]) {
+        for ((yi, &xi), &wi) in y.iter_mut().zip(x).zip(w) {
+            *yi = xi * rs * wi;
+        }
+    }
+}
+
+multiversion! {
+    /// The backward's row update: `dx += r · (dy · w − x · c)`.
+    fn dx_row<F: Float>(dx: &mut [F], dy: &[F], w: &[F], x: &[F], r: F, c: F) {
+        for (((dxi, &dyi), &wi), &xi) in dx.iter_mut().zip(dy).zip(w).zip(x) {
+            *dxi += r * (dyi * wi - xi * c);
+        }
+    }
+}
 
 /// Rows at or below this many elements in total are normalised on the calling thread.
 const PAR_MIN_ELEMS: usize = 1 << 15;
@@ -47,9 +67,7 @@ pub fn rms_norm_forward<F: Float>(
         let rs = F::from_f64(1.0 / (ss / cols as f64 + eps.to_f64()).sqrt());
         *r = rs;
         // forward line B: y = x * rstd * w
-        for ((yi, &xi), &wi) in yr.iter_mut().zip(xr).zip(w) {
-            *yi = xi * rs * wi;
-        }
+        scale_row(yr, xr, rs, w);
     };
     let it = x.chunks(cols).zip(y.chunks_mut(cols).zip(rstd.iter_mut()));
     if x.len() > PAR_MIN_ELEMS {
@@ -89,9 +107,7 @@ pub fn rms_norm_backward<F: Float>(
         let (dyr, xr, r) = (&dy[i * cols..][..cols], &x[i * cols..][..cols], rstd[i]);
         let gx = dot3_f64(dyr, w, xr);
         let c = F::from_f64(gx / cols as f64) * r * r;
-        for (((dxi, &dyi), &wi), &xi) in dxr.iter_mut().zip(dyr).zip(w).zip(xr) {
-            *dxi += r * (dyi * wi - xi * c);
-        }
+        dx_row(dxr, dyr, w, xr, r, c);
     };
     if x.len() > PAR_MIN_ELEMS {
         dx.par_chunks_mut(cols).enumerate().for_each(row);
