@@ -175,7 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let t_train = Instant::now();
     let run_dir = args.out.join("train");
-    let summary = train(&args, &plan, &data, &model_path, &run_dir)?;
+    let summary = train((epochs, lr), &plan, &data, &model_path, &run_dir)?;
     let train_s = t_train.elapsed().as_secs_f64();
 
     let gguf = smolt::gguf::Gguf::open(&model_path)
@@ -247,8 +247,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "fields": fields,
         "train_receipts": plan.train,
         "test_receipts": plan.test,
-        "epochs": recipe(&args).0,
-        "peak_lr": recipe(&args).1,
+        "epochs": epochs,
+        "peak_lr": lr,
         "few_shot": args.few_shot,
         "few_shot_mean_field_accuracy": base_report.mean_score,
         "fine_tuned_mean_field_accuracy": ft_report.mean_score,
@@ -379,9 +379,10 @@ fn make_data(args: &Args, plan: &Plan, fields: &[&str]) -> anyhow::Result<DemoDa
     })
 }
 
-/// Trains (or reuses / resumes) the adapter in `run_dir`.
+/// Trains (or reuses / resumes) the adapter in `run_dir` with the passes and peak learning rate
+/// of [`recipe`].
 fn train(
-    args: &Args,
+    (epochs, lr): (u32, f64),
     plan: &Plan,
     data: &DemoData,
     model: &Path,
@@ -390,7 +391,6 @@ fn train(
     // About six receipts per step (batch_tokens 2048); the passes of `recipe`, a short warmup
     // and a cosine decay. The peak lr is above the library default because a demo run has
     // only 80 to 160 steps to learn in.
-    let (epochs, lr) = recipe(args);
     let steps_estimate = plan.train.div_ceil(6) as u64 * epochs as u64;
     let cfg = TrainConfig {
         model: model.display().to_string(),
