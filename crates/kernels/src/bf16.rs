@@ -1,6 +1,6 @@
 //! bf16 products with f32 accumulation, for the frozen-weight products of training: Intel AMX
-//! (`tdpbf16ps`) where the CPU and kernel allow it, f32 gemm over the same bf16 values
-//! elsewhere.
+//! (`tdpbf16ps`) where the CPU and kernel allow it, else AVX-512 BF16 (`vdpbf16ps`, module `dot`)
+//! where the CPU has it, else f32 gemm over the same bf16 values.
 //!
 //! A product is `c (m, n) (+)= a (m, k) · b (k, n)` with `a` the activations, rounded to bf16
 //! per call ([`BfRows`]), and `b` a frozen matrix packed once ([`PackedB`]) in the layout the
@@ -14,7 +14,8 @@
 //!
 //! Every element is rounded once to bf16 (8 significant bits) and the products are summed in
 //! f32, so a product is the f32 product of the rounded operands up to summation order; the
-//! fallback computes exactly that with the `gemm` crate, and the tests hold the AMX path to it.
+//! fallback computes exactly that with the `gemm` crate, and the tests hold both hardware
+//! paths to it.
 
 use crate::matmul::gemm_strided;
 use crate::simd::multiversion;
@@ -24,6 +25,8 @@ use rayon::prelude::*;
 /// bf16 conversions: smolt-quant's, the ones the GGUF BF16 format already uses (round to
 /// nearest even, NaN kept quiet; widening exact).
 pub use smolt_quant::{bf16_to_f32, f32_to_bf16};
+
+mod dot;
 
 multiversion! {
     /// `dst = bf16(src · scale)`, branch-free so that it vectorises (called with `F = f32`).
@@ -472,6 +475,14 @@ pub fn amx_enabled() -> bool {
     amx::available()
 }
 
+/// Whether products will run on bf16 hardware, AMX tiles or AVX-512 BF16 (`SMOLT_AMX` and
+/// `SMOLT_BF16_DOT` permitting), rather than the f32 fallback: the bf16 base then beats
+/// f32 gemm over the decoded weights. Both hardware paths sum each column of `c` in the same
+/// order whatever block of columns a call computes (the fallback's gemm may not).
+pub fn accelerated() -> bool {
+    amx::available() || dot::available()
+}
+
 /// `iters` rounds of four AMX bf16 tile products on tiles of ones (no memory traffic in the
 /// loop): the tile unit's peak, for `limits`. Returns the sum of the four 16 × 16 C tiles
 /// (= 4 · 256 · 32 · iters, exact for iters ≤ 2¹⁹). Panics without AMX.
@@ -492,6 +503,8 @@ pub fn gemm_bf16(a: &BfRows, b: &PackedB, c: &mut [f32], accumulate: bool, paral
     }
     if amx::available() && k > 0 {
         amx::gemm(a, b, c, n, accumulate, parallel);
+    } else if dot::available() && k > 0 {
+        dot::gemm(a, b, c, n, accumulate, parallel);
     } else {
         gemm_fallback(a, b, c, accumulate, parallel);
     }
@@ -524,6 +537,8 @@ pub fn gemm_bf16_strided(
     }
     if amx::available() && k > 0 {
         amx::gemm(a, b, c, ldc, accumulate, parallel);
+    } else if dot::available() && k > 0 {
+        dot::gemm(a, b, c, ldc, accumulate, parallel);
     } else {
         let mut t: Vec<f32> = if accumulate {
             (0..m)
@@ -1091,7 +1106,7 @@ mod tests {
     /// overwrite and accumulate, with row counts that leave partial 32-row blocks.
     #[test]
     fn products_match_the_f64_reference() {
-        eprintln!("AMX: {}", amx_enabled());
+        eprintln!("AMX: {}, AVX-512 BF16: {}", amx_enabled(), dot::available());
         for &(m, k, n) in &[
             (1, 32, 32),
             (17, 64, 32),
@@ -1116,6 +1131,11 @@ mod tests {
                     gemm_bf16(&a, &b, &mut got, acc, par);
                     let mut fb = if acc { c0.clone() } else { vec![7.0; m * n] };
                     gemm_fallback(&a, &b, &mut fb, acc, par);
+                    // AVX-512 BF16 where the CPU has it, even where AMX takes the products.
+                    let mut dt = if acc { c0.clone() } else { vec![7.0; m * n] };
+                    if dot::available() {
+                        dot::gemm(&a, &b, &mut dt, n, acc, par);
+                    }
                     for i in 0..m * n {
                         let w = want[i] + base[i] as f64;
                         let tol = 1e-5 * (k as f64).sqrt() * (1.0 + w.abs());
@@ -1125,6 +1145,9 @@ mod tests {
                             got[i]
                         );
                         assert!((fb[i] as f64 - w).abs() < tol, "fallback [{i}]");
+                        if dot::available() {
+                            assert!((dt[i] as f64 - w).abs() < tol, "AVX-512 BF16 [{i}]");
+                        }
                     }
                 }
             }

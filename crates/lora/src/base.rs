@@ -4,7 +4,7 @@
 
 use crate::config::Target;
 use smolt_kernels::bf16::{
-    amx_enabled, bf16_to_f32, f32_to_bf16, gemm_bf16, gemm_bf16_strided, pack_rows_into, BfRows,
+    accelerated, bf16_to_f32, f32_to_bf16, gemm_bf16, gemm_bf16_strided, pack_rows_into, BfRows,
     PackScratch, PackedB,
 };
 use smolt_kernels::{matmul_nn, matmul_nt, ChunkProducts, Float};
@@ -92,14 +92,14 @@ pub enum BaseMatmul {
     /// the hundreds, as in training; the decoded copy lives for one product.
     Decoded,
     /// Every projection decoded once and kept in bf16, packed for Intel AMX (`tdpbf16ps`, f32
-    /// accumulation) in both directions (forward `x·Wᵀ`, backward `dY·W`): about 4 bytes per
+    /// accumulation; AVX-512 BF16's `vdpbf16ps` reads the same packing) in both directions (forward `x·Wᵀ`, backward `dY·W`): about 4 bytes per
     /// projection parameter (≈ 0.4 GB for Gemma 3 270M), built at load. The LM head is packed
     /// the same way, chunk by chunk during each call, or kept packed too (≈ 0.7 GB more for
     /// Gemma's tied table): see [`HeadCache`]. The activations are rounded to bf16 per
     /// product, so this is NOT the reference arithmetic:
-    /// the tests bound its loss and gradient against [`BaseMatmul::Decoded`]. Without AMX the
-    /// same bf16 values go through f32 gemm (correct, but slower than `Decoded`); see
-    /// [`smolt_kernels::bf16::amx_enabled`].
+    /// the tests bound its loss and gradient against [`BaseMatmul::Decoded`]. Without either
+    /// the same bf16 values go through f32 gemm (correct, but slower than `Decoded`); see
+    /// [`smolt_kernels::bf16::accelerated`].
     Bf16,
 }
 
@@ -297,10 +297,10 @@ impl ChunkProducts<f32> for Bf16Chunks<'_> {
     fn logits(&self, s: &mut ChunkScratch, v0: usize, v1: usize, l: &mut [f32]) {
         let Some(chunks) = &self.head.chunks else {
             // Lean: decode the chunk here, packed both ways (`accumulate` follows), a slice
-            // of rows at a time for the logits. Without AMX the fallback's f32 gemm might sum
-            // a narrower product in another order: one slice, as the resident head.
+            // of rows at a time for the logits. Without bf16 hardware the fallback's f32 gemm
+            // might sum a narrower product in another order: one slice, as the resident head.
             let (len, d) = (v1 - v0, self.head.lin.lin.in_features);
-            let slice = if amx_enabled() { SLICE } else { len };
+            let slice = if accelerated() { SLICE } else { len };
             if self.want_grad {
                 s.bwd.reshape(len, d);
             }

@@ -37,12 +37,12 @@ pub enum Overlong {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BasePrecision {
-    /// `bf16` where the CPU has AMX tiles, else `f32`.
+    /// `bf16` where the CPU has bf16 hardware (AMX tiles or AVX-512 BF16), else `f32`.
     Auto,
-    /// Weights and activations rounded to bf16 with f32 sums, on AMX: about 2x faster steps,
-    /// about 0.4 GB more memory (packed bf16 copies of the body's projections; the head's too,
-    /// another 0.7 GB, with `head_cache`), loss within ~1e-3 of the f32 reference. Without AMX
-    /// the same numbers are computed slowly with f32 gemm.
+    /// Weights and activations rounded to bf16 with f32 sums, on AMX tiles or AVX-512 BF16:
+    /// 2-3x faster steps, about 0.4 GB more memory (packed bf16 copies of the body's
+    /// projections; the head's too, another 0.7 GB, with `head_cache`), loss within ~1e-3 of
+    /// the f32 reference. Without either the same numbers are computed slowly with f32 gemm.
     Bf16,
     /// Each quantized matrix decoded to f32 for one product: the reference arithmetic (what
     /// PEFT computes on the dequantized model), the least memory.

@@ -60,7 +60,8 @@ What it does, in order (every step shows a progress bar):
      validation (2019), and a test set from 2020 with retailers and print formats
      the training set never shows,
   3. trains a LoRA adapter directly over the quantized model (two passes at a peak
-     learning rate of 2e-3 where the CPU has AMX tiles, else one at 5e-4),
+     learning rate of 2e-3 where the CPU has bf16 hardware, AMX tiles or AVX-512 BF16,
+     else one at 5e-4),
   4. evaluates the base model prompted with K solved examples (the few-shot baseline),
   5. evaluates the fine-tuned model on the same test receipts, with the same schema-constrained
      decoding, and prints both side by side.
@@ -70,7 +71,7 @@ compare.html and demo.json. Running it again with the same settings reuses a fin
 run and resumes an interrupted one (other settings train again); --fresh starts over.
 
 Examples:
-  smolt demo                 # about 15 minutes on 2 cores with AMX, 17 without
+  smolt demo                 # about 15 minutes on 2 cores with bf16 hardware
   smolt demo --quick         # a 3-minute smaller run: same steps, fewer receipts
   smolt demo --fields retailer,total,items --train 600 --out runs/items")]
 pub struct Args {
@@ -87,8 +88,9 @@ pub struct Args {
     #[arg(long)]
     train: Option<usize>,
     /// Passes over the training receipts (each one adds the training time again). Default:
-    /// 2 where the CPU trains on AMX tiles, 1 elsewhere (training there takes about twice as
-    /// long, and the demo keeps to about 20 minutes).
+    /// 2 where the CPU trains on bf16 hardware (AMX tiles or AVX-512 BF16), 1 elsewhere
+    /// (training there takes two to three times as long, and the demo keeps to about 20
+    /// minutes).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
     epochs: Option<u32>,
     /// Test receipts (from the later period) evaluated for both models.
@@ -168,7 +170,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "  {epochs} pass{} over the training receipts, peak learning rate {lr}{}",
         if epochs == 1 { "" } else { "es" },
         if args.epochs.is_none() && epochs == 1 {
-            " (one pass without AMX tiles, to keep to about 20 minutes)"
+            " (one pass without bf16 hardware, to keep to about 20 minutes)"
         } else {
             ""
         }
@@ -452,16 +454,16 @@ fn train(
 }
 
 /// Passes over the training set and the peak learning rate: `--epochs` / `--lr`, else two
-/// passes where training runs on AMX tiles and one elsewhere (about half the speed), so that
-/// the demo stays near its 20-minute budget, with the learning rate measured best for that
-/// many passes. Two passes at 2e-3 scored 94.5% and 94.4% mean field accuracy on 120 test
+/// passes where training runs on bf16 hardware and one elsewhere (a half to a third of the
+/// speed), so that the demo stays near its 20-minute budget, with the learning rate measured
+/// best for that many passes. Two passes at 2e-3 scored 94.5% and 94.4% mean field accuracy on 120 test
 /// receipts (two training seeds), one or two passes at 5e-4 93.5%: the hour of a 12-hour
 /// clock and a two-digit year are learnt better with the stronger recipe; one pass at 2e-3
 /// is unmeasured on the demo, so one pass keeps 5e-4.
 fn recipe(args: &Args) -> (u32, f64) {
     let epochs = args
         .epochs
-        .unwrap_or(if smolt::kernels::bf16::amx_enabled() {
+        .unwrap_or(if smolt::kernels::bf16::accelerated() {
             2
         } else {
             1
@@ -580,7 +582,7 @@ mod tests {
         assert_eq!(recipe_of(&["--epochs", "2"]), (2, 2e-3));
         assert_eq!(recipe_of(&["--epochs", "3", "--lr", "1e-4"]), (3, 1e-4));
         // Unset: as many passes as the hardware affords within the budget.
-        let passes = if smolt::kernels::bf16::amx_enabled() {
+        let passes = if smolt::kernels::bf16::accelerated() {
             2
         } else {
             1
