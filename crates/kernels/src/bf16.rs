@@ -52,6 +52,41 @@ const KB: usize = 32;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const A_GROUP_BYTES: usize = 512 << 10;
 
+/// `c`'s pointer, shared by the tasks of one hardware `gemm` call (AMX or AVX-512 BF16).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct Ptr(*mut f32);
+// SAFETY: the pointer is only used to write disjoint column blocks of `c` from the
+// tasks of one `gemm` call, which `c`'s exclusive borrow outlives.
+unsafe impl Send for Ptr {}
+unsafe impl Sync for Ptr {}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+impl Ptr {
+    /// A method, so closures capture the whole `Ptr` (Send) and not its raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Runs `run(u0, u1)` over `units` units of columns (a hardware kernel's column blocks),
+/// split into up to two tasks per thread when `parallel` allows and the product (`mnk`
+/// multiply-adds) is worth the split.
+fn split_columns(units: usize, parallel: bool, mnk: usize, run: impl Fn(usize, usize) + Sync) {
+    let tasks = if parallel && rayon::current_num_threads() > 1 && mnk >= 1 << 20 {
+        (2 * rayon::current_num_threads()).min(units)
+    } else {
+        1
+    };
+    if tasks <= 1 {
+        run(0, units);
+    } else {
+        (0..tasks)
+            .into_par_iter()
+            .for_each(|t| run(t * units / tasks, (t + 1) * units / tasks));
+    }
+}
+
 /// Activations `(m, k)` rounded to bf16, in the tile unit's order: blocks of 16 rows × 32
 /// columns (one 1 KB tile, rows contiguous), row blocks outermost. Rows are padded with zeros
 /// to a multiple of 32 and columns to a multiple of 32.
@@ -681,20 +716,6 @@ mod amx {
             .sum()
     }
 
-    #[derive(Clone, Copy)]
-    struct Ptr(*mut f32);
-    // SAFETY: the pointer is only used to write disjoint column blocks of `c` from the
-    // tasks of one `gemm` call, which `c`'s exclusive borrow outlives.
-    unsafe impl Send for Ptr {}
-    unsafe impl Sync for Ptr {}
-
-    impl Ptr {
-        /// A method, so closures capture the whole `Ptr` (Send) and not its raw field.
-        fn get(self) -> *mut f32 {
-            self.0
-        }
-    }
-
     pub(super) fn gemm(
         a: &BfRows,
         b: &PackedB,
@@ -713,18 +734,7 @@ mod amx {
             // writes only its column blocks j0..j1.
             unsafe { blocks(a, b, ptr.get(), ldc, accumulate, j0, j1) }
         };
-        let tasks = if parallel && rayon::current_num_threads() > 1 && a.m * b.n * a.k >= 1 << 20 {
-            (2 * rayon::current_num_threads()).min(n_blocks)
-        } else {
-            1
-        };
-        if tasks <= 1 {
-            run(0, n_blocks);
-        } else {
-            (0..tasks)
-                .into_par_iter()
-                .for_each(|t| run(t * n_blocks / tasks, (t + 1) * n_blocks / tasks));
-        }
+        split_columns(n_blocks, parallel, a.m * b.n * a.k, run);
     }
 
     #[repr(C, align(64))]

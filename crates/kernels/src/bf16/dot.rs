@@ -15,8 +15,7 @@
 //! bf16 subnormals, which the instruction reads as zero; the weights and rounded activations
 //! of a trained model do not come near 1e-38).
 
-use super::{BfRows, PackedB, A_GROUP_BYTES, KB, NB};
-use rayon::prelude::*;
+use super::{split_columns, BfRows, PackedB, Ptr, A_GROUP_BYTES, KB, NB};
 
 /// Whether the CPU has AVX-512 BF16 (and `SMOLT_SIMD` does not cap the SIMD level below
 /// AVX-512; `SMOLT_BF16_DOT=0` turns this path off, to compare it with the fallback).
@@ -33,20 +32,6 @@ pub(super) fn available() -> bool {
 const MR: usize = 6;
 /// Panels of 32 columns a micro-kernel holds (`NV = 2·NP` vectors per row).
 const NP: usize = 2;
-
-#[derive(Clone, Copy)]
-struct Ptr(*mut f32);
-// SAFETY: only used to write disjoint column blocks of `c` from the tasks of one `gemm`
-// call, which `c`'s exclusive borrow outlives.
-unsafe impl Send for Ptr {}
-unsafe impl Sync for Ptr {}
-
-impl Ptr {
-    /// A method, so closures capture the whole `Ptr` (Send) and not its raw field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 /// `c (m, n) (+)= a · b` with `c`'s rows `ldc ≥ n` apart. Caller: [`available`] holds, and
 /// `a.k == b.k`, `c.len() ≥ (m − 1)·ldc + n`, `m, n > 0`.
@@ -73,21 +58,10 @@ pub(super) fn gemm(
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("no AVX-512 off x86-64 {p0} {p1} {:?}", ptr.get())
     };
-    let tasks = if parallel && rayon::current_num_threads() > 1 && a.m * b.n * a.k >= 1 << 20 {
-        // Split on pairs of panels, the micro-kernel's width.
-        (2 * rayon::current_num_threads()).min(panels.div_ceil(NP))
-    } else {
-        1
-    };
-    if tasks <= 1 {
-        run(0, panels);
-    } else {
-        let pairs = panels.div_ceil(NP);
-        (0..tasks).into_par_iter().for_each(|t| {
-            let (q0, q1) = (t * pairs / tasks, (t + 1) * pairs / tasks);
-            run(q0 * NP, (q1 * NP).min(panels))
-        });
-    }
+    // Units of two panels, the micro-kernel's width.
+    split_columns(panels.div_ceil(NP), parallel, a.m * b.n * a.k, |q0, q1| {
+        run(q0 * NP, (q1 * NP).min(panels))
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
