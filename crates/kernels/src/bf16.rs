@@ -1,6 +1,6 @@
 //! bf16 products with f32 accumulation, for the frozen-weight products of training: Intel AMX
-//! (`tdpbf16ps`) where the CPU and kernel allow it, else AVX-512 BF16 (`vdpbf16ps`, module `dot`)
-//! where the CPU has it, else f32 gemm over the same bf16 values.
+//! (`tdpbf16ps`) where the CPU and kernel allow it, else AVX-512 BF16 (`vdpbf16ps`, module
+//! `dot`) where the CPU has it, else f32 gemm over the same bf16 values.
 //!
 //! A product is `c (m, n) (+)= a (m, k) · b (k, n)` with `a` the activations, rounded to bf16
 //! per call ([`BfRows`]), and `b` a frozen matrix packed once ([`PackedB`]) in the layout the

@@ -92,13 +92,13 @@ pub enum BaseMatmul {
     /// the hundreds, as in training; the decoded copy lives for one product.
     Decoded,
     /// Every projection decoded once and kept in bf16, packed for Intel AMX (`tdpbf16ps`, f32
-    /// accumulation; AVX-512 BF16's `vdpbf16ps` reads the same packing) in both directions (forward `x·Wᵀ`, backward `dY·W`): about 4 bytes per
-    /// projection parameter (≈ 0.4 GB for Gemma 3 270M), built at load. The LM head is packed
-    /// the same way, chunk by chunk during each call, or kept packed too (≈ 0.7 GB more for
-    /// Gemma's tied table): see [`HeadCache`]. The activations are rounded to bf16 per
-    /// product, so this is NOT the reference arithmetic:
-    /// the tests bound its loss and gradient against [`BaseMatmul::Decoded`]. Without either
-    /// the same bf16 values go through f32 gemm (correct, but slower than `Decoded`); see
+    /// accumulation; AVX-512 BF16's `vdpbf16ps` reads the same packing) in both directions (forward
+    /// `x·Wᵀ`, backward `dY·W`): about 4 bytes per projection parameter (≈ 0.4 GB for Gemma 3
+    /// 270M), built at load. The LM head is packed the same way, chunk by chunk during each call,
+    /// or kept packed too (≈ 0.7 GB more for Gemma's tied table): see [`HeadCache`]. The
+    /// activations are rounded to bf16 per product, so this is NOT the reference arithmetic: the
+    /// tests bound its loss and gradient against [`BaseMatmul::Decoded`]. Without either the same
+    /// bf16 values go through f32 gemm (correct, but slower than `Decoded`); see
     /// [`smolt_kernels::bf16::accelerated`].
     Bf16,
 }

@@ -748,24 +748,14 @@ unsafe fn rows_legacy<const Q5: bool, const R: usize>(
 ) -> [f32; R] {
     let bsz = if Q5 { Q5_0_BYTES } else { Q8_0_BYTES };
     // Words 0..8 ← the first block's scale (word 0), 8..16 ← the second's (word bsz/2).
-    let widx = _mm512_setr_epi32(
-        0,
-        0,
-        0,
-        0,
-        0x0001_0001 * (bsz as i32 / 2),
-        0x0001_0001 * (bsz as i32 / 2),
-        0x0001_0001 * (bsz as i32 / 2),
-        0x0001_0001 * (bsz as i32 / 2),
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-    );
+    let widx: [i16; 32] = std::array::from_fn(|t| {
+        if (8..16).contains(&t) {
+            bsz as i16 / 2
+        } else {
+            0
+        }
+    });
+    let widx = _mm512_loadu_si512(widx.as_ptr() as *const __m512i);
     // The scale words of a pair (both blocks) and of a lone last block.
     let (pair_words, lone_words): (__mmask32, __mmask32) = ((1 << (bsz / 2 + 1)) - 1, 1);
     // Q5_0 pair: nibble bytes 6..22 of block 0 twice, then 28..44 (block 1) twice; the

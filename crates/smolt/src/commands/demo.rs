@@ -453,13 +453,13 @@ fn train(
     Ok(summary)
 }
 
-/// Passes over the training set and the peak learning rate: `--epochs` / `--lr`, else two
-/// passes where training runs on bf16 hardware and one elsewhere (a half to a third of the
-/// speed), so that the demo stays near its 20-minute budget, with the learning rate measured
-/// best for that many passes. Two passes at 2e-3 scored 94.5% and 94.4% mean field accuracy on 120 test
-/// receipts (two training seeds), one or two passes at 5e-4 93.5%: the hour of a 12-hour
-/// clock and a two-digit year are learnt better with the stronger recipe; one pass at 2e-3
-/// is unmeasured on the demo, so one pass keeps 5e-4.
+/// Passes over the training set and the peak learning rate: `--epochs` / `--lr`, else two passes
+/// where training runs on bf16 hardware and one elsewhere (a half to a third of the speed), so that
+/// the demo stays near its 20-minute budget, with the learning rate measured best for that many
+/// passes. Two passes at 2e-3 scored 94.5% and 94.4% mean field accuracy on 120 test receipts (two
+/// training seeds), one or two passes at 5e-4 93.5%: the hour of a 12-hour clock and a two-digit
+/// year are learnt better with the stronger recipe; one pass at 2e-3 is unmeasured on the demo, so
+/// one pass keeps 5e-4.
 fn recipe(args: &Args) -> (u32, f64) {
     let epochs = args
         .epochs
