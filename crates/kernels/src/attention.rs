@@ -191,6 +191,23 @@ pub fn probs_from_lse<F: Float>(x: &mut [F], scale: F, lse: F) {
 }
 
 multiversion! {
+/// `x ← softmax(scale·x)` over one row of allowed scores, returning its log-sum-exp
+/// `ln Σ exp(scale·x)`: a whole score row at once, where the row fits (training's blocked
+/// forward). Vectorised `exp_approx`, as [`probs_from_lse`], which recomputes the same
+/// probabilities from the returned value.
+pub fn softmax_row<F: Float>(x: &mut [F], scale: F) -> F {
+    scale_in_place(scale, x);
+    let m = max_lanes(x, F::NEG_INFINITY);
+    for v in x.iter_mut() {
+        *v = (*v - m).exp_approx();
+    }
+    let sum = sum_lanes(x);
+    scale_in_place(F::ONE / sum, x);
+    m + sum.ln()
+}
+}
+
+multiversion! {
 /// `ds ← scale · p ⊙ (ds − δ)` over one row: the score gradient from `ds = dout·vᵀ` on entry.
 pub fn score_grads<F: Float>(ds: &mut [F], p: &[F], scale: F, delta: F) {
     for (d, &pp) in ds.iter_mut().zip(p) {
@@ -749,6 +766,40 @@ mod tests {
         score_grads(&mut ds, &p, scale, 0.3);
         for ((&d, &pi), &dpi) in ds.iter().zip(&p).zip(&dp) {
             assert_eq!(d, scale * pi * (dpi - 0.3));
+        }
+    }
+
+    #[test]
+    fn softmax_row_matches_its_formula() {
+        // Rows of one, 16 and off-lane lengths; a score far below the rest underflows to 0.
+        for n in [1usize, 16, 37, 512] {
+            let mut x: Vec<f32> = (0..n).map(|i| ((i * 7) % 23) as f32 * 0.9 - 8.0).collect();
+            if n > 1 {
+                x[n / 2] = -300.0;
+            }
+            let scale = 0.7f32;
+            let mut p = x.clone();
+            let lse = softmax_row(&mut p, scale);
+            let want_lse = x
+                .iter()
+                .map(|&v| (scale as f64 * v as f64).exp())
+                .sum::<f64>()
+                .ln();
+            assert!((lse as f64 - want_lse).abs() < 1e-6 * (1.0 + want_lse.abs()));
+            for (&pi, &xi) in p.iter().zip(&x) {
+                let want = (scale as f64 * xi as f64 - want_lse).exp();
+                // exp_approx (4e-7), the sum and the division.
+                assert!(
+                    (pi as f64 - want).abs() <= 2e-6 * want + 1e-30,
+                    "{pi} vs {want}"
+                );
+            }
+            // What the backward recomputes from the lse: the same probabilities.
+            let mut again = x.clone();
+            probs_from_lse(&mut again, scale, lse);
+            for (&a, &b) in again.iter().zip(&p) {
+                assert!((a - b).abs() <= 2e-6 * b, "{a} vs {b}");
+            }
         }
     }
 

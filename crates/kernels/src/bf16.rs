@@ -125,6 +125,31 @@ impl BfRows {
         BfRows { m, k, kp, data }
     }
 
+    /// `xᵀ (cols, rows)` for `x (rows, cols)`, rounded to bf16 (times `scale`), on the calling
+    /// thread: the transposed operand of a product (`pᵀ · dout` in attention's backward)
+    /// without an f32 copy of the transpose. Each tile gathers a column strip of 16 `x`
+    /// columns, its rows read contiguously.
+    pub fn from_f32_transposed(x: &[f32], rows: usize, cols: usize, scale: f32) -> BfRows {
+        assert_eq!(x.len(), rows * cols, "x is not (rows, cols)");
+        let (m, k) = (cols, rows);
+        let kp = k.next_multiple_of(KB);
+        let mut data = vec![0u16; m.next_multiple_of(MB) * kp];
+        for (rb, d) in data.chunks_mut(16 * kp).enumerate() {
+            let (c0, w) = (rb * 16, 16.min(m.saturating_sub(rb * 16)));
+            if w == 0 {
+                break;
+            }
+            for (i, xr) in x.chunks(cols).enumerate() {
+                // out (c0 + j, i) = x (i, c0 + j): tile i / 32, row j, column i % 32.
+                let o = (i / KB) * 512 + i % KB;
+                for (j, &v) in xr[c0..c0 + w].iter().enumerate() {
+                    d[o + j * 32] = round_bf16(v * scale);
+                }
+            }
+        }
+        BfRows { m, k, kp, data }
+    }
+
     fn at(&self, r: usize, c: usize) -> u16 {
         self.data[((r / 16) * (self.kp / KB) + c / KB) * 512 + (r % 16) * 32 + c % KB]
     }
@@ -472,12 +497,39 @@ pub struct PackScratch {
 pub fn pack_rows_into(
     rows: usize,
     cols: usize,
-    mut decode: impl FnMut(usize, usize, &mut [f32]),
+    decode: impl FnMut(usize, usize, &mut [f32]),
     fwd: &mut PackedB,
+    bwd: Option<(&mut PackedB, usize)>,
+    scratch: &mut PackScratch,
+) {
+    pack_slabs(rows, cols, decode, Some(fwd), bwd, scratch);
+}
+
+/// Refills `b` with `W (rows, cols)` itself (`k = rows`, `n = cols`, as
+/// [`PackedB::from_rows`]) on the calling thread: the `W`-side half of [`pack_rows_into`], for
+/// an operand that is used only that way (attention's activations as the `b` of a product).
+pub fn pack_w_into(
+    rows: usize,
+    cols: usize,
+    decode: impl FnMut(usize, usize, &mut [f32]),
+    b: &mut PackedB,
+    scratch: &mut PackScratch,
+) {
+    b.reshape(rows, cols);
+    pack_slabs(rows, cols, decode, None, Some((b, 0)), scratch);
+}
+
+fn pack_slabs(
+    rows: usize,
+    cols: usize,
+    mut decode: impl FnMut(usize, usize, &mut [f32]),
+    mut fwd: Option<&mut PackedB>,
     mut bwd: Option<(&mut PackedB, usize)>,
     scratch: &mut PackScratch,
 ) {
-    fwd.reshape(cols, rows);
+    if let Some(f) = &mut fwd {
+        f.reshape(cols, rows);
+    }
     if let Some((b, at)) = &bwd {
         assert!(
             b.n == cols && b.k >= at + rows && at % KB == 0,
@@ -493,9 +545,11 @@ pub fn pack_rows_into(
         decode(r0, r1, sf);
         round_slice::<f32>(sf, sb);
         // Forward: rows r0..r1 are exactly panel r0 / 32.
-        let kp = fwd.kp;
-        let panel = &mut fwd.data[(r0 / NB) * kp * NB..][..kp * NB];
-        forward_panel(sb, r1 - r0, cols, panel);
+        if let Some(f) = &mut fwd {
+            let kp = f.kp;
+            let panel = &mut f.data[(r0 / NB) * kp * NB..][..kp * NB];
+            forward_panel(sb, r1 - r0, cols, panel);
+        }
         // Backward: rows are k, pairs (r, r + 1) at pair row r / 2 of every panel.
         if let Some((b, at)) = &mut bwd {
             let (kp, at) = (b.kp, *at);
@@ -978,6 +1032,10 @@ mod tests {
             let mut only = PackedB::empty();
             pack_rows_into(rows, cols, decode_from(0), &mut only, None, &mut scratch);
             assert!(only.data == want_f.data);
+            // The W side alone, into a scratch last shaped otherwise.
+            pack_w_into(rows, cols, decode_from(0), &mut only, &mut scratch);
+            assert_eq!((only.k, only.n, only.kp), (want_b.k, want_b.n, want_b.kp));
+            assert!(only.data == want_b.data, "({rows}, {cols}) W side differs");
             // In slices of 64 rows: each slice's forward packing, one backward packing.
             let mut pieces = PackedB::empty();
             pieces.reshape(rows, cols);
@@ -999,6 +1057,23 @@ mod tests {
                 pieces.data == want_b.data,
                 "({rows}, {cols}) in slices differs"
             );
+        }
+    }
+
+    /// The transposed constructor holds `xᵀ` exactly as `from_f32` of an explicit transpose
+    /// would, padding included, for shapes off the 16- and 32-element tile sizes.
+    #[test]
+    fn transposed_rows_equal_rows_of_the_transpose() {
+        for &(rows, cols) in &[(1, 1), (5, 7), (33, 17), (64, 256), (100, 45)] {
+            let x = randn(rows * cols, rows as u64 * 31 + cols as u64);
+            let xt: Vec<f32> = (0..cols)
+                .flat_map(|j| (0..rows).map(move |i| (i, j)))
+                .map(|(i, j)| x[i * cols + j])
+                .collect();
+            let want = BfRows::from_f32(&xt, cols, rows, 0.5);
+            let got = BfRows::from_f32_transposed(&x, rows, cols, 0.5);
+            assert_eq!((got.m, got.k, got.kp), (want.m, want.k, want.kp));
+            assert!(got.data == want.data, "({rows}, {cols}) differs");
         }
     }
 

@@ -2,6 +2,7 @@
 //! and hand out their rows for the backward, without the backward ever holding more than one
 //! dequantized matrix.
 
+use crate::attention::{self, AttentionMath};
 use crate::config::Target;
 use smolt_kernels::bf16::{
     accelerated, bf16_to_f32, f32_to_bf16, gemm_bf16, gemm_bf16_strided, pack_rows_into, BfRows,
@@ -97,7 +98,9 @@ pub enum BaseMatmul {
     /// 270M), built at load. The LM head is packed the same way, chunk by chunk during each call,
     /// or kept packed too (≈ 0.7 GB more for Gemma's tied table): see [`HeadCache`]. The
     /// activations are rounded to bf16 per product, so this is NOT the reference arithmetic: the
-    /// tests bound its loss and gradient against [`BaseMatmul::Decoded`]. Without either the same
+    /// tests bound its loss and gradient against [`BaseMatmul::Decoded`]. Attention's products
+    /// (scores, probabilities times values, and their gradients) run in bf16 too
+    /// ([`crate::attention::Bf16`]). Without either the same
     /// bf16 values go through f32 gemm (correct, but slower than `Decoded`); see
     /// [`smolt_kernels::bf16::accelerated`].
     Bf16,
@@ -435,6 +438,8 @@ pub struct Frozen<'a, F: Float> {
     /// `(d)`: the final RMSNorm.
     pub output_norm: Vec<F>,
     pub blocks: Vec<FrozenBlock<'a, F>>,
+    /// How attention's products are computed: exactly in `F`, or in bf16 with the bf16 base.
+    pub attention: Box<dyn AttentionMath<F>>,
 }
 
 fn cast<F: Float>(v: &[f32]) -> Vec<F> {
@@ -510,6 +515,10 @@ impl<'a> Frozen<'a, f32> {
                     ],
                 })
                 .collect(),
+            attention: match matmul {
+                BaseMatmul::Bf16 => Box::new(attention::Bf16),
+                _ => Box::new(attention::Exact),
+            },
         }
     }
 }
@@ -553,6 +562,7 @@ impl<F: Float> Frozen<'static, F> {
                     ],
                 })
                 .collect(),
+            attention: Box::new(attention::Exact),
         }
     }
 }

@@ -6,14 +6,15 @@
 //! `qd = nh·hd`, `kvd = nkv·hd`, `r` LoRA rank.
 
 use crate::adapter::LoraAdapter;
+use crate::attention::Heads;
 use crate::base::Frozen;
 use crate::config::Target;
 use crate::error::{LoraError, Result};
 use crate::head::linear_cross_entropy;
 use crate::prof::{self, Phase};
 use smolt_kernels::{
-    attention_forward, geglu_backward, geglu_forward, matmul_nn, matmul_nt, matmul_tn,
-    rms_norm_backward, rms_norm_forward, rope_backward, rope_forward, Float,
+    geglu_backward, geglu_forward, matmul_nn, matmul_nt, matmul_tn, rms_norm_backward,
+    rms_norm_forward, rope_backward, rope_forward, Float,
 };
 
 /// The label that means "no loss here", as in HF.
@@ -335,6 +336,18 @@ impl<F: Float> Frozen<'_, F> {
         }
     }
 
+    /// Layer `il`'s attention shape.
+    fn heads(&self, il: usize) -> Heads<F> {
+        let spec = &self.spec;
+        Heads {
+            nh: spec.n_heads,
+            nkv: spec.n_kv_heads,
+            hd: spec.head_dim,
+            window: spec.layers[il].window,
+            scale: F::from_f64(spec.attn_scale as f64),
+        }
+    }
+
     /// One decoder layer over `x_in (T, d)`: returns the layer's output `(T, d)` and what its
     /// backward needs. The same function as smolt-model's `block_forward`, line for line.
     fn block_forward(&self, il: usize, lora: Lora<F>, x_in: Vec<F>) -> (Vec<F>, LayerCache<F>) {
@@ -372,21 +385,10 @@ impl<F: Float> Frozen<'_, F> {
         // att (T, qd) = softmax(scale · q·kᵀ, causal, window) · v;  lse (T, nh)
         let mut att = vec![F::ZERO; t * nh * hd];
         let mut lse = vec![F::ZERO; t * nh];
-        let scale = F::from_f64(spec.attn_scale as f64);
+        let heads = self.heads(il);
         let p_att = prof::span(Phase::AttentionForward);
-        attention_forward(
-            &q,
-            &k,
-            &v,
-            &positions,
-            nh,
-            nkv,
-            hd,
-            layer.window,
-            scale,
-            &mut att,
-            Some(&mut lse),
-        );
+        self.attention
+            .forward(&q, &k, &v, &heads, &mut att, &mut lse);
         drop(p_att);
         // o (T, d) = att · Woᵀ + LoRA
         let mut o = vec![F::ZERO; t * d];
@@ -525,20 +527,15 @@ impl<F: Float> Frozen<'_, F> {
         let mut dq = vec![F::ZERO; t * nh * hd];
         let mut dk = vec![F::ZERO; t * nkv * hd];
         let mut dv = vec![F::ZERO; t * nkv * hd];
-        let scale = F::from_f64(spec.attn_scale as f64);
         let p_att = prof::span(Phase::AttentionBackward);
-        crate::attention::attention_backward(
+        self.attention.backward(
             &datt,
             &c.q,
             &c.k,
             &c.v,
             &c.att,
             &c.lse,
-            nh,
-            nkv,
-            hd,
-            layer.window,
-            scale,
+            &self.heads(il),
             &mut dq,
             &mut dk,
             &mut dv,

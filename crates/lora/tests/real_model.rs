@@ -304,9 +304,6 @@ fn fast_mode_lands_near_peft() {
     );
 }
 
-/// The bf16 base (AMX where present): not the reference arithmetic, so bounded here by what
-/// `smolt train` may accept for its default (loss within 1e-3 of PEFT), with the measured
-/// distances printed.
 /// The bf16 base's lean head (each of the 128 vocabulary chunks of the 262,144 × 640 Q8_0
 /// table decoded and packed during the call) against the resident one (packed at load): the
 /// fixture's step gives the same loss and gradients, bit for bit.
@@ -340,6 +337,11 @@ fn lean_bf16_head_equals_the_resident_one() {
     assert!(g_lean == g_res, "the adapter gradients differ");
 }
 
+/// The bf16 base (AMX where present): not the reference arithmetic, so bounded here by what
+/// `smolt train` may accept for its default, with the measured distances printed. Its loss
+/// is within ~1e-3 of the f32 reference as an rms (six SROIE batches of 512 tokens: 9.6e-4
+/// with the linear layers in bf16, 1.0e-3 with attention's products too), single examples up to
+/// 2e-3 either way (1.8e-3 in both); this fixture's 24 targets land at 5e-4 and 1.9e-3.
 #[test]
 fn bf16_base_lands_near_peft() {
     let res = fixture()["results"].clone();
@@ -347,7 +349,7 @@ fn bf16_base_lands_near_peft() {
     let rel =
         |a: f64, k: &str| (a - res[k].as_f64().unwrap()).abs() / res[k].as_f64().unwrap().abs();
     assert!(
-        rel(d.loss_lora, "loss_lora") < 1e-3,
+        rel(d.loss_lora, "loss_lora") < 3e-3,
         "bf16 loss {} vs PEFT {}",
         d.loss_lora,
         res["loss_lora"]
@@ -358,10 +360,10 @@ fn bf16_base_lands_near_peft() {
         d.grad_norm_all,
         res["grad_norm_all"]
     );
-    // Measured 2.7e-2 (bf16 rounding of the weights dominates; small-norm tensors
-    // move most), against 4e-4 for the f32 path: a bug would be O(1).
+    // Measured 2.7e-2 with the linear layers in bf16, 5.4e-2 with attention's products too
+    // (small-norm tensors move most), against 4e-4 for the f32 path: a bug would be O(1).
     assert!(
-        d.worst_fro < 6e-2,
+        d.worst_fro < 0.1,
         "a per-tensor gradient norm is off by {:.2e} relative",
         d.worst_fro
     );
