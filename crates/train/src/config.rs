@@ -39,8 +39,9 @@ pub enum Overlong {
 pub enum BasePrecision {
     /// `bf16` where the CPU has bf16 hardware (AMX tiles or AVX-512 BF16), else `f32`.
     Auto,
-    /// Weights and activations rounded to bf16 with f32 sums, on AMX tiles or AVX-512 BF16:
-    /// 2-3x faster steps, about 0.4 GB more memory (packed bf16 copies of the body's
+    /// Weights and activations rounded to bf16 with f32 sums, on AMX tiles or AVX-512 BF16
+    /// (the frozen projections, the LM head, attention's score and value products; the LoRA
+    /// products, norms and softmaxes stay f32): 2-3x faster steps, about 0.4 GB more memory (packed bf16 copies of the body's
     /// projections; the head's too, another 0.7 GB, with `head_cache`), loss within ~1e-3 of
     /// the f32 reference. Without either the same numbers are computed slowly with f32 gemm.
     Bf16,
