@@ -6,7 +6,7 @@
 //! `qd = nh·hd`, `kvd = nkv·hd`, `r` LoRA rank.
 
 use crate::adapter::LoraAdapter;
-use crate::attention::Heads;
+use crate::attention::{self, Grads, Heads};
 use crate::base::Frozen;
 use crate::config::Target;
 use crate::error::{LoraError, Result};
@@ -528,18 +528,20 @@ impl<F: Float> Frozen<'_, F> {
         let mut dk = vec![F::ZERO; t * nkv * hd];
         let mut dv = vec![F::ZERO; t * nkv * hd];
         let p_att = prof::span(Phase::AttentionBackward);
-        self.attention.backward(
-            &datt,
-            &c.q,
-            &c.k,
-            &c.v,
-            &c.att,
-            &c.lse,
-            &self.heads(il),
-            &mut dq,
-            &mut dk,
-            &mut dv,
-        );
+        let saved = attention::Forward {
+            q: &c.q,
+            k: &c.k,
+            v: &c.v,
+            out: &c.att,
+            lse: &c.lse,
+        };
+        let grads = Grads {
+            dq: &mut dq,
+            dk: &mut dk,
+            dv: &mut dv,
+        };
+        self.attention
+            .backward(&datt, saved, &self.heads(il), grads);
         drop((datt, p_att));
         // forward: q, k = rope(·)  ⇒  rotate the gradients back (in place)
         rope_backward(&mut dq, &positions, nh, hd, theta);
