@@ -129,12 +129,7 @@ impl AttentionMath<f32> for Bf16 {
                 let mut p = vec![0f32; s.rows * s.nk];
                 let qa = BfRows::from_f32(s.queries(&qg, hd), s.rows, hd, 1.0);
                 gemm_bf16(&qa, &kt, &mut p, false, false);
-                for (ri, pr) in p.chunks_mut(s.nk).enumerate() {
-                    let (a, b) = s.allowed(ri, h.window);
-                    pr[..a].fill(0.0);
-                    pr[b..].fill(0.0);
-                    l_b[ri] = softmax_row(&mut pr[a..b], h.scale);
-                }
+                s.each_allowed(&mut p, |ri, pr| l_b[ri] = softmax_row(pr, h.scale));
                 // o_b (rows, hd) = p · v_b
                 let pa = BfRows::from_f32(&p, s.rows, s.nk, 1.0);
                 gemm_bf16(&pa, &vw, o_b, false, false);
@@ -234,7 +229,7 @@ fn in_balanced_pairs<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync)
 }
 
 /// Query block `b` of a group: positions `t0..t0 + rows / g` (`rows` rows of the group's
-/// matrices), keys `klo..klo + nk`, the union of what its queries may see.
+/// matrices), keys `klo..klo + nk`, the union of what its queries may see under `window`.
 #[derive(Clone, Copy)]
 struct Span {
     t0: usize,
@@ -242,6 +237,7 @@ struct Span {
     klo: usize,
     rows: usize,
     nk: usize,
+    window: Option<usize>,
 }
 
 impl Span {
@@ -254,6 +250,7 @@ impl Span {
             klo,
             rows: (t1 - t0) * g,
             nk: t1 - klo,
+            window,
         }
     }
     /// The block's rows of a group matrix `(T·G, hd)`.
@@ -264,9 +261,15 @@ impl Span {
     fn keys<'x, F>(&self, x: &'x [F], hd: usize) -> &'x [F] {
         &x[self.klo * hd..][..self.nk * hd]
     }
-    /// The keys row `ri` may attend, relative to `klo`.
-    fn allowed(&self, ri: usize, window: Option<usize>) -> (usize, usize) {
-        keys_in_tile(self.t0 + ri / self.g, window, self.klo, self.nk)
+    /// Zeroes each row of a score matrix `s (rows, nk)` outside the keys it may attend, and
+    /// hands `f` the row's index and its allowed part.
+    fn each_allowed<F: Float>(&self, s: &mut [F], mut f: impl FnMut(usize, &mut [F])) {
+        for (ri, row) in s.chunks_mut(self.nk).enumerate() {
+            let (a, b) = keys_in_tile(self.t0 + ri / self.g, self.window, self.klo, self.nk);
+            row[..a].fill(F::ZERO);
+            row[b..].fill(F::ZERO);
+            f(ri, &mut row[a..b]);
+        }
     }
 }
 
@@ -275,7 +278,6 @@ impl Span {
 struct Block<'x, F> {
     span: Span,
     hd: usize,
-    window: Option<usize>,
     scale: F,
     q: &'x [F],
     dout: &'x [F],
@@ -288,12 +290,8 @@ struct Block<'x, F> {
 impl<F: Float> Block<'_, F> {
     /// `s (rows, nk)` scores in, probabilities `exp(scale·s − lse)` out, zero where masked.
     fn probs(&self, s: &mut [F]) {
-        for (ri, pr) in s.chunks_mut(self.span.nk).enumerate() {
-            let (a, b) = self.span.allowed(ri, self.window);
-            pr[..a].fill(F::ZERO);
-            pr[b..].fill(F::ZERO);
-            probs_from_lse(&mut pr[a..b], self.scale, self.lse[ri]);
-        }
+        self.span
+            .each_allowed(s, |ri, pr| probs_from_lse(pr, self.scale, self.lse[ri]));
     }
     /// `dp (rows, nk)` in, score gradients `scale · p ⊙ (dp − δ)` out.
     fn score_grads(&self, dp: &mut [F], p: &[F]) {
@@ -344,7 +342,6 @@ fn backward_blocks<F: Float>(
             let blk = Block {
                 span,
                 hd,
-                window: h.window,
                 scale: h.scale,
                 q: span.queries(&qg, hd),
                 dout: span.queries(&dog, hd),

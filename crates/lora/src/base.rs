@@ -100,9 +100,8 @@ pub enum BaseMatmul {
     /// activations are rounded to bf16 per product, so this is NOT the reference arithmetic: the
     /// tests bound its loss and gradient against [`BaseMatmul::Decoded`]. Attention's products
     /// (scores, probabilities times values, and their gradients) run in bf16 too
-    /// ([`crate::attention::Bf16`]). Without either the same
-    /// bf16 values go through f32 gemm (correct, but slower than `Decoded`); see
-    /// [`smolt_kernels::bf16::accelerated`].
+    /// ([`crate::attention::Bf16`]). Without either the same bf16 values go through f32 gemm
+    /// (correct, but slower than `Decoded`); see [`smolt_kernels::bf16::accelerated`].
     Bf16,
 }
 

@@ -22,7 +22,7 @@
 //! ```
 
 mod adapter;
-mod attention;
+pub mod attention;
 mod base;
 mod config;
 mod error;
