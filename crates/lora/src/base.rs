@@ -5,11 +5,12 @@
 use crate::attention::{self, AttentionMath};
 use crate::config::Target;
 use smolt_kernels::bf16::{
-    accelerated, bf16_to_f32, f32_to_bf16, gemm_bf16, gemm_bf16_strided, pack_rows_into, BfRows,
-    PackScratch, PackedB,
+    accelerated, amx_enabled, bf16_to_f32, f32_to_bf16, gemm_bf16, gemm_bf16_strided,
+    pack_rows_into, pack_w_into, BfRows, PackScratch, PackedB,
 };
 use smolt_kernels::{matmul_nn, matmul_nt, ChunkProducts, Float};
 use smolt_model::{ArchSpec, Linear, Model};
+use smolt_quant::{rows_available, QuantizedRows, RowsScratch};
 
 /// A frozen projection `in → out` with weight `W (out, in)`.
 ///
@@ -98,7 +99,9 @@ pub enum BaseMatmul {
     /// 270M), built at load. The LM head is packed the same way, chunk by chunk during each call,
     /// or kept packed too (≈ 0.7 GB more for Gemma's tied table): see [`HeadCache`]. The
     /// activations are rounded to bf16 per product, so this is NOT the reference arithmetic: the
-    /// tests bound its loss and gradient against [`BaseMatmul::Decoded`]. Attention's products
+    /// tests bound its loss and gradient against [`BaseMatmul::Decoded`]. The head's logits use
+    /// the int8 arithmetic of inference instead where AVX-512 VNNI runs without AMX (see
+    /// `Bf16Head`; `SMOLT_HEAD_INT8=0` keeps them in bf16). Attention's products
     /// (scores, probabilities times values, and their gradients) run in bf16 too
     /// ([`crate::attention::Bf16`]). Without either the same bf16 values go through f32 gemm
     /// (correct, but slower than `Decoded`); see [`smolt_kernels::bf16::accelerated`].
@@ -237,16 +240,31 @@ impl FrozenLinear<f32> for Bf16Linear<'_> {
 /// Resident: both packings of every chunk built once at load. The same values bit for bit
 /// (same rounding of the same decoded rows, same products in the same order), without the
 /// per-call decode.
+///
+/// Int8 logits (both modes, where the CPU has AVX-512 VNNI but no AMX): the forward logits
+/// come from the file's quantized rows and `h` quantized to 8 bits per 32-block, the
+/// arithmetic of inference (`smolt_quant::QuantizedRows`, exact integer block sums), at
+/// ≈ 1.3× the rate of the bf16 products here; the gradient's product stays bf16. Without
+/// them (or with `SMOLT_HEAD_INT8=0`) the logits are bf16 products too.
 struct Bf16Head<'a> {
     lin: ModelLinear<'a>,
-    /// Per chunk: `E_chunkᵀ (d, len)` for the logits, `E_chunk (len, d)` for the gradient;
-    /// `None`: lean.
-    chunks: Option<Vec<(PackedB, PackedB)>>,
+    /// Per chunk: `E_chunkᵀ (d, len)` for the logits (none with int8 logits), `E_chunk (len, d)`
+    /// for the gradient; `None`: lean.
+    chunks: Option<Vec<(Option<PackedB>, PackedB)>>,
+    int8: bool,
+}
+
+/// Whether the head's logits take the int8 path: the quantized panels run here for the head's
+/// type, and AMX (whose bf16 tiles outrun them) does not.
+fn int8_logits(lin: &Linear) -> bool {
+    let off = std::env::var("SMOLT_HEAD_INT8").is_ok_and(|v| v == "0");
+    !off && !amx_enabled() && lin.quantized().is_some_and(|q| rows_available(q.ty))
 }
 
 impl<'a> Bf16Head<'a> {
     fn new(lin: ModelLinear<'a>, resident: bool) -> Self {
         let (vocab, d) = lin.shape();
+        let int8 = int8_logits(lin.lin);
         let mut scratch = Vec::new();
         let chunks = resident.then(|| {
             (0..vocab)
@@ -255,20 +273,22 @@ impl<'a> Bf16Head<'a> {
                     let v1 = (v0 + crate::CHUNK).min(vocab);
                     let e = lin.rows(v0, v1, &mut scratch);
                     (
-                        PackedB::from_rows_transposed(e, v1 - v0, d),
+                        (!int8).then(|| PackedB::from_rows_transposed(e, v1 - v0, d)),
                         PackedB::from_rows(v1 - v0, d, |i, o| o.copy_from_slice(&e[i * d..][..d])),
                     )
                 })
                 .collect()
         });
-        Bf16Head { lin, chunks }
+        Bf16Head { lin, chunks, int8 }
     }
 }
 
-/// The head's chunk products for one call: `h` rounded to bf16 once.
+/// The head's chunk products for one call: `h` rounded to bf16 once (for the bf16 logits) or
+/// quantized once (for the int8 ones).
 struct Bf16Chunks<'h> {
     head: &'h Bf16Head<'h>,
     h: BfRows,
+    hq: Option<QuantizedRows>,
     n: usize,
     /// Whether `accumulate` will be called: the lean head packs the backward operand only then.
     want_grad: bool,
@@ -279,6 +299,7 @@ struct ChunkScratch {
     fwd: PackedB,
     bwd: PackedB,
     pack: PackScratch,
+    rows: RowsScratch,
 }
 
 /// Vocabulary rows the lean head packs for the logits at a time: the forward packing of a
@@ -294,9 +315,32 @@ impl ChunkProducts<f32> for Bf16Chunks<'_> {
             fwd: PackedB::empty(),
             bwd: PackedB::empty(),
             pack: PackScratch::default(),
+            rows: RowsScratch::default(),
         }
     }
     fn logits(&self, s: &mut ChunkScratch, v0: usize, v1: usize, l: &mut [f32]) {
+        if let Some(hq) = &self.hq {
+            let (len, d) = (v1 - v0, self.head.lin.lin.in_features);
+            if self.want_grad && self.head.chunks.is_none() {
+                let lin = &self.head.lin;
+                pack_w_into(
+                    len,
+                    d,
+                    |a, b, out| lin.rows_into(v0 + a, v0 + b, out),
+                    &mut s.bwd,
+                    &mut s.pack,
+                );
+            }
+            let q = self
+                .head
+                .lin
+                .lin
+                .quantized()
+                .expect("int8 logits need quantized rows");
+            hq.matmul_rows(&q, v0, v1, l, len, &mut s.rows)
+                .expect("the head's rows and the chunk's logits agree in shape");
+            return;
+        }
         let Some(chunks) = &self.head.chunks else {
             // Lean: decode the chunk here, packed both ways (`accumulate` follows), a slice
             // of rows at a time for the logits. Without bf16 hardware the fallback's f32 gemm
@@ -321,7 +365,14 @@ impl ChunkProducts<f32> for Bf16Chunks<'_> {
             }
             return;
         };
-        gemm_bf16(&self.h, &chunks[v0 / crate::CHUNK].0, l, false, false);
+        let fwd = chunks[v0 / crate::CHUNK].0.as_ref();
+        gemm_bf16(
+            &self.h,
+            fwd.expect("packed without int8 logits"),
+            l,
+            false,
+            false,
+        );
     }
     fn accumulate(&self, s: &mut ChunkScratch, v0: usize, v1: usize, p: &[f32], acc: &mut [f32]) {
         let bwd = match &self.head.chunks {
@@ -337,9 +388,9 @@ impl ChunkProducts<f32> for Bf16Chunks<'_> {
     fn row(&self, t: usize, out: &mut [f32]) {
         match &self.head.chunks {
             Some(c) => {
-                let (fwd, _) = &c[t / crate::CHUNK];
+                let (_, bwd) = &c[t / crate::CHUNK];
                 for (c, o) in out.iter_mut().enumerate() {
-                    *o = fwd.get(c, t % crate::CHUNK);
+                    *o = bwd.get(t % crate::CHUNK, c);
                 }
             }
             None => {
@@ -381,9 +432,18 @@ impl FrozenLinear<f32> for Bf16Head<'_> {
         if n == 0 {
             return Some(0.0);
         }
+        let hq = self
+            .int8
+            .then(|| QuantizedRows::new(self.lin.lin.ty, h, n, d))
+            .flatten();
         let products = Bf16Chunks {
             head: self,
-            h: BfRows::from_f32(h, n, d, 1.0),
+            h: if hq.is_some() {
+                BfRows::from_f32(&[], 0, d, 1.0)
+            } else {
+                BfRows::from_f32(h, n, d, 1.0)
+            },
+            hq,
             n,
             want_grad: dh.is_some(),
         };

@@ -342,6 +342,9 @@ fn lean_bf16_head_equals_the_resident_one() {
 /// is within ~1e-3 of the f32 reference as an rms (six SROIE batches of 512 tokens: 9.6e-4
 /// with the linear layers in bf16, 1.0e-3 with attention's products too), single examples up to
 /// 2e-3 either way (1.8e-3 in both); this fixture's 24 targets land at 5e-4 and 1.9e-3.
+/// With the head's logits in int8 (AVX-512 VNNI without AMX): 3.4e-3 here; on eight SROIE
+/// receipt steps (loss on the answers) 1.9e-3 relative rms, worst 3.3e-3, against 1.6e-3 and
+/// 3.1e-3 with bf16 logits on the same steps. Hence 5e-3.
 #[test]
 fn bf16_base_lands_near_peft() {
     let res = fixture()["results"].clone();
@@ -349,7 +352,7 @@ fn bf16_base_lands_near_peft() {
     let rel =
         |a: f64, k: &str| (a - res[k].as_f64().unwrap()).abs() / res[k].as_f64().unwrap().abs();
     assert!(
-        rel(d.loss_lora, "loss_lora") < 3e-3,
+        rel(d.loss_lora, "loss_lora") < 5e-3,
         "bf16 loss {} vs PEFT {}",
         d.loss_lora,
         res["loss_lora"]

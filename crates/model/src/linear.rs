@@ -276,6 +276,19 @@ impl Linear {
     pub fn is_quantized(&self) -> bool {
         matches!(self.base, BaseWeight::Quantized { .. })
     }
+
+    /// The quantized base as stored in the file (`out × in`), borrowed; `None` when dense.
+    pub fn quantized(&self) -> Option<QMatrix<'_>> {
+        match &self.base {
+            BaseWeight::Dense(_) => None,
+            BaseWeight::Quantized { file, info, .. } => Some(QMatrix {
+                ty: info.ty,
+                rows: self.out_features,
+                cols: self.in_features,
+                data: file.tensor_data(info),
+            }),
+        }
+    }
 }
 
 fn qmatrix<'a>(data: &'a [u8], info: &TensorInfo) -> Result<QMatrix<'a>> {

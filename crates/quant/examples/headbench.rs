@@ -55,6 +55,7 @@ fn prefill() {
         (GgmlType::Q5_0, 1024usize, 640usize),
         (GgmlType::Q5_0, 2048, 640),
         (GgmlType::Q8_0, 256, 640),
+        (GgmlType::Q8_0, 2048, 640),
         (GgmlType::Q4K, 640, 1024),
         (GgmlType::Q6K, 640, 2048),
     ];

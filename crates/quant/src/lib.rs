@@ -17,11 +17,13 @@ mod kquants;
 mod legacy;
 mod matmul;
 mod packed;
+mod rows;
 mod simd;
 
 pub use float::{bf16_to_f32, dot_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 pub use matmul::{dequantize_matrix, matmul_dequant, matmul_q, matmul_q_on, QMatrix};
 pub use packed::DecodePacked;
+pub use rows::{rows_available, QuantizedRows, RowsScratch};
 pub use simd::{simd_path, SimdPath};
 pub use smolt_gguf::GgmlType;
 

@@ -37,7 +37,7 @@ impl<'a> QMatrix<'a> {
         Ok(m)
     }
 
-    fn validate(&self) -> Result<(), QuantError> {
+    pub(crate) fn validate(&self) -> Result<(), QuantError> {
         let rb = row_bytes(self.ty, self.cols)?;
         let total = rb.checked_mul(self.rows).ok_or_else(|| {
             QuantError::Shape(format!("{}×{} {} overflows", self.rows, self.cols, self.ty))

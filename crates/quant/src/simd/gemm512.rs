@@ -431,15 +431,13 @@ unsafe fn tile<const C: usize, const G: usize, const MIN: bool>(
         let dv = _mm512_loadu_ps(pd.add(b * PR));
         for c in 0..C {
             let xb = xq[c].add(b * 4 * G);
-            let mut i0 = _mm512_setzero_si512();
-            let mut i1 = _mm512_setzero_si512();
-            for g in (0..G).step_by(2) {
-                let a0 = _mm512_set1_epi32((xb.add(4 * g) as *const i32).read_unaligned());
-                let a1 = _mm512_set1_epi32((xb.add(4 * g + 4) as *const i32).read_unaligned());
-                i0 = _mm512_dpbusd_epi32(i0, wv[g], a0);
-                i1 = _mm512_dpbusd_epi32(i1, wv[g + 1], a1);
+            // The chain starts at −zero·Σq: the unsigned offset leaves exactly, with no
+            // subtraction of its own.
+            let mut i = _mm512_set1_epi32(-*xz[c].add(b));
+            for (g, w) in wv.iter().enumerate() {
+                let a = _mm512_set1_epi32((xb.add(4 * g) as *const i32).read_unaligned());
+                i = _mm512_dpbusd_epi32(i, *w, a);
             }
-            let i = _mm512_sub_epi32(_mm512_add_epi32(i0, i1), _mm512_set1_epi32(*xz[c].add(b)));
             let s = _mm512_mul_ps(dv, _mm512_set1_ps(*xd[c].add(b)));
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), s, acc[c]);
             if MIN {
@@ -1209,4 +1207,82 @@ pub(crate) unsafe fn matmul(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> 
         matmul_panels(w, f, &xq, m, y);
     }
     Some(())
+}
+
+/// Activations quantized once for many [`matmul_rows`] calls against one weight type.
+pub(crate) struct RowsX {
+    f: Fmt,
+    pub(crate) ty: GgmlType,
+    pub(crate) m: usize,
+    x: Xq,
+}
+
+/// Quantizes `x (m × k)` for `ty`'s panels; `None` for a type the panels do not take.
+///
+/// # Safety
+/// As for [`matmul`]: the CPU must have the features of the AVX-512 table.
+pub(crate) unsafe fn rows_x(ty: GgmlType, x: &[f32], m: usize, k: usize) -> Option<RowsX> {
+    let f = fmt(ty)?;
+    Some(RowsX {
+        f,
+        ty,
+        m,
+        x: Xq::new(ty, f, x, m, k),
+    })
+}
+
+/// Scratch for [`matmul_rows`]: one unpacked panel.
+pub(crate) struct RowsScratch(Option<Panel>);
+
+impl RowsScratch {
+    pub(crate) fn new() -> RowsScratch {
+        RowsScratch(None)
+    }
+}
+
+/// `y[i·ldy + (j − r0)] = x_i · W_j` for the rows `j` in `r0..r1` of `w`, on the calling
+/// thread: the panels of [`matmul`] (the same tile, so the same numbers bit for bit),
+/// for a caller that is itself parallel over slices of `w`.
+///
+/// # Safety
+/// As for [`matmul`]; `x` was made for `w.ty` and `w.cols`, `r0 ≤ r1 ≤ w.rows`,
+/// `r1 − r0 ≤ ldy` and `y.len() ≥ (x.m − 1)·ldy + (r1 − r0)` (checked by the caller).
+pub(crate) unsafe fn matmul_rows(
+    w: &QMatrix,
+    r0: usize,
+    r1: usize,
+    x: &RowsX,
+    y: &mut [f32],
+    ldy: usize,
+    scratch: &mut RowsScratch,
+) {
+    let (f, xq, m) = (x.f, &x.x, x.m);
+    let p = scratch.0.get_or_insert_with(|| Panel::new(w.cols, xq.nblk));
+    if p.u.len() != PR * w.cols || p.d.len() != xq.nblk * PR {
+        *p = Panel::new(w.cols, xq.nblk);
+    }
+    let yp = y.as_mut_ptr();
+    for j0 in (r0..r1).step_by(PR) {
+        let rows = (r1 - j0).min(PR);
+        p.pack(w, j0, rows);
+        macro_rules! run {
+            ($c:expr, $r:expr) => {
+                match (f.bs, f.has_min) {
+                    (32, false) => panel_rows::<$c, 8, false>(p, xq, $r, yp, ldy, j0 - r0, rows),
+                    (32, true) => panel_rows::<$c, 8, true>(p, xq, $r, yp, ldy, j0 - r0, rows),
+                    (16, false) => panel_rows::<$c, 4, false>(p, xq, $r, yp, ldy, j0 - r0, rows),
+                    _ => unreachable!("no such format"),
+                }
+            };
+        }
+        let mut r = 0;
+        while r + XR <= m {
+            run!(XR, r);
+            r += XR;
+        }
+        while r < m {
+            run!(1, r);
+            r += 1;
+        }
+    }
 }
