@@ -2,19 +2,23 @@
 # One command for the whole comparison: smolt vs llama.cpp (inference) and PyTorch+PEFT (LoRA training).
 #
 #   bench/run.sh --data PATH/sroie/train.jsonl [--quick] [--model M.gguf] [--out BENCHMARKS.md]
-#                [--only smolt|peers] [--no-build-smolt] [--note TEXT]
+#                [--only smolt|peers] [--no-build-smolt] [--rounds N] [--note TEXT]
 #
 # (i)   builds/installs the peers if missing (bench/build_llamacpp.sh, bench/pytorch/setup.sh);
 # (ii)  runs smolt's side (bench/smolt_side.py: `smolt bench ... --json`, `smolt train ...`; a missing
-#       subcommand is reported and skipped) and the peers' (bench/llamacpp_bench.py, bench/pytorch/train_bench.py);
+#       subcommand is reported and skipped) and the peers' (bench/llamacpp_bench.py, bench/pytorch/train_bench.py)
+#       in N rounds, each with its share of the repetitions and steps, alternating which side goes first
+#       (smolt, peers | peers, smolt | ...): a machine whose speed drifts during the run then shifts both
+#       sides of a ratio alike;
 # (iii) appends a markdown section (table, machine, date, this command) to BENCHMARKS.md via bench/report.py.
 # Raw JSON lines and logs: bench/.work/results/<UTC time>/.  Nothing else should run on the machine meanwhile:
 # the load average before the run is recorded in the report.
 #
-# --quick: 2 threads only, 6 receipt steps, one seq512 config (batch 1, last 128, 4 steps), 1 latency rep
-#          (checks that everything works; ~5 minutes on 2 cores once built).
-# Full (default): threads 2 and 1; receipts 30 steps; seq512 x {last 128, last 512} x {batch 1, 4}, 7 steps;
-#          receipt latency x3 (~20 minutes on 2 cores).
+# --quick: 2 threads only, 6 receipt steps, one seq512 config (batch 1, last 128, 4 steps), 1 latency rep,
+#          one round (checks that everything works; ~5 minutes on 2 cores once built).
+# Full (default): 2 rounds; threads 2 and 1, 4 repetitions; receipts 28 timed steps; seq512 x {last 128,
+#          last 512} x {batch 1, 4}, 6 timed steps; receipt latency x4 (~25 minutes on 2 cores).
+#          Each training run leaves its first 2 steps (warm-up) out of the samples.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -24,7 +28,7 @@ cmdline="bench/run.sh$(printf " %q" "$@")"
 model=${SMOLT_BENCH_MODEL:-$HOME/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf}
 data=${SMOLT_BENCH_DATA:-}
 out=$root/BENCHMARKS.md
-quick=0; only=all; build_smolt=1; notes=()
+quick=0; only=all; build_smolt=1; notes=(); rounds=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -33,13 +37,15 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift ;;
     --only) only=$2; shift ;;
     --no-build-smolt) build_smolt=0 ;;
+    --rounds) rounds=$2; shift ;;
     --note) notes+=(--note "$2"); shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 case "$only" in all|smolt|peers) ;; *) echo "run.sh: --only takes smolt or peers" >&2; exit 2 ;; esac
+case "$rounds" in ''|[1-9]|[1-9][0-9]) ;; *) echo "run.sh: --rounds takes a positive number" >&2; exit 2 ;; esac
 
 if [ ! -f "$model" ]; then
   echo "run.sh: model $model not found." >&2
@@ -60,11 +66,11 @@ load=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 echo "run.sh: results in $res (load average now: $load)" >&2
 
 if [ $quick = 1 ]; then
-  threads=2; reps=3; receipt_steps=6; lat_reps=1
+  threads=2; reps=3; receipt_steps=6; lat_reps=1; rounds=${rounds:-1}
   seq_runs=("1 128 4")
 else
-  threads=2,1; reps=3; receipt_steps=30; lat_reps=3
-  seq_runs=("1 128 7" "1 512 7" "4 128 7" "4 512 7")
+  threads=2,1; reps=4; receipt_steps=30; lat_reps=4; rounds=${rounds:-2}
+  seq_runs=("1 128 8" "1 512 8" "4 128 8" "4 512 8")
 fi
 
 # ---- (i) peers ------------------------------------------------------------------------------
@@ -73,57 +79,79 @@ if [ "$only" != smolt ]; then
   "$here/pytorch/setup.sh" 2>&1 | tee -a "$res/build.log" >&2
 fi
 
-# ---- (ii) smolt's side ------------------------------------------------------------------------
-if [ "$only" != peers ]; then
-  if [ $build_smolt = 1 ]; then
-    if command -v cargo >/dev/null; then
-      echo "run.sh: cargo build --release -p smolt" >&2
-      (cd "$root" && cargo build --release -p smolt) 2>&1 | tail -3 >&2 \
-        || echo "run.sh: cargo build failed; using the existing target/release/smolt if any" >&2
-    else
-      echo "run.sh: cargo not found; using the existing target/release/smolt if any" >&2
-    fi
+# ---- (ii) both sides, in rounds -----------------------------------------------------------------
+# Each round runs smolt's side and the peers' with its share of the steps and repetitions; the
+# order alternates (smolt, peers | peers, smolt | ...), so that a drift in the machine's speed over
+# the run (other tenants, clocks) falls on both sides of every ratio instead of on one.
+if [ $build_smolt = 1 ] && [ "$only" != peers ]; then
+  if command -v cargo >/dev/null; then
+    echo "run.sh: cargo build --release -p smolt" >&2
+    (cd "$root" && cargo build --release -p smolt) 2>&1 | tail -3 >&2 \
+      || echo "run.sh: cargo build failed; using the existing target/release/smolt if any" >&2
+  else
+    echo "run.sh: cargo not found; using the existing target/release/smolt if any" >&2
   fi
-  what=(limits speed seq)
+fi
+per_round() { echo $(( ($1 + rounds - 1) / rounds )); }
+r_reps=$(per_round $reps); r_lat=$(per_round $lat_reps)
+# Training steps per round: the timed share plus the 2 warm-up steps each run leaves out.
+r_receipt=$(( $(per_round $((receipt_steps - 2))) + 2 ))
+
+smolt_side() {  # $1: 1 in the first round (the machine's limits are measured once)
+  [ "$only" != peers ] || return 0
+  local what=(speed seq)
+  [ "$1" = 1 ] && what=(limits "${what[@]}")
   [ -n "$data" ] && what+=(train)
-  seq_arg=""; seq_steps=7
+  local seq_arg="" seq_steps=7
   for r in "${seq_runs[@]}"; do set -- $r; seq_arg+="${seq_arg:+,}$1:$2"; seq_steps=$3; done
-  python3 "$here/smolt_side.py" "${what[@]}" --model "$model" --threads "$threads" --reps "$reps" \
-    ${data:+--data "$data"} --steps "$receipt_steps" --seq-runs "$seq_arg" --seq-steps "$seq_steps" \
+  seq_steps=$(( $(per_round $((seq_steps - 2))) + 2 ))
+  python3 "$here/smolt_side.py" "${what[@]}" --model "$model" --threads "$threads" --reps "$r_reps" \
+    ${data:+--data "$data"} --steps "$r_receipt" --seq-runs "$seq_arg" --seq-steps "$seq_steps" \
     2> >(tee -a "$res/smolt.log" >&2) >> "$results" \
     || echo "run.sh: smolt's side failed (see $res/smolt.log); going on with the peers" >&2
-fi
+}
 
-# ---- (ii) peers' side -------------------------------------------------------------------------
-if [ "$only" != smolt ]; then
-  lwhat=(speed)
+peers_side() {
+  [ "$only" != smolt ] || return 0
+  local lwhat=(speed)
   [ -n "$data" ] && lwhat+=(receipt)
-  python3 "$here/llamacpp_bench.py" "${lwhat[@]}" --model "$model" --threads "$threads" --reps "$reps" \
-    ${data:+--data "$data"} --latency-reps "$lat_reps" --raw-dir "$res/llamacpp-raw" \
+  python3 "$here/llamacpp_bench.py" "${lwhat[@]}" --model "$model" --threads "$threads" --reps "$r_reps" \
+    ${data:+--data "$data"} --latency-reps "$r_lat" --raw-dir "$res/llamacpp-raw" \
     2> >(tee -a "$res/llamacpp.log" >&2) >> "$results" \
     || echo "run.sh: the llama.cpp benchmark failed (see $res/llamacpp.log)" >&2
-  py=$work/torch-venv/bin/python
-  tb=$here/pytorch/train_bench.py
+  local py=$work/torch-venv/bin/python tb=$here/pytorch/train_bench.py
   if [ -n "$data" ]; then
-    "$py" "$tb" --workload receipts --model "$model" --data "$data" --steps "$receipt_steps" --threads 2 \
+    "$py" "$tb" --workload receipts --model "$model" --data "$data" --steps "$r_receipt" --threads 2 \
       2> >(tee -a "$res/pytorch.log" >&2) >> "$results" || echo "run.sh: PyTorch receipts run failed" >&2
   fi
   for r in "${seq_runs[@]}"; do
     set -- $r
-    "$py" "$tb" --workload seq512 --model "$model" --batch "$1" --last "$2" --steps "$3" --threads 2 \
+    "$py" "$tb" --workload seq512 --model "$model" --batch "$1" --last "$2" \
+      --steps $(( $(per_round $(($3 - 2))) + 2 )) --threads 2 \
       2> >(tee -a "$res/pytorch.log" >&2) >> "$results" || echo "run.sh: PyTorch seq512 batch $1 last $2 failed" >&2
   done
-fi
+}
 
-# smolt's receipt -> JSON latency needs the prompt and schema file the llama.cpp run just wrote.
-if [ "$only" = all ] && [ -n "$data" ]; then
-  python3 "$here/smolt_side.py" receipt --model "$model" --threads "$threads" --latency-reps "$lat_reps" \
+# smolt's receipt -> JSON latency needs the prompt and schema file llama.cpp's run writes.
+smolt_receipt() {
+  [ "$only" = all ] && [ -n "$data" ] && [ -d "$res/llamacpp-raw" ] || return 0
+  python3 "$here/smolt_side.py" receipt --model "$model" --threads "$threads" --latency-reps "$r_lat" \
     --raw-dir "$res/llamacpp-raw" 2> >(tee -a "$res/smolt.log" >&2) >> "$results" \
     || echo "run.sh: smolt's receipt latency failed (see $res/smolt.log)" >&2
-fi
+}
+
+for round in $(seq 1 "$rounds"); do
+  echo "run.sh: round $round of $rounds" >&2
+  if [ $((round % 2)) = 1 ]; then
+    smolt_side "$round"; peers_side; smolt_receipt
+  else
+    smolt_receipt; peers_side; smolt_side "$round"
+  fi
+done
 
 # ---- (iii) report -----------------------------------------------------------------------------
 [ $quick = 1 ] && notes+=(--note "--quick run: few steps/repetitions; a smoke test more than a measurement")
+[ "$rounds" -gt 1 ] && notes+=(--note "$rounds rounds, smolt and the peers in alternating order (smolt first in odd rounds, the peers first in even ones); each figure pools its samples over the rounds")
 load_end=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 python3 "$here/report.py" "$results" --out "$out" --command "$cmdline" --load "before $load; after $load_end" "${notes[@]}"
 echo "run.sh: done; raw results in $results" >&2
