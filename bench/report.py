@@ -218,7 +218,9 @@ def limits_section(recs, keys, groups):
         out += ["", "Each figure's median as a share of the limit that binds it (decode streams every weight once per "
                 "token; prefill is int8 dot products on the quantized weights; training counts 4 × body parameters per "
                 "token plus 4 × head parameters per token with a loss — the frozen weights' forward and input "
-                "gradient — on bf16 hardware for smolt (AMX tiles, else AVX-512 BF16), f32 for PyTorch):", "",
+                "gradient — on bf16 hardware for smolt (AMX tiles, else AVX-512 BF16, where the head's forward "
+                "half runs on int8 VNNI at up to twice that peak, so shares near 100% are possible), f32 for "
+                "PyTorch):", "",
                 "| figure | smolt | peer |", "|---|---|---|"] + rows
     return out + [""]
 
