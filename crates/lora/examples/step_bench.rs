@@ -38,6 +38,13 @@ fn cpu_seconds() -> f64 {
 }
 
 fn main() {
+    // As `smolt train` runs: glibc keeps freed buffers for reuse, and the step runs on a pool
+    // thread, so each product's split does not hand the work across threads and back.
+    smolt_model::keep_freed_memory();
+    rayon::scope(|_| run());
+}
+
+fn run() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg =
         |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
