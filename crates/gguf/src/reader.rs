@@ -354,6 +354,32 @@ impl Gguf {
         &self.storage.bytes()[start..start + info.n_bytes as usize]
     }
 
+    /// Tells the kernel this process will not read `info`'s bytes for a while (they were copied
+    /// into another layout): its pages leave the resident set and, if touched again, come back
+    /// from the page cache. Best effort: a no-op for a file read into memory or where the
+    /// kernel declines. The bytes seen through [`Gguf::tensor_data`] do not change.
+    pub fn release_tensor(&self, info: &TensorInfo) {
+        #[cfg(unix)]
+        if let Storage::Mapped(m) = &self.storage {
+            let start = (self.data_offset + info.offset) as usize;
+            // SAFETY: the mapping is the read-only shared mapping of the file made in `open`
+            // (never written through, never copy-on-write), so MADV_DONTNEED only drops this
+            // process's page-table entries: a later read faults the page back in from the
+            // page cache with the same bytes. That the file itself is not modified while it is
+            // mapped is the assumption `open` already rests on; under it, the slices borrowed
+            // from the mapping keep reading the same values. The range is inside the mapping
+            // (bounds checked at open); memmap2 widens it down to a page boundary, which can
+            // only release more of this same read-only file.
+            let _ = unsafe {
+                m.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    info.n_bytes as usize,
+                )
+            };
+        }
+    }
+
     /// A tensor by name: its record and bytes, or an error naming the missing tensor.
     pub fn tensor(&self, name: &str) -> Result<(&TensorInfo, &[u8]), Error> {
         let info = self

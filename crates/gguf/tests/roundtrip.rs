@@ -92,3 +92,36 @@ fn file_round_trip_through_mmap() {
     assert_eq!(g.tensor("b").unwrap().0.offset % 64, 0);
     assert_eq!(g.path(), Some(path.as_path()));
 }
+
+/// Releasing a mapped tensor's pages (after a caller copied it into another layout) leaves
+/// the bytes read through the mapping unchanged, the borrowed slice included; tensors that
+/// share the released pages read the same as well.
+#[test]
+fn released_tensor_reads_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    let big: Vec<f32> = (0..50_000).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut w = GgufWriter::new();
+    w.add_f32("small", &[7], &[1.0, -2.0, 3.5, 4.0, 5.0, 6.0, 7.0])
+        .unwrap();
+    w.add_f32("big", &[50_000], &big).unwrap();
+    w.add_f32("after", &[3], &[9.0, 8.0, 7.0]).unwrap();
+    w.write(&path).unwrap();
+    let g = Gguf::open(&path).unwrap();
+    let copy = |name: &str| g.tensor(name).unwrap().1.to_vec();
+    let before: Vec<Vec<u8>> = ["small", "big", "after"].map(copy).to_vec();
+    let (info, held) = g.tensor("big").unwrap();
+    assert_eq!(held, &before[1][..]);
+    g.release_tensor(info);
+    assert_eq!(
+        held,
+        &before[1][..],
+        "the borrowed slice reads the file's bytes"
+    );
+    let after: Vec<Vec<u8>> = ["small", "big", "after"].map(copy).to_vec();
+    assert_eq!(after, before);
+    // A file read into memory has nothing to release.
+    let owned = Gguf::from_bytes(std::fs::read(&path).unwrap()).unwrap();
+    owned.release_tensor(owned.tensor_info("big").unwrap());
+    assert_eq!(owned.tensor("big").unwrap().1, &before[1][..]);
+}

@@ -16,8 +16,9 @@ enum BaseWeight {
     /// Dequantized once at load: the reference arithmetic (gemm in f32).
     Dense(Vec<f32>),
     /// The file's quantized rows, borrowed from the mmap on every call; for decode-sized
-    /// products (fewer than [`DecodePacked::MAX_ROWS`] rows) a Q5_0 weight is re-laid out once, on
-    /// first use, into the layout its one-row kernel reads fastest (same bytes, same results).
+    /// products (fewer than [`DecodePacked::MAX_ROWS`] rows) a Q5_0 or Q8_0 weight is re-laid out
+    /// once, on first use, into the layout its one-row kernel reads fastest (same bytes, same
+    /// results); the file's pages of that matrix are then released from the resident set.
     Quantized {
         file: Arc<Gguf>,
         info: TensorInfo,
@@ -145,9 +146,22 @@ impl Linear {
                     cols: self.in_features,
                     data: file.tensor_data(info),
                 };
-                let packed = (t < DecodePacked::MAX_ROWS && info.ty == GgmlType::Q5_0)
-                    .then(|| decode.get_or_init(|| DecodePacked::pack(&q)).as_ref())
-                    .flatten();
+                let packed = (t < DecodePacked::MAX_ROWS
+                    && matches!(info.ty, GgmlType::Q5_0 | GgmlType::Q8_0))
+                .then(|| {
+                    decode
+                        .get_or_init(|| {
+                            // The copy serves every decode step from now on: the file's
+                            // pages of this matrix need not stay resident beside it.
+                            let p = DecodePacked::pack(&q);
+                            if p.is_some() {
+                                file.release_tensor(info);
+                            }
+                            p
+                        })
+                        .as_ref()
+                })
+                .flatten();
                 match packed {
                     Some(p) => p.matmul(x, t, y),
                     None => smolt_quant::matmul_q(&q, x, t, y),

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use smolt_quant::{matmul_q, quantize_row, GgmlType, QMatrix};
+use smolt_quant::{matmul_q, quantize_row, DecodePacked, GgmlType, QMatrix};
 
 fn main() {
     if std::env::args().any(|a| a == "--prefill") {
@@ -46,6 +46,21 @@ fn main() {
             best * 1e3,
             w.len() as f64 / best / 1e9
         );
+        // The decode layout (what a decode step uses for Q5_0 and Q8_0), where there is one.
+        if let Some(p) = DecodePacked::pack(&qm) {
+            let mut best = f64::MAX;
+            for _ in 0..reps {
+                let t = Instant::now();
+                p.matmul(&x, 1, &mut y).unwrap();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!(
+                "{} {n}x{k} m=1, decode layout: best {:.3} ms, {:.1} GB/s of weights",
+                ty.name(),
+                best * 1e3,
+                w.len() as f64 / best / 1e9
+            );
+        }
     }
 }
 

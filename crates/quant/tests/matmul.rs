@@ -206,16 +206,26 @@ fn fast_paths_match_scalar_on_odd_shapes() {
     }
 }
 
-/// The decode layout of Q5_0 gives the same bits as `matmul_q` on the file's layout (which
-/// the tests above hold to the scalar reference), for one to three x rows, over shapes with
-/// one and several 16-block scale runs, a partial run (640 = 20 blocks) and odd row counts.
+/// The decode layouts of Q5_0 and Q8_0 give the same bits as `matmul_q` on the file's layout
+/// (which the tests above hold to the scalar reference), for one to three x rows, over shapes
+/// with one and several 16-block scale runs, partial runs (640 = 20 blocks; 64 and 192 for
+/// Q8_0) and odd row counts.
 #[test]
-fn decode_packed_q5_0_is_bit_identical_to_matmul_q() {
+fn decode_packed_is_bit_identical_to_matmul_q() {
     let mut r = rng(16);
-    for k in [128usize, 640, 2048] {
+    let shapes = [
+        (GgmlType::Q5_0, 128usize),
+        (GgmlType::Q5_0, 640),
+        (GgmlType::Q5_0, 2048),
+        (GgmlType::Q8_0, 64),
+        (GgmlType::Q8_0, 192),
+        (GgmlType::Q8_0, 640),
+        (GgmlType::Q8_0, 2048),
+    ];
+    for (ty, k) in shapes {
         for n in [1usize, 3, 4, 7, 64, 129] {
-            let w = weights(&mut r, GgmlType::Q5_0, n, k);
-            let qm = QMatrix::new(GgmlType::Q5_0, n, k, &w).unwrap();
+            let w = weights(&mut r, ty, n, k);
+            let qm = QMatrix::new(ty, n, k, &w).unwrap();
             let Some(p) = DecodePacked::pack(&qm) else {
                 // Only CPUs without the AVX-512 path decline.
                 assert_ne!(smolt_quant::simd_path(), "avx512");
@@ -232,7 +242,7 @@ fn decode_packed_q5_0_is_bit_identical_to_matmul_q() {
                     assert_eq!(
                         a.to_bits(),
                         b.to_bits(),
-                        "k={k} n={n} m={m} [{i}]: {a} vs {b}"
+                        "{ty} k={k} n={n} m={m} [{i}]: {a} vs {b}"
                     );
                 }
             }
@@ -243,8 +253,11 @@ fn decode_packed_q5_0_is_bit_identical_to_matmul_q() {
 #[test]
 fn decode_packing_declines_other_types_and_shapes_and_checks_buffers() {
     let mut r = rng(17);
-    let w = weights(&mut r, GgmlType::Q8_0, 4, 128);
-    assert!(DecodePacked::pack(&QMatrix::new(GgmlType::Q8_0, 4, 128, &w).unwrap()).is_none());
+    let w = weights(&mut r, GgmlType::Q4K, 4, 256);
+    assert!(DecodePacked::pack(&QMatrix::new(GgmlType::Q4K, 4, 256, &w).unwrap()).is_none());
+    // 96 columns of Q8_0: three blocks, not a whole number of pairs.
+    let w = weights(&mut r, GgmlType::Q8_0, 4, 96);
+    assert!(DecodePacked::pack(&QMatrix::new(GgmlType::Q8_0, 4, 96, &w).unwrap()).is_none());
     // 96 columns: three blocks, not a whole 128-element group.
     let w = weights(&mut r, GgmlType::Q5_0, 4, 96);
     assert!(DecodePacked::pack(&QMatrix::new(GgmlType::Q5_0, 4, 96, &w).unwrap()).is_none());

@@ -1169,6 +1169,89 @@ pub(crate) unsafe fn matvec_q5_packed(data: &[u8], cols: usize, x: &[f32], y: &m
     par_rows(data, kernel.rb, y, &kernel);
 }
 
+/// As `rows_legacy::<false, R>`, on rows in the Q8_0 decode layout of `crate::packed` (per row:
+/// the `nb` f16 scales, then the `nb · 32` quants already offset to unsigned): each pair of
+/// blocks is one plain 64-byte load, and the scales are converted once per 16 blocks and
+/// spread over a pair's lanes with one permute, where the file's layout needs a masked load,
+/// a word permute and a conversion per pair and row. The sums are formed in the same order,
+/// with the same scale products, so the result is bit-identical.
+///
+/// # Safety
+/// AVX-512F/BW/VL/DQ/VNNI and F16C; `nb` even; `w` holds `R` packed rows at stride `rb`;
+/// `xq` holds `nb·32` bytes, `xd` `nb` scales and `xzv` the offsets of `pair_offsets`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
+unsafe fn rows_q8_packed<const R: usize>(
+    nb: usize,
+    w: *const u8,
+    rb: usize,
+    xq: *const i8,
+    xd: *const f32,
+    xzv: *const i32,
+) -> [f32; R] {
+    let hi8 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let qs0 = 2 * nb;
+    let mut acc = [_mm512_setzero_ps(); R];
+    for g0 in (0..nb).step_by(16) {
+        let gn = (nb - g0).min(16);
+        let gmask: __mmask16 = if gn == 16 { !0 } else { (1u16 << gn) - 1 };
+        let dxg = _mm512_maskz_loadu_ps(gmask, xd.add(g0));
+        let sdx: [__m512; R] = std::array::from_fn(|r| {
+            let h = _mm256_maskz_loadu_epi16(gmask, w.add(r * rb + 2 * g0) as *const i16);
+            _mm512_mul_ps(_mm512_cvtph_ps(h), dxg)
+        });
+        for q in 0..gn / 2 {
+            let b = g0 + 2 * q;
+            let xv = _mm512_loadu_si512(xq.add(32 * b) as *const __m512i);
+            let zv = _mm512_loadu_si512(xzv.add(8 * b) as *const __m512i);
+            let idx = _mm512_add_epi32(_mm512_set1_epi32(2 * q as i32), hi8);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let wv = _mm512_loadu_si512(w.add(r * rb + qs0 + 32 * b) as *const __m512i);
+                let i = _mm512_dpbusd_epi32(zv, wv, xv);
+                *a = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(i),
+                    _mm512_permutexvar_ps(idx, sdx[r]),
+                    *a,
+                );
+            }
+        }
+    }
+    acc.map(|v| _mm512_reduce_add_ps(v))
+}
+
+/// `y = W · x` for one x row, W a Q8_0 matrix in the decode layout of `crate::packed`
+/// (`rows × cols`, `cols % 64 == 0`).
+///
+/// # Safety
+/// AVX-512F/BW/VL/DQ/VNNI and F16C; `data` holds `rows` packed rows; `x.len() == cols`,
+/// `y.len() == rows`.
+pub(crate) unsafe fn matvec_q8_packed(data: &[u8], cols: usize, x: &[f32], y: &mut [f32]) {
+    let f = fmt(GgmlType::Q8_0).expect("Q8_0 has a format");
+    let xq = Xq::new(GgmlType::Q8_0, f, x, 1, cols);
+    let kernel = PackedQ8Row {
+        rb: xq.nblk * Q8_0_BYTES,
+        xzv: pair_offsets(&xq.zs),
+        xq,
+    };
+    // SAFETY: features are the caller's promise; the x buffers are sized as rows_q8_packed
+    // requires.
+    par_rows(data, kernel.rb, y, &kernel);
+}
+
+/// One x row for the Q8_0 decode-layout kernel.
+struct PackedQ8Row {
+    rb: usize,
+    xq: Xq,
+    xzv: Vec<i32>,
+}
+
+impl RowKernel for PackedQ8Row {
+    unsafe fn rows<const R: usize>(&self, wp: *const u8) -> [f32; R] {
+        let (xp, dp) = (self.xq.q.as_ptr(), self.xq.d.as_ptr());
+        rows_q8_packed::<R>(self.xq.nblk, wp, self.rb, xp, dp, self.xzv.as_ptr())
+    }
+}
+
 /// One x row for the Q5_0 decode-layout kernel.
 struct PackedQ5Row {
     rb: usize,
