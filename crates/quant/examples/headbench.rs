@@ -34,34 +34,32 @@ fn main() {
         let x: Vec<f32> = (0..k).map(|_| rnd()).collect();
         let mut y = vec![0f32; n];
         let reps = (2_000_000_000 / w.len()).clamp(5, 2000);
-        let mut best = f64::MAX;
-        for _ in 0..reps {
-            let t = Instant::now();
-            matmul_q(&qm, &x, 1, &mut y).unwrap();
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        println!(
-            "{} {n}x{k} m=1: best {:.3} ms, {:.1} GB/s of weights",
-            ty.name(),
-            best * 1e3,
-            w.len() as f64 / best / 1e9
-        );
-        // The decode layout (what a decode step uses for Q5_0 and Q8_0), where there is one.
-        if let Some(p) = DecodePacked::pack(&qm) {
-            let mut best = f64::MAX;
-            for _ in 0..reps {
-                let t = Instant::now();
-                p.matmul(&x, 1, &mut y).unwrap();
-                best = best.min(t.elapsed().as_secs_f64());
-            }
+        let report = |layout: &str, best: f64| {
             println!(
-                "{} {n}x{k} m=1, decode layout: best {:.3} ms, {:.1} GB/s of weights",
+                "{} {n}x{k} m=1{layout}: best {:.3} ms, {:.1} GB/s of weights",
                 ty.name(),
                 best * 1e3,
                 w.len() as f64 / best / 1e9
-            );
+            )
+        };
+        report("", best_of(reps, || matmul_q(&qm, &x, 1, &mut y).unwrap()));
+        // The decode layout (what a decode step uses for Q5_0 and Q8_0), where there is one.
+        if let Some(p) = DecodePacked::pack(&qm) {
+            let best = best_of(reps, || p.matmul(&x, 1, &mut y).unwrap());
+            report(", decode layout", best);
         }
     }
+}
+
+/// The shortest of `reps` timed calls, in seconds.
+fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min)
 }
 
 /// The body's matmuls at m = 512 (one prefill layer's shapes), best of N, in GFLOP/s.
@@ -91,12 +89,7 @@ fn prefill() {
         let qm = QMatrix::new(ty, n, k, &w).unwrap();
         let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
         let mut y = vec![0f32; m * n];
-        let mut best = f64::MAX;
-        for _ in 0..15 {
-            let t = Instant::now();
-            matmul_q(&qm, &x, m, &mut y).unwrap();
-            best = best.min(t.elapsed().as_secs_f64());
-        }
+        let best = best_of(15, || matmul_q(&qm, &x, m, &mut y).unwrap());
         total += best;
         println!(
             "{} {n}x{k} m={m}: best {:.3} ms, {:.1} GFLOP/s",

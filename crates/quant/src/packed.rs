@@ -82,11 +82,7 @@ impl DecodePacked {
             // slices were checked above.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                if self.ty == GgmlType::Q8_0 {
-                    crate::simd::gemm512::matvec_q8_packed(&self.data, self.cols, xr, yr)
-                } else {
-                    crate::simd::gemm512::matvec_q5_packed(&self.data, self.cols, xr, yr)
-                }
+                crate::simd::gemm512::matvec_packed(self.ty, &self.data, self.cols, xr, yr)
             };
             #[cfg(not(target_arch = "x86_64"))]
             {

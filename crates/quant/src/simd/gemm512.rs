@@ -1150,25 +1150,6 @@ unsafe fn rows_q5_packed<const R: usize>(
     acc.map(|v| _mm512_reduce_add_ps(v))
 }
 
-/// `y = W · x` for one x row, W a Q5_0 matrix in the decode layout of `crate::packed`
-/// (`rows × cols`, `cols % 128 == 0`).
-///
-/// # Safety
-/// AVX-512F/BW/VL/DQ/VNNI and F16C; `data` holds `rows` packed rows; `x.len() == cols`,
-/// `y.len() == rows`.
-pub(crate) unsafe fn matvec_q5_packed(data: &[u8], cols: usize, x: &[f32], y: &mut [f32]) {
-    let f = fmt(GgmlType::Q5_0).expect("Q5_0 has a format");
-    let xq = Xq::new(GgmlType::Q5_0, f, x, 1, cols);
-    let kernel = PackedQ5Row {
-        rb: xq.nblk * Q5_0_BYTES,
-        xzv: pair_offsets(&xq.zs),
-        xq,
-    };
-    // SAFETY: features are the caller's promise; the x buffers are sized as rows_q5_packed
-    // requires.
-    par_rows(data, kernel.rb, y, &kernel);
-}
-
 /// As `rows_legacy::<false, R>`, on rows in the Q8_0 decode layout of `crate::packed` (per row:
 /// the `nb` f16 scales, then the `nb · 32` quants already offset to unsigned): each pair of
 /// blocks is one plain 64-byte load, and the scales are converted once per 16 blocks and
@@ -1219,50 +1200,53 @@ unsafe fn rows_q8_packed<const R: usize>(
     acc.map(|v| _mm512_reduce_add_ps(v))
 }
 
-/// `y = W · x` for one x row, W a Q8_0 matrix in the decode layout of `crate::packed`
-/// (`rows × cols`, `cols % 64 == 0`).
+/// `y = W · x` for one x row, W a Q5_0 or Q8_0 matrix in its decode layout of `crate::packed`
+/// (`rows × cols`, `cols % 128 == 0` for Q5_0, `cols % 64 == 0` for Q8_0).
 ///
 /// # Safety
-/// AVX-512F/BW/VL/DQ/VNNI and F16C; `data` holds `rows` packed rows; `x.len() == cols`,
-/// `y.len() == rows`.
-pub(crate) unsafe fn matvec_q8_packed(data: &[u8], cols: usize, x: &[f32], y: &mut [f32]) {
-    let f = fmt(GgmlType::Q8_0).expect("Q8_0 has a format");
-    let xq = Xq::new(GgmlType::Q8_0, f, x, 1, cols);
-    let kernel = PackedQ8Row {
-        rb: xq.nblk * Q8_0_BYTES,
+/// AVX-512F/BW/VL/DQ/VNNI and F16C; `data` holds `rows` packed rows of `ty`;
+/// `x.len() == cols`, `y.len() == rows`.
+pub(crate) unsafe fn matvec_packed(
+    ty: GgmlType,
+    data: &[u8],
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    let f = fmt(ty).expect("Q5_0 and Q8_0 have a format");
+    let xq = Xq::new(ty, f, x, 1, cols);
+    let kernel = PackedRow {
+        q8: ty == GgmlType::Q8_0,
+        rb: xq.nblk * ty.type_size(),
         xzv: pair_offsets(&xq.zs),
         xq,
     };
-    // SAFETY: features are the caller's promise; the x buffers are sized as rows_q8_packed
-    // requires.
+    // SAFETY: features are the caller's promise; the x buffers are sized as the packed
+    // kernels require.
     par_rows(data, kernel.rb, y, &kernel);
 }
 
-/// One x row for the Q8_0 decode-layout kernel.
-struct PackedQ8Row {
+/// One x row for the decode-layout kernels.
+struct PackedRow {
+    q8: bool,
     rb: usize,
     xq: Xq,
     xzv: Vec<i32>,
 }
 
-impl RowKernel for PackedQ8Row {
+impl RowKernel for PackedRow {
     unsafe fn rows<const R: usize>(&self, wp: *const u8) -> [f32; R] {
-        let (xp, dp) = (self.xq.q.as_ptr(), self.xq.d.as_ptr());
-        rows_q8_packed::<R>(self.xq.nblk, wp, self.rb, xp, dp, self.xzv.as_ptr())
-    }
-}
-
-/// One x row for the Q5_0 decode-layout kernel.
-struct PackedQ5Row {
-    rb: usize,
-    xq: Xq,
-    xzv: Vec<i32>,
-}
-
-impl RowKernel for PackedQ5Row {
-    unsafe fn rows<const R: usize>(&self, wp: *const u8) -> [f32; R] {
-        let (xp, dp) = (self.xq.q.as_ptr(), self.xq.d.as_ptr());
-        rows_q5_packed::<R>(self.xq.nblk, wp, self.rb, xp, dp, self.xzv.as_ptr())
+        let (xp, dp, nb, zp) = (
+            self.xq.q.as_ptr(),
+            self.xq.d.as_ptr(),
+            self.xq.nblk,
+            self.xzv.as_ptr(),
+        );
+        if self.q8 {
+            rows_q8_packed::<R>(nb, wp, self.rb, xp, dp, zp)
+        } else {
+            rows_q5_packed::<R>(nb, wp, self.rb, xp, dp, zp)
+        }
     }
 }
 
