@@ -1109,12 +1109,7 @@ unsafe fn rows_q5_packed<const R: usize>(
     let mut acc = [_mm512_setzero_ps(); R];
     for g0 in (0..nb).step_by(16) {
         let gn = (nb - g0).min(16);
-        let gmask: __mmask16 = if gn == 16 { !0 } else { (1u16 << gn) - 1 };
-        let dxg = _mm512_maskz_loadu_ps(gmask, xd.add(g0));
-        let sdx: [__m512; R] = std::array::from_fn(|r| {
-            let h = _mm256_maskz_loadu_epi16(gmask, w.add(r * rb + 2 * g0) as *const i16);
-            _mm512_mul_ps(_mm512_cvtph_ps(h), dxg)
-        });
+        let sdx = group_scales::<R>(w, rb, xd, g0, gn);
         for q in 0..gn / 4 {
             let b = g0 + 4 * q;
             let xv0 = _mm512_loadu_si512(xq.add(32 * b) as *const __m512i);
@@ -1150,6 +1145,30 @@ unsafe fn rows_q5_packed<const R: usize>(
     acc.map(|v| _mm512_reduce_add_ps(v))
 }
 
+/// The decode layouts' scale products for blocks `g0 .. g0 + gn` (`gn ≤ 16`) of `R` rows:
+/// lane `j` of row `r`'s vector holds f16→f32(row `r`'s scale `g0 + j`) · `xd[g0 + j]`, the
+/// scales being the f16 words that start each packed row.
+///
+/// # Safety
+/// AVX-512F/BW/VL and F16C; `w` holds `R` packed rows at stride `rb` whose scale words
+/// `g0 .. g0 + gn` exist, and `xd` holds `g0 + gn` scales.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn group_scales<const R: usize>(
+    w: *const u8,
+    rb: usize,
+    xd: *const f32,
+    g0: usize,
+    gn: usize,
+) -> [__m512; R] {
+    let gmask: __mmask16 = if gn == 16 { !0 } else { (1u16 << gn) - 1 };
+    let dxg = _mm512_maskz_loadu_ps(gmask, xd.add(g0));
+    std::array::from_fn(|r| {
+        let h = _mm256_maskz_loadu_epi16(gmask, w.add(r * rb + 2 * g0) as *const i16);
+        _mm512_mul_ps(_mm512_cvtph_ps(h), dxg)
+    })
+}
+
 /// As `rows_legacy::<false, R>`, on rows in the Q8_0 decode layout of `crate::packed` (per row:
 /// the `nb` f16 scales, then the `nb · 32` quants already offset to unsigned): each pair of
 /// blocks is one plain 64-byte load, and the scales are converted once per 16 blocks and
@@ -1175,12 +1194,7 @@ unsafe fn rows_q8_packed<const R: usize>(
     let mut acc = [_mm512_setzero_ps(); R];
     for g0 in (0..nb).step_by(16) {
         let gn = (nb - g0).min(16);
-        let gmask: __mmask16 = if gn == 16 { !0 } else { (1u16 << gn) - 1 };
-        let dxg = _mm512_maskz_loadu_ps(gmask, xd.add(g0));
-        let sdx: [__m512; R] = std::array::from_fn(|r| {
-            let h = _mm256_maskz_loadu_epi16(gmask, w.add(r * rb + 2 * g0) as *const i16);
-            _mm512_mul_ps(_mm512_cvtph_ps(h), dxg)
-        });
+        let sdx = group_scales::<R>(w, rb, xd, g0, gn);
         for q in 0..gn / 2 {
             let b = g0 + 2 * q;
             let xv = _mm512_loadu_si512(xq.add(32 * b) as *const __m512i);
