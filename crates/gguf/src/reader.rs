@@ -359,24 +359,27 @@ impl Gguf {
     /// from the page cache. Best effort: a no-op for a file read into memory or where the
     /// kernel declines. The bytes seen through [`Gguf::tensor_data`] do not change.
     pub fn release_tensor(&self, info: &TensorInfo) {
+        self.release_tensor_bytes(info, 0, info.n_bytes as usize);
+    }
+
+    /// [`Gguf::release_tensor`] for the bytes `start .. start + len` of the tensor's data only
+    /// (clamped to it).
+    pub fn release_tensor_bytes(&self, info: &TensorInfo, start: usize, len: usize) {
+        let n = info.n_bytes as usize;
+        let (start, len) = (start.min(n), len.min(n - start.min(n)));
         #[cfg(unix)]
         if let Storage::Mapped(m) = &self.storage {
-            let start = (self.data_offset + info.offset) as usize;
+            let start = (self.data_offset + info.offset) as usize + start;
             // SAFETY: the mapping is the read-only shared mapping of the file made in `open`
             // (never written through, never copy-on-write), so MADV_DONTNEED only drops this
             // process's page-table entries: a later read faults the page back in from the
             // page cache with the same bytes. That the file itself is not modified while it is
             // mapped is the assumption `open` already rests on; under it, the slices borrowed
             // from the mapping keep reading the same values. The range is inside the mapping
-            // (bounds checked at open); memmap2 widens it down to a page boundary, which can
-            // only release more of this same read-only file.
-            let _ = unsafe {
-                m.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start,
-                    info.n_bytes as usize,
-                )
-            };
+            // (bounds checked at open, `start`/`len` clamped to the tensor); memmap2 widens it
+            // down to a page boundary, which can only release more of this same read-only file.
+            let _ =
+                unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
         }
     }
 

@@ -152,12 +152,11 @@ impl Linear {
                     decode
                         .get_or_init(|| {
                             // The copy serves every decode step from now on: the file's
-                            // pages of this matrix need not stay resident beside it.
-                            let p = DecodePacked::pack(&q);
-                            if p.is_some() {
-                                file.release_tensor(info);
-                            }
-                            p
+                            // pages of this matrix need not stay resident beside it, and go
+                            // as they are copied.
+                            DecodePacked::pack_releasing(&q, |start, len| {
+                                file.release_tensor_bytes(info, start, len)
+                            })
                         })
                         .as_ref()
                 })

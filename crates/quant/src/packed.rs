@@ -24,6 +24,9 @@ use crate::{GgmlType, QuantError};
 /// Elements per group whose nibbles share one 64-byte run.
 const GROUP: usize = 128;
 
+/// Source bytes packed between two calls of `pack_releasing`'s `done`.
+const RELEASE_BYTES: usize = 4 << 20;
+
 /// A matrix in the decode layout; Q5_0 and Q8_0 have one (the types whose unpacking bounds
 /// the body and the head of a Gemma-class decode step).
 pub struct DecodePacked {
@@ -43,6 +46,14 @@ impl DecodePacked {
     /// not a whole number of 128-element groups (Q5_0) or of block pairs (Q8_0), or a CPU
     /// without the AVX-512 kernel.
     pub fn pack(w: &QMatrix) -> Option<DecodePacked> {
+        DecodePacked::pack_releasing(w, |_, _| {})
+    }
+
+    /// [`DecodePacked::pack`], calling `done(start, len)` for each run of `w.data`'s bytes as
+    /// soon as it has been copied (whole rows, about 4 MB at a time, each byte once): a caller
+    /// holding the source in a file mapping can let those pages go while the rest is packed, so
+    /// the two copies never both sit in memory whole.
+    pub fn pack_releasing(w: &QMatrix, done: impl Fn(usize, usize) + Sync) -> Option<DecodePacked> {
         let pack_row: fn(&[u8], &mut [u8]) = match w.ty {
             GgmlType::Q5_0 if w.cols.is_multiple_of(GROUP) => pack_q5_0_row,
             GgmlType::Q8_0 if w.cols.is_multiple_of(64) => pack_q8_0_row,
@@ -53,9 +64,16 @@ impl DecodePacked {
         }
         let rb = w.row_bytes();
         let mut data = vec![0u8; w.rows * rb];
-        data.par_chunks_exact_mut(rb)
-            .zip(w.data.par_chunks_exact(rb))
-            .for_each(|(dst, src)| pack_row(src, dst));
+        let run = (RELEASE_BYTES / rb.max(1)).max(1) * rb;
+        data.par_chunks_mut(run)
+            .zip(w.data[..w.rows * rb].par_chunks(run))
+            .enumerate()
+            .for_each(|(i, (dst, src))| {
+                for (d, s) in dst.chunks_exact_mut(rb).zip(src.chunks_exact(rb)) {
+                    pack_row(s, d);
+                }
+                done(i * run, src.len());
+            });
         Some(DecodePacked {
             ty: w.ty,
             rows: w.rows,

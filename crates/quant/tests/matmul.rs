@@ -226,12 +226,21 @@ fn decode_packed_is_bit_identical_to_matmul_q() {
         for n in [1usize, 3, 4, 7, 64, 129] {
             let w = weights(&mut r, ty, n, k);
             let qm = QMatrix::new(ty, n, k, &w).unwrap();
-            let Some(p) = DecodePacked::pack(&qm) else {
+            // Every source byte is reported copied exactly once, in whole rows.
+            let seen = std::sync::Mutex::new(vec![0u8; w.len()]);
+            let packed = DecodePacked::pack_releasing(&qm, |start, len| {
+                assert_eq!((start % qm.row_bytes(), len % qm.row_bytes()), (0, 0));
+                seen.lock().unwrap()[start..start + len]
+                    .iter_mut()
+                    .for_each(|c| *c += 1);
+            });
+            let Some(p) = packed else {
                 // Only CPUs without the AVX-512 path decline.
                 assert_ne!(smolt_quant::simd_path(), "avx512");
                 return;
             };
             assert_eq!(p.len_bytes(), w.len(), "same bytes, other order");
+            assert!(seen.into_inner().unwrap().iter().all(|&c| c == 1));
             for m in 1..=3 {
                 let x = normals(&mut r, m * k, 1.0);
                 let mut want = vec![0f32; m * n];
