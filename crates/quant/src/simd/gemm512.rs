@@ -516,27 +516,47 @@ unsafe fn matmul_panels(w: &QMatrix, f: Fmt, x: &Xq, m: usize, y: &mut [f32]) {
                 if m >= AMX_ROWS && f.bs == 32 && amx::available() {
                     r = amx::panel(p, x, f, m, yp.0, n, j0, rows);
                 }
-                macro_rules! run {
-                    ($c:expr) => {
-                        match (f.bs, f.has_min) {
-                            (32, false) => panel_rows::<$c, 8, false>(p, x, r, yp.0, n, j0, rows),
-                            (32, true) => panel_rows::<$c, 8, true>(p, x, r, yp.0, n, j0, rows),
-                            (16, false) => panel_rows::<$c, 4, false>(p, x, r, yp.0, n, j0, rows),
-                            _ => unreachable!("no such format"),
-                        }
-                    };
-                }
-                while r + XR <= m {
-                    run!(XR);
-                    r += XR;
-                }
-                while r < m {
-                    run!(1);
-                    r += 1;
-                }
+                panel_from_row(p, f, x, r, m, yp.0, n, j0, rows);
             }
         },
     );
+}
+
+/// `y` rows `r..m`, columns `j0..j0+rows` (row stride `ldy`) from one panel: `XR` x rows per
+/// tile, then one at a time.
+///
+/// # Safety
+/// As for `panel_rows`, for every row in `r..m`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_from_row(
+    p: &Panel,
+    f: Fmt,
+    x: &Xq,
+    mut r: usize,
+    m: usize,
+    y: *mut f32,
+    ldy: usize,
+    j0: usize,
+    rows: usize,
+) {
+    macro_rules! run {
+        ($c:expr) => {
+            match (f.bs, f.has_min) {
+                (32, false) => panel_rows::<$c, 8, false>(p, x, r, y, ldy, j0, rows),
+                (32, true) => panel_rows::<$c, 8, true>(p, x, r, y, ldy, j0, rows),
+                (16, false) => panel_rows::<$c, 4, false>(p, x, r, y, ldy, j0, rows),
+                _ => unreachable!("no such format"),
+            }
+        };
+    }
+    while r + XR <= m {
+        run!(XR);
+        r += XR;
+    }
+    while r < m {
+        run!(1);
+        r += 1;
+    }
 }
 
 /// x rows per AMX tile.
@@ -1346,24 +1366,6 @@ pub(crate) unsafe fn matmul_rows(
     for j0 in (r0..r1).step_by(PR) {
         let rows = (r1 - j0).min(PR);
         p.pack(w, j0, rows);
-        macro_rules! run {
-            ($c:expr, $r:expr) => {
-                match (f.bs, f.has_min) {
-                    (32, false) => panel_rows::<$c, 8, false>(p, xq, $r, yp, ldy, j0 - r0, rows),
-                    (32, true) => panel_rows::<$c, 8, true>(p, xq, $r, yp, ldy, j0 - r0, rows),
-                    (16, false) => panel_rows::<$c, 4, false>(p, xq, $r, yp, ldy, j0 - r0, rows),
-                    _ => unreachable!("no such format"),
-                }
-            };
-        }
-        let mut r = 0;
-        while r + XR <= m {
-            run!(XR, r);
-            r += XR;
-        }
-        while r < m {
-            run!(1, r);
-            r += 1;
-        }
+        panel_from_row(p, f, xq, 0, m, yp, ldy, j0 - r0, rows);
     }
 }
