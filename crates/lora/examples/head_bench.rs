@@ -11,7 +11,7 @@
 //! the lean head's own work on one thread: decoding the whole table, and decoding and packing
 //! it as a call does.
 
-use smolt_kernels::bf16::{pack_rows_into, PackScratch, PackedB};
+use smolt_kernels::bf16::{pack_rows_into, pack_w_into, pack_w_q8_0_into, PackScratch, PackedB};
 use smolt_lora::{BaseMatmul, Frozen, HeadCache};
 use smolt_model::{Model, Precision};
 use std::time::Instant;
@@ -134,6 +134,43 @@ fn main() {
         t_decode * 1e3,
         t_fwd * 1e3,
         t_pack * 1e3
+    );
+    // The backward packing alone (what the lean head does with int8 logits): through the
+    // decoded rows, and straight from the Q8_0 bytes where the table is Q8_0.
+    let time_bwd = |bwd: &mut PackedB, scratch: &mut PackScratch, direct: bool| {
+        let q = model
+            .output
+            .as_ref()
+            .unwrap_or(&model.token_embd)
+            .quantized();
+        (0..3)
+            .map(|_| {
+                let t0 = Instant::now();
+                for v0 in (0..vocab).step_by(chunk) {
+                    let v1 = (v0 + chunk).min(vocab);
+                    let done = direct
+                        && q.as_ref().is_some_and(|q| {
+                            let rb = q.data.len() / q.rows;
+                            q.ty == smolt_quant::GgmlType::Q8_0
+                                && pack_w_q8_0_into(&q.data[v0 * rb..v1 * rb], v1 - v0, d, bwd)
+                        });
+                    if !done {
+                        let decode = |a: usize, b: usize, out: &mut [f32]| {
+                            head.rows_into(v0 + a, v0 + b, out)
+                        };
+                        pack_w_into(v1 - v0, d, decode, bwd, scratch);
+                    }
+                }
+                t0.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let t_general = time_bwd(&mut bwd, &mut scratch, false);
+    let t_direct = time_bwd(&mut bwd, &mut scratch, true);
+    println!(
+        "one thread, whole table, backward packing only: from decoded rows {:.1} ms, from the Q8_0 bytes {:.1} ms",
+        t_general * 1e3,
+        t_direct * 1e3
     );
     for (name, (dt, cpu)) in ["resident", "lean"].iter().zip(best) {
         println!(
