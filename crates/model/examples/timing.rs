@@ -5,6 +5,12 @@ use smolt_model::{Logits, Model, Precision};
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // On a pool thread, as the commands run: from outside, every product would pay two
+    // thread switches.
+    rayon::scope(|_| run()).map_err(|e| e.to_string().into())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().collect();
     let precision = if args.get(1).map(String::as_str) == Some("f32") {
         Precision::F32

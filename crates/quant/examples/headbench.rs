@@ -1,4 +1,5 @@
-//! Decode-shaped matvec timings: the 262,144 × 640 Q8_0 LM head and the body's Q5_0 shapes,
+//! Decode-shaped matvec timings: the 262,144 × 640 Q8_0 LM head and the body's shapes (small
+//! ones that stay in cache, large ones read from memory),
 //! m = 1, best of N runs (min is the figure to trust on a shared machine).
 //! `cargo run --release -p smolt-quant --example headbench`
 
@@ -7,6 +8,12 @@ use std::time::Instant;
 use smolt_quant::{matmul_q, quantize_row, DecodePacked, GgmlType, QMatrix};
 
 fn main() {
+    // On a pool thread, as the commands run: from outside, each product costs two thread
+    // switches that would be counted as kernel time.
+    rayon::scope(|_| run());
+}
+
+fn run() {
     if std::env::args().any(|a| a == "--prefill") {
         return prefill();
     }
@@ -15,7 +22,11 @@ fn main() {
         (GgmlType::Q8_0, 8192, 640),
         (GgmlType::Q8_0, 1536, 640),
         (GgmlType::Q5_0, 2048, 640),
+        (GgmlType::Q5_0, 131072, 640),
         (GgmlType::Q4K, 640, 2048),
+        (GgmlType::Q4K, 65536, 1024),
+        (GgmlType::Q6K, 640, 2048),
+        (GgmlType::Q6K, 32768, 2048),
     ];
     let mut seed = 7u64;
     let mut rnd = move || {
