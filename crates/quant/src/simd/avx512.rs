@@ -231,24 +231,31 @@ unsafe fn q6_k_q8_k(nb: usize, w: *const u8, a: *const u8) -> f32 {
 /// Half `n` (0 or 1) of a Q6_K block at `bw` as unsigned 6-bit quants (stored +32): elements
 /// `128n .. 128n + 64` and `128n + 64 .. 128n + 128`, in order. Inlined into callers compiled
 /// for AVX-512F/BW.
+///
+/// Byte `i < 32` of the half's 32 high-bit bytes holds the top two bits of elements `i`,
+/// `32 + i`, `64 + i` and `96 + i` (bits 0-1, 2-3, 4-5, 6-7). Loaded once into both 256-bit
+/// halves of a vector, one variable shift per output puts each element's pair at bits 4-5 of
+/// its byte (left by 4 and 2 for the first output's halves, right by 0 and 2 for the
+/// second's; the 16-bit lanes' shifts keep every byte's own bits 4-5 right, whatever they
+/// carry in from the neighbouring byte). A bit select takes the low nibble below and the pair
+/// above, and a mask clears bits 6-7: five instructions per output where extracting each
+/// quarter and reassembling the halves took seven.
 #[inline(always)]
 pub(super) unsafe fn q6k_quants(bw: *const u8, n: usize) -> (__m512i, __m512i) {
-    let (m4, m2) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x03));
+    let (m4, m6) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x3f));
     let ql = _mm512_loadu_si512(bw.add(64 * n) as *const __m512i);
-    let qh = _mm256_loadu_si256(bw.add(128 + 32 * n) as *const __m256i);
-    let h01 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-    let h23 = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_srli_epi16(qh, 4)),
-        _mm256_srli_epi16(qh, 6),
-        1,
-    );
-    let q0 = _mm512_or_si512(
-        _mm512_and_si512(ql, m4),
-        _mm512_slli_epi16(_mm512_and_si512(h01, m2), 4),
-    );
-    let q1 = _mm512_or_si512(
-        _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-        _mm512_slli_epi16(_mm512_and_si512(h23, m2), 4),
+    let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(bw.add(128 + 32 * n) as *const __m256i));
+    let halves = |lo: i16, hi: i16| {
+        let v: [i16; 32] = std::array::from_fn(|t| if t < 16 { lo } else { hi });
+        _mm512_loadu_si512(v.as_ptr() as *const __m512i)
+    };
+    let h0 = _mm512_sllv_epi16(qh, halves(4, 2));
+    let h1 = _mm512_srlv_epi16(qh, halves(0, 2));
+    // 0xe4: bits where the third operand (m4) is set from the first, the others from the second.
+    let q0 = _mm512_and_si512(_mm512_ternarylogic_epi32::<0xe4>(ql, h0, m4), m6);
+    let q1 = _mm512_and_si512(
+        _mm512_ternarylogic_epi32::<0xe4>(_mm512_srli_epi16(ql, 4), h1, m4),
+        m6,
     );
     (q0, q1)
 }
