@@ -16,9 +16,10 @@ enum BaseWeight {
     /// Dequantized once at load: the reference arithmetic (gemm in f32).
     Dense(Vec<f32>),
     /// The file's quantized rows, borrowed from the mmap on every call; for decode-sized
-    /// products (fewer than [`DecodePacked::MAX_ROWS`] rows) a Q5_0 or Q8_0 weight is re-laid out
-    /// once, on first use, into the layout its one-row kernel reads fastest (same bytes, same
-    /// results); the file's pages of that matrix are then released from the resident set.
+    /// products (fewer than [`DecodePacked::MAX_ROWS`] rows) a Q5_0, Q8_0 or Q4_K weight is
+    /// re-laid out once, on first use, into the layout its one-row kernel reads fastest (the
+    /// same bytes, Q4_K's scales unpacked; the same results); the file's pages of that matrix
+    /// are then released from the resident set.
     Quantized {
         file: Arc<Gguf>,
         info: TensorInfo,
@@ -147,7 +148,7 @@ impl Linear {
                     data: file.tensor_data(info),
                 };
                 let packed = (t < DecodePacked::MAX_ROWS
-                    && matches!(info.ty, GgmlType::Q5_0 | GgmlType::Q8_0))
+                    && matches!(info.ty, GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4K))
                 .then(|| {
                     decode
                         .get_or_init(|| {

@@ -11,12 +11,18 @@
 //! all scales first (one conversion per 16 blocks) and then the quants, already offset to the
 //! unsigned form the kernel multiplies (one plain load per pair): this is the LM head of a
 //! Gemma-class model, 70% of a decode step's bytes, whose one-thread speed its unpacking
-//! bounded (16 GB/s from memory against 24 GB/s read bandwidth on a 2-core Zen 4). A matrix
-//! is packed once (on the first decode step) and gives bit-identical results to
+//! bounded (16 GB/s from memory against 24 GB/s read bandwidth on a 2-core Zen 4). Q4_K's
+//! super-block keeps its two f16 scales, then holds its eight 6-bit sub-block scales and
+//! eight mins as sixteen plain bytes (the file packs them into twelve, which the kernel
+//! unpacked with a dozen scalar operations per block and row: 148 bytes per 256 elements
+//! instead of 144), then its nibbles in the Q5_0 layout's order (one load and two masks per
+//! 128 elements in order, where the file's order needs a load, two masks and an insert per
+//! 64). A matrix is packed once (on the first decode step) and gives bit-identical results to
 //! [`crate::matmul_q`] on the file's layout.
 
 use rayon::prelude::*;
 
+use crate::kquants::{Q4_K_BYTES, QK_K};
 use crate::legacy::{Q5_0_BYTES, Q8_0_BYTES};
 use crate::matmul::QMatrix;
 use crate::{GgmlType, QuantError};
@@ -27,8 +33,8 @@ const GROUP: usize = 128;
 /// Source bytes packed between two calls of `pack_releasing`'s `done`.
 const RELEASE_BYTES: usize = 4 << 20;
 
-/// A matrix in the decode layout; Q5_0 and Q8_0 have one (the types whose unpacking bounds
-/// the body and the head of a Gemma-class decode step).
+/// A matrix in the decode layout; Q5_0, Q8_0 and Q4_K have one (the types whose unpacking
+/// bounds the body and the head of a Gemma-class decode step).
 pub struct DecodePacked {
     pub ty: GgmlType,
     pub rows: usize,
@@ -57,22 +63,23 @@ impl DecodePacked {
         let pack_row: fn(&[u8], &mut [u8]) = match w.ty {
             GgmlType::Q5_0 if w.cols.is_multiple_of(GROUP) => pack_q5_0_row,
             GgmlType::Q8_0 if w.cols.is_multiple_of(64) => pack_q8_0_row,
+            GgmlType::Q4K if w.cols.is_multiple_of(QK_K) => pack_q4k_row,
             _ => return None,
         };
         if !kernel_available() {
             return None;
         }
-        let rb = w.row_bytes();
-        let mut data = vec![0u8; w.rows * rb];
-        let run = (RELEASE_BYTES / rb.max(1)).max(1) * rb;
-        data.par_chunks_mut(run)
-            .zip(w.data[..w.rows * rb].par_chunks(run))
+        let (rb, prb) = (w.row_bytes(), packed_row_bytes(w.ty, w.cols));
+        let mut data = vec![0u8; w.rows * prb];
+        let run_rows = (RELEASE_BYTES / rb.max(1)).max(1);
+        data.par_chunks_mut(run_rows * prb)
+            .zip(w.data[..w.rows * rb].par_chunks(run_rows * rb))
             .enumerate()
             .for_each(|(i, (dst, src))| {
-                for (d, s) in dst.chunks_exact_mut(rb).zip(src.chunks_exact(rb)) {
+                for (d, s) in dst.chunks_exact_mut(prb).zip(src.chunks_exact(rb)) {
                     pack_row(s, d);
                 }
-                done(i * run, src.len());
+                done(i * run_rows * rb, src.len());
             });
         Some(DecodePacked {
             ty: w.ty,
@@ -96,8 +103,8 @@ impl DecodePacked {
         for (xr, yr) in x.chunks_exact(self.cols).zip(y.chunks_exact_mut(self.rows)) {
             // SAFETY: `pack` built this only where `kernel_available()` (the features the
             // kernels are compiled for); the data holds `rows` packed rows of `cols` elements
-            // of `ty` with `cols % 128 == 0` (Q5_0) or `cols % 64 == 0` (Q8_0), and both
-            // slices were checked above.
+            // of `ty` with `cols % 128 == 0` (Q5_0), `cols % 64 == 0` (Q8_0) or
+            // `cols % 256 == 0` (Q4_K), and both slices were checked above.
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 crate::simd::gemm512::matvec_packed(self.ty, &self.data, self.cols, xr, yr)
@@ -111,11 +118,23 @@ impl DecodePacked {
         Ok(())
     }
 
-    /// Bytes held (the same as the file's).
+    /// Bytes held (the same as the file's, but for Q4_K's 148 per super-block against 144).
     pub fn len_bytes(&self) -> usize {
         self.data.len()
     }
 }
+
+/// Bytes per packed row of `cols` elements of `ty` (a type `pack` takes).
+pub(crate) fn packed_row_bytes(ty: GgmlType, cols: usize) -> usize {
+    match ty {
+        GgmlType::Q4K => cols / QK_K * Q4K_PACKED_BYTES,
+        _ => cols / ty.block_size() * ty.type_size(),
+    }
+}
+
+/// A Q4_K super-block in the decode layout: 4 bytes of f16 scales, 16 of sub-block scales and
+/// mins, 128 of nibbles.
+pub(crate) const Q4K_PACKED_BYTES: usize = Q4_K_BYTES + 4;
 
 fn kernel_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -166,6 +185,47 @@ fn pack_q8_0_row(src: &[u8], dst: &mut [u8]) {
         scales[2 * b..2 * b + 2].copy_from_slice(&blk[0..2]);
         for (o, &q) in quants[32 * b..32 * (b + 1)].iter_mut().zip(&blk[2..]) {
             *o = q ^ 0x80;
+        }
+    }
+}
+
+/// One Q4_K row (`src`, whole super-blocks) into the decode layout: per super-block the two
+/// f16 scales as they are; the eight 6-bit scales then the eight 6-bit mins, a byte each (the
+/// bytes the one-row kernel unpacks from the file's twelve); then per half `h` 64 bytes whose
+/// byte `i` holds element `128h + i` in its low and `128h + 64 + i` in its high nibble.
+fn pack_q4k_row(src: &[u8], dst: &mut [u8]) {
+    for (blk, out) in src
+        .chunks_exact(Q4_K_BYTES)
+        .zip(dst.chunks_exact_mut(Q4K_PACKED_BYTES))
+    {
+        out[0..4].copy_from_slice(&blk[0..4]);
+        let u = |o: usize| u32::from_le_bytes(blk[4 + o..8 + o].try_into().unwrap());
+        let (u0, u1, u2) = (u(0), u(4), u(8));
+        let (k1, k2, k3) = (0x3f3f_3f3fu32, 0x0f0f_0f0fu32, 0x0303_0303u32);
+        let words = [
+            u0 & k1,
+            (u2 & k2) | (((u0 >> 6) & k3) << 4),
+            u1 & k1,
+            ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4),
+        ];
+        for (o, w) in out[4..20].chunks_exact_mut(4).zip(words) {
+            o.copy_from_slice(&w.to_le_bytes());
+        }
+        // File order: 64-element chunk j is 32 bytes, element 64j + t in the low nibble of
+        // byte t (t < 32) or the high nibble of byte t - 32.
+        let nibble = |e: usize| {
+            let (j, t) = (e / 64, e % 64);
+            let byte = blk[16 + 32 * j + t % 32];
+            if t < 32 {
+                byte & 0x0f
+            } else {
+                byte >> 4
+            }
+        };
+        for h in 0..2 {
+            for i in 0..64 {
+                out[20 + 64 * h + i] = nibble(128 * h + i) | (nibble(128 * h + 64 + i) << 4);
+            }
         }
     }
 }

@@ -206,10 +206,10 @@ fn fast_paths_match_scalar_on_odd_shapes() {
     }
 }
 
-/// The decode layouts of Q5_0 and Q8_0 give the same bits as `matmul_q` on the file's layout
-/// (which the tests above hold to the scalar reference), for one to three x rows, over shapes
-/// with one and several 16-block scale runs, partial runs (640 = 20 blocks; 64 and 192 for
-/// Q8_0) and odd row counts.
+/// The decode layouts of Q5_0, Q8_0 and Q4_K give the same bits as `matmul_q` on the file's
+/// layout (which the tests above hold to the scalar reference), for one to three x rows, over
+/// shapes with one and several 16-block scale runs, partial runs (640 = 20 blocks; 64 and 192
+/// for Q8_0), one to eight Q4_K super-blocks, and odd row counts.
 #[test]
 fn decode_packed_is_bit_identical_to_matmul_q() {
     let mut r = rng(16);
@@ -221,6 +221,9 @@ fn decode_packed_is_bit_identical_to_matmul_q() {
         (GgmlType::Q8_0, 192),
         (GgmlType::Q8_0, 640),
         (GgmlType::Q8_0, 2048),
+        (GgmlType::Q4K, 256),
+        (GgmlType::Q4K, 1024),
+        (GgmlType::Q4K, 2048),
     ];
     for (ty, k) in shapes {
         for n in [1usize, 3, 4, 7, 64, 129] {
@@ -239,7 +242,13 @@ fn decode_packed_is_bit_identical_to_matmul_q() {
                 assert_ne!(smolt_quant::simd_path(), "avx512");
                 return;
             };
-            assert_eq!(p.len_bytes(), w.len(), "same bytes, other order");
+            // Same bytes in another order; Q4_K's scales take 16 bytes instead of 12.
+            let extra = if ty == GgmlType::Q4K {
+                n * k / 256 * 4
+            } else {
+                0
+            };
+            assert_eq!(p.len_bytes(), w.len() + extra);
             assert!(seen.into_inner().unwrap().iter().all(|&c| c == 1));
             for m in 1..=3 {
                 let x = normals(&mut r, m * k, 1.0);
@@ -262,8 +271,8 @@ fn decode_packed_is_bit_identical_to_matmul_q() {
 #[test]
 fn decode_packing_declines_other_types_and_shapes_and_checks_buffers() {
     let mut r = rng(17);
-    let w = weights(&mut r, GgmlType::Q4K, 4, 256);
-    assert!(DecodePacked::pack(&QMatrix::new(GgmlType::Q4K, 4, 256, &w).unwrap()).is_none());
+    let w = weights(&mut r, GgmlType::Q6K, 4, 256);
+    assert!(DecodePacked::pack(&QMatrix::new(GgmlType::Q6K, 4, 256, &w).unwrap()).is_none());
     // 96 columns of Q8_0: three blocks, not a whole number of pairs.
     let w = weights(&mut r, GgmlType::Q8_0, 4, 96);
     assert!(DecodePacked::pack(&QMatrix::new(GgmlType::Q8_0, 4, 96, &w).unwrap()).is_none());
