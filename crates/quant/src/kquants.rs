@@ -35,6 +35,22 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// The 12-byte 6-bit table of Q4_K/Q5_K as four little-endian words of plain bytes: scales
+/// 0..8, then mins 0..8 (what [`scale_min_k4`] gives one pair at a time), for the vector
+/// kernels and the Q4_K decode layout.
+#[inline(always)]
+pub(crate) fn scale_min_words_k4(q: &[u8; 12]) -> [u32; 4] {
+    let u = |o: usize| u32::from_le_bytes([q[o], q[o + 1], q[o + 2], q[o + 3]]);
+    let (u0, u1, u2) = (u(0), u(4), u(8));
+    let (k1, k2, k3) = (0x3f3f_3f3fu32, 0x0f0f_0f0fu32, 0x0303_0303u32);
+    [
+        u0 & k1,
+        (u2 & k2) | (((u0 >> 6) & k3) << 4),
+        u1 & k1,
+        ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4),
+    ]
+}
+
 /// The 16 signed 6-bit scales of a Q3_K block (already minus 32).
 #[inline(always)]
 pub(crate) fn q3k_scales(s: &[u8]) -> [i8; 16] {
@@ -391,4 +407,30 @@ pub(crate) fn dot_q8_k_q8_k(nb: usize, w: &[u8], a: &[u8]) -> f32 {
         sumf += (q8k_d(bw) * q8k_d(ba)) * isum as f32;
     }
     sumf
+}
+
+#[cfg(test)]
+mod tests {
+    /// The vector kernels' word form of the 6-bit table holds what the scalar pairs read.
+    #[test]
+    fn scale_min_words_agree_with_the_pairs() {
+        let mut seed = 3u32;
+        for _ in 0..200 {
+            let q: [u8; 12] = std::array::from_fn(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (seed >> 16) as u8
+            });
+            let bytes: Vec<u8> = super::scale_min_words_k4(&q)
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .collect();
+            for j in 0..8 {
+                assert_eq!(
+                    (bytes[j], bytes[8 + j]),
+                    super::scale_min_k4(j, &q),
+                    "{q:?} {j}"
+                );
+            }
+        }
+    }
 }

@@ -22,7 +22,7 @@
 
 use rayon::prelude::*;
 
-use crate::kquants::{Q4_K_BYTES, QK_K};
+use crate::kquants::{scale_min_words_k4, Q4_K_BYTES, QK_K};
 use crate::legacy::{Q5_0_BYTES, Q8_0_BYTES};
 use crate::matmul::QMatrix;
 use crate::{GgmlType, QuantError};
@@ -199,15 +199,7 @@ fn pack_q4k_row(src: &[u8], dst: &mut [u8]) {
         .zip(dst.chunks_exact_mut(Q4K_PACKED_BYTES))
     {
         out[0..4].copy_from_slice(&blk[0..4]);
-        let u = |o: usize| u32::from_le_bytes(blk[4 + o..8 + o].try_into().unwrap());
-        let (u0, u1, u2) = (u(0), u(4), u(8));
-        let (k1, k2, k3) = (0x3f3f_3f3fu32, 0x0f0f_0f0fu32, 0x0303_0303u32);
-        let words = [
-            u0 & k1,
-            (u2 & k2) | (((u0 >> 6) & k3) << 4),
-            u1 & k1,
-            ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4),
-        ];
+        let words = scale_min_words_k4(blk[4..16].try_into().expect("12 bytes"));
         for (o, w) in out[4..20].chunks_exact_mut(4).zip(words) {
             o.copy_from_slice(&w.to_le_bytes());
         }

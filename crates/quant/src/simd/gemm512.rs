@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use crate::kquants::{scale_min_k4, Q4_K_BYTES, Q6_K_BYTES, QK_K};
+use crate::kquants::{scale_min_k4, scale_min_words_k4, Q4_K_BYTES, Q6_K_BYTES, QK_K};
 use crate::legacy::{Q5_0_BYTES, Q8_0_BYTES};
 use crate::matmul::QMatrix;
 use crate::{f16_to_f32, f32_to_f16, vec_dot_type, GgmlType};
@@ -870,12 +870,21 @@ unsafe fn superblock_x(xq: *const i8, sb: usize) -> [__m512i; 4] {
 /// and no horizontal add; the scales are unpacked for all eight sub-blocks at once. The
 /// mins use the activation block sums in float, as the panels do.
 ///
+/// `PACKED`: the rows are in the Q4_K decode layout of `crate::packed` (per super-block the
+/// two f16 scales, the eight sub-block scales and eight mins a byte each, then two 64-byte
+/// halves whose byte `i` holds element `i` in its low and `64 + i` in its high nibble): the
+/// same vectors of 64 elements in order from one load and two masks per 128, where the
+/// file's order takes a load, two masks and an insert per 64, and the scales from one load
+/// instead of a dozen scalar operations. Same integer sums in the same lanes, same float
+/// steps: the two layouts give the same bits.
+///
 /// # Safety
-/// AVX-512F/BW/VL/DQ/VNNI and F16C; `w` holds `R` rows of `nsb` blocks at stride `rb`;
-/// `xq` holds `nsb·256` bytes, `xd` and `xds` `nsb·8` entries.
+/// AVX-512F/BW/VL/DQ/VNNI and F16C; `w` holds `R` rows of `nsb` blocks (of the file's 144
+/// bytes, or the packed 148) at stride `rb`; `xq` holds `nsb·256` bytes, `xd` and `xds`
+/// `nsb·8` entries.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
-unsafe fn rows_q4k<const R: usize>(
+unsafe fn rows_q4k<const PACKED: bool, const R: usize>(
     nsb: usize,
     w: *const u8,
     rb: usize,
@@ -883,7 +892,12 @@ unsafe fn rows_q4k<const R: usize>(
     xd: *const f32,
     xds: *const f32,
 ) -> [f32; R] {
-    let m4 = _mm256_set1_epi8(0x0f);
+    let m4 = _mm512_set1_epi8(0x0f);
+    let block = if PACKED {
+        crate::packed::Q4K_PACKED_BYTES
+    } else {
+        Q4_K_BYTES
+    };
     // Pair j of sub-blocks (2j, 2j+1): i16 lanes 0..16 take scale 2j, lanes 16..32 scale 2j+1.
     let idx = scale_spread(16);
     let mut acc = [_mm512_setzero_ps(); R];
@@ -893,87 +907,42 @@ unsafe fn rows_q4k<const R: usize>(
         let da = *xd.add(8 * sb);
         let dsv = _mm256_loadu_ps(xds.add(8 * sb));
         for r in 0..R {
-            let bw = w.add(r * rb + sb * Q4_K_BYTES);
+            let bw = w.add(r * rb + sb * block);
             let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(
                 u32::from_le_bytes(*(bw as *const [u8; 4])) as i32,
             ));
             let (d, dmin) = (_mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)));
-            // The 12-byte 6-bit table → bytes 0..8 scales, 8..16 mins.
-            let u = |o: usize| u32::from_le_bytes(*(bw.add(4 + o) as *const [u8; 4]));
-            let (u0, u1, u2) = (u(0), u(4), u(8));
-            let (k1, k2, k3) = (0x3f3f_3f3fu32, 0x0f0f_0f0fu32, 0x0303_0303u32);
-            let sc = _mm_setr_epi32(
-                (u0 & k1) as i32,
-                ((u2 & k2) | (((u0 >> 6) & k3) << 4)) as i32,
-                (u1 & k1) as i32,
-                (((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4)) as i32,
-            );
+            // Bytes 0..8 scales, 8..16 mins.
+            let sc = if PACKED {
+                _mm_loadu_si128(bw.add(4) as *const __m128i)
+            } else {
+                let [a0, a1, a2, a3] = scale_min_words_k4(&*(bw.add(4) as *const [u8; 12]));
+                _mm_setr_epi32(a0 as i32, a1 as i32, a2 as i32, a3 as i32)
+            };
             let s16 = _mm256_cvtepu8_epi16(sc);
             let s512 = _mm512_castsi256_si512(s16);
             let mut isum = _mm512_setzero_si512();
             for (j, (aj, ij)) in a.iter().zip(&idx).enumerate() {
-                let q = _mm256_loadu_si256(bw.add(16 + 32 * j) as *const __m256i);
-                let lo = _mm256_and_si256(q, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                let qz = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+                // Elements 64j .. 64j + 64 in order.
+                let qz = if PACKED {
+                    let q = _mm512_loadu_si512(bw.add(20 + 64 * (j / 2)) as *const __m512i);
+                    _mm512_and_si512(
+                        if j % 2 == 0 {
+                            q
+                        } else {
+                            _mm512_srli_epi16(q, 4)
+                        },
+                        m4,
+                    )
+                } else {
+                    let q = _mm256_loadu_si256(bw.add(16 + 32 * j) as *const __m256i);
+                    let m4 = _mm512_castsi512_si256(m4);
+                    let lo = _mm256_and_si256(q, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                    _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+                };
                 let p = _mm512_maddubs_epi16(qz, *aj);
                 isum = _mm512_dpwssd_epi32(isum, p, _mm512_permutexvar_epi16(*ij, s512));
-            }
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * da), acc[r]);
-            let mins = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(s16, 1)));
-            accm[r] = _mm256_fmadd_ps(_mm256_mul_ps(mins, _mm256_set1_ps(dmin)), dsv, accm[r]);
-        }
-    }
-    std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - super::avx2::hsum_ps(accm[r]))
-}
-
-/// As `rows_q4k`, on rows in the Q4_K decode layout of `crate::packed` (per super-block: the
-/// two f16 scales, the eight sub-block scales and eight mins a byte each, then two 64-byte
-/// halves whose byte `i` holds element `i` in its low and `64 + i` in its high nibble): the
-/// same vectors of 64 elements in order, from one load and two masks per 128 instead of a
-/// load, two masks and an insert per 64, and the scales from one load instead of a dozen
-/// scalar operations. Same integer sums in the same lanes, same float steps: bit-identical.
-///
-/// # Safety
-/// As for `rows_q4k`, with `w` holding `R` packed rows (148 bytes per super-block) at stride `rb`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
-unsafe fn rows_q4k_packed<const R: usize>(
-    nsb: usize,
-    w: *const u8,
-    rb: usize,
-    xq: *const i8,
-    xd: *const f32,
-    xds: *const f32,
-) -> [f32; R] {
-    let m4 = _mm512_set1_epi8(0x0f);
-    let idx = scale_spread(16);
-    let mut acc = [_mm512_setzero_ps(); R];
-    let mut accm = [_mm256_setzero_ps(); R];
-    for sb in 0..nsb {
-        let a = superblock_x(xq, sb);
-        let da = *xd.add(8 * sb);
-        let dsv = _mm256_loadu_ps(xds.add(8 * sb));
-        for r in 0..R {
-            let bw = w.add(r * rb + sb * crate::packed::Q4K_PACKED_BYTES);
-            let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(
-                u32::from_le_bytes(*(bw as *const [u8; 4])) as i32,
-            ));
-            let (d, dmin) = (_mm_cvtss_f32(dd), _mm_cvtss_f32(_mm_movehdup_ps(dd)));
-            let s16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(bw.add(4) as *const __m128i));
-            let s512 = _mm512_castsi256_si512(s16);
-            let mut isum = _mm512_setzero_si512();
-            for h in 0..2 {
-                let q = _mm512_loadu_si512(bw.add(20 + 64 * h) as *const __m512i);
-                let halves = [
-                    _mm512_and_si512(q, m4),
-                    _mm512_and_si512(_mm512_srli_epi16(q, 4), m4),
-                ];
-                for (e, qz) in halves.into_iter().enumerate() {
-                    let j = 2 * h + e;
-                    let p = _mm512_maddubs_epi16(qz, a[j]);
-                    isum = _mm512_dpwssd_epi32(isum, p, _mm512_permutexvar_epi16(idx[j], s512));
-                }
             }
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(d * da), acc[r]);
             let mins = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(s16, 1)));
@@ -1082,7 +1051,7 @@ impl RowKernel for DecodeRow<'_> {
             GgmlType::Q8_0 => {
                 rows_legacy::<false, R>(nb, wp, rb, xp, self.xdv.as_ptr(), self.xzv.as_ptr())
             }
-            GgmlType::Q4K => rows_q4k::<R>(nsb, wp, rb, xp, dp, self.xds.as_ptr()),
+            GgmlType::Q4K => rows_q4k::<false, R>(nsb, wp, rb, xp, dp, self.xds.as_ptr()),
             _ => rows_q6k::<R>(nsb, wp, rb, xp, dp, self.xzs.as_ptr()),
         }
     }
@@ -1345,7 +1314,7 @@ impl RowKernel for PackedRow {
         match self.ty {
             GgmlType::Q8_0 => rows_q8_packed::<R>(nb, wp, self.rb, xp, dp, zp),
             GgmlType::Q5_0 => rows_q5_packed::<R>(nb, wp, self.rb, xp, dp, zp),
-            _ => rows_q4k_packed::<R>(nb / 8, wp, self.rb, xp, dp, self.xq.ds.as_ptr()),
+            _ => rows_q4k::<true, R>(nb / 8, wp, self.rb, xp, dp, self.xq.ds.as_ptr()),
         }
     }
 }
