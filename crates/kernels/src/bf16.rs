@@ -530,7 +530,7 @@ pub fn pack_w_into(
 /// If `cols` is not a multiple of 32 or `q8` is not `rows` Q8_0 rows of `cols` elements.
 pub fn pack_w_q8_0_into(q8: &[u8], rows: usize, cols: usize, b: &mut PackedB) -> bool {
     assert!(cols.is_multiple_of(32), "Q8_0 rows have whole blocks of 32");
-    let rb = cols / 32 * 34;
+    let rb = cols / 32 * smolt_quant::GgmlType::Q8_0.type_size();
     assert_eq!(q8.len(), rows * rb, "q8 is not {rows} Q8_0 rows of {cols}");
     #[cfg(target_arch = "x86_64")]
     if crate::limits::bf16_available() && std::arch::is_x86_feature_detected!("avx512bw") {

@@ -150,7 +150,7 @@ fn main() {
                     let v1 = (v0 + chunk).min(vocab);
                     let done = direct
                         && q.as_ref().is_some_and(|q| {
-                            let rb = q.data.len() / q.rows;
+                            let rb = q.row_bytes();
                             q.ty == smolt_quant::GgmlType::Q8_0
                                 && pack_w_q8_0_into(&q.data[v0 * rb..v1 * rb], v1 - v0, d, bwd)
                         });

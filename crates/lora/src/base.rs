@@ -331,7 +331,7 @@ impl ChunkProducts<f32> for Bf16Chunks<'_> {
                 // Gemma's table is Q8_0: packed straight from its bytes where the CPU can,
                 // the same values as through the decoded rows (head_bench, one thread, the
                 // whole table: 50 → 42 ms).
-                let rb = q.data.len() / q.rows;
+                let rb = q.row_bytes();
                 let direct = q.ty == GgmlType::Q8_0 && {
                     let _p = crate::prof::span(crate::prof::Phase::Decode);
                     pack_w_q8_0_into(&q.data[v0 * rb..v1 * rb], len, d, &mut s.bwd)

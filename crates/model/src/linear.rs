@@ -147,21 +147,22 @@ impl Linear {
                     cols: self.in_features,
                     data: file.tensor_data(info),
                 };
-                let packed = (t < DecodePacked::MAX_ROWS
-                    && matches!(info.ty, GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4K))
-                .then(|| {
-                    decode
-                        .get_or_init(|| {
-                            // The copy serves every decode step from now on: the file's
-                            // pages of this matrix need not stay resident beside it, and go
-                            // as they are copied.
-                            DecodePacked::pack_releasing(&q, |start, len| {
-                                file.release_tensor_bytes(info, start, len)
+                // `DecodePacked::pack` decides which types have a decode layout (None, kept,
+                // for the others).
+                let packed = (t < DecodePacked::MAX_ROWS)
+                    .then(|| {
+                        decode
+                            .get_or_init(|| {
+                                // The copy serves every decode step from now on: the file's
+                                // pages of this matrix need not stay resident beside it, and go
+                                // as they are copied.
+                                DecodePacked::pack_releasing(&q, |start, len| {
+                                    file.release_tensor_bytes(info, start, len)
+                                })
                             })
-                        })
-                        .as_ref()
-                })
-                .flatten();
+                            .as_ref()
+                    })
+                    .flatten();
                 match packed {
                     Some(p) => p.matmul(x, t, y),
                     None => smolt_quant::matmul_q(&q, x, t, y),
