@@ -43,12 +43,10 @@ fn main() -> anyhow::Result<()> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()?;
-    let path = std::env::var("SMOLT_MODEL").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        format!("{home}/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf")
-    });
+    let path =
+        smolt_hub::model_for_tests().expect("the Gemma 3 270M model (SMOLT_MODEL, or fetched)");
     let model = Model::load(&path, Precision::Fast)?;
-    println!("{path}, {threads} threads");
+    println!("{}, {threads} threads", path.display());
     let tok = Arc::new(smolt_tokenizer::Tokenizer::from_gguf(model.gguf())?);
 
     let t = Instant::now();

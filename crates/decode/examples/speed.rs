@@ -1,6 +1,6 @@
 //! Prefill and decode throughput, measured like llama-bench's pp512 / tg128:
 //! `cargo run --release -p smolt-decode --example speed -- [threads=2] [fast|f32]`
-//! (model from SMOLT_MODEL, default ~/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf).
+//! (model from SMOLT_MODEL, else the default model, fetched and cached on first use).
 
 use smolt_decode::{generate, GenerateOptions};
 use smolt_model::{Logits, Model, Precision};
@@ -16,10 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()?;
-    let path = std::env::var("SMOLT_MODEL").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        format!("{home}/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf")
-    });
+    let path =
+        smolt_hub::model_for_tests().expect("the Gemma 3 270M model (SMOLT_MODEL, or fetched)");
     let t = Instant::now();
     let model = Model::load(&path, precision)?;
     println!(

@@ -1,21 +1,14 @@
-//! `generate` on the real Gemma 3 270M file, end to end through the public API. Fails (never
-//! skips) without the model, saying how to get it.
+//! `generate` on the real Gemma 3 270M file, end to end through the public API. The model comes
+//! from `smolt_hub::model_for_tests` (SMOLT_MODEL, else fetched and cached as the binary does);
+//! without it these tests fail, never skip.
 
 use smolt_decode::{generate, GenerateOptions, StopReason};
 use smolt_model::{Model, Precision};
 use std::path::PathBuf;
 
 fn model_path() -> PathBuf {
-    let path = std::env::var_os("SMOLT_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/root/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf".into());
-    assert!(
-        path.is_file(),
-        "the Gemma 3 270M model is not at {}: get it with `cargo run -p smolt -- fetch` (it \
-         caches to ~/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf), or point SMOLT_MODEL at a copy",
-        path.display()
-    );
-    path
+    smolt_hub::model_for_tests()
+        .unwrap_or_else(|e| panic!("these tests need Gemma 3 270M Q4_K_M: {e}"))
 }
 
 /// The model (fast path), its tokenizer and a constraint engine over that tokenizer.

@@ -31,12 +31,8 @@ fn main() {
     let arg =
         |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let (n, reps) = (arg(0, 128), arg(1, 10));
-    let path = std::env::var("SMOLT_MODEL").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf",
-            std::env::var("HOME").unwrap_or_else(|_| "/root".into())
-        )
-    });
+    let path =
+        smolt_hub::model_for_tests().expect("the Gemma 3 270M model (SMOLT_MODEL, or fetched)");
     let model = Model::load(&path, Precision::Fast).expect("load the model (set SMOLT_MODEL)");
     let lean = Frozen::from_model_with_head(&model, BaseMatmul::Bf16, HeadCache::Lean);
     let resident = Frozen::from_model_with_head(&model, BaseMatmul::Bf16, HeadCache::Resident);

@@ -61,12 +61,8 @@ fn run() {
         "bf16" | "bf16-resident" => BaseMatmul::Bf16,
         _ => BaseMatmul::Quantized,
     };
-    let path = std::env::var("SMOLT_MODEL").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf",
-            std::env::var("HOME").unwrap_or_else(|_| "/root".into())
-        )
-    });
+    let path =
+        smolt_hub::model_for_tests().expect("the Gemma 3 270M model (SMOLT_MODEL, or fetched)");
     let model = Model::load(&path, precision).expect("load the model (set SMOLT_MODEL)");
     let t0 = Instant::now();
     let head_cache = if mode == "bf16-resident" {

@@ -23,6 +23,22 @@ pub struct Param<F = f32> {
 }
 
 impl<F: Float> Param<F> {
+    /// A parameter holding `data`, with a zeroed gradient.
+    ///
+    /// # Panics
+    /// If `shape` does not hold `data.len()` elements (a caller's bug, not bad input: loaders
+    /// check the shapes they read).
+    pub fn new(name: impl Into<String>, shape: [usize; 2], data: Vec<F>) -> Param<F> {
+        assert_eq!(shape[0] * shape[1], data.len(), "shape does not match data");
+        let grad = vec![F::ZERO; data.len()];
+        Param {
+            name: name.into(),
+            shape,
+            data,
+            grad,
+        }
+    }
+
     fn zeros(name: String, shape: [usize; 2]) -> Param<F> {
         let n = shape[0] * shape[1];
         Param {
@@ -50,7 +66,7 @@ pub fn target_dims(spec: &ArchSpec, t: Target) -> (usize, usize) {
 pub fn peft_name(layer: usize, t: Target, which: char) -> String {
     format!(
         "base_model.model.model.layers.{layer}.{}.lora_{which}.weight",
-        t.peft_module()
+        t.hf_module()
     )
 }
 

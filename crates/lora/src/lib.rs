@@ -1,5 +1,6 @@
-//! smolt-lora: LoRA adapters, and the training forward and backward pass of a decoder over its
-//! frozen, still-quantized base.
+//! smolt-lora: LoRA adapters — their shape ([`LoraConfig`], [`Target`]), their files in PEFT's
+//! layout ([`files`]: save, load, attach to a model for inference) — and the training forward
+//! and backward pass of a decoder over its frozen, still-quantized base.
 //!
 //! The base is never copied whole: the forward multiplies by the weights as the file stores
 //! them (the inference engine's own kernels), and the backward, which owes the frozen weights no
@@ -26,7 +27,9 @@ pub mod attention;
 mod base;
 mod config;
 mod error;
+pub mod files;
 mod head;
+pub mod io;
 pub mod prof;
 mod step;
 
@@ -34,5 +37,6 @@ pub use adapter::{peft_name, target_dims, LoraAdapter, Param};
 pub use base::{BaseMatmul, Dense, Frozen, FrozenBlock, FrozenLinear, HeadCache};
 pub use config::{LoraConfig, Target};
 pub use error::{LoraError, Result};
+pub use files::{attach_adapter, load_adapter, save_adapter, ADAPTER_CONFIG_FILE, ADAPTER_FILE};
 pub use head::{linear_cross_entropy, CHUNK};
 pub use step::{Sequence, StepOptions, StepOutput, IGNORE};

@@ -2,8 +2,8 @@
 //! HF transformers + PEFT in float32 on the GGUF's dequantized weights, closed-form sin/cos
 //! adapter init, r = 8, alpha = 16, loss on 24 answer tokens).
 //!
-//! Needs the model file: `SMOLT_MODEL`, or ~/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf.
-//! A missing file FAILS these tests (it does not skip them): fetch the model first.
+//! Needs the model file: `SMOLT_MODEL`, else the default model fetched and cached on first use
+//! as the binary does (`smolt_hub::model_for_tests`). Without it these tests FAIL, never skip.
 
 use serde_json::Value;
 use smolt_lora::{
@@ -13,21 +13,8 @@ use smolt_model::{Model, Precision};
 use std::path::PathBuf;
 
 fn model_path() -> PathBuf {
-    let path = std::env::var_os("SMOLT_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| "/root".into());
-            home.join(".cache/smolt/models/gemma-3-270m-q4_k_m.gguf")
-        });
-    assert!(
-        path.is_file(),
-        "the real-model tests need Gemma 3 270M Q4_K_M at {} (set SMOLT_MODEL to its path, or \
-         download gemma-3-270m-q4_k_m.gguf there)",
-        path.display()
-    );
-    path
+    smolt_hub::model_for_tests()
+        .unwrap_or_else(|e| panic!("the real-model tests need Gemma 3 270M Q4_K_M: {e}"))
 }
 
 fn fixture() -> Value {

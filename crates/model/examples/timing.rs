@@ -18,8 +18,8 @@ fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Precision::Fast
     };
     let n: usize = args.get(2).map_or(512, |s| s.parse().unwrap());
-    let path = std::env::var("SMOLT_MODEL")
-        .unwrap_or("/root/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf".into());
+    let path =
+        smolt_hub::model_for_tests().expect("the Gemma 3 270M model (SMOLT_MODEL, or fetched)");
     let t0 = Instant::now();
     let model = Model::load(&path, precision)?;
     eprintln!(

@@ -5,6 +5,7 @@ use crate::arch::{Activation, ArchSpec, LayerSpec};
 use crate::cache::KvCache;
 use crate::error::{ModelError, Result};
 use crate::linear::{read_vector, Linear};
+use crate::proj::Proj;
 use smolt_gguf::{Gguf, TensorInfo};
 use smolt_kernels::{attention_forward, geglu_forward, rms_norm_forward, rope_forward};
 use std::path::Path;
@@ -102,6 +103,34 @@ pub struct Block {
     pub w_down: Linear,
     /// `(d_model)`: RMSNorm on the MLP output, if `spec.post_norms`.
     pub post_ffn_norm: Option<Vec<f32>>,
+}
+
+impl Block {
+    /// The block's projection `p`.
+    pub fn proj(&self, p: Proj) -> &Linear {
+        match p {
+            Proj::Q => &self.wq,
+            Proj::K => &self.wk,
+            Proj::V => &self.wv,
+            Proj::O => &self.wo,
+            Proj::Gate => &self.w_gate,
+            Proj::Up => &self.w_up,
+            Proj::Down => &self.w_down,
+        }
+    }
+
+    /// The block's projection `p`, to attach an adapter to it.
+    pub fn proj_mut(&mut self, p: Proj) -> &mut Linear {
+        match p {
+            Proj::Q => &mut self.wq,
+            Proj::K => &mut self.wk,
+            Proj::V => &mut self.wv,
+            Proj::O => &mut self.wo,
+            Proj::Gate => &mut self.w_gate,
+            Proj::Up => &mut self.w_up,
+            Proj::Down => &mut self.w_down,
+        }
+    }
 }
 
 /// A loaded model: its spec, its weights and the file they are borrowed from.

@@ -3,28 +3,22 @@
 //! on the quantized file (for `Precision::Fast`). See each fixture's "about" for how they were
 //! made.
 //!
-//! These tests need the model file; they fail (never skip) without it, saying how to get it.
+//! These tests need the model file: `SMOLT_MODEL`, else the default model fetched and cached on
+//! first use as the binary does (`smolt_hub::model_for_tests`). Without it they fail, never
+//! skip.
 
 use serde_json::Value;
 use smolt_model::{Logits, Model, Precision};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-const DEFAULT_MODEL: &str = "/root/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf";
-
 fn model_path() -> PathBuf {
-    let path = std::env::var_os("SMOLT_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| DEFAULT_MODEL.into());
-    assert!(
-        path.is_file(),
-        "the Gemma 3 270M model is not at {} — these tests compare against reference logits of \
-         that exact file (gemma-3-270m-q4_k_m.gguf, sha256 a5fd3b62…6818). Get it with \
-         `cargo run -p smolt -- fetch` (it caches to ~/.cache/smolt/models/), or point \
-         SMOLT_MODEL at a copy.",
-        path.display()
-    );
-    path
+    smolt_hub::model_for_tests().unwrap_or_else(|e| {
+        panic!(
+            "these tests compare against reference logits of Gemma 3 270M Q4_K_M \
+             (gemma-3-270m-q4_k_m.gguf, sha256 a5fd3b62…6818) and cannot get it: {e}"
+        )
+    })
 }
 
 fn model(precision: Precision) -> &'static Model {

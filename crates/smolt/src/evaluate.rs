@@ -1,9 +1,9 @@
 //! Running a model over labelled records and scoring its answers field by field: the loop
 //! behind `smolt eval` and `smolt demo`.
 //!
-//! Prompts come from [`smolt_train::prompt`], the same code training uses, so a fine-tuned
-//! model is asked exactly what it was taught with and a few-shot baseline differs only by its
-//! solved examples.
+//! Prompts come from the task ([`smolt_task::Task`]), the same code training uses, so a
+//! fine-tuned model is asked exactly what it was taught with and a few-shot baseline differs
+//! only by its solved examples.
 
 use std::time::Instant;
 
@@ -11,9 +11,8 @@ use smolt_constrain::Constraint;
 use smolt_data::Record;
 use smolt_eval::{EvalConfig, EvalReport, Evaluator, Sample};
 use smolt_model::Model;
+use smolt_task::{prompt, Task};
 use smolt_tokenizer::Tokenizer;
-use smolt_train::config::JsonStyle;
-use smolt_train::prompt;
 
 /// How to ask the model about each record.
 pub struct EvalRun<'a> {
@@ -21,8 +20,8 @@ pub struct EvalRun<'a> {
     pub tokenizer: &'a Tokenizer,
     /// Decoding constraint (the answer's JSON Schema); `None` decodes freely.
     pub constraint: Option<&'a Constraint>,
-    /// The task's prompt template (`{input}` is replaced by the record's input).
-    pub template: String,
+    /// The task: its template renders each record's input.
+    pub task: &'a Task,
     /// Solved examples put before each query: (input, answer text). Empty for a fine-tuned
     /// model; K of them for the few-shot baseline.
     pub shots: Vec<(String, String)>,
@@ -63,7 +62,7 @@ impl EvalRun<'_> {
             .iter()
             .map(|(i, a)| (i.as_str(), a.as_str()))
             .collect();
-        let text = prompt::render_few_shot(&self.template, &shots, input);
+        let text = self.task.few_shot_prompt(&shots, input);
         prompt::encode_prompt(self.tokenizer, &text, self.prompt_budget)
     }
 
@@ -162,29 +161,14 @@ fn reuse_len(prompt: &[u32], prefix: &[u32]) -> usize {
         * smolt_model::PREFIX_ALIGN
 }
 
-/// The JSON layout constrained decoding must produce for a task: exactly the bytes its
-/// answers were trained on (`json_style`), so the grammar forces the separators the model
-/// learnt instead of ones it has never seen.
-pub fn json_layout(style: JsonStyle) -> smolt_constrain::JsonLayout {
-    let (item, key) = match style {
-        JsonStyle::Compact => (",", ":"),
-        JsonStyle::Python => (", ", ": "),
-    };
-    smolt_constrain::JsonLayout {
-        item_separator: item.into(),
-        key_separator: key.into(),
-        whitespace_flexible: false,
-    }
-}
-
 /// A constraint engine whose JSON output is laid out as the task's answers are.
 pub fn engine_for_task(
     tokenizer: std::sync::Arc<Tokenizer>,
-    style: JsonStyle,
+    task: &Task,
 ) -> anyhow::Result<std::sync::Arc<smolt_constrain::ConstraintEngine>> {
     Ok(smolt_constrain::ConstraintEngine::with_json_layout(
         tokenizer,
-        json_layout(style),
+        task.json_layout(),
     )?)
 }
 
@@ -192,21 +176,14 @@ pub fn engine_for_task(
 /// among the first `4k` records, in file order. Short shots keep the prompt (and so the
 /// baseline's prefill time) small; drawing from a window rather than the whole file keeps the
 /// choice stable when the file grows.
-pub fn pick_shots(records: &[Record], k: usize, style: JsonStyle) -> Vec<(String, String)> {
+pub fn pick_shots(records: &[Record], k: usize, task: &Task) -> Vec<(String, String)> {
     let window = &records[..records.len().min(4 * k)];
     let mut idx: Vec<usize> = (0..window.len()).collect();
     idx.sort_by_key(|&i| (window[i].input.len(), i));
     idx.truncate(k);
     idx.sort_unstable();
     idx.into_iter()
-        .map(|i| {
-            let r = &window[i];
-            let answer = match &r.output {
-                serde_json::Value::String(s) => s.clone(),
-                v => smolt_train::data::to_json_text(v, style),
-            };
-            (r.input.clone(), answer)
-        })
+        .map(|i| (window[i].input.clone(), task.answer_text(&window[i].output)))
         .collect()
 }
 
@@ -223,21 +200,6 @@ mod tests {
     }
 
     #[test]
-    fn the_decoding_layout_is_the_training_serialisation() {
-        let v = json!({"a": [1, 2], "b": {"c": "x"}});
-        for style in [JsonStyle::Compact, JsonStyle::Python] {
-            let text = smolt_train::data::to_json_text(&v, style);
-            let l = json_layout(style);
-            let expected = format!(
-                "{{\"a\"{k}[1{i}2]{i}\"b\"{k}{{\"c\"{k}\"x\"}}}}",
-                k = l.key_separator,
-                i = l.item_separator
-            );
-            assert_eq!(text, expected, "{style:?}");
-        }
-    }
-
-    #[test]
     fn shots_are_the_shortest_of_a_window_in_file_order() {
         let recs = vec![
             rec("long long long", 1.0),
@@ -246,14 +208,14 @@ mod tests {
             rec("ss", 4.0),
             rec("x", 5.0), // outside the window of 4 for k = 1... but inside for k = 2
         ];
-        let one = pick_shots(&recs, 1, JsonStyle::Compact);
+        let one = pick_shots(&recs, 1, &Task::default());
         assert_eq!(one, vec![("s".to_string(), "{\"total\":3.0}".to_string())]);
-        let two = pick_shots(&recs, 2, JsonStyle::Compact);
+        let two = pick_shots(&recs, 2, &Task::default());
         assert_eq!(two.len(), 2);
         assert_eq!(two[0].0, "s");
         assert_eq!(two[1].0, "x");
-        assert!(pick_shots(&recs, 0, JsonStyle::Compact).is_empty());
-        assert_eq!(pick_shots(&recs[..1], 3, JsonStyle::Compact).len(), 1);
+        assert!(pick_shots(&recs, 0, &Task::default()).is_empty());
+        assert_eq!(pick_shots(&recs[..1], 3, &Task::default()).len(), 1);
     }
 
     /// A few-shot answer computed from the shared prefix's cache equals the one computed from
@@ -277,7 +239,8 @@ mod tests {
             })
             .collect();
         let schema = smolt_data::select_schema(&smolt_data::receipts_schema(), &fields).unwrap();
-        let engine = engine_for_task(tok.clone(), JsonStyle::Compact).unwrap();
+        let task = Task::default();
+        let engine = engine_for_task(tok.clone(), &task).unwrap();
         let constraint = engine
             .compile(&smolt_constrain::ConstraintSpec::JsonSchema(schema))
             .unwrap();
@@ -286,8 +249,8 @@ mod tests {
                 model: &model,
                 tokenizer: &tok,
                 constraint: c,
-                template: smolt_train::config::TrainConfig::default().template,
-                shots: pick_shots(&recs[..2], 2, JsonStyle::Compact),
+                task: &task,
+                shots: pick_shots(&recs[..2], 2, &task),
                 max_tokens: 16,
                 prompt_budget: 2048,
             };

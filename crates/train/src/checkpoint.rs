@@ -14,9 +14,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::DataPosition;
-use crate::engine::Param;
-use crate::io::{parse_safetensors, safetensors_bytes, write_atomic, TMP_SUFFIX};
 use crate::optim::{AdamW, AdamWConfig, Moments};
+use smolt_lora::io::{parse_safetensors, safetensors_bytes, write_atomic, TMP_SUFFIX};
+use smolt_lora::Param;
 
 /// Bumped when the layout changes, so an old checkpoint is refused rather than misread.
 const FORMAT_VERSION: u32 = 1;
@@ -41,7 +41,7 @@ pub struct CheckpointMeta {
     pub elapsed_s: f64,
     /// [`TrainConfig::training_hash`](crate::config::TrainConfig::training_hash) of the run.
     pub config_hash: String,
-    /// [`Dataset::fingerprint`](crate::data::Dataset::fingerprint) of the training data.
+    /// [`Dataset::fingerprint`](crate::dataset::Dataset::fingerprint) of the training data.
     pub data_fingerprint: String,
     /// Parameter names in the engine's order, which the moments follow.
     pub param_names: Vec<String>,

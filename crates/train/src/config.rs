@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use smolt_lora::{LoraConfig, Target};
+use smolt_task::Task;
 
 /// Learning-rate shape after warmup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,18 +21,6 @@ pub enum Schedule {
     Cosine,
     /// Flat `lr`; useful when the number of steps is not known in advance.
     Constant,
-}
-
-/// What to do with an example whose prompt + answer + EOS exceeds `max_len` tokens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Overlong {
-    /// Cut tokens out of the middle of the prompt: the start (BOS, instruction) and the end
-    /// (the text right before the answer, and the template's cue) matter most. Examples whose
-    /// answer alone does not fit are skipped.
-    TruncatePrompt,
-    /// Drop the example.
-    Skip,
 }
 
 /// Arithmetic of the frozen base's products during training.
@@ -51,61 +41,17 @@ pub enum BasePrecision {
     F32,
 }
 
-/// How a JSON `output` value becomes answer text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JsonStyle {
-    /// `{"a":1,"b":[2,3]}` — serde_json's compact form: fewest tokens, and the form the
-    /// constrained decoder is told to produce, so training and decoding agree byte for byte.
-    Compact,
-    /// `{"a": 1, "b": [2, 3]}` — Python's `json.dumps` default separators, for datasets made
-    /// in Python whose answers must be reproduced exactly.
-    Python,
-}
-
-/// How `{"messages": [...]}` records become prompt text (see [`crate::chat`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChatTemplateSetting {
-    /// The model's own chat template (its GGUF's `tokenizer.chat_template`) when it has one,
-    /// else the built-in Gemma 3 format.
-    #[default]
-    Auto,
-    /// The model's own chat template; a model without one is an error.
-    Gguf,
-    /// The built-in Gemma 3 format, whatever the model ships (the text of Gemma 3's official
-    /// template).
-    Gemma,
-}
-
-/// Everything that determines a training run. Every field has a default tuned for
-/// Gemma 3 270M on short extraction tasks (receipts), so an empty TOML file is a valid config.
+/// Everything that determines a training run: the task (model, data, schema, how records
+/// become text; [`Task`]) and the training settings. One flat TOML table holds both, the
+/// task's keys first. Every field has a default tuned for Gemma 3 270M on short extraction
+/// tasks (receipts), so an empty TOML file is a valid config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct TrainConfig {
-    // ---- inputs ----
-    /// Base model (GGUF path or hub name); recorded as `base_model_name_or_path` in the adapter.
-    pub model: String,
-    /// Training data, JSONL.
-    pub data: PathBuf,
-    /// Optional validation data, JSONL, same formats as `data`.
-    pub valid: Option<PathBuf>,
-    /// Optional JSON Schema that every answer must satisfy; violations are load errors.
-    pub schema: Option<PathBuf>,
-
-    // ---- prompt ----
-    /// Prompt template for `input`/`output` data; `{input}` is replaced by the input text.
-    /// The answer follows the template's last character directly.
-    pub template: String,
-    /// How `messages` (chat) data is rendered: the model's chat template or the built-in
-    /// Gemma 3 format (see [`ChatTemplateSetting`]).
-    pub chat_template: ChatTemplateSetting,
-    /// How JSON `output` values are serialised into answer text.
-    pub json_style: JsonStyle,
-    /// Longest example in tokens (prompt + answer + EOS).
-    pub max_len: usize,
-    /// What to do with examples longer than `max_len`.
-    pub overlong: Overlong,
+    /// The task's keys (`model`, `data`, `valid`, `schema`, `template`, `chat_template`,
+    /// `json_style`, `max_len`, `overlong`).
+    #[serde(flatten)]
+    pub task: Task,
 
     // ---- LoRA ----
     /// LoRA rank.
@@ -181,22 +127,11 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            model: String::new(),
-            data: PathBuf::new(),
-            valid: None,
-            schema: None,
-            template: DEFAULT_TEMPLATE.to_string(),
-            chat_template: ChatTemplateSetting::Auto,
-            json_style: JsonStyle::Compact,
-            max_len: 512,
-            overlong: Overlong::TruncatePrompt,
+            task: Task::default(),
             lora_r: 16,
             lora_alpha: 32.0,
             lora_dropout: 0.0,
-            target_modules: ["q", "k", "v", "o", "gate", "up", "down"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            target_modules: Target::ALL.iter().map(|t| t.short().to_string()).collect(),
             use_rslora: false,
             base_precision: BasePrecision::Auto,
             head_cache: false,
@@ -222,21 +157,6 @@ impl Default for TrainConfig {
     }
 }
 
-/// The default prompt: a plain instruction, then the input, then a cue that the answer is JSON.
-pub const DEFAULT_TEMPLATE: &str =
-    "Extract the information from the text below as JSON.\n\n{input}\n\nJSON:";
-
-/// The modules LoRA may target, with the PEFT module name each maps to.
-pub const KNOWN_TARGETS: &[(&str, &str)] = &[
-    ("q", "self_attn.q_proj"),
-    ("k", "self_attn.k_proj"),
-    ("v", "self_attn.v_proj"),
-    ("o", "self_attn.o_proj"),
-    ("gate", "mlp.gate_proj"),
-    ("up", "mlp.up_proj"),
-    ("down", "mlp.down_proj"),
-];
-
 /// All problems found in a config, reported together so the user fixes them in one go.
 #[derive(Debug)]
 pub struct ConfigError(pub Vec<String>);
@@ -257,7 +177,23 @@ impl TrainConfig {
     /// Parses TOML text; unknown keys are errors, since a typo would otherwise silently fall
     /// back to a default.
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        Ok(toml::from_str(text)?)
+        let table: toml::Table = text.parse()?;
+        Self::from_table(table)
+    }
+
+    /// The config of a parsed TOML table whose keys must all be known.
+    fn from_table(table: toml::Table) -> Result<Self> {
+        let known = Self::field_names();
+        if let Some(key) = table.keys().find(|k| !known.contains(&k.as_str())) {
+            bail!(
+                "unknown config key `{key}`; known keys: {}",
+                known.join(", ")
+            );
+        }
+        // Each task key through the task, so that a bad value names its key (the flattened
+        // struct's message would not).
+        Task::from_table(&table)?;
+        Ok(toml::Value::Table(table).try_into()?)
     }
 
     /// Loads `path` (if any), applies `overrides` in order, and validates.
@@ -271,7 +207,7 @@ impl TrainConfig {
                 // A task folder names its files relative to itself, so it works from any
                 // working directory.
                 let base = p.parent().unwrap_or(Path::new(""));
-                cfg.resolve_paths(base);
+                cfg.task.resolve_paths(base);
                 cfg
             }
             None => Self::default(),
@@ -279,27 +215,9 @@ impl TrainConfig {
         cfg.apply_overrides(overrides)?;
         // Command-line paths are relative to the working directory. Storing every path
         // absolute keeps the run directory's config.toml valid wherever a resume starts.
-        cfg.resolve_paths(Path::new(""));
+        cfg.task.resolve_paths(Path::new(""));
         cfg.validate()?;
         Ok(cfg)
-    }
-
-    /// Makes the relative file paths (data, valid, schema, and a model given as a .gguf path)
-    /// absolute, taking them relative to `base` (itself relative to the working directory).
-    fn resolve_paths(&mut self, base: &Path) {
-        let fix = |p: &Path| -> PathBuf {
-            if p.as_os_str().is_empty() || p.is_absolute() {
-                return p.to_path_buf();
-            }
-            let joined = base.join(p);
-            std::path::absolute(&joined).unwrap_or(joined)
-        };
-        self.data = fix(&self.data);
-        self.valid = self.valid.as_deref().map(fix);
-        self.schema = self.schema.as_deref().map(fix);
-        if self.model.ends_with(".gguf") {
-            self.model = fix(Path::new(&self.model)).display().to_string();
-        }
     }
 
     /// Sets fields by name from `key=value` strings, as given on the command line. Values are
@@ -321,66 +239,53 @@ impl TrainConfig {
             let value = parse_override_value(&key, raw);
             table.insert(key.clone(), value);
             // Check each override on its own so the error names the key at fault.
-            toml::Value::Table(table.clone())
-                .try_into::<TrainConfig>()
+            Self::from_table(table.clone())
                 .with_context(|| format!("bad value `{raw}` for `{key}`"))?;
         }
-        *self = toml::Value::Table(table).try_into()?;
+        *self = Self::from_table(table)?;
         Ok(())
     }
 
-    /// The config keys, for error messages and CLI help.
+    /// The config keys (the task's, then training's), for error messages and CLI help.
     pub fn field_names() -> Vec<&'static str> {
-        vec![
-            "model",
-            "data",
-            "valid",
-            "schema",
-            "template",
-            "chat_template",
-            "json_style",
-            "max_len",
-            "overlong",
-            "lora_r",
-            "lora_alpha",
-            "lora_dropout",
-            "target_modules",
-            "use_rslora",
-            "base_precision",
-            "head_cache",
-            "recompute",
-            "lr",
-            "warmup_steps",
-            "schedule",
-            "min_lr_ratio",
-            "weight_decay",
-            "beta1",
-            "beta2",
-            "eps",
-            "grad_clip",
-            "batch_tokens",
-            "grad_accum",
-            "epochs",
-            "max_steps",
-            "seed",
-            "checkpoint_every",
-            "keep_checkpoints",
-            "eval_every",
-        ]
+        let mut keys = Task::KEYS.to_vec();
+        keys.extend(Self::TRAINING_KEYS);
+        keys
     }
+
+    /// The training settings' keys, in the order they are written.
+    const TRAINING_KEYS: &'static [&'static str] = &[
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "target_modules",
+        "use_rslora",
+        "base_precision",
+        "head_cache",
+        "recompute",
+        "lr",
+        "warmup_steps",
+        "schedule",
+        "min_lr_ratio",
+        "weight_decay",
+        "beta1",
+        "beta2",
+        "eps",
+        "grad_clip",
+        "batch_tokens",
+        "grad_accum",
+        "epochs",
+        "max_steps",
+        "seed",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "eval_every",
+    ];
 
     /// Checks ranges and cross-field rules, collecting every problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut e = Vec::new();
-        if !self.template.contains("{input}") {
-            e.push("template must contain the placeholder {input}".to_string());
-        }
-        if self.max_len < 8 {
-            e.push(format!(
-                "max_len = {} is too small (minimum 8)",
-                self.max_len
-            ));
-        }
+        self.task.check(&mut e);
         if self.lora_r == 0 {
             e.push("lora_r must be at least 1".into());
         }
@@ -397,8 +302,8 @@ impl TrainConfig {
             e.push("target_modules is empty: nothing would be trained".into());
         }
         for t in &self.target_modules {
-            if !KNOWN_TARGETS.iter().any(|(k, _)| k == t) {
-                let known: Vec<_> = KNOWN_TARGETS.iter().map(|(k, _)| *k).collect();
+            if t.parse::<Target>().is_err() {
+                let known: Vec<_> = Target::ALL.iter().map(|t| t.short()).collect();
                 e.push(format!(
                     "unknown target module `{t}` (known: {})",
                     known.join(", ")
@@ -464,10 +369,10 @@ impl TrainConfig {
         let mut c = self.clone();
         c.head_cache = false;
         c.recompute = false;
-        c.model = String::new();
-        c.data = PathBuf::new();
-        c.valid = None;
-        c.schema = None;
+        c.task.model = String::new();
+        c.task.data = PathBuf::new();
+        c.task.valid = None;
+        c.task.schema = None;
         c.checkpoint_every = 0;
         c.keep_checkpoints = 1;
         c.eval_every = 0;
@@ -475,13 +380,20 @@ impl TrainConfig {
         hex(&Sha256::digest(text.as_bytes()))
     }
 
-    /// The LoRA output scale (alpha / r, or alpha / sqrt(r) with rsLoRA).
-    pub fn lora_scale(&self) -> f64 {
-        if self.use_rslora {
-            self.lora_alpha / (self.lora_r as f64).sqrt()
-        } else {
-            self.lora_alpha / self.lora_r as f64
-        }
+    /// The adapter these settings train: rank, alpha, rsLoRA, dropout and targets.
+    pub fn lora_config(&self) -> Result<LoraConfig> {
+        let targets = self
+            .target_modules
+            .iter()
+            .map(|t| t.parse::<Target>().map_err(anyhow::Error::msg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LoraConfig {
+            rank: self.lora_r,
+            alpha: self.lora_alpha,
+            rslora: self.use_rslora,
+            dropout: self.lora_dropout,
+            targets,
+        })
     }
 }
 
@@ -513,6 +425,7 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smolt_task::{ChatTemplateSetting, JsonStyle, Overlong};
 
     fn ov(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -527,7 +440,7 @@ mod tests {
         assert_eq!(c, TrainConfig::default());
         c.validate().unwrap();
         assert_eq!(c.lora_r, 16);
-        assert_eq!(c.lora_scale(), 2.0);
+        assert_eq!(c.lora_config().unwrap().scale(), 2.0);
     }
 
     #[test]
@@ -555,13 +468,13 @@ mod tests {
         )
         .unwrap();
         let c = TrainConfig::load(Some(&p), &[]).unwrap();
-        assert_eq!(c.data, task.join("data/train.jsonl"));
-        assert_eq!(c.schema, Some(PathBuf::from("/abs/schema.json")));
-        assert_eq!(c.model, task.join("m.gguf").display().to_string());
+        assert_eq!(c.task.data, task.join("data/train.jsonl"));
+        assert_eq!(c.task.schema, Some(PathBuf::from("/abs/schema.json")));
+        assert_eq!(c.task.model, task.join("m.gguf").display().to_string());
         // A hub name is not a path.
         std::fs::write(&p, "model = \"gemma-3-270m\"\n").unwrap();
         assert_eq!(
-            TrainConfig::load(Some(&p), &[]).unwrap().model,
+            TrainConfig::load(Some(&p), &[]).unwrap().task.model,
             "gemma-3-270m"
         );
     }
@@ -586,10 +499,13 @@ mod tests {
         assert_eq!(c.seed, 7);
         assert_eq!(c.schedule, Schedule::Constant);
         // Command-line paths are taken from the working directory and stored absolute.
-        assert_eq!(c.data, std::env::current_dir().unwrap().join("train.jsonl"));
+        assert_eq!(
+            c.task.data,
+            std::env::current_dir().unwrap().join("train.jsonl")
+        );
         assert_eq!(c.target_modules, vec!["q", "v"]);
-        assert_eq!(c.overlong, Overlong::Skip);
-        assert_eq!(c.model, "123");
+        assert_eq!(c.task.overlong, Overlong::Skip);
+        assert_eq!(c.task.model, "123");
     }
 
     #[test]
@@ -604,12 +520,12 @@ mod tests {
     #[test]
     fn chat_template_is_auto_gguf_or_gemma() {
         let mut c = TrainConfig::default();
-        assert_eq!(c.chat_template, ChatTemplateSetting::Auto);
+        assert_eq!(c.task.chat_template, ChatTemplateSetting::Auto);
         c.apply_overrides(&ov(&[("chat-template", "gguf")]))
             .unwrap();
-        assert_eq!(c.chat_template, ChatTemplateSetting::Gguf);
+        assert_eq!(c.task.chat_template, ChatTemplateSetting::Gguf);
         let c = TrainConfig::from_toml_str("chat_template = \"gemma\"").unwrap();
-        assert_eq!(c.chat_template, ChatTemplateSetting::Gemma);
+        assert_eq!(c.task.chat_template, ChatTemplateSetting::Gemma);
         assert!(c.to_toml_string().contains("chat_template = \"gemma\""));
         // It changes the prompts, so it is a training setting.
         assert_ne!(c.training_hash(), TrainConfig::default().training_hash());
@@ -626,7 +542,10 @@ mod tests {
     #[test]
     fn validation_collects_every_problem() {
         let c = TrainConfig {
-            template: "no placeholder".into(),
+            task: Task {
+                template: "no placeholder".into(),
+                ..Task::default()
+            },
             lora_r: 0,
             lr: -1.0,
             target_modules: vec!["q".into(), "qq".into()],
@@ -643,7 +562,10 @@ mod tests {
     fn hash_ignores_paths_and_intervals_but_not_hyperparameters() {
         let a = TrainConfig::default();
         let b = TrainConfig {
-            data: "elsewhere.jsonl".into(),
+            task: Task {
+                data: "elsewhere.jsonl".into(),
+                ..Task::default()
+            },
             checkpoint_every: 3,
             head_cache: true,
             recompute: true,
@@ -655,6 +577,43 @@ mod tests {
             ..a.clone()
         };
         assert_ne!(a.training_hash(), c.training_hash());
+    }
+
+    /// Runs made before the task moved out of the training config hash as they did then, so
+    /// they resume: the hashes below were computed by the code of 96e4bae.
+    #[test]
+    fn training_hash_is_unchanged_by_the_task_layer() {
+        assert_eq!(
+            TrainConfig::default().training_hash(),
+            "40040c42a411f999fd4db612d41955a8c5fea26352c62ebdd586754c72fb5a49"
+        );
+        let c = TrainConfig {
+            task: Task {
+                max_len: 640,
+                template: "Q: {input}\nA:".into(),
+                chat_template: ChatTemplateSetting::Gemma,
+                json_style: JsonStyle::Python,
+                overlong: Overlong::Skip,
+                schema: Some("s.json".into()),
+                valid: Some("v".into()),
+                ..Task::default()
+            },
+            lr: 1e-3,
+            target_modules: vec!["q".into(), "v".into()],
+            use_rslora: true,
+            head_cache: true,
+            ..TrainConfig::default()
+        };
+        assert_eq!(
+            c.training_hash(),
+            "5ed940e355e8bc5aca103e584bc7b9de7b43324861a35c18bca8f75a8388462c"
+        );
+        let text = c.to_toml_string();
+        assert!(
+            text.starts_with("model = \"\"\ndata = \"\"\nvalid = \"v\"\nschema = \"s.json\"\n"),
+            "{text}"
+        );
+        assert_eq!(TrainConfig::from_toml_str(&text).unwrap(), c);
     }
 
     /// `head_cache` off is not written, so the configs (and hashes) of runs from before the

@@ -15,32 +15,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::adapter;
 use crate::batch::{eval_plan, micro_batches_in, BatchStream, DataPosition};
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::TrainConfig;
-use crate::data::{Dataset, Example};
+use crate::dataset::{Dataset, Example};
 use crate::optim::{clip_grad_norm, scale_grads, AdamW, AdamWConfig};
 use crate::report::{self, MetricRow, MetricsWriter, Outcome, Summary};
 use crate::schedule::LrSchedule;
-
-/// A trainable tensor with its gradient buffer: smolt-lora's type, so the LoRA adapter's own
-/// parameters are what the trainer updates and checkpoints, with no copy. Shapes are 2-D
-/// (`lora_A` `[r, in]`, `lora_B` `[out, r]`); the engine accumulates into `grad`, the trainer
-/// zeroes it before each step.
-pub use smolt_lora::Param;
-
-/// A parameter with a zeroed gradient buffer.
-pub fn new_param(name: impl Into<String>, shape: [usize; 2], data: Vec<f32>) -> Param {
-    assert_eq!(shape[0] * shape[1], data.len(), "shape does not match data");
-    let grad = vec![0.0; data.len()];
-    Param {
-        name: name.into(),
-        shape,
-        data,
-        grad,
-    }
-}
+use smolt_lora::Param;
 
 /// A summed loss: the trainer divides sums by target counts itself so that a mean over several
 /// micro-batches (gradient accumulation) weighs every target token equally.
@@ -95,7 +77,7 @@ impl std::fmt::Display for NonFiniteError {
 impl std::error::Error for NonFiniteError {}
 
 /// Files in a run directory.
-pub const CONFIG_FILE: &str = "config.toml";
+pub const CONFIG_FILE: &str = smolt_task::RUN_TASK_FILE;
 pub const METRICS_FILE: &str = "metrics.csv";
 pub const LOSS_PLOT_FILE: &str = "loss.png";
 pub const SUMMARY_FILE: &str = "summary.json";
@@ -298,7 +280,7 @@ impl<'a, M: Trainable> Trainer<'a, M> {
             }
             None
         };
-        crate::io::write_atomic(
+        smolt_lora::io::write_atomic(
             &self.run_dir.join(CONFIG_FILE),
             self.cfg.to_toml_string().as_bytes(),
         )?;
@@ -512,7 +494,12 @@ impl<'a, M: Trainable> Trainer<'a, M> {
             last_ckpt = Some(self.save_checkpoint(&st, wall)?);
         }
         let adapter_written = if outcome != Outcome::NonFinite {
-            adapter::save_adapter(&self.run_dir, self.model.params(), &self.cfg)?;
+            smolt_lora::save_adapter(
+                &self.run_dir,
+                self.model.params(),
+                &self.cfg.lora_config()?,
+                &self.cfg.task.model,
+            )?;
             Some(self.run_dir.display().to_string())
         } else {
             None

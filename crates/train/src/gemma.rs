@@ -8,29 +8,12 @@
 use anyhow::{Context, Result};
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
-use smolt_lora::{
-    Frozen, HeadCache, LoraAdapter, LoraConfig, Sequence, StepOptions, Target, IGNORE,
-};
+use smolt_lora::{Frozen, HeadCache, LoraAdapter, Sequence, StepOptions, IGNORE};
 
 use crate::config::{BasePrecision, TrainConfig};
-use crate::data::Example;
-use crate::engine::{LossSum, Param, Trainable};
-
-/// The LoRA settings of a training config, in smolt-lora's terms.
-pub fn lora_config(cfg: &TrainConfig) -> Result<LoraConfig> {
-    let targets = cfg
-        .target_modules
-        .iter()
-        .map(|t| t.parse::<Target>().map_err(anyhow::Error::msg))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(LoraConfig {
-        rank: cfg.lora_r,
-        alpha: cfg.lora_alpha,
-        rslora: cfg.use_rslora,
-        dropout: cfg.lora_dropout,
-        targets,
-    })
-}
+use crate::dataset::Example;
+use crate::engine::{LossSum, Trainable};
+use smolt_lora::Param;
 
 /// Labels in smolt-lora's (Hugging Face's) convention from a loss mask: the token id where
 /// the loss is taken, [`IGNORE`] elsewhere. Both say "position t is a target", so this is a
@@ -55,7 +38,7 @@ pub struct LoraEngine<'m> {
 impl<'m> LoraEngine<'m> {
     /// A fresh adapter (PEFT init from `seed`) over `base`.
     pub fn new(base: Frozen<'m, f32>, cfg: &TrainConfig) -> Result<Self> {
-        let adapter = LoraAdapter::new(&base.spec, &lora_config(cfg)?, cfg.seed)
+        let adapter = LoraAdapter::new(&base.spec, &cfg.lora_config()?, cfg.seed)
             .context("creating the LoRA adapter")?;
         Ok(LoraEngine {
             base,
@@ -129,24 +112,24 @@ pub fn train(
     resume: bool,
 ) -> Result<crate::report::Summary> {
     cfg.validate()?;
-    let gguf = smolt_gguf::Gguf::open(&cfg.model)
-        .with_context(|| format!("opening the model {}", cfg.model))?;
+    let gguf = smolt_gguf::Gguf::open(&cfg.task.model)
+        .with_context(|| format!("opening the model {}", cfg.task.model))?;
     let tok = smolt_tokenizer::Tokenizer::from_gguf(&gguf).context("reading the tokenizer")?;
     let model = smolt_model::Model::from_gguf(gguf, smolt_model::Precision::Fast)
-        .with_context(|| format!("loading the model {}", cfg.model))?;
-    let (train, valid) = crate::data::load_for_config(&cfg, &tok)?;
+        .with_context(|| format!("loading the model {}", cfg.task.model))?;
+    let (train, valid) = crate::dataset::load_for_task(&cfg.task, &tok)?;
     let chat_data = [Some(&train), valid.as_ref()]
         .into_iter()
         .flatten()
-        .any(|d| d.format == crate::data::Format::Messages);
+        .any(|d| d.format == smolt_task::Format::Messages);
     if chat_data {
         // It compiled for the data just now.
-        let chat = crate::chat::ChatFormat::for_encoder(cfg.chat_template, &tok)?;
+        let chat = cfg.task.chat_format(&tok)?;
         eprintln!("chat records rendered with {}", chat.describe());
     }
-    eprintln!("{}", train.describe(cfg.max_len));
+    eprintln!("{}", train.describe(cfg.task.max_len));
     if let Some(v) = &valid {
-        eprintln!("{}", v.describe(cfg.max_len));
+        eprintln!("{}", v.describe(cfg.task.max_len));
     }
     // Bf16 where the CPU has bf16 hardware: the body's projections packed once in bf16
     // (≈ 0.4 GB more memory), products on the tile unit or with AVX-512 BF16. Measured on a
@@ -197,7 +180,7 @@ pub fn run_config(
     overrides: &[(String, String)],
     resume: bool,
 ) -> Result<TrainConfig> {
-    let saved = out.join(crate::engine::CONFIG_FILE);
+    let saved = out.join(smolt_task::RUN_TASK_FILE);
     let file = if resume && saved.exists() {
         Some(saved.as_path())
     } else {

@@ -5,7 +5,7 @@
 //! arithmetic follows PyTorch's `torch.optim.AdamW` (non-fused, non-amsgrad) so adapters
 //! trained here and there agree.
 
-use crate::engine::Param;
+use smolt_lora::Param;
 
 /// AdamW hyperparameters.
 #[derive(Clone, Copy, Debug, PartialEq)]

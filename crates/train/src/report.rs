@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::io::write_atomic;
+use smolt_lora::io::write_atomic;
 
 /// One row of `metrics.csv`: one optimiser step.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,6 +1,6 @@
 //! A tiny exactly-differentiable model for testing the training machinery, and for the
 //! `toy_train` example: a rank-r bigram model, logits(next) = B · A[:, prev], over the
-//! [`ByteEncoder`](crate::data::ByteEncoder) vocabulary. Its parameters carry PEFT names of
+//! [`ByteEncoder`](smolt_task::ByteEncoder) vocabulary. Its parameters carry PEFT names of
 //! layer 0's q_proj so adapter files look like real ones.
 
 use std::path::Path;
@@ -10,9 +10,10 @@ use anyhow::Result;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::adapter::{peft_name, LoraPart};
-use crate::data::Example;
-use crate::engine::{init_rng, new_param, LossSum, Param, Trainable};
+use crate::dataset::Example;
+use crate::engine::{init_rng, LossSum, Trainable};
+use smolt_lora::Param;
+use smolt_lora::{peft_name, Target};
 
 /// Vocabulary of the byte encoder: 3 specials + 256 bytes.
 pub const VOCAB: usize = 259;
@@ -39,13 +40,9 @@ impl ToyModel {
             .map(|_| rng.gen_range(-bound..bound) as f32 * 20.0)
             .collect();
         let params = vec![
-            new_param(
-                peft_name(0, "q", LoraPart::A).expect("known target"),
-                [rank, VOCAB],
-                a,
-            ),
-            new_param(
-                peft_name(0, "q", LoraPart::B).expect("known target"),
+            Param::new(peft_name(0, Target::Q, 'A'), [rank, VOCAB], a),
+            Param::new(
+                peft_name(0, Target::Q, 'B'),
                 [VOCAB, rank],
                 vec![0.0; VOCAB * rank],
             ),
@@ -180,10 +177,13 @@ pub fn run_toy(
         write_toy_jsonl(&data, 64, 1)?;
     }
     let cfg = crate::TrainConfig {
-        model: "toy".into(),
-        data: data.clone(),
-        template: "{input}\nJSON:".into(),
-        max_len: 128,
+        task: smolt_task::Task {
+            model: "toy".into(),
+            data: data.clone(),
+            template: "{input}\nJSON:".into(),
+            max_len: 128,
+            ..smolt_task::Task::default()
+        },
         batch_tokens: 256,
         grad_accum: 2,
         lr: 5e-2,
@@ -195,7 +195,7 @@ pub fn run_toy(
         seed: 42,
         ..crate::TrainConfig::default()
     };
-    let ds = crate::data::load_dataset(&data, &cfg, &crate::data::ByteEncoder, None)?;
+    let ds = crate::dataset::load_dataset(&data, &cfg.task, &smolt_task::ByteEncoder, None)?;
     let mut model = ToyModel::new(4, cfg.seed);
     model.dropout = 0.1;
     model.delay = delay;

@@ -4,9 +4,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use smolt_train::config::{JsonStyle, Overlong};
-use smolt_train::data::{load_dataset, to_json_text, AnswerSchema, ByteEncoder, Format};
-use smolt_train::{TextEncoder, TrainConfig};
+use smolt_task::{to_json_text, AnswerSchema, ByteEncoder, Format, JsonStyle, Overlong, Task};
+use smolt_train::dataset::{load_dataset, load_for_task};
+use smolt_train::TextEncoder;
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -14,10 +14,10 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-fn cfg() -> TrainConfig {
-    TrainConfig {
+fn cfg() -> Task {
+    Task {
         template: "Q: {input}\nA:".into(),
-        ..TrainConfig::default()
+        ..Task::default()
     }
 }
 
@@ -141,7 +141,7 @@ fn overlong_examples_are_truncated_or_skipped_and_counted() {
         json!({"prompt": "p", "completion": long}),
     );
     let p = write(dir.path(), "o.jsonl", &text);
-    let mut c = TrainConfig {
+    let mut c = Task {
         max_len: 64,
         ..cfg()
     };
@@ -213,8 +213,7 @@ fn schema_violations_name_file_and_line() {
 }
 
 #[test]
-fn load_for_config_reads_train_valid_and_schema() {
-    use smolt_train::data::load_for_config;
+fn load_for_task_reads_train_valid_and_schema() {
     let dir = tempfile::tempdir().unwrap();
     let line = json!({"input": "a", "output": {"total": 1}});
     let t = write(dir.path(), "t.jsonl", &format!("{line}\n{line}\n"));
@@ -224,25 +223,25 @@ fn load_for_config_reads_train_valid_and_schema() {
         "s.json",
         r#"{"type": "object", "required": ["total"]}"#,
     );
-    let c = TrainConfig {
+    let c = Task {
         data: t,
         valid: Some(v),
         schema: Some(s.clone()),
         ..cfg()
     };
-    let (train, valid) = load_for_config(&c, &ByteEncoder).unwrap();
+    let (train, valid) = load_for_task(&c, &ByteEncoder).unwrap();
     assert_eq!(
         (train.examples.len(), valid.unwrap().examples.len()),
         (2, 1)
     );
 
     fs::write(&s, r#"{"type": "object", "required": ["shop"]}"#).unwrap();
-    let err = load_for_config(&c, &ByteEncoder).unwrap_err();
+    let err = load_for_task(&c, &ByteEncoder).unwrap_err();
     assert!(
         format!("{err:#}").contains("t.jsonl:1: answer violates"),
         "{err:#}"
     );
 
-    let err = load_for_config(&TrainConfig::default(), &ByteEncoder).unwrap_err();
+    let err = load_for_task(&Task::default(), &ByteEncoder).unwrap_err();
     assert!(err.to_string().contains("--data"), "{err}");
 }

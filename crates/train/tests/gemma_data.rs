@@ -6,9 +6,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use smolt_gguf::Gguf;
+use smolt_task::{ModelTemplate, Task};
 use smolt_tokenizer::Tokenizer;
-use smolt_train::data::load_dataset;
-use smolt_train::{TextEncoder, TrainConfig};
+use smolt_train::dataset::load_dataset;
+use smolt_train::TextEncoder;
 
 /// A JSONL file of `{"input", "output"}` records built from the tokenizer fixture's paired
 /// `sroie_input` / `sroie_output_json` cases.
@@ -45,7 +46,7 @@ fn sroie_receipts_tokenize_with_answer_only_loss() {
     let dir = tempfile::tempdir().unwrap();
     let data = sroie_jsonl(dir.path());
     let tok = Tokenizer::from_gguf(&Gguf::open(&model).unwrap()).unwrap();
-    let cfg = TrainConfig::default();
+    let cfg = Task::default();
     let ds = load_dataset(&data, &cfg, &tok, None).unwrap();
     assert_eq!(ds.stats.records, 40);
     assert_eq!(ds.examples.len() + ds.stats.skipped, 40);
@@ -77,9 +78,9 @@ impl TextEncoder for WithGemma3Template<'_> {
     fn eos_id(&self) -> u32 {
         TextEncoder::eos_id(self.0)
     }
-    fn model_chat_template(&self) -> Option<smolt_train::chat::ModelTemplate> {
-        Some(smolt_train::chat::ModelTemplate {
-            source: include_str!("fixtures/gemma3_chat_template.jinja").into(),
+    fn model_chat_template(&self) -> Option<ModelTemplate> {
+        Some(ModelTemplate {
+            source: include_str!("../../task/tests/fixtures/gemma3_chat_template.jinja").into(),
             bos_token: "<bos>".into(),
             eos_token: "<eos>".into(),
         })
@@ -106,7 +107,7 @@ fn chat_data_gets_one_bos_and_the_same_ids_from_the_official_template_and_the_bu
         {"role": "assistant", "content": "{\"total\":7.0}"}
     ]});
     std::fs::write(&data, format!("{line}\n")).unwrap();
-    let cfg = TrainConfig::default();
+    let cfg = Task::default();
     let official = load_dataset(&data, &cfg, &WithGemma3Template(&tok), None).unwrap();
     let builtin = load_dataset(&data, &cfg, &tok, None).unwrap();
     let (a, b) = (&official.examples[0], &builtin.examples[0]);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use smolt_train::adapter::load_adapter;
+use smolt_lora::load_adapter;
 use smolt_train::checkpoint;
 use smolt_train::engine::CHECKPOINT_DIR;
 use smolt_train::toy::run_toy;

@@ -8,7 +8,8 @@ mod common;
 use common::{tiny_model, VOCAB};
 use smolt_lora::Frozen;
 use smolt_model::Precision;
-use smolt_train::data::{DataStats, Dataset, Example, Format, Location};
+use smolt_task::{Format, Location};
+use smolt_train::dataset::{DataStats, Dataset, Example};
 use smolt_train::gemma::LoraEngine;
 use smolt_train::report::Outcome;
 use smolt_train::{TrainConfig, Trainable, Trainer};
@@ -44,7 +45,10 @@ fn dataset() -> Dataset {
 
 fn config() -> TrainConfig {
     TrainConfig {
-        model: "tiny-gemma3".into(),
+        task: smolt_task::Task {
+            model: "tiny-gemma3".into(),
+            ..smolt_task::Task::default()
+        },
         lora_r: 4,
         lora_dropout: 0.1,
         lr: 1e-2,
@@ -105,7 +109,7 @@ fn lora_engine_trains_and_resumes_bit_identically() {
     );
     assert_eq!(bits2, bits);
     // The adapter on disk carries smolt-lora's PEFT names.
-    let (params, _) = smolt_train::adapter::load_adapter(part.path()).unwrap();
+    let (params, _) = smolt_lora::load_adapter(part.path()).unwrap();
     assert!(params
         .iter()
         .any(|p| p.name == "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));

@@ -4,8 +4,9 @@
 use std::fs;
 use std::path::Path;
 
+use smolt_task::ByteEncoder;
 use smolt_train::checkpoint;
-use smolt_train::data::{load_dataset, ByteEncoder, Dataset};
+use smolt_train::dataset::{load_dataset, Dataset};
 use smolt_train::engine::{NonFiniteError, CHECKPOINT_DIR, METRICS_FILE};
 use smolt_train::report::{read_metrics, Outcome, Summary};
 use smolt_train::toy::{write_toy_jsonl, ToyModel};
@@ -13,10 +14,13 @@ use smolt_train::{Param, TrainConfig, Trainer};
 
 fn config(dir: &Path) -> TrainConfig {
     TrainConfig {
-        model: "toy".into(),
-        data: dir.join("train.jsonl"),
-        template: "{input}\nJSON:".into(),
-        max_len: 128,
+        task: smolt_task::Task {
+            model: "toy".into(),
+            data: dir.join("train.jsonl"),
+            template: "{input}\nJSON:".into(),
+            max_len: 128,
+            ..smolt_task::Task::default()
+        },
         batch_tokens: 300,
         grad_accum: 2,
         lr: 5e-2,
@@ -33,8 +37,8 @@ fn config(dir: &Path) -> TrainConfig {
 fn datasets(dir: &Path, cfg: &TrainConfig) -> (Dataset, Dataset) {
     write_toy_jsonl(&dir.join("train.jsonl"), 40, 1).unwrap();
     write_toy_jsonl(&dir.join("valid.jsonl"), 10, 2).unwrap();
-    let t = load_dataset(&dir.join("train.jsonl"), cfg, &ByteEncoder, None).unwrap();
-    let v = load_dataset(&dir.join("valid.jsonl"), cfg, &ByteEncoder, None).unwrap();
+    let t = load_dataset(&dir.join("train.jsonl"), &cfg.task, &ByteEncoder, None).unwrap();
+    let v = load_dataset(&dir.join("valid.jsonl"), &cfg.task, &ByteEncoder, None).unwrap();
     (t, v)
 }
 

@@ -36,11 +36,12 @@ struct CheckArgs {
     /// JSONL files to check.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// JSON Schema every answer must satisfy.
+    /// JSON Schema every answer must satisfy (default: the task's `schema`, if --config names
+    /// one).
     #[arg(long)]
     schema: Option<PathBuf>,
-    /// Training config whose template, chat_template and max_len apply (default: the built-in
-    /// ones).
+    /// Task file (task.toml) whose template, chat_template, max_len and schema apply (default:
+    /// the built-in ones).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Model whose tokenizer counts the tokens (a .gguf file or `gemma-3-270m`).
@@ -182,11 +183,16 @@ fn split(a: SplitArgs) -> anyhow::Result<()> {
 }
 
 fn check(a: CheckArgs) -> anyhow::Result<()> {
-    let cfg = smolt::train::TrainConfig::load(a.config.as_deref(), &[])?;
+    let task = match &a.config {
+        Some(c) => smolt::task::Task::load(c)?,
+        None => smolt::task::Task::default(),
+    };
+    // --schema, else the task's own.
     let schema = a
         .schema
         .as_deref()
-        .map(smolt::train::data::AnswerSchema::load)
+        .or(task.schema.as_deref())
+        .map(smolt::task::AnswerSchema::load)
         .transpose()?;
     let path = super::resolve_model(&a.model)?;
     let gguf = smolt::gguf::Gguf::open(&path)
@@ -198,7 +204,7 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
         if i > 0 {
             println!();
         }
-        let r = smolt::train::check::check_file(f, &cfg, &tok, schema.as_ref());
+        let r = smolt::task::check::check_file(f, &task, &tok, schema.as_ref());
         print!("{r}");
         failed += !r.is_ok() as usize;
     }

@@ -12,6 +12,7 @@ use smolt::data::{Record, SynthConfig};
 use smolt::eval::{EvalConfig, EvalReport};
 use smolt::evaluate::{pick_shots, EvalRun};
 use smolt::model::{Model, Precision};
+use smolt::task::Task;
 use smolt::tokenizer::Tokenizer;
 use smolt::train::TrainConfig;
 
@@ -177,18 +178,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let t_train = Instant::now();
     let run_dir = args.out.join("train");
-    let summary = train((epochs, lr), &plan, &data, &model_path, &run_dir)?;
+    let task = demo_task(&data, &model_path);
+    let summary = train((epochs, lr), &plan, &task, &data, &run_dir)?;
     let train_s = t_train.elapsed().as_secs_f64();
 
     let gguf = smolt::gguf::Gguf::open(&model_path)
         .with_context(|| format!("cannot open {}", model_path.display()))?;
     let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf).context("reading the tokenizer")?);
-    let engine = smolt::evaluate::engine_for_task(
-        Arc::clone(&tokenizer),
-        TrainConfig::default().json_style,
-    )?;
+    let engine = smolt::evaluate::engine_for_task(Arc::clone(&tokenizer), &task)?;
     let constraint = engine.compile(&ConstraintSpec::JsonSchema(data.schema.clone()))?;
-    let template = TrainConfig::default().template;
     let max_tokens = answer_budget(&data.train, &tokenizer);
 
     stage(
@@ -197,16 +195,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let t_base = Instant::now();
     let base_model = Model::load(&model_path, Precision::Fast)?;
-    let shots = pick_shots(
-        &data.train,
-        args.few_shot,
-        TrainConfig::default().json_style,
-    );
+    let shots = pick_shots(&data.train, args.few_shot, &task);
     let base = EvalRun {
         model: &base_model,
         tokenizer: &tokenizer,
         constraint: Some(&constraint),
-        template: template.clone(),
+        task: &task,
         shots,
         max_tokens,
         prompt_budget: base_model.spec.context_length.saturating_sub(max_tokens),
@@ -219,13 +213,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     stage(5, "evaluating the fine-tuned model");
     let t_ft = Instant::now();
     let mut ft_model = Model::load(&model_path, Precision::Fast)?;
-    smolt::train::adapter::attach_adapter(&mut ft_model, &run_dir)
+    smolt::lora::attach_adapter(&mut ft_model, &run_dir)
         .with_context(|| format!("cannot apply the adapter in {}", run_dir.display()))?;
     let ft = EvalRun {
         model: &ft_model,
         tokenizer: &tokenizer,
         constraint: Some(&constraint),
-        template,
+        task: &task,
         shots: Vec::new(),
         max_tokens,
         prompt_budget: ft_model.spec.context_length.saturating_sub(max_tokens),
@@ -262,7 +256,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "final_valid_loss": summary.final_valid_loss,
         "seconds": {"train": train_s, "few_shot_eval": base_s, "fine_tuned_eval": ft_s, "total": wall},
     });
-    smolt::train::io::write_atomic(
+    smolt::lora::io::write_atomic(
         &args.out.join("demo.json"),
         serde_json::to_string_pretty(&summary_json)?.as_bytes(),
     )?;
@@ -386,8 +380,8 @@ fn make_data(args: &Args, plan: &Plan, fields: &[&str]) -> anyhow::Result<DemoDa
 fn train(
     (epochs, lr): (u32, f64),
     plan: &Plan,
+    task: &Task,
     data: &DemoData,
-    model: &Path,
     run_dir: &Path,
 ) -> anyhow::Result<smolt::train::report::Summary> {
     // About six receipts per step (batch_tokens 2048); the passes of `recipe`, a short warmup
@@ -395,10 +389,7 @@ fn train(
     // only 80 to 160 steps to learn in.
     let steps_estimate = plan.train.div_ceil(6) as u64 * epochs as u64;
     let cfg = TrainConfig {
-        model: model.display().to_string(),
-        data: data.dir.join("train.jsonl"),
-        valid: Some(data.dir.join("valid.jsonl")),
-        schema: Some(data.dir.join("schema.json")),
+        task: task.clone(),
         epochs,
         lr,
         warmup_steps: (steps_estimate / 10).clamp(1, 10),
@@ -419,7 +410,7 @@ fn train(
             .with_context(|| format!("cannot delete {}", run_dir.display()))?;
     }
     let summary_file = run_dir.join("summary.json");
-    let adapter_file = run_dir.join(smolt::train::adapter::ADAPTER_FILE);
+    let adapter_file = run_dir.join(smolt::lora::ADAPTER_FILE);
     if adapter_file.is_file() && summary_file.is_file() {
         let text = std::fs::read_to_string(&summary_file)?;
         let s: smolt::train::report::Summary = serde_json::from_str(&text)
@@ -451,6 +442,17 @@ fn train(
         );
     }
     Ok(summary)
+}
+
+/// The demo's task: the default template and answer layout over the files the demo wrote.
+fn demo_task(data: &DemoData, model: &Path) -> Task {
+    Task {
+        model: model.display().to_string(),
+        data: data.dir.join("train.jsonl"),
+        valid: Some(data.dir.join("valid.jsonl")),
+        schema: Some(data.dir.join("schema.json")),
+        ..Task::default()
+    }
 }
 
 /// Passes over the training set and the peak learning rate: `--epochs` / `--lr`, else two passes

@@ -8,14 +8,14 @@ use anyhow::Context;
 use smolt::constrain::ConstraintSpec;
 use smolt::eval::{EvalConfig, EvalReport};
 use smolt::evaluate::EvalRun;
-use smolt::train::TrainConfig;
 
 use super::{load_model, ModelArgs};
 
 #[derive(clap::Args)]
 #[command(after_help = "\
-The prompt is rendered with the same template as training: the adapter run's config.toml if
---adapter is a run directory, else --config, else the default template. With --few-shot K, K
+The prompt is rendered with the same template as training: --config (a task file), else the
+task the adapter's run recorded (its config.toml) if --adapter is a run directory, else the
+default template. With --few-shot K, K
 solved examples from --shots are put before every record in that same template: the baseline
 that shows what prompting alone gives on the same records.
 
@@ -33,8 +33,8 @@ pub struct Args {
     /// (default: the config's `schema`).
     #[arg(long)]
     schema: Option<PathBuf>,
-    /// A training or task config (TOML) whose template and schema to use; an eval.toml beside
-    /// it supplies the scoring rules.
+    /// A task file (task.toml) whose template, answer layout and schema to use; an eval.toml
+    /// beside it supplies the scoring rules.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Scoring settings (TOML or JSON: per-field normalisers, number tolerance); `smolt init`
@@ -74,7 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (Some(data), Some(out)) = (&args.data, &args.out) else {
         anyhow::bail!("--data and --out are required (or use --compare A B)");
     };
-    let cfg = prompt_config(&args)?;
+    let task =
+        super::task_of(args.config.as_deref(), args.model.adapter.as_deref())?.unwrap_or_default();
     let records = smolt::data::read_jsonl(data)?;
     let records = &records[..args.limit.unwrap_or(records.len()).min(records.len())];
     if records.is_empty() {
@@ -90,27 +91,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     pool.len()
                 );
             }
-            smolt::evaluate::pick_shots(&pool, k, cfg.json_style)
+            smolt::evaluate::pick_shots(&pool, k, &task)
         }
         _ => Vec::new(),
     };
-    // The task's schema unless one is given: from --config, or the adapter run's config.
-    let schema_path = args.schema.clone().or_else(|| cfg.schema.clone());
-    let schema: Option<serde_json::Value> = match &schema_path {
-        Some(p) => Some(
-            serde_json::from_str(
-                &std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read {}", p.display()))?,
-            )
-            .with_context(|| format!("{} is not JSON", p.display()))?,
-        ),
-        None => None,
-    };
+    // The task's schema unless one is given: from --config, or the adapter run's task.
+    let schema = args
+        .schema
+        .as_deref()
+        .or(task.schema.as_deref())
+        .map(smolt::task::schema::read_schema)
+        .transpose()?;
     // A task folder's eval.toml sits beside its task.toml.
     let beside = args
         .config
         .as_ref()
-        .and_then(|c| c.parent().map(|d| d.join("eval.toml")))
+        .and_then(|c| c.parent().map(|d| d.join(smolt::task::init::SCORING_FILE)))
         .filter(|p| p.is_file());
     let eval_cfg = match (args.eval_config.as_ref().or(beside.as_ref()), &schema) {
         (Some(p), _) => load_eval_config(p)?,
@@ -122,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let constraint = match &schema {
         Some(s) => {
             // Laid out exactly as the task's answers were trained (json_style).
-            let engine = smolt::evaluate::engine_for_task(Arc::clone(tok), cfg.json_style)?;
+            let engine = smolt::evaluate::engine_for_task(Arc::clone(tok), &task)?;
             Some(engine.compile(&ConstraintSpec::JsonSchema(s.clone()))?)
         }
         None => None,
@@ -141,7 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model: &loaded.model,
         tokenizer: tok,
         constraint: constraint.as_ref(),
-        template: cfg.template.clone(),
+        task: &task,
         shots,
         max_tokens: args.max_tokens,
         prompt_budget: budget.max(16),
@@ -208,18 +204,6 @@ fn compare(a: &Path, b: &Path, out: Option<&Path>) -> anyhow::Result<()> {
         eprintln!("report: {}", file.display());
     }
     Ok(())
-}
-
-/// The training config whose prompt template applies: the adapter run's own, else --config,
-/// else the defaults.
-fn prompt_config(args: &Args) -> anyhow::Result<TrainConfig> {
-    let run_cfg = args.model.adapter.as_ref().map(|d| d.join("config.toml"));
-    let file = match (&run_cfg, &args.config) {
-        (_, Some(c)) => Some(c.as_path()),
-        (Some(r), None) if r.is_file() => Some(r.as_path()),
-        _ => None,
-    };
-    TrainConfig::load(file, &[])
 }
 
 pub fn load_eval_config(p: &Path) -> anyhow::Result<EvalConfig> {

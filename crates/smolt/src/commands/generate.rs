@@ -9,6 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use smolt::constrain::{ConstraintEngine, ConstraintSpec};
 use smolt::decode::{GenerateOptions, SamplingParams, StopReason};
+use smolt::task::record::{read_prompts, Prompt, PromptRecord};
+use smolt::task::Task;
 
 use super::{load_model, ModelArgs};
 
@@ -285,15 +287,9 @@ fn run_constrained(
     Ok(())
 }
 
-/// The task's config when one is known: --config, else the adapter run's config.toml.
-fn task_config(args: &Args) -> anyhow::Result<Option<smolt::train::TrainConfig>> {
-    let run_cfg = args.model.adapter.as_ref().map(|d| d.join("config.toml"));
-    let file = match (&args.config, &run_cfg) {
-        (Some(c), _) => Some(c.as_path()),
-        (None, Some(r)) if r.is_file() => Some(r.as_path()),
-        _ => return Ok(None),
-    };
-    Ok(Some(smolt::train::TrainConfig::load(file, &[])?))
+/// The task when one is known: --config, else the adapter run's.
+fn task_config(args: &Args) -> anyhow::Result<Option<Task>> {
+    super::task_of(args.config.as_deref(), args.model.adapter.as_deref())
 }
 
 /// The constraint engine: JSON laid out as the task's answers were trained when a task is
@@ -303,97 +299,9 @@ fn engine(
     tok: &Arc<smolt::tokenizer::Tokenizer>,
 ) -> anyhow::Result<Arc<ConstraintEngine>> {
     Ok(match task_config(args)? {
-        Some(cfg) => smolt::evaluate::engine_for_task(Arc::clone(tok), cfg.json_style)?,
+        Some(task) => smolt::evaluate::engine_for_task(Arc::clone(tok), &task)?,
         None => ConstraintEngine::new(Arc::clone(tok))?,
     })
-}
-
-/// One prompt of a --prompts file.
-struct BatchPrompt {
-    line: usize,
-    source: PromptSource,
-}
-
-enum PromptSource {
-    /// Final text (a `prompt`, or an `input` put into the template).
-    Text(String),
-    /// A conversation, rendered once the model's chat template is known.
-    Chat(Vec<smolt::train::chat::Message>),
-}
-
-/// Reads a --prompts file: every line must be usable before any generation starts, so a typo
-/// on line 900 does not surface after an hour of work.
-fn read_prompts(file: &std::path::Path, template: &str) -> anyhow::Result<Vec<BatchPrompt>> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(format!(
-                    "{}:{line_no}: not valid JSON ({e})",
-                    file.display()
-                ));
-                continue;
-            }
-        };
-        let prompt = match &v {
-            serde_json::Value::String(s) => Some(PromptSource::Text(s.clone())),
-            serde_json::Value::Object(o) => {
-                match (o.get("prompt"), o.get("input"), o.get("messages")) {
-                    (Some(serde_json::Value::String(p)), _, _) => {
-                        Some(PromptSource::Text(p.clone()))
-                    }
-                    (None, Some(serde_json::Value::String(inp)), _) => Some(PromptSource::Text(
-                        smolt::train::prompt::render(template, inp),
-                    )),
-                    (None, None, Some(m)) => match smolt::train::chat::parse_messages(m) {
-                        Ok(m) if !m.is_empty() => Some(PromptSource::Chat(m)),
-                        Ok(_) => {
-                            errors.push(format!("{}:{line_no}: no messages", file.display()));
-                            continue;
-                        }
-                        Err(e) => {
-                            errors.push(format!("{}:{line_no}: {e}", file.display()));
-                            continue;
-                        }
-                    },
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        match prompt {
-            Some(source) => out.push(BatchPrompt {
-                line: line_no,
-                source,
-            }),
-            None => errors.push(format!(
-                "{}:{line_no}: expected {{\"prompt\": string}}, {{\"input\": string}}, \
-                 {{\"messages\": [...]}} or a string",
-                file.display()
-            )),
-        }
-    }
-    if !errors.is_empty() {
-        let n = errors.len();
-        errors.truncate(20);
-        anyhow::bail!(
-            "{n} bad line(s) in {}:\n  {}",
-            file.display(),
-            errors.join("\n  ")
-        );
-    }
-    if out.is_empty() {
-        anyhow::bail!("{} holds no prompts", file.display());
-    }
-    Ok(out)
 }
 
 /// A --prompts line as the model will see it.
@@ -403,24 +311,24 @@ struct RenderedPrompt {
     add_bos: bool,
 }
 
-/// Renders every conversation with the model's chat template (or the built-in format, as
-/// `setting` says), before any generation, so a conversation the template refuses is
-/// reported at once with its line.
+/// Renders every conversation with the model's chat template (or the built-in format, as the
+/// task says), before any generation, so a conversation the template refuses is reported at
+/// once with its line.
 fn render_prompts(
     file: &std::path::Path,
-    prompts: Vec<BatchPrompt>,
+    prompts: Vec<PromptRecord>,
     tok: &smolt::tokenizer::Tokenizer,
-    setting: smolt::train::config::ChatTemplateSetting,
+    task: &Task,
 ) -> anyhow::Result<Vec<RenderedPrompt>> {
     let mut chat = None;
     let mut out = Vec::with_capacity(prompts.len());
     for p in prompts {
-        let (text, add_bos) = match p.source {
-            PromptSource::Text(text) => (text, tok.add_bos_token()),
-            PromptSource::Chat(messages) => {
+        let (text, add_bos) = match p.prompt {
+            Prompt::Text(text) => (text, tok.add_bos_token()),
+            Prompt::Chat(messages) => {
                 let chat = match &mut chat {
                     Some(c) => c,
-                    None => chat.insert(smolt::train::chat::ChatFormat::for_encoder(setting, tok)?),
+                    None => chat.insert(task.chat_format(tok)?),
                 };
                 let text = chat
                     .prompt(&messages)
@@ -444,11 +352,11 @@ fn run_batch(
     file: &std::path::Path,
     spec: Option<&ConstraintSpec>,
 ) -> anyhow::Result<()> {
-    let cfg = task_config(args)?.unwrap_or_default();
-    let prompts = read_prompts(file, &cfg.template)?;
+    let task = task_config(args)?.unwrap_or_default();
+    let prompts = read_prompts(file, &task)?;
     let loaded = load_model(&args.model)?;
     let tok = &loaded.tokenizer;
-    let prompts = render_prompts(file, prompts, tok, cfg.chat_template)?;
+    let prompts = render_prompts(file, prompts, tok, &task)?;
     let constraint = match spec {
         Some(spec) => Some(engine(args, tok)?.compile(spec)?),
         None => None,

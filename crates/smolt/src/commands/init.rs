@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let files = smolt::train::task::write_skeleton(&args.name)?;
+    let files = smolt::task::init::write_skeleton(&args.name)?;
     for f in &files {
         println!("wrote {}", f.display());
     }

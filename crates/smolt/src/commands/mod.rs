@@ -11,12 +11,25 @@ pub mod inspect;
 pub mod tokenize;
 pub mod train;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
 use smolt::model::{Model, Precision};
+use smolt::task::Task;
 use smolt::tokenizer::Tokenizer;
+
+/// The task whose prompts and answer layout apply: `--config` (a task file), else the task the
+/// adapter's training run recorded (`--adapter` a run directory), else none.
+pub fn task_of(config: Option<&Path>, adapter: Option<&Path>) -> anyhow::Result<Option<Task>> {
+    if let Some(c) = config {
+        return Task::load(c).map(Some);
+    }
+    match adapter {
+        Some(dir) => Task::of_run(dir),
+        None => Ok(None),
+    }
+}
 
 /// Size the global compute pool once, before any kernel runs.
 pub fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
@@ -96,7 +109,7 @@ pub fn load_model(args: &ModelArgs) -> anyhow::Result<Loaded> {
     let mut model = Model::load(&path, args.precision())
         .with_context(|| format!("cannot load {}", path.display()))?;
     if let Some(dir) = &args.adapter {
-        smolt::train::adapter::attach_adapter(&mut model, dir)
+        smolt::lora::attach_adapter(&mut model, dir)
             .with_context(|| format!("cannot apply the adapter in {}", dir.display()))?;
     }
     let tokenizer = Tokenizer::from_gguf(model.gguf())

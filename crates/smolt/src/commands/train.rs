@@ -33,7 +33,8 @@ pub struct Args {
     /// The run directory.
     #[arg(long)]
     out: PathBuf,
-    /// A TOML config with any of the settings (see `smolt_train::TrainConfig`).
+    /// A task file (task.toml, as `smolt init` writes it) with any of the task and training
+    /// settings.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Continue the run in --out from its newest checkpoint.
@@ -114,14 +115,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &overrides,
         args.resume,
     )?;
-    if args.model.is_none() && !std::path::Path::new(&cfg.model).is_file() {
+    if args.model.is_none() && !std::path::Path::new(&cfg.task.model).is_file() {
         // No model, or the default's name: fetch it like every command does.
-        let spec = if cfg.model.is_empty() {
+        let spec = if cfg.task.model.is_empty() {
             smolt::hub::DEFAULT_MODEL
         } else {
-            cfg.model.as_str()
+            cfg.task.model.as_str()
         };
-        cfg.model = super::resolve_model(spec)?.display().to_string();
+        cfg.task.model = super::resolve_model(spec)?.display().to_string();
     }
     let summary = smolt::train::gemma::train(cfg, &args.out, args.resume)?;
     if args.bench_json {

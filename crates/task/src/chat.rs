@@ -5,8 +5,9 @@
 //! The format is the model's own chat template when its GGUF has one (`tokenizer.chat_template`:
 //! Jinja as Hugging Face tokenizers ship it, rendered with minijinja the way `transformers`'
 //! `apply_chat_template` renders it), else the built-in Gemma 3 format, which gives exactly the
-//! text of Gemma 3's official template (the tests check it against that template). The config's
-//! `chat_template` key chooses ([`ChatTemplateSetting`]).
+//! text of Gemma 3's official template (the tests check it against that template). The task's
+//! `chat_template` key chooses ([`ChatTemplateSetting`]); [`crate::Task::chat_format`] resolves
+//! it for a model.
 //!
 //! BOS: templates print `{{ bos_token }}` themselves, while smolt's encoders add the BOS id to
 //! every prompt. [`ChatFormat::prompt`] and [`ChatFormat::example`] drop the template's leading
@@ -15,11 +16,25 @@
 use std::fmt;
 
 use minijinja::{Environment, ErrorKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::ChatTemplateSetting;
-use crate::data::TextEncoder;
+use crate::json::kind_of;
+
+/// How `{"messages": [...]}` records become prompt text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatTemplateSetting {
+    /// The model's own chat template (its GGUF's `tokenizer.chat_template`) when it has one,
+    /// else the built-in Gemma 3 format.
+    #[default]
+    Auto,
+    /// The model's own chat template; a model without one is an error.
+    Gguf,
+    /// The built-in Gemma 3 format, whatever the model ships (the text of Gemma 3's official
+    /// template).
+    Gemma,
+}
 
 /// Who speaks a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -64,7 +79,7 @@ pub fn parse_messages(v: &Value) -> Result<Vec<Message>, String> {
     let Value::Array(items) = v else {
         return Err(format!(
             "field \"messages\" must be an array, found {}",
-            crate::data::kind_of(v)
+            kind_of(v)
         ));
     };
     items
@@ -79,7 +94,7 @@ pub fn parse_messages(v: &Value) -> Result<Vec<Message>, String> {
                 Some(Value::String(s)) => Ok(s.as_str()),
                 Some(v) => Err(format!(
                     "messages[{i}]: field \"{key}\" must be a string, found {}",
-                    crate::data::kind_of(v)
+                    kind_of(v)
                 )),
             };
             let role = field("role")?;
@@ -327,14 +342,6 @@ impl ChatFormat {
                 Ok(ChatFormat::Template(Box::new(ChatTemplate::from_model(t)?)))
             }
         }
-    }
-
-    /// [`ChatFormat::resolve`] with the template of the model behind `enc`.
-    pub fn for_encoder(
-        setting: ChatTemplateSetting,
-        enc: &dyn TextEncoder,
-    ) -> Result<ChatFormat, ChatError> {
-        ChatFormat::resolve(setting, enc.model_chat_template().as_ref())
     }
 
     /// Which format this is, for logs and reports.

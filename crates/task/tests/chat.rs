@@ -1,18 +1,17 @@
 //! Chat rendering: the built-in Gemma 3 format against Gemma 3's official chat template, other
 //! templates rendered as Hugging Face renders them, clear errors, and a GGUF's
-//! `tokenizer.chat_template` picked up end to end by the data pipeline.
+//! `tokenizer.chat_template` picked up end to end when data is read.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use smolt_gguf::{Gguf, GgufWriter, Value, ValueType};
-use smolt_tokenizer::Tokenizer;
-use smolt_train::chat::{
-    parse_messages, render_gemma, ChatError, ChatFormat, ChatTemplate, Message, ModelTemplate, Role,
+use smolt_task::chat::{
+    parse_messages, render_gemma, ChatError, ChatFormat, ChatTemplate, ChatTemplateSetting,
+    Message, ModelTemplate, Role,
 };
-use smolt_train::config::ChatTemplateSetting;
-use smolt_train::data::{load_dataset, ByteEncoder};
-use smolt_train::{TextEncoder, TrainConfig};
+use smolt_task::{read_jsonl, ByteEncoder, Task, TextEncoder, TextExample};
+use smolt_tokenizer::Tokenizer;
 
 /// The `chat_template` of google/gemma-3-270m-it (and the other Gemma 3 instruction models).
 const GEMMA3: &str = include_str!("fixtures/gemma3_chat_template.jinja");
@@ -379,23 +378,32 @@ fn chat_file(dir: &Path) -> PathBuf {
     p
 }
 
-fn config(setting: ChatTemplateSetting) -> TrainConfig {
-    TrainConfig {
+fn config(setting: ChatTemplateSetting) -> Task {
+    Task {
         chat_template: setting,
-        ..TrainConfig::default()
+        ..Task::default()
     }
 }
 
+fn first_example(enc: &dyn TextEncoder, task: &Task, data: &Path) -> TextExample {
+    let (_, mut examples) = read_jsonl(data, task, enc).unwrap();
+    examples.remove(0)
+}
+
+/// The ids a model is taught with, as training puts them together: the prompt with BOS, the
+/// answer, EOS. The answer starts at the returned index.
+fn example_ids(enc: &dyn TextEncoder, ex: &TextExample) -> (Vec<u32>, usize) {
+    let mut ids = enc.encode(&ex.prompt, true);
+    let n_prompt = ids.len();
+    ids.extend(enc.encode(&ex.answer, false));
+    ids.push(enc.eos_id());
+    (ids, n_prompt)
+}
+
 /// The example's text, and its answer (the positions the loss is on).
-fn texts(tok: &Tokenizer, cfg: &TrainConfig, data: &Path) -> (String, String) {
-    let ds = load_dataset(data, cfg, tok, None).unwrap();
-    let ex = &ds.examples[0];
-    let first = ex.loss_mask.iter().position(|&m| m).unwrap();
-    assert!(ex.loss_mask[first..].iter().all(|&m| m));
-    (
-        tok.decode(&ex.ids, false),
-        tok.decode(&ex.ids[first..], false),
-    )
+fn texts(tok: &Tokenizer, task: &Task, data: &Path) -> (String, String) {
+    let (ids, first) = example_ids(tok, &first_example(tok, task, data));
+    (tok.decode(&ids, false), tok.decode(&ids[first..], false))
 }
 
 #[test]
@@ -417,8 +425,7 @@ fn a_ggufs_chat_template_is_used_for_chat_data() {
 
     for setting in [ChatTemplateSetting::Auto, ChatTemplateSetting::Gguf] {
         let cfg = config(setting);
-        let ds = load_dataset(&data, &cfg, &tok, None).unwrap();
-        let ids = &ds.examples[0].ids;
+        let (ids, _) = example_ids(&tok, &first_example(&tok, &cfg, &data));
         // One BOS, not two, then ChatML's control token.
         assert_eq!(&ids[..2], &[BOS, 4], "{setting:?}");
         assert_eq!(*ids.last().unwrap(), EOS);
@@ -455,7 +462,7 @@ fn without_a_template_in_the_gguf_auto_is_gemma_and_gguf_is_an_error() {
         text.starts_with("<bos><start_of_turn>user\nBe brief."),
         "{text}"
     );
-    let err = load_dataset(&data, &config(ChatTemplateSetting::Gguf), &tok, None).unwrap_err();
+    let err = read_jsonl(&data, &config(ChatTemplateSetting::Gguf), &tok).unwrap_err();
     let err = format!("{err:#}");
     assert!(
         err.contains("chat.jsonl:1: chat_template = \"gguf\", but the model has no chat template"),
@@ -464,7 +471,7 @@ fn without_a_template_in_the_gguf_auto_is_gemma_and_gguf_is_an_error() {
     // Data that is not chat never needs a template.
     let p = dir.path().join("io.jsonl");
     std::fs::write(&p, "{\"input\": \"x\", \"output\": \"y\"}\n").unwrap();
-    load_dataset(&p, &config(ChatTemplateSetting::Gguf), &tok, None).unwrap();
+    read_jsonl(&p, &config(ChatTemplateSetting::Gguf), &tok).unwrap();
 }
 
 /// An encoder with a chat template, as a GGUF would give it.
@@ -497,7 +504,7 @@ fn template_errors_in_chat_data_name_the_file_and_line() {
         bos_token: "<bos>".into(),
         eos_token: "<eos>".into(),
     });
-    let err = load_dataset(&p, &TrainConfig::default(), &enc, None).unwrap_err();
+    let err = read_jsonl(&p, &Task::default(), &enc).unwrap_err();
     let err = format!("{err:#}");
     assert!(
         err.contains(
@@ -512,7 +519,7 @@ fn template_errors_in_chat_data_name_the_file_and_line() {
         bos_token: String::new(),
         eos_token: String::new(),
     });
-    let err = load_dataset(&p, &TrainConfig::default(), &enc, None).unwrap_err();
+    let err = read_jsonl(&p, &Task::default(), &enc).unwrap_err();
     let err = format!("{err:#}");
     assert!(
         err.contains("bad.jsonl:1: the chat template (tokenizer.chat_template) does not compile"),

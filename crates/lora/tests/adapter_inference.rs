@@ -1,21 +1,18 @@
 //! A trained adapter attached for inference computes the same function the training engine
 //! optimised: the loss from the inference logits equals the engine's loss with the adapter.
 
-use smolt_lora::{Frozen, LoraAdapter, Sequence};
+use smolt_lora::{attach_adapter, save_adapter, Frozen, LoraAdapter, LoraConfig, Sequence};
 use smolt_model::{Logits, Model, Precision};
-use smolt_train::adapter::{attach_adapter, save_adapter};
-use smolt_train::TrainConfig;
 
 #[test]
 fn attached_adapter_reproduces_the_engine_loss() {
     let gguf = smolt_model::testing::tiny_gemma3(11);
     let mut model = Model::from_gguf(gguf, Precision::F32).unwrap();
-    let cfg = TrainConfig {
-        lora_r: 4,
-        lora_alpha: 8.0,
-        ..TrainConfig::default()
+    let lcfg = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        ..LoraConfig::default()
     };
-    let lcfg = smolt_train::gemma::lora_config(&cfg).unwrap();
     let mut adapter: LoraAdapter<f32> = LoraAdapter::new(&model.spec, &lcfg, 5).unwrap();
     // Non-zero B so the adapter changes the function.
     adapter.init_with(|layer, _t, is_b, i, j| {
@@ -43,7 +40,7 @@ fn attached_adapter_reproduces_the_engine_loss() {
     let base_only = Frozen::from_model(&model).loss(None, &seq).unwrap().loss;
 
     let dir = tempfile::tempdir().unwrap();
-    save_adapter(dir.path(), adapter.params(), &cfg).unwrap();
+    save_adapter(dir.path(), adapter.params(), &lcfg, "tiny").unwrap();
     let n = attach_adapter(&mut model, dir.path()).unwrap();
     assert_eq!(n, model.spec.n_layers() * 7);
 

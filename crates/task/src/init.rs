@@ -5,15 +5,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+/// The scoring rules' file in a task folder, beside `task.toml`: `smolt eval --config` finds
+/// it there.
+pub const SCORING_FILE: &str = "eval.toml";
+
 /// The files of a new task, relative to its folder. `{name}` in the config is replaced by the
 /// task's name.
 const FILES: &[(&str, &str)] = &[
-    ("task.toml", include_str!("task/task.toml")),
-    ("schema.json", include_str!("task/schema.json")),
-    ("eval.toml", include_str!("task/eval.toml")),
-    ("data/train.jsonl", include_str!("task/train.jsonl")),
-    ("data/valid.jsonl", include_str!("task/valid.jsonl")),
-    ("data/test.jsonl", include_str!("task/test.jsonl")),
+    ("task.toml", include_str!("skeleton/task.toml")),
+    ("schema.json", include_str!("skeleton/schema.json")),
+    (SCORING_FILE, include_str!("skeleton/eval.toml")),
+    ("data/train.jsonl", include_str!("skeleton/train.jsonl")),
+    ("data/valid.jsonl", include_str!("skeleton/valid.jsonl")),
+    ("data/test.jsonl", include_str!("skeleton/test.jsonl")),
 ];
 
 /// Writes a task skeleton into `dir` (created; refused when it exists and is not empty, so
@@ -53,39 +57,42 @@ pub fn write_skeleton(dir: &Path) -> Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
     use crate::check::check_file;
-    use crate::data::{AnswerSchema, ByteEncoder};
-    use crate::TrainConfig;
+    use crate::encoder::ByteEncoder;
+    use crate::task::Task;
 
     #[test]
-    fn the_skeleton_is_a_valid_config_with_every_key_and_checked_data() {
+    fn the_skeleton_is_a_valid_task_with_every_key_and_checked_data() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("receipts");
         let files = write_skeleton(&dir).unwrap();
         assert_eq!(files.len(), FILES.len());
         let text = std::fs::read_to_string(dir.join("task.toml")).unwrap();
-        for key in TrainConfig::field_names() {
+        for key in Task::KEYS {
             assert!(
                 text.lines().any(|l| l.starts_with(&format!("{key} = "))),
                 "task.toml does not show `{key}`"
             );
         }
         assert!(!text.contains("{name}"));
-        let cfg = TrainConfig::load(Some(&dir.join("task.toml")), &[]).unwrap();
+        let task = Task::load(&dir.join("task.toml")).unwrap();
         // The shown values are the defaults, apart from the paths the skeleton fills in.
-        let defaults = TrainConfig {
-            model: cfg.model.clone(),
-            data: cfg.data.clone(),
-            valid: cfg.valid.clone(),
-            schema: cfg.schema.clone(),
-            ..TrainConfig::default()
+        let defaults = Task {
+            model: task.model.clone(),
+            data: task.data.clone(),
+            valid: task.valid.clone(),
+            schema: task.schema.clone(),
+            ..Task::default()
         };
-        assert_eq!(cfg, defaults);
-        assert_eq!(cfg.data, dir.join("data/train.jsonl"));
-        let schema = AnswerSchema::load(cfg.schema.as_ref().unwrap()).unwrap();
+        assert_eq!(task, defaults);
+        assert_eq!(task.data, dir.join("data/train.jsonl"));
+        let schema = task
+            .answer_schema()
+            .unwrap()
+            .expect("the skeleton has a schema");
         for f in ["train", "valid", "test"] {
             let r = check_file(
                 &dir.join(format!("data/{f}.jsonl")),
-                &cfg,
+                &task,
                 &ByteEncoder,
                 Some(&schema),
             );

@@ -3,9 +3,10 @@
 //! Training, evaluation, the few-shot baseline and serving all build prompts here, so the model
 //! is asked at inference exactly what it was taught with: same template, same spacing, same
 //! truncation rule. Chat conversations (`{"messages"}` records) are rendered by
-//! [`crate::chat`] and then fitted by the same rules here.
+//! [`crate::chat`] and then fitted by the same rules here. [`crate::Task`] calls these with its
+//! own template.
 
-use crate::data::TextEncoder;
+use crate::encoder::TextEncoder;
 
 /// Fewest prompt tokens worth keeping when truncating; below this an example is skipped
 /// because a prompt cut that short no longer says what to extract from.
@@ -58,7 +59,7 @@ pub fn encode_prompt(enc: &dyn TextEncoder, prompt: &str, budget: usize) -> (Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::ByteEncoder;
+    use crate::encoder::ByteEncoder;
 
     #[test]
     fn render_fills_every_placeholder_and_adds_nothing() {

@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use crate::chat::ChatFormat;
-use crate::config::TrainConfig;
-use crate::data::{read_jsonl, AnswerSchema, DataError, Format, Location, TextEncoder};
+use crate::encoder::TextEncoder;
+use crate::record::{read_jsonl, DataError, Format, Location};
+use crate::schema::AnswerSchema;
+use crate::task::Task;
 
 /// Percentiles of a length distribution.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,19 +128,19 @@ impl fmt::Display for DataReport {
 }
 
 /// Checks one JSONL data file: format, fields, the schema (if any), duplicates and token
-/// lengths under `cfg`'s template and `max_len`.
+/// lengths under the task's template and `max_len`.
 pub fn check_file(
     path: &Path,
-    cfg: &TrainConfig,
+    task: &Task,
     enc: &dyn TextEncoder,
     schema: Option<&AnswerSchema>,
 ) -> DataReport {
     let mut report = DataReport {
         path: path.to_path_buf(),
-        max_len: cfg.max_len,
+        max_len: task.max_len,
         ..Default::default()
     };
-    let (format, texts) = match read_jsonl(path, cfg, enc) {
+    let (format, texts) = match read_jsonl(path, task, enc) {
         Ok(x) => x,
         Err(e) => {
             report.records = count_records(path);
@@ -150,9 +151,7 @@ pub fn check_file(
     report.format = Some(format);
     if format == Format::Messages {
         // It compiled for read_jsonl just now.
-        report.chat = ChatFormat::for_encoder(cfg.chat_template, enc)
-            .ok()
-            .map(|c| c.describe());
+        report.chat = task.chat_format(enc).ok().map(|c| c.describe());
     }
     report.records = texts.len();
     let (mut p, mut a, mut t) = (Vec::new(), Vec::new(), Vec::new());
@@ -160,7 +159,7 @@ pub fn check_file(
     let mut by_prompt: HashMap<&str, (&str, &Location)> = HashMap::new();
     for ex in &texts {
         if let Some(s) = schema {
-            for message in s.check(ex) {
+            for message in s.check(ex.answer_json.as_ref()) {
                 report.errors.push(DataError {
                     at: ex.source.clone(),
                     message,
@@ -200,7 +199,7 @@ pub fn check_file(
         p.push(np);
         a.push(na);
         t.push(np + na);
-        report.over_max_len += (np + na > cfg.max_len) as usize;
+        report.over_max_len += (np + na > task.max_len) as usize;
     }
     report.prompt_tokens = Lengths::of(p);
     report.answer_tokens = Lengths::of(a);
@@ -237,7 +236,7 @@ pub fn one_line(r: &DataReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::ByteEncoder;
+    use crate::encoder::ByteEncoder;
     use serde_json::json;
 
     fn write(dir: &Path, name: &str, lines: &[&str]) -> PathBuf {
@@ -269,7 +268,7 @@ mod tests {
                 r#"{"input": "c", "output": ""}"#,
             ],
         );
-        let r = check_file(&p, &TrainConfig::default(), &ByteEncoder, None);
+        let r = check_file(&p, &Task::default(), &ByteEncoder, None);
         assert!(r.is_ok(), "{r}");
         assert_eq!(r.records, 5);
         let w: Vec<String> = r.warnings.iter().map(|e| e.to_string()).collect();
@@ -296,7 +295,7 @@ mod tests {
                 r#"{"input": "c", "output": {"y": 1}}"#,
             ],
         );
-        let r = check_file(&p, &TrainConfig::default(), &ByteEncoder, Some(&schema));
+        let r = check_file(&p, &Task::default(), &ByteEncoder, Some(&schema));
         assert!(!r.is_ok());
         let e: Vec<String> = r.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(e.len(), 2, "{e:?}");
@@ -308,7 +307,7 @@ mod tests {
         assert!(r.to_string().contains("training would refuse"));
 
         let bad = write(dir.path(), "bad.jsonl", &["{not json", r#"{"input": "a"}"#]);
-        let r = check_file(&bad, &TrainConfig::default(), &ByteEncoder, None);
+        let r = check_file(&bad, &Task::default(), &ByteEncoder, None);
         assert_eq!(r.records, 2);
         assert!(r.errors[0]
             .to_string()
@@ -329,10 +328,10 @@ mod tests {
                 r#"{"input": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "output": "xy"}"#,
             ],
         );
-        let cfg = TrainConfig {
+        let cfg = Task {
             template: "Q:{input}\nA:".into(),
             max_len: 20,
-            ..TrainConfig::default()
+            ..Task::default()
         };
         let r = check_file(&p, &cfg, &ByteEncoder, None);
         // BOS + "Q:" + input + "\nA:" ; answer "xy" + EOS.
@@ -354,7 +353,7 @@ mod tests {
                 r#"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}"#,
             ],
         );
-        let r = check_file(&p, &TrainConfig::default(), &ByteEncoder, None);
+        let r = check_file(&p, &Task::default(), &ByteEncoder, None);
         assert!(r.is_ok(), "{r}");
         assert_eq!(r.chat, Some("the built-in Gemma 3 chat format"));
         assert!(

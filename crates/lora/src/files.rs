@@ -1,0 +1,242 @@
+//! LoRA adapters on disk in PEFT's layout, so `PeftModel.from_pretrained(base, run_dir)` and
+//! llama.cpp's `convert_lora_to_gguf.py` read them without conversion, and smolt reads PEFT
+//! folders made elsewhere. A training run directory is such a folder too.
+//!
+//! Tensor names: `base_model.model.model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight`
+//! and `base_model.model.model.layers.{i}.mlp.{gate,up,down}_proj.lora_{A,B}.weight`
+//! ([`peft_name`]); `lora_A` is `[r, in]` and `lora_B` is `[out, r]` (row-major), as in
+//! PyTorch's `nn.Linear`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::adapter::{peft_name, Param};
+use crate::config::{LoraConfig, Target};
+use crate::io::{read_safetensors, safetensors_bytes, write_atomic};
+
+/// The adapter weights file, named as PEFT expects it.
+pub const ADAPTER_FILE: &str = "adapter_model.safetensors";
+/// The adapter config file, named as PEFT expects it.
+pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
+
+/// PEFT's `adapter_config.json` for an adapter of `config` over `base_model`.
+pub fn adapter_config_json(config: &LoraConfig, base_model: &str) -> serde_json::Value {
+    let modules: Vec<String> = config
+        .targets
+        .iter()
+        .map(|t| format!("{}_proj", t.short()))
+        .collect();
+    json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": config.rank,
+        "lora_alpha": config.alpha,
+        "lora_dropout": config.dropout,
+        "target_modules": modules,
+        "use_rslora": config.rslora,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "modules_to_save": null,
+        "use_dora": false,
+    })
+}
+
+/// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir`, each atomically.
+pub fn save_adapter(
+    dir: &Path,
+    params: &[Param],
+    config: &LoraConfig,
+    base_model: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors_bytes(
+        params
+            .iter()
+            .map(|p| (p.name.as_str(), p.shape.as_slice(), p.data.as_slice())),
+        meta,
+    )?;
+    write_atomic(&dir.join(ADAPTER_FILE), &bytes)?;
+    let text = serde_json::to_string_pretty(&adapter_config_json(config, base_model))?;
+    write_atomic(&dir.join(ADAPTER_CONFIG_FILE), text.as_bytes())
+}
+
+/// Reads an adapter's tensors (sorted by name, gradients zero) and its config.
+pub fn load_adapter(dir: &Path) -> Result<(Vec<Param>, serde_json::Value)> {
+    let (tensors, _) = read_safetensors(&dir.join(ADAPTER_FILE))?;
+    let cfg_path = dir.join(ADAPTER_CONFIG_FILE);
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("reading {}", cfg_path.display()))?,
+    )
+    .with_context(|| format!("{}: not valid JSON", cfg_path.display()))?;
+    if config["peft_type"] != "LORA" {
+        bail!("{}: peft_type is not \"LORA\"", cfg_path.display());
+    }
+    let params = tensors
+        .into_iter()
+        .map(|t| match t.shape[..] {
+            [rows, cols] => Ok(Param::new(t.name, [rows, cols], t.data)),
+            _ => bail!("{}: tensor {} is not 2-D", dir.display(), t.name),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((params, config))
+}
+
+/// The output scale an adapter config asks for: `lora_alpha / r`, or `/ √r` with rsLoRA.
+fn scale_of(config: &serde_json::Value) -> Result<(usize, f32)> {
+    let r = config["r"]
+        .as_u64()
+        .filter(|&r| r > 0)
+        .context("adapter_config.json: no positive integer `r`")? as usize;
+    let alpha = config["lora_alpha"]
+        .as_f64()
+        .context("adapter_config.json: no number `lora_alpha`")?;
+    let lora = LoraConfig {
+        rank: r,
+        alpha,
+        rslora: config["use_rslora"].as_bool().unwrap_or(false),
+        ..LoraConfig::default()
+    };
+    Ok((r, lora.scale() as f32))
+}
+
+/// Attaches a saved adapter (a run directory, or any PEFT LoRA folder with these names) to a
+/// loaded model for inference: each projection gets its `s·B·(A·x)` term, the base stays as
+/// it is. Every tensor must name a layer and projection of this model, with matching shapes.
+/// Returns the number of projections adapted.
+pub fn attach_adapter(model: &mut smolt_model::Model, dir: &Path) -> Result<usize> {
+    let (params, config) = load_adapter(dir)?;
+    let (rank, scale) = scale_of(&config)?;
+    let mut pairs: BTreeMap<(usize, Target), [Option<Vec<f32>>; 2]> = BTreeMap::new();
+    for p in params {
+        let (layer, target, part) = parse_peft_name(&p.name)
+            .with_context(|| format!("{}: unexpected tensor `{}`", dir.display(), p.name))?;
+        pairs.entry((layer, target)).or_default()[part] = Some(p.data);
+    }
+    let n = pairs.len();
+    for ((layer, target), [a, b]) in pairs {
+        let (Some(a), Some(b)) = (a, b) else {
+            bail!(
+                "{}: layer {layer} `{target}` lacks lora_A or lora_B",
+                dir.display()
+            );
+        };
+        let block = model.blocks.get_mut(layer).with_context(|| {
+            format!(
+                "{}: layer {layer} is beyond this model's layers",
+                dir.display()
+            )
+        })?;
+        block
+            .proj_mut(target)
+            .set_lora(Some(smolt_model::LoraDelta { a, b, rank, scale }))
+            .with_context(|| format!("{}: layer {layer} `{target}`", dir.display()))?;
+    }
+    Ok(n)
+}
+
+/// `base_model.model.model.layers.{i}.{self_attn|mlp}.{x}_proj.lora_{A|B}.weight` →
+/// (layer, target, 0 for A / 1 for B): [`peft_name`] read backwards.
+fn parse_peft_name(name: &str) -> Option<(usize, Target, usize)> {
+    let rest = name.strip_prefix("base_model.model.model.layers.")?;
+    let (layer, _) = rest.split_once('.')?;
+    let layer = layer.parse().ok()?;
+    Target::ALL.into_iter().find_map(|t| {
+        ['A', 'B']
+            .iter()
+            .position(|&which| peft_name(layer, t, which) == name)
+            .map(|part| (layer, t, part))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::read_safetensors;
+
+    #[test]
+    fn names_follow_peft_and_read_back() {
+        assert_eq!(
+            peft_name(3, Target::Q, 'A'),
+            "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight"
+        );
+        assert_eq!(
+            peft_name(17, Target::Down, 'B'),
+            "base_model.model.model.layers.17.mlp.down_proj.lora_B.weight"
+        );
+        for t in Target::ALL {
+            for (part, which) in ['A', 'B'].into_iter().enumerate() {
+                assert_eq!(parse_peft_name(&peft_name(5, t, which)), Some((5, t, part)));
+            }
+        }
+        assert_eq!(
+            parse_peft_name("model.layers.3.self_attn.q_proj.lora_A.weight"),
+            None
+        );
+        assert_eq!(
+            parse_peft_name("base_model.model.model.layers.3.mlp.q_proj.lora_A.weight"),
+            None
+        );
+        assert_eq!(
+            parse_peft_name("base_model.model.model.layers.3.self_attn.q_proj.lora_C.weight"),
+            None
+        );
+    }
+
+    #[test]
+    fn round_trip_with_peft_config() {
+        let config = LoraConfig {
+            rank: 4,
+            targets: vec![Target::Q, Target::Down],
+            ..LoraConfig::default()
+        };
+        let mut params = Vec::new();
+        for layer in 0..2 {
+            // Gemma 3 270M: q is 640 -> 1024 (4 heads x 256), down is 2048 -> 640.
+            for (t, i, o) in [(Target::Q, 640, 1024), (Target::Down, 2048, 640)] {
+                let a = (0..4 * i).map(|k| (k as f32 * 0.37).sin()).collect();
+                let b = (0..o * 4).map(|k| (k as f32 * 0.11).cos()).collect();
+                params.push(Param::new(peft_name(layer, t, 'A'), [4, i], a));
+                params.push(Param::new(peft_name(layer, t, 'B'), [o, 4], b));
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        save_adapter(dir.path(), &params, &config, "gemma-3-270m-it-Q8_0.gguf").unwrap();
+        let (back, json) = load_adapter(dir.path()).unwrap();
+        let mut want = params.clone();
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(back.len(), want.len());
+        for (b, w) in back.iter().zip(&want) {
+            assert_eq!((&b.name, &b.shape, &b.data), (&w.name, &w.shape, &w.data));
+        }
+        assert_eq!(json["r"], 4);
+        assert_eq!(json["lora_alpha"], 32.0);
+        assert_eq!(json["target_modules"], json!(["q_proj", "down_proj"]));
+        assert_eq!(json["task_type"], "CAUSAL_LM");
+        assert_eq!(json["bias"], "none");
+        assert_eq!(json["base_model_name_or_path"], "gemma-3-270m-it-Q8_0.gguf");
+        assert_eq!(scale_of(&json).unwrap(), (4, 8.0));
+
+        let (_, meta) = read_safetensors(&dir.path().join(ADAPTER_FILE)).unwrap();
+        assert_eq!(meta["format"], "pt");
+    }
+
+    #[test]
+    fn a_config_without_a_usable_rank_is_an_error() {
+        for bad in [json!({"lora_alpha": 8}), json!({"r": 0, "lora_alpha": 8})] {
+            let e = scale_of(&bad).unwrap_err().to_string();
+            assert!(e.contains("`r`"), "{e}");
+        }
+        let e = scale_of(&json!({"r": 4})).unwrap_err().to_string();
+        assert!(e.contains("lora_alpha"), "{e}");
+        let rs = scale_of(&json!({"r": 16, "lora_alpha": 32, "use_rslora": true})).unwrap();
+        assert_eq!(rs, (16, 8.0));
+    }
+}
