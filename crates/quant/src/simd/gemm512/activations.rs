@@ -7,8 +7,10 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
+use crate::float::{f16_to_f32, f32_to_f16};
+use crate::format::vec_dot_type;
 use crate::kquants::QK_K;
-use crate::{f16_to_f32, f32_to_f16, vec_dot_type, GgmlType};
+use crate::GgmlType;
 
 /// What the kernels need to know about a weight type: sub-block length, the offset that
 /// makes its quants unsigned, whether it has per-sub-block mins.

@@ -5,52 +5,17 @@
 //! the kernel grants this process the tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`) and
 //! XCR0 then enables it. Opt-in (`SMOLT_AMX=1`): in the whole model it measured within
 //! noise of the AVX-512 panels here (the 16 per-row scale passes after each tile op, not
-//! the tile unit, bound it), so the default keeps to plain AVX-512.
+//! the tile unit, bound it), so the default keeps to plain AVX-512. `crate::cpu::amx_int8`
+//! says whether it may run.
 
 use std::arch::asm;
 use std::arch::x86_64::*;
-use std::sync::OnceLock;
 
 use super::activations::{Fmt, Xq};
 use super::packing::{Panel, PR};
 
 /// x rows per AMX tile.
 pub(super) const AMX_ROWS: usize = 16;
-
-pub(super) fn available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        if !std::env::var("SMOLT_AMX").is_ok_and(|v| v.trim() == "1") {
-            return false;
-        }
-        let l7 = __cpuid_count(7, 0);
-        let (tile, int8) = (l7.edx & (1 << 24) != 0, l7.edx & (1 << 25) != 0);
-        if !(tile && int8) {
-            return false;
-        }
-        // arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): Linux ≥ 5.16 hands out
-        // the 8 KB tile state only on request; without it the first tile op faults.
-        #[cfg(target_os = "linux")]
-        {
-            let ret: i64;
-            // SAFETY: a plain syscall with integer arguments; it only changes this
-            // process's permitted xsave features (clobbers rcx and r11 as syscalls do).
-            unsafe {
-                asm!("syscall", inlateout("rax") 158i64 => ret, in("rdi") 0x1023i64,
-                     in("rsi") 18i64, lateout("rcx") _, lateout("r11") _,
-                     options(nostack));
-            }
-            if ret != 0 {
-                return false;
-            }
-            // SAFETY: xgetbv is available where AVX is (OSXSAVE); reads XCR0.
-            let xcr0 = unsafe { _xgetbv(0) };
-            xcr0 & (3 << 17) == (3 << 17)
-        }
-        #[cfg(not(target_os = "linux"))]
-        false
-    })
-}
 
 /// The 64-byte tile configuration: tmm0 = C (16 × 16 i32), tmm1 = A (16 × bs i8),
 /// tmm2 = B (bs/4 rows of 64 bytes); tmm3..tmm5 the same, for the next block.
@@ -72,7 +37,7 @@ fn config(bs: usize) -> [u8; 64] {
 /// Rows `0..m - m % 16` of the panel's columns; returns the first row not done.
 ///
 /// # Safety
-/// `available()` is true, AVX-512F/BW/VL; as for `panel_rows` otherwise.
+/// `crate::cpu::amx_int8()` is true, AVX-512F/BW/VL; as for `panel_rows` otherwise.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(super) unsafe fn panel(

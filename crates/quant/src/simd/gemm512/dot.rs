@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::f16_to_f32;
+use crate::float::f16_to_f32;
 use crate::kquants::{scale_min_words_k4, Q4_K_BYTES, Q6_K_BYTES};
 use crate::legacy::{Q5_0_BYTES, Q8_0_BYTES};
 
@@ -159,7 +159,7 @@ pub(super) unsafe fn rows_q4k<const PACKED: bool, const R: usize>(
 ) -> [f32; R] {
     let m4 = _mm512_set1_epi8(0x0f);
     let block = if PACKED {
-        crate::packed::Q4K_PACKED_BYTES
+        crate::decode_layout::Q4K_PACKED_BYTES
     } else {
         Q4_K_BYTES
     };

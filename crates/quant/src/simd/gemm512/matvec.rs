@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::activations::{fmt, Xq};
 use super::dot::{rows_legacy, rows_q4k, rows_q5_packed, rows_q6k, rows_q8_packed};
 use crate::kquants::QK_K;
-use crate::matmul::QMatrix;
+use crate::qmatrix::QMatrix;
 use crate::GgmlType;
 
 /// The legacy kernels' activation offsets, negated so that they start each `vpdpbusd` sum
@@ -169,7 +169,7 @@ pub(crate) unsafe fn matvec_packed(
     let xq = Xq::new(ty, f, x, 1, cols);
     let kernel = PackedRow {
         ty,
-        rb: crate::packed::packed_row_bytes(ty, cols),
+        rb: crate::decode_layout::packed_row_bytes(ty, cols),
         xzv: pair_offsets(&xq.zs),
         xq,
     };

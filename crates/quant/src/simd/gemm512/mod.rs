@@ -32,7 +32,7 @@ use matvec::matvec;
 use packing::{Panel, PR};
 use tiles::{matmul_panels, panel_from_row};
 
-use crate::matmul::QMatrix;
+use crate::qmatrix::QMatrix;
 use crate::GgmlType;
 
 pub(crate) use matvec::matvec_packed;
@@ -43,7 +43,7 @@ pub(crate) fn supports(ty: GgmlType) -> bool {
 }
 
 /// Below this many x rows, unpacking panels costs more than it saves.
-const PANEL_MIN_M: usize = crate::matmul::ONE_ROW_BELOW;
+const PANEL_MIN_M: usize = crate::decode_layout::ONE_ROW_BELOW;
 
 /// `y[m×n] = x[m×k] · Wᵀ` for a type `supports` admits; `None` if this path declines
 /// (the caller then uses the generic per-row kernels).
@@ -53,7 +53,7 @@ const PANEL_MIN_M: usize = crate::matmul::ONE_ROW_BELOW;
 /// one-row kernels also need VBMI, checked here.
 pub(crate) unsafe fn matmul(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> Option<()> {
     let f = fmt(w.ty)?;
-    let one_row = std::arch::is_x86_feature_detected!("avx512vbmi");
+    let one_row = crate::cpu::avx512vbmi();
     if m < PANEL_MIN_M && !one_row {
         return None;
     }

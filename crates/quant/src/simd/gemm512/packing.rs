@@ -4,10 +4,11 @@
 
 use std::arch::x86_64::*;
 
+use crate::float::f16_to_f32;
 use crate::kquants::{scale_min_k4, Q4_K_BYTES, Q6_K_BYTES, QK_K};
 use crate::legacy::{Q5_0_BYTES, Q8_0_BYTES};
-use crate::matmul::QMatrix;
-use crate::{f16_to_f32, GgmlType};
+use crate::qmatrix::QMatrix;
+use crate::GgmlType;
 
 /// W rows per panel: the 16 i32 lanes of a zmm.
 pub(super) const PR: usize = 16;

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::activations::{Fmt, Xq};
 use super::amx::{self, AMX_ROWS};
 use super::packing::{Panel, PR};
-use crate::matmul::QMatrix;
+use crate::qmatrix::QMatrix;
 
 /// x rows per micro-kernel call.
 const XR: usize = 4;
@@ -123,7 +123,7 @@ pub(super) unsafe fn matmul_panels(w: &QMatrix, f: Fmt, x: &Xq, m: usize, y: &mu
             // columns j0..j0+rows of y, and every pointer stays inside p, x and y.
             unsafe {
                 // Q6_K's 16-element sub-blocks halve the work per tile op: AVX-512 is as fast.
-                if m >= AMX_ROWS && f.bs == 32 && amx::available() {
+                if m >= AMX_ROWS && f.bs == 32 && crate::cpu::amx_int8() {
                     r = amx::panel(p, x, f, m, yp.0, n, j0, rows);
                 }
                 panel_from_row(p, f, x, r, m, yp.0, n, j0, rows);
