@@ -14,6 +14,7 @@ pub mod activation;
 pub mod adamw;
 pub mod attention;
 pub mod bf16;
+mod cpu;
 pub mod cross_entropy;
 pub mod float;
 pub mod limits;

@@ -1,52 +1,15 @@
 //! The bf16 products on Intel AMX tiles (`tdpbf16ps`): 32 × 32 blocks of `c` held in four
 //! 16 × 16 f32 tiles while `k` passes 32 at a time through two A and two B tiles, straight from
-//! the operands' layouts. Runs where `available` says the CPU, the kernel and `SMOLT_AMX`
-//! allow it.
+//! the operands' layouts. Runs where `crate::cpu::amx_bf16` says the CPU, the kernel and
+//! `SMOLT_AMX` allow it.
 
 use super::operands::{BfRows, PackedB, A_GROUP_BYTES, KB, MB, NB};
 use super::split::{split_columns, Ptr};
 use std::arch::asm;
-use std::arch::x86_64::{__cpuid_count, _xgetbv};
-use std::sync::OnceLock;
 
-/// AMX-TILE and AMX-BF16 in CPUID, the tile state granted by the kernel
-/// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`) and enabled in XCR0; `SMOLT_AMX=0` turns it off.
+/// Whether the tiles may run here ([`crate::cpu::amx_bf16`]: CPU, kernel and `SMOLT_AMX`).
 pub(super) fn available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        if std::env::var("SMOLT_AMX").is_ok_and(|v| v.trim() == "0") {
-            return false;
-        }
-        if __cpuid_count(0, 0).eax < 7 {
-            return false;
-        }
-        let l7 = __cpuid_count(7, 0);
-        let (bf16, tile) = (l7.edx & (1 << 22) != 0, l7.edx & (1 << 24) != 0);
-        let osxsave = __cpuid_count(1, 0).ecx & (1 << 27) != 0;
-        if !(bf16 && tile && osxsave) {
-            return false;
-        }
-        #[cfg(target_os = "linux")]
-        {
-            let ret: i64;
-            // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18),
-            // a plain syscall with integer arguments; it only changes this process's
-            // permitted xsave features (clobbers rcx and r11 as syscalls do).
-            unsafe {
-                asm!("syscall", inlateout("rax") 158i64 => ret, in("rdi") 0x1023i64,
-                     in("rsi") 18i64, lateout("rcx") _, lateout("r11") _,
-                     options(nostack));
-            }
-            if ret != 0 {
-                return false;
-            }
-            // SAFETY: OSXSAVE was checked above, so xgetbv is available; reads XCR0.
-            let xcr0 = unsafe { _xgetbv(0) };
-            xcr0 & (3 << 17) == (3 << 17)
-        }
-        #[cfg(not(target_os = "linux"))]
-        false
-    })
+    crate::cpu::amx_bf16()
 }
 
 /// Palette 1, eight tiles of 16 rows × 64 bytes: tmm0..3 the 2 × 2 C tiles (16 × 16

@@ -25,7 +25,7 @@ pub(super) fn available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
         !std::env::var("SMOLT_BF16_DOT").is_ok_and(|v| v.trim() == "0")
-            && crate::limits::bf16_available()
+            && crate::cpu::bf16_available()
     })
 }
 

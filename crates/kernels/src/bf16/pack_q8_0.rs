@@ -22,7 +22,7 @@ pub fn pack_w_q8_0_into(q8: &[u8], rows: usize, cols: usize, b: &mut PackedB) ->
     let rb = cols / 32 * smolt_quant::GgmlType::Q8_0.type_size();
     assert_eq!(q8.len(), rows * rb, "q8 is not {rows} Q8_0 rows of {cols}");
     #[cfg(target_arch = "x86_64")]
-    if crate::limits::bf16_available() && std::arch::is_x86_feature_detected!("avx512bw") {
+    if crate::cpu::bf16_available() && crate::cpu::avx512bw() {
         b.reshape(rows, cols);
         let stride = b.kp * NB;
         // SAFETY: AVX-512 F/BW/BF16 found above; `q8` holds `rows` rows of `rb` bytes (assert),

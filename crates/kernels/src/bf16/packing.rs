@@ -27,7 +27,7 @@ fn forward_panel(slab: &[u16], rows: usize, cols: usize, panel: &mut [u16]) {
     #[allow(unused_mut)]
     let (mut rv, mut pv) = (0, 0);
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= 1 {
+    if crate::cpu::level() >= 1 {
         (rv, pv) = (rows / 8 * 8, cols / 16 * 8);
         // SAFETY: `level() >= 1` found AVX2; the asserts above bound every access (rows
         // j < rv ≤ rows read elements < 2·pv ≤ cols of their row; pairs p < pv ≤ kp/2 write
@@ -158,7 +158,7 @@ fn backward_slab(slab: &[u16], rows: usize, cols: usize, dst: &mut [u16], stride
     #[allow(unused_mut)]
     let mut vector_panels = 0;
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= 1 {
+    if crate::cpu::level() >= 1 {
         vector_panels = cols / NB;
         // SAFETY: `level() >= 1` found AVX2; panels jb < cols / 32 read slab rows < 2·pairs
         // ≤ rows at columns < cols, and write dst[jb·stride + q·64 ..][..64] with q < pairs,
