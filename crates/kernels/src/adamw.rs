@@ -1,5 +1,5 @@
 //! AdamW (decoupled weight decay, bias-corrected moments) as PyTorch's `torch.optim.AdamW`
-//! computes it, and global gradient-norm clipping as `torch.nn.utils.clip_grad_norm_` does.
+//! computes it.
 
 use rayon::prelude::*;
 
@@ -9,7 +9,7 @@ const CHUNK: usize = 4096;
 /// Hyper-parameters of [`adamw_step`]; the defaults are PyTorch's except `weight_decay`
 /// (PyTorch: 0.01; PEFT LoRA recipes mostly use 0).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamW {
+pub struct AdamWHyper {
     pub lr: f32,
     pub beta1: f32,
     pub beta2: f32,
@@ -17,9 +17,9 @@ pub struct AdamW {
     pub weight_decay: f32,
 }
 
-impl Default for AdamW {
+impl Default for AdamWHyper {
     fn default() -> Self {
-        AdamW {
+        AdamWHyper {
             lr: 1e-3,
             beta1: 0.9,
             beta2: 0.999,
@@ -43,7 +43,7 @@ pub fn adamw_step(
     m: &mut [f32],
     v: &mut [f32],
     step: u64,
-    opt: &AdamW,
+    opt: &AdamWHyper,
 ) {
     let n = params.len();
     assert!(
@@ -90,39 +90,13 @@ fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &Coeffs) {
     }
 }
 
-/// The L2 norm of all gradients taken together, accumulated in f64 (a sum of ~10⁶ squares in
-/// f32 loses the small ones). The tensors are summed in order, so the result is deterministic.
-pub fn global_grad_norm(grads: &[&[f32]]) -> f32 {
-    grads
-        .iter()
-        .map(|g| crate::float::sum_sq_f64(g))
-        .sum::<f64>()
-        .sqrt() as f32
-}
-
-/// Scales all gradients by `max_norm / (norm + 1e-6)` when their global norm exceeds
-/// `max_norm`, as `clip_grad_norm_` does; returns the norm before clipping (for logging).
-pub fn clip_grad_norm(grads: &mut [&mut [f32]], max_norm: f32) -> f32 {
-    let norm = {
-        let views: Vec<&[f32]> = grads.iter().map(|g| &**g).collect();
-        global_grad_norm(&views)
-    };
-    let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 {
-        for g in grads.iter_mut() {
-            g.iter_mut().for_each(|x| *x *= coef);
-        }
-    }
-    norm
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_util::randn;
 
     /// The textbook formulas with bias-corrected m̂ and v̂, in f64.
-    fn reference(p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], t: u64, o: &AdamW) {
+    fn reference(p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], t: u64, o: &AdamWHyper) {
         let (lr, b1, b2, eps, wd) = (
             o.lr as f64,
             o.beta1 as f64,
@@ -142,10 +116,10 @@ mod tests {
 
     #[test]
     fn adamw_matches_reference_over_several_steps() {
-        let opt = AdamW {
+        let opt = AdamWHyper {
             lr: 1e-2,
             weight_decay: 0.1,
-            ..AdamW::default()
+            ..AdamWHyper::default()
         };
         for n in [10, 100_000] {
             let mut p = randn(n, 1);
@@ -167,25 +141,12 @@ mod tests {
     #[test]
     fn first_step_moves_each_param_by_about_lr() {
         // With m̂ = g and v̂ = g² at step 1, the update is lr·sign(g): the bias correction works.
-        let opt = AdamW::default();
+        let opt = AdamWHyper::default();
         let mut p = vec![0.0f32; 3];
         let (mut m, mut v) = (vec![0.0; 3], vec![0.0; 3]);
         adamw_step(&mut p, &[0.5, -2.0, 1e-3], &mut m, &mut v, 1, &opt);
         for (x, s) in p.iter().zip([-1.0f32, 1.0, -1.0]) {
             assert!((x - s * opt.lr).abs() < 1e-5 * opt.lr + 1e-8, "{x}");
         }
-    }
-
-    #[test]
-    fn clipping_scales_to_max_norm_and_reports_the_original() {
-        let mut a = vec![3.0f32, 0.0];
-        let mut b = vec![4.0f32];
-        let norm = clip_grad_norm(&mut [&mut a[..], &mut b[..]], 1.0);
-        assert!((norm - 5.0).abs() < 1e-6);
-        assert!((global_grad_norm(&[&a, &b]) - 1.0).abs() < 1e-5);
-        assert!((a[0] - 0.6).abs() < 1e-6 && (b[0] - 0.8).abs() < 1e-6);
-        // Below the threshold nothing changes.
-        let norm = clip_grad_norm(&mut [&mut a[..], &mut b[..]], 2.0);
-        assert!((norm - 1.0).abs() < 1e-5 && (a[0] - 0.6).abs() < 1e-6);
     }
 }

@@ -344,6 +344,20 @@ mod tests {
     use super::*;
     use crate::test_util::randn;
 
+    crate::simd::multiversion! {
+        fn sum_of_squares<F: Float>(x: &[F]) -> F {
+            crate::float::dot(x, x)
+        }
+    }
+
+    #[test]
+    fn dispatched_kernel_runs_and_agrees_with_the_baseline() {
+        let x: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.01).sin()).collect();
+        let want = crate::float::dot(&x, &x);
+        // Same summation order on every path, and no FMA contraction: bit-identical.
+        assert_eq!(sum_of_squares(&x).to_bits(), want.to_bits());
+    }
+
     #[test]
     fn lane_sums_equal_the_plain_sums() {
         for n in [0, 1, 7, 8, 9, 256, 640, 1001] {

@@ -14,6 +14,7 @@ pub mod activation;
 pub mod adamw;
 pub mod attention;
 pub mod bf16;
+mod cpu;
 pub mod cross_entropy;
 pub mod float;
 pub mod limits;
@@ -26,7 +27,7 @@ mod simd;
 mod test_util;
 
 pub use activation::{geglu_backward, geglu_forward, gelu_tanh};
-pub use adamw::{adamw_step, clip_grad_norm, global_grad_norm, AdamW};
+pub use adamw::{adamw_step, AdamWHyper};
 pub use attention::{attention_backward, attention_forward};
 pub use cross_entropy::{linear_cross_entropy, linear_cross_entropy_with, ChunkProducts};
 pub use float::Float;

@@ -9,6 +9,8 @@
 
 use std::time::Instant;
 
+pub use crate::cpu::{bf16_available, vnni_available};
+
 /// The measured limits of this machine on `threads` threads; `None` where the CPU lacks the
 /// instructions.
 #[derive(Clone, Debug)]
@@ -97,7 +99,7 @@ const STEP: f32 = 1.0 / (1 << 20) as f32;
 /// The wrapping sum of `words` (read as fast as the memory system allows).
 pub fn read_sum(words: &[u64]) -> u64 {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= 2 {
+    if crate::cpu::level() >= 2 {
         // SAFETY: level 2 means AVX-512F was detected; the kernel reads only inside `words`.
         return unsafe { x86::read_sum_512(words) };
     }
@@ -107,7 +109,7 @@ pub fn read_sum(words: &[u64]) -> u64 {
 /// f32 lanes of one FMA on the path `fma_loop` takes.
 fn fma_lanes() -> usize {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= 2 {
+    if crate::cpu::level() >= 2 {
         return 16;
     }
     1
@@ -117,7 +119,7 @@ fn fma_lanes() -> usize {
 /// the sum of all lanes (= chains · lanes · iters · STEP exactly, for iters ≤ 2²²).
 pub fn fma_loop(iters: u64) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= 2 {
+    if crate::cpu::level() >= 2 {
         // SAFETY: level 2 means AVX-512F was detected; the loop touches no memory.
         return unsafe { x86::fma_loop_512(iters) };
     }
@@ -128,24 +130,6 @@ pub fn fma_loop(iters: u64) -> f32 {
         }
     }
     acc.iter().sum()
-}
-
-pub fn vnni_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        crate::simd::level() >= 2 && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-pub fn bf16_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        crate::simd::level() >= 2 && std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// `iters` rounds of `vpdpbusd` (all-ones bytes: +4 per lane) on `FMA_CHAINS` accumulators;

@@ -12,6 +12,8 @@
 //! bit j of `qh` is the fifth bit of element j. Arithmetic mirrors ggml's reference code
 //! operation for operation, because the dequantized values are checked bit for bit.
 
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::{self, SimdPath};
 use crate::float::{read_f16, write_f16};
 
 pub const QK: usize = 32;
@@ -92,12 +94,12 @@ pub(crate) fn dequantize_q5_1(bytes: &[u8], out: &mut [f32]) {
 
 pub(crate) fn dequantize_q8_0(bytes: &[u8], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    match crate::simd::active() {
+    match cpu::active() {
         // SAFETY: the active path is AVX-512 only where the CPU has AVX-512 F/BW (and AVX2,
-        // checked by that path's table), AVX2 only where it has AVX2.
-        crate::SimdPath::Avx512 => return unsafe { dequantize_q8_0_avx512(bytes, out) },
-        crate::SimdPath::Avx2 => return unsafe { dequantize_q8_0_avx2(bytes, out) },
-        crate::SimdPath::Scalar => {}
+        // checked with that path's features), AVX2 only where it has AVX2.
+        SimdPath::Avx512 => return unsafe { dequantize_q8_0_avx512(bytes, out) },
+        SimdPath::Avx2 => return unsafe { dequantize_q8_0_avx2(bytes, out) },
+        SimdPath::Scalar => {}
     }
     dequantize_q8_0_body(bytes, out)
 }

@@ -8,63 +8,11 @@
 
 use rayon::prelude::*;
 
-use crate::simd::{self, Kernels, SimdPath};
-use crate::{
-    check_len, dequantize_unchecked, quantize_unchecked, row_bytes, vec_dot_type, GgmlType,
-    QuantError,
-};
-
-/// A borrowed quantized weight matrix in GGML layout: `rows` (= ne1, output features)
-/// rows of `cols` (= ne0, input features) elements each, rows contiguous.
-#[derive(Clone, Copy, Debug)]
-pub struct QMatrix<'a> {
-    pub ty: GgmlType,
-    pub rows: usize,
-    pub cols: usize,
-    pub data: &'a [u8],
-}
-
-impl<'a> QMatrix<'a> {
-    /// Checks that `data` is exactly `rows` rows of `cols` elements of `ty`.
-    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, QuantError> {
-        let m = QMatrix {
-            ty,
-            rows,
-            cols,
-            data,
-        };
-        m.validate()?;
-        Ok(m)
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), QuantError> {
-        let rb = row_bytes(self.ty, self.cols)?;
-        let total = rb.checked_mul(self.rows).ok_or_else(|| {
-            QuantError::Shape(format!("{}×{} {} overflows", self.rows, self.cols, self.ty))
-        })?;
-        if total != self.data.len() {
-            return Err(QuantError::Shape(format!(
-                "{} matrix {}×{} needs {total} bytes, got {}",
-                self.ty,
-                self.rows,
-                self.cols,
-                self.data.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Bytes per row.
-    pub fn row_bytes(&self) -> usize {
-        self.data.len() / self.rows.max(1)
-    }
-
-    /// The raw bytes of row `r` (panics if `r >= rows`, like slice indexing).
-    pub fn row(&self, r: usize) -> &'a [u8] {
-        let rb = self.row_bytes();
-        &self.data[r * rb..(r + 1) * rb]
-    }
-}
+use crate::convert::{dequantize_unchecked, quantize_unchecked};
+use crate::cpu::SimdPath;
+use crate::format::{check_len, row_bytes, vec_dot_type, QuantError};
+use crate::qmatrix::QMatrix;
+use crate::simd::{self, Kernels};
 
 /// `y[m×n] = x[m×k] · Wᵀ` on the active SIMD path (`simd_path()`).
 pub fn matmul_q(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), QuantError> {
@@ -104,10 +52,6 @@ fn check_shapes(w: &QMatrix, x: &[f32], m: usize, y: &[f32]) -> Result<(), Quant
     }
     Ok(())
 }
-
-/// Below this many x rows the AVX-512 path multiplies one x row at a time (the decode kernels,
-/// and `DecodePacked`); from it on, through panels of unpacked weights.
-pub(crate) const ONE_ROW_BELOW: usize = 4;
 
 /// W rows per parallel task: enough tasks to balance the threads, each big enough
 /// that rayon's per-task cost stays small against its dot products.

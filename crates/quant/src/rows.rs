@@ -8,8 +8,9 @@
 //! the corresponding columns of `matmul_q`'s, bit for bit. Only where those panels run:
 //! [`QuantizedRows::new`] answers `None` elsewhere and the caller keeps its own path.
 
-use crate::matmul::QMatrix;
-use crate::{GgmlType, QuantError};
+use crate::format::QuantError;
+use crate::qmatrix::QMatrix;
+use crate::GgmlType;
 
 /// `x (m × k)` quantized as `matmul_q` would for a weight type (`vec_dot_type`).
 pub struct QuantizedRows {
@@ -37,7 +38,7 @@ impl Default for RowsScratch {
 pub fn rows_available(ty: GgmlType) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        crate::simd::active() == crate::SimdPath::Avx512 && crate::simd::gemm512::supports(ty)
+        crate::cpu::active() == crate::cpu::SimdPath::Avx512 && crate::simd::gemm512::supports(ty)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -134,7 +135,8 @@ impl QuantizedRows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{matmul_q, quantize_row};
+    use crate::convert::quantize_row;
+    use crate::matmul::matmul_q;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

@@ -54,7 +54,7 @@ impl AdamW {
     pub fn update(&mut self, params: &mut [Param], lr: f64) {
         assert_eq!(params.len(), self.moments.len(), "parameter count changed");
         self.step += 1;
-        let hp = smolt_kernels::AdamW {
+        let hp = smolt_kernels::AdamWHyper {
             lr: lr as f32,
             beta1: self.cfg.beta1 as f32,
             beta2: self.cfg.beta2 as f32,

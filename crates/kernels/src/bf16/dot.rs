@@ -15,7 +15,8 @@
 //! bf16 subnormals, which the instruction reads as zero; the weights and rounded activations
 //! of a trained model do not come near 1e-38).
 
-use super::{split_columns, BfRows, PackedB, Ptr, A_GROUP_BYTES, KB, NB};
+use super::operands::{BfRows, PackedB, A_GROUP_BYTES, KB, NB};
+use super::split::{split_columns, Ptr};
 
 /// Whether the CPU has AVX-512 BF16 (and `SMOLT_SIMD` does not cap the SIMD level below
 /// AVX-512; `SMOLT_BF16_DOT=0` turns this path off, to compare it with the fallback).
@@ -24,7 +25,7 @@ pub(super) fn available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
         !std::env::var("SMOLT_BF16_DOT").is_ok_and(|v| v.trim() == "0")
-            && crate::limits::bf16_available()
+            && crate::cpu::bf16_available()
     })
 }
 

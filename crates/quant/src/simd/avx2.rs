@@ -8,19 +8,14 @@
 
 use std::arch::x86_64::*;
 
-use super::{Kernels, SimdPath, SCALAR};
+use super::table::{Kernels, SCALAR};
+use crate::cpu::{self, SimdPath};
 use crate::kquants::{scale_min_k4, Q4_K_BYTES, Q6_K_BYTES, Q8_K_BYTES};
 use crate::legacy::{Q4_0_BYTES, Q5_0_BYTES, Q8_0_BYTES};
 
+/// The AVX2 table, where the CPU has its features ([`cpu::supports`]).
 pub(super) fn table() -> Option<&'static Kernels> {
-    if is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
-    {
-        Some(&AVX2)
-    } else {
-        None
-    }
+    cpu::supports(SimdPath::Avx2).then_some(&AVX2)
 }
 
 static AVX2: Kernels = Kernels {

@@ -9,20 +9,14 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{f16_at, hsum_ps, nibbles_32};
-use super::{Kernels, SimdPath, SCALAR};
+use super::table::{Kernels, SCALAR};
+use crate::cpu::{self, SimdPath};
 use crate::kquants::{scale_min_k4, Q4_K_BYTES, Q6_K_BYTES, Q8_K_BYTES};
 use crate::legacy::{Q5_0_BYTES, Q8_0_BYTES};
 
+/// The AVX-512 table, where the CPU has its features ([`cpu::supports`]).
 pub(super) fn table() -> Option<&'static Kernels> {
-    let ok = is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vl")
-        && is_x86_feature_detected!("avx512dq")
-        && is_x86_feature_detected!("avx512vnni")
-        && is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c");
-    ok.then_some(&AVX512)
+    cpu::supports(SimdPath::Avx512).then_some(&AVX512)
 }
 
 static AVX512: Kernels = Kernels {

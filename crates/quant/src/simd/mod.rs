@@ -1,13 +1,14 @@
 //! Run-time choice among the scalar, AVX2 and AVX-512 dot-product kernels.
 //!
-//! Each path is a table of plain function pointers. The SIMD tables can only be
-//! obtained through `kernels_for`, which checks the CPU first, so holding a table is
-//! proof that its `#[target_feature]` functions may run. The active path is chosen
-//! once (best available, or `SMOLT_SIMD=scalar|avx2|avx512`) and cached.
+//! Each path is a table of plain function pointers (`table`). The SIMD tables can only be
+//! obtained through `kernels_for`, which checks the CPU first (`crate::cpu::supports`), so
+//! holding a table is proof that its `#[target_feature]` functions may run. The active path
+//! is chosen once by `crate::cpu::active` (best available, or `SMOLT_SIMD=scalar|avx2|avx512`)
+//! and its table cached.
 
 use std::sync::OnceLock;
 
-use crate::{kquants, legacy, GgmlType};
+use crate::cpu::{self, SimdPath};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -15,138 +16,11 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod gemm512;
+mod table;
 
-/// `nb` blocks of weights `w` dotted with `nb` blocks of activations `a` (in the
-/// weight type's `vec_dot_type`). Callers guarantee both slices hold `nb` blocks.
-pub(crate) type DotFn = fn(nb: usize, w: &[u8], a: &[u8]) -> f32;
+use table::SCALAR;
 
-/// One weight row against four activation rows: the weight block is unpacked once and
-/// used four times, which is what makes prefill faster than four separate dots.
-pub(crate) type Dot4Fn = fn(nb: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4];
-
-/// An instruction-set level a kernel table is written for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SimdPath {
-    Scalar,
-    Avx2,
-    Avx512,
-}
-
-impl SimdPath {
-    pub const ALL: [SimdPath; 3] = [SimdPath::Scalar, SimdPath::Avx2, SimdPath::Avx512];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SimdPath::Scalar => "scalar",
-            SimdPath::Avx2 => "avx2",
-            SimdPath::Avx512 => "avx512",
-        }
-    }
-
-    /// Whether this CPU can run the path.
-    pub fn available(self) -> bool {
-        kernels_for(self).is_some()
-    }
-}
-
-pub(crate) struct Kernels {
-    pub path: SimdPath,
-    pub q4_0: DotFn,
-    pub q4_1: DotFn,
-    pub q5_0: DotFn,
-    pub q5_1: DotFn,
-    pub q8_0: DotFn,
-    pub q2_k: DotFn,
-    pub q3_k: DotFn,
-    pub q4_k: DotFn,
-    pub q5_k: DotFn,
-    pub q6_k: DotFn,
-    pub q8_k: DotFn,
-    pub f32: DotFn,
-    pub f16: DotFn,
-    pub bf16: DotFn,
-    pub q8_0_x4: Option<Dot4Fn>,
-    pub q5_0_x4: Option<Dot4Fn>,
-}
-
-impl Kernels {
-    pub fn dot(&self, ty: GgmlType) -> Option<DotFn> {
-        use GgmlType::*;
-        Some(match ty {
-            Q4_0 => self.q4_0,
-            Q4_1 => self.q4_1,
-            Q5_0 => self.q5_0,
-            Q5_1 => self.q5_1,
-            Q8_0 => self.q8_0,
-            Q2K => self.q2_k,
-            Q3K => self.q3_k,
-            Q4K => self.q4_k,
-            Q5K => self.q5_k,
-            Q6K => self.q6_k,
-            Q8K => self.q8_k,
-            F32 => self.f32,
-            F16 => self.f16,
-            BF16 => self.bf16,
-            Q8_1 => return None,
-        })
-    }
-
-    pub fn dot4(&self, ty: GgmlType) -> Option<Dot4Fn> {
-        match ty {
-            GgmlType::Q8_0 => self.q8_0_x4,
-            GgmlType::Q5_0 => self.q5_0_x4,
-            _ => None,
-        }
-    }
-}
-
-fn dot_f32_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0.0f64;
-    for (cw, ca) in w[..4 * n].chunks_exact(4).zip(a[..4 * n].chunks_exact(4)) {
-        let x = f32::from_le_bytes([cw[0], cw[1], cw[2], cw[3]]);
-        let y = f32::from_le_bytes([ca[0], ca[1], ca[2], ca[3]]);
-        s += x as f64 * y as f64;
-    }
-    s as f32
-}
-
-fn dot_half_bytes(n: usize, w: &[u8], a: &[u8], conv: fn(u16) -> f32) -> f32 {
-    let mut s = 0.0f64;
-    for (cw, ca) in w[..2 * n].chunks_exact(2).zip(a[..2 * n].chunks_exact(2)) {
-        let x = conv(u16::from_le_bytes([cw[0], cw[1]]));
-        let y = conv(u16::from_le_bytes([ca[0], ca[1]]));
-        s += x as f64 * y as f64;
-    }
-    s as f32
-}
-
-fn dot_f16_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    dot_half_bytes(n, w, a, crate::float::f16_to_f32)
-}
-
-fn dot_bf16_bytes(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    dot_half_bytes(n, w, a, crate::float::bf16_to_f32)
-}
-
-pub(crate) static SCALAR: Kernels = Kernels {
-    path: SimdPath::Scalar,
-    q4_0: legacy::dot_q4_0_q8_0,
-    q4_1: legacy::dot_q4_1_q8_1,
-    q5_0: legacy::dot_q5_0_q8_0,
-    q5_1: legacy::dot_q5_1_q8_1,
-    q8_0: legacy::dot_q8_0_q8_0,
-    q2_k: kquants::dot_q2_k_q8_k,
-    q3_k: kquants::dot_q3_k_q8_k,
-    q4_k: kquants::dot_q4_k_q8_k,
-    q5_k: kquants::dot_q5_k_q8_k,
-    q6_k: kquants::dot_q6_k_q8_k,
-    q8_k: kquants::dot_q8_k_q8_k,
-    f32: dot_f32_bytes,
-    f16: dot_f16_bytes,
-    bf16: dot_bf16_bytes,
-    q8_0_x4: None,
-    q5_0_x4: None,
-};
+pub(crate) use table::Kernels;
 
 /// The kernel table for `path`, or `None` if this CPU lacks its instructions.
 pub(crate) fn kernels_for(path: SimdPath) -> Option<&'static Kernels> {
@@ -163,29 +37,7 @@ pub(crate) fn kernels_for(path: SimdPath) -> Option<&'static Kernels> {
 
 static ACTIVE: OnceLock<&'static Kernels> = OnceLock::new();
 
-/// The path in use: `SMOLT_SIMD` if set and runnable, else the best this CPU has.
+/// The table of the path in use ([`cpu::active`]).
 pub(crate) fn active_kernels() -> &'static Kernels {
-    ACTIVE.get_or_init(|| {
-        let forced = std::env::var("SMOLT_SIMD").ok().and_then(|v| {
-            SimdPath::ALL
-                .into_iter()
-                .find(|p| p.name().eq_ignore_ascii_case(v.trim()))
-        });
-        if let Some(k) = forced.and_then(kernels_for) {
-            return k;
-        }
-        [SimdPath::Avx512, SimdPath::Avx2]
-            .into_iter()
-            .find_map(kernels_for)
-            .unwrap_or(&SCALAR)
-    })
-}
-
-pub(crate) fn active() -> SimdPath {
-    active_kernels().path
-}
-
-/// Name of the dot-product path in use ("scalar", "avx2" or "avx512").
-pub fn simd_path() -> &'static str {
-    active().name()
+    ACTIVE.get_or_init(|| kernels_for(cpu::active()).expect("cpu::active picks a supported path"))
 }

@@ -1,0 +1,242 @@
+//! The bf16 products on Intel AMX tiles (`tdpbf16ps`): 32 × 32 blocks of `c` held in four
+//! 16 × 16 f32 tiles while `k` passes 32 at a time through two A and two B tiles, straight from
+//! the operands' layouts. Runs where `crate::cpu::amx_bf16` says the CPU, the kernel and
+//! `SMOLT_AMX` allow it.
+
+use super::operands::{BfRows, PackedB, A_GROUP_BYTES, KB, MB, NB};
+use super::split::{split_columns, Ptr};
+use std::arch::asm;
+
+/// Whether the tiles may run here ([`crate::cpu::amx_bf16`]: CPU, kernel and `SMOLT_AMX`).
+pub(super) fn available() -> bool {
+    crate::cpu::amx_bf16()
+}
+
+/// Palette 1, eight tiles of 16 rows × 64 bytes: tmm0..3 the 2 × 2 C tiles (16 × 16
+/// f32), tmm4/5 the two A tiles (16 rows × 32 bf16), tmm6/7 the two B tiles (16 pair
+/// rows × 16 columns).
+#[repr(C, align(64))]
+struct Config([u8; 64]);
+
+fn config() -> Config {
+    let mut c = [0u8; 64];
+    c[0] = 1;
+    for t in 0..8 {
+        c[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+        c[48 + t] = 16;
+    }
+    Config(c)
+}
+
+#[repr(C, align(64))]
+struct Tile([u32; 256]);
+
+/// See `amx_peak_loop`.
+///
+/// # Safety
+/// AMX-BF16 usable in this process (`available()`).
+pub(super) unsafe fn peak_loop(iters: u64) -> f32 {
+    let cfg = config();
+    asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+    // Two bf16 ones per u32: every A and B tile holds 1.0 everywhere.
+    let ones = Tile([0x3f80_3f80; 256]);
+    // SAFETY: each load reads 16 rows of 64 bytes at stride 64: the 1 KB of `ones`.
+    asm!(
+        "tileloadd tmm4, [{p} + {s}*1]",
+        "tileloadd tmm5, [{p} + {s}*1]",
+        "tileloadd tmm6, [{p} + {s}*1]",
+        "tileloadd tmm7, [{p} + {s}*1]",
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        p = in(reg) ones.0.as_ptr(), s = in(reg) 64usize, options(nostack, readonly),
+    );
+    for _ in 0..iters {
+        asm!(
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            options(nostack, nomem)
+        );
+    }
+    let mut c = [
+        Tile([0; 256]),
+        Tile([0; 256]),
+        Tile([0; 256]),
+        Tile([0; 256]),
+    ];
+    // SAFETY: each store writes 16 rows of 64 bytes at stride 64: one 1 KB `Tile`.
+    asm!(
+        "tilestored [{c0} + {s}*1], tmm0",
+        "tilestored [{c1} + {s}*1], tmm1",
+        "tilestored [{c2} + {s}*1], tmm2",
+        "tilestored [{c3} + {s}*1], tmm3",
+        "tilerelease",
+        c0 = in(reg) c[0].0.as_mut_ptr(), c1 = in(reg) c[1].0.as_mut_ptr(),
+        c2 = in(reg) c[2].0.as_mut_ptr(), c3 = in(reg) c[3].0.as_mut_ptr(),
+        s = in(reg) 64usize, options(nostack),
+    );
+    c.iter()
+        .flat_map(|t| t.0.iter())
+        .map(|&bits| f32::from_bits(bits))
+        .sum()
+}
+
+pub(super) fn gemm(
+    a: &BfRows,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let n_blocks = b.n.div_ceil(NB);
+    let ptr = Ptr(c.as_mut_ptr());
+    let run = |j0: usize, j1: usize| {
+        // SAFETY: `available()` (checked by the caller) means the tile state is granted
+        // and AMX-BF16 exists; shapes: k % 32 == 0 and n % 32 == 0 (checked by the
+        // caller), `a` holds m rounded up to 32 rows of k, `b` holds k/2 rows of 2n, and
+        // `c` holds m rows of n at stride ldc ≥ n (checked by the caller); this task
+        // writes only its column blocks j0..j1.
+        unsafe { blocks(a, b, ptr.get(), ldc, accumulate, j0, j1) }
+    };
+    split_columns(n_blocks, parallel, a.m * b.n * a.k, run);
+}
+
+#[repr(C, align(64))]
+struct Tail([f32; MB * NB]);
+
+/// Column blocks `j0..j1` (of 32) of `c (m, n)` (rows `ldc` apart), all rows.
+///
+/// # Safety
+/// AMX-BF16 usable in this process (`available()`); `a` and `b` as built by their
+/// constructors with `a.k == b.k` (so both hold `kp` padded columns/rows, `a` whole
+/// 32-row blocks, `b` whole 32-column panels); `c` points at `m` rows of `n ≤ ldc`
+/// writable f32, `ldc` apart, that nothing else touches in these column blocks.
+unsafe fn blocks(
+    a: &BfRows,
+    b: &PackedB,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+    j0: usize,
+    j1: usize,
+) {
+    let (m, n, kp) = (a.m, b.n, a.kp);
+    let steps = kp / KB;
+    let cfg = config();
+    asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+    let sc = ldc * 4;
+    let mut tail = Tail([0.0; MB * NB]);
+    // Row groups whose A rows stay in L2 while every column block of this task passes
+    // over them (A is re-read once per column block; B once per group).
+    let group = (A_GROUP_BYTES / (kp * 2)).max(MB) / MB * MB;
+    for g0 in (0..m).step_by(group) {
+        for jb in j0..j1 {
+            let col = jb * NB;
+            for r in (g0..(g0 + group).min(m)).step_by(MB) {
+                // Whole block in place: all 32 rows and 32 columns inside c.
+                let full = r + MB <= m && col + NB <= n;
+                // Where the C block lives for the tile loads/stores: in place for a full
+                // block, else in `tail` (rows ≥ m are scratch).
+                let (cp, stride) = if full {
+                    (c.add(r * ldc + col), sc)
+                } else {
+                    for i in 0..MB {
+                        for j in 0..NB {
+                            tail.0[i * NB + j] = if acc && r + i < m && col + j < n {
+                                *c.add((r + i) * ldc + col + j)
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                    (tail.0.as_mut_ptr(), NB * 4)
+                };
+                if acc || !full {
+                    // SAFETY: rows cp .. cp + 32·stride, 64 bytes each, inside c (full
+                    // block: rows r..r+32 < m, columns col..col+32 ≤ n) or inside `tail`.
+                    asm!(
+                        "tileloadd tmm0, [{c} + {s}*1]",
+                        "tileloadd tmm1, [{c1} + {s}*1]",
+                        "tileloadd tmm2, [{c2} + {s}*1]",
+                        "tileloadd tmm3, [{c3} + {s}*1]",
+                        c = in(reg) cp, c1 = in(reg) cp.add(16),
+                        c2 = in(reg) (cp as *mut u8).add(16 * stride),
+                        c3 = in(reg) (cp as *mut u8).add(16 * stride + 64),
+                        s = in(reg) stride, options(nostack, readonly),
+                    );
+                } else {
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack, nomem)
+                    );
+                }
+                // A: the 1 KB tiles of row blocks r/16 and r/16 + 1, step s at +s·512;
+                // B: panel jb, 16 pair rows of 128 bytes per step (B1 is the upper 64 bytes).
+                let ap0 = a.data.as_ptr().add((r / 16) * steps * 512);
+                let ap1 = ap0.add(steps * 512);
+                let bp = b.data.as_ptr().add(jb * kp * NB);
+                // At most 16 rows left: the lower half of the block (C2, C3, A1) is all
+                // padding, so only C0 and C1 are computed (C2 and C3 stay in `tail`).
+                let half = m - r <= 16;
+                for s in (0..steps).filter(|_| half) {
+                    // SAFETY: as below, row block r/16 only.
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        a0 = in(reg) ap0.add(s * 512),
+                        b0 = in(reg) bp.add(s * 16 * 2 * NB),
+                        b1 = in(reg) bp.add(s * 16 * 2 * NB + 32),
+                        sa = in(reg) 64usize, sb = in(reg) 128usize, options(nostack, readonly),
+                    );
+                }
+                for s in (0..steps).filter(|_| !half) {
+                    // SAFETY: A tiles lie inside row blocks r/16 and r/16 + 1 < m padded
+                    // to 32 rows; the B tile rows s·16..s·16+16 lie inside panel jb.
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) ap0.add(s * 512), a1 = in(reg) ap1.add(s * 512),
+                        b0 = in(reg) bp.add(s * 16 * 2 * NB),
+                        b1 = in(reg) bp.add(s * 16 * 2 * NB + 32),
+                        sa = in(reg) 64usize, sb = in(reg) 128usize, options(nostack, readonly),
+                    );
+                }
+                // SAFETY: as for the loads above.
+                asm!(
+                    "tilestored [{c} + {s}*1], tmm0",
+                    "tilestored [{c1} + {s}*1], tmm1",
+                    "tilestored [{c2} + {s}*1], tmm2",
+                    "tilestored [{c3} + {s}*1], tmm3",
+                    c = in(reg) cp, c1 = in(reg) cp.add(16),
+                    c2 = in(reg) (cp as *mut u8).add(16 * stride),
+                    c3 = in(reg) (cp as *mut u8).add(16 * stride + 64),
+                    s = in(reg) stride, options(nostack),
+                );
+                if !full {
+                    for i in 0..(m - r).min(MB) {
+                        for j in 0..NB.min(n - col) {
+                            *c.add((r + i) * ldc + col + j) = tail.0[i * NB + j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}

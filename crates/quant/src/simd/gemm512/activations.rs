@@ -1,0 +1,226 @@
+//! The activations of a product, quantized once per matmul exactly as `quantize_activations`
+//! does and kept per weight sub-block (`Xq`): plain i8 rows, one f32 scale per sub-block, and
+//! the sub-block sums the kernels need to remove the weights' unsigned offset (and Q4_K's
+//! mins). `Fmt` says what a weight type's sub-blocks look like.
+
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use crate::float::{f16_to_f32, f32_to_f16};
+use crate::format::vec_dot_type;
+use crate::kquants::QK_K;
+use crate::GgmlType;
+
+/// What the kernels need to know about a weight type: sub-block length, the offset that
+/// makes its quants unsigned, whether it has per-sub-block mins.
+#[derive(Clone, Copy)]
+pub(super) struct Fmt {
+    pub(super) bs: usize,
+    pub(super) zero: i32,
+    pub(super) has_min: bool,
+}
+
+pub(super) fn fmt(ty: GgmlType) -> Option<Fmt> {
+    use GgmlType::*;
+    Some(match ty {
+        Q8_0 => Fmt {
+            bs: 32,
+            zero: 128,
+            has_min: false,
+        },
+        Q5_0 => Fmt {
+            bs: 32,
+            zero: 16,
+            has_min: false,
+        },
+        Q4K => Fmt {
+            bs: 32,
+            zero: 0,
+            has_min: true,
+        },
+        Q6K => Fmt {
+            bs: 16,
+            zero: 32,
+            has_min: false,
+        },
+        _ => return None,
+    })
+}
+
+/// Activations quantized exactly as `quantize_activations` does, unpacked per sub-block.
+pub(super) struct Xq {
+    pub(super) k: usize,
+    pub(super) nblk: usize,
+    /// `m × k` quants.
+    pub(super) q: Vec<i8>,
+    /// `m × nblk` scales.
+    pub(super) d: Vec<f32>,
+    /// `m × nblk`: zero · Σq over the sub-block (exact).
+    pub(super) zs: Vec<i32>,
+    /// `m × nblk`: d · Σq (for the mins of Q4_K).
+    pub(super) ds: Vec<f32>,
+}
+
+/// One x row and its slices of `Xq`, as the parallel zip hands them out.
+type XqRow<'a> = (
+    ((&'a [f32], &'a mut [i8]), &'a mut [f32]),
+    (&'a mut [i32], &'a mut [f32]),
+);
+
+impl Xq {
+    pub(super) fn new(ty: GgmlType, f: Fmt, x: &[f32], m: usize, k: usize) -> Xq {
+        let vt = vec_dot_type(ty);
+        let nblk = k / f.bs;
+        let mut xq = Xq {
+            k,
+            nblk,
+            q: vec![0; m * k],
+            d: vec![0.0; m * nblk],
+            zs: vec![0; m * nblk],
+            ds: vec![0.0; m * nblk],
+        };
+        let row = |(((xr, q), d), (zs, ds)): XqRow| {
+            // SAFETY: `matmul` (the only caller) runs on AVX-512 CPUs only; the slices
+            // are one row's worth: k values, k quants, nblk block entries.
+            unsafe {
+                if vt == GgmlType::Q8_0 {
+                    quant_row_q8_0(xr, q, d, zs, ds, f.zero)
+                } else {
+                    quant_row_q8_k(xr, q, d, zs, ds, f)
+                }
+            }
+        };
+        if m == 1 {
+            row((
+                ((x, &mut xq.q[..]), &mut xq.d[..]),
+                (&mut xq.zs[..], &mut xq.ds[..]),
+            ));
+        } else {
+            x.par_chunks(k)
+                .zip(xq.q.par_chunks_mut(k))
+                .zip(xq.d.par_chunks_mut(nblk))
+                .zip(xq.zs.par_chunks_mut(nblk).zip(xq.ds.par_chunks_mut(nblk)))
+                .for_each(row);
+        }
+        xq
+    }
+}
+
+/// `quantize_q8_0` (ggml's: d = amax/127 stored as f16, q = round-half-away(x·127/amax))
+/// straight into the `Xq` form, for 32-element sub-blocks.
+///
+/// # Safety
+/// AVX-512F/BW/VL/DQ; `q.len() == x.len()`, `d`, `zs`, `ds` hold `x.len() / 32` entries.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn quant_row_q8_0(
+    x: &[f32],
+    q: &mut [i8],
+    d: &mut [f32],
+    zs: &mut [i32],
+    ds: &mut [f32],
+    zero: i32,
+) {
+    assert!(
+        q.len() == x.len() && d.len() * 32 == x.len() && zs.len() == d.len() && ds.len() == d.len()
+    );
+    let sign = _mm512_set1_ps(-0.0);
+    let half = _mm512_set1_ps(0.5);
+    let one = _mm512_set1_ps(1.0);
+    for b in 0..d.len() {
+        let v = [
+            _mm512_loadu_ps(x.as_ptr().add(32 * b)),
+            _mm512_loadu_ps(x.as_ptr().add(32 * b + 16)),
+        ];
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+        let dd = amax / 127.0;
+        let id = _mm512_set1_ps(if dd != 0.0 { 1.0 / dd } else { 0.0 });
+        let mut sum = _mm512_setzero_si512();
+        for (h, &vh) in v.iter().enumerate() {
+            let s = _mm512_mul_ps(vh, id);
+            // roundf: truncate, then step away from zero where the dropped part is ≥ 0.5.
+            let t = _mm512_roundscale_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            let up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(s, t)), half, _CMP_GE_OQ);
+            let step = _mm512_or_ps(_mm512_and_ps(s, sign), one);
+            let r = _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, step));
+            sum = _mm512_add_epi32(sum, r);
+            _mm_storeu_si128(
+                q.as_mut_ptr().add(32 * b + 16 * h) as *mut __m128i,
+                _mm512_cvtepi32_epi8(r),
+            );
+        }
+        let sum = _mm512_reduce_add_epi32(sum);
+        let df = f16_to_f32(f32_to_f16(dd));
+        d[b] = df;
+        zs[b] = zero * sum;
+        ds[b] = df * sum as f32;
+    }
+}
+
+/// `quantize_q8_k` (scale -127/max per 256, round to nearest even, clamp at 127) into
+/// the `Xq` form for `f.bs`-element sub-blocks.
+///
+/// # Safety
+/// AVX-512F/BW/VL/DQ; `q.len() == x.len()` (a multiple of 256), `d`, `zs`, `ds` hold
+/// `x.len() / f.bs` entries.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn quant_row_q8_k(
+    x: &[f32],
+    q: &mut [i8],
+    d: &mut [f32],
+    zs: &mut [i32],
+    ds: &mut [f32],
+    f: Fmt,
+) {
+    assert!(q.len() == x.len() && x.len().is_multiple_of(QK_K) && d.len() * f.bs == x.len());
+    assert!(zs.len() == d.len() && ds.len() == d.len());
+    let per = QK_K / f.bs;
+    let lim = _mm512_set1_epi32(127);
+    for g in 0..x.len() / QK_K {
+        let xp = x.as_ptr().add(g * QK_K);
+        let mut am = _mm512_setzero_ps();
+        for i in 0..16 {
+            am = _mm512_max_ps(am, _mm512_abs_ps(_mm512_loadu_ps(xp.add(16 * i))));
+        }
+        let amax = _mm512_reduce_max_ps(am);
+        if amax == 0.0 {
+            q[g * QK_K..(g + 1) * QK_K].fill(0);
+            for s in 0..per {
+                let b = g * per + s;
+                (d[b], zs[b], ds[b]) = (0.0, 0, 0.0);
+            }
+            continue;
+        }
+        // The first element whose |x| is the maximum gives the sign, as in the scalar loop.
+        let amv = _mm512_set1_ps(amax);
+        let mut max = amax;
+        for i in 0..16 {
+            let v = _mm512_loadu_ps(xp.add(16 * i));
+            let k = _mm512_cmp_ps_mask(_mm512_abs_ps(v), amv, _CMP_EQ_OQ);
+            if k != 0 {
+                max = *xp.add(16 * i + k.trailing_zeros() as usize);
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let isv = _mm512_set1_ps(iscale);
+        let dg = 1.0 / iscale;
+        let mut sums = [0i32; 16];
+        for i in 0..16 {
+            let v = _mm512_mul_ps(_mm512_loadu_ps(xp.add(16 * i)), isv);
+            let r = _mm512_min_epi32(_mm512_cvtps_epi32(v), lim);
+            sums[i] = _mm512_reduce_add_epi32(r);
+            _mm_storeu_si128(
+                q.as_mut_ptr().add(g * QK_K + 16 * i) as *mut __m128i,
+                _mm512_cvtepi32_epi8(r),
+            );
+        }
+        for s in 0..per {
+            let sum: i32 = sums[s * f.bs / 16..(s + 1) * f.bs / 16].iter().sum();
+            let b = g * per + s;
+            d[b] = dg;
+            zs[b] = f.zero * sum;
+            ds[b] = dg * sum as f32;
+        }
+    }
+}

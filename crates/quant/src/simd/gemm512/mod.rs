@@ -1,0 +1,129 @@
+//! AVX-512 VNNI matmul for the weight types Gemma-class GGUFs are made of (Q8_0, Q5_0,
+//! Q4_K, Q6_K): the same quantized arithmetic as `vec_dot` (activations quantized to
+//! `vec_dot_type`, exact integer block sums, float scales), laid out for throughput.
+//!
+//! * Activations are quantized once per matmul and kept as plain i8 rows with one f32
+//!   scale per weight sub-block (`XQ`), so no kernel converts an f16 scale in its loop.
+//! * Many x rows (prefill): 16 W rows are unpacked into a *panel* of unsigned 8-bit
+//!   quants, interleaved so that one 64-byte vector holds four consecutive quants of each
+//!   of the 16 rows. One `vpdpbusd` against four broadcast activation bytes then gives 16
+//!   (row, x-row) partial sums at once: a block's dot products need no horizontal sum, the
+//!   panel (≤ 40 KB) stays in L1 while every x row streams past, and the output is 16
+//!   contiguous floats per x row. The unsigned offset (`zero`: 128, 16, 32) is removed
+//!   exactly in integers with the activation block sums; Q4_K's mins use them in float.
+//! * One x row (decode): four W rows at a time; the legacy types two 32-element blocks per
+//!   vector, the K-quants a super-block through `vpmaddubsw` + `vpdpwssd` with its scales.
+//!
+//! The files, by concern: `activations` quantizes x into the `Xq` form; `packing` unpacks 16
+//! W rows into a panel; `tiles` runs the panels (prefill), with `amx` for the opt-in tile
+//! unit; `dot` holds the one-row kernels (R W rows against one x row, in the file's layout
+//! and in the decode layout of `crate::packed`) and `matvec` drives them over a matrix. This
+//! module holds the entry points the rest of the crate calls.
+
+mod activations;
+mod amx;
+mod dot;
+mod matvec;
+mod packing;
+mod tiles;
+
+use activations::{fmt, Fmt, Xq};
+use matvec::matvec;
+use packing::{Panel, PR};
+use tiles::{matmul_panels, panel_from_row};
+
+use crate::qmatrix::QMatrix;
+use crate::GgmlType;
+
+pub(crate) use matvec::matvec_packed;
+
+/// Whether `matmul` handles `ty`.
+pub(crate) fn supports(ty: GgmlType) -> bool {
+    fmt(ty).is_some()
+}
+
+/// Below this many x rows, unpacking panels costs more than it saves.
+const PANEL_MIN_M: usize = crate::decode_layout::ONE_ROW_BELOW;
+
+/// `y[m×n] = x[m×k] · Wᵀ` for a type `supports` admits; `None` if this path declines
+/// (the caller then uses the generic per-row kernels).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL/DQ/VNNI and F16C; shapes checked by the caller. The
+/// one-row kernels also need VBMI, checked here.
+pub(crate) unsafe fn matmul(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> Option<()> {
+    let f = fmt(w.ty)?;
+    let one_row = crate::cpu::avx512vbmi();
+    if m < PANEL_MIN_M && !one_row {
+        return None;
+    }
+    let xq = Xq::new(w.ty, f, x, m, w.cols);
+    if m < PANEL_MIN_M {
+        for (r, yr) in y.chunks_mut(w.rows).enumerate() {
+            matvec(w, &xq, r, yr);
+        }
+    } else {
+        matmul_panels(w, f, &xq, m, y);
+    }
+    Some(())
+}
+
+/// Activations quantized once for many [`matmul_rows`] calls against one weight type.
+pub(crate) struct RowsX {
+    f: Fmt,
+    pub(crate) ty: GgmlType,
+    pub(crate) m: usize,
+    x: Xq,
+}
+
+/// Quantizes `x (m × k)` for `ty`'s panels; `None` for a type the panels do not take.
+///
+/// # Safety
+/// As for [`matmul`]: the CPU must have the features of the AVX-512 table.
+pub(crate) unsafe fn rows_x(ty: GgmlType, x: &[f32], m: usize, k: usize) -> Option<RowsX> {
+    let f = fmt(ty)?;
+    Some(RowsX {
+        f,
+        ty,
+        m,
+        x: Xq::new(ty, f, x, m, k),
+    })
+}
+
+/// Scratch for [`matmul_rows`]: one unpacked panel.
+pub(crate) struct RowsScratch(Option<Panel>);
+
+impl RowsScratch {
+    pub(crate) fn new() -> RowsScratch {
+        RowsScratch(None)
+    }
+}
+
+/// `y[i·ldy + (j − r0)] = x_i · W_j` for the rows `j` in `r0..r1` of `w`, on the calling
+/// thread: the panels of [`matmul`] (the same tile, so the same numbers bit for bit),
+/// for a caller that is itself parallel over slices of `w`.
+///
+/// # Safety
+/// As for [`matmul`]; `x` was made for `w.ty` and `w.cols`, `r0 ≤ r1 ≤ w.rows`,
+/// `r1 − r0 ≤ ldy` and `y.len() ≥ (x.m − 1)·ldy + (r1 − r0)` (checked by the caller).
+pub(crate) unsafe fn matmul_rows(
+    w: &QMatrix,
+    r0: usize,
+    r1: usize,
+    x: &RowsX,
+    y: &mut [f32],
+    ldy: usize,
+    scratch: &mut RowsScratch,
+) {
+    let (f, xq, m) = (x.f, &x.x, x.m);
+    let p = scratch.0.get_or_insert_with(|| Panel::new(w.cols, xq.nblk));
+    if p.u.len() != PR * w.cols || p.d.len() != xq.nblk * PR {
+        *p = Panel::new(w.cols, xq.nblk);
+    }
+    let yp = y.as_mut_ptr();
+    for j0 in (r0..r1).step_by(PR) {
+        let rows = (r1 - j0).min(PR);
+        p.pack(w, j0, rows);
+        panel_from_row(p, f, xq, 0, m, yp, ldy, j0 - r0, rows);
+    }
+}

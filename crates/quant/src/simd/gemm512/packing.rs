@@ -1,0 +1,172 @@
+//! Panels: 16 W rows unpacked to unsigned 8-bit quants and interleaved so that one 64-byte
+//! vector holds four consecutive quants of each of the 16 rows (the operand of `vpdpbusd`
+//! and, unchanged, of AMX's `tdpbsud`), with each row's sub-block scales and mins.
+
+use std::arch::x86_64::*;
+
+use crate::float::f16_to_f32;
+use crate::kquants::{scale_min_k4, Q4_K_BYTES, Q6_K_BYTES, QK_K};
+use crate::legacy::{Q5_0_BYTES, Q8_0_BYTES};
+use crate::qmatrix::QMatrix;
+use crate::GgmlType;
+
+/// W rows per panel: the 16 i32 lanes of a zmm.
+pub(super) const PR: usize = 16;
+
+/// 16 W rows unpacked and interleaved: for each group of 4 elements t, the 4 quants of
+/// rows 0..16 (`q[(t·16 + r)·4..+4]`); per sub-block the rows' scales and mins.
+pub(super) struct Panel {
+    pub(super) u: Vec<u8>,
+    pub(super) q: Vec<u32>,
+    pub(super) d: Vec<f32>,
+    pub(super) mn: Vec<f32>,
+}
+
+impl Panel {
+    pub(super) fn new(k: usize, nblk: usize) -> Panel {
+        Panel {
+            u: vec![0; PR * k],
+            q: vec![0; PR * k / 4],
+            d: vec![0.0; nblk * PR],
+            mn: vec![0.0; nblk * PR],
+        }
+    }
+
+    /// Loads rows `r0..r0+rows` of `w` (rows ≤ 16; missing rows are zero).
+    pub(super) fn pack(&mut self, w: &QMatrix, r0: usize, rows: usize) {
+        let k = w.cols;
+        if rows < PR {
+            self.u.fill(0);
+            self.d.fill(0.0);
+            self.mn.fill(0.0);
+        }
+        for r in 0..rows {
+            unpack_row(
+                w.ty,
+                w.row(r0 + r),
+                r,
+                &mut self.u[r * k..(r + 1) * k],
+                &mut self.d,
+                &mut self.mn,
+            );
+        }
+        // SAFETY: `pack` runs only inside `matmul` (AVX-512 CPUs); `u` holds PR rows of k
+        // bytes and `q` PR·k/4 words, as `interleave` requires.
+        unsafe { interleave(&self.u, &mut self.q, k) };
+    }
+}
+
+/// Writes row `r`'s unsigned quants to `u` (k bytes) and its sub-block scales and mins to
+/// `d[b·PR + r]`, `mn[b·PR + r]`.
+fn unpack_row(ty: GgmlType, row: &[u8], r: usize, u: &mut [u8], d: &mut [f32], mn: &mut [f32]) {
+    let h = |b: &[u8], o: usize| f16_to_f32(u16::from_le_bytes([b[o], b[o + 1]]));
+    match ty {
+        GgmlType::Q8_0 => {
+            for (b, blk) in row.chunks_exact(Q8_0_BYTES).enumerate() {
+                d[b * PR + r] = h(blk, 0);
+            }
+            // SAFETY: only reached from `matmul` (AVX-512 CPUs); `row` holds the blocks.
+            unsafe { unpack_legacy_simd(ty, row, u) };
+        }
+        GgmlType::Q5_0 => {
+            for (b, blk) in row.chunks_exact(Q5_0_BYTES).enumerate() {
+                d[b * PR + r] = h(blk, 0);
+            }
+            // SAFETY: as for Q8_0.
+            unsafe { unpack_legacy_simd(ty, row, u) };
+        }
+        GgmlType::Q4K => {
+            for (sb, (blk, u)) in row
+                .chunks_exact(Q4_K_BYTES)
+                .zip(u.chunks_exact_mut(QK_K))
+                .enumerate()
+            {
+                let (dd, dmin) = (h(blk, 0), h(blk, 2));
+                let scales = &blk[4..16];
+                for j in 0..4 {
+                    let qs = &blk[16 + 32 * j..48 + 32 * j];
+                    for l in 0..32 {
+                        u[64 * j + l] = qs[l] & 0x0f;
+                        u[64 * j + 32 + l] = qs[l] >> 4;
+                    }
+                    for s in 0..2 {
+                        let (sc, m) = scale_min_k4(2 * j + s, scales);
+                        let b = sb * 8 + 2 * j + s;
+                        d[b * PR + r] = dd * sc as f32;
+                        mn[b * PR + r] = -dmin * m as f32;
+                    }
+                }
+            }
+        }
+        GgmlType::Q6K => {
+            for (sb, (blk, u)) in row
+                .chunks_exact(Q6_K_BYTES)
+                .zip(u.chunks_exact_mut(QK_K))
+                .enumerate()
+            {
+                let dd = h(blk, 208);
+                for n in 0..2 {
+                    let ql = &blk[64 * n..64 * n + 64];
+                    let qh = &blk[128 + 32 * n..160 + 32 * n];
+                    let u = &mut u[128 * n..128 * n + 128];
+                    for l in 0..32 {
+                        u[l] = (ql[l] & 0x0f) | ((qh[l] & 3) << 4);
+                        u[l + 32] = (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4);
+                        u[l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                        u[l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                    }
+                }
+                for j in 0..16 {
+                    d[(sb * 16 + j) * PR + r] = dd * (blk[192 + j] as i8) as f32;
+                }
+            }
+        }
+        _ => unreachable!("fmt() admits only these types"),
+    }
+}
+
+/// `q[t·16 + r]` = bytes `4t..4t+4` of row `r` of `u` (16 rows of `k` bytes): one gather
+/// per group of four.
+///
+/// # Safety
+/// AVX-512F; `u.len() ≥ 16·k`, `q.len() ≥ 4·k`, `k` a multiple of 4 below 2³¹/16.
+#[target_feature(enable = "avx512f")]
+unsafe fn interleave(u: &[u8], q: &mut [u32], k: usize) {
+    assert!(u.len() >= PR * k && q.len() >= PR * k / 4 && k.is_multiple_of(4));
+    let rows = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let offs = _mm512_mullo_epi32(rows, _mm512_set1_epi32(k as i32));
+    for t in 0..k / 4 {
+        let v = _mm512_i32gather_epi32::<1>(offs, u.as_ptr().add(4 * t) as *const _);
+        _mm512_storeu_si512(q.as_mut_ptr().add(t * PR) as *mut __m512i, v);
+    }
+}
+
+/// Q8_0 / Q5_0 row → unsigned quants (q + 128, q + 16), one block per 256-bit vector.
+///
+/// # Safety
+/// AVX-512F/BW/VL; `row` holds `u.len() / 32` blocks of `ty`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+unsafe fn unpack_legacy_simd(ty: GgmlType, row: &[u8], u: &mut [u8]) {
+    let nb = u.len() / 32;
+    let up = u.as_mut_ptr();
+    if ty == GgmlType::Q8_0 {
+        assert!(row.len() >= nb * Q8_0_BYTES);
+        let flip = _mm256_set1_epi8(0x80u8 as i8);
+        for b in 0..nb {
+            let q = _mm256_loadu_si256(row.as_ptr().add(b * Q8_0_BYTES + 2) as *const __m256i);
+            _mm256_storeu_si256(up.add(32 * b) as *mut __m256i, _mm256_xor_si256(q, flip));
+        }
+    } else {
+        assert!(ty == GgmlType::Q5_0 && row.len() >= nb * Q5_0_BYTES);
+        let m4 = _mm256_set1_epi8(0x0f);
+        let bit4 = _mm256_set1_epi8(0x10);
+        for b in 0..nb {
+            let blk = row.as_ptr().add(b * Q5_0_BYTES);
+            let qh = u32::from_le_bytes(*(blk.add(2) as *const [u8; 4]));
+            let n = _mm_loadu_si128(blk.add(6) as *const __m128i);
+            let z = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(n, 4), n), m4);
+            let z = _mm256_mask_add_epi8(z, qh, z, bit4);
+            _mm256_storeu_si256(up.add(32 * b) as *mut __m256i, z);
+        }
+    }
+}
