@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Markdown report from benchmark JSON lines (smolt's side and the peers').
 
-  report.py [--out BENCHMARKS.md] [--command "bench/run.sh ..."] [--note TEXT] RESULTS.jsonl...
+  report.py [--results-dir bench/results [--index BENCHMARKS.md]] [--out FILE] [--command "bench/run.sh ..."]
+            [--commit TEXT] [--when "YYYY-MM-DD HH:MM"] [--note TEXT] RESULTS.jsonl...
 
 Each input line is one record:
   {"side": "smolt" | "peer", "tool": str, "figure": str, "samples": [numbers],
@@ -10,8 +11,15 @@ Each input line is one record:
 Records with the same (side, figure) are pooled; the table gives min / median / max of the pooled
 samples, and the ratio of the medians oriented so that > 1 means smolt is better
 (smolt/peer for higher-is-better figures, peer/smolt for lower-is-better ones).
-Lines that are not JSON objects are ignored. With --out the section is appended to that file,
-otherwise printed.
+Lines that are not JSON objects are ignored.
+
+Where the section goes: with --results-dir DIR it is written to a new file DIR/YYYY-MM-DD-HHMM.md
+(UTC time of the section's heading; never overwrites: -2, -3, ... if taken), and with --index FILE
+(BENCHMARKS.md) a row for it (date, machine, commit, headline ratios, link) is inserted into that
+file's index of runs, just below the header of the first table after the "<!-- runs-index" marker
+line; the figures to copy into BENCHMARKS.md's hand-kept "Current figures" tables are printed to
+stderr. With --out FILE the section is appended to FILE instead (ad-hoc runs); with neither it is
+printed.
 """
 import argparse
 import datetime
@@ -22,6 +30,11 @@ import re
 import statistics
 import subprocess
 import sys
+
+HEADLINE = [("pp", ("pp512_t2", "pp512_t1")), ("tg", ("tg128_t2", "tg128_t1")),
+            ("rcpt", ("train_receipts_b1",)), ("all", ("train_seq512_last512_b1",)),
+            ("lat", ("receipt_json_latency_s",))]
+INDEX_MARKER = "<!-- runs-index"
 
 ORDER = [
     ("pp512_t2", "prompt processing pp512, 2 threads"),
@@ -250,10 +263,91 @@ def details(keys, groups):
     return out
 
 
+def medians(groups):
+    """figure -> (smolt median, peer median, ratio oriented so that > 1 means smolt is better); None where missing."""
+    out = {}
+    for k, g in groups.items():
+        better = next((r.get("better") for r in g["recs"] if r.get("better")), "higher")
+        s = statistics.median(g["smolt"]) if g["smolt"] else None
+        p = statistics.median(g["peer"]) if g["peer"] else None
+        ratio = None
+        if s and p and s > 0 and p > 0:
+            ratio = s / p if better == "higher" else p / s
+        out[k] = (s, p, ratio)
+    return out
+
+
+def headline(meds):
+    """'pp 2.17/2.11 · tg 1.42/1.49 · rcpt 6.02 · all 3.55 · lat 2.27' from the figures measured on both sides."""
+    parts = []
+    for label, keys in HEADLINE:
+        vals = [f"{meds[k][2]:.2f}" for k in keys if k in meds and meds[k][2] is not None]
+        if vals:
+            parts.append(f"{label} {'/'.join(vals)}")
+    return " · ".join(parts) or "no ratio (one side only)"
+
+
+def short_machine(m):
+    """'AMD EPYC', 'Intel Xeon, AMX': lscpu's model name without (R)/(TM)/'Processor', AMX if present."""
+    name = re.sub(r"\((R|TM|tm)\)", "", m["model"])
+    name = re.sub(r"\s+(CPU|Processor)\b.*$", "", name).strip() or m["model"]
+    has_amx = not m["flags"].startswith("none of") and "amx_tile" in m["flags"].split(", ")
+    return name + (", AMX" if has_amx else "")
+
+
+def results_path(directory, when):
+    """DIR/YYYY-MM-DD-HHMM.md for a heading time 'YYYY-MM-DD HH:MM UTC'; a free -2, -3, ... if taken."""
+    stem = when[:10] + "-" + when[11:13] + when[14:16]
+    path = os.path.join(directory, stem + ".md")
+    n = 2
+    while os.path.exists(path):
+        path = os.path.join(directory, f"{stem}-{n}.md")
+        n += 1
+    return path
+
+
+def index_row(when, machine_label, commit, ratios, link_text, link, quick=False):
+    return (f"| {when.replace(' UTC', '')} | {machine_label} | {commit or 'not stated'} | "
+            f"{'`--quick`: ' if quick else ''}{ratios} | [{link_text}]({link}) |")
+
+
+def insert_index_row(text, row):
+    """The text with row inserted just below the header separator of the first table after the
+    runs-index marker line (newest first); None if there is no such marker and table."""
+    lines = text.split("\n")
+    start = next((i for i, l in enumerate(lines) if l.lstrip().startswith(INDEX_MARKER)), None)
+    if start is None:
+        return None
+    for i in range(start + 1, len(lines)):
+        if lines[i].startswith("|---"):
+            return "\n".join(lines[:i + 1] + [row] + lines[i + 1:])
+        if lines[i].strip() and not lines[i].startswith("|"):
+            return None  # prose before any table: the marker is not where it should be
+    return None
+
+
+def summary_rows(keys, meds, groups, machine_label, date, link_text, link):
+    """Rows shaped like BENCHMARKS.md's "Current figures" tables, to paste where this run becomes the reference."""
+    names = dict(ORDER)
+    out = []
+    for k in keys:
+        s, p, ratio = meds[k]
+        unit = next((r.get("unit") for r in groups[k]["recs"] if r.get("unit")), "")
+        cell = lambda v: fmt(v, unit) if v is not None else "—"
+        out.append(f"| {names.get(k, k)} | {machine_label}, {date} | {cell(s)} | {cell(p)} | "
+                   f"{f'**{ratio:.2f}×**' if ratio else '—'} | | [{link_text}]({link}) |")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="+", help="JSON-lines files")
-    ap.add_argument("--out", help="append the section to this markdown file (default: print)")
+    ap.add_argument("--results-dir", help="write the section to a new dated file in this directory (bench/results)")
+    ap.add_argument("--index", help="with --results-dir: the markdown file whose index of runs gets a row (BENCHMARKS.md)")
+    ap.add_argument("--out", help="append the section to this markdown file instead")
+    ap.add_argument("--commit", default=None, help="the source tree's commit, e.g. 'abc1234 (with uncommitted changes)'")
+    ap.add_argument("--when", default=None,
+                    help="the section's time, 'YYYY-MM-DD HH:MM' UTC (default: now); for a report written afterwards")
     ap.add_argument("--command", default=None, help="the command that produced the results")
     ap.add_argument("--note", action="append", default=[], help="a line for the notes (repeatable)")
     ap.add_argument("--load", default=None, help="load averages, e.g. 'before 0.1 0.2 0.3; after 1.9 1.5 1.2'")
@@ -264,10 +358,18 @@ def main():
         print("report.py: no result records in " + ", ".join(args.results), file=sys.stderr)
         sys.exit(2)
     m = machine()
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if args.when:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", args.when):
+            ap.error("--when takes 'YYYY-MM-DD HH:MM' (UTC)")
+        now = args.when + " UTC"
+    else:
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if args.index and not args.results_dir:
+        ap.error("--index goes with --results-dir")
     lines, notes, keys, groups = table(recs)
     sec = [f"## Run of {now}", ""]
     sec += [f"- Command: `{args.command}`" if args.command else "- Command: (not given)",
+            f"- Source tree: {args.commit}" if args.commit else "",
             f"- Machine: {m['model']}; {m['cpus']}; {m['memory']} RAM"
             + (f"; {m['hypervisor']} guest" if m['hypervisor'] else "") + f"; Linux {m['kernel']}",
             f"- CPU features of interest: {m['flags']}",
@@ -289,11 +391,46 @@ def main():
         sec += ["Notes:"] + [f"- {n}" for n in args.note] + notes + [""]
     sec += ["<details><summary>Per-figure details and exact peer commands</summary>", ""] + details(keys, groups) + ["", "</details>", ""]
     text = "\n".join(sec)
-    if args.out:
+    if args.results_dir:
+        os.makedirs(args.results_dir, exist_ok=True)
+        path = results_path(args.results_dir, now)
+        back = ""
+        if args.index:
+            rel = os.path.relpath(os.path.abspath(args.index), os.path.dirname(os.path.abspath(path)))
+            back = f"[← {os.path.basename(args.index)}]({rel}) (summary of current figures, index of all runs). "
+        with open(path, "x", encoding="utf-8") as fh:
+            fh.write(back + "This section was written by `bench/report.py`.\n\n" + text + "\n")
+        print(f"report.py: wrote {path}", file=sys.stderr)
+        meds = medians(groups)
+        label = short_machine(m)
+        quick = bool(args.command and "--quick" in args.command)
+        if args.index:
+            link = os.path.relpath(path, os.path.dirname(os.path.abspath(args.index)) or ".")
+            row = index_row(now, label, args.commit, headline(meds), os.path.basename(path), link, quick)
+            try:
+                with open(args.index, encoding="utf-8") as fh:
+                    updated = insert_index_row(fh.read(), row)
+            except OSError:
+                updated = None
+            if updated is None:
+                print(f"report.py: no runs index (a '{INDEX_MARKER}' line above a table) in {args.index}; "
+                      f"add this row to it by hand:\n{row}", file=sys.stderr)
+            else:
+                with open(args.index, "w", encoding="utf-8") as fh:
+                    fh.write(updated)
+                print(f"report.py: added the run to the index of runs in {args.index}", file=sys.stderr)
+        else:
+            link = path
+        print("report.py: REMINDER: if this run is the new reference, update the \"Current figures\" tables of "
+              "BENCHMARKS.md by hand (keep or rewrite their caveats); this run's medians, as rows for them:",
+              file=sys.stderr)
+        for row in summary_rows(keys, meds, groups, label, now[:10], now[11:16] + " run", link):
+            print(row, file=sys.stderr)
+    elif args.out:
         new = not os.path.exists(args.out)
         with open(args.out, "a", encoding="utf-8") as fh:
             if new:
-                fh.write("# smolt benchmarks\n\nAppended by `bench/run.sh` (see bench/README.md). "
+                fh.write("# smolt benchmarks\n\nWritten by `bench/report.py` (see bench/README.md). "
                          "min / **median** / max over the samples of each figure.\n\n")
             fh.write(text + "\n")
         print(f"appended to {args.out}", file=sys.stderr)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for the whole comparison: smolt vs llama.cpp (inference) and PyTorch+PEFT (LoRA training).
 #
-#   bench/run.sh --data PATH/sroie/train.jsonl [--quick] [--model M.gguf] [--out BENCHMARKS.md]
+#   bench/run.sh --data PATH/sroie/train.jsonl [--quick] [--model M.gguf] [--out FILE.md]
 #                [--only smolt|peers] [--no-build-smolt] [--rounds N] [--note TEXT]
 #
 # (i)   builds/installs the peers if missing (bench/build_llamacpp.sh, bench/pytorch/setup.sh);
@@ -10,7 +10,11 @@
 #       in N rounds, each with its share of the repetitions and steps, alternating which side goes first
 #       (smolt, peers | peers, smolt | ...): a machine whose speed drifts during the run then shifts both
 #       sides of a ratio alike;
-# (iii) appends a markdown section (table, machine, date, this command) to BENCHMARKS.md via bench/report.py.
+# (iii) writes the run's markdown section (table, machine, date, commit, this command) to a new file
+#       bench/results/YYYY-MM-DD-HHMM.md via bench/report.py, adds a row for it to the index of runs in
+#       BENCHMARKS.md, and prints the run's medians as rows for BENCHMARKS.md's "Current figures" tables,
+#       which are kept by hand (update them when the run is the new reference).
+#       --out FILE.md appends the section to FILE.md instead (ad-hoc runs; nothing in the repository changes).
 # Raw JSON lines and logs: bench/.work/results/<UTC time>/.  Nothing else should run on the machine meanwhile:
 # the load average before the run is recorded in the report.
 #
@@ -27,7 +31,7 @@ cmdline="bench/run.sh$(printf " %q" "$@")"
 
 model=${SMOLT_BENCH_MODEL:-$HOME/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf}
 data=${SMOLT_BENCH_DATA:-}
-out=$root/BENCHMARKS.md
+out=
 quick=0; only=all; build_smolt=1; notes=(); rounds=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -153,5 +157,17 @@ done
 [ $quick = 1 ] && notes+=(--note "--quick run: few steps/repetitions; a smoke test more than a measurement")
 [ "$rounds" -gt 1 ] && notes+=(--note "$rounds rounds, smolt and the peers in alternating order (smolt first in odd rounds, the peers first in even ones); each figure pools its samples over the rounds")
 load_end=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
-python3 "$here/report.py" "$results" --out "$out" --command "$cmdline" --load "before $load; after $load_end" "${notes[@]}"
+# The source tree's commit (the smolt binary is built from it unless --no-build-smolt).
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "unknown")
+if [ "$commit" != unknown ] && [ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+  commit="$commit (with uncommitted changes)"
+fi
+[ $build_smolt = 0 ] && commit="$commit, binary not rebuilt (--no-build-smolt)"
+if [ -n "$out" ]; then
+  dest=(--out "$out")
+else
+  dest=(--results-dir "$root/bench/results" --index "$root/BENCHMARKS.md")
+fi
+python3 "$here/report.py" "$results" "${dest[@]}" --command "$cmdline" --commit "$commit" \
+  --load "before $load; after $load_end" "${notes[@]}"
 echo "run.sh: done; raw results in $results" >&2
