@@ -2,7 +2,7 @@
 //!
 //! The flow: [`Evaluator::add`] each model output with its truth (and optional input and timing)
 //! → [`Evaluator::finish`] gives an [`EvalReport`] → [`EvalReport::write_dir`] writes
-//! `eval.json`, `report.html` and `report.txt`; [`compare`] sets two reports side by side.
+//! `eval.json`, `report.html` and `report.txt`; [`compare()`] sets two reports side by side.
 //!
 //! Scoring rules, in one place:
 //! - Output that does not parse as JSON is invalid: every field counts as missing, and the raw

@@ -314,8 +314,8 @@ pub(crate) fn dot3_f64<F: Float>(a: &[F], b: &[F], c: &[F]) -> f64 {
 }
 
 crate::simd::multiversion! {
-/// [`dot`] compiled for the CPU's widest vectors: for callers outside the multiversioned
-/// kernels (a row's `do·o` in the attention backward).
+/// `dot` (this module's portable dot product) compiled for the CPU's widest vectors: for
+/// callers outside the multiversioned kernels (a row's `do·o` in the attention backward).
 pub fn dot_product<F: Float>(a: &[F], b: &[F]) -> F {
     assert_eq!(a.len(), b.len(), "dot product of slices of different lengths");
     dot(a, b)

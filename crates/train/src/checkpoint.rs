@@ -3,7 +3,7 @@
 //! One safetensors file per checkpoint (`checkpoints/step-000050.safetensors`) holding the
 //! parameters (`param/NAME`), the AdamW moments (`adam_m/NAME`, `adam_v/NAME`) and, in the
 //! header metadata, a JSON [`CheckpointMeta`]. A single file written with
-//! [`crate::io::write_atomic`] is complete or absent, so there is no
+//! [`smolt_lora::io::write_atomic`] is complete or absent, so there is no
 //! "half a checkpoint" state to recover from; leftover `*.tmp` files from a crash are deleted.
 
 use std::collections::HashMap;
