@@ -8,10 +8,10 @@ mod generate;
 mod sampler;
 
 mod answer;
-mod constrained;
+mod model_logits;
 pub use answer::{answer, answer_in, Answer, Ending};
-pub use constrained::ModelLogits;
 pub use generate::{
     generate, generate_in, GenerateOptions, Generation, StopReason, DEFAULT_DRAFT_TOKENS,
 };
+pub use model_logits::ModelLogits;
 pub use sampler::{argmax, Sampler, SamplingParams};
