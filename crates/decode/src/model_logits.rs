@@ -1,7 +1,10 @@
-//! The model as a logit source for constrained decoding (smolt-constrain drives the loop:
-//! masks, forced-token batching, truncation detection).
+//! The model as a logit source for constrained decoding ([`crate::generate_constrained`]
+//! drives the loop: masks, forced-token batching, truncation detection).
 
+use smolt_constrain::TokenMask;
 use smolt_model::{KvCache, Logits, Model};
+
+use crate::constrained::LogitsSource;
 
 /// A model and its KV cache: each `forward` feeds the new tokens and returns the logits of
 /// the last one.
@@ -37,7 +40,7 @@ impl<'a> ModelLogits<'a> {
 /// half the subset always wins; one eighth leaves margin for the gather's scattered reads.
 const SUBSET_HEAD_FRACTION: usize = 8;
 
-impl smolt_constrain::LogitsSource for ModelLogits<'_> {
+impl LogitsSource for ModelLogits<'_> {
     fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
         Ok(self.model.forward(tokens, &mut self.cache, Logits::Last)?)
     }
@@ -45,11 +48,7 @@ impl smolt_constrain::LogitsSource for ModelLogits<'_> {
     /// Inside a number, a date pattern or an enum the grammar allows a handful of tokens, and
     /// the 262k-row tied head is most of a decode step's memory traffic: score only those
     /// rows then (bit-identical values, see `Model::lm_head_rows`).
-    fn forward_masked(
-        &mut self,
-        tokens: &[u32],
-        allowed: &smolt_constrain::TokenMask,
-    ) -> anyhow::Result<Vec<f32>> {
+    fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
         if tokens.is_empty() {
             let mut logits = self.forward(tokens)?;
             allowed.apply(&mut logits);
@@ -75,11 +74,7 @@ impl smolt_constrain::LogitsSource for ModelLogits<'_> {
 
     /// One position's head, as `forward_masked` would compute it for that hidden state:
     /// only the allowed rows when few are allowed.
-    fn verify_logits(
-        &mut self,
-        i: usize,
-        allowed: &smolt_constrain::TokenMask,
-    ) -> anyhow::Result<Vec<f32>> {
+    fn verify_logits(&mut self, i: usize, allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
         let d = self.model.spec.d_model;
         anyhow::ensure!((i + 1) * d <= self.pending.len(), "no kept position {i}");
         let h = &self.pending[i * d..(i + 1) * d];
@@ -98,12 +93,7 @@ impl smolt_constrain::LogitsSource for ModelLogits<'_> {
 
 /// The head on one final hidden state with `allowed` applied: only the allowed rows when few
 /// are and `subset` permits (`-inf` everywhere else), else the full head, then the mask.
-fn head_masked(
-    model: &Model,
-    subset: bool,
-    hidden: &[f32],
-    allowed: &smolt_constrain::TokenMask,
-) -> Vec<f32> {
+fn head_masked(model: &Model, subset: bool, hidden: &[f32], allowed: &TokenMask) -> Vec<f32> {
     let vocab = model.spec.vocab_size;
     if !subset || allowed.num_allowed() * SUBSET_HEAD_FRACTION > vocab {
         let mut logits = model.lm_head(hidden);

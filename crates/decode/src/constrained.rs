@@ -1,13 +1,13 @@
-//! The constrained decode loop, generic over where logits come from.
+//! The constrained decode loop, generic over where logits come from: smolt-constrain says
+//! which tokens may come next, this loop asks the model and picks among them.
 
 use std::time::Instant;
 
-use crate::constraint::{ConstraintState, TokenMask};
-use crate::error::{ConstrainError, Result};
+use smolt_constrain::{ConstrainError, ConstraintState, Result, TokenMask};
 
-/// A model with its KV cache, seen from the decode loop. smolt-decode implements it for
-/// `Model` + `KvCache`; tests can script it. Keeping the model behind this trait is what lets
-/// smolt-decode depend on this crate and not the other way round.
+/// A model with its KV cache, seen from the decode loop. `ModelLogits` implements it for
+/// `Model` + `KvCache`; tests can script it, so the loop's rules (masks, forced tokens,
+/// truncation, speculation) are checked without running a model.
 pub trait LogitsSource {
     /// Feeds `tokens` after everything fed before (one batched forward pass) and returns the
     /// logits of the last of them, one per vocabulary entry.
@@ -177,9 +177,10 @@ pub fn greedy(logits: &[f32]) -> u32 {
 /// yet) under `state`'s constraint.
 ///
 /// Each step masks the logits (disallowed = `-inf`) and asks `sample` for a token, so any
-/// sampler works: [`greedy`], or smolt-decode's `Sampler::sample`. Tokens the grammar forces
-/// are committed without sampling and fed with the sampled token before them (or with the
-/// prompt) as one batch. The last output token is never fed: nothing needs its logits.
+/// sampler works: [`greedy`], or [`Sampler::sample`](crate::Sampler::sample). Tokens the
+/// grammar forces are committed without sampling and fed with the sampled token before them
+/// (or with the prompt) as one batch. The last output token is never fed: nothing needs its
+/// logits.
 pub fn generate_constrained(
     source: &mut impl LogitsSource,
     prompt: &[u32],
