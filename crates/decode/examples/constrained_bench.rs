@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release -p smolt-decode --example constrained_bench [-- N_SCHEMAS [THREADS]]
 //! ```
-//! Schemas and prompts: smolt-constrain's `tests/schemas/` (18) and `tests/prompts.json`, the
+//! Schemas and prompts: this crate's `tests/schemas/` (18) and `tests/prompts.json`, the
 //! first prompt of each; model from SMOLT_MODEL (default: the cached Gemma 3 270M).
 //! Five runs per schema: constrained with 6 n-gram drafts checked per pass (forced tokens
 //! batched, only allowed head rows scored when few are), the same without drafts (as smolt
@@ -17,10 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smolt_constrain::{
-    generate_constrained, greedy, ConstraintEngine, ConstraintSpec, GenerateLimits,
-};
-use smolt_decode::ModelLogits;
+use smolt_constrain::{ConstraintEngine, ConstraintSpec};
+use smolt_decode::{generate_constrained, greedy, GenerateLimits, ModelLogits};
 use smolt_model::{Logits, Model, Precision};
 
 /// Draft tokens per step in the speculative run.
@@ -56,7 +54,7 @@ fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../constrain/tests");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let prompts: std::collections::BTreeMap<String, Vec<String>> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("prompts.json"))?)?;
 

@@ -1,10 +1,13 @@
 //! One answer to one prompt, free or under a constraint: the call every front end (eval,
 //! `generate --prompts`, the server) makes, so "constrained or not" is decided in one place.
 
-use smolt_constrain::{Constraint, Finish, GenerateLimits, GenerationStats};
+use smolt_constrain::Constraint;
 use smolt_model::{KvCache, Model};
 
-use crate::{generate_in, GenerateOptions, ModelLogits, Sampler, StopReason};
+use crate::{
+    generate_constrained, generate_in, Finish, GenerateLimits, GenerateOptions, GenerationStats,
+    ModelLogits, Sampler, StopReason,
+};
 
 /// How an answer ended, in the terms a caller reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +77,7 @@ pub fn answer_in(
             } else {
                 0
             };
-            let out = smolt_constrain::generate_constrained(
+            let out = generate_constrained(
                 &mut source,
                 prompt,
                 &mut state,

@@ -1,124 +1,377 @@
-//! The model as a logit source for constrained decoding (smolt-constrain drives the loop:
-//! masks, forced-token batching, truncation detection).
+//! The constrained decode loop, generic over where logits come from: smolt-constrain says
+//! which tokens may come next, this loop asks the model and picks among them.
 
-use smolt_model::{KvCache, Logits, Model};
+use std::time::Instant;
 
-/// A model and its KV cache: each `forward` feeds the new tokens and returns the logits of
-/// the last one.
-pub struct ModelLogits<'a> {
-    pub model: &'a Model,
-    pub cache: KvCache,
-    /// Score only the allowed head rows when few are allowed (on by default; off only to
-    /// measure what it saves — the values are the same either way).
-    pub subset_head: bool,
-    /// Final hidden states kept by `feed_for_verify`, `(n, d_model)`.
-    pending: Vec<f32>,
-}
+use smolt_constrain::{ConstrainError, ConstraintState, Result, TokenMask};
 
-impl<'a> ModelLogits<'a> {
-    /// A fresh cache for one sequence.
-    pub fn new(model: &'a Model) -> Self {
-        Self::with_cache(model, model.new_cache())
-    }
+/// A model with its KV cache, seen from the decode loop. `ModelLogits` implements it for
+/// `Model` + `KvCache`; tests can script it, so the loop's rules (masks, forced tokens,
+/// truncation, speculation) are checked without running a model.
+pub trait LogitsSource {
+    /// Feeds `tokens` after everything fed before (one batched forward pass) and returns the
+    /// logits of the last of them, one per vocabulary entry.
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>>;
 
-    /// Continuing from `cache` (it holds a prefix already run through the model).
-    pub fn with_cache(model: &'a Model, cache: KvCache) -> Self {
-        ModelLogits {
-            model,
-            cache,
-            subset_head: true,
-            pending: Vec::new(),
-        }
-    }
-}
-
-/// Score only the allowed head rows when at most this share of the vocabulary is allowed.
-/// Gathering a row costs about as much as scoring it, so below the break-even point of one
-/// half the subset always wins; one eighth leaves margin for the gather's scattered reads.
-const SUBSET_HEAD_FRACTION: usize = 8;
-
-impl smolt_constrain::LogitsSource for ModelLogits<'_> {
-    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
-        Ok(self.model.forward(tokens, &mut self.cache, Logits::Last)?)
-    }
-
-    /// Inside a number, a date pattern or an enum the grammar allows a handful of tokens, and
-    /// the 262k-row tied head is most of a decode step's memory traffic: score only those
-    /// rows then (bit-identical values, see `Model::lm_head_rows`).
-    fn forward_masked(
-        &mut self,
-        tokens: &[u32],
-        allowed: &smolt_constrain::TokenMask,
-    ) -> anyhow::Result<Vec<f32>> {
-        if tokens.is_empty() {
-            let mut logits = self.forward(tokens)?;
-            allowed.apply(&mut logits);
-            return Ok(logits);
-        }
-        let hidden = self.model.forward_hidden(tokens, &mut self.cache)?;
-        let last = &hidden[hidden.len() - self.model.spec.d_model..];
-        Ok(head_masked(self.model, self.subset_head, last, allowed))
-    }
-
-    /// Speculative verification: one body pass over `tokens`, the final hidden states of the
-    /// last `n` kept; the head then runs per position, only as far as the drafts hold.
-    fn feed_for_verify(&mut self, tokens: &[u32], n: usize) -> anyhow::Result<bool> {
-        anyhow::ensure!(
-            n <= tokens.len(),
-            "more positions to verify than tokens fed"
-        );
-        let d = self.model.spec.d_model;
-        let hidden = self.model.forward_hidden(tokens, &mut self.cache)?;
-        self.pending = hidden[hidden.len() - n * d..].to_vec();
-        Ok(true)
-    }
-
-    /// One position's head, as `forward_masked` would compute it for that hidden state:
-    /// only the allowed rows when few are allowed.
-    fn verify_logits(
-        &mut self,
-        i: usize,
-        allowed: &smolt_constrain::TokenMask,
-    ) -> anyhow::Result<Vec<f32>> {
-        let d = self.model.spec.d_model;
-        anyhow::ensure!((i + 1) * d <= self.pending.len(), "no kept position {i}");
-        let h = &self.pending[i * d..(i + 1) * d];
-        Ok(head_masked(self.model, self.subset_head, h, allowed))
-    }
-
-    fn discard(&mut self, n: usize) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            n <= self.cache.len(),
-            "discarding more tokens than were fed"
-        );
-        self.cache.truncate(self.cache.len() - n);
-        Ok(())
-    }
-}
-
-/// The head on one final hidden state with `allowed` applied: only the allowed rows when few
-/// are and `subset` permits (`-inf` everywhere else), else the full head, then the mask.
-fn head_masked(
-    model: &Model,
-    subset: bool,
-    hidden: &[f32],
-    allowed: &smolt_constrain::TokenMask,
-) -> Vec<f32> {
-    let vocab = model.spec.vocab_size;
-    if !subset || allowed.num_allowed() * SUBSET_HEAD_FRACTION > vocab {
-        let mut logits = model.lm_head(hidden);
+    /// [`forward`](Self::forward) for a step whose next token must be in `allowed`: returns
+    /// the logits with every disallowed entry at `-inf`. A source may skip computing the
+    /// disallowed entries (the model scores only the allowed rows of its head when they are
+    /// few); the allowed values must be exactly what `forward` gives.
+    fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        let mut logits = self.forward(tokens)?;
         allowed.apply(&mut logits);
-        return logits;
+        Ok(logits)
     }
-    let ids: Vec<u32> = allowed
-        .allowed()
-        .into_iter()
-        .filter(|&id| (id as usize) < vocab)
-        .collect();
-    let values = model.lm_head_rows(hidden, &ids);
-    let mut logits = vec![f32::NEG_INFINITY; vocab];
-    for (&id, v) in ids.iter().zip(values) {
-        logits[id as usize] = v;
+
+    /// Speculative decoding, step 1: feeds `tokens` in one pass and keeps what it takes to
+    /// produce the logits at the last `n` of them later, one position at a time
+    /// ([`verify_logits`](Self::verify_logits)), so that positions after a rejected draft
+    /// cost nothing more. `false` (the default) means this source cannot: nothing was fed and
+    /// the loop never speculates.
+    fn feed_for_verify(&mut self, _tokens: &[u32], _n: usize) -> anyhow::Result<bool> {
+        Ok(false)
     }
-    logits
+
+    /// Speculative decoding, step 2: the logits at kept position `i` (0 = the first of the last
+    /// `n` fed), with `allowed` applied as [`forward_masked`](Self::forward_masked) does.
+    fn verify_logits(&mut self, _i: usize, _allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        anyhow::bail!("this logits source cannot verify drafts")
+    }
+
+    /// Forgets the last `n` fed tokens (rejected drafts), as if they had never been fed.
+    fn discard(&mut self, _n: usize) -> anyhow::Result<()> {
+        anyhow::bail!("this logits source cannot discard fed tokens")
+    }
+}
+
+impl<T: LogitsSource + ?Sized> LogitsSource for &mut T {
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        (**self).forward(tokens)
+    }
+    fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        (**self).forward_masked(tokens, allowed)
+    }
+    fn feed_for_verify(&mut self, tokens: &[u32], n: usize) -> anyhow::Result<bool> {
+        (**self).feed_for_verify(tokens, n)
+    }
+    fn verify_logits(&mut self, i: usize, allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        (**self).verify_logits(i, allowed)
+    }
+    fn discard(&mut self, n: usize) -> anyhow::Result<()> {
+        (**self).discard(n)
+    }
+}
+
+impl<T: LogitsSource + ?Sized> LogitsSource for Box<T> {
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        (**self).forward(tokens)
+    }
+    fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        (**self).forward_masked(tokens, allowed)
+    }
+    fn feed_for_verify(&mut self, tokens: &[u32], n: usize) -> anyhow::Result<bool> {
+        (**self).feed_for_verify(tokens, n)
+    }
+    fn verify_logits(&mut self, i: usize, allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        (**self).verify_logits(i, allowed)
+    }
+    fn discard(&mut self, n: usize) -> anyhow::Result<()> {
+        (**self).discard(n)
+    }
+}
+
+/// How long to go on and whether to batch forced tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenerateLimits {
+    /// At most this many output tokens (forced ones included, the end token excluded).
+    pub max_tokens: usize,
+    /// Feed grammar-forced tokens together with the sampled token before them in one forward
+    /// pass. Off only to measure what batching saves: the greedy output is the same.
+    pub batch_forced: bool,
+    /// Speculative decoding: up to this many draft tokens per step, proposed by n-gram lookup
+    /// in the prompt and output so far and checked in the same forward pass (0: off). Only
+    /// for greedy sampling: a draft is kept when it is what `sample` picks at its position,
+    /// which keeps the output greedy's only if `sample` is deterministic.
+    pub speculate: usize,
+}
+
+impl GenerateLimits {
+    pub fn new(max_tokens: usize) -> GenerateLimits {
+        GenerateLimits {
+            max_tokens,
+            batch_forced: true,
+            speculate: 0,
+        }
+    }
+
+    /// The same limits with speculative decoding of up to `drafts` tokens per step.
+    pub fn with_speculation(self, drafts: usize) -> GenerateLimits {
+        GenerateLimits {
+            speculate: drafts,
+            ..self
+        }
+    }
+}
+
+/// Why constrained generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// The grammar reached its end (e.g. a JSON value's closing bracket): nothing else could
+    /// follow, so no end token was sampled.
+    GrammarEnd,
+    /// The model chose this end token where the output was complete (it is not in the ids).
+    EndToken(u32),
+    /// The token limit hit where the output happens to be complete (a number, a regex that
+    /// could go on); valid, but the model might have continued.
+    LimitAccepting,
+    /// The token limit hit inside an unfinished output: it is NOT valid and must not be
+    /// treated as such.
+    Truncated,
+}
+
+impl Finish {
+    /// Whether the output is a complete match of the constraint.
+    pub fn is_complete(self) -> bool {
+        self != Finish::Truncated
+    }
+}
+
+/// Counters for one generation; the numbers the mask benchmark reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GenerationStats {
+    /// Forward passes, the prompt's included.
+    pub forward_passes: usize,
+    /// Output tokens the grammar forced, committed without sampling.
+    pub forced_tokens: usize,
+    /// Forward passes avoided by feeding forced tokens in the batch of the token before them
+    /// (each would otherwise have cost its own pass).
+    pub passes_saved: usize,
+    /// Time to compute each sampled step's mask, in nanoseconds.
+    pub mask_nanos: Vec<u64>,
+    /// Draft tokens checked by speculative steps, and how many of them the model agreed with
+    /// (each accepted one is a forward pass saved).
+    pub drafted: usize,
+    pub drafts_accepted: usize,
+}
+
+/// Output ids (without the prompt and the end token), why generation stopped, and counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConstrainedOutput {
+    pub ids: Vec<u32>,
+    pub finish: Finish,
+    pub stats: GenerationStats,
+}
+
+/// Argmax: a `sample` function for greedy decoding (lowest id on a tie).
+pub fn greedy(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Generates from `prompt` (ids, BOS included if the model wants one; nothing fed to `source`
+/// yet) under `state`'s constraint.
+///
+/// Each step masks the logits (disallowed = `-inf`) and asks `sample` for a token, so any
+/// sampler works: [`greedy`], or [`Sampler::sample`](crate::Sampler::sample). Tokens the
+/// grammar forces are committed without sampling and fed with the sampled token before them
+/// (or with the prompt) as one batch. The last output token is never fed: nothing needs its
+/// logits.
+pub fn generate_constrained(
+    source: &mut impl LogitsSource,
+    prompt: &[u32],
+    state: &mut ConstraintState,
+    limits: GenerateLimits,
+    mut sample: impl FnMut(&[f32]) -> u32,
+) -> Result<ConstrainedOutput> {
+    // The prompt and the output so far in one vector (n-gram drafts search both); the output
+    // is what follows the prompt.
+    let p = prompt.len();
+    let mut seq: Vec<u32> = prompt.to_vec();
+    let mut stats = GenerationStats::default();
+    let mut feed: Vec<u32> = prompt.to_vec();
+    let finish = loop {
+        if limits.batch_forced && !state.is_finished() && seq.len() - p < limits.max_tokens {
+            let mut forced = state.forced_tokens();
+            forced.truncate(limits.max_tokens + p - seq.len());
+            if !forced.is_empty() {
+                state.commit_forced(&forced)?;
+                stats.forced_tokens += forced.len();
+                stats.passes_saved += forced.len();
+                seq.extend_from_slice(&forced);
+                feed.extend_from_slice(&forced);
+            }
+        }
+        if state.is_finished() {
+            break Finish::GrammarEnd;
+        }
+        if seq.len() - p >= limits.max_tokens {
+            break if state.is_accepting() {
+                Finish::LimitAccepting
+            } else {
+                Finish::Truncated
+            };
+        }
+        // The mask depends only on what is committed, so it is known before the forward
+        // pass: the source can then skip the head rows it forbids.
+        let t0 = Instant::now();
+        let mask = state.mask()?;
+        stats.mask_nanos.push(t0.elapsed().as_nanos() as u64);
+        if mask.num_allowed() == 0 {
+            return Err(ConstrainError::Engine(format!(
+                "no token is allowed after {} output tokens{}",
+                seq.len() - p,
+                state.error().map(|e| format!(": {e}")).unwrap_or_default()
+            )));
+        }
+        let room = limits.max_tokens + p - seq.len() - 1;
+        let (accepted, token) = match limits.speculate.min(room) {
+            0 => (0, None),
+            k => speculate(
+                source,
+                &seq,
+                &mut feed,
+                state,
+                k,
+                limits.batch_forced,
+                &mut stats,
+                &mut sample,
+            )?,
+        };
+        if accepted > 0 {
+            seq.extend_from_slice(&feed[feed.len() - accepted..]);
+            if token.is_none() {
+                // The drafts finished the grammar or reached tokens it forces: nothing to
+                // pick here; the top of the loop takes it from there.
+                feed.clear();
+                continue;
+            }
+        }
+        let token = match token {
+            Some(t) => t,
+            None => {
+                let mask = state.mask()?;
+                let logits = source
+                    .forward_masked(&feed, mask)
+                    .map_err(ConstrainError::Forward)?;
+                stats.forward_passes += 1;
+                if logits.is_empty() {
+                    return Err(ConstrainError::Engine(
+                        "the model returned no logits (empty prompt?)".into(),
+                    ));
+                }
+                let token = sample(&logits);
+                if !mask.is_allowed(token) {
+                    return Err(disallowed(token));
+                }
+                token
+            }
+        };
+        feed.clear();
+        state.commit(token)?;
+        if state.end_tokens().contains(&token) {
+            break Finish::EndToken(token);
+        }
+        seq.push(token);
+        feed.push(token);
+    };
+    Ok(ConstrainedOutput {
+        ids: seq.split_off(p),
+        finish,
+        stats,
+    })
+}
+
+fn disallowed(token: u32) -> ConstrainError {
+    ConstrainError::Engine(format!(
+        "the sampler chose token {token}, which the constraint forbids"
+    ))
+}
+
+/// One speculative step, with the mask of the next position computed and at most `k` drafts.
+/// Drafts come from n-gram lookup in `history` (prompt + output), are cut where the grammar would refuse
+/// them or at an end token, and are committed one by one to get the mask of each following
+/// position. One forward pass feeds `feed` + drafts; draft i is kept if `sample` picks it from
+/// its position's logits; the first disagreement's pick (or, all kept, the pick after the last
+/// draft) is returned as the next token, uncommitted — none when the last draft finished the
+/// grammar or is followed by forced tokens. The logits are asked for one position at a time,
+/// so a wrong draft costs its share of the body pass and nothing of the head after it. Rejected drafts are rolled back in the
+/// constraint and discarded from the source. Kept drafts are appended to `feed` (already fed;
+/// the caller moves them to the output). Returns (drafts kept, next token), or (0, None) when
+/// nothing was proposed or the source cannot verify, leaving everything as it was.
+#[allow(clippy::too_many_arguments)]
+fn speculate(
+    source: &mut impl LogitsSource,
+    history: &[u32],
+    feed: &mut Vec<u32>,
+    state: &mut ConstraintState,
+    k: usize,
+    batch_forced: bool,
+    stats: &mut GenerationStats,
+    sample: &mut impl FnMut(&[f32]) -> u32,
+) -> Result<(usize, Option<u32>)> {
+    let mut drafts = crate::ngram::propose(history, k);
+    if let Some(e) = drafts.iter().position(|t| state.end_tokens().contains(t)) {
+        drafts.truncate(e);
+    }
+    drafts.truncate(state.valid_prefix(&drafts));
+    if drafts.is_empty() {
+        return Ok((0, None));
+    }
+    // masks[i]: the mask of the position after drafts[..i] — one more than the drafts, or as
+    // many where the last draft ends the model's say.
+    let mut masks = vec![state.mask()?.clone()];
+    for i in 0..drafts.len() {
+        state.commit(drafts[i])?;
+        // Where the grammar is done, or forces what comes next, the plain loop would not ask
+        // the model: stop drafting there and let the loop commit the forced tokens, so the
+        // output stays exactly what it would have been.
+        if state.is_finished() || (batch_forced && !state.forced_tokens().is_empty()) {
+            drafts.truncate(i + 1);
+            break;
+        }
+        let t0 = Instant::now();
+        masks.push(state.mask()?.clone());
+        stats.mask_nanos.push(t0.elapsed().as_nanos() as u64);
+    }
+    let tokens: Vec<u32> = feed.iter().chain(&drafts).copied().collect();
+    if !source
+        .feed_for_verify(&tokens, drafts.len() + 1)
+        .map_err(ConstrainError::Forward)?
+    {
+        state.rollback(drafts.len())?;
+        return Ok((0, None));
+    }
+    stats.forward_passes += 1;
+    stats.drafted += drafts.len();
+    let mut kept = 0;
+    let mut next = None;
+    for (i, mask) in masks.iter().enumerate() {
+        let logits = source
+            .verify_logits(i, mask)
+            .map_err(ConstrainError::Forward)?;
+        let t = sample(&logits);
+        if !mask.is_allowed(t) {
+            return Err(disallowed(t));
+        }
+        if i < drafts.len() && t == drafts[i] {
+            kept += 1;
+        } else {
+            next = Some(t);
+            break;
+        }
+    }
+    let rejected = drafts.len() - kept;
+    if rejected > 0 {
+        state.rollback(rejected)?;
+        source.discard(rejected).map_err(ConstrainError::Forward)?;
+    }
+    stats.drafts_accepted += kept;
+    feed.clear();
+    feed.extend_from_slice(&drafts[..kept]);
+    Ok((kept, next))
 }

@@ -1,17 +1,50 @@
-//! smolt-decode: turning a [`smolt_model::Model`] into text ids — sampling and the generation
-//! loop (KV cache, batched prefill, streaming callback, stop tokens).
+//! smolt-decode: turning a [`smolt_model::Model`] into text ids — sampling and every decode
+//! loop:
+//! - [`generate`]: the generation loop (KV cache, batched prefill, streaming callback, stop
+//!   tokens).
+//! - [`generate_constrained`]: the decode loop under a smolt-constrain
+//!   [`ConstraintState`](smolt_constrain::ConstraintState), over any [`LogitsSource`]
+//!   ([`ModelLogits`] for the model), feeding forced tokens in one forward pass and telling
+//!   complete output from truncated; [`ngram`] proposes its speculative drafts.
+//! - [`answer`]: one answer to one prompt, free or constrained.
 //!
 //! Token ids in, token ids out: tokenizing the prompt and detokenizing the stream belong to
 //! `smolt-tokenizer`, so this crate is usable with any vocabulary.
-
-mod generate;
-mod sampler;
+//!
+//! Constrained, per sequence: [`Constraint::start`](smolt_constrain::Constraint::start), then
+//! [`generate_constrained`]; report [`Finish::Truncated`] as an error (the output is
+//! incomplete, never valid JSON).
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let tokenizer: std::sync::Arc<smolt_tokenizer::Tokenizer> = todo!();
+//! # let mut model: Box<dyn smolt_decode::LogitsSource> = todo!();
+//! # let prompt: Vec<u32> = vec![];
+//! use smolt_constrain::{ConstraintEngine, ConstraintSpec};
+//! use smolt_decode::{generate_constrained, GenerateLimits};
+//! let engine = ConstraintEngine::new(tokenizer)?;
+//! let constraint = engine.compile(&ConstraintSpec::json_schema_file("receipt.json")?)?;
+//! let mut state = constraint.start();
+//! let out = generate_constrained(&mut model, &prompt, &mut state, GenerateLimits::new(128),
+//!     |logits| smolt_decode::greedy(logits))?;
+//! assert!(out.finish.is_complete());
+//! # Ok(()) }
+//! ```
 
 mod answer;
 mod constrained;
+mod generate;
+mod model_logits;
+pub mod ngram;
+mod sampler;
+
 pub use answer::{answer, answer_in, Answer, Ending};
-pub use constrained::ModelLogits;
+pub use constrained::{
+    generate_constrained, greedy, ConstrainedOutput, Finish, GenerateLimits, GenerationStats,
+    LogitsSource,
+};
 pub use generate::{
     generate, generate_in, GenerateOptions, Generation, StopReason, DEFAULT_DRAFT_TOKENS,
 };
+pub use model_logits::ModelLogits;
 pub use sampler::{argmax, Sampler, SamplingParams};

@@ -51,7 +51,7 @@ fn greedy_fast_continues_like_llama_cpp_and_knows_gemmas_stop_tokens() {
 /// The full head, always: what `ModelLogits` computes without the grammar-aware shortcut.
 struct FullHead<'a>(smolt_decode::ModelLogits<'a>);
 
-impl smolt_constrain::LogitsSource for FullHead<'_> {
+impl smolt_decode::LogitsSource for FullHead<'_> {
     fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
         self.0.forward(tokens)
     }
@@ -63,7 +63,7 @@ struct Counting<'a> {
     small: usize,
 }
 
-impl smolt_constrain::LogitsSource for Counting<'_> {
+impl smolt_decode::LogitsSource for Counting<'_> {
     fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
         self.inner.forward(tokens)
     }
@@ -82,7 +82,8 @@ impl smolt_constrain::LogitsSource for Counting<'_> {
 /// masks are small (numbers, enums, patterns) and large (free strings).
 #[test]
 fn grammar_aware_head_gives_the_same_constrained_output() {
-    use smolt_constrain::{generate_constrained, greedy, ConstraintSpec};
+    use smolt_constrain::ConstraintSpec;
+    use smolt_decode::{generate_constrained, greedy};
     let (model, tok, engine) = real_setup();
     let schema = serde_json::json!({
         "type": "object", "additionalProperties": false,
@@ -103,7 +104,7 @@ fn grammar_aware_head_gives_the_same_constrained_output() {
     let mut small = 0;
     for p in prompts {
         let ids = tok.encode(p, true, true);
-        let limits = smolt_constrain::GenerateLimits::new(80);
+        let limits = smolt_decode::GenerateLimits::new(80);
         let mut fast = Counting {
             inner: smolt_decode::ModelLogits::new(&model),
             small: 0,
@@ -171,10 +172,10 @@ fn answer_reports_how_each_answer_ended() {
 
 /// N-gram drafts checked in one pass save forward passes on extraction (the answer copies
 /// the input). That the loop keeps greedy's choices exactly is checked with a scripted model
-/// (smolt-constrain's decode_loop tests); here the batched pass's own arithmetic differs from
-/// one-token passes (activations are rounded to int8 per block, so last-bit differences can
-/// flip a rounding and move logits by ~1%), which can flip a near tie, so the check is that
-/// the answer is right, not that it equals the one-token answer bit for bit.
+/// (`tests/constrained.rs`); here the batched pass's own arithmetic differs from one-token
+/// passes (activations are rounded to int8 per block, so last-bit differences can flip a
+/// rounding and move logits by ~1%), which can flip a near tie, so the check is that the
+/// answer is right, not that it equals the one-token answer bit for bit.
 #[test]
 fn drafts_save_passes_and_keep_the_answer() {
     use smolt_constrain::ConstraintSpec;

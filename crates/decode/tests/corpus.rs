@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use smolt_constrain::{generate_constrained, greedy, ConstraintSpec, Finish, GenerateLimits};
+use smolt_constrain::ConstraintSpec;
+use smolt_decode::{generate_constrained, greedy, Finish, GenerateLimits, ModelLogits};
 use smolt_model::{Model, Precision};
 
 const MAX_TOKENS: usize = 160;
@@ -66,7 +67,7 @@ fn every_output_validates() {
             let prompt = tok.encode(&prompt_text(schema, text), true, false);
             for temperature in [0.0f32, 1.0] {
                 let mut state = constraint.start();
-                let mut src = common::ModelSource::new(&model);
+                let mut src = ModelLogits::new(&model);
                 let mut sampler = common::TempSampler::new(temperature.max(1e-3), 1000 + i as u64);
                 let out = generate_constrained(
                     &mut src,

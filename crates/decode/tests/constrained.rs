@@ -3,9 +3,8 @@
 
 mod common;
 
-use smolt_constrain::{
-    generate_constrained, greedy, ConstraintSpec, Finish, GenerateLimits, LogitsSource,
-};
+use smolt_constrain::ConstraintSpec;
+use smolt_decode::{generate_constrained, greedy, Finish, GenerateLimits, LogitsSource};
 
 /// Prefers tokens in the order given (earlier = higher logit), everything else lower, and
 /// records each batch it is fed.
@@ -43,7 +42,7 @@ fn run(
     spec: ConstraintSpec,
     src: &mut Scripted,
     limits: GenerateLimits,
-) -> smolt_constrain::ConstrainedOutput {
+) -> smolt_decode::ConstrainedOutput {
     let c = common::engine().compile(&spec).unwrap();
     let mut st = c.start();
     generate_constrained(src, &[2], &mut st, limits, greedy).unwrap()
@@ -136,32 +135,6 @@ fn forced_tokens_ride_in_one_batch_and_change_nothing() {
         out1.stats.forward_passes,
         out.stats.forward_passes + out.stats.passes_saved
     );
-}
-
-#[test]
-fn masks_hold_end_tokens_only_where_complete() {
-    let eng = common::engine();
-    let c = eng
-        .compile(&ConstraintSpec::JsonSchema(
-            serde_json::json!({"type": "boolean"}),
-        ))
-        .unwrap();
-    let mut st = c.start();
-    let m = st.mask().unwrap();
-    assert!(!m.is_allowed(1) && !m.is_allowed(106));
-    assert!(m.num_allowed() > 1);
-    let t = common::tokenizer().encode("true", false, false);
-    st.commit_forced(&t).unwrap();
-    assert!(st.is_finished() && st.is_accepting());
-    let m = st.mask().unwrap();
-    assert_eq!(m.allowed(), vec![1, 106]);
-    let mut logits = vec![0.5f32; m.as_words().len() * 32 + 7];
-    m.apply(&mut logits);
-    assert_eq!(logits.iter().filter(|l| l.is_finite()).count(), 2);
-    assert_eq!(m.argmax(&[0.0; 200]), Some(1));
-    st.commit(106).unwrap();
-    assert!(st.is_finished());
-    assert!(st.commit(5).is_err());
 }
 
 /// A toy model whose next token depends on everything fed so far, and which mostly copies:
