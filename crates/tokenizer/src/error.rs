@@ -8,10 +8,15 @@ pub enum TokenizerError {
     #[error("tokenizer metadata: {0}")]
     Gguf(#[from] smolt_gguf::Error),
     #[error(
-        "tokenizer.ggml.model is `{0}`; smolt-tokenizer implements the SentencePiece-style \
-         `llama` vocabulary only"
+        "tokenizer.ggml.model is `{0}`; smolt-tokenizer implements `llama` (SentencePiece-style) \
+         and `gpt2` (byte-level BPE) vocabularies"
     )]
     UnsupportedModel(String),
+    #[error(
+        "tokenizer.ggml.pre is `{pre}`, a pre-tokenizer smolt-tokenizer does not implement \
+         (it implements: {supported})"
+    )]
+    UnsupportedPre { pre: String, supported: String },
     #[error("the vocabulary has no tokens")]
     EmptyVocab,
     #[error("the vocabulary has {0} tokens, more than a u32 id can address")]

