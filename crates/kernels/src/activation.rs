@@ -1,4 +1,5 @@
-//! Gemma's gated MLP activation: `down(gelu_tanh(gate(x)) ⊙ up(x))`.
+//! Gated MLP activations, `down(act(gate(x)) ⊙ up(x))`: GELU-tanh (GEGLU: Gemma) and SiLU
+//! (SwiGLU: Qwen, Llama), each forward beside its backward.
 
 use crate::simd::multiversion;
 use crate::Float;
@@ -36,6 +37,12 @@ fn gelu_tanh_and_grad<F: Float>(x: F) -> (F, F) {
 
 /// `out = gelu_tanh(gate) ⊙ up`; all three are `(T, F)` (any common shape).
 pub fn geglu_forward<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
+    gated_forward(gate, up, out, geglu_forward_chunk);
+}
+
+/// `out = act(gate) ⊙ up` through `chunk` (one activation's kernel), in parallel chunks when
+/// the tensors are large: the shape checks and the split, once for every activation.
+fn gated_forward<F: Float>(gate: &[F], up: &[F], out: &mut [F], chunk: fn(&[F], &[F], &mut [F])) {
     assert_eq!(gate.len(), up.len(), "gate and up differ in shape");
     assert_eq!(out.len(), gate.len(), "out differs in shape from gate");
     const CHUNK: usize = 4096;
@@ -43,9 +50,9 @@ pub fn geglu_forward<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
         out.par_chunks_mut(CHUNK)
             .zip(gate.par_chunks(CHUNK))
             .zip(up.par_chunks(CHUNK))
-            .for_each(|((o, g), u)| geglu_forward_chunk(g, u, o));
+            .for_each(|((o, g), u)| chunk(g, u, o));
     } else {
-        geglu_forward_chunk(gate, up, out);
+        chunk(gate, up, out);
     }
 }
 
@@ -60,10 +67,25 @@ multiversion! {
 /// Backward of [`geglu_forward`]; `dgate` and `dup` ACCUMULATE. From `out = gelu(gate)·up`:
 /// `dgate += dout·up·gelu'(gate)`, `dup += dout·gelu(gate)`.
 pub fn geglu_backward<F: Float>(dout: &[F], gate: &[F], up: &[F], dgate: &mut [F], dup: &mut [F]) {
+    gated_backward(dout, gate, up, dgate, dup, geglu_backward_chunk);
+}
+
+/// One activation's backward kernel: `(dout, gate, up, dgate, dup)`.
+type GatedBackward<F> = fn(&[F], &[F], &[F], &mut [F], &mut [F]);
+
+/// The backward of [`gated_forward`] through `chunk`, split the same way.
+fn gated_backward<F: Float>(
+    dout: &[F],
+    gate: &[F],
+    up: &[F],
+    dgate: &mut [F],
+    dup: &mut [F],
+    chunk: GatedBackward<F>,
+) {
     let n = gate.len();
     assert!(
         up.len() == n && dout.len() == n && dgate.len() == n && dup.len() == n,
-        "geglu_backward: all five tensors must have the same shape"
+        "gated activation backward: all five tensors must have the same shape"
     );
     const CHUNK: usize = 4096;
     if n > PAR_MIN_ELEMS {
@@ -72,9 +94,9 @@ pub fn geglu_backward<F: Float>(dout: &[F], gate: &[F], up: &[F], dgate: &mut [F
             .zip(dup.par_chunks_mut(CHUNK))
             .zip(dout.par_chunks(CHUNK))
             .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-            .for_each(|(((dg, du), d), (g, u))| geglu_backward_chunk(d, g, u, dg, du));
+            .for_each(|(((dg, du), d), (g, u))| chunk(d, g, u, dg, du));
     } else {
-        geglu_backward_chunk(dout, gate, up, dgate, dup);
+        chunk(dout, gate, up, dgate, dup);
     }
 }
 
@@ -82,6 +104,48 @@ multiversion! {
     fn geglu_backward_chunk<F: Float>(dout: &[F], gate: &[F], up: &[F], dgate: &mut [F], dup: &mut [F]) {
         for ((((dg, du), &d), &g), &u) in dgate.iter_mut().zip(dup).zip(dout).zip(gate).zip(up) {
             let (y, dy) = gelu_tanh_and_grad(g);
+            *dg += d * u * dy;
+            *du += d * y;
+        }
+    }
+}
+
+/// `silu(x) = x·σ(x) = x / (1 + e^(−x))`, PyTorch's `F.silu`.
+#[inline(always)]
+pub fn silu<F: Float>(x: F) -> F {
+    x / (F::ONE + (-x).exp())
+}
+
+/// `silu(x)` and its derivative together: with `s = σ(x)`, `silu' = s·(1 + x·(1 − s))`.
+#[inline(always)]
+fn silu_and_grad<F: Float>(x: F) -> (F, F) {
+    let s = F::ONE / (F::ONE + (-x).exp());
+    (x * s, s * (F::ONE + x * (F::ONE - s)))
+}
+
+/// `out = silu(gate) ⊙ up`; all three are `(T, F)` (any common shape).
+pub fn swiglu_forward<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
+    gated_forward(gate, up, out, swiglu_forward_chunk);
+}
+
+multiversion! {
+    fn swiglu_forward_chunk<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = silu(g) * u;
+        }
+    }
+}
+
+/// Backward of [`swiglu_forward`]; `dgate` and `dup` ACCUMULATE. From `out = silu(gate)·up`:
+/// `dgate += dout·up·silu'(gate)`, `dup += dout·silu(gate)`.
+pub fn swiglu_backward<F: Float>(dout: &[F], gate: &[F], up: &[F], dgate: &mut [F], dup: &mut [F]) {
+    gated_backward(dout, gate, up, dgate, dup, swiglu_backward_chunk);
+}
+
+multiversion! {
+    fn swiglu_backward_chunk<F: Float>(dout: &[F], gate: &[F], up: &[F], dgate: &mut [F], dup: &mut [F]) {
+        for ((((dg, du), &d), &g), &u) in dgate.iter_mut().zip(dup).zip(dout).zip(gate).zip(up) {
+            let (y, dy) = silu_and_grad(g);
             *dg += d * u * dy;
             *du += d * y;
         }
@@ -148,6 +212,62 @@ mod tests {
         let loss = |g: &[f64], u: &[f64]| {
             let mut o = vec![0.0; n];
             geglu_forward(g, u, &mut o);
+            contract(&o, &d)
+        };
+        let fg = fd_grad(&g, 1e-5, |gs| loss(gs, &u));
+        let fu = fd_grad(&u, 1e-5, |us| loss(&g, us));
+        let got: Vec<f64> = dg.iter().zip(&dg0).map(|(a, b)| a - b).collect();
+        assert_close(&got, &fg, 1e-8, "dgate");
+        let got: Vec<f64> = du.iter().zip(&du0).map(|(a, b)| a - b).collect();
+        assert_close(&got, &fu, 1e-8, "dup");
+    }
+
+    #[test]
+    fn silu_matches_pytorch_values() {
+        // x / (1 + exp(-x)) evaluated in Python f64, the precision of
+        // F.silu(torch.tensor(x, dtype=torch.float64)).
+        let cases: [(f64, f64); 5] = [
+            (0.0, 0.0),
+            (1.0, 0.7310585786300049),
+            (-1.0, -0.2689414213699951),
+            (4.0, 3.928055160151634),
+            (-6.0, -0.014835738939808647),
+        ];
+        for (x, want) in cases {
+            assert!((silu(x) - want).abs() < 1e-12, "silu({x})");
+            assert!((silu(x as f32) as f64 - want).abs() < 1e-6, "silu_f32({x})");
+        }
+    }
+
+    #[test]
+    fn swiglu_forward_matches_reference() {
+        for n in [1, 100, 50_000] {
+            let g = randn(n, 11);
+            let u = randn(n, 12);
+            let mut o = vec![0.0f32; n];
+            swiglu_forward(&g, &u, &mut o);
+            let want: Vec<f64> = g
+                .iter()
+                .zip(&u)
+                .map(|(&g, &u)| (g as f64) / (1.0 + (-(g as f64)).exp()) * u as f64)
+                .collect();
+            assert_close(&o, &want, 1e-6, "swiglu");
+        }
+    }
+
+    #[test]
+    fn swiglu_backward_matches_finite_differences() {
+        let n = 40;
+        let mut g = randn64(n, 13);
+        g.iter_mut().for_each(|v| *v *= 3.0); // both tails of the sigmoid
+        let u = randn64(n, 14);
+        let d = randn64(n, 15);
+        let (dg0, du0) = (randn64(n, 16), randn64(n, 17));
+        let (mut dg, mut du) = (dg0.clone(), du0.clone());
+        swiglu_backward(&d, &g, &u, &mut dg, &mut du);
+        let loss = |g: &[f64], u: &[f64]| {
+            let mut o = vec![0.0; n];
+            swiglu_forward(g, u, &mut o);
             contract(&o, &d)
         };
         let fg = fd_grad(&g, 1e-5, |gs| loss(gs, &u));

@@ -54,52 +54,14 @@ pub(crate) fn avx512bw() -> bool {
     false
 }
 
-/// AMX-TILE and AMX-BF16 in CPUID, the tile state granted by the kernel
-/// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`) and enabled in XCR0; `SMOLT_AMX=0` turns it off.
-#[cfg(target_arch = "x86_64")]
+/// AMX-BF16 in CPUID and the tile state granted to this process (smolt-quant asks the kernel
+/// once for every crate: `smolt_quant::cpu::amx_tiles_granted`); `SMOLT_AMX=0` turns it off.
 pub(crate) fn amx_bf16() -> bool {
-    use std::arch::x86_64::__cpuid_count;
-    use std::sync::OnceLock;
-
-    static OK: OnceLock<bool> = OnceLock::new();
+    use smolt_quant::cpu;
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(|| {
-        if std::env::var("SMOLT_AMX").is_ok_and(|v| v.trim() == "0") {
-            return false;
-        }
-        if __cpuid_count(0, 0).eax < 7 {
-            return false;
-        }
-        let l7 = __cpuid_count(7, 0);
-        let (bf16, tile) = (l7.edx & (1 << 22) != 0, l7.edx & (1 << 24) != 0);
-        let osxsave = __cpuid_count(1, 0).ecx & (1 << 27) != 0;
-        if !(bf16 && tile && osxsave) {
-            return false;
-        }
-        #[cfg(target_os = "linux")]
-        {
-            use std::arch::{asm, x86_64::_xgetbv};
-            let ret: i64;
-            // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18),
-            // a plain syscall with integer arguments; it only changes this process's
-            // permitted xsave features (clobbers rcx and r11 as syscalls do).
-            unsafe {
-                asm!("syscall", inlateout("rax") 158i64 => ret, in("rdi") 0x1023i64,
-                     in("rsi") 18i64, lateout("rcx") _, lateout("r11") _,
-                     options(nostack));
-            }
-            if ret != 0 {
-                return false;
-            }
-            // SAFETY: OSXSAVE was checked above, so xgetbv is available; reads XCR0.
-            let xcr0 = unsafe { _xgetbv(0) };
-            xcr0 & (3 << 17) == (3 << 17)
-        }
-        #[cfg(not(target_os = "linux"))]
-        false
+        !std::env::var("SMOLT_AMX").is_ok_and(|v| v.trim() == "0")
+            && cpu::amx_cpuid(cpu::AMX_BF16_BIT)
+            && cpu::amx_tiles_granted()
     })
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) fn amx_bf16() -> bool {
-    false
 }

@@ -26,7 +26,9 @@ mod simd;
 #[cfg(test)]
 mod test_util;
 
-pub use activation::{geglu_backward, geglu_forward, gelu_tanh};
+pub use activation::{
+    geglu_backward, geglu_forward, gelu_tanh, silu, swiglu_backward, swiglu_forward,
+};
 pub use adamw::{adamw_step, AdamWHyper};
 pub use attention::{attention_backward, attention_forward};
 pub use cross_entropy::{linear_cross_entropy, linear_cross_entropy_with, ChunkProducts};

@@ -7,6 +7,8 @@ pub enum LoraError {
     Config(String),
     #[error("the adapter does not fit this model: {0}")]
     Mismatch(String),
+    #[error("training is not supported for this model yet: {0}")]
+    Unsupported(String),
     #[error(transparent)]
     Model(#[from] smolt_model::ModelError),
     #[error("token id {id} at position {pos} is outside the vocabulary (size {vocab})")]

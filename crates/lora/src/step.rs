@@ -613,6 +613,7 @@ impl<F: Float> Frozen<'_, F> {
     /// The loss of `seq` under the base plus `adapter` (none: the base alone), forward only,
     /// no dropout.
     pub fn loss(&self, adapter: Option<&LoraAdapter<F>>, seq: &Sequence) -> Result<StepOutput> {
+        check_trainable(&self.spec)?;
         if let Some(ad) = adapter {
             ad.check_matches(&self.spec)?;
         }
@@ -651,6 +652,7 @@ impl<F: Float> Frozen<'_, F> {
         seq: &Sequence,
         opts: &StepOptions,
     ) -> Result<StepOutput> {
+        check_trainable(&self.spec)?;
         adapter.check_matches(&self.spec)?;
         let targets = self.targets(seq)?;
         let n = targets.len();
@@ -732,5 +734,67 @@ impl<F: Float> Frozen<'_, F> {
             n_targets: n,
             loss: loss_sum / norm,
         })
+    }
+}
+/// The training pass is written for Gemma 3's block (GEGLU, no projection biases); a model
+/// whose block differs is refused by name instead of being trained on the wrong function.
+/// (Issue 22: one block for inference and training lifts this.)
+pub fn check_trainable(spec: &smolt_model::ArchSpec) -> Result<()> {
+    let mut differs = Vec::new();
+    if spec.activation != smolt_model::Activation::GeluTanh {
+        differs.push(format!("activation {:?}", spec.activation));
+    }
+    if spec.qkv_bias {
+        differs.push("q/k/v biases".to_string());
+    }
+    if differs.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::LoraError::Unsupported(format!(
+            "{} ({}): the LoRA training pass implements Gemma 3's block only; inference works",
+            spec.arch.name(),
+            differs.join(", ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smolt_model::{Activation, ArchSpec};
+
+    fn gemma_spec() -> ArchSpec {
+        ArchSpec::from_gguf(&smolt_model::testing::tiny_gemma3(1)).unwrap()
+    }
+
+    #[test]
+    fn only_gemmas_block_is_trainable_and_the_refusal_says_why() {
+        check_trainable(&gemma_spec()).unwrap();
+        let qwen_like = ArchSpec {
+            activation: Activation::Silu,
+            qkv_bias: true,
+            ..gemma_spec()
+        };
+        let e = check_trainable(&qwen_like).unwrap_err().to_string();
+        assert!(
+            e.contains("Silu") && e.contains("q/k/v biases") && e.contains("inference works"),
+            "{e}"
+        );
+        // The refusal reaches the step before any arithmetic.
+        let m = smolt_model::Model::from_gguf(
+            smolt_model::testing::tiny_gemma3(1),
+            smolt_model::Precision::F32,
+        )
+        .unwrap();
+        let mut base = crate::Frozen::from_model(&m);
+        base.spec = qwen_like;
+        let seq = Sequence {
+            tokens: &[2, 5, 6],
+            labels: &[-100, 5, 6],
+        };
+        assert!(matches!(
+            base.loss(None, &seq),
+            Err(crate::LoraError::Unsupported(_))
+        ));
     }
 }

@@ -10,6 +10,8 @@ use smolt_gguf::{Gguf, Value};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
     Gemma3,
+    /// Qwen 2 and 2.5: SwiGLU, biases on q/k/v, no q/k norm, pre-norms only.
+    Qwen2,
 }
 
 impl Arch {
@@ -17,6 +19,7 @@ impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Arch::Gemma3 => "gemma3",
+            Arch::Qwen2 => "qwen2",
         }
     }
 }
@@ -26,6 +29,8 @@ impl Arch {
 pub enum Activation {
     /// PyTorch's `gelu(approximate="tanh")`: Gemma.
     GeluTanh,
+    /// `silu(x) = x·σ(x)` (SwiGLU): Qwen, Llama.
+    Silu,
 }
 
 /// What differs between layers: Gemma 3 interleaves sliding-window layers (local RoPE base)
@@ -63,6 +68,8 @@ pub struct ArchSpec {
     pub qk_norm: bool,
     /// RMSNorm on the attention and MLP outputs before they join the residual (Gemma 2/3).
     pub post_norms: bool,
+    /// Biases on the query, key and value projections (Qwen 2).
+    pub qkv_bias: bool,
     pub activation: Activation,
     /// One entry per layer, `len() == n_layers`.
     pub layers: Vec<LayerSpec>,
@@ -93,30 +100,35 @@ impl ArchSpec {
         let arch = g.get_str("general.architecture")?;
         match arch {
             "gemma3" => Self::gemma3(g),
+            "qwen2" => Self::qwen2(g),
             other => Err(ModelError::UnsupportedArch(other.to_string())),
         }
     }
 
-    fn gemma3(g: &Gguf) -> Result<ArchSpec> {
-        let a = Arch::Gemma3.name();
+    /// The shapes every family writes under `{arch}.…`, checked; the family fills in its
+    /// switches and layers.
+    fn common(g: &Gguf, arch: Arch) -> Result<ArchSpec> {
+        let a = arch.name();
         let key = |k: &str| format!("{a}.{k}");
         let d_model = get_usize(g, &key("embedding_length"))?;
-        let n_layers = get_usize(g, &key("block_count"))?;
-        let d_ff = get_usize(g, &key("feed_forward_length"))?;
         let n_heads = get_usize(g, &key("attention.head_count"))?;
         let n_kv_heads = get_usize(g, &key("attention.head_count_kv"))?;
-        let head_dim = get_usize(g, &key("attention.key_length"))?;
-        let value_dim = get_usize(g, &key("attention.value_length"))?;
-        let rms_eps = g.get_f64(&key("attention.layer_norm_rms_epsilon"))? as f32;
-        let global_base = g.get_f64(&key("rope.freq_base"))?;
-        let local_base = match g.get(&key("rope.freq_base_swa")) {
-            Some(_) => g.get_f64(&key("rope.freq_base_swa"))?,
-            None => GEMMA3_LOCAL_ROPE_BASE,
+        // Written by Gemma's converter; Llama-style files leave it to d_model / n_heads.
+        let head_dim = match g.get(&key("attention.key_length")) {
+            Some(_) => get_usize(g, &key("attention.key_length"))?,
+            None if d_model % n_heads == 0 => d_model / n_heads,
+            None => {
+                return Err(bad(
+                    &key("attention.head_count"),
+                    n_heads,
+                    &format!("must divide embedding_length ({d_model})"),
+                ))
+            }
         };
-        let window = get_usize(g, &key("attention.sliding_window"))?;
-        let context_length = get_usize(g, &key("context_length"))?;
-        let vocab_size = vocab_size(g, a)?;
-
+        let value_dim = match g.get(&key("attention.value_length")) {
+            Some(_) => get_usize(g, &key("attention.value_length"))?,
+            None => head_dim,
+        };
         if value_dim != head_dim {
             return Err(bad(
                 &key("attention.value_length"),
@@ -138,15 +150,8 @@ impl ArchSpec {
                 "RoPE needs an even head size",
             ));
         }
-        if window == 0 {
-            return Err(bad(
-                &key("attention.sliding_window"),
-                0,
-                "a window must hold at least one key",
-            ));
-        }
-        // Scaled RoPE (the 4B+ Gemma 3 models) would need fractional positions; refuse rather
-        // than silently run the unscaled rotation.
+        // Scaled RoPE (long-context variants) would need scaled frequencies; refuse rather than
+        // silently run the unscaled rotation.
         if let Some(v) = g.get(&key("rope.scaling.factor")) {
             if v.as_f64().is_some_and(|f| f != 1.0) {
                 return Err(bad(
@@ -156,7 +161,51 @@ impl ArchSpec {
                 ));
             }
         }
+        let rope_base = g.get_f64(&key("rope.freq_base"))?;
+        let n_layers = get_usize(g, &key("block_count"))?;
+        Ok(ArchSpec {
+            arch,
+            d_model,
+            d_ff: get_usize(g, &key("feed_forward_length"))?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            vocab_size: vocab_size(g, a)?,
+            context_length: get_usize(g, &key("context_length"))?,
+            rms_eps: g.get_f64(&key("attention.layer_norm_rms_epsilon"))? as f32,
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            embed_scale: None,
+            qk_norm: false,
+            post_norms: false,
+            qkv_bias: false,
+            activation: Activation::Silu,
+            layers: vec![
+                LayerSpec {
+                    window: None,
+                    rope_base,
+                };
+                n_layers
+            ],
+        })
+    }
 
+    fn gemma3(g: &Gguf) -> Result<ArchSpec> {
+        let mut spec = Self::common(g, Arch::Gemma3)?;
+        let key = |k: &str| format!("gemma3.{k}");
+        let global_base = g.get_f64(&key("rope.freq_base"))?;
+        let local_base = match g.get(&key("rope.freq_base_swa")) {
+            Some(_) => g.get_f64(&key("rope.freq_base_swa"))?,
+            None => GEMMA3_LOCAL_ROPE_BASE,
+        };
+        let window = get_usize(g, &key("attention.sliding_window"))?;
+        let n_layers = spec.n_layers();
+        if window == 0 {
+            return Err(bad(
+                &key("attention.sliding_window"),
+                0,
+                "a window must hold at least one key",
+            ));
+        }
         let sliding = sliding_layers(g, &key("attention.sliding_window_pattern"), n_layers)?;
         let layers = sliding
             .into_iter()
@@ -175,23 +224,27 @@ impl ArchSpec {
             })
             .collect();
 
-        Ok(ArchSpec {
-            arch: Arch::Gemma3,
-            d_model,
-            d_ff,
-            n_heads,
-            n_kv_heads,
-            head_dim,
-            vocab_size,
-            context_length,
-            rms_eps,
-            attn_scale: 1.0 / (head_dim as f32).sqrt(),
-            embed_scale: Some((d_model as f32).sqrt()),
-            qk_norm: true,
-            post_norms: true,
-            activation: Activation::GeluTanh,
-            layers,
-        })
+        spec.layers = layers;
+        spec.embed_scale = Some((spec.d_model as f32).sqrt());
+        spec.qk_norm = true;
+        spec.post_norms = true;
+        spec.activation = Activation::GeluTanh;
+        Ok(spec)
+    }
+
+    /// Qwen 2 / 2.5: the common shapes with SwiGLU, q/k/v biases and full attention in every
+    /// layer (the GGUF of a model that slides a window says so, and is refused until then).
+    fn qwen2(g: &Gguf) -> Result<ArchSpec> {
+        let mut spec = Self::common(g, Arch::Qwen2)?;
+        if let Some(v) = g.get("qwen2.attention.sliding_window") {
+            return Err(bad(
+                "qwen2.attention.sliding_window",
+                v,
+                "sliding-window Qwen 2 models are not supported yet",
+            ));
+        }
+        spec.qkv_bias = true;
+        Ok(spec)
     }
 }
 

@@ -25,7 +25,7 @@ pub use arch::{Activation, Arch, ArchSpec, LayerSpec};
 pub use cache::KvCache;
 pub use error::{ModelError, Result};
 pub use linear::{Linear, LoraDelta};
-pub use model::{keep_freed_memory, Block, Logits, Model, Precision, SpecialTokens};
+pub use model::{keep_freed_memory, Block, Logits, Model, Precision, QkvBias, SpecialTokens};
 pub use proj::Proj;
 
 pub mod testing;

@@ -7,7 +7,9 @@ use crate::error::{ModelError, Result};
 use crate::linear::{read_vector, Linear};
 use crate::proj::Proj;
 use smolt_gguf::{Gguf, TensorInfo};
-use smolt_kernels::{attention_forward, geglu_forward, rms_norm_forward, rope_forward};
+use smolt_kernels::{
+    attention_forward, geglu_forward, rms_norm_forward, rope_forward, swiglu_forward,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -85,6 +87,8 @@ pub struct Block {
     pub wk: Linear,
     /// `d_model → n_kv_heads·head_dim`.
     pub wv: Linear,
+    /// Biases added after `wq`, `wk`, `wv`, if `spec.qkv_bias` (Qwen 2).
+    pub qkv_bias: Option<QkvBias>,
     /// `(head_dim)`: RMSNorm over each query head, if `spec.qk_norm`.
     pub q_norm: Option<Vec<f32>>,
     /// `(head_dim)`: RMSNorm over each key head, if `spec.qk_norm`.
@@ -131,6 +135,17 @@ impl Block {
             Proj::Down => &mut self.w_down,
         }
     }
+}
+
+/// The query, key and value projections' biases.
+#[derive(Clone, Debug)]
+pub struct QkvBias {
+    /// `(n_heads·head_dim)`.
+    pub q: Vec<f32>,
+    /// `(n_kv_heads·head_dim)`.
+    pub k: Vec<f32>,
+    /// `(n_kv_heads·head_dim)`.
+    pub v: Vec<f32>,
 }
 
 /// A loaded model: its spec, its weights and the file they are borrowed from.
@@ -231,6 +246,16 @@ impl Model {
             spec.d_ff,
             spec.head_dim,
         );
+        let bias = |s: &str, len: usize| b.vector(&format!("blk.{il}.{s}.bias"), len);
+        let qkv_bias = if spec.qkv_bias {
+            Some(QkvBias {
+                q: bias("attn_q", q)?,
+                k: bias("attn_k", kv)?,
+                v: bias("attn_v", kv)?,
+            })
+        } else {
+            None
+        };
         let opt = |on: bool, s: &str, len: usize| -> Result<Option<Vec<f32>>> {
             if on {
                 b.vector(&n(s), len).map(Some)
@@ -243,6 +268,7 @@ impl Model {
             wq: b.linear(&n("attn_q"), d, q)?,
             wk: b.linear(&n("attn_k"), d, kv)?,
             wv: b.linear(&n("attn_v"), d, kv)?,
+            qkv_bias,
             q_norm: opt(spec.qk_norm, "attn_q_norm", hd)?,
             k_norm: opt(spec.qk_norm, "attn_k_norm", hd)?,
             wo: b.linear(&n("attn_output"), q, d)?,
@@ -375,6 +401,12 @@ impl Model {
         b.wq.forward(&a, t, &mut q);
         b.wk.forward(&a, t, &mut k);
         b.wv.forward(&a, t, &mut v);
+        // q, k, v += their biases (Qwen 2)
+        if let Some(bias) = &b.qkv_bias {
+            add_bias(&mut q, &bias.q);
+            add_bias(&mut k, &bias.k);
+            add_bias(&mut v, &bias.v);
+        }
         // per-head RMSNorm over hd (Gemma 3's q/k norm), then RoPE
         if let Some(w) = &b.q_norm {
             let q_in = q.clone();
@@ -422,11 +454,19 @@ impl Model {
         let mut g = vec![0f32; t * f];
         match spec.activation {
             Activation::GeluTanh => geglu_forward(&gate, &up, &mut g),
+            Activation::Silu => swiglu_forward(&gate, &up, &mut g),
         }
         // y (T, d) = g · Wdownᵀ; x += post_ffn_norm(y)
         let mut y = vec![0f32; t * d];
         b.w_down.forward(&g, t, &mut y);
         add_normed(x, &y, b.post_ffn_norm.as_deref(), eps, d);
+    }
+}
+
+/// `x (T, n) += bias (n)` on every row.
+fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
     }
 }
 

@@ -114,8 +114,24 @@ fn compare_prompt(model: &Model, prompt: &Value, tie: f64, stride: usize) -> Cmp
 
 #[test]
 fn f32_logits_match_hf_at_every_position_of_every_prompt() {
-    let model = model(Precision::F32);
-    let fx = fixture("logits_gemma3.json");
+    f32_logits_match_hf(model(Precision::F32), "logits_gemma3.json");
+}
+
+/// Qwen 2.5 0.5B (SwiGLU, q/k/v biases, untied Q8_0 head) against transformers f32 on its
+/// dequantized GGUF: the same check and tolerances as Gemma's (the fixture's script:
+/// fixtures/make_logits_qwen2.py).
+#[test]
+fn qwen2_f32_logits_match_hf_at_every_position_of_every_prompt() {
+    let path = smolt_hub::qwen_for_tests()
+        .unwrap_or_else(|e| panic!("this test needs Qwen 2.5 0.5B: {e}"));
+    let model = Model::load(path, Precision::F32).expect("load Qwen 2.5 0.5B");
+    assert_eq!(model.spec.arch, smolt_model::Arch::Qwen2);
+    f32_logits_match_hf(&model, "logits_qwen2.json");
+}
+
+/// Every position of every prompt of a logits fixture, in f32, within its tolerance.
+fn f32_logits_match_hf(model: &Model, fixture_name: &str) {
+    let fx = fixture(fixture_name);
     for (name, prompt) in fx["prompts"].as_object().unwrap() {
         // The fixture's tolerance: 0.02, and up to 0.03 over every position of the long prompt
         // (llama.cpp on the same f32 weights was 0.023 off there).

@@ -92,44 +92,78 @@ pub(crate) fn avx512vbmi() -> bool {
     false
 }
 
-/// Whether the AMX int8 panel path may run (read once): opted in with `SMOLT_AMX=1`, AMX-TILE
-/// and AMX-INT8 in CPUID, the tile state granted to this process by the kernel
-/// (`arch_prctl(ARCH_REQ_XCOMP_PERM)`) and then enabled in XCR0.
-#[cfg(target_arch = "x86_64")]
+/// Whether the AMX int8 panel path may run (read once): opted in with `SMOLT_AMX=1`, AMX-INT8
+/// in CPUID and the tile state granted ([`amx_tiles_granted`]).
 pub(crate) fn amx_int8() -> bool {
-    use std::arch::x86_64::__cpuid_count;
-
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
-        if !std::env::var("SMOLT_AMX").is_ok_and(|v| v.trim() == "1") {
-            return false;
-        }
-        let l7 = __cpuid_count(7, 0);
-        let (tile, int8) = (l7.edx & (1 << 24) != 0, l7.edx & (1 << 25) != 0);
-        if !(tile && int8) {
-            return false;
-        }
-        // arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA): Linux ≥ 5.16 hands out
-        // the 8 KB tile state only on request; without it the first tile op faults.
-        #[cfg(target_os = "linux")]
-        {
-            use std::arch::{asm, x86_64::_xgetbv};
-            let ret: i64;
-            // SAFETY: a plain syscall with integer arguments; it only changes this
-            // process's permitted xsave features (clobbers rcx and r11 as syscalls do).
-            unsafe {
-                asm!("syscall", inlateout("rax") 158i64 => ret, in("rdi") 0x1023i64,
-                     in("rsi") 18i64, lateout("rcx") _, lateout("r11") _,
-                     options(nostack));
-            }
-            if ret != 0 {
-                return false;
-            }
-            // SAFETY: xgetbv is available where AVX is (OSXSAVE); reads XCR0.
-            let xcr0 = unsafe { _xgetbv(0) };
-            xcr0 & (3 << 17) == (3 << 17)
-        }
-        #[cfg(not(target_os = "linux"))]
-        false
+        std::env::var("SMOLT_AMX").is_ok_and(|v| v.trim() == "1")
+            && amx_cpuid(AMX_INT8_BIT)
+            && amx_tiles_granted()
     })
+}
+
+/// CPUID leaf 7's EDX bit of AMX-BF16.
+pub const AMX_BF16_BIT: u32 = 22;
+/// CPUID leaf 7's EDX bit of AMX-INT8.
+pub const AMX_INT8_BIT: u32 = 25;
+
+/// Whether CPUID (leaf 7, EDX) reports the AMX feature `bit` ([`AMX_BF16_BIT`],
+/// [`AMX_INT8_BIT`]) together with AMX-TILE.
+pub fn amx_cpuid(bit: u32) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid_count;
+        if __cpuid_count(0, 0).eax < 7 {
+            return false;
+        }
+        let edx = __cpuid_count(7, 0).edx;
+        edx & (1 << 24) != 0 && edx & (1 << bit) != 0
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = bit;
+        false
+    }
+}
+
+/// Whether this process may use the AMX tile registers (asked once, for every AMX path of
+/// every crate): AMX-TILE and OSXSAVE in CPUID, the 8 KB tile state granted by the kernel on
+/// request (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, Linux ≥ 5.16: without it
+/// the first tile instruction faults) and then enabled in XCR0.
+pub fn amx_tiles_granted() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(request_tiles)
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_tiles() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    use std::arch::{asm, x86_64::_xgetbv};
+    if !amx_cpuid(24) {
+        return false;
+    }
+    if __cpuid_count(1, 0).ecx & (1 << 27) == 0 {
+        return false; // no OSXSAVE: xgetbv would fault
+    }
+    let ret: i64;
+    // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18), a plain
+    // syscall with integer arguments; it only changes this process's permitted xsave features
+    // (clobbers rcx and r11 as syscalls do).
+    unsafe {
+        asm!("syscall", inlateout("rax") 158i64 => ret, in("rdi") 0x1023i64,
+             in("rsi") 18i64, lateout("rcx") _, lateout("r11") _,
+             options(nostack));
+    }
+    if ret != 0 {
+        return false;
+    }
+    // SAFETY: OSXSAVE was checked above, so xgetbv is available; it reads XCR0.
+    let xcr0 = unsafe { _xgetbv(0) };
+    xcr0 & (3 << 17) == (3 << 17)
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn request_tiles() -> bool {
+    false
 }

@@ -12,7 +12,7 @@
 #![allow(clippy::needless_range_loop)]
 
 mod convert;
-mod cpu;
+pub mod cpu;
 mod decode_layout;
 mod float;
 mod format;
