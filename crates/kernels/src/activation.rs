@@ -199,27 +199,39 @@ mod tests {
         }
     }
 
-    #[test]
-    fn backward_matches_finite_differences() {
+    /// A gated activation's backward against central differences of its forward, in f64;
+    /// `spread` scales the gate inputs so both tails of the nonlinearity are covered.
+    fn check_backward_by_finite_differences(
+        forward: fn(&[f64], &[f64], &mut [f64]),
+        backward: GatedBackward<f64>,
+        spread: f64,
+        seed: u64,
+    ) {
         let n = 40;
-        let mut g = randn64(n, 3);
-        g.iter_mut().for_each(|v| *v *= 2.0); // cover the tails of the tanh too
-        let u = randn64(n, 4);
-        let d = randn64(n, 5);
-        let (dg0, du0) = (randn64(n, 6), randn64(n, 7));
+        let mut g = randn64(n, seed);
+        g.iter_mut().for_each(|v| *v *= spread);
+        let u = randn64(n, seed + 1);
+        let d = randn64(n, seed + 2);
+        let (dg0, du0) = (randn64(n, seed + 3), randn64(n, seed + 4));
         let (mut dg, mut du) = (dg0.clone(), du0.clone());
-        geglu_backward(&d, &g, &u, &mut dg, &mut du);
+        backward(&d, &g, &u, &mut dg, &mut du);
         let loss = |g: &[f64], u: &[f64]| {
             let mut o = vec![0.0; n];
-            geglu_forward(g, u, &mut o);
+            forward(g, u, &mut o);
             contract(&o, &d)
         };
         let fg = fd_grad(&g, 1e-5, |gs| loss(gs, &u));
         let fu = fd_grad(&u, 1e-5, |us| loss(&g, us));
+        // The backward accumulates: what it added is the gradient.
         let got: Vec<f64> = dg.iter().zip(&dg0).map(|(a, b)| a - b).collect();
         assert_close(&got, &fg, 1e-8, "dgate");
         let got: Vec<f64> = du.iter().zip(&du0).map(|(a, b)| a - b).collect();
         assert_close(&got, &fu, 1e-8, "dup");
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        check_backward_by_finite_differences(geglu_forward, geglu_backward, 2.0, 3);
     }
 
     #[test]
@@ -257,24 +269,6 @@ mod tests {
 
     #[test]
     fn swiglu_backward_matches_finite_differences() {
-        let n = 40;
-        let mut g = randn64(n, 13);
-        g.iter_mut().for_each(|v| *v *= 3.0); // both tails of the sigmoid
-        let u = randn64(n, 14);
-        let d = randn64(n, 15);
-        let (dg0, du0) = (randn64(n, 16), randn64(n, 17));
-        let (mut dg, mut du) = (dg0.clone(), du0.clone());
-        swiglu_backward(&d, &g, &u, &mut dg, &mut du);
-        let loss = |g: &[f64], u: &[f64]| {
-            let mut o = vec![0.0; n];
-            swiglu_forward(g, u, &mut o);
-            contract(&o, &d)
-        };
-        let fg = fd_grad(&g, 1e-5, |gs| loss(gs, &u));
-        let fu = fd_grad(&u, 1e-5, |us| loss(&g, us));
-        let got: Vec<f64> = dg.iter().zip(&dg0).map(|(a, b)| a - b).collect();
-        assert_close(&got, &fg, 1e-8, "dgate");
-        let got: Vec<f64> = du.iter().zip(&du0).map(|(a, b)| a - b).collect();
-        assert_close(&got, &fu, 1e-8, "dup");
+        check_backward_by_finite_differences(swiglu_forward, swiglu_backward, 3.0, 13);
     }
 }
