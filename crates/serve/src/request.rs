@@ -577,6 +577,8 @@ impl Fields<'_> {
     fn integer(&self, key: &str) -> Result<Option<i64>, ApiError> {
         match self.get(key) {
             None => Ok(None),
+            // Beyond i64 only as too large, which every range check then refuses by value.
+            Some(Value::Number(n)) if n.is_u64() => Ok(Some(n.as_i64().unwrap_or(i64::MAX))),
             Some(v @ Value::Number(n)) => n
                 .as_i64()
                 .map(Some)
@@ -676,6 +678,16 @@ mod tests {
                 json!({"model": "m", "messages": hi(), "max_tokens": "5"}),
                 "max_tokens",
                 "integer",
+            ),
+            (
+                json!({"model": "m", "messages": hi(), "max_tokens": 2.5}),
+                "max_tokens",
+                "integer",
+            ),
+            (
+                json!({"model": "m", "messages": hi(), "n": u64::MAX}),
+                "n",
+                "must be 1",
             ),
             (
                 json!({"model": "m", "messages": hi(), "max_tokens": 5, "max_completion_tokens": 6}),

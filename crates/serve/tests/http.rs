@@ -523,10 +523,33 @@ fn bad_requests_get_a_4xx_that_says_why() {
     assert!(text.contains("does not take GET"), "{text}");
 }
 
-/// A client that goes away mid-stream stops its generation: the worker counts it cancelled
-/// long before the 400 tokens it asked for.
+/// Waits until the server has counted more cancelled sequences than `before`.
+fn wait_for_cancellation(before: f64) {
+    let start = Instant::now();
+    loop {
+        let text = get("/metrics").1;
+        if metric(&text, "smolt_serve_cancelled_total") > before {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the sequence was not cancelled:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Clients that go away stop their generation: the worker counts each cancelled long before
+/// the 400 tokens it asked for. One test, one after the other, because no other test of the
+/// shared server cancels anything: each count is this test's own.
 #[test]
-fn a_disconnected_client_cancels_its_sequence() {
+fn disconnected_clients_cancel_their_sequences() {
+    a_disconnected_stream_cancels_its_sequence();
+    a_client_that_times_out_cancels_its_sequence();
+}
+
+/// Hanging up mid-stream.
+fn a_disconnected_stream_cancels_its_sequence() {
     use std::io::{BufRead, BufReader};
     let before = metric(&get("/metrics").1, "smolt_serve_cancelled_total");
     let body = json!({"model": "base", "prompt": "Count: 1, 2, 3,", "max_tokens": 400,
@@ -549,18 +572,26 @@ fn a_disconnected_client_cancels_its_sequence() {
         }
     }
     drop(reader);
-    let start = Instant::now();
-    loop {
-        let text = get("/metrics").1;
-        if metric(&text, "smolt_serve_cancelled_total") > before {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "the sequence was not cancelled:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_cancellation(before);
+}
+
+/// Giving up on a whole answer: the request's future is dropped, and with it the sequence.
+fn a_client_that_times_out_cancels_its_sequence() {
+    let before = metric(&get("/metrics").1, "smolt_serve_cancelled_total");
+    let body = json!({"model": "base", "prompt": "Count: 1, 2, 3,", "max_tokens": 400,
+                      "ignore_eos": true, "temperature": 0});
+    let impatient = ureq::AgentBuilder::new()
+        .timeout_read(Duration::from_millis(1500))
+        .build();
+    let r = impatient
+        .post(&url("/v1/completions"))
+        .send_string(&body.to_string());
+    assert!(
+        matches!(r, Err(ureq::Error::Transport(_))),
+        "400 tokens came back within the timeout: {:?}",
+        r.map(|r| r.status())
+    );
+    wait_for_cancellation(before);
 }
 
 /// A server of its own with one queue slot and an API key: the key is required on /v1/*, a
