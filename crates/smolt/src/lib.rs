@@ -1,7 +1,7 @@
 //! smolt: the library facade over the layered crates, and the pipeline steps that combine them.
 //!
-//! Only `smolt train` and `smolt demo` reach [`train`]; generation, evaluation (and next
-//! serving) take their task from [`task`] and their adapters from [`lora`].
+//! Only `smolt train` and `smolt demo` reach [`train`]; generation, evaluation and serving
+//! ([`serve`]) take their task from [`task`] and their adapters from [`lora`].
 pub mod evaluate;
 
 pub use smolt_constrain as constrain;
@@ -14,6 +14,7 @@ pub use smolt_kernels as kernels;
 pub use smolt_lora as lora;
 pub use smolt_model as model;
 pub use smolt_quant as quant;
+pub use smolt_serve as serve;
 pub use smolt_task as task;
 pub use smolt_tokenizer as tokenizer;
 pub use smolt_train as train;

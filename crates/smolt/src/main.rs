@@ -43,6 +43,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// Measure prefill and decode speed (as llama-bench's pp and tg figures).
     Bench(commands::bench::Args),
+    /// Serve the model and its adapters over an OpenAI-compatible HTTP API.
+    Serve(commands::serve::Args),
 }
 
 fn main() {
@@ -66,5 +68,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => commands::on_compute_pool(|| commands::train::run(args)),
         Command::Data(args) => commands::data::run(args),
         Command::Eval(args) => commands::on_compute_pool(|| commands::eval::run(args)),
+        // Not on the compute pool: the server's worker enters the pool for each generation,
+        // and its HTTP threads must never hold a pool thread.
+        Command::Serve(args) => commands::serve::run(args),
     }
 }

@@ -47,12 +47,25 @@ fn help_teaches_every_command() {
     let text = stdout(&o);
     for cmd in [
         "demo", "init", "generate", "tokenize", "inspect", "fetch", "train", "eval", "data",
-        "bench",
+        "bench", "serve",
     ] {
         assert!(text.contains(cmd), "--help should list `{cmd}`:\n{text}");
     }
     let o = smolt(&["generate", "--help"]);
     assert!(stdout(&o).contains("Examples:"), "{}", stdout(&o));
+    let o = smolt(&["serve", "--help"]);
+    for needle in [
+        "Examples:",
+        "POST /v1/chat/completions",
+        "curl",
+        "--adapter <NAME=DIR>",
+    ] {
+        assert!(
+            stdout(&o).contains(needle),
+            "serve --help lacks {needle}:\n{}",
+            stdout(&o)
+        );
+    }
 }
 
 #[test]
@@ -667,4 +680,70 @@ fn generate_renders_messages_lines_as_training_does() {
         e.contains("chat_template = \"gguf\", but the model has no chat template"),
         "{e}"
     );
+}
+
+/// Kills the child on the way out, so that a failing test leaves no server behind.
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `smolt serve` loads the model, answers over HTTP, and on SIGTERM (what `docker stop` and
+/// systemd send) stops accepting and exits with status 0.
+#[test]
+fn serve_answers_and_exits_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let model = real_model();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smolt"))
+        .args(["serve", "--model", model.to_str().unwrap(), "--port", "0"])
+        .args(["--served-model-name", "m", "--max-queue", "2"])
+        .env("SMOLT_THREADS", "2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run smolt serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let child = Reaper(child);
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("smolt serve exited before it listened")
+            .unwrap();
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest.split("/v1").next().unwrap().to_string();
+        }
+    };
+    let health: Value = serde_json::from_str(
+        &ureq::get(&format!("http://{addr}/health"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["models"], serde_json::json!(["m"]));
+    assert_eq!(health["max_queue"], 2);
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut child = child;
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "smolt serve exited with {status}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
+
+#[test]
+fn serve_refuses_a_malformed_adapter_flag() {
+    let o = smolt(&["serve", "--adapter", "runs/receipts"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("NAME=DIR"), "{}", stderr(&o));
 }

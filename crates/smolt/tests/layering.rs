@@ -79,6 +79,7 @@ fn inference_commands_do_not_call_into_the_trainer() {
         "commands/eval.rs",
         "commands/data.rs",
         "commands/init.rs",
+        "commands/serve.rs",
         "commands/mod.rs",
         "evaluate.rs",
     ] {

@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod generate;
 pub mod init;
 pub mod inspect;
+pub mod serve;
 pub mod tokenize;
 pub mod train;
 

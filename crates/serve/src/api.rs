@@ -1,0 +1,645 @@
+//! The HTTP layer: routes, the API key, metrics per request, and the OpenAI response shapes.
+//! Requests are checked completely here (fields, model, prompt length, schema) before they
+//! are queued, so the worker only ever sees work it can do, and a bad request costs no queue
+//! slot.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use smolt_constrain::ConstraintSpec;
+use smolt_decode::{GenerateOptions, SamplingParams};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::config::ServeConfig;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::models::Models;
+use crate::request::{self, Endpoint, Format, Input, Request};
+use crate::scheduler::{Event, FinishReason, Job, Refused, Scheduler};
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: ServeConfig,
+    pub models: Arc<Models>,
+    pub scheduler: Scheduler,
+    pub metrics: Arc<Metrics>,
+    /// Cleared when shutdown begins: `/health` then says so.
+    pub accepting: AtomicBool,
+    /// Numbers response ids.
+    next_id: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(config: ServeConfig, models: Arc<Models>) -> std::io::Result<AppState> {
+        let metrics = Arc::new(Metrics::default());
+        let scheduler =
+            Scheduler::start(Arc::clone(&models), Arc::clone(&metrics), config.max_queue)?;
+        Ok(AppState {
+            config,
+            models,
+            scheduler,
+            metrics,
+            accepting: AtomicBool::new(true),
+            next_id: AtomicU64::new(1),
+        })
+    }
+}
+
+type App = Arc<AppState>;
+
+/// Every route, the body limit, and the middleware that checks the key and counts requests.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/models", get(list_models))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), guard))
+        .with_state(app)
+}
+
+/// Checks the API key on `/v1/*` and records each answer in the metrics.
+async fn guard(State(app): State<App>, req: axum::extract::Request, next: Next) -> Response {
+    let start = Instant::now();
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let response = match authorized(&app.config, req.uri(), req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    };
+    app.metrics
+        .record_request(&endpoint, response.status().as_u16(), start.elapsed());
+    response
+}
+
+fn authorized(config: &ServeConfig, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(key) = &config.api_key else {
+        return Ok(());
+    };
+    // Liveness and metrics stay open for probes and scrapers.
+    if !uri.path().starts_with("/v1/") {
+        return Ok(());
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+        return Ok(());
+    }
+    Err(ApiError::with_status(
+        StatusCode::UNAUTHORIZED,
+        "a valid API key is required: send `Authorization: Bearer <key>`",
+    )
+    .code("invalid_api_key"))
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the key.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health(State(app): State<App>) -> Response {
+    let accepting = app.accepting.load(Ordering::SeqCst);
+    let body = json!({
+        "status": if accepting { "ok" } else { "shutting_down" },
+        "models": app.models.served.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        "queue_depth": app.metrics.queue_depth.load(Ordering::SeqCst),
+        "running": app.metrics.running.load(Ordering::SeqCst),
+        "max_queue": app.config.max_queue,
+    });
+    let status = if accepting {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The base model and each adapter, as vLLM lists LoRA adapters: an adapter's `parent` is the
+/// base model and its `root` the folder it was loaded from.
+async fn list_models(State(app): State<App>) -> Json<Value> {
+    let m = &app.models;
+    let base = &m.served[0].id;
+    let data: Vec<Value> = m
+        .served
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "object": "model",
+                "created": m.created,
+                "owned_by": "smolt",
+                "root": match &s.adapter {
+                    Some(dir) => dir.display().to_string(),
+                    None => app.config.model.display().to_string(),
+                },
+                "parent": s.adapter.as_ref().map(|_| base),
+                "max_model_len": m.context,
+            })
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::with_status(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route for {method} {}: the API is GET /health, GET /metrics, GET /v1/models, \
+             POST /v1/chat/completions, POST /v1/completions",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
+async fn chat_completions(
+    State(app): State<App>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    complete(app, Endpoint::Chat, body).await
+}
+
+async fn completions(
+    State(app): State<App>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    complete(app, Endpoint::Completion, body).await
+}
+
+/// Parse, check, queue, answer.
+async fn complete(
+    app: App,
+    endpoint: Endpoint,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| body_error(&app.config, e))?;
+    let req = request::parse(endpoint, &body)?;
+    let index = app.models.find(&req.model).ok_or_else(|| {
+        ApiError::with_status(
+            StatusCode::NOT_FOUND,
+            format!(
+                "the model `{}` does not exist; this server has {} (GET /v1/models)",
+                req.model,
+                app.models
+                    .served
+                    .iter()
+                    .map(|m| format!("`{}`", m.id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .code("model_not_found")
+    })?;
+    // Rendering, tokenizing and compiling a schema take milliseconds (a long prompt, a big
+    // schema): off the async threads.
+    let models = Arc::clone(&app.models);
+    let r = req.clone();
+    let prepared = tokio::task::spawn_blocking(move || prepare(&models, index, &r))
+        .await
+        .map_err(|e| {
+            ApiError::with_status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("preparing the request failed: {e}"),
+            )
+        })??;
+    let (tx, rx) = unbounded_channel();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let prompt_tokens = prepared.prompt.len();
+    let job = Job {
+        model: index,
+        prompt: prepared.prompt,
+        opts: prepared.opts,
+        constraint: prepared.constraint,
+        stop: req.stop.clone(),
+        cancel: Arc::clone(&cancel),
+        events: tx,
+    };
+    app.scheduler.submit(job).map_err(|e| match e {
+        Refused::Full => ApiError::with_status(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "the server is busy: {} requests are already waiting; retry shortly",
+                app.config.max_queue
+            ),
+        )
+        .retry_after(1),
+        Refused::Closed => ApiError::with_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+        .retry_after(5),
+    })?;
+    let guard = CancelOnDrop(cancel);
+    let meta = Meta {
+        id: format!(
+            "{}-{}",
+            match endpoint {
+                Endpoint::Chat => "chatcmpl",
+                Endpoint::Completion => "cmpl",
+            },
+            app.next_id.fetch_add(1, Ordering::Relaxed)
+        ),
+        created: now(),
+        model: req.model.clone(),
+        endpoint,
+    };
+    if req.stream {
+        Ok(stream(meta, rx, guard, req.include_usage).into_response())
+    } else {
+        collect(meta, rx, guard, prompt_tokens).await
+    }
+}
+
+fn body_error(config: &ServeConfig, e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::with_status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than this server's limit of {} bytes",
+                config.max_body_bytes
+            ),
+        )
+    } else {
+        ApiError::with_status(
+            e.status(),
+            format!("cannot read the body: {}", e.body_text()),
+        )
+    }
+}
+
+/// A request ready for the worker.
+struct Prepared {
+    prompt: Vec<u32>,
+    opts: GenerateOptions,
+    constraint: Option<smolt_constrain::Constraint>,
+}
+
+/// Renders and tokenizes the prompt, checks it and `max_tokens` against the context, and
+/// compiles the response format.
+fn prepare(models: &Models, index: usize, req: &Request) -> Result<Prepared, ApiError> {
+    let served = &models.served[index];
+    let tok = &models.tokenizer;
+    let prompt = match &req.input {
+        Input::Messages(messages) => {
+            let text = served
+                .chat
+                .prompt(messages)
+                .map_err(|e| ApiError::field("messages", e.to_string()))?;
+            // The rendering leaves BOS to the encoder, as training does.
+            tok.encode(&text, true, true)
+        }
+        Input::Prompt(text) => tok.encode(text, tok.add_bos_token(), true),
+    };
+    let (what, param) = match req.endpoint {
+        Endpoint::Chat => ("messages", "messages"),
+        Endpoint::Completion => ("prompt", "prompt"),
+    };
+    if prompt.is_empty() {
+        return Err(ApiError::field(param, format!("the {what} is empty")));
+    }
+    let context = models.context;
+    if prompt.len() >= context {
+        return Err(ApiError::field(
+            param,
+            format!(
+                "this model's maximum context length is {context} tokens, and the {what} \
+                 alone is {} tokens: shorten it",
+                prompt.len()
+            ),
+        )
+        .code("context_length_exceeded"));
+    }
+    let room = context - prompt.len();
+    let max_new_tokens = match req.max_tokens {
+        None => room,
+        Some(m) if m <= room => m,
+        Some(m) => {
+            return Err(ApiError::field(
+                "max_tokens",
+                format!(
+                    "this model's maximum context length is {context} tokens; the {what} is \
+                     {} tokens, which leaves room for {room} new tokens, but max_tokens is {m}",
+                    prompt.len()
+                ),
+            )
+            .code("context_length_exceeded"))
+        }
+    };
+    let constraint = match &req.format {
+        Format::Text => None,
+        format => {
+            let spec = match format {
+                Format::JsonSchema(schema) => ConstraintSpec::JsonSchema(schema.clone()),
+                // OpenAI's JSON mode: an object, not any JSON value.
+                _ => ConstraintSpec::JsonSchema(json!({"type": "object"})),
+            };
+            let c = served.engine.compile(&spec).map_err(|e| {
+                ApiError::field("response_format", format!("invalid response_format: {e}"))
+            })?;
+            Some(c)
+        }
+    };
+    let seed = req.seed.unwrap_or_else(fresh_seed);
+    let opts = GenerateOptions {
+        max_new_tokens,
+        sampling: SamplingParams {
+            temperature: req.temperature,
+            top_k: req.top_k,
+            top_p: req.top_p,
+            seed,
+        },
+        stop_at_end_of_generation: !req.ignore_eos,
+        stop_tokens: Vec::new(),
+        // The streaming source reports each token as it is fed; drafts would be fed and
+        // taken back.
+        draft_tokens: 0,
+    };
+    Ok(Prepared {
+        prompt,
+        opts,
+        constraint,
+    })
+}
+
+/// A seed for a request that gave none: sampled answers differ from request to request, as
+/// OpenAI's do.
+fn fresh_seed() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Tells the worker to stop when the response is dropped: the client went away before the
+/// answer was complete (or the answer is complete, when it no longer matters).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What every response object repeats.
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+    endpoint: Endpoint,
+}
+
+impl Meta {
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.endpoint, chunk) {
+            (Endpoint::Chat, false) => "chat.completion",
+            (Endpoint::Chat, true) => "chat.completion.chunk",
+            (Endpoint::Completion, _) => "text_completion",
+        }
+    }
+
+    /// One choice of a whole answer.
+    fn choice(&self, text: &str, finish: Option<FinishReason>) -> Value {
+        let finish = finish.map(FinishReason::as_str);
+        match self.endpoint {
+            Endpoint::Chat => json!({
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": null,
+                "finish_reason": finish,
+            }),
+            Endpoint::Completion => json!({
+                "index": 0, "text": text, "logprobs": null, "finish_reason": finish,
+            }),
+        }
+    }
+
+    /// One choice of a stream chunk; `first` carries the chat role.
+    fn delta(&self, text: Option<&str>, first: bool, finish: Option<FinishReason>) -> Value {
+        let finish = finish.map(FinishReason::as_str);
+        match self.endpoint {
+            Endpoint::Chat => {
+                let mut delta = serde_json::Map::new();
+                if first {
+                    delta.insert("role".into(), json!("assistant"));
+                }
+                if let Some(t) = text {
+                    delta.insert("content".into(), json!(t));
+                }
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+            }
+            Endpoint::Completion => json!({
+                "index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish,
+            }),
+        }
+    }
+
+    fn envelope(&self, chunk: bool, choices: Vec<Value>, usage: Option<Value>) -> Value {
+        let mut v = json!({
+            "id": self.id,
+            "object": self.object(chunk),
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        });
+        if let Some(u) = usage {
+            v["usage"] = u;
+        }
+        v
+    }
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    })
+}
+
+/// Waits for the whole answer. If the client goes away, axum drops this future, and with it
+/// the guard and the receiver: the worker stops at its next token.
+async fn collect(
+    meta: Meta,
+    mut rx: UnboundedReceiver<Event>,
+    _guard: CancelOnDrop,
+    prompt_tokens: usize,
+) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done {
+                finish,
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                let body = meta.envelope(
+                    false,
+                    vec![meta.choice(&text, Some(finish))],
+                    Some(usage(prompt_tokens, completion_tokens)),
+                );
+                return Ok(Json(body).into_response());
+            }
+            Event::Failed(message) => {
+                return Err(ApiError::with_status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    message,
+                ))
+            }
+        }
+    }
+    Err(ApiError::with_status(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the worker dropped the request ({prompt_tokens} prompt tokens) without an answer"),
+    ))
+}
+
+/// The answer as server-sent events: `data: {chunk}` per piece of text, a last chunk with the
+/// finish reason, a usage chunk when asked, then `data: [DONE]`.
+fn stream(
+    meta: Meta,
+    rx: UnboundedReceiver<Event>,
+    guard: CancelOnDrop,
+    include_usage: bool,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    struct St {
+        meta: Meta,
+        rx: UnboundedReceiver<Event>,
+        pending: VecDeque<String>,
+        first: bool,
+        finished: bool,
+        include_usage: bool,
+        // Held for its Drop: the body going away means the client did.
+        _guard: CancelOnDrop,
+    }
+    let usage_field = |st: &St| st.include_usage.then_some(Value::Null);
+    let mut st = St {
+        meta,
+        rx,
+        pending: VecDeque::new(),
+        first: true,
+        finished: false,
+        include_usage,
+        _guard: guard,
+    };
+    if st.meta.endpoint == Endpoint::Chat {
+        // OpenAI opens a chat stream with the role and empty content.
+        let c = st.meta.delta(Some(""), true, None);
+        let u = usage_field(&st);
+        st.pending
+            .push_back(st.meta.envelope(true, vec![c], u).to_string());
+        st.first = false;
+    }
+    let events = futures_util::stream::unfold(st, move |mut st| async move {
+        loop {
+            if let Some(data) = st.pending.pop_front() {
+                return Some((Ok(SseEvent::default().data(data)), st));
+            }
+            if st.finished {
+                return None;
+            }
+            let u = usage_field(&st);
+            match st.rx.recv().await {
+                Some(Event::Text(t)) => {
+                    let c = st.meta.delta(Some(&t), st.first, None);
+                    st.first = false;
+                    st.pending
+                        .push_back(st.meta.envelope(true, vec![c], u).to_string());
+                }
+                Some(Event::Done {
+                    finish,
+                    prompt_tokens,
+                    completion_tokens,
+                }) => {
+                    let c = st.meta.delta(None, st.first, Some(finish));
+                    st.pending
+                        .push_back(st.meta.envelope(true, vec![c], u).to_string());
+                    if st.include_usage {
+                        let last = st.meta.envelope(
+                            true,
+                            Vec::new(),
+                            Some(usage(prompt_tokens, completion_tokens)),
+                        );
+                        st.pending.push_back(last.to_string());
+                    }
+                    st.pending.push_back("[DONE]".into());
+                    st.finished = true;
+                }
+                Some(Event::Failed(message)) => {
+                    let e = ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, message);
+                    st.pending.push_back(e.body().to_string());
+                    st.pending.push_back("[DONE]".into());
+                    st.finished = true;
+                }
+                None => {
+                    let e = ApiError::with_status(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the worker dropped the request without an answer",
+                    );
+                    st.pending.push_back(e.body().to_string());
+                    st.finished = true;
+                }
+            }
+        }
+    });
+    Sse::new(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_check_compares_whole_keys() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

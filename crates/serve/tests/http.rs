@@ -1,0 +1,683 @@
+//! The server end to end over HTTP, on the real default model: each test is a client request
+//! and what it must get back. One server (base model + a random adapter) is shared by the
+//! tests of this file; `queue_limits_keys_and_graceful_shutdown` starts its own.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use smolt_lora::{save_adapter, LoraAdapter, LoraConfig};
+use smolt_model::{Model, Precision};
+use smolt_serve::{AdapterSpec, Background, ServeConfig};
+
+/// Prompt + output tokens per request on the shared server: small, so that a prompt over the
+/// context is cheap to build.
+const CONTEXT: usize = 1024;
+/// The shared server's body limit.
+const BODY_LIMIT: usize = 256 << 10;
+
+struct Fixture {
+    server: Background,
+    model: PathBuf,
+    adapter_dir: PathBuf,
+}
+
+fn model_path() -> PathBuf {
+    smolt_hub::model_for_tests().unwrap_or_else(|e| panic!("these tests need Gemma 3 270M: {e}"))
+}
+
+/// A random adapter over the real model, strong enough to change its greedy output.
+fn random_adapter(model: &Model, dir: &std::path::Path) {
+    let cfg = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        ..LoraConfig::default()
+    };
+    let mut adapter: LoraAdapter<f32> = LoraAdapter::new(&model.spec, &cfg, 3).unwrap();
+    adapter.init_with(|layer, _t, is_b, i, j| {
+        let v = 0.05 * ((layer * 7 + i * 3 + j) as f64 * 0.37).sin();
+        if is_b {
+            v
+        } else {
+            v * 2.0
+        }
+    });
+    save_adapter(dir, adapter.params(), &cfg, "gemma-3-270m").unwrap();
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let model = model_path();
+        // Kept for the whole test run: the server reads the adapter at start only, but the
+        // routing test attaches it again to compare.
+        let adapter_dir = tempfile::tempdir().unwrap().keep();
+        random_adapter(&Model::load(&model, Precision::Fast).unwrap(), &adapter_dir);
+        let mut config = ServeConfig::new(&model, "base");
+        config.adapters.push(AdapterSpec {
+            name: "rnd".into(),
+            dir: adapter_dir.clone(),
+        });
+        config.max_model_len = Some(CONTEXT);
+        config.max_body_bytes = BODY_LIMIT;
+        let server = Background::start(config, "127.0.0.1:0").unwrap();
+        Fixture {
+            server,
+            model,
+            adapter_dir,
+        }
+    })
+}
+
+fn url(path: &str) -> String {
+    format!("http://{}{path}", fixture().server.addr())
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(300))
+        .build()
+}
+
+/// Status and body of any answer, 4xx and 5xx included.
+fn answer(r: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    match r {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+fn post_to(base: &str, path: &str, body: &str) -> (u16, String) {
+    answer(
+        agent()
+            .post(&format!("{base}{path}"))
+            .set("Content-Type", "application/json")
+            .send_string(body),
+    )
+}
+
+fn post(path: &str, body: &Value) -> (u16, String) {
+    post_to(&url(""), path, &body.to_string())
+}
+
+/// A request that must succeed; its JSON.
+fn ok(path: &str, body: &Value) -> Value {
+    let (status, text) = post(path, body);
+    assert_eq!(status, 200, "{body} → {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn get(path: &str) -> (u16, String) {
+    answer(agent().get(&url(path)).call())
+}
+
+fn chat(content: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "model": "base",
+        "messages": [{"role": "user", "content": content}],
+        "temperature": 0,
+        "max_tokens": 12,
+    });
+    merge(&mut body, extra);
+    body
+}
+
+fn merge(body: &mut Value, extra: Value) {
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            body[k] = v;
+        }
+    }
+}
+
+/// The `data:` payloads of an SSE body, in order.
+fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            e.lines()
+                .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect()
+}
+
+/// What the library generates for `prompt` greedily, with the adapter in `adapter` attached:
+/// the server must produce exactly this.
+fn library_greedy(prompt: &str, max_tokens: usize, adapter: Option<&std::path::Path>) -> String {
+    let f = fixture();
+    let mut model = Model::load(&f.model, Precision::Fast).unwrap();
+    if let Some(dir) = adapter {
+        smolt_lora::attach_adapter(&mut model, dir).unwrap();
+    }
+    let tok = smolt_tokenizer::Tokenizer::from_gguf(model.gguf()).unwrap();
+    let ids = tok.encode(prompt, tok.add_bos_token(), true);
+    let opts = smolt_decode::GenerateOptions {
+        max_new_tokens: max_tokens,
+        stop_at_end_of_generation: false,
+        ..Default::default()
+    };
+    let g = smolt_decode::generate(&model, &ids, &opts, |_| true).unwrap();
+    tok.decode(&g.ids, true)
+}
+
+#[test]
+fn a_chat_completion_has_openai_shape_and_is_deterministic_when_greedy() {
+    let body = chat("Name a colour.", json!({}));
+    let a = ok("/v1/chat/completions", &body);
+    assert_eq!(a["object"], "chat.completion");
+    assert_eq!(a["model"], "base");
+    assert!(a["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    let choice = &a["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    let text = choice["message"]["content"].as_str().unwrap();
+    assert!(!text.is_empty(), "{a}");
+    assert!(["stop", "length"].contains(&choice["finish_reason"].as_str().unwrap()));
+    let u = &a["usage"];
+    let (p, c) = (
+        u["prompt_tokens"].as_u64().unwrap(),
+        u["completion_tokens"].as_u64().unwrap(),
+    );
+    // The chat template wraps the 5-token question in turn markers.
+    assert!(p > 8, "{u}");
+    assert!((1..=12).contains(&c), "{u}");
+    assert_eq!(u["total_tokens"].as_u64().unwrap(), p + c);
+    let b = ok("/v1/chat/completions", &body);
+    assert_eq!(b["choices"][0]["message"]["content"], text);
+}
+
+#[test]
+fn a_completion_is_what_the_library_generates() {
+    let prompt = "The capital of France is";
+    let a = ok(
+        "/v1/completions",
+        &json!({"model": "base", "prompt": prompt, "max_tokens": 6, "temperature": 0,
+                "ignore_eos": true}),
+    );
+    assert_eq!(a["object"], "text_completion");
+    assert_eq!(a["choices"][0]["finish_reason"], "length");
+    assert_eq!(a["usage"]["completion_tokens"], 6);
+    assert_eq!(a["choices"][0]["text"], library_greedy(prompt, 6, None));
+}
+
+#[test]
+fn stop_strings_end_the_text_before_them() {
+    let prompt = "Here is a list of fruits: apple, banana,";
+    let body = json!({"model": "base", "prompt": prompt, "max_tokens": 12, "temperature": 0,
+                      "ignore_eos": true});
+    let full = ok("/v1/completions", &body)["choices"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A stop string taken from the middle of the free answer.
+    let chars: Vec<(usize, char)> = full.char_indices().collect();
+    assert!(chars.len() >= 6, "{full:?}");
+    let (start, end) = (chars[chars.len() / 2].0, chars[chars.len() / 2 + 2].0);
+    let stop = &full[start..end];
+    let expected = &full[..full.find(stop).unwrap()];
+    for stream in [false, true] {
+        let mut b = body.clone();
+        b["stop"] = json!(["@@never@@", stop]);
+        b["stream"] = json!(stream);
+        let (status, text) = post("/v1/completions", &b);
+        assert_eq!(status, 200, "{text}");
+        let (got, finish) = if stream {
+            let chunks: Vec<Value> = sse_data(&text)
+                .iter()
+                .filter(|d| *d != "[DONE]")
+                .map(|d| serde_json::from_str(d).unwrap())
+                .collect();
+            let got: String = chunks
+                .iter()
+                .map(|c| c["choices"][0]["text"].as_str().unwrap())
+                .collect();
+            (
+                got,
+                chunks.last().unwrap()["choices"][0]["finish_reason"].clone(),
+            )
+        } else {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            (
+                v["choices"][0]["text"].as_str().unwrap().to_string(),
+                v["choices"][0]["finish_reason"].clone(),
+            )
+        };
+        assert_eq!(
+            got, expected,
+            "stop {stop:?} in {full:?} (stream: {stream})"
+        );
+        assert_eq!(finish, "stop");
+    }
+}
+
+fn city_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 12}},
+        "required": ["city"],
+        "additionalProperties": false
+    })
+}
+
+#[test]
+fn json_schema_answers_parse_and_validate() {
+    let schema = city_schema();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for (model, temperature) in [("base", 0.0), ("base", 0.8), ("rnd", 0.0)] {
+        let body = json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "Which city is the capital of France? Answer in JSON."}],
+            "max_tokens": 32,
+            "temperature": temperature,
+            "seed": 11,
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "city", "schema": schema, "strict": true}},
+        });
+        let a = ok("/v1/chat/completions", &body);
+        let text = a["choices"][0]["message"]["content"].as_str().unwrap();
+        assert_eq!(a["choices"][0]["finish_reason"], "stop", "{text}");
+        let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert!(validator.is_valid(&v), "{model} at {temperature}: {v}");
+    }
+}
+
+#[test]
+fn json_object_mode_answers_an_object() {
+    let a = ok(
+        "/v1/chat/completions",
+        &chat(
+            "Give a JSON object with one key.",
+            json!({"max_tokens": 16, "response_format": {"type": "json_object"}}),
+        ),
+    );
+    let text = a["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.starts_with('{'), "{text}");
+    if a["choices"][0]["finish_reason"] == "stop" {
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert!(v.is_object(), "{v}");
+    }
+}
+
+/// Streamed chunks (`data:` lines) put together give the text of the same request unstreamed;
+/// `[DONE]` is last, and the usage chunk comes when asked for.
+#[test]
+fn streams_reassemble_to_the_unstreamed_answer() {
+    for extra in [
+        json!({}),
+        json!({"temperature": 0.9, "seed": 7}),
+        json!({"max_tokens": 32, "response_format": {"type": "json_schema",
+               "json_schema": {"name": "city", "schema": city_schema()}}}),
+    ] {
+        let body = chat("Tell me about Paris.", extra.clone());
+        let whole = ok("/v1/chat/completions", &body);
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        streamed["stream_options"] = json!({"include_usage": true});
+        let (status, text) = post("/v1/chat/completions", &streamed);
+        assert_eq!(status, 200, "{text}");
+        let data = sse_data(&text);
+        assert_eq!(data.last().unwrap(), "[DONE]", "{text}");
+        let chunks: Vec<Value> = data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("{d}: {e}")))
+            .collect();
+        assert!(chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk"));
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let content: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(
+            content, whole["choices"][0]["message"]["content"],
+            "{extra}"
+        );
+        let finishes: Vec<&Value> = chunks
+            .iter()
+            .map(|c| &c["choices"][0]["finish_reason"])
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finishes, [&whole["choices"][0]["finish_reason"]]);
+        // The usage chunk: no choices, the same counts as unstreamed; `usage: null` before it.
+        let last = chunks.last().unwrap();
+        assert_eq!(last["choices"], json!([]));
+        assert_eq!(last["usage"], whole["usage"]);
+        assert!(chunks[..chunks.len() - 1]
+            .iter()
+            .all(|c| c["usage"].is_null()));
+    }
+    // Without include_usage: no usage anywhere.
+    let (status, text) = post(
+        "/v1/completions",
+        &json!({"model": "base", "prompt": "Once upon a time", "max_tokens": 4, "stream": true}),
+    );
+    assert_eq!(status, 200);
+    let data = sse_data(&text);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    for d in &data[..data.len() - 1] {
+        let c: Value = serde_json::from_str(d).unwrap();
+        assert_eq!(c["object"], "text_completion");
+        assert!(c.get("usage").is_none(), "{c}");
+    }
+}
+
+#[test]
+fn models_lists_the_base_and_each_adapter() {
+    let (status, text) = get("/v1/models");
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["base", "rnd"]);
+    assert!(v["data"][0]["parent"].is_null());
+    assert_eq!(v["data"][1]["parent"], "base");
+    assert_eq!(
+        v["data"][1]["root"],
+        fixture().adapter_dir.display().to_string()
+    );
+    assert_eq!(v["data"][0]["max_model_len"], CONTEXT);
+}
+
+#[test]
+fn health_says_ready_with_the_queue() {
+    let (status, text) = get("/health");
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["models"], json!(["base", "rnd"]));
+    assert!(v["queue_depth"].is_u64() && v["running"].is_u64());
+}
+
+/// `model: "rnd"` is answered by the adapter: exactly what the library generates with it
+/// attached, and not what the base model says.
+#[test]
+fn an_adapter_name_routes_to_the_adapter() {
+    let f = fixture();
+    let prompt = "The capital of France is";
+    let body = |model: &str| {
+        json!({"model": model, "prompt": prompt, "max_tokens": 8, "temperature": 0,
+               "ignore_eos": true})
+    };
+    let adapted = ok("/v1/completions", &body("rnd"));
+    let base = ok("/v1/completions", &body("base"));
+    let adapted = adapted["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(adapted, library_greedy(prompt, 8, Some(&f.adapter_dir)));
+    assert_ne!(adapted, base["choices"][0]["text"].as_str().unwrap());
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_count_requests_tokens_and_latency() {
+    let before = get("/metrics").1;
+    let a = ok(
+        "/v1/completions",
+        &json!({"model": "base", "prompt": "Hello", "max_tokens": 3}),
+    );
+    assert_eq!(
+        post("/v1/completions", &json!({"model": "nope", "prompt": "x"})).0,
+        404
+    );
+    let (status, after) = get("/metrics");
+    assert_eq!(status, 200);
+    let grew = |series: &str| metric(&after, series) - metric(&before, series);
+    assert!(grew("smolt_serve_requests_total{endpoint=\"/v1/completions\",status=\"200\"}") >= 1.0);
+    assert!(grew("smolt_serve_requests_total{endpoint=\"/v1/completions\",status=\"404\"}") >= 1.0);
+    assert!(
+        grew("smolt_serve_completion_tokens_total{model=\"base\"}")
+            >= a["usage"]["completion_tokens"].as_f64().unwrap()
+    );
+    assert!(grew("smolt_serve_prompt_tokens_total{model=\"base\"}") >= 2.0);
+    assert!(
+        grew("smolt_serve_request_duration_seconds_count{endpoint=\"/v1/completions\"}") >= 2.0
+    );
+    assert!(after.contains("# TYPE smolt_serve_request_duration_seconds histogram"));
+    assert!(after.contains("smolt_serve_queue_depth "));
+}
+
+/// What a bad request is, where it goes, the body, the status and words it must get back, and
+/// the `param` named (`Some("")`: the `model_not_found` code instead).
+type BadCase = (
+    &'static str,
+    &'static str,
+    String,
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
+
+/// Every bad request gets the right 4xx and an OpenAI error body that says what is wrong.
+#[test]
+fn bad_requests_get_a_4xx_that_says_why() {
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    let chat_with = |extra: Value| {
+        let mut b = json!({"model": "base", "messages": hi, "max_tokens": 4});
+        merge(&mut b, extra);
+        b.to_string()
+    };
+    // About 1.5 tokens per repetition: well over the 1024-token context.
+    let long_prompt = "the quick brown fox jumps over the lazy dog ".repeat(200);
+    let huge = format!(
+        "{{\"model\": \"base\", \"prompt\": \"{}\"}}",
+        "a".repeat(BODY_LIMIT + 1)
+    );
+    let cases: Vec<BadCase> = vec![
+        ("malformed JSON", "/v1/chat/completions", "{\"model\": ".into(), 400, "not valid JSON", None),
+        ("body not an object", "/v1/chat/completions", "[1, 2]".into(), 400, "must be a JSON object", None),
+        ("wrong type", "/v1/chat/completions", chat_with(json!({"max_tokens": "ten"})), 400, "must be an integer", Some("max_tokens")),
+        ("missing messages", "/v1/chat/completions", json!({"model": "base"}).to_string(), 400, "required", Some("messages")),
+        ("empty messages", "/v1/chat/completions", json!({"model": "base", "messages": []}).to_string(), 400, "empty", Some("messages")),
+        ("bad role", "/v1/chat/completions", json!({"model": "base", "messages": [{"role": "wizard", "content": "x"}]}).to_string(), 400, "unknown role", Some("messages")),
+        ("template refuses", "/v1/chat/completions", json!({"model": "base", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}).to_string(), 400, "alternate", Some("messages")),
+        ("unknown model", "/v1/chat/completions", chat_with(json!({"model": "gpt-9"})), 404, "does not exist", Some("")),
+        ("invalid schema", "/v1/chat/completions", chat_with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}})), 400, "not a valid JSON Schema", Some("response_format")),
+        ("schema not enforceable", "/v1/chat/completions", chat_with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer", "minimum": 5, "maximum": 1}}}})), 400, "invalid response_format", Some("response_format")),
+        ("unsupported parameter", "/v1/chat/completions", chat_with(json!({"tools": [{"type": "function"}]})), 400, "not supported", Some("tools")),
+        ("logprobs", "/v1/chat/completions", chat_with(json!({"logprobs": true})), 400, "not supported", Some("logprobs")),
+        ("unknown parameter", "/v1/chat/completions", chat_with(json!({"temprature": 0})), 400, "unrecognized", Some("temprature")),
+        ("negative max_tokens", "/v1/chat/completions", chat_with(json!({"max_tokens": -5})), 400, "at least 1", Some("max_tokens")),
+        ("max_tokens beyond the context", "/v1/chat/completions", chat_with(json!({"max_tokens": 5000})), 400, "maximum context length", Some("max_tokens")),
+        ("prompt over the context", "/v1/completions", json!({"model": "base", "prompt": long_prompt}).to_string(), 400, "maximum context length", Some("prompt")),
+        ("oversized body", "/v1/completions", huge, 413, "larger than", None),
+        ("stream with n > 1", "/v1/chat/completions", chat_with(json!({"stream": true, "n": 2})), 400, "must be 1", Some("n")),
+        ("temperature out of range", "/v1/chat/completions", chat_with(json!({"temperature": 7})), 400, "between 0 and 2", Some("temperature")),
+        ("stream_options without stream", "/v1/chat/completions", chat_with(json!({"stream_options": {"include_usage": true}})), 400, "only allowed", Some("stream_options")),
+        ("missing prompt", "/v1/completions", json!({"model": "base"}).to_string(), 400, "required", Some("prompt")),
+        ("too many stops", "/v1/completions", json!({"model": "base", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}).to_string(), 400, "at most 4", Some("stop")),
+    ];
+    assert!(cases.len() >= 12);
+    for (what, path, body, status, words, param) in cases {
+        let (got, text) = post_to(&url(""), path, &body);
+        assert_eq!(got, status, "{what}: {text}");
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+        let err = &v["error"];
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{what}: {message}");
+        assert!(err["type"].is_string(), "{what}: {v}");
+        match param {
+            Some("") => assert_eq!(err["code"], "model_not_found", "{what}"),
+            Some(p) => assert_eq!(err["param"], p, "{what}: {v}"),
+            None => assert!(err["param"].is_null(), "{what}: {v}"),
+        }
+    }
+    // Routes and methods outside the API answer in the same error shape.
+    let (status, text) = get("/v1/embeddings");
+    assert_eq!(status, 404);
+    assert!(text.contains("no route"), "{text}");
+    let (status, text) = get("/v1/chat/completions");
+    assert_eq!(status, 405);
+    assert!(text.contains("does not take GET"), "{text}");
+}
+
+/// Waits until the server has counted more cancelled sequences than `before`.
+fn wait_for_cancellation(before: f64) {
+    let start = Instant::now();
+    loop {
+        let text = get("/metrics").1;
+        if metric(&text, "smolt_serve_cancelled_total") > before {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the sequence was not cancelled:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Clients that go away stop their generation: the worker counts each cancelled long before
+/// the 400 tokens it asked for. One test, one after the other, because no other test of the
+/// shared server cancels anything: each count is this test's own.
+#[test]
+fn disconnected_clients_cancel_their_sequences() {
+    a_disconnected_stream_cancels_its_sequence();
+    a_client_that_times_out_cancels_its_sequence();
+}
+
+/// Hanging up mid-stream.
+fn a_disconnected_stream_cancels_its_sequence() {
+    use std::io::{BufRead, BufReader};
+    let before = metric(&get("/metrics").1, "smolt_serve_cancelled_total");
+    let body = json!({"model": "base", "prompt": "Count: 1, 2, 3,", "max_tokens": 400,
+                      "ignore_eos": true, "temperature": 0, "stream": true});
+    let response = agent()
+        .post(&url("/v1/completions"))
+        .send_string(&body.to_string())
+        .unwrap();
+    let mut reader = BufReader::new(response.into_reader());
+    let mut line = String::new();
+    // Read until the first piece of text, then hang up.
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream ended early"
+        );
+        if line.starts_with("data: {") {
+            break;
+        }
+    }
+    drop(reader);
+    wait_for_cancellation(before);
+}
+
+/// Giving up on a whole answer: the request's future is dropped, and with it the sequence.
+fn a_client_that_times_out_cancels_its_sequence() {
+    let before = metric(&get("/metrics").1, "smolt_serve_cancelled_total");
+    let body = json!({"model": "base", "prompt": "Count: 1, 2, 3,", "max_tokens": 400,
+                      "ignore_eos": true, "temperature": 0});
+    let impatient = ureq::AgentBuilder::new()
+        .timeout_read(Duration::from_millis(1500))
+        .build();
+    let r = impatient
+        .post(&url("/v1/completions"))
+        .send_string(&body.to_string());
+    assert!(
+        matches!(r, Err(ureq::Error::Transport(_))),
+        "400 tokens came back within the timeout: {:?}",
+        r.map(|r| r.status())
+    );
+    wait_for_cancellation(before);
+}
+
+/// A server of its own with one queue slot and an API key: the key is required on /v1/*, a
+/// third request while one runs and one waits is answered 429 with Retry-After, and stopping
+/// the server lets both accepted requests finish before it closes.
+#[test]
+fn queue_limits_keys_and_graceful_shutdown() {
+    let mut config = ServeConfig::new(model_path(), "m");
+    config.max_queue = 1;
+    config.api_key = Some("sekret".into());
+    config.max_model_len = Some(512);
+    let server = Background::start(config, "127.0.0.1:0").unwrap();
+    let base = format!("http://{}", server.addr());
+    let call = {
+        let base = base.clone();
+        move |body: Value, key: Option<&str>| {
+            let mut r = agent()
+                .post(&format!("{base}/v1/completions"))
+                .set("Content-Type", "application/json");
+            if let Some(k) = key {
+                r = r.set("Authorization", &format!("Bearer {k}"));
+            }
+            answer(r.send_string(&body.to_string()))
+        }
+    };
+    let health = || -> Value {
+        serde_json::from_str(&answer(agent().get(&format!("{base}/health")).call()).1).unwrap()
+    };
+    let short = json!({"model": "m", "prompt": "Hello", "max_tokens": 2});
+    for key in [None, Some("wrong")] {
+        let (status, text) = call(short.clone(), key);
+        assert_eq!(status, 401, "{text}");
+        assert!(text.contains("invalid_api_key"), "{text}");
+    }
+    assert_eq!(health()["status"], "ok", "health needs no key");
+
+    let long = json!({"model": "m", "prompt": "Count: 1, 2, 3,", "max_tokens": 96,
+                      "ignore_eos": true, "temperature": 0});
+    let wait_for = |what: &str, ok: &dyn Fn(&Value) -> bool| {
+        let start = Instant::now();
+        loop {
+            let h = health();
+            if ok(&h) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "never {what}: {h}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let first = {
+        let (call, long) = (call.clone(), long.clone());
+        std::thread::spawn(move || call(long, Some("sekret")))
+    };
+    wait_for("running", &|h| h["running"] == 1);
+    let second = {
+        let (call, short) = (call.clone(), short.clone());
+        std::thread::spawn(move || call(short, Some("sekret")))
+    };
+    wait_for("queued", &|h| h["queue_depth"] == 1);
+    let third = agent()
+        .post(&format!("{base}/v1/completions"))
+        .set("Authorization", "Bearer sekret")
+        .send_string(&short.to_string());
+    match third {
+        Err(ureq::Error::Status(429, r)) => {
+            assert_eq!(r.header("Retry-After"), Some("1"));
+            let text = r.into_string().unwrap();
+            assert!(text.contains("busy"), "{text}");
+        }
+        other => panic!("expected 429, got {:?}", other.map(|r| r.status())),
+    }
+
+    // Stop while the first runs and the second waits: both are answered in full.
+    let addr = server.addr();
+    server.stop().unwrap();
+    let (status, text) = first.join().unwrap();
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["usage"]["completion_tokens"], 96);
+    let (status, text) = second.join().unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err(),
+        "the server still accepts connections after stopping"
+    );
+}

@@ -1,0 +1,146 @@
+//! `smolt serve`: an OpenAI-compatible HTTP server over the model and its adapters.
+
+use std::path::Path;
+
+use anyhow::Context;
+use smolt_serve::{AdapterSpec, ServeConfig, Server};
+
+use super::{resolve_model, PrecisionArg};
+
+#[derive(clap::Args)]
+#[command(after_help = "Endpoints:\n  \
+    GET  /health                liveness and readiness (JSON)\n  \
+    GET  /v1/models             the base model and each adapter\n  \
+    POST /v1/chat/completions   OpenAI chat completions (messages, stream, response_format)\n  \
+    POST /v1/completions        OpenAI text completions (prompt)\n  \
+    GET  /metrics               Prometheus metrics\n\n\
+Each request names the base model or an adapter in \"model\". Conversations are rendered with \
+the model's chat template (an adapter's training run renders them as it was trained). \
+response_format {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": \
+{\"name\", \"schema\"}} constrains the answer to valid JSON (an invalid schema is a 400). \
+Parameters not implemented yet (tools, logprobs, n > 1, penalties) are refused with a 400 that \
+names them, never ignored.\n\n\
+One worker generates one sequence at a time, first come first served; up to --max-queue \
+requests wait, more are answered 429 with Retry-After. A client that disconnects cancels its \
+request. Ctrl-C or SIGTERM stops accepting, finishes the requests in flight, then exits.\n\n\
+Examples:\n  \
+    smolt serve\n  \
+    smolt serve --adapter receipts=runs/receipts --port 8000 --api-key \"$KEY\"\n  \
+    curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n    \
+    -d '{\"model\": \"gemma-3-270m\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi!\"}], \"max_tokens\": 32}'\n\n\
+Any OpenAI client works: point its base URL at http://HOST:PORT/v1.")]
+pub struct Args {
+    /// A .gguf file, `gemma-3-270m` (the default, fetched on first use) or `hf:owner/repo/file.gguf`.
+    #[arg(short, long, default_value = smolt::hub::DEFAULT_MODEL, env = "SMOLT_MODEL")]
+    model: String,
+    /// The name clients use for the base model (default: --model when it is a name, else the
+    /// file's stem).
+    #[arg(long, value_name = "NAME")]
+    served_model_name: Option<String>,
+    /// Serve a LoRA adapter under NAME: a `smolt train` run directory or a PEFT LoRA folder.
+    /// Repeat for more adapters.
+    #[arg(long = "adapter", value_name = "NAME=DIR")]
+    adapters: Vec<AdapterSpec>,
+    /// Address to listen on (0.0.0.0 for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Requests that may wait while one is generated; one more is answered 429.
+    #[arg(long, default_value_t = smolt_serve::DEFAULT_MAX_QUEUE, value_name = "N")]
+    max_queue: usize,
+    /// Require `Authorization: Bearer KEY` on /v1/* (health and metrics stay open).
+    #[arg(
+        long,
+        env = "SMOLT_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
+    /// Request bodies above this many bytes are answered 413.
+    #[arg(long, default_value_t = smolt_serve::DEFAULT_MAX_BODY_BYTES, value_name = "BYTES")]
+    max_body_bytes: usize,
+    /// Prompt plus output tokens per request (default: the model's context length).
+    #[arg(long, value_name = "TOKENS")]
+    max_model_len: Option<usize>,
+    /// Arithmetic of the forward pass.
+    #[arg(long, value_enum, default_value = "fast")]
+    precision: PrecisionArg,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let path = resolve_model(&args.model)?;
+    let model_id = args
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| default_name(&args.model, &path));
+    let precision = match args.precision {
+        PrecisionArg::Fast => smolt::model::Precision::Fast,
+        PrecisionArg::F32 => smolt::model::Precision::F32,
+    };
+    let config = ServeConfig {
+        adapters: args.adapters,
+        precision,
+        max_queue: args.max_queue,
+        api_key: args.api_key.filter(|k| !k.is_empty()),
+        max_body_bytes: args.max_body_bytes,
+        max_model_len: args.max_model_len,
+        ..ServeConfig::new(path, model_id)
+    };
+    let server = Server::load(config)?;
+    let names: Vec<&str> = server
+        .models()
+        .served
+        .iter()
+        .map(|m| m.id.as_str())
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        // Two threads answer HTTP; the model's work happens on the compute pool.
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&addr))
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    eprintln!(
+        "smolt: serving {} on http://{local}/v1 (Ctrl-C to stop)",
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    runtime.block_on(server.serve(listener, smolt_serve::shutdown_signal()))?;
+    eprintln!("smolt: stopped");
+    Ok(())
+}
+
+/// `gemma-3-270m` stays `gemma-3-270m`; a path becomes its file stem.
+fn default_name(spec: &str, path: &Path) -> String {
+    let is_path = spec.contains('/') || spec.contains('\\') || spec.ends_with(".gguf");
+    if !is_path {
+        return spec.to_string();
+    }
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| spec.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_the_model_argument() {
+        let p = Path::new("/cache/gemma-3-270m-q4_k_m.gguf");
+        assert_eq!(default_name("gemma-3-270m", p), "gemma-3-270m");
+        assert_eq!(
+            default_name("/cache/gemma-3-270m-q4_k_m.gguf", p),
+            "gemma-3-270m-q4_k_m"
+        );
+        assert_eq!(default_name("hf:o/r/x.gguf", Path::new("/c/x.gguf")), "x");
+    }
+}
