@@ -17,7 +17,7 @@ use crate::chat::{ChatError, ChatFormat, ChatTemplateSetting};
 use crate::encoder::TextEncoder;
 use crate::json::{to_json_text, JsonStyle};
 use crate::prompt;
-use crate::schema::{read_schema, AnswerSchema};
+use crate::schema::AnswerSchema;
 
 /// The default prompt: a plain instruction, then the input, then a cue that the answer is JSON.
 pub const DEFAULT_TEMPLATE: &str =
@@ -211,11 +211,6 @@ impl Task {
     /// The answer schema, compiled, if the task names one.
     pub fn answer_schema(&self) -> Result<Option<AnswerSchema>> {
         self.schema.as_deref().map(AnswerSchema::load).transpose()
-    }
-
-    /// The answer schema as JSON, if the task names one (for constrained decoding).
-    pub fn schema_value(&self) -> Result<Option<Value>> {
-        self.schema.as_deref().map(read_schema).transpose()
     }
 }
 

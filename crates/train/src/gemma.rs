@@ -181,7 +181,7 @@ pub fn run_config(
     overrides: &[(String, String)],
     resume: bool,
 ) -> Result<TrainConfig> {
-    let saved = out.join(smolt_task::RUN_TASK_FILE);
+    let saved = out.join(crate::engine::CONFIG_FILE);
     let file = if resume && saved.exists() {
         Some(saved.as_path())
     } else {
