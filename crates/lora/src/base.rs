@@ -9,7 +9,7 @@ use smolt_kernels::bf16::{
     pack_rows_into, pack_w_into, pack_w_q8_0_into, BfRows, PackScratch, PackedB,
 };
 use smolt_kernels::{matmul_nn, matmul_nt, ChunkProducts, Float};
-use smolt_model::{ArchSpec, Linear, Model};
+use smolt_model::{ArchSpec, BlockVectors, Linear, Model};
 use smolt_quant::{rows_available, GgmlType, QuantizedRows, RowsScratch};
 
 /// A frozen projection `in → out` with weight `W (out, in)`.
@@ -487,6 +487,8 @@ pub struct FrozenBlock<'a, F: Float> {
     pub ffn_norm: Vec<F>,
     /// `(d)`, if `spec.post_norms`.
     pub post_ffn_norm: Option<Vec<F>>,
+    /// q, k, v biases `(nh·hd)`, `(nkv·hd)`, `(nkv·hd)`, if `spec.qkv_bias`.
+    pub qkv_bias: Option<[Vec<F>; 3]>,
     /// The seven projections indexed by [`Target::index`].
     pub proj: [Box<dyn FrozenLinear<F> + 'a>; 7],
 }
@@ -494,6 +496,22 @@ pub struct FrozenBlock<'a, F: Float> {
 impl<'a, F: Float> FrozenBlock<'a, F> {
     pub fn proj(&self, t: Target) -> &(dyn FrozenLinear<F> + 'a) {
         &*self.proj[t.index()]
+    }
+
+    /// The norms and biases, as the shared block reads them.
+    pub fn vectors(&self) -> BlockVectors<'_, F> {
+        BlockVectors {
+            attn_norm: &self.attn_norm,
+            qkv_bias: self
+                .qkv_bias
+                .as_ref()
+                .map(|[q, k, v]| [&q[..], &k[..], &v[..]]),
+            q_norm: self.q_norm.as_deref(),
+            k_norm: self.k_norm.as_deref(),
+            post_attn_norm: self.post_attn_norm.as_deref(),
+            ffn_norm: &self.ffn_norm,
+            post_ffn_norm: self.post_ffn_norm.as_deref(),
+        }
     }
 }
 
@@ -573,6 +591,10 @@ impl<'a> Frozen<'a, f32> {
                     post_attn_norm: b.post_attn_norm.clone(),
                     ffn_norm: b.ffn_norm.clone(),
                     post_ffn_norm: b.post_ffn_norm.clone(),
+                    qkv_bias: b
+                        .qkv_bias
+                        .as_ref()
+                        .map(|q| [q.q.clone(), q.k.clone(), q.v.clone()]),
                     proj: [
                         lin(&b.wq),
                         lin(&b.wk),
@@ -620,6 +642,10 @@ impl<F: Float> Frozen<'static, F> {
                     post_attn_norm: opt(&b.post_attn_norm),
                     ffn_norm: cast(&b.ffn_norm),
                     post_ffn_norm: opt(&b.post_ffn_norm),
+                    qkv_bias: b
+                        .qkv_bias
+                        .as_ref()
+                        .map(|q| [cast(&q.q), cast(&q.k), cast(&q.v)]),
                     proj: [
                         dense(&b.wq),
                         dense(&b.wk),

@@ -39,4 +39,4 @@ pub use config::{LoraConfig, Target};
 pub use error::{LoraError, Result};
 pub use files::{attach_adapter, load_adapter, save_adapter, ADAPTER_CONFIG_FILE, ADAPTER_FILE};
 pub use head::{linear_cross_entropy, CHUNK};
-pub use step::{check_trainable, Sequence, StepOptions, StepOutput, IGNORE};
+pub use step::{Sequence, StepOptions, StepOutput, IGNORE};

@@ -1,4 +1,4 @@
-//! The whole training pass on a tiny random Gemma 3: gradients against central finite
+//! The whole training pass on a tiny random Gemma 3 (and Qwen 2, through the same block): gradients against central finite
 //! differences in f64 (the same generic code, instantiated in f64), the f32 engine against the
 //! f64 one, the B = 0 loss against the inference engine's logits, and determinism.
 
@@ -39,8 +39,8 @@ fn loss_of(base: &Frozen<f64>, ad: &LoraAdapter<f64>, seq: &Sequence, opts: &Ste
     base.step(&mut ad, seq, opts).unwrap().loss
 }
 
-fn fd_check(dropout: f64, recompute: bool) {
-    let model = tiny_model(Precision::F32);
+fn fd_check(arch: &str, dropout: f64, recompute: bool) {
+    let model = tiny_model_of(arch, Precision::F32);
     let base = Frozen::<f64>::dense_from_model(&model);
     let (tokens, labels) = tiny_sequence();
     let seq = Sequence {
@@ -116,23 +116,39 @@ fn fd_check(dropout: f64, recompute: bool) {
 
 #[test]
 fn gradients_match_finite_differences_f64() {
-    fd_check(0.0, false);
+    fd_check("gemma3", 0.0, false);
+}
+
+/// Qwen 2's switches through the same block: SwiGLU, q/k/v biases, no q/k norms or post-norms,
+/// an untied head.
+#[test]
+fn gradients_match_finite_differences_f64_qwen2() {
+    fd_check("qwen2", 0.0, false);
 }
 
 #[test]
 fn gradients_match_finite_differences_with_dropout_and_recompute() {
-    fd_check(0.25, true);
+    fd_check("gemma3", 0.25, true);
 }
 
 #[test]
 fn loss_with_b_zero_equals_inference_cross_entropy() {
+    loss_with_b_zero_equals_inference("gemma3");
+}
+
+#[test]
+fn loss_with_b_zero_equals_inference_cross_entropy_qwen2() {
+    loss_with_b_zero_equals_inference("qwen2");
+}
+
+fn loss_with_b_zero_equals_inference(arch: &str) {
     let (tokens, labels) = tiny_sequence();
     let seq = Sequence {
         tokens: &tokens,
         labels: &labels,
     };
     for precision in [Precision::F32, Precision::Fast] {
-        let model = tiny_model(precision);
+        let model = tiny_model_of(arch, precision);
         let logits = model
             .forward(&tokens, &mut model.new_cache(), Logits::All)
             .unwrap();
@@ -169,7 +185,16 @@ fn loss_with_b_zero_equals_inference_cross_entropy() {
 /// difference is f32 rounding only, ~1e-6 relative per op, amplified by the depth.
 #[test]
 fn f32_engine_matches_f64_engine() {
-    let model = tiny_model(Precision::F32);
+    f32_engine_matches_f64("gemma3");
+}
+
+#[test]
+fn f32_engine_matches_f64_engine_qwen2() {
+    f32_engine_matches_f64("qwen2");
+}
+
+fn f32_engine_matches_f64(arch: &str) {
+    let model = tiny_model_of(arch, Precision::F32);
     let (tokens, labels) = tiny_sequence();
     let seq = Sequence {
         tokens: &tokens,

@@ -4,6 +4,7 @@
 
 use crate::error::{ModelError, Result};
 use smolt_gguf::{Gguf, Value};
+use smolt_kernels::{geglu_backward, geglu_forward, swiglu_backward, swiglu_forward, Float};
 
 /// Model families smolt can run. Adding one means teaching [`ArchSpec::from_gguf`] its keys and
 /// defaults; the decoder block is shared.
@@ -31,6 +32,31 @@ pub enum Activation {
     GeluTanh,
     /// `silu(x) = x·σ(x)` (SwiGLU): Qwen, Llama.
     Silu,
+}
+
+impl Activation {
+    /// `g = act(gate) ⊙ up`, all `(T, f)`.
+    pub fn forward<F: Float>(self, gate: &[F], up: &[F], g: &mut [F]) {
+        match self {
+            Activation::GeluTanh => geglu_forward(gate, up, g),
+            Activation::Silu => swiglu_forward(gate, up, g),
+        }
+    }
+
+    /// Backward of [`Activation::forward`]: `dgate`, `dup` ACCUMULATE `dg`'s gradient.
+    pub fn backward<F: Float>(
+        self,
+        dg: &[F],
+        gate: &[F],
+        up: &[F],
+        dgate: &mut [F],
+        dup: &mut [F],
+    ) {
+        match self {
+            Activation::GeluTanh => geglu_backward(dg, gate, up, dgate, dup),
+            Activation::Silu => swiglu_backward(dg, gate, up, dgate, dup),
+        }
+    }
 }
 
 /// What differs between layers: Gemma 3 interleaves sliding-window layers (local RoPE base)

@@ -15,6 +15,7 @@
 //! ```
 
 mod arch;
+pub mod block;
 mod cache;
 mod error;
 mod linear;
@@ -22,6 +23,7 @@ mod model;
 mod proj;
 
 pub use arch::{Activation, Arch, ArchSpec, LayerSpec};
+pub use block::{block_forward, BlockPass, BlockRecord, BlockVectors};
 pub use cache::KvCache;
 pub use error::{ModelError, Result};
 pub use linear::{Linear, LoraDelta};

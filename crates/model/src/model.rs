@@ -1,15 +1,14 @@
-//! The decoder: weights bound by GGUF tensor name, one parameterised block, the forward pass
-//! over a KV cache.
+//! The decoder: weights bound by GGUF tensor name, the forward pass over a KV cache (through
+//! the one block of [`crate::block`]).
 
-use crate::arch::{Activation, ArchSpec, LayerSpec};
+use crate::arch::{ArchSpec, LayerSpec};
+use crate::block::{block_forward, BlockPass, BlockVectors};
 use crate::cache::KvCache;
 use crate::error::{ModelError, Result};
 use crate::linear::{read_vector, Linear};
 use crate::proj::Proj;
 use smolt_gguf::{Gguf, TensorInfo};
-use smolt_kernels::{
-    attention_forward, geglu_forward, rms_norm_forward, rope_forward, swiglu_forward,
-};
+use smolt_kernels::{attention_forward, rms_norm_forward};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -120,6 +119,22 @@ impl Block {
             Proj::Gate => &self.w_gate,
             Proj::Up => &self.w_up,
             Proj::Down => &self.w_down,
+        }
+    }
+
+    /// The norms and biases, as the shared block reads them.
+    pub fn vectors(&self) -> BlockVectors<'_, f32> {
+        BlockVectors {
+            attn_norm: &self.attn_norm,
+            qkv_bias: self
+                .qkv_bias
+                .as_ref()
+                .map(|b| [&b.q[..], &b.k[..], &b.v[..]]),
+            q_norm: self.q_norm.as_deref(),
+            k_norm: self.k_norm.as_deref(),
+            post_attn_norm: self.post_attn_norm.as_deref(),
+            ffn_norm: &self.ffn_norm,
+            post_ffn_norm: self.post_ffn_norm.as_deref(),
         }
     }
 
@@ -338,9 +353,18 @@ impl Model {
                 row.iter_mut().for_each(|v| *v *= s);
             }
         }
-        for (il, (block, layer)) in self.blocks.iter().zip(&spec.layers).enumerate() {
+        for (il, block) in self.blocks.iter().enumerate() {
             let (k_cache, v_cache) = cache.layer_mut(il);
-            self.block_forward(block, layer, &mut x, &positions, k_cache, v_cache);
+            let mut pass = CachedPass {
+                block,
+                attn_scale: spec.attn_scale,
+                k_cache,
+                v_cache,
+                n_heads: spec.n_heads,
+                n_kv_heads: spec.n_kv_heads,
+                head_dim: spec.head_dim,
+            };
+            x = block_forward(spec, il, &block.vectors(), x, &positions, &mut pass, None);
         }
         cache.advance(t);
 
@@ -373,112 +397,50 @@ impl Model {
         self.head().forward_rows(hidden, ids, &mut out);
         out
     }
+}
 
-    /// One decoder layer over `x (T, d)` in place, for queries at `positions` (T); this layer's
-    /// cache rows `(S, kv_dim)` get the T new keys and values appended.
-    fn block_forward(
-        &self,
-        b: &Block,
+/// The inference pass through a block: the model's projections (an attached adapter included)
+/// and this layer's rows of the KV cache.
+struct CachedPass<'a> {
+    block: &'a Block,
+    attn_scale: f32,
+    k_cache: &'a mut Vec<f32>,
+    v_cache: &'a mut Vec<f32>,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl BlockPass<f32> for CachedPass<'_> {
+    fn project(&mut self, p: Proj, x: &[f32], t: usize, y: &mut [f32]) {
+        self.block.proj(p).forward(x, t, y);
+    }
+
+    fn attend(
+        &mut self,
         layer: &LayerSpec,
-        x: &mut [f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
         positions: &[usize],
-        k_cache: &mut Vec<f32>,
-        v_cache: &mut Vec<f32>,
+        att: &mut [f32],
     ) {
-        let spec = &self.spec;
-        let (t, d, f) = (positions.len(), spec.d_model, spec.d_ff);
-        let (nh, nkv, hd) = (spec.n_heads, spec.n_kv_heads, spec.head_dim);
-        let eps = spec.rms_eps;
-
-        // ---- attention ----
-        // a (T, d) = rmsnorm(x) · attn_norm
-        let mut a = vec![0f32; t * d];
-        rms_norm_forward(x, &b.attn_norm, eps, d, &mut a, None);
-        // q (T, nh·hd), k, v (T, nkv·hd)
-        let mut q = vec![0f32; t * nh * hd];
-        let mut k = vec![0f32; t * nkv * hd];
-        let mut v = vec![0f32; t * nkv * hd];
-        b.wq.forward(&a, t, &mut q);
-        b.wk.forward(&a, t, &mut k);
-        b.wv.forward(&a, t, &mut v);
-        // q, k, v += their biases (Qwen 2)
-        if let Some(bias) = &b.qkv_bias {
-            add_bias(&mut q, &bias.q);
-            add_bias(&mut k, &bias.k);
-            add_bias(&mut v, &bias.v);
-        }
-        // per-head RMSNorm over hd (Gemma 3's q/k norm), then RoPE
-        if let Some(w) = &b.q_norm {
-            let q_in = q.clone();
-            rms_norm_forward(&q_in, w, eps, hd, &mut q, None);
-        }
-        if let Some(w) = &b.k_norm {
-            let k_in = k.clone();
-            rms_norm_forward(&k_in, w, eps, hd, &mut k, None);
-        }
-        rope_forward(&mut q, positions, nh, hd, layer.rope_base as f32);
-        rope_forward(&mut k, positions, nkv, hd, layer.rope_base as f32);
         // cache (S, nkv·hd) += k, v; key j sits at position j
-        k_cache.extend_from_slice(&k);
-        v_cache.extend_from_slice(&v);
-        // att (T, nh·hd) = softmax(scale · q·kᵀ, causal, window) · v
-        let mut att = vec![0f32; t * nh * hd];
+        self.k_cache.extend_from_slice(k);
+        self.v_cache.extend_from_slice(v);
         attention_forward(
-            &q,
-            k_cache,
-            v_cache,
+            q,
+            self.k_cache,
+            self.v_cache,
             positions,
-            nh,
-            nkv,
-            hd,
+            self.n_heads,
+            self.n_kv_heads,
+            self.head_dim,
             layer.window,
-            spec.attn_scale,
-            &mut att,
+            self.attn_scale,
+            att,
             None,
         );
-        // o (T, d) = att · Woᵀ
-        let mut o = vec![0f32; t * d];
-        b.wo.forward(&att, t, &mut o);
-        // x += post_attn_norm(o)
-        add_normed(x, &o, b.post_attn_norm.as_deref(), eps, d);
-
-        // ---- MLP ----
-        // h (T, d) = rmsnorm(x) · ffn_norm
-        let mut h = vec![0f32; t * d];
-        rms_norm_forward(x, &b.ffn_norm, eps, d, &mut h, None);
-        // gate, up (T, f); g (T, f) = act(gate) ⊙ up
-        let mut gate = vec![0f32; t * f];
-        let mut up = vec![0f32; t * f];
-        b.w_gate.forward(&h, t, &mut gate);
-        b.w_up.forward(&h, t, &mut up);
-        let mut g = vec![0f32; t * f];
-        match spec.activation {
-            Activation::GeluTanh => geglu_forward(&gate, &up, &mut g),
-            Activation::Silu => swiglu_forward(&gate, &up, &mut g),
-        }
-        // y (T, d) = g · Wdownᵀ; x += post_ffn_norm(y)
-        let mut y = vec![0f32; t * d];
-        b.w_down.forward(&g, t, &mut y);
-        add_normed(x, &y, b.post_ffn_norm.as_deref(), eps, d);
-    }
-}
-
-/// `x (T, n) += bias (n)` on every row.
-fn add_bias(x: &mut [f32], bias: &[f32]) {
-    for row in x.chunks_mut(bias.len()) {
-        row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
-    }
-}
-
-/// `x += norm(y)` if a post-norm weight is given, else `x += y`.
-fn add_normed(x: &mut [f32], y: &[f32], norm: Option<&[f32]>, eps: f32, d: usize) {
-    match norm {
-        Some(w) => {
-            let mut n = vec![0f32; y.len()];
-            rms_norm_forward(y, w, eps, d, &mut n, None);
-            x.iter_mut().zip(&n).for_each(|(a, b)| *a += b);
-        }
-        None => x.iter_mut().zip(y).for_each(|(a, b)| *a += b),
     }
 }
 

@@ -38,7 +38,6 @@ pub struct LoraEngine<'m> {
 impl<'m> LoraEngine<'m> {
     /// A fresh adapter (PEFT init from `seed`) over `base`.
     pub fn new(base: Frozen<'m, f32>, cfg: &TrainConfig) -> Result<Self> {
-        smolt_lora::check_trainable(&base.spec)?;
         let adapter = LoraAdapter::new(&base.spec, &cfg.lora_config()?, cfg.seed)
             .context("creating the LoRA adapter")?;
         Ok(LoraEngine {

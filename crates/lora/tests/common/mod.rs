@@ -21,10 +21,17 @@ fn quantized(ty: GgmlType, values: &[f32]) -> Vec<u8> {
     out
 }
 
+/// The tiny Gemma 3.
 pub fn tiny_gguf(seed: u64) -> Vec<u8> {
+    tiny_gguf_of("gemma3", seed)
+}
+
+/// The same shapes as family `a`: `gemma3` (above), or `qwen2` (SwiGLU, q/k/v biases, no q/k
+/// norms or post-norms, full attention everywhere, an untied Q8_0 head).
+pub fn tiny_gguf_of(a: &str, seed: u64) -> Vec<u8> {
+    let gemma = a == "gemma3";
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut w = GgufWriter::new();
-    let a = "gemma3";
     w.set("general.architecture", Value::String(a.into()));
     for (k, v) in [
         ("embedding_length", D),
@@ -34,11 +41,17 @@ pub fn tiny_gguf(seed: u64) -> Vec<u8> {
         ("attention.head_count_kv", 1),
         ("attention.key_length", HD),
         ("attention.value_length", HD),
-        ("attention.sliding_window", WINDOW),
         ("context_length", 128),
         ("vocab_size", VOCAB),
     ] {
         w.set(format!("{a}.{k}"), Value::U32(v as u32));
+    }
+    if gemma {
+        w.set(
+            format!("{a}.attention.sliding_window"),
+            Value::U32(WINDOW as u32),
+        );
+        w.set(format!("{a}.rope.freq_base_swa"), Value::F32(10.0));
     }
     w.set(
         format!("{a}.attention.layer_norm_rms_epsilon"),
@@ -46,7 +59,6 @@ pub fn tiny_gguf(seed: u64) -> Vec<u8> {
     );
     // Small RoPE bases so that the rotation matters over a dozen positions.
     w.set(format!("{a}.rope.freq_base"), Value::F32(1000.0));
-    w.set(format!("{a}.rope.freq_base_swa"), Value::F32(10.0));
 
     let mut uniform = |n: usize, scale: f32| -> Vec<f32> {
         (0..n).map(|_| rng.gen_range(-scale..scale)).collect()
@@ -71,6 +83,10 @@ pub fn tiny_gguf(seed: u64) -> Vec<u8> {
     let norm = |u: Vec<f32>| -> Vec<f32> { u.iter().map(|x| 1.0 + x).collect() };
     let on = norm(uniform(D, 0.3));
     add(&mut w, "output_norm.weight", &[D], GgmlType::F32, &on);
+    if !gemma {
+        let head = uniform(VOCAB * D, 0.5);
+        add(&mut w, "output.weight", &[D, VOCAB], GgmlType::Q8_0, &head);
+    }
     use GgmlType::*;
     for il in 0..LAYERS {
         let n = |s: &str| format!("blk.{il}.{s}.weight");
@@ -87,23 +103,38 @@ pub fn tiny_gguf(seed: u64) -> Vec<u8> {
             let v = uniform(inp * out, 1.2 / (inp as f32).sqrt());
             add(&mut w, &n(s), &[inp, out], ty, &v);
         }
-        for (s, len) in [
-            ("attn_norm", D),
-            ("attn_q_norm", HD),
-            ("attn_k_norm", HD),
-            ("post_attention_norm", D),
-            ("ffn_norm", D),
-            ("post_ffw_norm", D),
-        ] {
+        let norms: &[(&str, usize)] = if gemma {
+            &[
+                ("attn_norm", D),
+                ("attn_q_norm", HD),
+                ("attn_k_norm", HD),
+                ("post_attention_norm", D),
+                ("ffn_norm", D),
+                ("post_ffw_norm", D),
+            ]
+        } else {
+            &[("attn_norm", D), ("ffn_norm", D)]
+        };
+        for &(s, len) in norms {
             let v = norm(uniform(len, 0.3));
             add(&mut w, &n(s), &[len], F32, &v);
+        }
+        if !gemma {
+            for (s, len) in [("attn_q", 2 * HD), ("attn_k", HD), ("attn_v", HD)] {
+                let v = uniform(len, 0.5);
+                add(&mut w, &format!("blk.{il}.{s}.bias"), &[len], F32, &v);
+            }
         }
     }
     w.to_bytes()
 }
 
 pub fn tiny_model(precision: Precision) -> Model {
-    Model::from_gguf(Gguf::from_bytes(tiny_gguf(7)).unwrap(), precision).unwrap()
+    tiny_model_of("gemma3", precision)
+}
+
+pub fn tiny_model_of(arch: &str, precision: Precision) -> Model {
+    Model::from_gguf(Gguf::from_bytes(tiny_gguf_of(arch, 7)).unwrap(), precision).unwrap()
 }
 
 /// 12 tokens, a prompt of 5 and loss on the rest (labels = ids there).
