@@ -1,7 +1,7 @@
 //! The generation loop: prefill the prompt in one pass, then one token per forward.
 
 use crate::sampler::{Sampler, SamplingParams};
-use smolt_model::{KvCache, Logits, Model, Result};
+use smolt_model::{KvCache, Logits, Model, Result, SpecialTokens};
 
 /// What to generate and when to stop.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,23 +95,65 @@ pub fn generate_in(
     cache: &mut KvCache,
     prompt: &[u32],
     opts: &GenerateOptions,
-    mut on_token: impl FnMut(u32) -> bool,
+    on_token: impl FnMut(u32) -> bool,
 ) -> Result<Generation> {
+    if opts.max_new_tokens == 0 {
+        model.forward(prompt, cache, Logits::None)?;
+        return Ok(Generation {
+            ids: Vec::new(),
+            stop: StopReason::MaxTokens,
+        });
+    }
+    let fed = cache.len();
+    let context = Context {
+        fed,
+        length: model.spec.context_length,
+        special: &model.special,
+    };
+    generate_with(
+        |tokens| model.forward(tokens, cache, Logits::Last),
+        context,
+        prompt,
+        opts,
+        on_token,
+    )
+}
+
+/// Where a sequence stands in its model: positions already fed before the prompt, the model's
+/// context length, and its end-of-generation tokens.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub fed: usize,
+    pub length: usize,
+    pub special: &'a SpecialTokens,
+}
+
+/// The loop of [`generate_in`] over any way of running the model: `feed` takes the tokens to
+/// append (the prompt first, then each chosen token) and returns the logits of the last one.
+/// The server's batch engine runs many sequences' `feed` calls in one forward pass.
+/// `opts.max_new_tokens == 0` feeds nothing.
+pub fn generate_with<E>(
+    mut feed: impl FnMut(&[u32]) -> std::result::Result<Vec<f32>, E>,
+    context: Context,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> std::result::Result<Generation, E> {
     let mut sampler = Sampler::new(opts.sampling.clone());
     let is_stop = |id: u32| {
         opts.stop_tokens.contains(&id)
-            || (opts.stop_at_end_of_generation && model.special.is_end_of_generation(id))
+            || (opts.stop_at_end_of_generation && context.special.is_end_of_generation(id))
     };
     let mut ids = Vec::new();
     if opts.max_new_tokens == 0 {
-        model.forward(prompt, cache, Logits::None)?;
         return Ok(Generation {
             ids,
             stop: StopReason::MaxTokens,
         });
     }
     // Batched prefill: the whole prompt in one pass, logits for its last position only.
-    let mut logits = model.forward(prompt, cache, Logits::Last)?;
+    let mut logits = feed(prompt)?;
+    let mut fed = context.fed + prompt.len();
     loop {
         let id = sampler.sample(&logits);
         if is_stop(id) {
@@ -133,12 +175,13 @@ pub fn generate_in(
                 stop: StopReason::MaxTokens,
             });
         }
-        if cache.len() >= model.spec.context_length {
+        if fed >= context.length {
             return Ok(Generation {
                 ids,
                 stop: StopReason::ContextFull,
             });
         }
-        logits = model.forward(&[id], cache, Logits::Last)?;
+        logits = feed(&[id])?;
+        fed += 1;
     }
 }

@@ -44,7 +44,8 @@ pub use constrained::{
     LogitsSource,
 };
 pub use generate::{
-    generate, generate_in, GenerateOptions, Generation, StopReason, DEFAULT_DRAFT_TOKENS,
+    generate, generate_in, generate_with, Context, GenerateOptions, Generation, StopReason,
+    DEFAULT_DRAFT_TOKENS,
 };
 pub use model_logits::ModelLogits;
 pub use sampler::{argmax, Sampler, SamplingParams};

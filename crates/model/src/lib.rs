@@ -15,6 +15,7 @@
 //! ```
 
 mod arch;
+mod batch;
 pub mod block;
 mod cache;
 mod error;
@@ -23,6 +24,7 @@ mod model;
 mod proj;
 
 pub use arch::{Activation, Arch, ArchSpec, LayerSpec};
+pub use batch::BatchSeq;
 pub use block::{block_forward, BlockPass, BlockRecord, BlockVectors};
 pub use cache::KvCache;
 pub use error::{ModelError, Result};

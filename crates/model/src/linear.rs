@@ -54,6 +54,17 @@ pub struct LoraDelta {
     pub scale: f32,
 }
 
+impl LoraDelta {
+    /// `y (t, out) += s · (x (t, in) · Aᵀ) · Bᵀ`: two thin products, r ≪ in, out.
+    pub fn add_to(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        let (inp, out) = (self.a.len() / self.rank, self.b.len() / self.rank);
+        let mut ax = vec![0f32; t * self.rank];
+        smolt_kernels::matmul_nt(x, &self.a, t, inp, self.rank, &mut ax, false);
+        ax.iter_mut().for_each(|v| *v *= self.scale);
+        smolt_kernels::matmul_nt(&ax, &self.b, t, self.rank, out, y, true);
+    }
+}
+
 impl Linear {
     /// Binds `info` as an `in → out` projection. Float weights (F32/F16/BF16) are always expanded
     /// to f32 (gemm is the fast path for them); block-quantized ones are kept as they are unless
@@ -171,11 +182,7 @@ impl Linear {
             }
         }
         if let Some(d) = &self.lora {
-            // y (t, out) += s · (x (t, in) · Aᵀ) · Bᵀ: two thin products, r ≪ in, out.
-            let mut ax = vec![0f32; t * d.rank];
-            smolt_kernels::matmul_nt(x, &d.a, t, self.in_features, d.rank, &mut ax, false);
-            ax.iter_mut().for_each(|v| *v *= d.scale);
-            smolt_kernels::matmul_nt(&ax, &d.b, t, d.rank, self.out_features, y, true);
+            d.add_to(x, t, y);
         }
     }
 

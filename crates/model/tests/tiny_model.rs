@@ -417,3 +417,97 @@ fn out_of_range_tokens_and_a_full_context_are_errors() {
     assert!(m.forward(&[], &mut cache, Logits::All).unwrap().is_empty());
     assert!(cache.is_empty());
 }
+
+/// A batched step over sequences of different lengths, positions and adapters gives what each
+/// sequence's own pass gives: exactly enough in f32, and within the 8-bit activations'
+/// rounding in the fast mode (the rows meet the kernels' tiles in other groupings).
+#[test]
+fn a_batched_step_matches_each_sequence_alone() {
+    use smolt_model::{BatchSeq, LoraDelta, Proj};
+    for precision in [Precision::F32, Precision::Fast] {
+        let base = Model::from_gguf(smolt_model::testing::tiny_gemma3(3), precision).unwrap();
+        let mut tuned = Model::from_gguf(smolt_model::testing::tiny_gemma3(3), precision).unwrap();
+        for (il, b) in tuned.blocks.iter_mut().enumerate() {
+            for p in [Proj::Q, Proj::V, Proj::Down] {
+                let lin = b.proj_mut(p);
+                let (inp, out, r) = (lin.in_features, lin.out_features, 4);
+                let wave = |n: usize, k: f32| -> Vec<f32> {
+                    (0..n)
+                        .map(|i| 0.05 * (k * i as f32 + il as f32).sin())
+                        .collect()
+                };
+                lin.set_lora(Some(LoraDelta {
+                    a: wave(r * inp, 0.37),
+                    b: wave(out * r, 0.23),
+                    rank: r,
+                    scale: 2.0,
+                }))
+                .unwrap();
+            }
+        }
+        let prompts: [&[u32]; 3] = [&[2, 10, 11, 12, 13], &[2, 40], &[2, 7, 8, 9, 200, 201, 202]];
+        let adapters = [None, Some(&tuned), Some(&tuned)];
+        // Each alone: prompt, then one more token.
+        let mut want = Vec::new();
+        let mut caches = Vec::new();
+        for (p, a) in prompts.iter().zip(adapters) {
+            let m = a.unwrap_or(&base);
+            let mut c = m.new_cache();
+            m.forward_hidden(p, &mut c).unwrap();
+            let h = m.forward_hidden(&[5], &mut c).unwrap();
+            want.push(h);
+            caches.push(c);
+        }
+        // Batched: all prompts in one step, then the three decode tokens in one step.
+        let mut bc: Vec<_> = prompts.iter().map(|_| base.new_cache()).collect();
+        {
+            let mut seqs: Vec<BatchSeq> = bc
+                .iter_mut()
+                .zip(prompts.iter().zip(adapters))
+                .map(|(cache, (p, adapter))| BatchSeq {
+                    tokens: p,
+                    cache,
+                    adapter,
+                })
+                .collect();
+            base.forward_batch(&mut seqs).unwrap();
+        }
+        let mut seqs: Vec<BatchSeq> = bc
+            .iter_mut()
+            .zip(adapters)
+            .map(|(cache, adapter)| BatchSeq {
+                tokens: &[5],
+                cache,
+                adapter,
+            })
+            .collect();
+        let got = base.forward_batch(&mut seqs).unwrap();
+        let d = base.spec.d_model;
+        let tol = if precision == Precision::F32 {
+            1e-5
+        } else {
+            0.05
+        };
+        let mut worst = 0f32;
+        for (i, w) in want.iter().enumerate() {
+            let g = &got[i * d..(i + 1) * d];
+            let scale = w.iter().fold(0f32, |a, b| a.max(b.abs()));
+            let diff = g.iter().zip(w).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            worst = worst.max(diff / scale);
+        }
+        eprintln!("{precision:?}: worst batched vs alone {worst:.2e} of the row's max");
+        assert!(worst < tol, "{precision:?}: {worst}");
+        // The adapter matters: the tuned sequences differ from the base.
+        let mut c = base.new_cache();
+        base.forward_hidden(prompts[1], &mut c).unwrap();
+        let plain = base.forward_hidden(&[5], &mut c).unwrap();
+        let moved = plain
+            .iter()
+            .zip(&got[d..2 * d])
+            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(moved > 1e-3, "the adapter changed nothing: {moved}");
+        for (c, b) in caches.iter().zip(&bc) {
+            assert_eq!(c.len(), b.len());
+        }
+    }
+}

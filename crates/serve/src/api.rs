@@ -45,8 +45,12 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: ServeConfig, models: Arc<Models>) -> std::io::Result<AppState> {
         let metrics = Arc::new(Metrics::default());
-        let scheduler =
-            Scheduler::start(Arc::clone(&models), Arc::clone(&metrics), config.max_queue)?;
+        let scheduler = Scheduler::start(
+            Arc::clone(&models),
+            Arc::clone(&metrics),
+            config.max_queue,
+            config.max_batch,
+        )?;
         Ok(AppState {
             config,
             models,
@@ -127,6 +131,7 @@ async fn health(State(app): State<App>) -> Response {
         "queue_depth": app.metrics.queue_depth.load(Ordering::SeqCst),
         "running": app.metrics.running.load(Ordering::SeqCst),
         "max_queue": app.config.max_queue,
+        "max_batch": app.config.max_batch,
     });
     let status = if accepting {
         StatusCode::OK

@@ -43,8 +43,10 @@ pub struct ServeConfig {
     pub model_id: String,
     pub adapters: Vec<AdapterSpec>,
     pub precision: Precision,
-    /// Requests that may wait for the worker; one more is answered 429.
+    /// Requests that may wait for a seat; one more is answered 429.
     pub max_queue: usize,
+    /// Sequences decoded together in one forward pass per step (seats).
+    pub max_batch: usize,
     /// When set, `/v1/*` requests must send `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
     /// Larger request bodies are answered 413.
@@ -68,6 +70,7 @@ impl ServeConfig {
             adapters: Vec::new(),
             precision: Precision::Fast,
             max_queue: DEFAULT_MAX_QUEUE,
+            max_batch: crate::scheduler::DEFAULT_MAX_BATCH,
             api_key: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_model_len: None,
@@ -91,6 +94,9 @@ impl ServeConfig {
         }
         if self.max_queue == 0 {
             anyhow::bail!("--max-queue must be at least 1");
+        }
+        if self.max_batch == 0 {
+            anyhow::bail!("--max-batch must be at least 1");
         }
         if self.max_model_len == Some(0) {
             anyhow::bail!("--max-model-len must be at least 1");

@@ -44,6 +44,7 @@ use tokio::net::TcpListener;
 
 pub use config::{AdapterSpec, ServeConfig, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE};
 pub use models::Models;
+pub use scheduler::DEFAULT_MAX_BATCH;
 
 /// A server with its models loaded and its worker running, not yet listening.
 pub struct Server {

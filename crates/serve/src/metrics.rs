@@ -38,8 +38,14 @@ pub struct Metrics {
     tokens: Mutex<BTreeMap<String, Tokens>>,
     /// Requests waiting for the worker.
     pub queue_depth: AtomicUsize,
-    /// Sequences being generated (0 or 1 until batching).
+    /// Sequences being generated (seated).
     pub running: AtomicUsize,
+    /// Forward passes of the batch engine, the sequences they carried, and their tokens.
+    steps: AtomicU64,
+    step_sequences: AtomicU64,
+    step_tokens: AtomicU64,
+    /// Sequences in the latest step.
+    last_batch: AtomicUsize,
     /// Sequences ended because their client went away.
     pub cancelled: AtomicU64,
 }
@@ -63,6 +69,15 @@ impl Metrics {
         }
         h.count += 1;
         h.sum += s;
+    }
+
+    /// One step of the batch engine: `sequences` sequences, `tokens` tokens in one pass.
+    pub fn record_step(&self, sequences: usize, tokens: usize) {
+        self.steps.fetch_add(1, Ordering::Relaxed);
+        self.step_sequences
+            .fetch_add(sequences as u64, Ordering::Relaxed);
+        self.step_tokens.fetch_add(tokens as u64, Ordering::Relaxed);
+        self.last_batch.store(sequences, Ordering::Relaxed);
     }
 
     pub fn record_tokens(&self, model: &str, prompt: usize, completion: usize) {
@@ -152,7 +167,7 @@ impl Metrics {
             (
                 "smolt_serve_queue_depth",
                 "gauge",
-                "Requests waiting for the worker.",
+                "Requests waiting for a seat in the batch.",
                 self.queue_depth.load(Ordering::Relaxed) as u64,
             ),
             (
@@ -160,6 +175,30 @@ impl Metrics {
                 "gauge",
                 "Sequences being generated.",
                 self.running.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "smolt_serve_batch_steps_total",
+                "counter",
+                "Forward passes of the batch engine (one per step, all seated sequences).",
+                self.steps.load(Ordering::Relaxed),
+            ),
+            (
+                "smolt_serve_batch_sequences_total",
+                "counter",
+                "Sequences carried by those passes, summed (divide by steps: the mean batch size).",
+                self.step_sequences.load(Ordering::Relaxed),
+            ),
+            (
+                "smolt_serve_batch_tokens_total",
+                "counter",
+                "Tokens fed by those passes, summed (prompt chunks and decoded tokens).",
+                self.step_tokens.load(Ordering::Relaxed),
+            ),
+            (
+                "smolt_serve_batch_size",
+                "gauge",
+                "Sequences in the latest forward pass.",
+                self.last_batch.load(Ordering::Relaxed) as u64,
             ),
             (
                 "smolt_serve_cancelled_total",

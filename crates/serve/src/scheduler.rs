@@ -1,27 +1,35 @@
-//! The scheduler: one worker thread runs every generation, first come first served, from a
-//! bounded queue. The HTTP layer only checks, renders and tokenizes; the forward passes all
-//! happen here, so requests never compete for the two cores and the kernels' thread pool sees
-//! one sequence at a time.
+//! The scheduler: continuous batching across adapters.
 //!
-//! This increment runs one sequence at a time, each on the `Model` of the adapter it names.
-//! The next one batches: sequences of different adapters in one forward pass over the shared
-//! base weights, each row with its own low-rank term.
+//! Each admitted request gets a seat: a KV cache in the engine and a thread of its own that
+//! runs the ordinary decode loop (`smolt_decode::generate_with`, or `generate_constrained`
+//! under a schema) — sampling, masks, stop strings and streaming stay where they always were.
+//! Where that loop would run the model, the thread posts its tokens to the engine and waits.
+//! The engine (one thread, owning every forward pass) gathers the posted steps of all seats,
+//! whatever adapter each uses, and runs them as ONE forward pass
+//! (`smolt_model::Model::forward_batch`: the base weights read once per step, each sequence's
+//! rows given its own adapter's low-rank term), then the LM head for all of them in one product.
+//! New prompts join between steps, a chunk at a time, so a long prompt does not stall the
+//! sequences that are decoding.
 //!
-//! A request whose client goes away is dropped: the HTTP layer sets its cancel flag (or drops
-//! the receiving end of its events), and the worker checks both before starting it and after
-//! every token.
+//! A bounded number of requests wait for a seat (`max_queue`; one more is refused, the HTTP
+//! layer answers 429). A request whose client goes away is dropped: the HTTP layer sets its
+//! cancel flag (or drops the receiving end of its events); its thread checks both after every
+//! token and leaves its seat.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use smolt_constrain::{ConstrainError, Constraint, TokenMask};
 use smolt_decode::{
-    generate_constrained, generate_in, Finish, GenerateLimits, GenerateOptions, LogitsSource,
-    ModelLogits, Sampler, StopReason,
+    generate_constrained, generate_with, Context, Finish, GenerateLimits, GenerateOptions,
+    LogitsSource, Sampler, StopReason,
 };
+use smolt_model::{BatchSeq, KvCache};
 use smolt_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -83,11 +91,46 @@ pub enum Refused {
     Closed,
 }
 
-/// The queue's sending end and the worker thread.
+/// Most sequences decoded together (seats); more requests wait in the queue.
+pub const DEFAULT_MAX_BATCH: usize = 32;
+
+/// Prompt tokens one step takes in, over all the prompts being read: bounds how long the
+/// decoding sequences wait for a step while a long prompt comes in. A multiple of
+/// `smolt_model::PREFIX_ALIGN`, so that a prompt read in chunks gives the numbers of one pass.
+const PREFILL_PER_STEP: usize = 4 * smolt_model::PREFIX_ALIGN;
+
+/// After a step, how long the engine waits for the seats it answered to post their next
+/// token before stepping without the late ones: their sampling and grammar masks take about
+/// a millisecond.
+const GATHER: Duration = Duration::from_millis(4);
+
+/// What the engine hears.
+enum Msg {
+    /// A checked request, to seat when one is free.
+    Job(Job),
+    /// A seated sequence's next tokens; `reply` gets the logits of the last one.
+    Step(Step),
+    /// The seat's sequence has ended.
+    Leave(usize),
+    /// Finish every queued and running request, then stop.
+    Shutdown,
+}
+
+struct Step {
+    seat: usize,
+    tokens: Vec<u32>,
+    /// `Some(ids)`: only these logits are needed (a grammar allows few tokens); every other
+    /// entry comes back `-inf`.
+    only: Option<Vec<u32>>,
+    reply: SyncSender<anyhow::Result<Vec<f32>>>,
+}
+
+/// The queue's sending end and the engine thread.
 pub struct Scheduler {
-    queue: Mutex<Option<SyncSender<Job>>>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    tx: Mutex<Option<Sender<Msg>>>,
+    engine: Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
+    max_queue: usize,
 }
 
 /// A poisoned lock here only means a panic while taking or dropping the sender.
@@ -96,91 +139,437 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Scheduler {
-    /// Starts the worker thread over `models`; at most `max_queue` jobs wait.
+    /// Starts the engine over `models`: at most `max_batch` sequences decode together, at most
+    /// `max_queue` more wait.
     pub fn start(
         models: Arc<Models>,
         metrics: Arc<Metrics>,
         max_queue: usize,
+        max_batch: usize,
     ) -> std::io::Result<Scheduler> {
-        let (tx, rx) = sync_channel(max_queue);
+        let (tx, rx) = channel();
         let m = Arc::clone(&metrics);
-        let worker = std::thread::Builder::new()
-            .name("smolt-serve-worker".into())
-            .spawn(move || work(&models, &m, rx))?;
+        let own = tx.clone();
+        let engine = std::thread::Builder::new()
+            .name("smolt-serve-engine".into())
+            .spawn(move || Engine::new(models, m, own, max_batch.max(1)).run(rx))?;
         Ok(Scheduler {
-            queue: Mutex::new(Some(tx)),
-            worker: Mutex::new(Some(worker)),
+            tx: Mutex::new(Some(tx)),
+            engine: Mutex::new(Some(engine)),
             metrics,
+            max_queue,
         })
     }
 
     /// Queues `job` without waiting.
     pub fn submit(&self, job: Job) -> Result<(), Refused> {
-        let queue = lock(&self.queue);
-        let Some(tx) = queue.as_ref() else {
+        let tx = lock(&self.tx);
+        let Some(tx) = tx.as_ref() else {
             return Err(Refused::Closed);
         };
-        // Counted before sending so that the worker's decrement can never come first.
-        self.metrics.queue_depth.fetch_add(1, Ordering::SeqCst);
-        tx.try_send(job).map_err(|e| {
-            self.metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
-            match e {
-                TrySendError::Full(_) => Refused::Full,
-                TrySendError::Disconnected(_) => Refused::Closed,
-            }
+        // Counted before sending so that the engine's decrement can never come first.
+        let depth = &self.metrics.queue_depth;
+        if depth
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max_queue).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(Refused::Full);
+        }
+        tx.send(Msg::Job(job)).map_err(|_| {
+            depth.fetch_sub(1, Ordering::SeqCst);
+            Refused::Closed
         })
     }
 
-    /// Refuses new jobs, lets the worker finish the queued ones, and waits for it.
+    /// Refuses new jobs, lets the engine finish the queued and running ones, and waits for it.
     pub fn shutdown(&self) {
-        drop(lock(&self.queue).take());
-        if let Some(w) = lock(&self.worker).take() {
-            // The worker catches generation panics itself; a join error would be a bug in
-            // the loop, and there is nothing left to clean up either way.
-            let _ = w.join();
+        if let Some(tx) = lock(&self.tx).take() {
+            let _ = tx.send(Msg::Shutdown);
+        }
+        if let Some(e) = lock(&self.engine).take() {
+            // The engine catches forward-pass panics itself; a join error would be a bug in
+            // its loop, and there is nothing left to clean up either way.
+            let _ = e.join();
         }
     }
 }
 
-/// The worker loop: until the sending end is dropped and the queue is empty.
-fn work(models: &Models, metrics: &Metrics, rx: Receiver<Job>) {
-    while let Ok(job) = rx.recv() {
-        metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
-        if job.cancel.load(Ordering::SeqCst) || job.events.is_closed() {
-            metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-            continue;
+/// A seat's state in the engine.
+struct Seat {
+    model: usize,
+    cache: KvCache,
+    /// Posted tokens not yet fed, from `fed` on.
+    step: Option<Step>,
+    fed: usize,
+}
+
+struct Engine {
+    models: Arc<Models>,
+    metrics: Arc<Metrics>,
+    /// For the seats' threads to post to.
+    tx: Sender<Msg>,
+    seats: Vec<Option<Seat>>,
+    waiting: VecDeque<Job>,
+    shutting_down: bool,
+}
+
+impl Engine {
+    fn new(models: Arc<Models>, metrics: Arc<Metrics>, tx: Sender<Msg>, max_batch: usize) -> Self {
+        Engine {
+            models,
+            metrics,
+            tx,
+            seats: (0..max_batch).map(|_| None).collect(),
+            waiting: VecDeque::new(),
+            shutting_down: false,
         }
-        let served = &models.served[job.model];
-        metrics.running.fetch_add(1, Ordering::SeqCst);
-        // Inside the compute pool the kernels split each product across its threads without
-        // handing the job over from outside; a panic in a kernel fails this request with a
-        // 500 instead of ending the worker and with it the server.
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            rayon::scope(|_| run(served, &models.tokenizer, &job))
-        }));
-        metrics.running.fetch_sub(1, Ordering::SeqCst);
-        let event = match outcome {
-            Ok(Ok(Outcome::Done {
-                finish,
-                completion_tokens,
-            })) => {
-                metrics.record_tokens(&served.id, job.prompt.len(), completion_tokens);
-                Event::Done {
-                    finish,
-                    prompt_tokens: job.prompt.len(),
-                    completion_tokens,
+    }
+
+    fn occupied(&self) -> usize {
+        self.seats.iter().filter(|s| s.is_some()).count()
+    }
+
+    fn posted(&self) -> usize {
+        self.seats
+            .iter()
+            .filter(|s| s.as_ref().is_some_and(|s| s.step.is_some()))
+            .count()
+    }
+
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Job(job) => {
+                self.metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
+                self.waiting.push_back(job);
+            }
+            Msg::Step(step) => match self.seats.get_mut(step.seat).and_then(|s| s.as_mut()) {
+                Some(seat) => {
+                    seat.step = Some(step);
+                    seat.fed = 0;
+                }
+                None => {
+                    let _ = step
+                        .reply
+                        .send(Err(anyhow::anyhow!("internal: step for an empty seat")));
+                }
+            },
+            Msg::Leave(i) => {
+                if let Some(s) = self.seats.get_mut(i) {
+                    *s = None;
                 }
             }
-            Ok(Ok(Outcome::Cancelled)) => {
-                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            Msg::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    /// Seats waiting jobs in free seats, each on a thread of its own.
+    fn admit(&mut self) {
+        while let Some(free) = self.seats.iter().position(|s| s.is_none()) {
+            let Some(job) = self.waiting.pop_front() else {
+                return;
+            };
+            if job.cancel.load(Ordering::SeqCst) || job.events.is_closed() {
+                self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            Ok(Err(e)) => Event::Failed(format!("generation failed: {e:#}")),
-            Err(_) => Event::Failed("generation failed: the worker panicked".into()),
-        };
-        // The client may have gone in the meantime: nothing to tell then.
-        let _ = job.events.send(event);
+            let base = &self.models.served[0].model;
+            self.seats[free] = Some(Seat {
+                model: job.model,
+                cache: base.new_cache(),
+                step: None,
+                fed: 0,
+            });
+            let models = Arc::clone(&self.models);
+            let metrics = Arc::clone(&self.metrics);
+            let tx = self.tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("smolt-serve-seat-{free}"))
+                .spawn(move || sequence(&models, &metrics, job, free, tx));
+            if spawned.is_err() {
+                // No thread, no sequence: the job's sender was moved into the closure and
+                // dropped with it, so its client sees the stream end.
+                self.seats[free] = None;
+            }
+        }
     }
+
+    fn run(mut self, rx: Receiver<Msg>) {
+        loop {
+            self.admit();
+            if self.shutting_down && self.waiting.is_empty() && self.occupied() == 0 {
+                return;
+            }
+            // Wait for work: block while nothing is posted; once something is, give the
+            // other seats a moment to post their next token too.
+            if self.posted() == 0 {
+                match rx.recv() {
+                    Ok(msg) => self.take(msg),
+                    Err(_) => return,
+                }
+                continue;
+            }
+            let deadline = Instant::now() + GATHER;
+            while self.posted() < self.occupied() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(msg) => {
+                        self.take(msg);
+                        self.admit();
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            while let Ok(msg) = rx.try_recv() {
+                self.take(msg);
+            }
+            self.step();
+        }
+    }
+
+    /// One forward pass over every posted seat: decoding ones whole, prompts a chunk each
+    /// within [`PREFILL_PER_STEP`]; then the head for the seats whose tokens are all in.
+    fn step(&mut self) {
+        let models = Arc::clone(&self.models);
+        let base = &models.served[0].model;
+        let mut budget = PREFILL_PER_STEP;
+        // (seat, tokens fed now, completes its step)
+        let mut plan: Vec<(usize, std::ops::Range<usize>, bool)> = Vec::new();
+        for (i, seat) in self.seats.iter().enumerate() {
+            let Some(seat) = seat else { continue };
+            let Some(step) = &seat.step else { continue };
+            let left = step.tokens.len() - seat.fed;
+            let n = if left <= 1 {
+                left
+            } else if budget == 0 {
+                continue;
+            } else if left <= budget {
+                budget -= left;
+                left
+            } else {
+                // Whole aligned chunks, leaving at least PREFIX_MIN_FEED for the last one.
+                let align = smolt_model::PREFIX_ALIGN;
+                let mut n = budget / align * align;
+                if left - n < smolt_model::PREFIX_MIN_FEED {
+                    n = n.saturating_sub(align);
+                }
+                if n == 0 {
+                    continue;
+                }
+                budget -= n;
+                n
+            };
+            plan.push((i, seat.fed..seat.fed + n, seat.fed + n == step.tokens.len()));
+        }
+        if plan.is_empty() {
+            return;
+        }
+        self.metrics
+            .record_step(plan.len(), plan.iter().map(|p| p.1.len()).sum());
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            rayon::scope(|_| self.forward(base, &plan))
+        }));
+        let results = match outcome {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let msg = format!("{e:#}");
+                plan.iter().map(|_| Err(anyhow::anyhow!("{msg}"))).collect()
+            }
+            Err(_) => plan
+                .iter()
+                .map(|_| Err(anyhow::anyhow!("the forward pass panicked")))
+                .collect(),
+        };
+        for ((i, range, done), result) in plan.into_iter().zip(results) {
+            let Some(seat) = self.seats[i].as_mut() else {
+                continue;
+            };
+            seat.fed = range.end;
+            if done || result.is_err() {
+                if let Some(step) = seat.step.take() {
+                    let _ = step.reply.send(result.map(|r| r.unwrap_or_default()));
+                }
+            }
+        }
+    }
+
+    /// The batched forward of `plan` and the logits of the seats it completes (`None` for the
+    /// others), in `plan`'s order.
+    #[allow(clippy::type_complexity)]
+    fn forward(
+        &mut self,
+        base: &smolt_model::Model,
+        plan: &[(usize, std::ops::Range<usize>, bool)],
+    ) -> anyhow::Result<Vec<anyhow::Result<Option<Vec<f32>>>>> {
+        let served = &self.models.served;
+        let mut caches: Vec<(usize, &mut KvCache, &[u32])> = Vec::new();
+        let mut rest = &mut self.seats[..];
+        let mut offset = 0;
+        for (i, range, _) in plan {
+            let (_, tail) = rest.split_at_mut(i - offset);
+            let (this, tail) = tail.split_at_mut(1);
+            let seat = this[0].as_mut().expect("planned seats are occupied");
+            let tokens = &seat
+                .step
+                .as_ref()
+                .expect("planned seats have posted")
+                .tokens;
+            caches.push((seat.model, &mut seat.cache, &tokens[range.clone()]));
+            rest = tail;
+            offset = i + 1;
+        }
+        let mut seqs: Vec<BatchSeq> = caches
+            .iter_mut()
+            .map(|(m, cache, tokens)| BatchSeq {
+                tokens,
+                cache,
+                adapter: (*m != 0).then(|| &served[*m].model),
+            })
+            .collect();
+        let hidden = base.forward_batch(&mut seqs)?;
+        drop(seqs);
+        let d = base.spec.d_model;
+        let vocab = base.spec.vocab_size;
+        // The head: one product for every completed seat that wants all logits, the allowed
+        // rows alone for those that want few.
+        let mut out: Vec<anyhow::Result<Option<Vec<f32>>>> = Vec::with_capacity(plan.len());
+        let mut full_rows = Vec::new();
+        let mut full_idx = Vec::new();
+        for (k, (i, _, done)) in plan.iter().enumerate() {
+            let h = &hidden[k * d..(k + 1) * d];
+            if !done {
+                out.push(Ok(None));
+                continue;
+            }
+            let seat = self.seats[*i].as_ref().expect("planned seats are occupied");
+            match seat.step.as_ref().and_then(|s| s.only.as_ref()) {
+                Some(ids) => {
+                    let values = base.lm_head_rows(h, ids);
+                    let mut logits = vec![f32::NEG_INFINITY; vocab];
+                    for (&id, v) in ids.iter().zip(values) {
+                        logits[id as usize] = v;
+                    }
+                    out.push(Ok(Some(logits)));
+                }
+                None => {
+                    full_rows.extend_from_slice(h);
+                    full_idx.push(k);
+                    out.push(Ok(None));
+                }
+            }
+        }
+        if !full_idx.is_empty() {
+            let logits = base.lm_head(&full_rows);
+            for (j, &k) in full_idx.iter().enumerate() {
+                out[k] = Ok(Some(logits[j * vocab..(j + 1) * vocab].to_vec()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The model as one seated sequence sees it: each feed is posted to the engine, which runs it
+/// with the other seats' in one pass.
+struct Seated {
+    seat: usize,
+    tx: Sender<Msg>,
+    vocab: usize,
+}
+
+impl Seated {
+    fn post(&self, tokens: &[u32], only: Option<Vec<u32>>) -> anyhow::Result<Vec<f32>> {
+        let (reply, answer) = sync_channel(1);
+        self.tx
+            .send(Msg::Step(Step {
+                seat: self.seat,
+                tokens: tokens.to_vec(),
+                only,
+                reply,
+            }))
+            .map_err(|_| anyhow::anyhow!("the engine has stopped"))?;
+        answer
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the engine dropped this sequence"))?
+    }
+}
+
+/// Ask for the allowed rows alone when at most this share of the vocabulary is allowed (as
+/// `smolt_decode::ModelLogits` does for one sequence).
+const SUBSET_HEAD_FRACTION: usize = 8;
+
+impl LogitsSource for Seated {
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        self.post(tokens, None)
+    }
+
+    fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        if !tokens.is_empty() && allowed.num_allowed() * SUBSET_HEAD_FRACTION <= self.vocab {
+            let ids: Vec<u32> = allowed
+                .allowed()
+                .into_iter()
+                .filter(|&id| (id as usize) < self.vocab)
+                .collect();
+            return self.post(tokens, Some(ids));
+        }
+        let mut logits = self.post(tokens, None)?;
+        allowed.apply(&mut logits);
+        Ok(logits)
+    }
+}
+
+/// Leaves the seat however the sequence's thread ends.
+struct LeaveOnDrop {
+    seat: usize,
+    tx: Sender<Msg>,
+}
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Leave(self.seat));
+    }
+}
+
+/// A seated sequence's thread: the decode loop, then the final event.
+fn sequence(models: &Models, metrics: &Metrics, job: Job, seat: usize, tx: Sender<Msg>) {
+    let _leave = LeaveOnDrop {
+        seat,
+        tx: tx.clone(),
+    };
+    let served = &models.served[job.model];
+    let source = Seated {
+        seat,
+        tx,
+        vocab: served.model.spec.vocab_size,
+    };
+    metrics.running.fetch_add(1, Ordering::SeqCst);
+    // A panic in the loop fails this request with a 500 instead of taking the server down.
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        run(served, &models.tokenizer, &job, source)
+    }));
+    metrics.running.fetch_sub(1, Ordering::SeqCst);
+    let event = match outcome {
+        Ok(Ok(Outcome::Done {
+            finish,
+            completion_tokens,
+        })) => {
+            metrics.record_tokens(&served.id, job.prompt.len(), completion_tokens);
+            Event::Done {
+                finish,
+                prompt_tokens: job.prompt.len(),
+                completion_tokens,
+            }
+        }
+        Ok(Ok(Outcome::Cancelled)) => {
+            metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Ok(Err(e)) => Event::Failed(format!("generation failed: {e:#}")),
+        Err(_) => Event::Failed("generation failed: the sequence panicked".into()),
+    };
+    // The client may have gone in the meantime: nothing to tell then.
+    let _ = job.events.send(event);
 }
 
 enum Outcome {
@@ -191,8 +580,13 @@ enum Outcome {
     Cancelled,
 }
 
-/// Generates one job, sending text as it is ready.
-fn run(served: &ServedModel, tok: &Tokenizer, job: &Job) -> anyhow::Result<Outcome> {
+/// Generates one job through `source`, sending text as it is ready.
+fn run(
+    served: &ServedModel,
+    tok: &Tokenizer,
+    job: &Job,
+    mut source: Seated,
+) -> anyhow::Result<Outcome> {
     let mut sink = Sink {
         tok,
         ids: Vec::new(),
@@ -204,10 +598,18 @@ fn run(served: &ServedModel, tok: &Tokenizer, job: &Job) -> anyhow::Result<Outco
     let model = &served.model;
     let (ids, mut finish) = match &job.constraint {
         None => {
-            let mut cache = model.new_cache();
-            let g = generate_in(model, &mut cache, &job.prompt, &job.opts, |id| {
-                sink.push(&[id])
-            })?;
+            let context = Context {
+                fed: 0,
+                length: model.spec.context_length,
+                special: &model.special,
+            };
+            let g = generate_with(
+                |tokens| source.forward(tokens),
+                context,
+                &job.prompt,
+                &job.opts,
+                |id| sink.push(&[id]),
+            )?;
             let finish = match g.stop {
                 StopReason::StopToken(_) => FinishReason::Stop,
                 StopReason::MaxTokens | StopReason::ContextFull => FinishReason::Length,
@@ -221,7 +623,7 @@ fn run(served: &ServedModel, tok: &Tokenizer, job: &Job) -> anyhow::Result<Outco
             let mut state = constraint.start();
             let mut sampler = Sampler::new(job.opts.sampling.clone());
             let mut source = Watched {
-                inner: ModelLogits::new(model),
+                inner: source,
                 prompt_len: job.prompt.len(),
                 prompt_fed: false,
                 sink: &mut sink,
@@ -309,7 +711,7 @@ impl std::error::Error for Halt {}
 /// loop has no per-token callback). Speculative drafts are off: the defaults of
 /// `feed_for_verify` say this source cannot verify, so every token fed is output.
 struct Watched<'a, 's> {
-    inner: ModelLogits<'a>,
+    inner: Seated,
     prompt_len: usize,
     prompt_fed: bool,
     sink: &'s mut Sink<'a>,

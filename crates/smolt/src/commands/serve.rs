@@ -20,8 +20,10 @@ response_format {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"jso
 {\"name\", \"schema\"}} constrains the answer to valid JSON (an invalid schema is a 400). \
 Parameters not implemented yet (tools, logprobs, n > 1, penalties) are refused with a 400 that \
 names them, never ignored.\n\n\
-One worker generates one sequence at a time, first come first served; up to --max-queue \
-requests wait, more are answered 429 with Retry-After. A client that disconnects cancels its \
+Up to --max-batch sequences are decoded together, whatever adapter each uses: one forward \
+pass per step over the shared base weights, each sequence with its own adapter's low-rank \
+term; new prompts join between steps. Up to --max-queue more requests wait for a seat, more \
+are answered 429 with Retry-After. A client that disconnects cancels its \
 request. Ctrl-C or SIGTERM stops accepting, finishes the requests in flight, then exits.\n\n\
 Examples:\n  \
     smolt serve\n  \
@@ -46,9 +48,12 @@ pub struct Args {
     host: String,
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Requests that may wait while one is generated; one more is answered 429.
+    /// Requests that may wait for a seat in the batch; one more is answered 429.
     #[arg(long, default_value_t = smolt_serve::DEFAULT_MAX_QUEUE, value_name = "N")]
     max_queue: usize,
+    /// Sequences decoded together, one forward pass per step (each holds a KV cache).
+    #[arg(long, default_value_t = smolt_serve::DEFAULT_MAX_BATCH, value_name = "N")]
+    max_batch: usize,
     /// Require `Authorization: Bearer KEY` on /v1/* (health and metrics stay open).
     #[arg(
         long,
@@ -82,6 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         adapters: args.adapters,
         precision,
         max_queue: args.max_queue,
+        max_batch: args.max_batch,
         api_key: args.api_key.filter(|k| !k.is_empty()),
         max_body_bytes: args.max_body_bytes,
         max_model_len: args.max_model_len,
