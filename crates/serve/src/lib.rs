@@ -32,7 +32,6 @@ pub mod metrics;
 pub mod models;
 pub mod request;
 pub mod scheduler;
-pub mod text;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -17,17 +17,14 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use smolt_constrain::{ConstrainError, Constraint, TokenMask};
-use smolt_decode::{
-    generate_constrained, generate_in, Finish, GenerateLimits, GenerateOptions, LogitsSource,
-    ModelLogits, Sampler, StopReason,
-};
+use smolt_constrain::Constraint;
+use smolt_decode::{answer_streaming, Ending, GenerateOptions};
+use smolt_tokenizer::stream::TextStream;
 use smolt_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
 use crate::models::{Models, ServedModel};
-use crate::text::TextStream;
 
 /// One sequence to generate, checked and tokenized.
 pub struct Job {
@@ -202,58 +199,24 @@ fn run(served: &ServedModel, tok: &Tokenizer, job: &Job) -> anyhow::Result<Outco
         cancelled: false,
     };
     let model = &served.model;
-    let (ids, mut finish) = match &job.constraint {
-        None => {
-            let mut cache = model.new_cache();
-            let g = generate_in(model, &mut cache, &job.prompt, &job.opts, |id| {
-                sink.push(&[id])
-            })?;
-            let finish = match g.stop {
-                StopReason::StopToken(_) => FinishReason::Stop,
-                StopReason::MaxTokens | StopReason::ContextFull => FinishReason::Length,
-                StopReason::Callback if sink.cancelled => return Ok(Outcome::Cancelled),
-                // The callback ends a sequence only for a client gone or a stop string.
-                StopReason::Callback => FinishReason::Stop,
-            };
-            (g.ids, finish)
-        }
-        Some(constraint) => {
-            let mut state = constraint.start();
-            let mut sampler = Sampler::new(job.opts.sampling.clone());
-            let mut source = Watched {
-                inner: ModelLogits::new(model),
-                prompt_len: job.prompt.len(),
-                prompt_fed: false,
-                sink: &mut sink,
-            };
-            let out = generate_constrained(
-                &mut source,
-                &job.prompt,
-                &mut state,
-                GenerateLimits::new(job.opts.max_new_tokens),
-                |logits| sampler.sample(logits),
-            );
-            match out {
-                Ok(out) => {
-                    let finish = match out.finish {
-                        Finish::GrammarEnd | Finish::EndToken(_) => FinishReason::Stop,
-                        Finish::LimitAccepting | Finish::Truncated => FinishReason::Length,
-                    };
-                    (out.ids, finish)
-                }
-                Err(ConstrainError::Forward(e)) if e.is::<Halt>() => {
-                    if sink.cancelled {
-                        return Ok(Outcome::Cancelled);
-                    }
-                    (sink.ids.clone(), FinishReason::Stop)
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+    let mut cache = model.new_cache();
+    let out = answer_streaming(
+        model,
+        &mut cache,
+        &job.prompt,
+        job.constraint.as_ref(),
+        &job.opts,
+        |ids| sink.push(ids),
+    )?;
+    let mut finish = match out.ending {
+        Ending::Complete => FinishReason::Stop,
+        Ending::Limit | Ending::Truncated | Ending::ContextFull => FinishReason::Length,
+        Ending::Stopped if sink.cancelled => return Ok(Outcome::Cancelled),
+        // The callback ends a sequence only for a client gone or a stop string.
+        Ending::Stopped => FinishReason::Stop,
     };
-    // The last tokens are not always seen on the way (the constrained loop never feeds its
-    // last one): release the rest of the text now.
-    let step = sink.text.finish(&tok.decode(&ids, true));
+    // Text held back for a possible stop string is released now.
+    let step = sink.text.finish(&tok.decode(&sink.ids, true));
     if step.stop {
         finish = FinishReason::Stop;
     }
@@ -262,7 +225,7 @@ fn run(served: &ServedModel, tok: &Tokenizer, job: &Job) -> anyhow::Result<Outco
     }
     Ok(Outcome::Done {
         finish,
-        completion_tokens: ids.len(),
+        completion_tokens: out.ids.len(),
     })
 }
 
@@ -290,55 +253,5 @@ impl Sink<'_> {
             return false;
         }
         !step.stop
-    }
-}
-
-/// The error a [`Watched`] source returns to end the constrained loop early.
-#[derive(Debug)]
-struct Halt;
-
-impl std::fmt::Display for Halt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("stopped: client gone or stop string reached")
-    }
-}
-
-impl std::error::Error for Halt {}
-
-/// The model as the constrained loop sees it, reporting each output token as it is fed (the
-/// loop has no per-token callback). Speculative drafts are off: the defaults of
-/// `feed_for_verify` say this source cannot verify, so every token fed is output.
-struct Watched<'a, 's> {
-    inner: ModelLogits<'a>,
-    prompt_len: usize,
-    prompt_fed: bool,
-    sink: &'s mut Sink<'a>,
-}
-
-impl Watched<'_, '_> {
-    fn observe(&mut self, tokens: &[u32]) -> anyhow::Result<()> {
-        // The first feed is the prompt, with any tokens the grammar forces at the start.
-        let new = if self.prompt_fed {
-            tokens
-        } else {
-            self.prompt_fed = true;
-            &tokens[self.prompt_len.min(tokens.len())..]
-        };
-        if !self.sink.push(new) {
-            return Err(anyhow::Error::new(Halt));
-        }
-        Ok(())
-    }
-}
-
-impl LogitsSource for Watched<'_, '_> {
-    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
-        self.observe(tokens)?;
-        self.inner.forward(tokens)
-    }
-
-    fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
-        self.observe(tokens)?;
-        self.inner.forward_masked(tokens, allowed)
     }
 }
