@@ -358,7 +358,9 @@ void smolt_session_free(smolt_session *session);
 /**
  * Asks the generation running on `session` to stop: it ends at its next token with
  * `SMOLT_FINISH_CANCELLED` (status `SMOLT_STATUS_OK`). Safe to call from any thread while
- * another generates. A generation that starts after this call is not affected.
+ * another generates. A cancel does not carry over: a generation that starts after it runs
+ * normally, and one asked for just as `smolt_generate` starts may be lost (cancel once the
+ * callback has seen text, or again).
  *
  * # Safety
  * `session` is NULL or a live session handle (not freed before this call returns).

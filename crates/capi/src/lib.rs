@@ -378,7 +378,9 @@ pub unsafe extern "C" fn smolt_session_free(session: *mut SmoltSession) {
 
 /// Asks the generation running on `session` to stop: it ends at its next token with
 /// `SMOLT_FINISH_CANCELLED` (status `SMOLT_STATUS_OK`). Safe to call from any thread while
-/// another generates. A generation that starts after this call is not affected.
+/// another generates. A cancel does not carry over: a generation that starts after it runs
+/// normally, and one asked for just as `smolt_generate` starts may be lost (cancel once the
+/// callback has seen text, or again).
 ///
 /// # Safety
 /// `session` is NULL or a live session handle (not freed before this call returns).
