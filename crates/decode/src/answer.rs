@@ -1,12 +1,13 @@
 //! One answer to one prompt, free or under a constraint: the call every front end (eval,
-//! `generate --prompts`, the server) makes, so "constrained or not" is decided in one place.
+//! `generate --prompts`, the server, the C API) makes, so "constrained or not" is decided in
+//! one place. [`answer_streaming`] is the same with the new tokens reported as they are fed.
 
-use smolt_constrain::Constraint;
+use smolt_constrain::{ConstrainError, Constraint, TokenMask};
 use smolt_model::{KvCache, Model};
 
 use crate::{
-    generate_constrained, generate_in, Finish, GenerateLimits, GenerateOptions, GenerationStats,
-    ModelLogits, Sampler, StopReason,
+    generate_constrained, generate_in, generate_with, Context, Finish, GenerateLimits,
+    GenerateOptions, GenerationStats, LogitsSource, ModelLogits, Sampler, StopReason,
 };
 
 /// How an answer ended, in the terms a caller reports.
@@ -21,6 +22,8 @@ pub enum Ending {
     Truncated,
     /// The model's context filled up.
     ContextFull,
+    /// The `on_tokens` callback of [`answer_streaming`] asked to stop.
+    Stopped,
 }
 
 impl Ending {
@@ -31,6 +34,7 @@ impl Ending {
             Ending::Limit => "limit",
             Ending::Truncated => "truncated",
             Ending::ContextFull => "context_full",
+            Ending::Stopped => "stopped",
         }
     }
 }
@@ -108,5 +112,168 @@ pub fn answer_in(
                 stats: None,
             })
         }
+    }
+}
+
+/// [`answer_in`] reporting the output as it comes: `on_tokens` is called with new output ids
+/// in order (several at once where the grammar forces a run), each id exactly once, the last
+/// ones after the loop ends if it had not fed them; returning `false` stops generation with
+/// [`Ending::Stopped`] (the ids passed in that call are part of the answer). Speculative drafts
+/// are off: every token fed is output, so nothing reported is taken back.
+///
+/// `cache` holds the start of the prompt (or nothing) and `prompt` the rest, which must not be
+/// empty. After an `Ok` return the cache holds the first `cache.len()` tokens of (cached
+/// prompt, `prompt`, answer ids), so the caller can reuse a common prefix for the next prompt;
+/// after an error its content is unspecified (clear it).
+pub fn answer_streaming(
+    model: &Model,
+    cache: &mut KvCache,
+    prompt: &[u32],
+    constraint: Option<&Constraint>,
+    opts: &GenerateOptions,
+    on_tokens: impl FnMut(&[u32]) -> bool,
+) -> anyhow::Result<Answer> {
+    let context = Context {
+        fed: cache.len(),
+        length: model.spec.context_length,
+        special: &model.special,
+    };
+    let taken = std::mem::replace(cache, model.new_cache());
+    let mut source = ModelLogits::with_cache(model, taken);
+    let out = answer_streaming_with(&mut source, context, prompt, constraint, opts, on_tokens);
+    *cache = source.cache;
+    out
+}
+
+/// [`answer_streaming`] over any [`LogitsSource`] (the server's batch engine seats each
+/// sequence behind one); `context` says where the source stands.
+pub fn answer_streaming_with(
+    source: impl LogitsSource,
+    context: Context,
+    prompt: &[u32],
+    constraint: Option<&Constraint>,
+    opts: &GenerateOptions,
+    mut on_tokens: impl FnMut(&[u32]) -> bool,
+) -> anyhow::Result<Answer> {
+    let mut source = source;
+    anyhow::ensure!(!prompt.is_empty(), "nothing to feed: the prompt is empty");
+    let Some(c) = constraint else {
+        let g = generate_with(
+            |tokens| source.forward(tokens),
+            context,
+            prompt,
+            opts,
+            |id| on_tokens(&[id]),
+        )?;
+        let ending = match g.stop {
+            StopReason::StopToken(_) => Ending::Complete,
+            StopReason::ContextFull => Ending::ContextFull,
+            StopReason::MaxTokens => Ending::Limit,
+            StopReason::Callback => Ending::Stopped,
+        };
+        return Ok(Answer {
+            ids: g.ids,
+            ending,
+            stats: None,
+        });
+    };
+    let mut state = c.start();
+    let mut sampler = Sampler::new(opts.sampling.clone());
+    let mut source = Watched {
+        inner: source,
+        prompt_len: prompt.len(),
+        prompt_fed: false,
+        seen: Vec::new(),
+        on_tokens: &mut on_tokens,
+    };
+    let out = generate_constrained(
+        &mut source,
+        prompt,
+        &mut state,
+        GenerateLimits::new(opts.max_new_tokens),
+        |logits| sampler.sample(logits),
+    );
+    let seen = std::mem::take(&mut source.seen);
+    match out {
+        Ok(out) => {
+            // The loop never feeds its last token (nor forced ones after it): report them now.
+            if let Some(rest) = out.ids.get(seen.len()..).filter(|r| !r.is_empty()) {
+                on_tokens(rest);
+            }
+            let ending = match out.finish {
+                Finish::Truncated => Ending::Truncated,
+                Finish::LimitAccepting => Ending::Limit,
+                Finish::GrammarEnd | Finish::EndToken(_) => Ending::Complete,
+            };
+            Ok(Answer {
+                ids: out.ids,
+                ending,
+                stats: Some(out.stats),
+            })
+        }
+        Err(ConstrainError::Forward(e)) if e.is::<Halt>() => Ok(Answer {
+            ids: seen,
+            ending: Ending::Stopped,
+            stats: None,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The error a [`Watched`] source returns to end the constrained loop when `on_tokens` says
+/// stop.
+#[derive(Debug)]
+struct Halt;
+
+impl std::fmt::Display for Halt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped by the caller")
+    }
+}
+
+impl std::error::Error for Halt {}
+
+/// The model as the constrained loop sees it, reporting each output token as it is fed (the
+/// loop has no per-token callback). It cannot verify drafts (the trait's defaults), so the
+/// loop never speculates and every token fed is output.
+struct Watched<'f, S: LogitsSource, F: FnMut(&[u32]) -> bool> {
+    inner: S,
+    prompt_len: usize,
+    prompt_fed: bool,
+    /// The output ids reported so far.
+    seen: Vec<u32>,
+    on_tokens: &'f mut F,
+}
+
+impl<S: LogitsSource, F: FnMut(&[u32]) -> bool> Watched<'_, S, F> {
+    /// Reports the output among `tokens`; a stop leaves them unfed.
+    fn observe(&mut self, tokens: &[u32]) -> anyhow::Result<()> {
+        // The first feed is the prompt, with any tokens the grammar forces at the start.
+        let new = if self.prompt_fed {
+            tokens
+        } else {
+            self.prompt_fed = true;
+            &tokens[self.prompt_len.min(tokens.len())..]
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.seen.extend_from_slice(new);
+        if !(self.on_tokens)(new) {
+            return Err(anyhow::Error::new(Halt));
+        }
+        Ok(())
+    }
+}
+
+impl<S: LogitsSource, F: FnMut(&[u32]) -> bool> LogitsSource for Watched<'_, S, F> {
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        self.observe(tokens)?;
+        self.inner.forward(tokens)
+    }
+
+    fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
+        self.observe(tokens)?;
+        self.inner.forward_masked(tokens, allowed)
     }
 }

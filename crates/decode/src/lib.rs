@@ -6,7 +6,8 @@
 //!   [`ConstraintState`](smolt_constrain::ConstraintState), over any [`LogitsSource`]
 //!   ([`ModelLogits`] for the model), feeding forced tokens in one forward pass and telling
 //!   complete output from truncated; [`ngram`] proposes its speculative drafts.
-//! - [`answer`]: one answer to one prompt, free or constrained.
+//! - [`answer`]: one answer to one prompt, free or constrained; [`answer_streaming`] reports
+//!   its tokens as they come and can be stopped.
 //!
 //! Token ids in, token ids out: tokenizing the prompt and detokenizing the stream belong to
 //! `smolt-tokenizer`, so this crate is usable with any vocabulary.
@@ -38,7 +39,7 @@ mod model_logits;
 pub mod ngram;
 mod sampler;
 
-pub use answer::{answer, answer_in, Answer, Ending};
+pub use answer::{answer, answer_in, answer_streaming, answer_streaming_with, Answer, Ending};
 pub use constrained::{
     generate_constrained, greedy, ConstrainedOutput, Finish, GenerateLimits, GenerationStats,
     LogitsSource,

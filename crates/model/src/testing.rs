@@ -200,3 +200,96 @@ pub fn tiny_gemma3(seed: u64) -> Gguf {
     Gguf::from_bytes(tiny_writer(&s, &tiny_tensors(&s, seed), "gemma3").to_bytes())
         .expect("tiny GGUF parses")
 }
+
+/// The vocabulary size of [`tiny_text_model`].
+pub const TEXT_VOCAB: usize = 464;
+
+/// The pieces of [`tiny_text_model`]'s vocabulary, by id: `<pad> <eos> <bos> <unk>`,
+/// `<start_of_turn>` (4), `▁` and the 94 printable ASCII characters (5..=99), six bigrams,
+/// `<end_of_turn>` (106, where the other tiny models have it), the 256 byte tokens
+/// `<0x00>`..`<0xFF>` (107..=362), then `▁` + letter and more bigrams up to [`TEXT_VOCAB`].
+/// With byte fallback any text encodes.
+pub fn text_vocab() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "<pad>",
+        "<eos>",
+        "<bos>",
+        "<unk>",
+        "<start_of_turn>",
+        "\u{2581}",
+    ]
+    .map(String::from)
+    .to_vec();
+    v.extend((0x21u8..=0x7E).map(|b| (b as char).to_string()));
+    let first = ["\u{2581}a", "\u{2581}t", "th", "he", "in", "er"];
+    v.extend(first.map(String::from));
+    v.push("<end_of_turn>".into());
+    v.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    v.extend(
+        ('b'..='z')
+            .filter(|&c| c != 't')
+            .map(|c| format!("\u{2581}{c}")),
+    );
+    let common = "etaoinshr";
+    for a in common.chars() {
+        for b in common.chars() {
+            let bigram = format!("{a}{b}");
+            if !first.contains(&bigram.as_str()) {
+                v.push(bigram);
+            }
+        }
+    }
+    assert_eq!(v.len(), TEXT_VOCAB);
+    v
+}
+
+/// A tiny Gemma 3 (the default shapes, vocabulary [`TEXT_VOCAB`], context 1024: text costs
+/// about a token per character) that also carries a working
+/// SentencePiece tokenizer ([`text_vocab`]; no chat template, so chat prompts use the built-in
+/// Gemma format): for tests that go from text to text, such as the C API's. Random weights
+/// from `seed`, so the text it writes is gibberish.
+pub fn tiny_text_model(seed: u64) -> GgufWriter {
+    let s = TinySpec {
+        vocab: TEXT_VOCAB,
+        context: 1024,
+        ..TinySpec::default()
+    };
+    let mut w = tiny_writer(&s, &tiny_tensors(&s, seed), "gemma3");
+    let pieces = text_vocab();
+    // SentencePiece merges the adjacent pair whose piece scores highest: longer pieces first.
+    let scores = pieces
+        .iter()
+        .map(|p| Value::F32(-10.0 + p.chars().count() as f32))
+        .collect();
+    let types = pieces
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Value::I32(match i {
+                3 => 2,                         // unknown
+                0..=4 | 106 => 3,               // control
+                _ if p.starts_with("<0x") => 6, // byte
+                _ => 1,                         // normal
+            })
+        })
+        .collect();
+    w.set("tokenizer.ggml.model", Value::String("llama".into()));
+    w.set(
+        "tokenizer.ggml.tokens",
+        Value::Array(
+            ValueType::String,
+            pieces.into_iter().map(Value::String).collect(),
+        ),
+    );
+    w.set(
+        "tokenizer.ggml.scores",
+        Value::Array(ValueType::F32, scores),
+    );
+    w.set(
+        "tokenizer.ggml.token_type",
+        Value::Array(ValueType::I32, types),
+    );
+    w.set("tokenizer.ggml.unknown_token_id", Value::U32(3));
+    w.set("tokenizer.ggml.add_space_prefix", Value::Bool(false));
+    w
+}

@@ -58,6 +58,8 @@ pub struct ServeConfig {
 
 /// Default `max_body_bytes`: room for a prompt filling a 32k-token context several times over.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+/// Default `max_batch`: sequences decoded together (seats); more requests wait in the queue.
+pub const DEFAULT_MAX_BATCH: usize = 32;
 /// Default `max_queue`.
 pub const DEFAULT_MAX_QUEUE: usize = 64;
 
@@ -70,7 +72,7 @@ impl ServeConfig {
             adapters: Vec::new(),
             precision: Precision::Fast,
             max_queue: DEFAULT_MAX_QUEUE,
-            max_batch: crate::scheduler::DEFAULT_MAX_BATCH,
+            max_batch: DEFAULT_MAX_BATCH,
             api_key: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_model_len: None,

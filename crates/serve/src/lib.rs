@@ -10,11 +10,11 @@
 //!
 //! The pieces: [`request`] checks bodies field by field, `api` renders the prompt (chat
 //! template through smolt-task), checks it against the context and queues it; the
-//! [`scheduler`]'s one worker thread owns the forward passes and serves the queue in order;
-//! [`models`] loads one `Model` per adapter over the same memory-mapped GGUF.
+//! [`scheduler`]'s engine thread owns the forward passes and decodes every seated sequence,
+//! whatever its adapter, in one pass per step (continuous batching);
+//! [`models`] loads one `Model` per adapter over the same memory-mapped GGUF (the batched
+//! pass reads the base's weights and takes only the low-rank terms from the adapters').
 //!
-//! This is the first increment: one sequence at a time. Batching sequences of many adapters
-//! in one forward pass comes next.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -32,7 +32,6 @@ pub mod metrics;
 pub mod models;
 pub mod request;
 pub mod scheduler;
-pub mod text;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,9 +41,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-pub use config::{AdapterSpec, ServeConfig, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE};
+pub use config::{
+    AdapterSpec, ServeConfig, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE,
+};
 pub use models::Models;
-pub use scheduler::DEFAULT_MAX_BATCH;
 
 /// A server with its models loaded and its worker running, not yet listening.
 pub struct Server {

@@ -24,18 +24,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use smolt_constrain::{ConstrainError, Constraint, TokenMask};
-use smolt_decode::{
-    generate_constrained, generate_with, Context, Finish, GenerateLimits, GenerateOptions,
-    LogitsSource, Sampler, StopReason,
-};
+use smolt_constrain::{Constraint, TokenMask};
+use smolt_decode::{answer_streaming_with, Context, Ending, GenerateOptions, LogitsSource};
 use smolt_model::{BatchSeq, KvCache};
 use smolt_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
 use crate::models::{Models, ServedModel};
-use crate::text::TextStream;
+use smolt_tokenizer::stream::TextStream;
 
 /// One sequence to generate, checked and tokenized.
 pub struct Job {
@@ -91,9 +88,6 @@ pub enum Refused {
     Closed,
 }
 
-/// Most sequences decoded together (seats); more requests wait in the queue.
-pub const DEFAULT_MAX_BATCH: usize = 32;
-
 /// Prompt tokens one step takes in, over all the prompts being read: bounds how long the
 /// decoding sequences wait for a step while a long prompt comes in. A multiple of
 /// `smolt_model::PREFIX_ALIGN`, so that a prompt read in chunks gives the numbers of one pass.
@@ -107,7 +101,7 @@ const GATHER: Duration = Duration::from_millis(4);
 /// What the engine hears.
 enum Msg {
     /// A checked request, to seat when one is free.
-    Job(Job),
+    Job(Box<Job>),
     /// A seated sequence's next tokens; `reply` gets the logits of the last one.
     Step(Step),
     /// The seat's sequence has ended.
@@ -177,7 +171,7 @@ impl Scheduler {
         {
             return Err(Refused::Full);
         }
-        tx.send(Msg::Job(job)).map_err(|_| {
+        tx.send(Msg::Job(Box::new(job))).map_err(|_| {
             depth.fetch_sub(1, Ordering::SeqCst);
             Refused::Closed
         })
@@ -242,7 +236,7 @@ impl Engine {
         match msg {
             Msg::Job(job) => {
                 self.metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
-                self.waiting.push_back(job);
+                self.waiting.push_back(*job);
             }
             Msg::Step(step) => match self.seats.get_mut(step.seat).and_then(|s| s.as_mut()) {
                 Some(seat) => {
@@ -585,7 +579,7 @@ fn run(
     served: &ServedModel,
     tok: &Tokenizer,
     job: &Job,
-    mut source: Seated,
+    source: Seated,
 ) -> anyhow::Result<Outcome> {
     let mut sink = Sink {
         tok,
@@ -596,66 +590,28 @@ fn run(
         cancelled: false,
     };
     let model = &served.model;
-    let (ids, mut finish) = match &job.constraint {
-        None => {
-            let context = Context {
-                fed: 0,
-                length: model.spec.context_length,
-                special: &model.special,
-            };
-            let g = generate_with(
-                |tokens| source.forward(tokens),
-                context,
-                &job.prompt,
-                &job.opts,
-                |id| sink.push(&[id]),
-            )?;
-            let finish = match g.stop {
-                StopReason::StopToken(_) => FinishReason::Stop,
-                StopReason::MaxTokens | StopReason::ContextFull => FinishReason::Length,
-                StopReason::Callback if sink.cancelled => return Ok(Outcome::Cancelled),
-                // The callback ends a sequence only for a client gone or a stop string.
-                StopReason::Callback => FinishReason::Stop,
-            };
-            (g.ids, finish)
-        }
-        Some(constraint) => {
-            let mut state = constraint.start();
-            let mut sampler = Sampler::new(job.opts.sampling.clone());
-            let mut source = Watched {
-                inner: source,
-                prompt_len: job.prompt.len(),
-                prompt_fed: false,
-                sink: &mut sink,
-            };
-            let out = generate_constrained(
-                &mut source,
-                &job.prompt,
-                &mut state,
-                GenerateLimits::new(job.opts.max_new_tokens),
-                |logits| sampler.sample(logits),
-            );
-            match out {
-                Ok(out) => {
-                    let finish = match out.finish {
-                        Finish::GrammarEnd | Finish::EndToken(_) => FinishReason::Stop,
-                        Finish::LimitAccepting | Finish::Truncated => FinishReason::Length,
-                    };
-                    (out.ids, finish)
-                }
-                Err(ConstrainError::Forward(e)) if e.is::<Halt>() => {
-                    if sink.cancelled {
-                        return Ok(Outcome::Cancelled);
-                    }
-                    (sink.ids.clone(), FinishReason::Stop)
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+    let context = Context {
+        fed: 0,
+        length: model.spec.context_length,
+        special: &model.special,
     };
-    // The last tokens are not always seen on the way (the constrained loop never feeds its
-    // last one): release the rest of the text now.
-    let step = sink.text.finish(&tok.decode(&ids, true));
+    let out = answer_streaming_with(
+        source,
+        context,
+        &job.prompt,
+        job.constraint.as_ref(),
+        &job.opts,
+        |ids| sink.push(ids),
+    )?;
+    let mut finish = match out.ending {
+        Ending::Complete => FinishReason::Stop,
+        Ending::Limit | Ending::Truncated | Ending::ContextFull => FinishReason::Length,
+        Ending::Stopped if sink.cancelled => return Ok(Outcome::Cancelled),
+        // The callback ends a sequence only for a client gone or a stop string.
+        Ending::Stopped => FinishReason::Stop,
+    };
+    // Text held back for a possible stop string is released now.
+    let step = sink.text.finish(&tok.decode(&sink.ids, true));
     if step.stop {
         finish = FinishReason::Stop;
     }
@@ -664,7 +620,7 @@ fn run(
     }
     Ok(Outcome::Done {
         finish,
-        completion_tokens: ids.len(),
+        completion_tokens: out.ids.len(),
     })
 }
 
@@ -692,55 +648,5 @@ impl Sink<'_> {
             return false;
         }
         !step.stop
-    }
-}
-
-/// The error a [`Watched`] source returns to end the constrained loop early.
-#[derive(Debug)]
-struct Halt;
-
-impl std::fmt::Display for Halt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("stopped: client gone or stop string reached")
-    }
-}
-
-impl std::error::Error for Halt {}
-
-/// The model as the constrained loop sees it, reporting each output token as it is fed (the
-/// loop has no per-token callback). Speculative drafts are off: the defaults of
-/// `feed_for_verify` say this source cannot verify, so every token fed is output.
-struct Watched<'a, 's> {
-    inner: Seated,
-    prompt_len: usize,
-    prompt_fed: bool,
-    sink: &'s mut Sink<'a>,
-}
-
-impl Watched<'_, '_> {
-    fn observe(&mut self, tokens: &[u32]) -> anyhow::Result<()> {
-        // The first feed is the prompt, with any tokens the grammar forces at the start.
-        let new = if self.prompt_fed {
-            tokens
-        } else {
-            self.prompt_fed = true;
-            &tokens[self.prompt_len.min(tokens.len())..]
-        };
-        if !self.sink.push(new) {
-            return Err(anyhow::Error::new(Halt));
-        }
-        Ok(())
-    }
-}
-
-impl LogitsSource for Watched<'_, '_> {
-    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
-        self.observe(tokens)?;
-        self.inner.forward(tokens)
-    }
-
-    fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
-        self.observe(tokens)?;
-        self.inner.forward_masked(tokens, allowed)
     }
 }

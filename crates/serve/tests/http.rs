@@ -681,3 +681,67 @@ fn queue_limits_keys_and_graceful_shutdown() {
         "the server still accepts connections after stopping"
     );
 }
+
+/// Concurrent requests for the base and the adapter are decoded together: the engine's steps
+/// carry several sequences at once, and each answer is what the library generates for that
+/// sequence alone (greedy), the adapter's with the adapter. A batched row meets the kernels in
+/// other groupings than a lone one, so its logits differ in the last bits (bounded in
+/// smolt-model's real-model tests), which flips a near-tie now and then ("the skin" for "the
+/// walls" after ten tokens): answers are held to the library's for their first words, and the
+/// adapter's to differ from the base's.
+#[test]
+fn concurrent_requests_of_different_adapters_share_forward_passes() {
+    let f = fixture();
+    let before = get("/metrics").1;
+    let prompts = [
+        "The capital of France is",
+        "One, two, three,",
+        "My favourite colour is",
+        "The capital of France is",
+    ];
+    let jobs: Vec<(&str, &str)> = prompts
+        .iter()
+        .flat_map(|p| [("base", *p), ("rnd", *p)])
+        .collect();
+    let answers: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|&(model, prompt)| {
+                s.spawn(move || {
+                    let a = ok(
+                        "/v1/completions",
+                        &json!({"model": model, "prompt": prompt, "max_tokens": 12,
+                                "temperature": 0, "ignore_eos": true}),
+                    );
+                    a["choices"][0]["text"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let after = get("/metrics").1;
+    let grew = |series: &str| metric(&after, series) - metric(&before, series);
+    let (steps, seqs) = (
+        grew("smolt_serve_batch_steps_total"),
+        grew("smolt_serve_batch_sequences_total"),
+    );
+    eprintln!("{} steps carried {} sequences", steps, seqs);
+    // 8 requests × 12 tokens one at a time would take ≥ 96 steps of one sequence each.
+    assert!(
+        seqs / steps > 1.5,
+        "{steps} steps for {seqs} sequence-steps: not batched"
+    );
+    for (k, ((model, prompt), got)) in jobs.iter().zip(&answers).enumerate() {
+        let adapter = (*model == "rnd").then_some(f.adapter_dir.as_path());
+        let alone = library_greedy(prompt, 12, adapter);
+        let start = |s: &str| s.chars().take(6).collect::<String>();
+        assert_eq!(start(got), start(&alone), "{model}: {got:?} vs {alone:?}");
+        if adapter.is_some() {
+            assert_ne!(
+                got,
+                &answers[k - 1],
+                "{prompt}: the adapter changed nothing"
+            );
+        }
+    }
+}

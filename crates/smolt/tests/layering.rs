@@ -66,6 +66,29 @@ fn only_the_cli_depends_on_the_trainer_and_the_task_layer_stays_low() {
     assert!(deps["smolt-train"].contains("smolt-task"));
     // The model knows nothing of adapters' training.
     assert!(!deps["smolt-model"].contains("smolt-lora"));
+    // The C library is a leaf beside the CLI, and links no HTTP stack: it builds on the same
+    // layers as the server, not on the server.
+    for (name, d) in &deps {
+        assert!(!d.contains("smolt-capi"), "{name} depends on smolt-capi");
+    }
+    for lower in ["smolt-decode", "smolt-lora", "smolt-task"] {
+        assert!(
+            deps["smolt-capi"].contains(lower),
+            "smolt-capi lacks {lower}"
+        );
+    }
+    for not_below in [
+        "smolt-serve",
+        "smolt",
+        "smolt-eval",
+        "smolt-data",
+        "smolt-hub",
+    ] {
+        assert!(
+            !deps["smolt-capi"].contains(not_below),
+            "smolt-capi depends on {not_below}"
+        );
+    }
 }
 
 /// The CLI's inference paths (generate, eval, data check, init, and the evaluation loop they

@@ -22,6 +22,7 @@ mod fxhash;
 mod pretokenize;
 mod special;
 mod spm;
+pub mod stream;
 mod tokenizer;
 mod unicode;
 

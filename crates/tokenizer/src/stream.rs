@@ -1,4 +1,5 @@
-//! Output text as tokens arrive: what may be sent now, and where a stop string ends it.
+//! Output text as tokens arrive: what may be sent now, and where a stop string ends it (the
+//! server's streamed responses and the C API's token callback).
 //!
 //! Two things hold text back. A character may span several byte tokens, so text is released
 //! only up to the last complete character (the decoder shows an unfinished one as U+FFFD).
