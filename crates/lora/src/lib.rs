@@ -33,7 +33,7 @@ pub mod io;
 pub mod prof;
 mod step;
 
-pub use adapter::{peft_name, target_dims, LoraAdapter, Param};
+pub use adapter::{peft_name, peft_row, target_dims, LoraAdapter, Param};
 pub use base::{BaseMatmul, Dense, Frozen, FrozenBlock, FrozenLinear, HeadCache};
 pub use config::{LoraConfig, Target};
 pub use error::{LoraError, Result};
