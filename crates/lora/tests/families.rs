@@ -10,8 +10,11 @@
 //! PEFT: [`smolt_lora::peft_row`] maps one to the other, for the init and for the comparison.
 
 use serde_json::Value;
-use smolt_lora::{peft_row, Frozen, LoraAdapter, LoraConfig, Sequence, StepOptions, Target};
-use smolt_model::{ArchSpec, Model, Precision};
+use smolt_lora::{
+    attach_adapter, load_adapter, peft_row, save_adapter, to_peft_layout, Frozen, LoraAdapter,
+    LoraConfig, Sequence, StepOptions, Target,
+};
+use smolt_model::{ArchSpec, Logits, Model, Precision};
 
 fn fixture_dir() -> String {
     format!("{}/../model/tests/fixtures", env!("CARGO_MANIFEST_DIR"))
@@ -256,6 +259,75 @@ fn f64_step_matches_peft_f64() {
         assert!(
             l < 1e-6 && b < 1e-6 && n < 1e-6,
             "{family}: {l:e} {b:e} {n:e}"
+        );
+    }
+}
+
+/// An adapter saved for PEFT holds q/k `lora_B` rows in HF's order (here: exactly the fixture's
+/// closed-form init, which PEFT used), and attaching that file for inference gives the loss the
+/// training engine computes with the adapter in smolt's order.
+#[test]
+fn saved_adapters_use_peft_row_order_and_attach_back() {
+    for family in ["llama", "qwen3", "smollm2"] {
+        let fx = fixture(family);
+        let mut model = model(family);
+        let ad = fixture_adapter::<f32>(&model.spec);
+        let dir = tempfile::tempdir().unwrap();
+        save_adapter(
+            dir.path(),
+            &to_peft_layout(&model.spec, ad.params()),
+            &ad.config,
+            family,
+        )
+        .unwrap();
+        let (saved, _) = load_adapter(dir.path()).unwrap();
+        let q_b = saved
+            .iter()
+            .find(|p| p.name.ends_with("layers.1.self_attn.q_proj.lora_B.weight"))
+            .unwrap();
+        let cols = q_b.shape[1];
+        for (e, &v) in q_b.data.iter().enumerate() {
+            let (i, j) = ((e / cols) as f64, (e % cols) as f64);
+            let want = (0.01 * (0.23 * i + 0.13 * j + 0.05 + 2.0f64).cos()) as f32;
+            assert_eq!(v, want, "{family}: q_proj.lora_B[{e}]");
+        }
+
+        let (ids, labels) = sequence(&fx);
+        let seq = Sequence {
+            tokens: &ids,
+            labels: &labels,
+        };
+        let engine = Frozen::from_model(&model)
+            .loss(Some(&ad), &seq)
+            .unwrap()
+            .loss;
+        assert_eq!(attach_adapter(&mut model, dir.path()).unwrap(), 14);
+        let logits = model
+            .forward(&ids, &mut model.new_cache(), Logits::All)
+            .unwrap();
+        let v = model.spec.vocab_size;
+        let mut sum = 0f64;
+        let mut n = 0;
+        for t in 0..ids.len() - 1 {
+            if labels[t + 1] < 0 {
+                continue;
+            }
+            let row = &logits[t * v..][..v];
+            let max = row.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            sum += lse - row[labels[t + 1] as usize] as f64;
+            n += 1;
+        }
+        let inference = sum / n as f64;
+        eprintln!("{family}: attached {inference}, engine {engine}");
+        assert!(
+            (inference - engine).abs() < 1e-5 * engine,
+            "{family}: inference {inference} vs engine {engine}"
         );
     }
 }
