@@ -35,4 +35,4 @@ pub use cross_entropy::{linear_cross_entropy, linear_cross_entropy_with, ChunkPr
 pub use float::Float;
 pub use matmul::{matmul_nn, matmul_nt, matmul_tn};
 pub use norm::{rms_norm_backward, rms_norm_forward};
-pub use rope::{rope_backward, rope_forward};
+pub use rope::{rope_backward, rope_forward, Rope, RopeStyle};

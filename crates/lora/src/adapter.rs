@@ -6,7 +6,7 @@ use crate::error::{LoraError, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use smolt_kernels::Float;
-use smolt_model::ArchSpec;
+use smolt_model::{ArchSpec, RopeStyle};
 
 /// One trainable tensor and its gradient, row-major, in PEFT's shape (`lora_A`: `[r, in]`,
 /// `lora_B`: `[out, r]`). Deliberately plain so a training loop can wrap it in its own trait.
@@ -60,6 +60,21 @@ pub fn target_dims(spec: &ArchSpec, t: Target) -> (usize, usize) {
         Target::Gate | Target::Up => (d, f),
         Target::Down => (f, d),
     }
+}
+
+/// The PEFT (Hugging Face) row of row `row` of a `B` for target `t`, i.e. of an output row of
+/// the base projection as the GGUF stores it. llama.cpp's converter permutes the q and k rows
+/// of the models it runs with interleaved-pair RoPE (`llama`: `LlamaModel.permute`), so that
+/// rotating pairs `(2i, 2i+1)` computes HF's `rotate_half` over `(i, i + hd/2)`: GGUF row
+/// `h·hd + 2i` is HF row `h·hd + i` and GGUF row `h·hd + 2i + 1` is HF row `h·hd + hd/2 + i`.
+/// Every other row (and every `A`) is where HF has it.
+pub fn peft_row(spec: &ArchSpec, t: Target, row: usize) -> usize {
+    if spec.rope_style != RopeStyle::Interleaved || !matches!(t, Target::Q | Target::K) {
+        return row;
+    }
+    let hd = spec.head_dim;
+    let (h, r) = (row / hd, row % hd);
+    h * hd + if r % 2 == 0 { r / 2 } else { hd / 2 + r / 2 }
 }
 
 /// PEFT's state-dict key for a LoRA tensor (`which` is `'A'` or `'B'`).

@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::adapter::{peft_name, Param};
+use crate::adapter::{peft_name, peft_row, Param};
 use crate::config::{LoraConfig, Target};
 use crate::io::{read_safetensors, safetensors_bytes, write_atomic};
 
@@ -67,6 +67,42 @@ pub fn save_adapter(
     write_atomic(&dir.join(ADAPTER_CONFIG_FILE), text.as_bytes())
 }
 
+/// `params` (smolt's layout) in PEFT's: the rows of each q/k `lora_B` of a model whose GGUF
+/// permutes q/k rows (`llama`, see [`peft_row`]) put back in Hugging Face's order; everything
+/// else as it is. What to hand [`save_adapter`] so PEFT and llama.cpp's
+/// `convert_lora_to_gguf.py` read the adapter right.
+pub fn to_peft_layout(spec: &smolt_model::ArchSpec, params: &[Param]) -> Vec<Param> {
+    params
+        .iter()
+        .map(|p| match parse_peft_name(&p.name) {
+            Some((_, t, 1)) => {
+                let cols = p.shape[1];
+                let mut data = p.data.clone();
+                for r in 0..p.shape[0] {
+                    let hr = peft_row(spec, t, r);
+                    data[hr * cols..][..cols].copy_from_slice(&p.data[r * cols..][..cols]);
+                }
+                Param::new(p.name.clone(), p.shape, data)
+            }
+            _ => Param::new(p.name.clone(), p.shape, p.data.clone()),
+        })
+        .collect()
+}
+
+/// The inverse of [`to_peft_layout`] for one `lora_B` of `t`, `(rows, cols)` row-major.
+fn from_peft_rows(spec: &smolt_model::ArchSpec, t: Target, b: Vec<f32>, cols: usize) -> Vec<f32> {
+    // A B of the wrong shape is left for `set_lora` to refuse.
+    if cols == 0 || !b.len().is_multiple_of(cols * spec.head_dim) {
+        return b;
+    }
+    let mut out = b.clone();
+    for r in 0..b.len() / cols {
+        let hr = peft_row(spec, t, r);
+        out[r * cols..][..cols].copy_from_slice(&b[hr * cols..][..cols]);
+    }
+    out
+}
+
 /// Reads an adapter's tensors (sorted by name, gradients zero) and its config.
 pub fn load_adapter(dir: &Path) -> Result<(Vec<Param>, serde_json::Value)> {
     let (tensors, _) = read_safetensors(&dir.join(ADAPTER_FILE))?;
@@ -110,7 +146,8 @@ fn scale_of(config: &serde_json::Value) -> Result<(usize, f32)> {
 /// Attaches a saved adapter (a run directory, or any PEFT LoRA folder with these names) to a
 /// loaded model for inference: each projection gets its `s·B·(A·x)` term, the base stays as
 /// it is. Every tensor must name a layer and projection of this model, with matching shapes.
-/// Returns the number of projections adapted.
+/// `lora_B` rows are read in PEFT's order (see [`to_peft_layout`]). Returns the number of
+/// projections adapted.
 pub fn attach_adapter(model: &mut smolt_model::Model, dir: &Path) -> Result<usize> {
     let (params, config) = load_adapter(dir)?;
     let (rank, scale) = scale_of(&config)?;
@@ -118,7 +155,12 @@ pub fn attach_adapter(model: &mut smolt_model::Model, dir: &Path) -> Result<usiz
     for p in params {
         let (layer, target, part) = parse_peft_name(&p.name)
             .with_context(|| format!("{}: unexpected tensor `{}`", dir.display(), p.name))?;
-        pairs.entry((layer, target)).or_default()[part] = Some(p.data);
+        let data = if part == 1 {
+            from_peft_rows(&model.spec, target, p.data, p.shape[1])
+        } else {
+            p.data
+        };
+        pairs.entry((layer, target)).or_default()[part] = Some(data);
     }
     let n = pairs.len();
     for ((layer, target), [a, b]) in pairs {

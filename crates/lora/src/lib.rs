@@ -33,10 +33,12 @@ pub mod io;
 pub mod prof;
 mod step;
 
-pub use adapter::{peft_name, target_dims, LoraAdapter, Param};
+pub use adapter::{peft_name, peft_row, target_dims, LoraAdapter, Param};
 pub use base::{BaseMatmul, Dense, Frozen, FrozenBlock, FrozenLinear, HeadCache};
 pub use config::{LoraConfig, Target};
 pub use error::{LoraError, Result};
-pub use files::{attach_adapter, load_adapter, save_adapter, ADAPTER_CONFIG_FILE, ADAPTER_FILE};
+pub use files::{
+    attach_adapter, load_adapter, save_adapter, to_peft_layout, ADAPTER_CONFIG_FILE, ADAPTER_FILE,
+};
 pub use head::{linear_cross_entropy, CHUNK};
 pub use step::{Sequence, StepOptions, StepOutput, IGNORE};

@@ -379,7 +379,6 @@ impl<F: Float> Frozen<'_, F> {
         scratch: &mut Vec<F>,
     ) {
         let (spec, b) = (&self.spec, &self.blocks[il]);
-        let layer = &spec.layers[il];
         let (d, f, nh, nkv, hd) = (
             spec.d_model,
             spec.d_ff,
@@ -390,7 +389,7 @@ impl<F: Float> Frozen<'_, F> {
         let c = &cache.block;
         let t = c.x_in.len() / d;
         let positions: Vec<usize> = (0..t).collect();
-        let theta = F::from_f64(layer.rope_base);
+        let rope = spec.rope(il);
         let mut lb = |tg: Target, x: &[F], dy: &[F], dxx: &mut [F], scratch: &mut Vec<F>| {
             self.lora_backward(
                 il,
@@ -467,8 +466,8 @@ impl<F: Float> Frozen<'_, F> {
             .backward(&datt, saved, &self.heads(il), grads);
         drop((datt, p_att));
         // forward: q, k = rope(·)  ⇒  rotate the gradients back (in place)
-        rope_backward(&mut dq, &positions, nh, hd, theta);
-        rope_backward(&mut dk, &positions, nkv, hd, theta);
+        rope_backward(&mut dq, &positions, nh, hd, &rope);
+        rope_backward(&mut dk, &positions, nkv, hd, &rope);
         // forward: q, k = rmsnorm_per_head(q_raw, k_raw) · {q,k}_norm  ⇒  dq_raw, dk_raw
         let mut dq_raw = vec![F::ZERO; t * nh * hd];
         let mut dk_raw = vec![F::ZERO; t * nkv * hd];

@@ -1,6 +1,7 @@
-//! The whole training pass on a tiny random Gemma 3 (and Qwen 2, through the same block): gradients against central finite
-//! differences in f64 (the same generic code, instantiated in f64), the f32 engine against the
-//! f64 one, the B = 0 loss against the inference engine's logits, and determinism.
+//! The whole training pass on a tiny random Gemma 3 (and Qwen 2, Llama, Qwen 3, through the
+//! same block): gradients against central finite differences in f64 (the same generic code,
+//! instantiated in f64), the f32 engine against the f64 one, the B = 0 loss against the
+//! inference engine's logits, and determinism.
 
 mod common;
 
@@ -126,6 +127,19 @@ fn gradients_match_finite_differences_f64_qwen2() {
     fd_check("qwen2", 0.0, false);
 }
 
+/// Llama's switches: interleaved-pair RoPE with per-frequency divisors (`rope_freqs`), no
+/// biases, an untied head.
+#[test]
+fn gradients_match_finite_differences_f64_llama() {
+    fd_check("llama", 0.0, false);
+}
+
+/// Qwen 3's: q/k norms without post-norms or biases, a tied head.
+#[test]
+fn gradients_match_finite_differences_f64_qwen3() {
+    fd_check("qwen3", 0.0, false);
+}
+
 #[test]
 fn gradients_match_finite_differences_with_dropout_and_recompute() {
     fd_check("gemma3", 0.25, true);
@@ -139,6 +153,12 @@ fn loss_with_b_zero_equals_inference_cross_entropy() {
 #[test]
 fn loss_with_b_zero_equals_inference_cross_entropy_qwen2() {
     loss_with_b_zero_equals_inference("qwen2");
+}
+
+#[test]
+fn loss_with_b_zero_equals_inference_cross_entropy_llama_qwen3() {
+    loss_with_b_zero_equals_inference("llama");
+    loss_with_b_zero_equals_inference("qwen3");
 }
 
 fn loss_with_b_zero_equals_inference(arch: &str) {
@@ -191,6 +211,12 @@ fn f32_engine_matches_f64_engine() {
 #[test]
 fn f32_engine_matches_f64_engine_qwen2() {
     f32_engine_matches_f64("qwen2");
+}
+
+#[test]
+fn f32_engine_matches_f64_engine_llama_qwen3() {
+    f32_engine_matches_f64("llama");
+    f32_engine_matches_f64("qwen3");
 }
 
 fn f32_engine_matches_f64(arch: &str) {

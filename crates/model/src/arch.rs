@@ -3,8 +3,11 @@
 //! the flags here.
 
 use crate::error::{ModelError, Result};
+use crate::linear::read_vector;
 use smolt_gguf::{Gguf, Value};
-use smolt_kernels::{geglu_backward, geglu_forward, swiglu_backward, swiglu_forward, Float};
+use smolt_kernels::{
+    geglu_backward, geglu_forward, swiglu_backward, swiglu_forward, Float, Rope, RopeStyle,
+};
 
 /// Model families smolt can run. Adding one means teaching [`ArchSpec::from_gguf`] its keys and
 /// defaults; the decoder block is shared.
@@ -13,6 +16,12 @@ pub enum Arch {
     Gemma3,
     /// Qwen 2 and 2.5: SwiGLU, biases on q/k/v, no q/k norm, pre-norms only.
     Qwen2,
+    /// Qwen 3 (dense): Qwen 2 without the biases, with per-head q/k RMSNorms and a head size
+    /// of its own (`attention.key_length`).
+    Qwen3,
+    /// Llama 3.x, SmolLM2 and the other `llama` files: SwiGLU, pre-norms only, interleaved-pair
+    /// RoPE (the converter permutes q/k rows for it), Llama 3.1's scaling as `rope_freqs.weight`.
+    Llama,
 }
 
 impl Arch {
@@ -21,6 +30,8 @@ impl Arch {
         match self {
             Arch::Gemma3 => "gemma3",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Llama => "llama",
         }
     }
 }
@@ -97,6 +108,12 @@ pub struct ArchSpec {
     /// Biases on the query, key and value projections (Qwen 2).
     pub qkv_bias: bool,
     pub activation: Activation,
+    /// Which elements of a head RoPE pairs: NEOX `(i, i + hd/2)` (llama.cpp's rope type for
+    /// Gemma and Qwen), or interleaved `(2i, 2i + 1)` (its NORM type, for `llama`).
+    pub rope_style: RopeStyle,
+    /// `(hd/2)` divisors of the RoPE frequencies, from the `rope_freqs.weight` tensor (how
+    /// llama.cpp's converter writes Llama 3.1's RoPE scaling); `None`: all 1.
+    pub rope_freq_factors: Option<Vec<f32>>,
     /// One entry per layer, `len() == n_layers`.
     pub layers: Vec<LayerSpec>,
 }
@@ -120,6 +137,15 @@ impl ArchSpec {
         self.n_kv_heads * self.head_dim
     }
 
+    /// Layer `il`'s RoPE: the family's layout and divisors with the layer's base.
+    pub fn rope(&self, il: usize) -> Rope<'_> {
+        Rope {
+            style: self.rope_style,
+            base: self.layers[il].rope_base,
+            freq_factors: self.rope_freq_factors.as_deref(),
+        }
+    }
+
     /// Reads the spec from `general.architecture` and that family's keys; an unknown family is
     /// an error rather than a guess, because a wrong guess gives plausible-looking garbage.
     pub fn from_gguf(g: &Gguf) -> Result<ArchSpec> {
@@ -127,6 +153,8 @@ impl ArchSpec {
         match arch {
             "gemma3" => Self::gemma3(g),
             "qwen2" => Self::qwen2(g),
+            "qwen3" => Self::qwen3(g),
+            "llama" => Self::llama(g),
             other => Err(ModelError::UnsupportedArch(other.to_string())),
         }
     }
@@ -187,6 +215,18 @@ impl ArchSpec {
                 ));
             }
         }
+        // Partial rotary embeddings (only the first `rope.dimension_count` elements of a head
+        // rotated) are another rotation; refuse rather than rotate the whole head.
+        if g.get(&key("rope.dimension_count")).is_some() {
+            let n_rot = get_usize(g, &key("rope.dimension_count"))?;
+            if n_rot != head_dim {
+                return Err(bad(
+                    &key("rope.dimension_count"),
+                    n_rot,
+                    &format!("partial RoPE (head size {head_dim}) is not supported yet"),
+                ));
+            }
+        }
         let rope_base = g.get_f64(&key("rope.freq_base"))?;
         let n_layers = get_usize(g, &key("block_count"))?;
         Ok(ArchSpec {
@@ -205,6 +245,8 @@ impl ArchSpec {
             post_norms: false,
             qkv_bias: false,
             activation: Activation::Silu,
+            rope_style: RopeStyle::Neox,
+            rope_freq_factors: None,
             layers: vec![
                 LayerSpec {
                     window: None,
@@ -262,15 +304,80 @@ impl ArchSpec {
     /// layer (the GGUF of a model that slides a window says so, and is refused until then).
     fn qwen2(g: &Gguf) -> Result<ArchSpec> {
         let mut spec = Self::common(g, Arch::Qwen2)?;
-        if let Some(v) = g.get("qwen2.attention.sliding_window") {
-            return Err(bad(
-                "qwen2.attention.sliding_window",
-                v,
-                "sliding-window Qwen 2 models are not supported yet",
-            ));
-        }
+        refuse_sliding_window(g, "qwen2")?;
         spec.qkv_bias = true;
         Ok(spec)
+    }
+
+    /// Qwen 3 (dense): per-head q/k RMSNorms before RoPE, no biases, NEOX RoPE; the head size
+    /// is `attention.key_length` (it need not be `embedding_length / head_count`).
+    fn qwen3(g: &Gguf) -> Result<ArchSpec> {
+        let mut spec = Self::common(g, Arch::Qwen3)?;
+        refuse_sliding_window(g, "qwen3")?;
+        spec.qk_norm = true;
+        Ok(spec)
+    }
+
+    /// `llama` (Llama 2/3.x, SmolLM2, …): the common shapes with interleaved-pair RoPE, as
+    /// llama.cpp runs it (rope type NORM; its converter permutes the q/k rows so that this equals
+    /// HF's `rotate_half`). Llama 3.1's RoPE scaling is the `rope_freqs.weight` tensor, one
+    /// divisor per frequency. q/k/v biases where the file has them; mixture-of-experts and
+    /// sliding-window files are refused.
+    fn llama(g: &Gguf) -> Result<ArchSpec> {
+        let mut spec = Self::common(g, Arch::Llama)?;
+        refuse_sliding_window(g, "llama")?;
+        if let Some(v) = g.get("llama.expert_count") {
+            if v.as_u64().is_some_and(|n| n > 0) {
+                return Err(bad(
+                    "llama.expert_count",
+                    v,
+                    "mixture-of-experts models are not supported yet",
+                ));
+            }
+        }
+        spec.rope_style = RopeStyle::Interleaved;
+        if let Some(info) = g.tensor_info("rope_freqs.weight") {
+            let half = spec.head_dim / 2;
+            if info.dims != [half as u64] {
+                return Err(ModelError::Shape {
+                    name: info.name.clone(),
+                    expected: vec![half as u64],
+                    found: info.dims.clone(),
+                });
+            }
+            let factors = read_vector(g, info)?;
+            if let Some(f) = factors.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+                return Err(bad(
+                    "rope_freqs.weight",
+                    f,
+                    "RoPE frequency divisors must be positive",
+                ));
+            }
+            spec.rope_freq_factors = Some(factors);
+        }
+        if g.tensor_info("blk.0.attn_output.bias").is_some() {
+            return Err(bad(
+                "blk.0.attn_output.bias",
+                "present",
+                "a bias on the attention output is not supported yet",
+            ));
+        }
+        spec.qkv_bias = g.tensor_info("blk.0.attn_q.bias").is_some();
+        Ok(spec)
+    }
+}
+
+/// Families whose every layer attends to the whole prefix: a GGUF that names a window is a
+/// model smolt would run wrongly, so it is refused.
+fn refuse_sliding_window(g: &Gguf, arch: &str) -> Result<()> {
+    let key = format!("{arch}.attention.sliding_window");
+    match g.get(&key) {
+        Some(v) => Err(bad(
+            &key,
+            v,
+            &format!("sliding-window {arch} models are not supported yet"),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The decoder block, written once for every family and every pass.
 //!
 //! A family is a set of switches in [`ArchSpec`] (q/k/v biases, q/k norms, post-norms, the
-//! MLP's activation, per-layer window and RoPE base); a pass is a [`BlockPass`]: how it
+//! MLP's activation, per-layer window and RoPE base, RoPE layout and frequency divisors); a pass is a [`BlockPass`]: how it
 //! multiplies by a projection (quantized inference with an attached adapter, or the training
 //! pass's frozen base plus a trainable adapter) and where its keys and values live (a KV cache,
 //! or the training sequence itself). The training pass also hands a [`BlockRecord`] to keep
@@ -184,7 +184,7 @@ pub fn block_forward<F: Float>(
     let t = positions.len();
     assert_eq!(x_in.len(), t * d, "x_in is not (T, d)");
     let eps = F::from_f64(spec.rms_eps as f64);
-    let theta = F::from_f64(layer.rope_base);
+    let rope = spec.rope(il);
     let recording = record.is_some();
 
     // ---- attention ----
@@ -225,8 +225,8 @@ pub fn block_forward<F: Float>(
         hd,
         slots(recording, &mut k_raw, &mut rstd_k),
     );
-    rope_forward(&mut q, positions, nh, hd, theta);
-    rope_forward(&mut k, positions, nkv, hd, theta);
+    rope_forward(&mut q, positions, nh, hd, &rope);
+    rope_forward(&mut k, positions, nkv, hd, &rope);
     // att (T, nh·hd) = softmax(scale · q·kᵀ, causal, window) · v
     let mut att = vec![F::ZERO; t * nh * hd];
     pass.attend(layer, &q, &k, &v, positions, &mut att);

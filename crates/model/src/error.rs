@@ -7,8 +7,9 @@ pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] smolt_gguf::Error),
     #[error(
-        "architecture `{0}` is not supported (general.architecture); smolt runs: gemma3. \
-         Use a Gemma 3 GGUF, or add the architecture to smolt_model::ArchSpec"
+        "architecture `{0}` is not supported (general.architecture); smolt runs: gemma3, qwen2, \
+         qwen3, llama. Use a GGUF of one of these, or add the architecture to \
+         smolt_model::ArchSpec"
     )]
     UnsupportedArch(String),
     #[error("metadata `{key}` = {value} is invalid: {reason}")]

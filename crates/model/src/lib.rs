@@ -1,8 +1,9 @@
 //! smolt-model: decoder-only transformers run straight from a GGUF file.
 //!
-//! [`ArchSpec`] reads the architecture from metadata (Gemma 3 now; the Llama family is a matter
-//! of more flags, not more blocks); [`Model`] binds the weights by tensor name, checking every
-//! shape, and runs the forward pass over a [`KvCache`] in one of two [`Precision`]s.
+//! [`ArchSpec`] reads the architecture from metadata (Gemma 3, Qwen 2 / 2.5, Qwen 3 and `llama`:
+//! Llama 3.x, SmolLM2; a family is a set of flags, not another block); [`Model`] binds the
+//! weights by tensor name, checking every shape, and runs the forward pass over a [`KvCache`] in
+//! one of two [`Precision`]s.
 //!
 //! ```no_run
 //! use smolt_model::{Logits, Model, Precision};
@@ -31,6 +32,7 @@ pub use error::{ModelError, Result};
 pub use linear::{Linear, LoraDelta};
 pub use model::{keep_freed_memory, Block, Logits, Model, Precision, QkvBias, SpecialTokens};
 pub use proj::Proj;
+pub use smolt_kernels::{Rope, RopeStyle};
 
 pub mod testing;
 

@@ -40,6 +40,11 @@ pub trait Trainable {
     fn params(&self) -> &[Param];
     /// Mutable access for the optimiser and for restoring checkpoints.
     fn params_mut(&mut self) -> &mut [Param];
+    /// The parameters as the final adapter file holds them (PEFT's layout, which may order
+    /// some rows differently from [`Trainable::params`]); by default the same.
+    fn export_params(&self) -> Vec<Param> {
+        self.params().to_vec()
+    }
     /// Runs forward and backward on one micro-batch, ADDING the gradient of the summed loss
     /// (not the mean) into each `Param::grad`, and returns that summed loss. Targets are the
     /// positions where [`Example::loss_mask`] is true. `rng` is for dropout; it is part of the
@@ -496,7 +501,7 @@ impl<'a, M: Trainable> Trainer<'a, M> {
         let adapter_written = if outcome != Outcome::NonFinite {
             smolt_lora::save_adapter(
                 &self.run_dir,
-                self.model.params(),
+                &self.model.export_params(),
                 &self.cfg.lora_config()?,
                 &self.cfg.task.model,
             )?;

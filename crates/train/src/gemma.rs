@@ -57,6 +57,12 @@ impl Trainable for LoraEngine<'_> {
         self.adapter.params_mut()
     }
 
+    /// q/k `lora_B` rows in Hugging Face's order for `llama` bases (smolt trains them in the
+    /// GGUF's permuted order).
+    fn export_params(&self) -> Vec<Param> {
+        smolt_lora::to_peft_layout(&self.base.spec, self.adapter.params())
+    }
+
     fn forward_backward(&mut self, batch: &[&Example], rng: &mut ChaCha8Rng) -> Result<LossSum> {
         let mut total = LossSum::default();
         for ex in batch {

@@ -26,10 +26,19 @@ pub fn tiny_gguf(seed: u64) -> Vec<u8> {
     tiny_gguf_of("gemma3", seed)
 }
 
-/// The same shapes as family `a`: `gemma3` (above), or `qwen2` (SwiGLU, q/k/v biases, no q/k
-/// norms or post-norms, full attention everywhere, an untied Q8_0 head).
+/// Llama 3.1-style RoPE frequency divisors for a head of 16 (`rope_freqs.weight`), all
+/// different so that a divisor applied to the wrong pair shows.
+pub const ROPE_FREQS: [f32; HD / 2] = [1.0, 1.25, 1.5, 2.0, 2.69, 4.0, 6.5, 8.0];
+
+/// The same shapes as family `a`: `gemma3` (above); `qwen2` (SwiGLU, q/k/v biases, no q/k
+/// norms or post-norms, full attention everywhere, an untied Q8_0 head); `llama` (SwiGLU, no
+/// biases, interleaved-pair RoPE with [`ROPE_FREQS`], an untied head); `qwen3` (SwiGLU, q/k
+/// norms, no biases, tied head).
 pub fn tiny_gguf_of(a: &str, seed: u64) -> Vec<u8> {
     let gemma = a == "gemma3";
+    let qk_norm = gemma || a == "qwen3";
+    let untied_head = a == "qwen2" || a == "llama";
+    let qkv_bias = a == "qwen2";
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut w = GgufWriter::new();
     w.set("general.architecture", Value::String(a.into()));
@@ -59,6 +68,9 @@ pub fn tiny_gguf_of(a: &str, seed: u64) -> Vec<u8> {
     );
     // Small RoPE bases so that the rotation matters over a dozen positions.
     w.set(format!("{a}.rope.freq_base"), Value::F32(1000.0));
+    if a == "llama" {
+        w.set(format!("{a}.rope.dimension_count"), Value::U32(HD as u32));
+    }
 
     let mut uniform = |n: usize, scale: f32| -> Vec<f32> {
         (0..n).map(|_| rng.gen_range(-scale..scale)).collect()
@@ -83,7 +95,16 @@ pub fn tiny_gguf_of(a: &str, seed: u64) -> Vec<u8> {
     let norm = |u: Vec<f32>| -> Vec<f32> { u.iter().map(|x| 1.0 + x).collect() };
     let on = norm(uniform(D, 0.3));
     add(&mut w, "output_norm.weight", &[D], GgmlType::F32, &on);
-    if !gemma {
+    if a == "llama" {
+        add(
+            &mut w,
+            "rope_freqs.weight",
+            &[HD / 2],
+            GgmlType::F32,
+            &ROPE_FREQS,
+        );
+    }
+    if untied_head {
         let head = uniform(VOCAB * D, 0.5);
         add(&mut w, "output.weight", &[D, VOCAB], GgmlType::Q8_0, &head);
     }
@@ -112,6 +133,13 @@ pub fn tiny_gguf_of(a: &str, seed: u64) -> Vec<u8> {
                 ("ffn_norm", D),
                 ("post_ffw_norm", D),
             ]
+        } else if qk_norm {
+            &[
+                ("attn_norm", D),
+                ("attn_q_norm", HD),
+                ("attn_k_norm", HD),
+                ("ffn_norm", D),
+            ]
         } else {
             &[("attn_norm", D), ("ffn_norm", D)]
         };
@@ -119,7 +147,7 @@ pub fn tiny_gguf_of(a: &str, seed: u64) -> Vec<u8> {
             let v = norm(uniform(len, 0.3));
             add(&mut w, &n(s), &[len], F32, &v);
         }
-        if !gemma {
+        if qkv_bias {
             for (s, len) in [("attn_q", 2 * HD), ("attn_k", HD), ("attn_v", HD)] {
                 let v = uniform(len, 0.5);
                 add(&mut w, &format!("blk.{il}.{s}.bias"), &[len], F32, &v);
