@@ -6,9 +6,26 @@ use smolt_constrain::{ConstrainError, Constraint, TokenMask};
 use smolt_model::{KvCache, Model};
 
 use crate::{
-    generate_constrained, generate_in, generate_with, Context, Finish, GenerateLimits,
-    GenerateOptions, GenerationStats, LogitsSource, ModelLogits, Sampler, StopReason,
+    generate_constrained, generate_in, generate_with, ConstrainedOutput, Context, Finish,
+    GenerateLimits, GenerateOptions, GenerationStats, LogitsSource, ModelLogits, Sampler,
+    StopReason,
 };
+
+impl Answer {
+    /// A constrained loop's output, its ending in the terms a caller reports.
+    fn of_constrained(out: ConstrainedOutput) -> Answer {
+        let ending = match out.finish {
+            Finish::Truncated => Ending::Truncated,
+            Finish::LimitAccepting => Ending::Limit,
+            Finish::GrammarEnd | Finish::EndToken(_) => Ending::Complete,
+        };
+        Answer {
+            ids: out.ids,
+            ending,
+            stats: Some(out.stats),
+        }
+    }
+}
 
 /// How an answer ended, in the terms a caller reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,16 +105,7 @@ pub fn answer_in(
                 GenerateLimits::new(opts.max_new_tokens).with_speculation(drafts),
                 |logits| sampler.sample(logits),
             )?;
-            let ending = match out.finish {
-                Finish::Truncated => Ending::Truncated,
-                Finish::LimitAccepting => Ending::Limit,
-                Finish::GrammarEnd | Finish::EndToken(_) => Ending::Complete,
-            };
-            Ok(Answer {
-                ids: out.ids,
-                ending,
-                stats: Some(out.stats),
-            })
+            Ok(Answer::of_constrained(out))
         }
         None => {
             let g = generate_in(model, &mut cache, prompt, opts, |_| true)?;
@@ -200,16 +208,7 @@ pub fn answer_streaming_with(
             if let Some(rest) = out.ids.get(seen.len()..).filter(|r| !r.is_empty()) {
                 on_tokens(rest);
             }
-            let ending = match out.finish {
-                Finish::Truncated => Ending::Truncated,
-                Finish::LimitAccepting => Ending::Limit,
-                Finish::GrammarEnd | Finish::EndToken(_) => Ending::Complete,
-            };
-            Ok(Answer {
-                ids: out.ids,
-                ending,
-                stats: Some(out.stats),
-            })
+            Ok(Answer::of_constrained(out))
         }
         Err(ConstrainError::Forward(e)) if e.is::<Halt>() => Ok(Answer {
             ids: seen,

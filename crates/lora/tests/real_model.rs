@@ -183,6 +183,30 @@ fn compare_on(
     d
 }
 
+/// The tolerances against an accurate reference: loss, base loss and the whole gradient's
+/// norm within 1e-4 relative, every per-tensor norm within 1e-4, single elements within theirs.
+fn assert_within_reference_tolerances(d: &Diffs, res: &Value) {
+    let rel =
+        |a: f64, k: &str| (a - res[k].as_f64().unwrap()).abs() / res[k].as_f64().unwrap().abs();
+    assert!(rel(d.loss_lora, "loss_lora") < 1e-4, "loss {}", d.loss_lora);
+    assert!(
+        rel(d.loss_base, "loss_base") < 1e-4,
+        "base loss {}",
+        d.loss_base
+    );
+    assert!(rel(d.grad_norm_all, "grad_norm_all") < 1e-4);
+    assert!(
+        d.worst_fro < 1e-4,
+        "a per-tensor gradient norm is off by {:.2e} relative",
+        d.worst_fro
+    );
+    assert!(
+        d.worst_element <= 1.0,
+        "a gradient element is {:.2}× its tolerance off",
+        d.worst_element
+    );
+}
+
 #[test]
 fn f32_reference_matches_peft() {
     let res = fixture()["results"].clone();
@@ -224,25 +248,7 @@ fn f32_reference_matches_accurate_peft() {
     let fx = fixture_f64ce();
     let res = &fx["results"];
     let d = compare_with(&fx, Precision::F32, BaseMatmul::Quantized);
-    let rel =
-        |a: f64, k: &str| (a - res[k].as_f64().unwrap()).abs() / res[k].as_f64().unwrap().abs();
-    assert!(rel(d.loss_lora, "loss_lora") < 1e-4, "loss {}", d.loss_lora);
-    assert!(
-        rel(d.loss_base, "loss_base") < 1e-4,
-        "base loss {}",
-        d.loss_base
-    );
-    assert!(rel(d.grad_norm_all, "grad_norm_all") < 1e-4);
-    assert!(
-        d.worst_fro < 1e-4,
-        "a per-tensor gradient norm is off by {:.2e} relative",
-        d.worst_fro
-    );
-    assert!(
-        d.worst_element <= 1.0,
-        "a gradient element is {:.2}× its tolerance off",
-        d.worst_element
-    );
+    assert_within_reference_tolerances(&d, res);
 }
 
 /// The quantized model with decoded-tile forward products: the reference arithmetic without the
@@ -436,25 +442,7 @@ fn qwen2_f32_reference_matches_accurate_peft() {
         .collect();
     assert_eq!(labels, want);
     let d = compare_on(&qwen_path(), &fx, Precision::F32, BaseMatmul::Quantized);
-    let rel =
-        |a: f64, k: &str| (a - res[k].as_f64().unwrap()).abs() / res[k].as_f64().unwrap().abs();
-    assert!(rel(d.loss_lora, "loss_lora") < 1e-4, "loss {}", d.loss_lora);
-    assert!(
-        rel(d.loss_base, "loss_base") < 1e-4,
-        "base loss {}",
-        d.loss_base
-    );
-    assert!(rel(d.grad_norm_all, "grad_norm_all") < 1e-4);
-    assert!(
-        d.worst_fro < 1e-4,
-        "a per-tensor gradient norm is off by {:.2e} relative",
-        d.worst_fro
-    );
-    assert!(
-        d.worst_element <= 1.0,
-        "a gradient element is {:.2}× its tolerance off",
-        d.worst_element
-    );
+    assert_within_reference_tolerances(&d, res);
 }
 
 /// HF's own float32 step: the loss within 1e-4; gradient norms within 1e-3, since the
