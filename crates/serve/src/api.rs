@@ -26,7 +26,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::models::Models;
+use crate::models::{AdapterError, Models, ServedModel};
 use crate::request::{self, Endpoint, Format, Input, Request};
 use crate::scheduler::{Event, FinishReason, Job, Refused, Scheduler};
 
@@ -72,6 +72,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/models", get(list_models))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route("/v1/load_lora_adapter", post(load_lora_adapter))
+        .route("/v1/unload_lora_adapter", post(unload_lora_adapter))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
@@ -127,7 +129,7 @@ async fn health(State(app): State<App>) -> Response {
     let accepting = app.accepting.load(Ordering::SeqCst);
     let body = json!({
         "status": if accepting { "ok" } else { "shutting_down" },
-        "models": app.models.served.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        "models": app.models.served().iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
         "queue_depth": app.metrics.queue_depth.load(Ordering::SeqCst),
         "running": app.metrics.running.load(Ordering::SeqCst),
         "max_queue": app.config.max_queue,
@@ -153,9 +155,9 @@ async fn metrics(State(app): State<App>) -> Response {
 /// base model and its `root` the folder it was loaded from.
 async fn list_models(State(app): State<App>) -> Json<Value> {
     let m = &app.models;
-    let base = &m.served[0].id;
-    let data: Vec<Value> = m
-        .served
+    let served = m.served();
+    let base = &served[0].id;
+    let data: Vec<Value> = served
         .iter()
         .map(|s| {
             json!({
@@ -207,6 +209,97 @@ async fn completions(
     complete(app, Endpoint::Completion, body).await
 }
 
+/// `{"lora_name": NAME, "lora_path": DIR}` (vLLM's body): the two strings, or a 400 naming
+/// what is wrong.
+fn adapter_body(
+    app: &AppState,
+    body: Result<Bytes, BytesRejection>,
+    need_path: bool,
+) -> Result<(String, Option<String>), ApiError> {
+    let body = body.map_err(|e| body_error(&app.config, e))?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::with_status(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    let field = |k: &str| -> Result<Option<String>, ApiError> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::field(k, format!("`{k}` must be a string"))),
+        }
+    };
+    if !v.is_object() {
+        return Err(ApiError::with_status(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object".to_string(),
+        ));
+    }
+    let name = field("lora_name")?
+        .ok_or_else(|| ApiError::field("lora_name", "`lora_name` is required".to_string()))?;
+    let path = field("lora_path")?;
+    if need_path && path.is_none() {
+        return Err(ApiError::field(
+            "lora_path",
+            "`lora_path` is required: the adapter's folder on the server".to_string(),
+        ));
+    }
+    Ok((name, path))
+}
+
+fn adapter_error(e: AdapterError, param: &str) -> ApiError {
+    match e {
+        AdapterError::NotFound(m) => {
+            ApiError::with_status(StatusCode::NOT_FOUND, m).code("model_not_found")
+        }
+        AdapterError::Conflict(m) => ApiError::field(param, m),
+        AdapterError::Invalid(m) => ApiError::field("lora_path", m),
+    }
+}
+
+/// `POST /v1/load_lora_adapter`: serve the adapter in `lora_path` as the model `lora_name`,
+/// without a restart.
+async fn load_lora_adapter(
+    State(app): State<App>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (name, path) = adapter_body(&app, body, true)?;
+    let path = path.unwrap_or_default();
+    let models = Arc::clone(&app.models);
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || models.load_adapter(&n, std::path::Path::new(&path)))
+        .await
+        .map_err(|e| {
+            ApiError::with_status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("loading the adapter failed: {e}"),
+            )
+        })?
+        .map_err(|e| adapter_error(e, "lora_name"))?;
+    Ok((
+        StatusCode::OK,
+        format!("Success: LoRA adapter '{name}' added successfully."),
+    )
+        .into_response())
+}
+
+/// `POST /v1/unload_lora_adapter`: stop serving `lora_name`; its running requests finish.
+async fn unload_lora_adapter(
+    State(app): State<App>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (name, _) = adapter_body(&app, body, false)?;
+    app.models
+        .unload_adapter(&name)
+        .map_err(|e| adapter_error(e, "lora_name"))?;
+    Ok((
+        StatusCode::OK,
+        format!("Success: LoRA adapter '{name}' removed successfully."),
+    )
+        .into_response())
+}
+
 /// Parse, check, queue, answer.
 async fn complete(
     app: App,
@@ -215,14 +308,14 @@ async fn complete(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| body_error(&app.config, e))?;
     let req = request::parse(endpoint, &body)?;
-    let index = app.models.find(&req.model).ok_or_else(|| {
+    let served = app.models.find(&req.model).ok_or_else(|| {
         ApiError::with_status(
             StatusCode::NOT_FOUND,
             format!(
                 "the model `{}` does not exist; this server has {} (GET /v1/models)",
                 req.model,
                 app.models
-                    .served
+                    .served()
                     .iter()
                     .map(|m| format!("`{}`", m.id))
                     .collect::<Vec<_>>()
@@ -235,7 +328,8 @@ async fn complete(
     // schema): off the async threads.
     let models = Arc::clone(&app.models);
     let r = req.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&models, index, &r))
+    let target = Arc::clone(&served);
+    let prepared = tokio::task::spawn_blocking(move || prepare(&models, &target, &r))
         .await
         .map_err(|e| {
             ApiError::with_status(
@@ -247,7 +341,7 @@ async fn complete(
     let cancel = Arc::new(AtomicBool::new(false));
     let prompt_tokens = prepared.prompt.len();
     let job = Job {
-        model: index,
+        model: served,
         prompt: prepared.prompt,
         opts: prepared.opts,
         constraint: prepared.constraint,
@@ -317,8 +411,7 @@ struct Prepared {
 
 /// Renders and tokenizes the prompt, checks it and `max_tokens` against the context, and
 /// compiles the response format.
-fn prepare(models: &Models, index: usize, req: &Request) -> Result<Prepared, ApiError> {
-    let served = &models.served[index];
+fn prepare(models: &Models, served: &ServedModel, req: &Request) -> Result<Prepared, ApiError> {
     let tok = &models.tokenizer;
     let prompt = match &req.input {
         Input::Messages(messages) => {

@@ -36,8 +36,8 @@ use smolt_tokenizer::stream::TextStream;
 
 /// One sequence to generate, checked and tokenized.
 pub struct Job {
-    /// Index into [`Models::served`].
-    pub model: usize,
+    /// The model the request names (kept alive while the job runs, even if unloaded).
+    pub model: Arc<ServedModel>,
     pub prompt: Vec<u32>,
     pub opts: GenerateOptions,
     pub constraint: Option<Constraint>,
@@ -192,7 +192,7 @@ impl Scheduler {
 
 /// A seat's state in the engine.
 struct Seat {
-    model: usize,
+    model: Arc<ServedModel>,
     cache: KvCache,
     /// Posted tokens not yet fed, from `fed` on.
     step: Option<Step>,
@@ -201,6 +201,7 @@ struct Seat {
 
 struct Engine {
     models: Arc<Models>,
+    base: Arc<ServedModel>,
     metrics: Arc<Metrics>,
     /// For the seats' threads to post to.
     tx: Sender<Msg>,
@@ -212,6 +213,7 @@ struct Engine {
 impl Engine {
     fn new(models: Arc<Models>, metrics: Arc<Metrics>, tx: Sender<Msg>, max_batch: usize) -> Self {
         Engine {
+            base: models.base(),
             models,
             metrics,
             tx,
@@ -268,10 +270,9 @@ impl Engine {
                 self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let base = &self.models.served[0].model;
             self.seats[free] = Some(Seat {
-                model: job.model,
-                cache: base.new_cache(),
+                model: Arc::clone(&job.model),
+                cache: self.base.model.new_cache(),
                 step: None,
                 fed: 0,
             });
@@ -326,8 +327,8 @@ impl Engine {
     /// One forward pass over every posted seat: decoding ones whole, prompts a chunk each
     /// within [`PREFILL_PER_STEP`]; then the head for the seats whose tokens are all in.
     fn step(&mut self) {
-        let models = Arc::clone(&self.models);
-        let base = &models.served[0].model;
+        let base_served = Arc::clone(&self.base);
+        let base = &base_served.model;
         let mut budget = PREFILL_PER_STEP;
         // (seat, tokens fed now, completes its step)
         let mut plan: Vec<(usize, std::ops::Range<usize>, bool)> = Vec::new();
@@ -397,8 +398,7 @@ impl Engine {
         base: &smolt_model::Model,
         plan: &[(usize, std::ops::Range<usize>, bool)],
     ) -> anyhow::Result<Vec<anyhow::Result<Option<Vec<f32>>>>> {
-        let served = &self.models.served;
-        let mut caches: Vec<(usize, &mut KvCache, &[u32])> = Vec::new();
+        let mut caches: Vec<(&ServedModel, &mut KvCache, &[u32])> = Vec::new();
         let mut rest = &mut self.seats[..];
         let mut offset = 0;
         for (i, range, _) in plan {
@@ -410,7 +410,7 @@ impl Engine {
                 .as_ref()
                 .expect("planned seats have posted")
                 .tokens;
-            caches.push((seat.model, &mut seat.cache, &tokens[range.clone()]));
+            caches.push((&seat.model, &mut seat.cache, &tokens[range.clone()]));
             rest = tail;
             offset = i + 1;
         }
@@ -419,7 +419,7 @@ impl Engine {
             .map(|(m, cache, tokens)| BatchSeq {
                 tokens,
                 cache,
-                adapter: (*m != 0).then(|| &served[*m].model),
+                adapter: m.adapter.is_some().then_some(&m.model),
             })
             .collect();
         let hidden = base.forward_batch(&mut seqs)?;
@@ -531,7 +531,7 @@ fn sequence(models: &Models, metrics: &Metrics, job: Job, seat: usize, tx: Sende
         seat,
         tx: tx.clone(),
     };
-    let served = &models.served[job.model];
+    let served = &*job.model;
     let source = Seated {
         seat,
         tx,

@@ -745,3 +745,82 @@ fn concurrent_requests_of_different_adapters_share_forward_passes() {
         }
     }
 }
+
+/// Adapters come and go without a restart (vLLM's endpoints and bodies): a loaded adapter
+/// answers as the same adapter given at start does, `/v1/models` lists it, unloading makes it
+/// a 404 again; bad bodies, taken names, the base and missing folders get a 4xx that says why.
+#[test]
+fn adapters_load_and_unload_at_run_time() {
+    let f = fixture();
+    // A server of its own, so the other tests' model lists do not change under them.
+    let config = ServeConfig::new(&f.model, "base");
+    let server = Background::start(config, "127.0.0.1:0").unwrap();
+    let base = format!("http://{}", server.addr());
+    let post = |path: &str, body: Value| post_to(&base, path, &body.to_string());
+    let prompt = "The capital of France is";
+    let ask = |model: &str| {
+        post(
+            "/v1/completions",
+            json!({"model": model, "prompt": prompt, "max_tokens": 8, "temperature": 0,
+                   "ignore_eos": true}),
+        )
+    };
+    assert_eq!(ask("late").0, 404);
+    let dir = f.adapter_dir.display().to_string();
+    let (status, text) = post(
+        "/v1/load_lora_adapter",
+        json!({"lora_name": "late", "lora_path": dir}),
+    );
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = ask("late");
+    assert_eq!(status, 200, "{text}");
+    let got: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        got["choices"][0]["text"],
+        library_greedy(prompt, 8, Some(&f.adapter_dir))
+    );
+    let (_, models) = answer(agent().get(&format!("{base}/v1/models")).call());
+    assert!(models.contains("\"late\""), "{models}");
+
+    let bad: [(Value, u16, &str); 6] = [
+        (
+            json!({"lora_name": "late", "lora_path": dir}),
+            400,
+            "already served",
+        ),
+        (json!({"lora_name": "x"}), 400, "lora_path"),
+        (json!({"lora_path": dir}), 400, "lora_name"),
+        (
+            json!({"lora_name": 3, "lora_path": dir}),
+            400,
+            "must be a string",
+        ),
+        (
+            json!({"lora_name": "x", "lora_path": "/nonexistent/adapter"}),
+            400,
+            "adapter",
+        ),
+        (
+            json!({"lora_name": "base", "lora_path": dir}),
+            400,
+            "already served",
+        ),
+    ];
+    for (body, want, words) in bad {
+        let (status, text) = post("/v1/load_lora_adapter", body.clone());
+        assert_eq!(status, want, "{body}: {text}");
+        assert!(text.contains(words), "{body}: {text}");
+    }
+    let (status, text) = post_to(&base, "/v1/load_lora_adapter", "{not json");
+    assert_eq!(status, 400, "{text}");
+
+    let (status, text) = post("/v1/unload_lora_adapter", json!({"lora_name": "base"}));
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("base model"), "{text}");
+    let (status, text) = post("/v1/unload_lora_adapter", json!({"lora_name": "late"}));
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(ask("late").0, 404);
+    let (status, text) = post("/v1/unload_lora_adapter", json!({"lora_name": "late"}));
+    assert_eq!(status, 404, "{text}");
+    server.stop().unwrap();
+}

@@ -13,6 +13,8 @@ use super::{resolve_model, PrecisionArg};
     GET  /v1/models             the base model and each adapter\n  \
     POST /v1/chat/completions   OpenAI chat completions (messages, stream, response_format)\n  \
     POST /v1/completions        OpenAI text completions (prompt)\n  \
+    POST /v1/load_lora_adapter  {\"lora_name\", \"lora_path\"}: serve another adapter now\n  \
+    POST /v1/unload_lora_adapter {\"lora_name\"}: stop serving it (running requests finish)\n  \
     GET  /metrics               Prometheus metrics\n\n\
 Each request names the base model or an adapter in \"model\". Conversations are rendered with \
 the model's chat template (an adapter's training run renders them as it was trained). \
@@ -94,11 +96,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..ServeConfig::new(path, model_id)
     };
     let server = Server::load(config)?;
-    let names: Vec<&str> = server
+    let names: Vec<String> = server
         .models()
-        .served
+        .served()
         .iter()
-        .map(|m| m.id.as_str())
+        .map(|m| m.id.clone())
         .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // Two threads answer HTTP; the model's work happens on the compute pool.
