@@ -236,10 +236,9 @@ impl Engine {
 
     fn take(&mut self, msg: Msg) {
         match msg {
-            Msg::Job(job) => {
-                self.metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
-                self.waiting.push_back(*job);
-            }
+            // Still counted in the queue depth until it has a seat: the bound on waiting
+            // requests holds for those the engine has taken in too.
+            Msg::Job(job) => self.waiting.push_back(*job),
             Msg::Step(step) => match self.seats.get_mut(step.seat).and_then(|s| s.as_mut()) {
                 Some(seat) => {
                     seat.step = Some(step);
@@ -266,6 +265,7 @@ impl Engine {
             let Some(job) = self.waiting.pop_front() else {
                 return;
             };
+            self.metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
             if job.cancel.load(Ordering::SeqCst) || job.events.is_closed() {
                 self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
                 continue;

@@ -600,6 +600,8 @@ fn a_client_that_times_out_cancels_its_sequence() {
 #[test]
 fn queue_limits_keys_and_graceful_shutdown() {
     let mut config = ServeConfig::new(model_path(), "m");
+    // One seat, one place in the queue: the second request waits, the third is refused.
+    config.max_batch = 1;
     config.max_queue = 1;
     config.api_key = Some("sekret".into());
     config.max_model_len = Some(512);
