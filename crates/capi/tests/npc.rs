@@ -13,12 +13,41 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `target/<profile>`: where cargo put `libsmolt_capi.a` before building this test (the test
-/// binary is in its `deps/`).
+/// `target/<profile>/libsmolt_capi.a` (the test binary is in that profile's `deps/`). `cargo
+/// test` builds the crate as an rlib for its tests and writes the static library only when a
+/// `cargo build` ran before, as on a clean clone it has not: then it is built here once, with
+/// the cargo, target directory and profile that built this test.
 fn static_lib() -> PathBuf {
+    static BUILT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let lib = dir.join("libsmolt_capi.a");
+    let _one_at_a_time = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !lib.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "smolt-capi", "--lib", "--target-dir"])
+            .arg(dir.parent().unwrap())
+            .current_dir(repo());
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let out = cmd
+            .output()
+            .expect("run cargo build for the static library");
+        assert!(
+            out.status.success(),
+            "cargo build -p smolt-capi failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     assert!(lib.is_file(), "no static library at {}", lib.display());
     lib
 }
