@@ -38,7 +38,7 @@ impl<'a> ModelLogits<'a> {
 /// Score only the allowed head rows when at most this share of the vocabulary is allowed.
 /// Gathering a row costs about as much as scoring it, so below the break-even point of one
 /// half the subset always wins; one eighth leaves margin for the gather's scattered reads.
-const SUBSET_HEAD_FRACTION: usize = 8;
+pub const SUBSET_HEAD_FRACTION: usize = 8;
 
 impl LogitsSource for ModelLogits<'_> {
     fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {

@@ -8,9 +8,9 @@ use crate::arch::LayerSpec;
 use crate::block::{block_forward, BlockPass};
 use crate::cache::KvCache;
 use crate::error::{ModelError, Result};
-use crate::model::{Block, Model};
+use crate::model::{attend_cached, Block, Model};
 use crate::proj::Proj;
-use smolt_kernels::{attention_forward, rms_norm_forward};
+use smolt_kernels::rms_norm_forward;
 
 /// One sequence of a batched step.
 pub struct BatchSeq<'a> {
@@ -65,21 +65,17 @@ impl BlockPass<f32> for BatchPass<'_, '_> {
             if n == 0 {
                 continue;
             }
-            // this sequence's cache (S, kv_dim) += its k, v; key j sits at position j
-            k_cache.extend_from_slice(&k[start * kvd..(start + n) * kvd]);
-            v_cache.extend_from_slice(&v[start * kvd..(start + n) * kvd]);
-            attention_forward(
-                &q[start * qd..(start + n) * qd],
+            let rows = |w: usize| start * w..(start + n) * w;
+            attend_cached(
+                spec,
+                layer,
+                &q[rows(qd)],
+                &k[rows(kvd)],
+                &v[rows(kvd)],
+                &self.positions[start..start + n],
                 k_cache,
                 v_cache,
-                &self.positions[start..start + n],
-                spec.n_heads,
-                spec.n_kv_heads,
-                spec.head_dim,
-                layer.window,
-                spec.attn_scale,
-                &mut att[start * qd..(start + n) * qd],
-                None,
+                &mut att[rows(qd)],
             );
         }
     }
@@ -109,29 +105,14 @@ impl Model {
                     ));
                 }
             }
-            if let Some(&id) = s.tokens.iter().find(|&&id| id as usize >= spec.vocab_size) {
-                return Err(ModelError::TokenOutOfRange {
-                    id,
-                    vocab: spec.vocab_size,
-                });
-            }
             spans.push((tokens.len(), s.tokens.len()));
             positions.extend(s.cache.len()..s.cache.len() + s.tokens.len());
             tokens.extend_from_slice(s.tokens);
         }
         let adapters: Vec<Option<&Model>> = seqs.iter().map(|s| s.adapter).collect();
-        let t = tokens.len();
-        if t == 0 {
+        let mut x = self.embed(&tokens)?;
+        if tokens.is_empty() {
             return Ok(vec![0f32; seqs.len() * d]);
-        }
-
-        // x (T, d) = embed(tokens) · embed_scale
-        let mut x = vec![0f32; t * d];
-        for (row, &id) in x.chunks_mut(d).zip(&tokens) {
-            self.token_embd.row(id as usize, row);
-            if let Some(s) = spec.embed_scale {
-                row.iter_mut().for_each(|v| *v *= s);
-            }
         }
         for (il, block) in self.blocks.iter().enumerate() {
             let mut pass = BatchPass {

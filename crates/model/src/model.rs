@@ -333,36 +333,17 @@ impl Model {
     pub fn forward_hidden(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
         let spec = &self.spec;
         cache.check_fits(spec, tokens.len())?;
-        for &id in tokens {
-            if id as usize >= spec.vocab_size {
-                return Err(ModelError::TokenOutOfRange {
-                    id,
-                    vocab: spec.vocab_size,
-                });
-            }
-        }
+        let mut x = self.embed(tokens)?;
         let (t, d) = (tokens.len(), spec.d_model);
         let pos0 = cache.len();
         let positions: Vec<usize> = (pos0..pos0 + t).collect();
-
-        // x (T, d) = embed(tokens) · embed_scale
-        let mut x = vec![0f32; t * d];
-        for (row, &id) in x.chunks_mut(d).zip(tokens) {
-            self.token_embd.row(id as usize, row);
-            if let Some(s) = spec.embed_scale {
-                row.iter_mut().for_each(|v| *v *= s);
-            }
-        }
         for (il, block) in self.blocks.iter().enumerate() {
             let (k_cache, v_cache) = cache.layer_mut(il);
             let mut pass = CachedPass {
                 block,
-                attn_scale: spec.attn_scale,
+                spec,
                 k_cache,
                 v_cache,
-                n_heads: spec.n_heads,
-                n_kv_heads: spec.n_kv_heads,
-                head_dim: spec.head_dim,
             };
             x = block_forward(spec, il, &block.vectors(), x, &positions, &mut pass, None);
         }
@@ -374,6 +355,26 @@ impl Model {
             rms_norm_forward(&x, &self.output_norm, spec.rms_eps, d, &mut out, None);
         }
         Ok(out)
+    }
+
+    /// `x (T, d) = embed(tokens) · embed_scale`; an id outside the vocabulary is an error.
+    pub(crate) fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let spec = &self.spec;
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= spec.vocab_size) {
+            return Err(ModelError::TokenOutOfRange {
+                id,
+                vocab: spec.vocab_size,
+            });
+        }
+        let d = spec.d_model;
+        let mut x = vec![0f32; tokens.len() * d];
+        for (row, &id) in x.chunks_mut(d).zip(tokens) {
+            self.token_embd.row(id as usize, row);
+            if let Some(s) = spec.embed_scale {
+                row.iter_mut().for_each(|v| *v *= s);
+            }
+        }
+        Ok(x)
     }
 
     /// logits `(n, vocab)` = hidden `(n, d_model)` · headᵀ.
@@ -403,12 +404,9 @@ impl Model {
 /// and this layer's rows of the KV cache.
 struct CachedPass<'a> {
     block: &'a Block,
-    attn_scale: f32,
+    spec: &'a ArchSpec,
     k_cache: &'a mut Vec<f32>,
     v_cache: &'a mut Vec<f32>,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_dim: usize,
 }
 
 impl BlockPass<f32> for CachedPass<'_> {
@@ -425,23 +423,50 @@ impl BlockPass<f32> for CachedPass<'_> {
         positions: &[usize],
         att: &mut [f32],
     ) {
-        // cache (S, nkv·hd) += k, v; key j sits at position j
-        self.k_cache.extend_from_slice(k);
-        self.v_cache.extend_from_slice(v);
-        attention_forward(
+        attend_cached(
+            self.spec,
+            layer,
             q,
+            k,
+            v,
+            positions,
             self.k_cache,
             self.v_cache,
-            positions,
-            self.n_heads,
-            self.n_kv_heads,
-            self.head_dim,
-            layer.window,
-            self.attn_scale,
             att,
-            None,
         );
     }
+}
+
+/// One sequence's attention over its layer cache: `k`, `v` (T, kv_dim) appended to the cache
+/// (key j sits at position j), then `att` (T, q_dim) for the queries `q` at `positions`. The
+/// one-sequence pass and the batched pass (per sequence) both attend this way.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_cached(
+    spec: &ArchSpec,
+    layer: &LayerSpec,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    positions: &[usize],
+    k_cache: &mut Vec<f32>,
+    v_cache: &mut Vec<f32>,
+    att: &mut [f32],
+) {
+    k_cache.extend_from_slice(k);
+    v_cache.extend_from_slice(v);
+    attention_forward(
+        q,
+        k_cache,
+        v_cache,
+        positions,
+        spec.n_heads,
+        spec.n_kv_heads,
+        spec.head_dim,
+        layer.window,
+        spec.attn_scale,
+        att,
+        None,
+    );
 }
 
 /// A forward pass allocates its activations afresh (megabytes per layer at prefill). glibc

@@ -25,7 +25,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use smolt_constrain::{Constraint, TokenMask};
-use smolt_decode::{answer_streaming_with, Context, Ending, GenerateOptions, LogitsSource};
+use smolt_decode::{
+    answer_streaming_with, Context, Ending, GenerateOptions, LogitsSource, SUBSET_HEAD_FRACTION,
+};
 use smolt_model::{BatchSeq, KvCache};
 use smolt_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
@@ -489,15 +491,12 @@ impl Seated {
     }
 }
 
-/// Ask for the allowed rows alone when at most this share of the vocabulary is allowed (as
-/// `smolt_decode::ModelLogits` does for one sequence).
-const SUBSET_HEAD_FRACTION: usize = 8;
-
 impl LogitsSource for Seated {
     fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
         self.post(tokens, None)
     }
 
+    /// The allowed rows alone when few are allowed, as `smolt_decode::ModelLogits` decides.
     fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
         if !tokens.is_empty() && allowed.num_allowed() * SUBSET_HEAD_FRACTION <= self.vocab {
             let ids: Vec<u32> = allowed
