@@ -57,6 +57,15 @@ impl KnownModel {
             .find(|m| m.aliases().iter().any(|a| a.eq_ignore_ascii_case(name)))
     }
 
+    /// The Hugging Face repository of the unquantized model: what a PEFT adapter for it names
+    /// as `base_model_name_or_path`, and what PEFT and vLLM load it onto.
+    pub fn hf_repo(self) -> &'static str {
+        match self {
+            KnownModel::Gemma3_270m => "google/gemma-3-270m",
+            KnownModel::Qwen25Coder05b => "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        }
+    }
+
     /// The file name it is cached under.
     pub fn file_name(self) -> &'static str {
         match self {

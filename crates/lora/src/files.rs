@@ -4,18 +4,19 @@
 //!
 //! Tensor names: `base_model.model.model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight`
 //! and `base_model.model.model.layers.{i}.mlp.{gate,up,down}_proj.lora_{A,B}.weight`
-//! ([`peft_name`]); `lora_A` is `[r, in]` and `lora_B` is `[out, r]` (row-major), as in
+//! ([`crate::peft_name`]); `lora_A` is `[r, in]` and `lora_B` is `[out, r]` (row-major), as in
 //! PyTorch's `nn.Linear`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::adapter::{peft_name, peft_row, Param};
-use crate::config::{LoraConfig, Target};
+use crate::adapter::{peft_row, Param};
+use crate::config::LoraConfig;
 use crate::io::{read_safetensors, safetensors_bytes, write_atomic};
+use crate::weights::{parse_peft_name, AdapterWeights};
 
 /// The adapter weights file, named as PEFT expects it.
 pub const ADAPTER_FILE: &str = "adapter_model.safetensors";
@@ -89,20 +90,6 @@ pub fn to_peft_layout(spec: &smolt_model::ArchSpec, params: &[Param]) -> Vec<Par
         .collect()
 }
 
-/// The inverse of [`to_peft_layout`] for one `lora_B` of `t`, `(rows, cols)` row-major.
-fn from_peft_rows(spec: &smolt_model::ArchSpec, t: Target, b: Vec<f32>, cols: usize) -> Vec<f32> {
-    // A B of the wrong shape is left for `set_lora` to refuse.
-    if cols == 0 || !b.len().is_multiple_of(cols * spec.head_dim) {
-        return b;
-    }
-    let mut out = b.clone();
-    for r in 0..b.len() / cols {
-        let hr = peft_row(spec, t, r);
-        out[r * cols..][..cols].copy_from_slice(&b[hr * cols..][..cols]);
-    }
-    out
-}
-
 /// Reads an adapter's tensors (sorted by name, gradients zero) and its config.
 pub fn load_adapter(dir: &Path) -> Result<(Vec<Param>, serde_json::Value)> {
     let (tensors, _) = read_safetensors(&dir.join(ADAPTER_FILE))?;
@@ -125,82 +112,19 @@ pub fn load_adapter(dir: &Path) -> Result<(Vec<Param>, serde_json::Value)> {
     Ok((params, config))
 }
 
-/// The output scale an adapter config asks for: `lora_alpha / r`, or `/ √r` with rsLoRA.
-fn scale_of(config: &serde_json::Value) -> Result<(usize, f32)> {
-    let r = config["r"]
-        .as_u64()
-        .filter(|&r| r > 0)
-        .context("adapter_config.json: no positive integer `r`")? as usize;
-    let alpha = config["lora_alpha"]
-        .as_f64()
-        .context("adapter_config.json: no number `lora_alpha`")?;
-    let lora = LoraConfig {
-        rank: r,
-        alpha,
-        rslora: config["use_rslora"].as_bool().unwrap_or(false),
-        ..LoraConfig::default()
-    };
-    Ok((r, lora.scale() as f32))
-}
-
-/// Attaches a saved adapter (a run directory, or any PEFT LoRA folder with these names) to a
-/// loaded model for inference: each projection gets its `s·B·(A·x)` term, the base stays as
-/// it is. Every tensor must name a layer and projection of this model, with matching shapes.
-/// `lora_B` rows are read in PEFT's order (see [`to_peft_layout`]). Returns the number of
-/// projections adapted.
-pub fn attach_adapter(model: &mut smolt_model::Model, dir: &Path) -> Result<usize> {
-    let (params, config) = load_adapter(dir)?;
-    let (rank, scale) = scale_of(&config)?;
-    let mut pairs: BTreeMap<(usize, Target), [Option<Vec<f32>>; 2]> = BTreeMap::new();
-    for p in params {
-        let (layer, target, part) = parse_peft_name(&p.name)
-            .with_context(|| format!("{}: unexpected tensor `{}`", dir.display(), p.name))?;
-        let data = if part == 1 {
-            from_peft_rows(&model.spec, target, p.data, p.shape[1])
-        } else {
-            p.data
-        };
-        pairs.entry((layer, target)).or_default()[part] = Some(data);
-    }
-    let n = pairs.len();
-    for ((layer, target), [a, b]) in pairs {
-        let (Some(a), Some(b)) = (a, b) else {
-            bail!(
-                "{}: layer {layer} `{target}` lacks lora_A or lora_B",
-                dir.display()
-            );
-        };
-        let block = model.blocks.get_mut(layer).with_context(|| {
-            format!(
-                "{}: layer {layer} is beyond this model's layers",
-                dir.display()
-            )
-        })?;
-        block
-            .proj_mut(target)
-            .set_lora(Some(smolt_model::LoraDelta { a, b, rank, scale }))
-            .with_context(|| format!("{}: layer {layer} `{target}`", dir.display()))?;
-    }
-    Ok(n)
-}
-
-/// `base_model.model.model.layers.{i}.{self_attn|mlp}.{x}_proj.lora_{A|B}.weight` →
-/// (layer, target, 0 for A / 1 for B): [`peft_name`] read backwards.
-fn parse_peft_name(name: &str) -> Option<(usize, Target, usize)> {
-    let rest = name.strip_prefix("base_model.model.model.layers.")?;
-    let (layer, _) = rest.split_once('.')?;
-    let layer = layer.parse().ok()?;
-    Target::ALL.into_iter().find_map(|t| {
-        ['A', 'B']
-            .iter()
-            .position(|&which| peft_name(layer, t, which) == name)
-            .map(|part| (layer, t, part))
-    })
+/// Attaches a saved adapter (a run directory, any PEFT LoRA folder, or a llama.cpp GGUF LoRA
+/// file) to a loaded model for inference: each projection gets its `s·B·(A·x)` term, the base
+/// stays as it is. Every tensor must name a layer and projection of this model, with matching
+/// shapes. Returns the number of projections adapted.
+pub fn attach_adapter(model: &mut smolt_model::Model, path: &Path) -> Result<usize> {
+    AdapterWeights::read(path, &model.spec)?.attach(model)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapter::peft_name;
+    use crate::config::Target;
     use crate::io::read_safetensors;
 
     #[test]
@@ -264,21 +188,8 @@ mod tests {
         assert_eq!(json["task_type"], "CAUSAL_LM");
         assert_eq!(json["bias"], "none");
         assert_eq!(json["base_model_name_or_path"], "gemma-3-270m-it-Q8_0.gguf");
-        assert_eq!(scale_of(&json).unwrap(), (4, 8.0));
 
         let (_, meta) = read_safetensors(&dir.path().join(ADAPTER_FILE)).unwrap();
         assert_eq!(meta["format"], "pt");
-    }
-
-    #[test]
-    fn a_config_without_a_usable_rank_is_an_error() {
-        for bad in [json!({"lora_alpha": 8}), json!({"r": 0, "lora_alpha": 8})] {
-            let e = scale_of(&bad).unwrap_err().to_string();
-            assert!(e.contains("`r`"), "{e}");
-        }
-        let e = scale_of(&json!({"r": 4})).unwrap_err().to_string();
-        assert!(e.contains("lora_alpha"), "{e}");
-        let rs = scale_of(&json!({"r": 16, "lora_alpha": 32, "use_rslora": true})).unwrap();
-        assert_eq!(rs, (16, 8.0));
     }
 }

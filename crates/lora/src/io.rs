@@ -93,21 +93,34 @@ pub fn read_safetensors(path: &Path) -> Result<(Vec<NamedTensor>, HashMap<String
     parse_safetensors(&bytes).with_context(|| format!("in {}", path.display()))
 }
 
-/// Parses safetensors bytes; only F32 tensors are accepted, since that is all smolt writes.
+/// Parses safetensors bytes into f32: F32 as stored, F16, BF16 and F64 converted (adapters
+/// trained with PyTorch are often saved in half precision).
 pub fn parse_safetensors(bytes: &[u8]) -> Result<(Vec<NamedTensor>, HashMap<String, String>)> {
     let (_, meta) =
         SafeTensors::read_metadata(bytes).map_err(|e| anyhow::anyhow!("bad header: {e:?}"))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow::anyhow!("bad file: {e:?}"))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
-            bail!("tensor {name} is {:?}, expected F32", view.dtype());
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let raw = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            other => bail!("tensor {name} is {other:?}; smolt reads F32, F16, BF16 and F64"),
+        };
         out.push(NamedTensor {
             name,
             shape: view.shape().to_vec(),

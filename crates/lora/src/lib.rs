@@ -28,10 +28,13 @@ mod base;
 mod config;
 mod error;
 pub mod files;
+pub mod gguf_lora;
 mod head;
 pub mod io;
+pub mod merge;
 pub mod prof;
 mod step;
+mod weights;
 
 pub use adapter::{peft_name, peft_row, target_dims, LoraAdapter, Param};
 pub use base::{BaseMatmul, Dense, Frozen, FrozenBlock, FrozenLinear, HeadCache};
@@ -41,4 +44,6 @@ pub use files::{
     attach_adapter, load_adapter, save_adapter, to_peft_layout, ADAPTER_CONFIG_FILE, ADAPTER_FILE,
 };
 pub use head::{linear_cross_entropy, CHUNK};
+pub use merge::{merged_gguf, MergeReport, MergeTypes};
 pub use step::{Sequence, StepOptions, StepOutput, IGNORE};
+pub use weights::{AdapterWeights, LoraPair};

@@ -280,18 +280,18 @@ impl Model {
         };
         Ok(Block {
             attn_norm: b.vector(&n("attn_norm"), d)?,
-            wq: b.linear(&n("attn_q"), d, q)?,
-            wk: b.linear(&n("attn_k"), d, kv)?,
-            wv: b.linear(&n("attn_v"), d, kv)?,
+            wq: b.linear(&Proj::Q.gguf_weight(il), d, q)?,
+            wk: b.linear(&Proj::K.gguf_weight(il), d, kv)?,
+            wv: b.linear(&Proj::V.gguf_weight(il), d, kv)?,
             qkv_bias,
             q_norm: opt(spec.qk_norm, "attn_q_norm", hd)?,
             k_norm: opt(spec.qk_norm, "attn_k_norm", hd)?,
-            wo: b.linear(&n("attn_output"), q, d)?,
+            wo: b.linear(&Proj::O.gguf_weight(il), q, d)?,
             post_attn_norm: opt(spec.post_norms, "post_attention_norm", d)?,
             ffn_norm: b.vector(&n("ffn_norm"), d)?,
-            w_gate: b.linear(&n("ffn_gate"), d, f)?,
-            w_up: b.linear(&n("ffn_up"), d, f)?,
-            w_down: b.linear(&n("ffn_down"), f, d)?,
+            w_gate: b.linear(&Proj::Gate.gguf_weight(il), d, f)?,
+            w_up: b.linear(&Proj::Up.gguf_weight(il), d, f)?,
+            w_down: b.linear(&Proj::Down.gguf_weight(il), f, d)?,
             post_ffn_norm: opt(spec.post_norms, "post_ffw_norm", d)?,
         })
     }

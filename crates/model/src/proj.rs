@@ -62,6 +62,27 @@ impl Proj {
     }
 }
 
+impl Proj {
+    /// The tensor's name inside a GGUF block (`blk.N.<name>.weight`), as llama.cpp names it;
+    /// GGUF LoRA adapters append `.lora_a` / `.lora_b` to the full name.
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            Proj::Q => "attn_q",
+            Proj::K => "attn_k",
+            Proj::V => "attn_v",
+            Proj::O => "attn_output",
+            Proj::Gate => "ffn_gate",
+            Proj::Up => "ffn_up",
+            Proj::Down => "ffn_down",
+        }
+    }
+
+    /// `blk.{layer}.<gguf_name>.weight`: the base weight this projection multiplies by.
+    pub fn gguf_weight(self, layer: usize) -> String {
+        format!("blk.{layer}.{}.weight", self.gguf_name())
+    }
+}
+
 impl fmt::Display for Proj {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.short())

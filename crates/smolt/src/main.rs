@@ -41,6 +41,8 @@ enum Command {
     Data(commands::data::Args),
     /// Evaluate a model (and adapter) field by field on JSONL records; writes an HTML report.
     Eval(commands::eval::Args),
+    /// Export an adapter for llama.cpp, Ollama, PEFT or vLLM, or merge it into the base GGUF.
+    Export(commands::export::Args),
     /// Measure prefill and decode speed (as llama-bench's pp and tg figures).
     Bench(commands::bench::Args),
     /// Serve the model and its adapters over an OpenAI-compatible HTTP API.
@@ -64,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(args) => commands::fetch::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Generate(args) => commands::on_compute_pool(|| commands::generate::run(args)),
+        Command::Export(args) => commands::on_compute_pool(|| commands::export::run(args)),
         Command::Bench(args) => commands::on_compute_pool(|| commands::bench::run(args)),
         Command::Train(args) => commands::on_compute_pool(|| commands::train::run(args)),
         Command::Data(args) => commands::data::run(args),

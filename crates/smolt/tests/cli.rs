@@ -47,7 +47,7 @@ fn help_teaches_every_command() {
     let text = stdout(&o);
     for cmd in [
         "demo", "init", "generate", "tokenize", "inspect", "fetch", "train", "eval", "data",
-        "bench", "serve",
+        "bench", "serve", "export",
     ] {
         assert!(text.contains(cmd), "--help should list `{cmd}`:\n{text}");
     }
@@ -746,4 +746,128 @@ fn serve_refuses_a_malformed_adapter_flag() {
     let o = smolt(&["serve", "--adapter", "runs/receipts"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("NAME=DIR"), "{}", stderr(&o));
+}
+
+/// `smolt export` writes every format from a run, each reads back into smolt and gives the
+/// run's own greedy tokens (GGUF LoRA and PEFT hold the same f32 tensors); the merged model
+/// loads as a plain model stamped with what was merged; mistakes are clear errors.
+#[test]
+fn export_writes_every_format_and_each_reads_back() {
+    let model = real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("task");
+    assert!(smolt(&["init", task.to_str().unwrap()]).status.success());
+    let run = dir.path().join("run");
+    let o = smolt(&[
+        "train",
+        "--config",
+        task.join("task.toml").to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--set",
+        "lr=5e-3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let export = |format: &str, out: &str, extra: &[&str]| {
+        let mut a = vec![
+            "export",
+            run.to_str().unwrap(),
+            "--format",
+            format,
+            "--out",
+            out,
+        ];
+        a.extend_from_slice(extra);
+        smolt(&a)
+    };
+    for (format, out) in [
+        ("gguf-lora", p("lora.gguf")),
+        ("peft", p("peft")),
+        ("merged-gguf", p("merged.gguf")),
+        ("ollama", p("ollama")),
+    ] {
+        let o = export(format, &out, &[]);
+        assert!(o.status.success(), "{format}: {}", stderr(&o));
+    }
+    let greedy = |model: &Path, adapter: Option<&str>| {
+        let mut a = vec![
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--temperature",
+            "0",
+            "--ids",
+            "--ignore-eos",
+            "-n",
+            "6",
+            "Vendor: ACME\nTotal: 12.50",
+        ];
+        if let Some(ad) = adapter {
+            a.extend(["--adapter", ad]);
+        }
+        let o = smolt(&a);
+        assert!(o.status.success(), "{adapter:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let want = greedy(&model, Some(run.to_str().unwrap()));
+    assert_eq!(greedy(&model, Some(&p("lora.gguf"))), want);
+    assert_eq!(greedy(&model, Some(&p("peft"))), want);
+    let merged = PathBuf::from(p("merged.gguf"));
+    assert!(!greedy(&merged, None).trim().is_empty());
+    let o = smolt(&["inspect", "--metadata", merged.to_str().unwrap()]);
+    assert!(
+        stdout(&o).contains("smolt.merged.adapter"),
+        "{}",
+        stdout(&o)
+    );
+
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(p("peft") + "/adapter_config.json").unwrap())
+            .unwrap();
+    assert_eq!(cfg["base_model_name_or_path"], "google/gemma-3-270m");
+    let modelfile = std::fs::read_to_string(p("ollama") + "/Modelfile").unwrap();
+    assert!(modelfile.contains("ADAPTER ./adapter.gguf"), "{modelfile}");
+    assert!(modelfile.contains("{{ .Prompt }}"), "{modelfile}");
+    assert!(Path::new(&(p("ollama") + "/adapter.gguf")).is_file());
+
+    // Mistakes: an existing --out, an adapter without a known base, a model as the adapter.
+    let o = export("gguf-lora", &p("lora.gguf"), &[]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--force"),
+        "{}",
+        stderr(&o)
+    );
+    let o = smolt(&[
+        "export",
+        &p("lora.gguf"),
+        "--format",
+        "peft",
+        "--out",
+        &p("x"),
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--model"),
+        "{}",
+        stderr(&o)
+    );
+    let o = smolt(&[
+        "export",
+        model.to_str().unwrap(),
+        "--format",
+        "peft",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        &p("y"),
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("not a LoRA adapter"),
+        "{}",
+        stderr(&o)
+    );
 }

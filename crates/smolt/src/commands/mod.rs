@@ -4,6 +4,7 @@ pub mod bench;
 pub mod data;
 pub mod demo;
 pub mod eval;
+pub mod export;
 pub mod fetch;
 pub mod generate;
 pub mod init;
@@ -83,9 +84,9 @@ pub struct ModelArgs {
     /// Arithmetic of the forward pass.
     #[arg(long, value_enum, default_value = "fast")]
     pub precision: PrecisionArg,
-    /// A LoRA adapter to apply: a `smolt train` run directory or any PEFT LoRA folder
-    /// (adapter_model.safetensors + adapter_config.json).
-    #[arg(long, value_name = "DIR")]
+    /// A LoRA adapter to apply: a `smolt train` run directory, any PEFT LoRA folder
+    /// (adapter_model.safetensors + adapter_config.json) or a llama.cpp GGUF LoRA file.
+    #[arg(long, value_name = "PATH")]
     pub adapter: Option<PathBuf>,
 }
 
