@@ -115,9 +115,14 @@ fn fallback(want: GgmlType, row_len: usize) -> GgmlType {
 /// What one merge did, for the command's report.
 #[derive(Clone, Debug, Default)]
 pub struct MergeReport {
+    /// Weights the adapter was added to.
     pub merged: usize,
+    /// Other tensors stored in a new type.
     pub requantized: usize,
+    /// Tensors copied byte for byte.
     pub copied: usize,
+    /// Quants of merged weights that the update pushed past the end of their range.
+    pub clipped: usize,
 }
 
 /// Builds the merged GGUF of `base` and `w` (checked against the base beforehand). `label`
@@ -158,25 +163,31 @@ pub fn merged_gguf(
                 report.copied += 1;
                 bytes.to_vec()
             }
-            _ => {
-                let mut values = dequantize(info, bytes)?;
-                if let Some(p) = pair {
-                    used += 1;
-                    report.merged += 1;
-                    let d = p.delta();
-                    if d.len() != values.len() {
-                        bail!(
-                            "{}: the adapter's update has {} values, the weight {}",
-                            info.name,
-                            d.len(),
-                            values.len()
-                        );
-                    }
-                    values.par_iter_mut().zip(&d).for_each(|(v, d)| *v += d);
-                } else {
-                    report.requantized += 1;
+            None => {
+                report.requantized += 1;
+                quantize(info, &dequantize(info, bytes)?, ty)?
+            }
+            Some(p) => {
+                used += 1;
+                report.merged += 1;
+                let d = p.delta();
+                if d.len() != info.n_elements() as usize {
+                    bail!(
+                        "{}: the adapter's update has {} values, the weight {}",
+                        info.name,
+                        d.len(),
+                        info.n_elements()
+                    );
                 }
-                quantize(info, &values, ty)?
+                if ty == info.ty && smolt_quant::can_nudge(ty) {
+                    let (data, clipped) = nudge(info, bytes, &d)?;
+                    report.clipped += clipped;
+                    data
+                } else {
+                    let mut values = dequantize(info, bytes)?;
+                    values.par_iter_mut().zip(&d).for_each(|(v, d)| *v += d);
+                    quantize(info, &values, ty)?
+                }
             }
         };
         out.add_tensor(info.name.clone(), &info.dims, ty, data)?;
@@ -204,6 +215,28 @@ fn adapted(info: &TensorInfo) -> Option<(usize, Target)> {
         .into_iter()
         .find(|t| t.gguf_weight(layer) == info.name)
         .map(|t| (layer, t))
+}
+
+/// `bytes + delta` on the weight's own grid ([`smolt_quant::nudge_row`]): requantizing the sum
+/// would round most of a trained update away, since the base's values sit on the grid. The
+/// seed is the tensor's name, so a merge is reproducible.
+fn nudge(info: &TensorInfo, bytes: &[u8], delta: &[f32]) -> Result<(Vec<u8>, usize)> {
+    let len = info.row_len();
+    let rb = smolt_quant::row_bytes(info.ty, len)?;
+    let seed = info.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x1000_0000_01b3)
+    });
+    let mut out = bytes.to_vec();
+    let clipped = out
+        .par_chunks_mut(rb)
+        .zip(delta.par_chunks(len))
+        .enumerate()
+        .map(|(r, (row, d))| {
+            smolt_quant::nudge_row(info.ty, row, d, seed ^ (r as u64).wrapping_mul(0x9e37_79b9))
+                .with_context(|| format!("{}: row {r} cannot be updated in place", info.name))
+        })
+        .sum::<Result<usize>>()?;
+    Ok((out, clipped))
 }
 
 fn dequantize(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {

@@ -330,9 +330,9 @@ fn merged_gguf_is_the_base_plus_the_adapter() {
     let exact = max_abs_diff(&merged, &unmerged);
     assert!(exact < 1e-4, "f32 merge off by {exact}");
 
-    // Same types: each merged weight requantized to its base type (Q4_0 … Q8_0 here), so the
-    // merged model is off by the quantizers' error: about what quantizing the base's own f32
-    // weights to those types costs (the base's values sit on the grid; the merged ones do not).
+    // Same types: the update goes onto each weight's own grid (Q4_0 … Q8_0 here), rounded
+    // stochastically, so the merged model is off by rounding noise: about what quantizing
+    // the base's own f32 weights to those types costs.
     let same = merge(MergeTypes::Same);
     for (a, b) in same.tensors().iter().zip(model.gguf().tensors()) {
         assert_eq!((&a.name, a.ty), (&b.name, b.ty));

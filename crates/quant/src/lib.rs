@@ -22,6 +22,7 @@ mod legacy;
 mod matmul;
 mod packed;
 mod qmatrix;
+mod regrid;
 mod rows;
 mod simd;
 
@@ -32,6 +33,7 @@ pub use format::{row_bytes, vec_dot_type, QuantError};
 pub use matmul::{dequantize_matrix, matmul_dequant, matmul_q, matmul_q_on};
 pub use packed::DecodePacked;
 pub use qmatrix::QMatrix;
+pub use regrid::{can_nudge, nudge_row};
 pub use rows::{rows_available, QuantizedRows, RowsScratch};
 pub use smolt_gguf::GgmlType;
 

@@ -223,8 +223,9 @@ fn write_merged(
     file.write(out)
         .with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
-        "merged {} weights, requantized {}, copied {} tensors as they were",
-        report.merged, report.requantized, report.copied
+        "merged {} weights ({} quants clipped at the end of their range), requantized {}, \
+         copied {} tensors as they were",
+        report.merged, report.clipped, report.requantized, report.copied
     );
     Ok(())
 }
