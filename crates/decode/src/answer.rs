@@ -155,6 +155,12 @@ pub fn answer_streaming(
 
 /// [`answer_streaming`] over any [`LogitsSource`] (the server's batch engine seats each
 /// sequence behind one); `context` says where the source stands.
+///
+/// Which logits each reported id came from (the server's log-probabilities rely on it): in
+/// each call of `on_tokens`, the first id is the one sampled from the logits the source
+/// returned last, if it returned any since the previous call; every other id was forced by the
+/// grammar, committed without sampling. Both loops report a sampled token before feeding it,
+/// and the constrained one feeds forced tokens only right after the token before them.
 pub fn answer_streaming_with(
     source: impl LogitsSource,
     context: Context,

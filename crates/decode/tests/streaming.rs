@@ -78,3 +78,85 @@ fn streaming_reports_each_id_once_and_matches_answer() {
     assert_eq!(rest.ids, whole.ids);
     assert!(answer_streaming(&model, &mut cache, &[], None, &opts, |_| true).is_err());
 }
+
+/// The model, keeping the logits it last returned and whether a report came since.
+struct Recording<'a> {
+    inner: smolt_decode::ModelLogits<'a>,
+    last: &'a std::cell::RefCell<(Vec<f32>, bool)>,
+}
+
+impl smolt_decode::LogitsSource for Recording<'_> {
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        let logits = self.inner.forward(tokens)?;
+        *self.last.borrow_mut() = (logits.clone(), true);
+        Ok(logits)
+    }
+
+    fn forward_masked(
+        &mut self,
+        tokens: &[u32],
+        allowed: &smolt_constrain::TokenMask,
+    ) -> anyhow::Result<Vec<f32>> {
+        let logits = self.inner.forward_masked(tokens, allowed)?;
+        *self.last.borrow_mut() = (logits.clone(), true);
+        Ok(logits)
+    }
+}
+
+/// The contract the server's log-probabilities rest on: in each report, the first id is the
+/// one sampled from the logits returned last when logits came since the previous report, and
+/// every other id is one the grammar forced.
+#[test]
+fn each_report_starts_with_the_sampled_id_and_the_rest_are_forced() {
+    let (model, tok) = tiny();
+    let engine = ConstraintEngine::new(Arc::clone(&tok)).unwrap();
+    let schema = r#"{"type": "object", "properties": {"a": {"enum": ["x", "yy"]},
+        "n": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["a", "n"]}"#;
+    let constraint = engine
+        .compile(&ConstraintSpec::json_schema_str(schema).unwrap())
+        .unwrap();
+    let prompt = tok.encode("The answer is", true, true);
+    let opts = GenerateOptions {
+        max_new_tokens: 40,
+        draft_tokens: 0,
+        ..GenerateOptions::default()
+    };
+    for c in [None, Some(&constraint)] {
+        let last = std::cell::RefCell::new((Vec::new(), false));
+        let source = Recording {
+            inner: smolt_decode::ModelLogits::new(&model),
+            last: &last,
+        };
+        let context = smolt_decode::Context {
+            fed: 0,
+            length: model.spec.context_length,
+            special: &model.special,
+        };
+        let mut state = c.map(|c| c.start());
+        let (mut sampled, mut forced) = (0, 0);
+        let out = smolt_decode::answer_streaming_with(source, context, &prompt, c, &opts, |ids| {
+            let mut last = last.borrow_mut();
+            let fresh = std::mem::take(&mut last.1);
+            for (i, &id) in ids.iter().enumerate() {
+                if i == 0 && fresh {
+                    // Greedy: the sampled id is the argmax of those logits.
+                    assert_eq!(id, smolt_decode::argmax(&last.0));
+                    if let Some(s) = state.as_mut() {
+                        s.commit(id).unwrap();
+                    }
+                    sampled += 1;
+                } else {
+                    let s = state.as_mut().expect("only a grammar forces tokens");
+                    assert_eq!(s.forced_tokens().first(), Some(&id), "{ids:?}");
+                    s.commit_forced(&[id]).unwrap();
+                    forced += 1;
+                }
+            }
+            true
+        })
+        .unwrap();
+        assert_eq!(sampled + forced, out.ids.len());
+        assert!(sampled > 0);
+        assert_eq!(forced > 0, c.is_some(), "{forced}");
+    }
+}

@@ -21,10 +21,12 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use smolt_constrain::ConstraintSpec;
 use smolt_decode::{GenerateOptions, SamplingParams};
+use smolt_tokenizer::Tokenizer;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::config::ServeConfig;
 use crate::error::ApiError;
+use crate::logprobs::{self, TextOffsets, TokenLogprob};
 use crate::metrics::Metrics;
 use crate::models::{AdapterError, Models, ServedModel};
 use crate::request::{self, Endpoint, Format, Input, Request};
@@ -340,16 +342,32 @@ async fn complete(
     let (tx, rx) = unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let prompt_tokens = prepared.prompt.len();
-    let job = Job {
-        model: served,
-        prompt: prepared.prompt,
-        opts: prepared.opts,
-        constraint: prepared.constraint,
-        stop: req.stop.clone(),
-        cancel: Arc::clone(&cancel),
-        events: tx,
-    };
-    app.scheduler.submit(job).map_err(|e| match e {
+    let constraint = prepared.constraint.map(Arc::new);
+    let jobs = (0..req.n)
+        .map(|choice| {
+            let mut opts = prepared.opts.clone();
+            // Each choice its own random stream; with a seed, choice 0 is the answer the
+            // same request with n = 1 gets.
+            opts.sampling.seed = match req.seed {
+                Some(seed) => seed.wrapping_add(choice as u64),
+                None => fresh_seed(),
+            };
+            Job {
+                model: Arc::clone(&served),
+                prompt: prepared.prompt.clone(),
+                opts,
+                constraint: constraint.clone(),
+                stop: req.stop.clone(),
+                cancel: Arc::clone(&cancel),
+                logprobs: req.logprobs,
+                choice,
+                events: tx.clone(),
+            }
+        })
+        .collect();
+    // Only the jobs hold senders now: the stream ends if the worker drops them all.
+    drop(tx);
+    app.scheduler.submit(jobs).map_err(|e| match e {
         Refused::Full => ApiError::with_status(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -377,6 +395,8 @@ async fn complete(
         created: now(),
         model: req.model.clone(),
         endpoint,
+        n: req.n,
+        tok: req.logprobs.map(|_| Arc::clone(&app.models.tokenizer)),
     };
     if req.stream {
         Ok(stream(meta, rx, guard, req.include_usage).into_response())
@@ -473,14 +493,14 @@ fn prepare(models: &Models, served: &ServedModel, req: &Request) -> Result<Prepa
             Some(c)
         }
     };
-    let seed = req.seed.unwrap_or_else(fresh_seed);
     let opts = GenerateOptions {
         max_new_tokens,
         sampling: SamplingParams {
             temperature: req.temperature,
             top_k: req.top_k,
             top_p: req.top_p,
-            seed,
+            // Each choice gets its own.
+            seed: 0,
         },
         stop_at_end_of_generation: !req.ignore_eos,
         stop_tokens: Vec::new(),
@@ -530,6 +550,10 @@ struct Meta {
     created: u64,
     model: String,
     endpoint: Endpoint,
+    /// Choices asked for.
+    n: usize,
+    /// To spell tokens, present when the request asked for log-probabilities.
+    tok: Option<Arc<Tokenizer>>,
 }
 
 impl Meta {
@@ -541,24 +565,45 @@ impl Meta {
         }
     }
 
+    /// The `logprobs` of a choice or chunk: null unless asked for, and in a chunk unless it
+    /// has tokens.
+    fn logprobs(&self, tokens: &[TokenLogprob], offsets: &mut TextOffsets, chunk: bool) -> Value {
+        match &self.tok {
+            Some(tok) if !(chunk && tokens.is_empty()) => match self.endpoint {
+                Endpoint::Chat => logprobs::chat(tok, tokens),
+                Endpoint::Completion => logprobs::completion(tok, tokens, offsets),
+            },
+            _ => Value::Null,
+        }
+    }
+
     /// One choice of a whole answer.
-    fn choice(&self, text: &str, finish: Option<FinishReason>) -> Value {
-        let finish = finish.map(FinishReason::as_str);
+    fn choice(&self, answer: &mut Answer) -> Value {
+        let finish = answer.finish.map(FinishReason::as_str);
+        let logprobs = self.logprobs(&answer.tokens, &mut answer.offsets, false);
         match self.endpoint {
             Endpoint::Chat => json!({
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": null,
+                "index": answer.index,
+                "message": {"role": "assistant", "content": answer.text},
+                "logprobs": logprobs,
                 "finish_reason": finish,
             }),
             Endpoint::Completion => json!({
-                "index": 0, "text": text, "logprobs": null, "finish_reason": finish,
+                "index": answer.index, "text": answer.text, "logprobs": logprobs,
+                "finish_reason": finish,
             }),
         }
     }
 
     /// One choice of a stream chunk; `first` carries the chat role.
-    fn delta(&self, text: Option<&str>, first: bool, finish: Option<FinishReason>) -> Value {
+    fn delta(
+        &self,
+        index: usize,
+        text: Option<&str>,
+        first: bool,
+        finish: Option<FinishReason>,
+        logprobs: Value,
+    ) -> Value {
         let finish = finish.map(FinishReason::as_str);
         match self.endpoint {
             Endpoint::Chat => {
@@ -569,10 +614,11 @@ impl Meta {
                 if let Some(t) = text {
                     delta.insert("content".into(), json!(t));
                 }
-                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+                json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
             }
             Endpoint::Completion => json!({
-                "index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish,
+                "index": index, "text": text.unwrap_or(""), "logprobs": logprobs,
+                "finish_reason": finish,
             }),
         }
     }
@@ -600,29 +646,56 @@ fn usage(prompt: usize, completion: usize) -> Value {
     })
 }
 
-/// Waits for the whole answer. If the client goes away, axum drops this future, and with it
-/// the guard and the receiver: the worker stops at its next token.
+/// One choice as it comes in.
+#[derive(Default)]
+struct Answer {
+    index: usize,
+    text: String,
+    tokens: Vec<TokenLogprob>,
+    offsets: TextOffsets,
+    finish: Option<FinishReason>,
+}
+
+/// Waits for every choice's whole answer. If the client goes away, axum drops this future, and
+/// with it the guard and the receiver: the workers stop at their next token.
 async fn collect(
     meta: Meta,
-    mut rx: UnboundedReceiver<Event>,
+    mut rx: UnboundedReceiver<(usize, Event)>,
     _guard: CancelOnDrop,
     prompt_tokens: usize,
 ) -> Result<Response, ApiError> {
-    let mut text = String::new();
-    while let Some(event) = rx.recv().await {
+    let mut answers: Vec<Answer> = (0..meta.n)
+        .map(|index| Answer {
+            index,
+            ..Answer::default()
+        })
+        .collect();
+    let mut completion_tokens = 0;
+    let mut left = meta.n;
+    while let Some((i, event)) = rx.recv().await {
+        let answer = &mut answers[i];
         match event {
-            Event::Text(t) => text.push_str(&t),
+            Event::Text { text, logprobs } => {
+                answer.text.push_str(&text);
+                answer.tokens.extend(logprobs);
+            }
             Event::Done {
                 finish,
-                prompt_tokens,
-                completion_tokens,
+                completion_tokens: c,
+                ..
             } => {
-                let body = meta.envelope(
-                    false,
-                    vec![meta.choice(&text, Some(finish))],
-                    Some(usage(prompt_tokens, completion_tokens)),
-                );
-                return Ok(Json(body).into_response());
+                answer.finish = Some(finish);
+                completion_tokens += c;
+                left -= 1;
+                if left == 0 {
+                    let choices = answers.iter_mut().map(|a| meta.choice(a)).collect();
+                    let body = meta.envelope(
+                        false,
+                        choices,
+                        Some(usage(prompt_tokens, completion_tokens)),
+                    );
+                    return Ok(Json(body).into_response());
+                }
             }
             Event::Failed(message) => {
                 return Err(ApiError::with_status(
@@ -638,41 +711,52 @@ async fn collect(
     ))
 }
 
-/// The answer as server-sent events: `data: {chunk}` per piece of text, a last chunk with the
-/// finish reason, a usage chunk when asked, then `data: [DONE]`.
+/// The answer as server-sent events: `data: {chunk}` per piece of text of any choice (its
+/// `index` says which), a chunk with each choice's finish reason, a usage chunk when asked
+/// (all choices' tokens, once every choice is done), then `data: [DONE]`.
 fn stream(
     meta: Meta,
-    rx: UnboundedReceiver<Event>,
+    rx: UnboundedReceiver<(usize, Event)>,
     guard: CancelOnDrop,
     include_usage: bool,
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     struct St {
         meta: Meta,
-        rx: UnboundedReceiver<Event>,
+        rx: UnboundedReceiver<(usize, Event)>,
         pending: VecDeque<String>,
-        first: bool,
+        /// Per choice: whether its next chunk is its first, and its text offsets.
+        first: Vec<bool>,
+        offsets: Vec<TextOffsets>,
+        left: usize,
+        completion_tokens: usize,
         finished: bool,
         include_usage: bool,
         // Held for its Drop: the body going away means the client did.
         _guard: CancelOnDrop,
     }
     let usage_field = |st: &St| st.include_usage.then_some(Value::Null);
+    let n = meta.n;
     let mut st = St {
         meta,
         rx,
         pending: VecDeque::new(),
-        first: true,
+        first: vec![true; n],
+        offsets: (0..n).map(|_| TextOffsets::default()).collect(),
+        left: n,
+        completion_tokens: 0,
         finished: false,
         include_usage,
         _guard: guard,
     };
     if st.meta.endpoint == Endpoint::Chat {
-        // OpenAI opens a chat stream with the role and empty content.
-        let c = st.meta.delta(Some(""), true, None);
-        let u = usage_field(&st);
-        st.pending
-            .push_back(st.meta.envelope(true, vec![c], u).to_string());
-        st.first = false;
+        // OpenAI opens a chat stream with the role and empty content, per choice.
+        for i in 0..n {
+            let c = st.meta.delta(i, Some(""), true, None, Value::Null);
+            let u = usage_field(&st);
+            st.pending
+                .push_back(st.meta.envelope(true, vec![c], u).to_string());
+            st.first[i] = false;
+        }
     }
     let events = futures_util::stream::unfold(st, move |mut st| async move {
         loop {
@@ -684,32 +768,43 @@ fn stream(
             }
             let u = usage_field(&st);
             match st.rx.recv().await {
-                Some(Event::Text(t)) => {
-                    let c = st.meta.delta(Some(&t), st.first, None);
-                    st.first = false;
+                Some((i, Event::Text { text, logprobs })) => {
+                    let lp = st.meta.logprobs(&logprobs, &mut st.offsets[i], true);
+                    let c = st.meta.delta(i, Some(&text), st.first[i], None, lp);
+                    st.first[i] = false;
                     st.pending
                         .push_back(st.meta.envelope(true, vec![c], u).to_string());
                 }
-                Some(Event::Done {
-                    finish,
-                    prompt_tokens,
-                    completion_tokens,
-                }) => {
-                    let c = st.meta.delta(None, st.first, Some(finish));
+                Some((
+                    i,
+                    Event::Done {
+                        finish,
+                        prompt_tokens,
+                        completion_tokens,
+                    },
+                )) => {
+                    let c = st
+                        .meta
+                        .delta(i, None, st.first[i], Some(finish), Value::Null);
                     st.pending
                         .push_back(st.meta.envelope(true, vec![c], u).to_string());
+                    st.completion_tokens += completion_tokens;
+                    st.left -= 1;
+                    if st.left > 0 {
+                        continue;
+                    }
                     if st.include_usage {
                         let last = st.meta.envelope(
                             true,
                             Vec::new(),
-                            Some(usage(prompt_tokens, completion_tokens)),
+                            Some(usage(prompt_tokens, st.completion_tokens)),
                         );
                         st.pending.push_back(last.to_string());
                     }
                     st.pending.push_back("[DONE]".into());
                     st.finished = true;
                 }
-                Some(Event::Failed(message)) => {
+                Some((_, Event::Failed(message))) => {
                     let e = ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, message);
                     st.pending.push_back(e.body().to_string());
                     st.pending.push_back("[DONE]".into());

@@ -28,6 +28,7 @@
 mod api;
 pub mod config;
 pub mod error;
+pub mod logprobs;
 pub mod metrics;
 pub mod models;
 pub mod request;

@@ -1,7 +1,7 @@
 //! OpenAI request bodies → a checked [`Request`]. Every field is read by hand so that a wrong
 //! one is answered 400 with its name (`param`) and what was expected, and a field the server
 //! does not implement yet is refused by name instead of silently ignored: a client that asks
-//! for tools or log-probabilities must learn it did not get them.
+//! for tools or penalties must learn it did not get them.
 
 use serde_json::{Map, Value};
 use smolt_task::{Message, Role};
@@ -57,12 +57,23 @@ pub struct Request {
     pub include_usage: bool,
     /// vLLM's extension: go on past end-of-generation tokens until `max_tokens`.
     pub ignore_eos: bool,
+    /// Log-probabilities of the output tokens: `None` for none, `Some(k)` for each token's
+    /// with the `k` most likely alternatives (chat `top_logprobs`, completions `logprobs`).
+    pub logprobs: Option<usize>,
+    /// Choices (`n`), each generated as a sequence of its own.
+    pub n: usize,
 }
 
 /// OpenAI's default temperature (also its default for `top_p`: 1).
 const DEFAULT_TEMPERATURE: f32 = 1.0;
 /// OpenAI's limit on stop sequences.
 const MAX_STOPS: usize = 4;
+/// OpenAI's limits on alternatives per token: chat `top_logprobs`, completions `logprobs`.
+pub const MAX_TOP_LOGPROBS: usize = 20;
+pub const MAX_COMPLETION_LOGPROBS: usize = 5;
+/// Choices per request: each takes a seat of its own in the batch, so a bound keeps one
+/// request from filling the batch for everyone else.
+pub const MAX_CHOICES: usize = 16;
 
 /// Fields of both endpoints that the server implements.
 const COMMON: &[&str] = &[
@@ -144,14 +155,8 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Request, ApiError> {
         Endpoint::Chat => Input::Messages(messages(f.get("messages"))?),
         Endpoint::Completion => Input::Prompt(prompt(f.get("prompt"))?),
     };
-    refuse_unsupported(&f, endpoint)?;
-    let n = f.integer("n")?.unwrap_or(1);
-    if n != 1 {
-        return Err(ApiError::field(
-            "n",
-            format!("`n` must be 1 (one choice per request; {n} asked): several choices are not supported yet"),
-        ));
-    }
+    refuse_unsupported(&f)?;
+    let n = choices(&f)?;
     let stream = f.boolean("stream")?.unwrap_or(false);
     let include_usage = match f.get("stream_options") {
         None => false,
@@ -196,11 +201,68 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Request, ApiError> {
         stream,
         include_usage,
         ignore_eos: f.boolean("ignore_eos")?.unwrap_or(false),
+        logprobs: logprobs(&f, endpoint)?,
+        n,
     })
 }
 
+/// `n`, and `best_of` where a client sends it too: only as many candidates as choices, since
+/// picking the best of more is not implemented.
+fn choices(f: &Fields) -> Result<usize, ApiError> {
+    let n = f.integer("n")?.unwrap_or(1);
+    if !(1..=MAX_CHOICES as i64).contains(&n) {
+        return Err(ApiError::field(
+            "n",
+            format!("`n` must be between 1 and {MAX_CHOICES} (choices per request), found {n}"),
+        ));
+    }
+    if let Some(b) = f.integer("best_of")? {
+        if b != n {
+            return Err(ApiError::field(
+                "best_of",
+                format!(
+                    "`best_of` must equal `n` ({n}): returning the best of more candidates \
+                     than choices is not supported yet"
+                ),
+            ));
+        }
+    }
+    Ok(n as usize)
+}
+
+/// Chat: `logprobs: true` with `top_logprobs` in 0..=20; completions: `logprobs` in 0..=5.
+fn logprobs(f: &Fields, endpoint: Endpoint) -> Result<Option<usize>, ApiError> {
+    let (key, max, value) = match endpoint {
+        Endpoint::Chat => {
+            let on = f.boolean("logprobs")?.unwrap_or(false);
+            let top = f.integer("top_logprobs")?;
+            if top.is_some() && !on {
+                return Err(ApiError::field(
+                    "top_logprobs",
+                    "`top_logprobs` needs `logprobs` set to true",
+                ));
+            }
+            if !on {
+                return Ok(None);
+            }
+            ("top_logprobs", MAX_TOP_LOGPROBS, top.unwrap_or(0))
+        }
+        Endpoint::Completion => match f.integer("logprobs")? {
+            None => return Ok(None),
+            Some(k) => ("logprobs", MAX_COMPLETION_LOGPROBS, k),
+        },
+    };
+    if !(0..=max as i64).contains(&value) {
+        return Err(ApiError::field(
+            key,
+            format!("`{key}` must be between 0 and {max}, found {value}"),
+        ));
+    }
+    Ok(Some(value as usize))
+}
+
 /// Fields that exist in OpenAI's API and are accepted at their neutral value only.
-fn refuse_unsupported(f: &Fields, endpoint: Endpoint) -> Result<(), ApiError> {
+fn refuse_unsupported(f: &Fields) -> Result<(), ApiError> {
     for key in ["presence_penalty", "frequency_penalty"] {
         if f.number(key)?.is_some_and(|v| v != 0.0) {
             return Err(ApiError::field(
@@ -208,22 +270,6 @@ fn refuse_unsupported(f: &Fields, endpoint: Endpoint) -> Result<(), ApiError> {
                 format!("`{key}` is not supported yet (only 0, the default)"),
             ));
         }
-    }
-    let asks_logprobs = match (endpoint, f.get("logprobs")) {
-        (_, None) => false,
-        (Endpoint::Chat, Some(_)) => f.boolean("logprobs")?.unwrap_or(false),
-        (Endpoint::Completion, Some(_)) => f.integer("logprobs")?.is_some(),
-    };
-    if asks_logprobs || f.get("top_logprobs").is_some() {
-        let key = if asks_logprobs {
-            "logprobs"
-        } else {
-            "top_logprobs"
-        };
-        return Err(ApiError::field(
-            key,
-            format!("`{key}` is not supported yet"),
-        ));
     }
     match f.get("logit_bias") {
         None => {}
@@ -246,12 +292,6 @@ fn refuse_unsupported(f: &Fields, endpoint: Endpoint) -> Result<(), ApiError> {
     }
     if f.get("suffix").is_some() {
         return Err(ApiError::field("suffix", "`suffix` is not supported"));
-    }
-    if f.integer("best_of")?.is_some_and(|b| b != 1) {
-        return Err(ApiError::field(
-            "best_of",
-            "`best_of` must be 1: several candidates are not supported yet",
-        ));
     }
     // `user` identifies the end user to the provider; there is nothing here to use it for.
     f.string("user")?;
@@ -687,7 +727,7 @@ mod tests {
             (
                 json!({"model": "m", "messages": hi(), "n": u64::MAX}),
                 "n",
-                "must be 1",
+                "between 1 and 16",
             ),
             (
                 json!({"model": "m", "messages": hi(), "max_tokens": 5, "max_completion_tokens": 6}),
@@ -705,9 +745,19 @@ mod tests {
                 "(0, 1]",
             ),
             (
-                json!({"model": "m", "messages": hi(), "n": 2}),
+                json!({"model": "m", "messages": hi(), "n": 17}),
                 "n",
-                "must be 1",
+                "between 1 and 16",
+            ),
+            (
+                json!({"model": "m", "messages": hi(), "n": 0}),
+                "n",
+                "between 1 and 16",
+            ),
+            (
+                json!({"model": "m", "messages": hi(), "n": 1.5}),
+                "n",
+                "an integer",
             ),
             (
                 json!({"model": "m", "messages": hi(), "tools": []}),
@@ -715,9 +765,34 @@ mod tests {
                 "not supported",
             ),
             (
-                json!({"model": "m", "messages": hi(), "logprobs": true}),
+                json!({"model": "m", "messages": hi(), "logprobs": 1}),
                 "logprobs",
-                "not supported",
+                "true or false",
+            ),
+            (
+                json!({"model": "m", "messages": hi(), "logprobs": true, "top_logprobs": 21}),
+                "top_logprobs",
+                "between 0 and 20",
+            ),
+            (
+                json!({"model": "m", "messages": hi(), "logprobs": true, "top_logprobs": -1}),
+                "top_logprobs",
+                "between 0 and 20",
+            ),
+            (
+                json!({"model": "m", "messages": hi(), "logprobs": true, "top_logprobs": "3"}),
+                "top_logprobs",
+                "an integer",
+            ),
+            (
+                json!({"model": "m", "messages": hi(), "top_logprobs": 3}),
+                "top_logprobs",
+                "needs `logprobs`",
+            ),
+            (
+                json!({"model": "m", "messages": hi(), "logprobs": false, "top_logprobs": 0}),
+                "top_logprobs",
+                "needs `logprobs`",
             ),
             (
                 json!({"model": "m", "messages": hi(), "frobnicate": 1}),
@@ -769,6 +844,43 @@ mod tests {
             assert_eq!(e.status, 400, "{body}");
             assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
             assert!(e.message.contains(words), "{body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn logprobs_and_choices_parse_per_endpoint() {
+        let r = chat(json!({"model": "m", "messages": hi(), "logprobs": true})).unwrap();
+        assert_eq!((r.logprobs, r.n), (Some(0), 1));
+        let r = chat(
+            json!({"model": "m", "messages": hi(), "logprobs": true, "top_logprobs": 20, "n": 16}),
+        )
+        .unwrap();
+        assert_eq!((r.logprobs, r.n), (Some(20), 16));
+        let r = chat(json!({"model": "m", "messages": hi(), "logprobs": false})).unwrap();
+        assert_eq!(r.logprobs, None);
+        let completion = |body: Value| parse(Endpoint::Completion, body.to_string().as_bytes());
+        let r =
+            completion(json!({"model": "m", "prompt": "x", "logprobs": 5, "n": 3, "best_of": 3}))
+                .unwrap();
+        assert_eq!((r.logprobs, r.n), (Some(5), 3));
+        let r = completion(json!({"model": "m", "prompt": "x", "logprobs": 0})).unwrap();
+        assert_eq!(r.logprobs, Some(0));
+        for (body, param, words) in [
+            (json!({"logprobs": 6}), "logprobs", "between 0 and 5"),
+            (json!({"logprobs": -1}), "logprobs", "between 0 and 5"),
+            (json!({"logprobs": true}), "logprobs", "an integer"),
+            (json!({"top_logprobs": 2}), "top_logprobs", "unrecognized"),
+            (json!({"n": 2, "best_of": 3}), "best_of", "must equal `n`"),
+            (json!({"best_of": 0}), "best_of", "must equal `n`"),
+        ] {
+            let mut full = json!({"model": "m", "prompt": "x"});
+            for (k, v) in body.as_object().unwrap() {
+                full[k] = v.clone();
+            }
+            let e = completion(full.clone()).unwrap_err();
+            assert_eq!(e.status, 400, "{full}");
+            assert_eq!(e.param.as_deref(), Some(param), "{full}: {}", e.message);
+            assert!(e.message.contains(words), "{full}: {}", e.message);
         }
     }
 

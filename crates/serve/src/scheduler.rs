@@ -11,11 +11,17 @@
 //! New prompts join between steps, a chunk at a time, so a long prompt does not stall the
 //! sequences that are decoding.
 //!
+//! A request for `n` choices is `n` jobs, each a sequence with a seat of its own, sending its
+//! events tagged with its choice index into the request's one channel. The seats do not share
+//! the prompt's KV cache: each reads the prompt itself (in the same passes), which costs prefill
+//! but keeps a seat one sequence with one cache, as everything here assumes.
+//!
 //! A bounded number of requests wait for a seat (`max_queue`; one more is refused, the HTTP
 //! layer answers 429). A request whose client goes away is dropped: the HTTP layer sets its
 //! cancel flag (or drops the receiving end of its events); its thread checks both after every
 //! token and leaves its seat.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +38,7 @@ use smolt_model::{BatchSeq, KvCache};
 use smolt_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::logprobs::TokenLogprob;
 use crate::metrics::Metrics;
 use crate::models::{Models, ServedModel};
 use smolt_tokenizer::stream::TextStream;
@@ -42,12 +49,17 @@ pub struct Job {
     pub model: Arc<ServedModel>,
     pub prompt: Vec<u32>,
     pub opts: GenerateOptions,
-    pub constraint: Option<Constraint>,
+    /// Shared by the request's choices: each starts a state of its own from it.
+    pub constraint: Option<Arc<Constraint>>,
     /// Stop strings: the output ends before the first one.
     pub stop: Vec<String>,
     /// Set when the client is gone: stop at the next token.
     pub cancel: Arc<AtomicBool>,
-    pub events: UnboundedSender<Event>,
+    /// `Some(k)`: report each output token's log-probability with the `k` best alternatives.
+    pub logprobs: Option<usize>,
+    /// Which of the request's choices this is; its events are tagged with it.
+    pub choice: usize,
+    pub events: UnboundedSender<(usize, Event)>,
 }
 
 /// Why a sequence ended, in OpenAI's words.
@@ -71,7 +83,13 @@ impl FinishReason {
 /// What the worker reports about a job, in order: text pieces, then `Done` or `Failed`.
 #[derive(Debug, PartialEq)]
 pub enum Event {
-    Text(String),
+    /// Text ready to send, and the log-probabilities of the tokens generated since the last
+    /// event when the job asked for them. The two need not line up: text is held back while it
+    /// could be the start of a stop string or of a character.
+    Text {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
     Done {
         finish: FinishReason,
         prompt_tokens: usize,
@@ -157,26 +175,33 @@ impl Scheduler {
         })
     }
 
-    /// Queues `job` without waiting.
-    pub fn submit(&self, job: Job) -> Result<(), Refused> {
+    /// Queues `jobs` (one request's choices) without waiting: all of them or none. A request
+    /// with more choices than `max_queue` still goes in when nothing else waits, so that it is
+    /// not refused forever.
+    pub fn submit(&self, jobs: Vec<Job>) -> Result<(), Refused> {
         let tx = lock(&self.tx);
         let Some(tx) = tx.as_ref() else {
             return Err(Refused::Closed);
         };
+        let k = jobs.len();
         // Counted before sending so that the engine's decrement can never come first.
         let depth = &self.metrics.queue_depth;
         if depth
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.max_queue).then_some(n + 1)
+                (n == 0 || n + k <= self.max_queue).then_some(n + k)
             })
             .is_err()
         {
             return Err(Refused::Full);
         }
-        tx.send(Msg::Job(Box::new(job))).map_err(|_| {
-            depth.fetch_sub(1, Ordering::SeqCst);
-            Refused::Closed
-        })
+        for (sent, job) in jobs.into_iter().enumerate() {
+            if tx.send(Msg::Job(Box::new(job))).is_err() {
+                // The engine is gone: none of the rest will be taken either.
+                depth.fetch_sub(k - sent, Ordering::SeqCst);
+                return Err(Refused::Closed);
+            }
+        }
+        Ok(())
     }
 
     /// Refuses new jobs, lets the engine finish the queued and running ones, and waits for it.
@@ -468,13 +493,25 @@ impl Engine {
 
 /// The model as one seated sequence sees it: each feed is posted to the engine, which runs it
 /// with the other seats' in one pass.
-struct Seated {
+struct Seated<'a> {
     seat: usize,
     tx: Sender<Msg>,
     vocab: usize,
+    /// Where the logits sampled from are kept, when the job wants log-probabilities.
+    observed: Option<&'a RefCell<Observed>>,
 }
 
-impl Seated {
+impl Seated<'_> {
+    /// Keeps what the decode loop will sample from, for [`Observed::logprobs`].
+    fn observe(&self, logits: &[f32]) {
+        if let Some(o) = self.observed {
+            let mut o = o.borrow_mut();
+            o.logits.clear();
+            o.logits.extend_from_slice(logits);
+            o.fresh = true;
+        }
+    }
+
     fn post(&self, tokens: &[u32], only: Option<Vec<u32>>) -> anyhow::Result<Vec<f32>> {
         let (reply, answer) = sync_channel(1);
         self.tx
@@ -491,9 +528,11 @@ impl Seated {
     }
 }
 
-impl LogitsSource for Seated {
+impl LogitsSource for Seated<'_> {
     fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
-        self.post(tokens, None)
+        let logits = self.post(tokens, None)?;
+        self.observe(&logits);
+        Ok(logits)
     }
 
     /// The allowed rows alone when few are allowed, as `smolt_decode::ModelLogits` decides.
@@ -504,11 +543,43 @@ impl LogitsSource for Seated {
                 .into_iter()
                 .filter(|&id| (id as usize) < self.vocab)
                 .collect();
-            return self.post(tokens, Some(ids));
+            let logits = self.post(tokens, Some(ids))?;
+            self.observe(&logits);
+            return Ok(logits);
         }
         let mut logits = self.post(tokens, None)?;
         allowed.apply(&mut logits);
+        self.observe(&logits);
         Ok(logits)
+    }
+}
+
+/// The logits of a sequence's last step, for the log-probabilities of the tokens reported
+/// after it.
+struct Observed {
+    /// Alternatives per token.
+    top: usize,
+    logits: Vec<f32>,
+    /// Set by a step, cleared by the first token reported after it.
+    fresh: bool,
+}
+
+impl Observed {
+    /// The log-probabilities of output tokens `new`, as `answer_streaming_with` reports
+    /// them: by its contract, the first is the one sampled from the last step's logits when a
+    /// step came since the previous report, and every other one was forced by the grammar.
+    fn logprobs(&mut self, new: &[u32]) -> Vec<TokenLogprob> {
+        let fresh = std::mem::take(&mut self.fresh);
+        new.iter()
+            .enumerate()
+            .map(|(i, &id)| {
+                if i == 0 && fresh {
+                    TokenLogprob::sampled(&self.logits, id, self.top)
+                } else {
+                    TokenLogprob::forced(id, self.top)
+                }
+            })
+            .collect()
     }
 }
 
@@ -531,15 +602,23 @@ fn sequence(models: &Models, metrics: &Metrics, job: Job, seat: usize, tx: Sende
         tx: tx.clone(),
     };
     let served = &*job.model;
+    let observed = job.logprobs.map(|top| {
+        RefCell::new(Observed {
+            top,
+            logits: Vec::new(),
+            fresh: false,
+        })
+    });
     let source = Seated {
         seat,
         tx,
         vocab: served.model.spec.vocab_size,
+        observed: observed.as_ref(),
     };
     metrics.running.fetch_add(1, Ordering::SeqCst);
     // A panic in the loop fails this request with a 500 instead of taking the server down.
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        run(served, &models.tokenizer, &job, source)
+        run(served, &models.tokenizer, &job, source, observed.as_ref())
     }));
     metrics.running.fetch_sub(1, Ordering::SeqCst);
     let event = match outcome {
@@ -562,7 +641,7 @@ fn sequence(models: &Models, metrics: &Metrics, job: Job, seat: usize, tx: Sende
         Err(_) => Event::Failed("generation failed: the sequence panicked".into()),
     };
     // The client may have gone in the meantime: nothing to tell then.
-    let _ = job.events.send(event);
+    let _ = job.events.send((job.choice, event));
 }
 
 enum Outcome {
@@ -579,11 +658,14 @@ fn run(
     tok: &Tokenizer,
     job: &Job,
     source: Seated,
+    observed: Option<&RefCell<Observed>>,
 ) -> anyhow::Result<Outcome> {
     let mut sink = Sink {
         tok,
         ids: Vec::new(),
         text: TextStream::new(job.stop.clone()),
+        observed,
+        choice: job.choice,
         events: &job.events,
         cancel: &job.cancel,
         cancelled: false,
@@ -598,7 +680,7 @@ fn run(
         source,
         context,
         &job.prompt,
-        job.constraint.as_ref(),
+        job.constraint.as_deref(),
         &job.opts,
         |ids| sink.push(ids),
     )?;
@@ -614,7 +696,7 @@ fn run(
     if step.stop {
         finish = FinishReason::Stop;
     }
-    if !step.text.is_empty() && job.events.send(Event::Text(step.text)).is_err() {
+    if !step.text.is_empty() && !sink.send(step.text, Vec::new()) {
         return Ok(Outcome::Cancelled);
     }
     Ok(Outcome::Done {
@@ -628,7 +710,9 @@ struct Sink<'a> {
     tok: &'a Tokenizer,
     ids: Vec<u32>,
     text: TextStream,
-    events: &'a UnboundedSender<Event>,
+    observed: Option<&'a RefCell<Observed>>,
+    choice: usize,
+    events: &'a UnboundedSender<(usize, Event)>,
     cancel: &'a AtomicBool,
     cancelled: bool,
 }
@@ -642,10 +726,21 @@ impl Sink<'_> {
         }
         self.ids.extend_from_slice(new);
         let step = self.text.push(&self.tok.decode(&self.ids, true));
-        if !step.text.is_empty() && self.events.send(Event::Text(step.text)).is_err() {
+        let logprobs = self
+            .observed
+            .map(|o| o.borrow_mut().logprobs(new))
+            .unwrap_or_default();
+        if (!step.text.is_empty() || !logprobs.is_empty()) && !self.send(step.text, logprobs) {
             self.cancelled = true;
             return false;
         }
         !step.stop
+    }
+
+    /// `false`: the client is gone.
+    fn send(&self, text: String, logprobs: Vec<TokenLogprob>) -> bool {
+        self.events
+            .send((self.choice, Event::Text { text, logprobs }))
+            .is_ok()
     }
 }

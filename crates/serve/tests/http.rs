@@ -7,9 +7,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use smolt_lora::{save_adapter, LoraAdapter, LoraConfig};
 use smolt_model::{Model, Precision};
 use smolt_serve::{AdapterSpec, Background, ServeConfig};
+
+mod common;
+use common::{model_path, random_adapter};
 
 /// Prompt + output tokens per request on the shared server: small, so that a prompt over the
 /// context is cheap to build.
@@ -21,29 +23,6 @@ struct Fixture {
     server: Background,
     model: PathBuf,
     adapter_dir: PathBuf,
-}
-
-fn model_path() -> PathBuf {
-    smolt_hub::model_for_tests().unwrap_or_else(|e| panic!("these tests need Gemma 3 270M: {e}"))
-}
-
-/// A random adapter over the real model, strong enough to change its greedy output.
-fn random_adapter(model: &Model, dir: &std::path::Path) {
-    let cfg = LoraConfig {
-        rank: 4,
-        alpha: 8.0,
-        ..LoraConfig::default()
-    };
-    let mut adapter: LoraAdapter<f32> = LoraAdapter::new(&model.spec, &cfg, 3).unwrap();
-    adapter.init_with(|layer, _t, is_b, i, j| {
-        let v = 0.05 * ((layer * 7 + i * 3 + j) as f64 * 0.37).sin();
-        if is_b {
-            v
-        } else {
-            v * 2.0
-        }
-    });
-    save_adapter(dir, adapter.params(), &cfg, "gemma-3-270m").unwrap();
 }
 
 fn fixture() -> &'static Fixture {
@@ -498,13 +477,22 @@ fn bad_requests_get_a_4xx_that_says_why() {
         ("invalid schema", "/v1/chat/completions", chat_with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}})), 400, "not a valid JSON Schema", Some("response_format")),
         ("schema not enforceable", "/v1/chat/completions", chat_with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer", "minimum": 5, "maximum": 1}}}})), 400, "invalid response_format", Some("response_format")),
         ("unsupported parameter", "/v1/chat/completions", chat_with(json!({"tools": [{"type": "function"}]})), 400, "not supported", Some("tools")),
-        ("logprobs", "/v1/chat/completions", chat_with(json!({"logprobs": true})), 400, "not supported", Some("logprobs")),
+        ("logprobs not a boolean", "/v1/chat/completions", chat_with(json!({"logprobs": 2})), 400, "true or false", Some("logprobs")),
+        ("top_logprobs over 20", "/v1/chat/completions", chat_with(json!({"logprobs": true, "top_logprobs": 21})), 400, "between 0 and 20", Some("top_logprobs")),
+        ("negative top_logprobs", "/v1/chat/completions", chat_with(json!({"logprobs": true, "top_logprobs": -1})), 400, "between 0 and 20", Some("top_logprobs")),
+        ("top_logprobs without logprobs", "/v1/chat/completions", chat_with(json!({"top_logprobs": 2})), 400, "needs `logprobs`", Some("top_logprobs")),
+        ("completion logprobs over 5", "/v1/completions", json!({"model": "base", "prompt": "x", "logprobs": 6}).to_string(), 400, "between 0 and 5", Some("logprobs")),
+        ("completion logprobs not an integer", "/v1/completions", json!({"model": "base", "prompt": "x", "logprobs": true}).to_string(), 400, "an integer", Some("logprobs")),
+        ("top_logprobs on completions", "/v1/completions", json!({"model": "base", "prompt": "x", "top_logprobs": 1}).to_string(), 400, "unrecognized", Some("top_logprobs")),
         ("unknown parameter", "/v1/chat/completions", chat_with(json!({"temprature": 0})), 400, "unrecognized", Some("temprature")),
         ("negative max_tokens", "/v1/chat/completions", chat_with(json!({"max_tokens": -5})), 400, "at least 1", Some("max_tokens")),
         ("max_tokens beyond the context", "/v1/chat/completions", chat_with(json!({"max_tokens": 5000})), 400, "maximum context length", Some("max_tokens")),
         ("prompt over the context", "/v1/completions", json!({"model": "base", "prompt": long_prompt}).to_string(), 400, "maximum context length", Some("prompt")),
         ("oversized body", "/v1/completions", huge, 413, "larger than", None),
-        ("stream with n > 1", "/v1/chat/completions", chat_with(json!({"stream": true, "n": 2})), 400, "must be 1", Some("n")),
+        ("n over 16", "/v1/chat/completions", chat_with(json!({"stream": true, "n": 17})), 400, "between 1 and 16", Some("n")),
+        ("n zero", "/v1/chat/completions", chat_with(json!({"n": 0})), 400, "between 1 and 16", Some("n")),
+        ("n not an integer", "/v1/completions", json!({"model": "base", "prompt": "x", "n": "2"}).to_string(), 400, "an integer", Some("n")),
+        ("best_of other than n", "/v1/completions", json!({"model": "base", "prompt": "x", "n": 2, "best_of": 1}).to_string(), 400, "must equal `n`", Some("best_of")),
         ("temperature out of range", "/v1/chat/completions", chat_with(json!({"temperature": 7})), 400, "between 0 and 2", Some("temperature")),
         ("stream_options without stream", "/v1/chat/completions", chat_with(json!({"stream_options": {"include_usage": true}})), 400, "only allowed", Some("stream_options")),
         ("missing prompt", "/v1/completions", json!({"model": "base"}).to_string(), 400, "required", Some("prompt")),
@@ -837,4 +825,258 @@ fn adapters_load_and_unload_at_run_time() {
     let (status, text) = post("/v1/unload_lora_adapter", json!({"lora_name": "late"}));
     assert_eq!(status, 404, "{text}");
     server.stop().unwrap();
+}
+
+/// The log-softmax the library gives the first output token of `prompt` (the model's own
+/// distribution: no constraint).
+fn library_first_logprobs(prompt: &str) -> Vec<f32> {
+    let f = fixture();
+    let model = Model::load(&f.model, Precision::Fast).unwrap();
+    let tok = smolt_tokenizer::Tokenizer::from_gguf(model.gguf()).unwrap();
+    let ids = tok.encode(prompt, tok.add_bos_token(), true);
+    let mut cache = model.new_cache();
+    let logits = model
+        .forward(&ids, &mut cache, smolt_model::Logits::Last)
+        .unwrap();
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let lse = max
+        + logits
+            .iter()
+            .map(|&l| ((l - max) as f64).exp())
+            .sum::<f64>()
+            .ln() as f32;
+    logits.iter().map(|&l| l - lse).collect()
+}
+
+/// Legacy completions: `tokens` spell the text, `text_offset` says where each starts,
+/// `token_logprobs` are the model's (the first one checked against the library's own
+/// log-softmax), and each step's `top_logprobs` holds the `logprobs` best plus the chosen one.
+#[test]
+fn completion_logprobs_are_the_models_distribution() {
+    let prompt = "The capital of France is";
+    let a = ok(
+        "/v1/completions",
+        &json!({"model": "base", "prompt": prompt, "max_tokens": 6, "temperature": 0,
+                "ignore_eos": true, "logprobs": 3}),
+    );
+    let choice = &a["choices"][0];
+    let text = choice["text"].as_str().unwrap();
+    let lp = &choice["logprobs"];
+    let tokens: Vec<&str> = lp["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 6, "{lp}");
+    assert_eq!(tokens.concat(), text, "{lp}");
+    let offsets: Vec<usize> = lp["text_offset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_u64().unwrap() as usize)
+        .collect();
+    let mut at = 0;
+    for (t, &o) in tokens.iter().zip(&offsets) {
+        assert_eq!(o, at, "{lp}");
+        at += t.chars().count();
+    }
+    let library = library_first_logprobs(prompt);
+    let best = library.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let first = lp["token_logprobs"][0].as_f64().unwrap() as f32;
+    // A batched pass rounds like any prefill: the same numbers to within a few hundredths.
+    assert!(
+        (first - best).abs() < 0.05,
+        "{first} vs the library's {best}"
+    );
+    for (k, top) in lp["top_logprobs"].as_array().unwrap().iter().enumerate() {
+        let top = top.as_object().unwrap();
+        assert!((3..=4).contains(&top.len()), "{top:?}");
+        let chosen = lp["token_logprobs"][k].as_f64().unwrap();
+        assert!(chosen <= 0.0);
+        // Greedy: the chosen token is the most likely.
+        let max = top
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        assert_eq!(top[tokens[k]].as_f64().unwrap(), chosen, "{top:?}");
+        assert_eq!(chosen, max, "{top:?}");
+    }
+    // logprobs: 0 still gives each chosen token's.
+    let a = ok(
+        "/v1/completions",
+        &json!({"model": "base", "prompt": prompt, "max_tokens": 2, "temperature": 0,
+                "ignore_eos": true, "logprobs": 0}),
+    );
+    let top = &a["choices"][0]["logprobs"]["top_logprobs"][0];
+    assert_eq!(top.as_object().unwrap().len(), 1, "{a}");
+    // Not asked: null, as OpenAI answers.
+    let a = ok(
+        "/v1/completions",
+        &json!({"model": "base", "prompt": prompt, "max_tokens": 2}),
+    );
+    assert!(a["choices"][0]["logprobs"].is_null(), "{a}");
+}
+
+/// Chat `logprobs.content`, unstreamed and streamed: one entry per output token, the bytes
+/// spell the token, `top_logprobs` as many as asked, most likely first; under a schema, forced
+/// tokens are certain and every token's alternatives are ones the grammar allowed.
+#[test]
+fn chat_logprobs_come_per_token_and_in_stream_chunks() {
+    let entries = |content: &Value| -> Vec<Value> { content.as_array().unwrap().clone() };
+    let check = |e: &Value, top: usize| {
+        let token = e["token"].as_str().unwrap();
+        let bytes: Vec<u8> = e["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
+        if let Ok(s) = std::str::from_utf8(&bytes) {
+            assert_eq!(s, token, "{e}");
+        } else {
+            assert!(token.starts_with("bytes:"), "{e}");
+        }
+        let lp = e["logprob"].as_f64().unwrap();
+        assert!(lp <= 0.0, "{e}");
+        let alts = e["top_logprobs"].as_array().unwrap();
+        assert!(alts.len() <= top, "{e}");
+        for w in alts.windows(2) {
+            assert!(w[0]["logprob"].as_f64() >= w[1]["logprob"].as_f64(), "{e}");
+        }
+        // Greedy: the chosen token is the first alternative.
+        if top > 0 {
+            assert_eq!(alts[0]["token"], e["token"], "{e}");
+            assert_eq!(alts[0]["logprob"], e["logprob"], "{e}");
+        }
+    };
+    let body = chat(
+        "Name a colour.",
+        json!({"logprobs": true, "top_logprobs": 2, "max_tokens": 8}),
+    );
+    let whole = ok("/v1/chat/completions", &body);
+    let choice = &whole["choices"][0];
+    let content = entries(&choice["logprobs"]["content"]);
+    assert_eq!(
+        content.len() as u64,
+        whole["usage"]["completion_tokens"].as_u64().unwrap(),
+        "{whole}"
+    );
+    for e in &content {
+        check(e, 2);
+        assert_eq!(e["top_logprobs"].as_array().unwrap().len(), 2, "{e}");
+    }
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let (status, text) = post("/v1/chat/completions", &streamed);
+    assert_eq!(status, 200, "{text}");
+    let mut from_chunks = Vec::new();
+    for d in sse_data(&text).iter().filter(|d| *d != "[DONE]") {
+        let c: Value = serde_json::from_str(d).unwrap();
+        if let Some(lp) = c["choices"][0]["logprobs"]["content"].as_array() {
+            from_chunks.extend(lp.iter().cloned());
+        }
+    }
+    let spelled = |v: &[Value]| -> Vec<String> {
+        v.iter()
+            .map(|e| e["token"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The same tokens and numbers, up to the last bits a batched pass rounds differently (the
+    // other tests share the server): a near tie may then go the other way, after which the
+    // two answers are different texts.
+    assert_eq!(from_chunks.len(), content.len(), "{text}");
+    for (a, b) in from_chunks.iter().zip(&content) {
+        let (la, lb) = (
+            a["logprob"].as_f64().unwrap(),
+            b["logprob"].as_f64().unwrap(),
+        );
+        if a["token"] != b["token"] {
+            let rival = b["top_logprobs"][1]["logprob"].as_f64().unwrap();
+            assert_eq!(a["token"], b["top_logprobs"][1]["token"], "{a} vs {b}");
+            assert!(lb - rival < 0.05, "not a near tie: {a} vs {b}");
+            break;
+        }
+        assert!((la - lb).abs() < 0.05, "{a} vs {b}");
+    }
+
+    let constrained = chat(
+        "Which city is the capital of France? Answer in JSON.",
+        json!({"logprobs": true, "top_logprobs": 5, "max_tokens": 32,
+               "response_format": {"type": "json_schema",
+                                   "json_schema": {"name": "city", "schema": city_schema()}}}),
+    );
+    let a = ok("/v1/chat/completions", &constrained);
+    let content = entries(&a["choices"][0]["logprobs"]["content"]);
+    let text = a["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(spelled(&content).concat(), text, "{a}");
+    for e in &content {
+        check(e, 5);
+    }
+    // `{"city": "` opens every answer: the grammar forces all of it.
+    let certain = content
+        .iter()
+        .filter(|e| e["logprob"].as_f64() == Some(0.0))
+        .count();
+    assert!(certain >= 2, "{a}");
+}
+
+/// `n` choices: each its own sequence, indexed 0..n, with usage summing them; streamed, every
+/// chunk names its choice and each choice gets its finish reason.
+#[test]
+fn several_choices_per_request() {
+    let body = json!({"model": "base", "prompt": "My favourite animal is", "max_tokens": 8,
+                      "temperature": 1.0, "seed": 3, "n": 3, "logprobs": 0});
+    let a = ok("/v1/completions", &body);
+    let choices = a["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{a}");
+    let mut total = 0;
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i, "{a}");
+        assert!(["stop", "length"].contains(&c["finish_reason"].as_str().unwrap()));
+        total += c["logprobs"]["tokens"].as_array().unwrap().len() as u64;
+    }
+    assert_eq!(a["usage"]["completion_tokens"], total, "{a}");
+    // Sampled with seeds of their own: three 8-token draws that all agree are (next to)
+    // impossible at temperature 1.
+    let texts: Vec<&str> = choices
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert!(texts[0] != texts[1] || texts[1] != texts[2], "{texts:?}");
+
+    let streamed = chat(
+        "Tell me a fact.",
+        json!({"n": 2, "stream": true, "stream_options": {"include_usage": true},
+               "temperature": 0.9, "seed": 5}),
+    );
+    let (status, text) = post("/v1/chat/completions", &streamed);
+    assert_eq!(status, 200, "{text}");
+    let data = sse_data(&text);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let mut texts = [String::new(), String::new()];
+    let mut finished = [0, 0];
+    for c in &chunks[..chunks.len() - 1] {
+        let choices = c["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 1, "{c}");
+        let i = choices[0]["index"].as_u64().unwrap() as usize;
+        if let Some(t) = choices[0]["delta"]["content"].as_str() {
+            texts[i].push_str(t);
+        }
+        if !choices[0]["finish_reason"].is_null() {
+            finished[i] += 1;
+        }
+    }
+    assert_eq!(finished, [1, 1], "{text}");
+    assert!(texts.iter().all(|t| !t.is_empty()), "{texts:?}");
+    let usage = &chunks.last().unwrap()["usage"];
+    assert!(usage["completion_tokens"].as_u64().unwrap() >= 2, "{usage}");
+    assert!(chunks.last().unwrap()["choices"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }

@@ -20,8 +20,9 @@ Each request names the base model or an adapter in \"model\". Conversations are 
 the model's chat template (an adapter's training run renders them as it was trained). \
 response_format {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": \
 {\"name\", \"schema\"}} constrains the answer to valid JSON (an invalid schema is a 400). \
-Parameters not implemented yet (tools, logprobs, n > 1, penalties) are refused with a 400 that \
-names them, never ignored.\n\n\
+logprobs/top_logprobs (completions: logprobs 0-5) give each output token's log-probability; \
+n (up to 16) generates several choices, each its own sequence. Parameters not implemented yet \
+(tools, penalties) are refused with a 400 that names them, never ignored.\n\n\
 Up to --max-batch sequences are decoded together, whatever adapter each uses: one forward \
 pass per step over the shared base weights, each sequence with its own adapter's low-rank \
 term; new prompts join between steps. Up to --max-queue more requests wait for a seat, more \
