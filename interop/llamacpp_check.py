@@ -85,8 +85,17 @@ def main():
         v = len(sb) // LAST
         top = lambda x: x.reshape(LAST, v).argmax(1)
         d = lambda x, y: float(np.abs(x - y).max())
+
+        def dlp(x, y):
+            # Log-probabilities of the reference's top 5 tokens at each position: what decoding sees.
+            x, y = x.reshape(LAST, v).astype(np.float64), y.reshape(LAST, v).astype(np.float64)
+            lx = x - np.log(np.exp(x - x.max(1, keepdims=True)).sum(1, keepdims=True)) - x.max(1, keepdims=True)
+            ly = y - np.log(np.exp(y - y.max(1, keepdims=True)).sum(1, keepdims=True)) - y.max(1, keepdims=True)
+            top5 = np.argsort(-y, 1)[:, :5]
+            return float(np.abs(np.take_along_axis(lx, top5, 1) - np.take_along_axis(ly, top5, 1)).max())
         row = dict(prompt=i, tokens=len(ids), base=d(lb, sb), lora=d(ll, sl), merged=d(lm, sm),
                    merged_vs_lora=d(sm, sl), effect=d(sl, sb), gguf_vs_run=d(sg, sl),
+                   lp_base=dlp(lb, sb), lp_lora=dlp(ll, sl), lp_merged=dlp(lm, sm),
                    argmax_lora=int((top(ll) == top(sl)).sum()), argmax_merged=int((top(lm) == top(sm)).sum()))
         g_s = smolt_greedy(a.smolt, a.base, prompt, a.run, a.max_tokens).strip()
         g_l = llama_greedy(a.base, prompt, a.lora, a.max_tokens).strip()
@@ -99,9 +108,9 @@ def main():
     print("| prompt | tokens | base: llama.cpp vs smolt | lora: llama.cpp vs smolt | merged: llama.cpp vs smolt | smolt merged vs unmerged | adapter effect | argmax agree (lora, merged) | greedy answer equal |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['prompt']} | {r['tokens']} | {r['base']:.3f} | {r['lora']:.3f} | {r['merged']:.3f} | "
+        print(f"| {r['prompt']} | {r['tokens']} | {r['base']:.3f} ({r['lp_base']:.3f}) | {r['lora']:.3f} ({r['lp_lora']:.3f}) | {r['merged']:.3f} ({r['lp_merged']:.3f}) | "
               f"{r['merged_vs_lora']:.3f} | {r['effect']:.3f} | {r['argmax_lora']}/{LAST}, {r['argmax_merged']}/{LAST} | {r['greedy_equal']} |")
-    print(f"\nmax |Δlogit| over the last {LAST} positions of each prompt; greedy answers equal on {same}/{len(rows)}; "
+    print(f"\nmax |Δlogit| over the last {LAST} positions of each prompt (in brackets: max |Δ log-probability| of llama.cpp's top 5 tokens); greedy answers equal on {same}/{len(rows)}; "
           f"smolt with the GGUF LoRA vs the run directory: {max(r['gguf_vs_run'] for r in rows):.2e}")
 
 

@@ -119,6 +119,12 @@ impl AdapterWeights {
     pub fn read(path: &Path, spec: &ArchSpec) -> Result<Self> {
         let w = if path.is_dir() {
             Self::read_peft(path, spec)?
+        } else if path.extension().is_some_and(|e| e == "safetensors") {
+            bail!(
+                "{} is a safetensors file; pass the folder that holds it with its \
+                 adapter_config.json (PEFT's layout)",
+                path.display()
+            );
         } else if path.is_file() {
             crate::gguf_lora::read(path, spec.arch.name())?
         } else {

@@ -274,6 +274,9 @@ fn what_cannot_be_applied_is_refused_with_the_reason() {
     std::fs::write(&junk, b"not a gguf").unwrap();
     assert!(err(&junk).contains("GGUF"), "{}", err(&junk));
     assert!(err(&dir.path().join("nope")).contains("does not exist"));
+    let st = dir.path().join("adapter_model.safetensors");
+    std::fs::write(&st, b"{}").unwrap();
+    assert!(err(&st).contains("adapter_config.json"), "{}", err(&st));
 
     // A DoRA folder.
     let dora = dir.path().join("dora");
