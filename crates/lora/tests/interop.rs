@@ -18,15 +18,19 @@ fn tiny_gemma(precision: Precision) -> Model {
     Model::from_gguf(smolt_model::testing::tiny_gemma3(11), precision).unwrap()
 }
 
-fn tiny_llama() -> Model {
+fn tiny_family(family: &str) -> Model {
     Model::load(
         format!(
-            "{}/../model/tests/fixtures/tiny_llama.gguf",
+            "{}/../model/tests/fixtures/tiny_{family}.gguf",
             env!("CARGO_MANIFEST_DIR")
         ),
         Precision::F32,
     )
     .unwrap()
+}
+
+fn tiny_llama() -> Model {
+    tiny_family("llama")
 }
 
 /// A trained-looking adapter: random A, non-zero B, on `targets`.
@@ -86,11 +90,16 @@ fn assert_same_tensors(a: &AdapterWeights, b: &AdapterWeights) {
 
 #[test]
 fn gguf_lora_and_peft_round_trips_are_bit_exact() {
-    // llama permutes q/k rows between GGUF and PEFT; gemma does not; rsLoRA changes the scale.
+    // Every family: llama and SmolLM2 permute q/k rows between GGUF and PEFT, the others do
+    // not; Qwen 3 has q/k norms; rsLoRA changes the scale.
     let gemma = || tiny_gemma(Precision::F32);
+    let qwen3 = || tiny_family("qwen3");
+    let smollm2 = || tiny_family("smollm2");
     for (name, fresh, rslora) in [
         ("gemma", &gemma as &dyn Fn() -> Model, false),
         ("llama", &tiny_llama, true),
+        ("qwen3", &qwen3, false),
+        ("smollm2", &smollm2, true),
     ] {
         let model = fresh();
         let w = adapter(&model, 4, rslora, &Target::ALL);
