@@ -77,6 +77,28 @@ pub fn peft_row(spec: &ArchSpec, t: Target, row: usize) -> usize {
     h * hd + if r % 2 == 0 { r / 2 } else { hd / 2 + r / 2 }
 }
 
+/// A `lora_B` of `t` (`cols` values per row, row-major) with its rows moved from the GGUF's
+/// order to PEFT's (`to_peft`) or back ([`peft_row`]). A `B` whose length is not a whole
+/// number of heads' rows is returned as it is, for the shape checks to refuse.
+pub fn reorder_b_rows(
+    spec: &ArchSpec,
+    t: Target,
+    b: &[f32],
+    cols: usize,
+    to_peft: bool,
+) -> Vec<f32> {
+    let mut out = b.to_vec();
+    if cols == 0 || !b.len().is_multiple_of(cols * spec.head_dim.max(1)) {
+        return out;
+    }
+    for r in 0..b.len() / cols {
+        let hr = peft_row(spec, t, r);
+        let (dst, src) = if to_peft { (hr, r) } else { (r, hr) };
+        out[dst * cols..][..cols].copy_from_slice(&b[src * cols..][..cols]);
+    }
+    out
+}
+
 /// PEFT's state-dict key for a LoRA tensor (`which` is `'A'` or `'B'`).
 pub fn peft_name(layer: usize, t: Target, which: char) -> String {
     format!(

@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::adapter::{peft_row, Param};
+use crate::adapter::{reorder_b_rows, Param};
 use crate::config::LoraConfig;
 use crate::io::{read_safetensors, safetensors_bytes, write_atomic};
 use crate::weights::{parse_peft_name, AdapterWeights};
@@ -75,17 +75,12 @@ pub fn save_adapter(
 pub fn to_peft_layout(spec: &smolt_model::ArchSpec, params: &[Param]) -> Vec<Param> {
     params
         .iter()
-        .map(|p| match parse_peft_name(&p.name) {
-            Some((_, t, 1)) => {
-                let cols = p.shape[1];
-                let mut data = p.data.clone();
-                for r in 0..p.shape[0] {
-                    let hr = peft_row(spec, t, r);
-                    data[hr * cols..][..cols].copy_from_slice(&p.data[r * cols..][..cols]);
-                }
-                Param::new(p.name.clone(), p.shape, data)
-            }
-            _ => Param::new(p.name.clone(), p.shape, p.data.clone()),
+        .map(|p| {
+            let data = match parse_peft_name(&p.name) {
+                Some((_, t, 1)) => reorder_b_rows(spec, t, &p.data, p.shape[1], true),
+                _ => p.data.clone(),
+            };
+            Param::new(p.name.clone(), p.shape, data)
         })
         .collect()
 }

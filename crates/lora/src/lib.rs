@@ -36,7 +36,7 @@ pub mod prof;
 mod step;
 mod weights;
 
-pub use adapter::{peft_name, peft_row, target_dims, LoraAdapter, Param};
+pub use adapter::{peft_name, peft_row, reorder_b_rows, target_dims, LoraAdapter, Param};
 pub use base::{BaseMatmul, Dense, Frozen, FrozenBlock, FrozenLinear, HeadCache};
 pub use config::{LoraConfig, Target};
 pub use error::{LoraError, Result};

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use smolt_model::ArchSpec;
 
-use crate::adapter::{peft_name, peft_row, target_dims, Param};
+use crate::adapter::{peft_name, reorder_b_rows, target_dims, Param};
 use crate::config::{LoraConfig, Target};
 use crate::files::{ADAPTER_CONFIG_FILE, ADAPTER_FILE};
 use crate::io::{read_safetensors, safetensors_bytes, write_atomic};
@@ -201,11 +201,7 @@ impl AdapterWeights {
         for (&(layer, t), p) in &self.pairs {
             let inp = p.a.len() / p.rank;
             let out_rows = p.b.len() / p.rank;
-            let mut b = p.b.clone();
-            for r in 0..out_rows {
-                let hr = peft_row(spec, t, r);
-                b[hr * p.rank..][..p.rank].copy_from_slice(&p.b[r * p.rank..][..p.rank]);
-            }
+            let b = reorder_b_rows(spec, t, &p.b, p.rank, true);
             out.push(Param::new(
                 peft_name(layer, t, 'A'),
                 [p.rank, inp],
@@ -310,7 +306,7 @@ impl AdapterWeights {
                     dir.display()
                 );
             };
-            let (&[rank, _], &[out, rb]) = (&sa[..], &sb[..]) else {
+            let (&[rank, _], &[_, rb]) = (&sa[..], &sb[..]) else {
                 bail!(
                     "{}: layer {layer} `{t}`: LoRA tensors must be 2-D",
                     dir.display()
@@ -325,13 +321,7 @@ impl AdapterWeights {
             }
             let module = format!("model.layers.{layer}.{}", t.hf_module());
             let alpha = cfg.alpha_for(&module);
-            let mut gb = b.clone();
-            if b.len() == out * rank && out % spec.head_dim.max(1) == 0 {
-                for r in 0..out {
-                    let hr = peft_row(spec, t, r);
-                    gb[r * rank..][..rank].copy_from_slice(&b[hr * rank..][..rank]);
-                }
-            }
+            let gb = reorder_b_rows(spec, t, &b, rank, false);
             pairs.insert(
                 (layer, t),
                 LoraPair {
