@@ -48,5 +48,5 @@ pub use generate::{
     generate, generate_in, generate_with, Context, GenerateOptions, Generation, StopReason,
     DEFAULT_DRAFT_TOKENS,
 };
-pub use model_logits::{ModelLogits, SUBSET_HEAD_FRACTION};
+pub use model_logits::{scatter_rows, subset_rows, ModelLogits, SUBSET_HEAD_FRACTION};
 pub use sampler::{argmax, Sampler, SamplingParams};

@@ -91,24 +91,41 @@ impl LogitsSource for ModelLogits<'_> {
     }
 }
 
-/// The head on one final hidden state with `allowed` applied: only the allowed rows when few
-/// are and `subset` permits (`-inf` everywhere else), else the full head, then the mask.
-fn head_masked(model: &Model, subset: bool, hidden: &[f32], allowed: &TokenMask) -> Vec<f32> {
-    let vocab = model.spec.vocab_size;
-    if !subset || allowed.num_allowed() * SUBSET_HEAD_FRACTION > vocab {
-        let mut logits = model.lm_head(hidden);
-        allowed.apply(&mut logits);
-        return logits;
+/// The head rows worth scoring alone under `allowed`: its allowed ids when they are at most
+/// 1/[`SUBSET_HEAD_FRACTION`] of `vocab`, else `None` (score the whole head, then mask).
+pub fn subset_rows(allowed: &TokenMask, vocab: usize) -> Option<Vec<u32>> {
+    if allowed.num_allowed() * SUBSET_HEAD_FRACTION > vocab {
+        return None;
     }
-    let ids: Vec<u32> = allowed
-        .allowed()
-        .into_iter()
-        .filter(|&id| (id as usize) < vocab)
-        .collect();
-    let values = model.lm_head_rows(hidden, &ids);
+    Some(
+        allowed
+            .allowed()
+            .into_iter()
+            .filter(|&id| (id as usize) < vocab)
+            .collect(),
+    )
+}
+
+/// A full row of `vocab` logits from the values of rows `ids` alone: `-inf` everywhere else,
+/// as the mask would leave them.
+pub fn scatter_rows(ids: &[u32], values: &[f32], vocab: usize) -> Vec<f32> {
     let mut logits = vec![f32::NEG_INFINITY; vocab];
-    for (&id, v) in ids.iter().zip(values) {
+    for (&id, &v) in ids.iter().zip(values) {
         logits[id as usize] = v;
     }
     logits
+}
+
+/// The head on one final hidden state with `allowed` applied: only the allowed rows when few
+/// are and `subset` permits, else the full head, then the mask.
+fn head_masked(model: &Model, subset: bool, hidden: &[f32], allowed: &TokenMask) -> Vec<f32> {
+    let vocab = model.spec.vocab_size;
+    match subset.then(|| subset_rows(allowed, vocab)).flatten() {
+        Some(ids) => scatter_rows(&ids, &model.lm_head_rows(hidden, &ids), vocab),
+        None => {
+            let mut logits = model.lm_head(hidden);
+            allowed.apply(&mut logits);
+            logits
+        }
+    }
 }

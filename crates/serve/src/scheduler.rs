@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use smolt_constrain::{Constraint, TokenMask};
 use smolt_decode::{
-    answer_streaming_with, Context, Ending, GenerateOptions, LogitsSource, SUBSET_HEAD_FRACTION,
+    answer_streaming_with, scatter_rows, subset_rows, Context, Ending, GenerateOptions,
+    LogitsSource,
 };
 use smolt_model::{BatchSeq, KvCache};
 use smolt_tokenizer::Tokenizer;
@@ -467,12 +468,11 @@ impl Engine {
             let seat = self.seats[*i].as_ref().expect("planned seats are occupied");
             match seat.step.as_ref().and_then(|s| s.only.as_ref()) {
                 Some(ids) => {
-                    let values = base.lm_head_rows(h, ids);
-                    let mut logits = vec![f32::NEG_INFINITY; vocab];
-                    for (&id, v) in ids.iter().zip(values) {
-                        logits[id as usize] = v;
-                    }
-                    out.push(Ok(Some(logits)));
+                    out.push(Ok(Some(scatter_rows(
+                        ids,
+                        &base.lm_head_rows(h, ids),
+                        vocab,
+                    ))));
                 }
                 None => {
                     full_rows.extend_from_slice(h);
@@ -537,12 +537,7 @@ impl LogitsSource for Seated<'_> {
 
     /// The allowed rows alone when few are allowed, as `smolt_decode::ModelLogits` decides.
     fn forward_masked(&mut self, tokens: &[u32], allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
-        if !tokens.is_empty() && allowed.num_allowed() * SUBSET_HEAD_FRACTION <= self.vocab {
-            let ids: Vec<u32> = allowed
-                .allowed()
-                .into_iter()
-                .filter(|&id| (id as usize) < self.vocab)
-                .collect();
+        if let Some(ids) = subset_rows(allowed, self.vocab).filter(|_| !tokens.is_empty()) {
             let logits = self.post(tokens, Some(ids))?;
             self.observe(&logits);
             return Ok(logits);
