@@ -11,6 +11,9 @@ use smolt_tokenizer::Tokenizer;
 
 use crate::env::{end_tokens, SmoltTokEnv};
 use crate::error::{ConstrainError, Result};
+use crate::layout::JsonLayout;
+use crate::meta_schema;
+use crate::tools::ToolCallSpec;
 
 /// What the output must match, as the user wrote it (before compilation).
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +26,9 @@ pub enum ConstraintSpec {
     Regex(String),
     /// A Lark grammar in llguidance's dialect (`--grammar file.lark`); `start` is the root.
     Lark(String),
+    /// A text answer or calls to tools, as a request's tools and tool choice allow
+    /// (see [`crate::tools`]).
+    ToolCalls(ToolCallSpec),
 }
 
 impl ConstraintSpec {
@@ -60,6 +66,7 @@ impl ConstraintSpec {
             ConstraintSpec::AnyJson => "the JSON constraint",
             ConstraintSpec::Regex(_) => "the regex",
             ConstraintSpec::Lark(_) => "the grammar",
+            ConstraintSpec::ToolCalls(_) => "the tool list",
         }
     }
 }
@@ -69,31 +76,6 @@ fn read(path: &Path) -> Result<String> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// How JSON is laid out when the schema does not say (`x-guidance` in the schema overrides).
-///
-/// llguidance's default lets whitespace appear anywhere between tokens. A base model given
-/// that freedom may spend its whole token budget on newlines and indentation, and the same
-/// value would come out in many shapes; a fixed `", "` / `": "` layout (Python's `json.dumps`,
-/// common in training data) leaves the model nothing to choose but content and makes those
-/// separators forced bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JsonLayout {
-    pub item_separator: String,
-    pub key_separator: String,
-    /// Allow any whitespace between tokens (llguidance's default) instead of the fixed layout.
-    pub whitespace_flexible: bool,
-}
-
-impl Default for JsonLayout {
-    fn default() -> Self {
-        JsonLayout {
-            item_separator: ", ".into(),
-            key_separator: ": ".into(),
-            whitespace_flexible: false,
-        }
-    }
 }
 
 /// Per-process constraint machinery for one vocabulary: the token trie and llguidance's
@@ -144,6 +126,12 @@ impl ConstraintEngine {
         &self.env
     }
 
+    /// The layout JSON is generated in, where a schema does not set its own (what
+    /// [`crate::ToolCallSpec::render`] needs to write answers this engine accepts).
+    pub fn json_layout(&self) -> &JsonLayout {
+        &self.json_layout
+    }
+
     /// Tokens that end generation; a mask allows them only where the output is complete.
     pub fn end_tokens(&self) -> &[u32] {
         &self.end_tokens
@@ -160,12 +148,19 @@ impl ConstraintEngine {
     pub fn compile(self: &Arc<Self>, spec: &ConstraintSpec) -> Result<Constraint> {
         let what = spec.what();
         if let ConstraintSpec::JsonSchema(schema) = spec {
-            check_meta_schema(schema, what)?;
+            meta_schema::check(schema).map_err(|v| ConstrainError::InvalidSchema {
+                what: what.into(),
+                pointer: v.pointer,
+                message: v.message,
+            })?;
         }
         let parser = self
             .factory
             .create_parser(self.grammar(spec))
-            .map_err(|e| rejected(spec, &e.to_string()))?;
+            .map_err(|e| match spec {
+                ConstraintSpec::ToolCalls(tools) => self.rejected_tool(tools, &e.to_string()),
+                _ => rejected(spec, &e.to_string()),
+            })?;
         if let ConstraintSpec::Lark(g) = spec {
             // After llguidance's own checks, so that syntax errors get its messages.
             if let Some(dead) = crate::lark_check::unproductive_rules(g) {
@@ -230,51 +225,29 @@ impl ConstraintEngine {
             }
             ConstraintSpec::Regex(rx) => TopLevelGrammar::from_regex(rx),
             ConstraintSpec::Lark(g) => TopLevelGrammar::from_lark(g.clone()),
+            ConstraintSpec::ToolCalls(t) => TopLevelGrammar::from_lark(t.lark(&self.json_layout)),
         }
     }
 
-    fn with_layout(&self, mut schema: Value) -> Value {
-        if let Value::Object(map) = &mut schema {
-            if !map.contains_key("x-guidance") {
-                let l = &self.json_layout;
-                map.insert(
-                    "x-guidance".into(),
-                    serde_json::json!({
-                        "item_separator": l.item_separator,
-                        "key_separator": l.key_separator,
-                        "whitespace_flexible": l.whitespace_flexible,
-                    }),
-                );
+    fn with_layout(&self, schema: Value) -> Value {
+        self.json_layout.apply_to(schema)
+    }
+
+    /// llguidance's error for the whole tool grammar does not say which function's schema it
+    /// could not honour; compiling each alone finds it.
+    fn rejected_tool(&self, spec: &ToolCallSpec, message: &str) -> ConstrainError {
+        for tool in spec.tools().tools() {
+            let alone = ConstraintSpec::JsonSchema(tool.parameters.clone());
+            if let Err(e) = self.factory.create_parser(self.grammar(&alone)) {
+                let mut e = rejected(&alone, &e.to_string());
+                if let ConstrainError::Rejected { what, .. } = &mut e {
+                    *what = format!("the parameters of tool `{}`", tool.name);
+                }
+                return e;
             }
         }
-        schema
+        rejected(&ConstraintSpec::ToolCalls(spec.clone()), message)
     }
-}
-
-/// llguidance does not check the meta-schema (its validation feature would pull a second
-/// `jsonschema`), and on a malformed schema it either errs vaguely or silently ignores the
-/// bad part. The meta-schema check names the exact spot.
-fn check_meta_schema(schema: &Value, what: &str) -> Result<()> {
-    if !(schema.is_object() || schema.is_boolean()) {
-        return Err(ConstrainError::InvalidSchema {
-            what: what.into(),
-            pointer: "/".into(),
-            message: format!("a schema must be an object or a boolean, not {schema}"),
-        });
-    }
-    if let Err(e) = jsonschema::meta::validate(schema) {
-        let pointer = e.instance_path.to_string();
-        return Err(ConstrainError::InvalidSchema {
-            what: what.into(),
-            pointer: if pointer.is_empty() {
-                "/".into()
-            } else {
-                pointer
-            },
-            message: e.to_string(),
-        });
-    }
-    Ok(())
 }
 
 fn rejected(spec: &ConstraintSpec, message: &str) -> ConstrainError {

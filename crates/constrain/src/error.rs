@@ -42,6 +42,10 @@ pub enum ConstrainError {
     #[error("{what} accepts no output at all: {detail}")]
     AcceptsNothing { what: String, detail: String },
 
+    /// A tool list or tool choice that cannot be used (see [`crate::ToolError::param`]).
+    #[error(transparent)]
+    Tools(#[from] crate::tools::ToolError),
+
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 

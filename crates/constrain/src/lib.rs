@@ -8,6 +8,9 @@
 //!   schema llguidance cannot honour fails before any generation with a message saying where.
 //! - [`ConstraintState`]: one per sequence; mask → sample → commit.
 //!
+//! Function calling ([`tools`]): a request's tools and tool choice become one
+//! [`ConstraintSpec::ToolCalls`], compiled like any other constraint.
+//!
 //! The decode loop that drives them (smolt-decode's `generate_constrained`, over any
 //! `LogitsSource`, feeding forced tokens in one forward pass and telling complete output from
 //! truncated) lives in smolt-decode, next to the model: this crate knows tokens, not models.
@@ -31,13 +34,19 @@ mod constraint;
 mod env;
 mod error;
 mod lark_check;
+mod layout;
+mod meta_schema;
+pub mod tools;
 
-pub use constraint::{
-    Constraint, ConstraintEngine, ConstraintSpec, ConstraintState, JsonLayout, TokenMask,
-};
+pub use constraint::{Constraint, ConstraintEngine, ConstraintSpec, ConstraintState, TokenMask};
 pub use env::{end_tokens, trie_bytes, SmoltTokEnv, SPECIAL_MARKER};
 pub use error::{ConstrainError, Result};
+pub use layout::JsonLayout;
 pub use llguidance;
+pub use tools::{
+    CallParseError, CallSyntax, Tool, ToolCall, ToolCallSpec, ToolChoice, ToolError, ToolOutput,
+    ToolSet,
+};
 
 #[cfg(test)]
 mod tests {

@@ -13,11 +13,15 @@
 //!   and whole items get precision/recall/F1. Duplicated and extra items cost precision.
 //! - A record matches when every field is normalised-equal and every list item is found exactly
 //!   once. Extra keys are reported but do not break a match.
+//!
+//! Function calls are scored by their own rules, the Berkeley Function Calling Leaderboard's:
+//! [`tool_calls`].
 
 pub mod compare;
 pub mod normalize;
 pub mod render;
 pub mod report;
+pub mod tool_calls;
 pub mod versus;
 
 pub use compare::{

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use smolt_constrain::ConstraintEngine;
+use smolt_constrain::{ConstraintEngine, JsonLayout};
 use smolt_tokenizer::Tokenizer;
 
 pub fn model_path() -> std::path::PathBuf {
@@ -25,5 +25,24 @@ pub fn engine() -> Arc<ConstraintEngine> {
     static ENGINE: OnceLock<Arc<ConstraintEngine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| ConstraintEngine::new(tokenizer()).expect("engine"))
+        .clone()
+}
+
+/// Qwen 2.5's byte-level BPE vocabulary, with compact JSON (`,` and `:`), so that tests run
+/// on a second tokenizer and a second layout.
+pub fn qwen_engine() -> Arc<ConstraintEngine> {
+    static ENGINE: OnceLock<Arc<ConstraintEngine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let path = smolt_hub::qwen_for_tests().expect("the Qwen model (smolt-hub)");
+            let gguf = smolt_gguf::Gguf::open(path).expect("open gguf");
+            let tok = Arc::new(Tokenizer::from_gguf(&gguf).expect("tokenizer"));
+            let layout = JsonLayout {
+                item_separator: ",".into(),
+                key_separator: ":".into(),
+                whitespace_flexible: false,
+            };
+            ConstraintEngine::with_json_layout(tok, layout).expect("engine")
+        })
         .clone()
 }
