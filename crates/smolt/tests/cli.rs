@@ -787,11 +787,17 @@ fn export_writes_every_format_and_each_reads_back() {
     };
     for (format, out) in [
         ("gguf-lora", p("lora.gguf")),
+        ("gguf-lora", p("lora-q8.gguf")),
         ("peft", p("peft")),
         ("merged-gguf", p("merged.gguf")),
         ("ollama", p("ollama")),
     ] {
-        let o = export(format, &out, &[]);
+        let extra: &[&str] = if out.ends_with("q8.gguf") {
+            &["--lora-type", "q8_0"]
+        } else {
+            &[]
+        };
+        let o = export(format, &out, extra);
         assert!(o.status.success(), "{format}: {}", stderr(&o));
     }
     let greedy = |model: &Path, adapter: Option<&str>| {
@@ -817,6 +823,8 @@ fn export_writes_every_format_and_each_reads_back() {
     let want = greedy(&model, Some(run.to_str().unwrap()));
     assert_eq!(greedy(&model, Some(&p("lora.gguf"))), want);
     assert_eq!(greedy(&model, Some(&p("peft"))), want);
+    // Q8_0 factors: close, not bit-exact; the file reads and generates.
+    assert!(!greedy(&model, Some(&p("lora-q8.gguf"))).trim().is_empty());
     let merged = PathBuf::from(p("merged.gguf"));
     assert!(!greedy(&merged, None).trim().is_empty());
     let o = smolt(&["inspect", "--metadata", merged.to_str().unwrap()]);

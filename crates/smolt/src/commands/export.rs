@@ -28,6 +28,7 @@ pub enum LoraType {
     F32,
     F16,
     Bf16,
+    #[value(name = "q8_0")]
     Q8_0,
 }
 
