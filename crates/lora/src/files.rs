@@ -69,7 +69,7 @@ pub fn save_adapter(
 }
 
 /// `params` (smolt's layout) in PEFT's: the rows of each q/k `lora_B` of a model whose GGUF
-/// permutes q/k rows (`llama`, see [`peft_row`]) put back in Hugging Face's order; everything
+/// permutes q/k rows (`llama`, see [`crate::peft_row`]) put back in Hugging Face's order; everything
 /// else as it is. What to hand [`save_adapter`] so PEFT and llama.cpp's
 /// `convert_lora_to_gguf.py` read the adapter right.
 pub fn to_peft_layout(spec: &smolt_model::ArchSpec, params: &[Param]) -> Vec<Param> {
