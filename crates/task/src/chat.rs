@@ -43,6 +43,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A function's result, answering an assistant's tool call.
+    Tool,
 }
 
 impl Role {
@@ -52,16 +54,30 @@ impl Role {
             "system" => Some(Role::System),
             "user" => Some(Role::User),
             "assistant" | "model" => Some(Role::Assistant),
+            "tool" => Some(Role::Tool),
             _ => None,
         }
     }
 }
 
-/// One message of a conversation, as templates see it: `{"role": ..., "content": ...}`.
+/// One message of a conversation, as templates see it: `{"role": ..., "content": ...}`, and
+/// for function calling the fields Hugging Face's templates read: an assistant's
+/// `tool_calls` and a tool result's `tool_call_id` and `name`. Absent fields are left out, not
+/// null, because templates test them with `is defined`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Message {
     pub role: Role,
+    /// Empty for an assistant message that only calls tools.
     pub content: String,
+    /// `{"type": "function", "function": {"name", "arguments"}}` with `arguments` a JSON
+    /// object (not OpenAI's string: templates write it with `tojson`), and `id` if known.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The function a tool result comes from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Message {
@@ -69,12 +85,38 @@ impl Message {
         Message {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
+    }
+
+    /// An assistant message calling `calls` (in the form [`Message::tool_calls`] describes).
+    pub fn calls(content: impl Into<String>, calls: Vec<Value>) -> Message {
+        Message {
+            tool_calls: calls,
+            ..Message::new(Role::Assistant, content)
+        }
+    }
+
+    /// The result of a call, answering the call `id` to the function `name`.
+    pub fn tool_result(
+        content: impl Into<String>,
+        id: Option<String>,
+        name: Option<String>,
+    ) -> Message {
+        Message {
+            tool_call_id: id,
+            name,
+            ..Message::new(Role::Tool, content)
         }
     }
 }
 
 /// The `messages` field of a record: an array of `{"role", "content"}` objects with string
-/// content and a role among system, user and assistant (or model).
+/// content and a role among system, user, assistant (or model) and tool; an assistant message
+/// may hold `tool_calls` (OpenAI's form, see [`parse_calls`]) instead of content,
+/// a tool message its `tool_call_id` and `name`.
 pub fn parse_messages(v: &Value) -> Result<Vec<Message>, String> {
     let Value::Array(items) = v else {
         return Err(format!(
@@ -98,13 +140,62 @@ pub fn parse_messages(v: &Value) -> Result<Vec<Message>, String> {
                 )),
             };
             let role = field("role")?;
-            let content = field("content")?;
             let role = Role::parse(role).ok_or_else(|| {
                 format!(
-                    "messages[{i}]: unknown role \"{role}\" (expected system, user or assistant)"
+                    "messages[{i}]: unknown role \"{role}\" (expected system, user, assistant or tool)"
                 )
             })?;
-            Ok(Message::new(role, content))
+            let calls = match m.get("tool_calls") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(v) => parse_calls(v).map_err(|e| format!("messages[{i}]: {e}"))?,
+            };
+            // A message that only calls tools has no text.
+            let content = match m.get("content") {
+                None | Some(Value::Null) if !calls.is_empty() => "",
+                _ => field("content")?,
+            };
+            let text = |key: &str| m.get(key).and_then(Value::as_str).map(str::to_string);
+            Ok(Message {
+                tool_calls: calls,
+                tool_call_id: text("tool_call_id"),
+                name: text("name"),
+                ..Message::new(role, content)
+            })
+        })
+        .collect()
+}
+
+/// An assistant message's `tool_calls` (OpenAI's `{"type": "function", "function": {"name",
+/// "arguments"}}`, arguments a JSON string or object, with an optional `id`) in the form
+/// templates read: arguments as an object.
+pub fn parse_calls(v: &Value) -> Result<Vec<Value>, String> {
+    let Value::Array(items) = v else {
+        return Err(format!(
+            "`tool_calls` must be an array, found {}",
+            kind_of(v)
+        ));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let call = smolt_constrain::ToolCall::from_openai(c)
+                .map_err(|e| format!("tool_calls[{j}]: {e}"))?;
+            let mut out = serde_json::json!({
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            });
+            match c.get("id") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(id)) => out["id"] = Value::String(id.clone()),
+                Some(other) => {
+                    return Err(format!(
+                        "tool_calls[{j}].id must be a string, found {}",
+                        kind_of(other)
+                    ))
+                }
+            }
+            Ok(out)
         })
         .collect()
 }
@@ -169,6 +260,10 @@ pub struct ChatTemplate {
     name: String,
     bos_token: String,
     eos_token: String,
+    /// Whether the template reads a `tools` variable (Qwen 2.5's does, Gemma 3's does not).
+    takes_tools: bool,
+    /// Whether it writes calls in `<tool_call>` blocks (Qwen 2.5, Hermes).
+    hermes_calls: bool,
 }
 
 impl fmt::Debug for ChatTemplate {
@@ -206,11 +301,17 @@ impl ChatTemplate {
                 name: name.to_string(),
                 detail: describe_error(&e),
             })?;
+        let takes_tools = env
+            .get_template(name)
+            .map(|t| t.undeclared_variables(false).contains("tools"))
+            .unwrap_or(false);
         Ok(ChatTemplate {
             env,
             name: name.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
+            takes_tools,
+            hermes_calls: source.contains("<tool_call>"),
         })
     }
 
@@ -226,12 +327,35 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// Whether the template writes calls in `<tool_call>` blocks (Qwen 2.5, Hermes).
+    pub fn writes_tool_call_blocks(&self) -> bool {
+        self.hermes_calls
+    }
+
+    /// Whether the template reads `tools` (so [`ChatTemplate::render_with_tools`] shows them).
+    pub fn takes_tools(&self) -> bool {
+        self.takes_tools
+    }
+
+    /// [`ChatTemplate::render`] with `tools` (OpenAI's `{"type": "function", "function":
+    /// {...}}` objects) given to the template as `tools`, as `apply_chat_template(tools=...)`
+    /// does; `None` is Python's `None`.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&[Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
         let tmpl = self
             .env
             .get_template(&self.name)
             .expect("the template was added when it compiled");
         tmpl.render(minijinja::context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
@@ -301,7 +425,9 @@ pub fn render_gemma(
         s += "<start_of_turn>";
         s += match m.role {
             Role::System => "system",
-            Role::User => "user",
+            // Unreachable past the alternation check: tool results reach this format as user
+            // turns ([`crate::tools`]).
+            Role::User | Role::Tool => "user",
             Role::Assistant => "model",
         };
         s += "\n";
@@ -379,7 +505,7 @@ impl ChatFormat {
     }
 
     /// `text` without one leading BOS text: the encoder adds the BOS id itself.
-    fn without_bos<'a>(&self, text: &'a str) -> &'a str {
+    pub(crate) fn without_bos<'a>(&self, text: &'a str) -> &'a str {
         let bos = self.bos_text();
         if bos.is_empty() {
             text

@@ -7,7 +7,7 @@
 //! from. Training, evaluation, generation, the demo — and next the server and the C API — all
 //! take their task from here, so the same record renders the same way everywhere.
 //!
-//! Module order (each uses only those before it): `json` → `chat` → `encoder` → `prompt` →
+//! Module order (each uses only those before it): `json` → `chat` → `tools` → `encoder` → `prompt` →
 //! `schema` → `task` → `record` → `check` → `init`.
 
 pub mod chat;
@@ -19,8 +19,11 @@ pub mod prompt;
 pub mod record;
 pub mod schema;
 pub mod task;
+pub mod tools;
 
-pub use chat::{ChatError, ChatFormat, ChatTemplateSetting, Message, ModelTemplate, Role};
+pub use chat::{
+    parse_calls, ChatError, ChatFormat, ChatTemplateSetting, Message, ModelTemplate, Role,
+};
 pub use encoder::{ByteEncoder, TextEncoder};
 pub use json::{to_json_text, JsonStyle};
 pub use record::{read_jsonl, DataError, DataErrors, Format, Location, TextExample};

@@ -300,9 +300,27 @@ fn messages_are_parsed_with_their_errors_located() {
     );
     assert_eq!(err(json!(["x"])), "messages[0] must be an object");
     assert_eq!(
-        err(json!([{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}])),
-        "messages[1]: unknown role \"tool\" (expected system, user or assistant)"
+        err(json!([{"role": "user", "content": "a"}, {"role": "wizard", "content": "b"}])),
+        "messages[1]: unknown role \"wizard\" (expected system, user, assistant or tool)"
     );
+    // Function calling: calls instead of content, results with the call they answer.
+    let calls = parse_messages(&json!([
+        {"role": "assistant", "tool_calls": [{"type": "function",
+            "function": {"name": "f", "arguments": "{\"x\": 1}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "name": "f", "content": "2"}
+    ]))
+    .unwrap();
+    assert_eq!(calls[0].content, "");
+    assert_eq!(
+        calls[0].tool_calls[0]["function"]["arguments"],
+        json!({"x": 1})
+    );
+    assert_eq!(
+        calls[1],
+        Message::tool_result("2", Some("c1".into()), Some("f".into()))
+    );
+    assert!(err(json!([{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]}]))
+        .contains("must be a JSON object"));
     assert_eq!(
         err(json!([{"role": "user"}])),
         "messages[0]: missing field \"content\""
