@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use smolt_constrain::ConstraintSpec;
+use smolt_constrain::{ConstraintSpec, ToolCallSpec, ToolOutput};
 use smolt_decode::{GenerateOptions, SamplingParams};
 use smolt_tokenizer::Tokenizer;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -343,6 +343,7 @@ async fn complete(
     let cancel = Arc::new(AtomicBool::new(false));
     let prompt_tokens = prepared.prompt.len();
     let constraint = prepared.constraint.map(Arc::new);
+    let tools = prepared.tools.map(Arc::new);
     let jobs = (0..req.n)
         .map(|choice| {
             let mut opts = prepared.opts.clone();
@@ -397,6 +398,7 @@ async fn complete(
         endpoint,
         n: req.n,
         tok: req.logprobs.map(|_| Arc::clone(&app.models.tokenizer)),
+        tools,
     };
     if req.stream {
         Ok(stream(meta, rx, guard, req.include_usage).into_response())
@@ -427,17 +429,27 @@ struct Prepared {
     prompt: Vec<u32>,
     opts: GenerateOptions,
     constraint: Option<smolt_constrain::Constraint>,
+    /// With tools: the spec (in the model's call syntax) that reads the answers back.
+    tools: Option<ToolCallSpec>,
 }
 
 /// Renders and tokenizes the prompt, checks it and `max_tokens` against the context, and
-/// compiles the response format.
+/// compiles the response format or the tool calls' constraint.
 fn prepare(models: &Models, served: &ServedModel, req: &Request) -> Result<Prepared, ApiError> {
     let tok = &models.tokenizer;
+    let tools = match &req.tools {
+        None => None,
+        Some(spec) => Some(
+            spec.clone()
+                .with_syntax(served.chat.call_syntax())
+                .map_err(|e| ApiError::field("tools", e.to_string()))?,
+        ),
+    };
     let prompt = match &req.input {
         Input::Messages(messages) => {
             let text = served
                 .chat
-                .prompt(messages)
+                .prompt_with_tools(messages, tools.as_ref())
                 .map_err(|e| ApiError::field("messages", e.to_string()))?;
             // The rendering leaves BOS to the encoder, as training does.
             tok.encode(&text, true, true)
@@ -480,6 +492,16 @@ fn prepare(models: &Models, served: &ServedModel, req: &Request) -> Result<Prepa
         }
     };
     let constraint = match &req.format {
+        // A text-only answer (`tool_choice: "none"`) needs no constraint.
+        Format::Text if tools.as_ref().is_some_and(ToolCallSpec::allows_calls) => {
+            let spec = ConstraintSpec::ToolCalls(tools.clone().expect("checked above"));
+            Some(
+                served
+                    .engine
+                    .compile(&spec)
+                    .map_err(|e| ApiError::field("tools", format!("invalid tools: {e}")))?,
+            )
+        }
         Format::Text => None,
         format => {
             let spec = match format {
@@ -512,6 +534,7 @@ fn prepare(models: &Models, served: &ServedModel, req: &Request) -> Result<Prepa
         prompt,
         opts,
         constraint,
+        tools,
     })
 }
 
@@ -554,6 +577,14 @@ struct Meta {
     n: usize,
     /// To spell tokens, present when the request asked for log-probabilities.
     tok: Option<Arc<Tokenizer>>,
+    /// To read answers back into calls, present when the request has tools.
+    tools: Option<Arc<ToolCallSpec>>,
+}
+
+/// OpenAI's ids for calls: `call_` and random characters, unique enough for a client to match
+/// results to calls.
+fn call_id() -> String {
+    format!("call_{:016x}", fresh_seed())
 }
 
 impl Meta {
@@ -577,10 +608,36 @@ impl Meta {
         }
     }
 
+    /// The calls in a finished answer, if the request has tools and the model called them. An
+    /// answer cut short is text, whatever it starts with: at `length` always, after a stop
+    /// string because the call it started does not parse.
+    fn calls(&self, text: &str, finish: Option<FinishReason>) -> Option<Vec<Value>> {
+        let spec = self.tools.as_ref()?;
+        if finish != Some(FinishReason::Stop) {
+            return None;
+        }
+        match spec.parse(text) {
+            Ok(ToolOutput::Calls(calls)) => {
+                Some(calls.iter().map(|c| c.to_openai(&call_id())).collect())
+            }
+            _ => None,
+        }
+    }
+
     /// One choice of a whole answer.
     fn choice(&self, answer: &mut Answer) -> Value {
-        let finish = answer.finish.map(FinishReason::as_str);
         let logprobs = self.logprobs(&answer.tokens, &mut answer.offsets, false);
+        if self.endpoint == Endpoint::Chat {
+            if let Some(calls) = self.calls(&answer.text, answer.finish) {
+                return json!({
+                    "index": answer.index,
+                    "message": {"role": "assistant", "content": null, "tool_calls": calls},
+                    "logprobs": logprobs,
+                    "finish_reason": "tool_calls",
+                });
+            }
+        }
+        let finish = answer.finish.map(FinishReason::as_str);
         match self.endpoint {
             Endpoint::Chat => json!({
                 "index": answer.index,
@@ -601,10 +658,9 @@ impl Meta {
         index: usize,
         text: Option<&str>,
         first: bool,
-        finish: Option<FinishReason>,
+        finish: Option<&str>,
         logprobs: Value,
     ) -> Value {
-        let finish = finish.map(FinishReason::as_str);
         match self.endpoint {
             Endpoint::Chat => {
                 let mut delta = serde_json::Map::new();
@@ -714,6 +770,12 @@ async fn collect(
 /// The answer as server-sent events: `data: {chunk}` per piece of text of any choice (its
 /// `index` says which), a chunk with each choice's finish reason, a usage chunk when asked
 /// (all choices' tokens, once every choice is done), then `data: [DONE]`.
+///
+/// With tools that may be called, a choice's output is held until it is complete: only then
+/// is it known to be calls or text. It is then sent as one chunk, either `delta.content` (the
+/// text) or `delta.tool_calls` with every call whole (OpenAI's streaming shape: `index`, `id`,
+/// `type`, `function.name`, `function.arguments`), before the finish chunk
+/// (`finish_reason: "tool_calls"` for calls).
 fn stream(
     meta: Meta,
     rx: UnboundedReceiver<(usize, Event)>,
@@ -726,6 +788,9 @@ fn stream(
         pending: VecDeque<String>,
         /// Per choice: whether its next chunk is its first, and its text offsets.
         first: Vec<bool>,
+        /// Per choice, when output is held for tool calls: the text and log-probabilities so
+        /// far.
+        held: Option<Vec<(String, Vec<TokenLogprob>)>>,
         offsets: Vec<TextOffsets>,
         left: usize,
         completion_tokens: usize,
@@ -736,7 +801,10 @@ fn stream(
     }
     let usage_field = |st: &St| st.include_usage.then_some(Value::Null);
     let n = meta.n;
+    let hold =
+        meta.endpoint == Endpoint::Chat && meta.tools.as_ref().is_some_and(|t| t.allows_calls());
     let mut st = St {
+        held: hold.then(|| (0..n).map(|_| Default::default()).collect()),
         meta,
         rx,
         pending: VecDeque::new(),
@@ -769,6 +837,11 @@ fn stream(
             let u = usage_field(&st);
             match st.rx.recv().await {
                 Some((i, Event::Text { text, logprobs })) => {
+                    if let Some(held) = &mut st.held {
+                        held[i].0.push_str(&text);
+                        held[i].1.extend(logprobs);
+                        continue;
+                    }
                     let lp = st.meta.logprobs(&logprobs, &mut st.offsets[i], true);
                     let c = st.meta.delta(i, Some(&text), st.first[i], None, lp);
                     st.first[i] = false;
@@ -783,9 +856,30 @@ fn stream(
                         completion_tokens,
                     },
                 )) => {
+                    let mut reason = finish.as_str();
+                    if let Some(held) = &mut st.held {
+                        let (text, tokens) = std::mem::take(&mut held[i]);
+                        let lp = st.meta.logprobs(&tokens, &mut st.offsets[i], true);
+                        let mut c = st.meta.delta(i, Some(&text), st.first[i], None, lp);
+                        if let Some(calls) = st.meta.calls(&text, Some(finish)) {
+                            reason = "tool_calls";
+                            let calls: Vec<Value> = calls
+                                .into_iter()
+                                .enumerate()
+                                .map(|(k, mut call)| {
+                                    call["index"] = json!(k);
+                                    call
+                                })
+                                .collect();
+                            c["delta"] = json!({"content": null, "tool_calls": calls});
+                        }
+                        st.first[i] = false;
+                        st.pending
+                            .push_back(st.meta.envelope(true, vec![c], u.clone()).to_string());
+                    }
                     let c = st
                         .meta
-                        .delta(i, None, st.first[i], Some(finish), Value::Null);
+                        .delta(i, None, st.first[i], Some(reason), Value::Null);
                     st.pending
                         .push_back(st.meta.envelope(true, vec![c], u).to_string());
                     st.completion_tokens += completion_tokens;

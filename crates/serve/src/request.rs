@@ -1,9 +1,10 @@
 //! OpenAI request bodies → a checked [`Request`]. Every field is read by hand so that a wrong
 //! one is answered 400 with its name (`param`) and what was expected, and a field the server
 //! does not implement yet is refused by name instead of silently ignored: a client that asks
-//! for tools or penalties must learn it did not get them.
+//! for penalties must learn it did not get them.
 
 use serde_json::{Map, Value};
+use smolt_constrain::ToolCallSpec;
 use smolt_task::{Message, Role};
 
 use crate::error::ApiError;
@@ -62,6 +63,9 @@ pub struct Request {
     pub logprobs: Option<usize>,
     /// Choices (`n`), each generated as a sequence of its own.
     pub n: usize,
+    /// `tools`, `tool_choice` and `parallel_tool_calls`, checked; `None` without tools (the
+    /// answer is text).
+    pub tools: Option<ToolCallSpec>,
 }
 
 /// OpenAI's default temperature (also its default for `top_p`: 1).
@@ -95,15 +99,19 @@ const COMMON: &[&str] = &[
     "logprobs",
     "logit_bias",
 ];
-const CHAT_ONLY: &[&str] = &["messages", "max_completion_tokens", "top_logprobs"];
+const CHAT_ONLY: &[&str] = &[
+    "messages",
+    "max_completion_tokens",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+];
 const COMPLETION_ONLY: &[&str] = &["prompt", "echo", "suffix", "best_of"];
 /// OpenAI fields that this server does not implement yet: refused by name.
 const NOT_YET: &[&str] = &[
-    "tools",
-    "tool_choice",
     "functions",
     "function_call",
-    "parallel_tool_calls",
     "audio",
     "modalities",
     "prediction",
@@ -156,6 +164,14 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Request, ApiError> {
         Endpoint::Completion => Input::Prompt(prompt(f.get("prompt"))?),
     };
     refuse_unsupported(&f)?;
+    let tools = tools(&f)?;
+    let format = response_format(f.get("response_format"))?;
+    if tools.as_ref().is_some_and(ToolCallSpec::allows_calls) && format != Format::Text {
+        return Err(ApiError::field(
+            "response_format",
+            "`response_format` together with `tools` is not supported yet: give one",
+        ));
+    }
     let n = choices(&f)?;
     let stream = f.boolean("stream")?.unwrap_or(false);
     let include_usage = match f.get("stream_options") {
@@ -197,13 +213,30 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Request, ApiError> {
         top_k: top_k(&f)?,
         seed: f.integer("seed")?.map(|s| s as u64),
         stop: stops(f.get("stop"))?,
-        format: response_format(f.get("response_format"))?,
+        format,
         stream,
         include_usage,
         ignore_eos: f.boolean("ignore_eos")?.unwrap_or(false),
         logprobs: logprobs(&f, endpoint)?,
         n,
+        tools,
     })
+}
+
+/// `tools`, `tool_choice`, `parallel_tool_calls` with OpenAI's rules and defaults; an error
+/// names the field at fault. No tools (absent or empty) is a plain text request.
+fn tools(f: &Fields) -> Result<Option<ToolCallSpec>, ApiError> {
+    let (tools, choice, parallel) = (
+        f.get("tools"),
+        f.get("tool_choice"),
+        f.get("parallel_tool_calls"),
+    );
+    if tools.is_none() && choice.is_none() && parallel.is_none() {
+        return Ok(None);
+    }
+    let spec = ToolCallSpec::from_openai(tools, choice, parallel)
+        .map_err(|e| ApiError::field(e.param(), e.to_string()))?;
+    Ok((!spec.tools().is_empty()).then_some(spec))
 }
 
 /// `n`, and `best_of` where a client sends it too: only as many candidates as choices, since
@@ -460,8 +493,9 @@ fn response_format(v: Option<&Value>) -> Result<Format, ApiError> {
     }
 }
 
-/// Chat `messages`: roles system (or developer), user and assistant; content a string or an
-/// array of text parts.
+/// Chat `messages`: roles system (or developer), user, assistant (with optional
+/// `tool_calls`, then content optional) and tool (`tool_call_id`, optional `name`); content a
+/// string or an array of text parts.
 fn messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
     let bad = |m: String| ApiError::field("messages", m);
     let items = match v {
@@ -481,48 +515,100 @@ fn messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
     if items.is_empty() {
         return Err(bad("`messages` is empty: give at least one message".into()));
     }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let Value::Object(m) = m else {
-                return Err(bad(format!("messages[{i}] must be an object, found {}", kind(m))));
-            };
-            for k in m.keys() {
-                if k != "role" && k != "content" {
-                    return Err(bad(format!(
-                        "messages[{i}]: `{k}` is not supported yet (only role and content)"
-                    )));
-                }
+    let mut out: Vec<Message> = Vec::with_capacity(items.len());
+    for (i, m) in items.iter().enumerate() {
+        let Value::Object(m) = m else {
+            return Err(bad(format!(
+                "messages[{i}] must be an object, found {}",
+                kind(m)
+            )));
+        };
+        let role = match m.get("role") {
+            Some(Value::String(r)) => r.as_str(),
+            Some(v) => {
+                return Err(bad(format!(
+                    "messages[{i}].role must be a string, found {}",
+                    kind(v)
+                )))
             }
-            let role = match m.get("role") {
-                Some(Value::String(r)) => r.as_str(),
-                Some(v) => {
-                    return Err(bad(format!(
-                        "messages[{i}].role must be a string, found {}",
-                        kind(v)
-                    )))
-                }
-                None => return Err(bad(format!("messages[{i}] has no `role`"))),
-            };
-            let role = match role {
-                "system" | "developer" => Role::System,
-                "user" => Role::User,
-                "assistant" => Role::Assistant,
-                "tool" | "function" => {
-                    return Err(bad(format!(
-                        "messages[{i}]: role \"{role}\" is not supported yet (no tools)"
-                    )))
-                }
-                other => {
-                    return Err(bad(format!(
-                        "messages[{i}]: unknown role \"{other}\" (expected system, developer, user or assistant)"
-                    )))
-                }
-            };
-            Ok(Message::new(role, content(i, m.get("content"))?))
-        })
-        .collect()
+            None => return Err(bad(format!("messages[{i}] has no `role`"))),
+        };
+        let (role, extra): (Role, &[&str]) = match role {
+            "system" | "developer" => (Role::System, &[]),
+            "user" => (Role::User, &[]),
+            "assistant" => (Role::Assistant, &["tool_calls"]),
+            "tool" => (Role::Tool, &["tool_call_id", "name"]),
+            "function" => {
+                return Err(bad(format!(
+                    "messages[{i}]: role \"function\" (OpenAI's deprecated form) is not \
+                     supported; use \"tool\" with a `tool_call_id`"
+                )))
+            }
+            other => {
+                return Err(bad(format!(
+                    "messages[{i}]: unknown role \"{other}\" (expected system, developer, user, assistant or tool)"
+                )))
+            }
+        };
+        for k in m.keys() {
+            if k != "role" && k != "content" && !extra.contains(&k.as_str()) {
+                return Err(bad(format!(
+                    "messages[{i}]: `{k}` is not supported in a {} message",
+                    m["role"].as_str().unwrap_or_default()
+                )));
+            }
+        }
+        let field = |k: &str| m.get(k).filter(|v| !v.is_null());
+        let calls = match field("tool_calls") {
+            None => Vec::new(),
+            Some(v) => smolt_task::parse_calls(v).map_err(|e| bad(format!("messages[{i}].{e}")))?,
+        };
+        let text = if !calls.is_empty() && field("content").is_none() {
+            String::new()
+        } else {
+            content(i, field("content"))?
+        };
+        if role != Role::Tool {
+            out.push(Message {
+                tool_calls: calls,
+                ..Message::new(role, text)
+            });
+            continue;
+        }
+        let id = match field("tool_call_id") {
+            Some(Value::String(id)) => id.clone(),
+            Some(v) => {
+                return Err(bad(format!(
+                    "messages[{i}].tool_call_id must be a string, found {}",
+                    kind(v)
+                )))
+            }
+            None => {
+                return Err(bad(format!(
+                "messages[{i}]: a tool message needs `tool_call_id`, the id of the call it answers"
+            )))
+            }
+        };
+        // Formats without tool support name the function a result is from; a client need
+        // not repeat it when the call is in the conversation.
+        let name = match field("name") {
+            Some(Value::String(n)) => Some(n.clone()),
+            Some(v) => {
+                return Err(bad(format!(
+                    "messages[{i}].name must be a string, found {}",
+                    kind(v)
+                )))
+            }
+            None => out
+                .iter()
+                .flat_map(|m| &m.tool_calls)
+                .find(|c| c.get("id").and_then(Value::as_str) == Some(id.as_str()))
+                .and_then(|c| c["function"]["name"].as_str())
+                .map(str::to_string),
+        };
+        out.push(Message::tool_result(text, Some(id), name));
+    }
+    Ok(out)
 }
 
 /// A message's text: a string, or text parts joined by newlines (as vLLM joins them).
@@ -760,8 +846,8 @@ mod tests {
                 "an integer",
             ),
             (
-                json!({"model": "m", "messages": hi(), "tools": []}),
-                "tools",
+                json!({"model": "m", "messages": hi(), "functions": []}),
+                "functions",
                 "not supported",
             ),
             (
@@ -882,6 +968,47 @@ mod tests {
             assert_eq!(e.param.as_deref(), Some(param), "{full}: {}", e.message);
             assert!(e.message.contains(words), "{full}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn tools_and_tool_messages_parse() {
+        let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+        let r = chat(json!({"model": "m", "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c9", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c9", "content": "done"}
+        ], "tools": tools, "parallel_tool_calls": false}))
+        .unwrap();
+        let spec = r.tools.unwrap();
+        assert_eq!(spec.choice(), &smolt_constrain::ToolChoice::Auto);
+        assert!(!spec.parallel());
+        let Input::Messages(m) = r.input else {
+            panic!("chat input")
+        };
+        assert_eq!(m[1].content, "");
+        assert_eq!(m[1].tool_calls[0]["function"]["arguments"], json!({}));
+        assert_eq!(m[2].role, Role::Tool);
+        // The function's name comes from the call the result answers.
+        assert_eq!(m[2].name.as_deref(), Some("f"));
+        assert_eq!(m[2].tool_call_id.as_deref(), Some("c9"));
+        // No tools, or an empty list: a plain text request.
+        for extra in [
+            json!({"tools": []}),
+            json!({"tool_choice": "none"}),
+            json!({}),
+        ] {
+            let mut body = json!({"model": "m", "messages": hi()});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            assert_eq!(chat(body).unwrap().tools, None);
+        }
+        let e = chat(
+            json!({"model": "m", "messages": [{"role": "user", "content": "x", "tool_calls": []}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages"), "{}", e.message);
     }
 
     #[test]

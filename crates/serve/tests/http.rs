@@ -476,7 +476,7 @@ fn bad_requests_get_a_4xx_that_says_why() {
         ("unknown model", "/v1/chat/completions", chat_with(json!({"model": "gpt-9"})), 404, "does not exist", Some("")),
         ("invalid schema", "/v1/chat/completions", chat_with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}})), 400, "not a valid JSON Schema", Some("response_format")),
         ("schema not enforceable", "/v1/chat/completions", chat_with(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer", "minimum": 5, "maximum": 1}}}})), 400, "invalid response_format", Some("response_format")),
-        ("unsupported parameter", "/v1/chat/completions", chat_with(json!({"tools": [{"type": "function"}]})), 400, "not supported", Some("tools")),
+        ("unsupported parameter", "/v1/chat/completions", chat_with(json!({"functions": [{"name": "f"}]})), 400, "not supported", Some("functions")),
         ("logprobs not a boolean", "/v1/chat/completions", chat_with(json!({"logprobs": 2})), 400, "true or false", Some("logprobs")),
         ("top_logprobs over 20", "/v1/chat/completions", chat_with(json!({"logprobs": true, "top_logprobs": 21})), 400, "between 0 and 20", Some("top_logprobs")),
         ("negative top_logprobs", "/v1/chat/completions", chat_with(json!({"logprobs": true, "top_logprobs": -1})), 400, "between 0 and 20", Some("top_logprobs")),
@@ -1079,4 +1079,309 @@ fn several_choices_per_request() {
         .as_array()
         .unwrap()
         .is_empty());
+}
+
+/// Two tools whose arguments are short by construction (enums, bounded strings), so that a
+/// call always completes within the tests' token budget.
+fn weather_tools() -> Value {
+    json!([
+        {"type": "function", "function": {
+            "name": "get_weather",
+            "description": "The current weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string", "maxLength": 12},
+                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}
+                },
+                "required": ["city", "unit"]
+            }
+        }},
+        {"type": "function", "function": {
+            "name": "get_time",
+            "description": "The local time in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 12}},
+                "required": ["city"]
+            }
+        }}
+    ])
+}
+
+fn weather_request(choice: Value, extra: Value) -> Value {
+    let mut body = json!({
+        "model": "base",
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": weather_tools(),
+        "tool_choice": choice,
+        "temperature": 0,
+        "max_tokens": 128,
+    });
+    merge(&mut body, extra);
+    body
+}
+
+/// Every call in `calls` (OpenAI's `tool_calls`) names one of `allowed` and its arguments, a
+/// JSON string, validate against that tool's schema.
+fn assert_valid_calls(calls: &Value, allowed: &[&str]) {
+    let tools = weather_tools();
+    let calls = calls.as_array().expect("tool_calls is an array");
+    assert!(!calls.is_empty(), "no calls");
+    for call in calls {
+        assert!(call["id"].as_str().unwrap().starts_with("call_"), "{call}");
+        assert_eq!(call["type"], "function", "{call}");
+        let name = call["function"]["name"].as_str().unwrap();
+        assert!(allowed.contains(&name), "{name} is not among {allowed:?}");
+        let tool = tools
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["function"]["name"] == name)
+            .unwrap();
+        let schema = &tool["function"]["parameters"];
+        let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{call}: {e}"));
+        assert!(
+            jsonschema::validator_for(schema).unwrap().is_valid(&args),
+            "{args} against {schema}"
+        );
+    }
+}
+
+#[test]
+fn tool_choice_required_and_named_answer_valid_calls() {
+    // One call each: with parallel calls allowed, the 270M model goes on adding calls to the
+    // list until max_tokens (the constraint allows any number), which would test its patience,
+    // not the server. `a_call_list_cut_short_is_text` has parallel calls.
+    for (choice, allowed, parallel) in [
+        (json!("required"), vec!["get_weather", "get_time"], false),
+        (
+            json!({"type": "function", "function": {"name": "get_time"}}),
+            vec!["get_time"],
+            false,
+        ),
+    ] {
+        let body = weather_request(choice.clone(), json!({"parallel_tool_calls": parallel}));
+        let a = ok("/v1/chat/completions", &body);
+        let c = &a["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls", "{choice}: {a}");
+        assert!(c["message"]["content"].is_null(), "{a}");
+        assert_eq!(c["message"]["role"], "assistant");
+        assert_valid_calls(&c["message"]["tool_calls"], &allowed);
+        if !parallel {
+            assert_eq!(
+                c["message"]["tool_calls"].as_array().unwrap().len(),
+                1,
+                "{a}"
+            );
+        }
+    }
+}
+
+/// Parallel calls are a JSON array in Gemma's format; cut by `max_tokens`, it is not a call.
+#[test]
+fn a_call_list_cut_short_is_text() {
+    let a = ok(
+        "/v1/chat/completions",
+        &weather_request(json!("required"), json!({"max_tokens": 12})),
+    );
+    let c = &a["choices"][0];
+    assert_eq!(c["finish_reason"], "length", "{a}");
+    assert!(c["message"].get("tool_calls").is_none(), "{a}");
+    let text = c["message"]["content"].as_str().unwrap();
+    assert!(text.starts_with("[{\"name\""), "{text}");
+}
+
+#[test]
+fn tool_choice_none_and_auto() {
+    let a = ok(
+        "/v1/chat/completions",
+        &weather_request(json!("none"), json!({"max_tokens": 12})),
+    );
+    let c = &a["choices"][0];
+    assert!(c["message"].get("tool_calls").is_none(), "{a}");
+    assert!(c["message"]["content"].is_string(), "{a}");
+    assert_ne!(c["finish_reason"], "tool_calls", "{a}");
+    for seed in 0..3 {
+        let body = weather_request(
+            json!("auto"),
+            json!({"temperature": 1.0, "seed": seed, "parallel_tool_calls": false}),
+        );
+        let a = ok("/v1/chat/completions", &body);
+        let c = &a["choices"][0];
+        match c["message"].get("tool_calls") {
+            Some(calls) => {
+                assert_eq!(c["finish_reason"], "tool_calls", "{a}");
+                assert!(c["message"]["content"].is_null(), "{a}");
+                assert_valid_calls(calls, &["get_weather", "get_time"]);
+            }
+            None => {
+                let text = c["message"]["content"].as_str().unwrap();
+                assert_ne!(c["finish_reason"], "tool_calls", "{a}");
+                // `auto` text must not look like a call: the constraint keeps it apart.
+                assert!(!text.trim_start().starts_with('{'), "{text}");
+            }
+        }
+    }
+}
+
+#[test]
+fn streamed_tool_calls_come_whole_in_a_delta() {
+    let body = weather_request(
+        json!("required"),
+        json!({"stream": true, "parallel_tool_calls": false}),
+    );
+    let (status, text) = post("/v1/chat/completions", &body);
+    assert_eq!(status, 200, "{text}");
+    let data = sse_data(&text);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let mut calls = Vec::new();
+    let mut finish = None;
+    for c in &chunks {
+        let choice = &c["choices"][0];
+        if let Some(list) = choice["delta"].get("tool_calls") {
+            for (k, call) in list.as_array().unwrap().iter().enumerate() {
+                assert_eq!(call["index"], k, "{call}");
+                calls.push(call.clone());
+            }
+        }
+        if let Some(f) = choice["finish_reason"].as_str() {
+            finish = Some(f.to_string());
+        }
+    }
+    assert_eq!(finish.as_deref(), Some("tool_calls"), "{text}");
+    assert_valid_calls(&Value::Array(calls), &["get_weather", "get_time"]);
+    // The same request unstreamed calls the same functions with the same arguments.
+    let mut plain = body.clone();
+    plain["stream"] = json!(false);
+    let a = ok("/v1/chat/completions", &plain);
+    let names = |calls: &Value| -> Vec<(String, String)> {
+        calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let f = &c["function"];
+                (f["name"].to_string(), f["arguments"].to_string())
+            })
+            .collect()
+    };
+    let streamed: Vec<Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls").cloned())
+        .flat_map(|l| l.as_array().unwrap().clone())
+        .collect();
+    assert_eq!(
+        names(&Value::Array(streamed)),
+        names(&a["choices"][0]["message"]["tool_calls"])
+    );
+}
+
+#[test]
+fn a_conversation_with_calls_and_results_renders_and_answers() {
+    let body = json!({
+        "model": "base",
+        "messages": [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"celsius\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "21 degrees, sunny"}
+        ],
+        "tools": weather_tools(),
+        "tool_choice": "none",
+        "temperature": 0,
+        "max_tokens": 8,
+    });
+    let a = ok("/v1/chat/completions", &body);
+    assert!(a["choices"][0]["message"]["content"].is_string(), "{a}");
+    assert!(a["usage"]["prompt_tokens"].as_u64().unwrap() > 60, "{a}");
+}
+
+#[test]
+fn bad_tool_requests_get_a_400_naming_the_field() {
+    let named = |name: &str| json!({"type": "function", "function": {"name": name}});
+    let f = |name: &str| json!({"type": "function", "function": {"name": name, "parameters": {"type": "object"}}});
+    let cases = [
+        (
+            "tools not a list",
+            json!({"tools": {"type": "function"}}),
+            "tools",
+        ),
+        (
+            "tool without a name",
+            json!({"tools": [{"type": "function", "function": {}}]}),
+            "tools",
+        ),
+        (
+            "bad function name",
+            json!({"tools": [f("get weather!")]}),
+            "tools",
+        ),
+        (
+            "duplicate names",
+            json!({"tools": [f("a"), f("a")]}),
+            "tools",
+        ),
+        (
+            "parameters not an object schema",
+            json!({"tools": [{"type": "function", "function": {"name": "a", "parameters": {"type": "array"}}}]}),
+            "tools",
+        ),
+        (
+            "invalid parameters schema",
+            json!({"tools": [{"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": {"x": {"type": "strin"}}}}}]}),
+            "tools",
+        ),
+        (
+            "unknown tool_choice",
+            json!({"tools": [f("a")], "tool_choice": "sometimes"}),
+            "tool_choice",
+        ),
+        (
+            "tool_choice names a missing tool",
+            json!({"tools": [f("a")], "tool_choice": named("b")}),
+            "tool_choice",
+        ),
+        (
+            "required without tools",
+            json!({"tool_choice": "required"}),
+            "tool_choice",
+        ),
+        (
+            "parallel_tool_calls not a boolean",
+            json!({"tools": [f("a")], "parallel_tool_calls": "yes"}),
+            "parallel_tool_calls",
+        ),
+        (
+            "tools with response_format",
+            json!({"tools": [f("a")], "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (
+            "a tool message without its call id",
+            json!({"tools": [f("a")], "messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "y"}]}),
+            "messages",
+        ),
+    ];
+    for (what, extra, param) in cases {
+        let mut body = json!({"model": "base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+        merge(&mut body, extra);
+        let (status, text) = post("/v1/chat/completions", &body);
+        assert_eq!(status, 400, "{what}: {text}");
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: {e}: {text}"));
+        assert_eq!(v["error"]["param"], param, "{what}: {v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{what}: {v}");
+        assert!(
+            !v["error"]["message"].as_str().unwrap().is_empty(),
+            "{what}"
+        );
+    }
 }

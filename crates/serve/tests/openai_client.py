@@ -112,6 +112,74 @@ for model, temperature, seed in [("base", 0, None), ("base", 0.9, 1), ("rnd", 0,
     assert r.choices[0].finish_reason == "stop", (model, temperature, answer)
     jsonschema.validate(json.loads(answer), schema)
 
+step("tools")
+tools = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The current weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string", "maxLength": 12},
+                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                },
+                "required": ["city", "unit"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "The local time in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 12}},
+                "required": ["city"],
+            },
+        },
+    },
+]
+schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+for choice, allowed in [
+    ("required", {"get_weather", "get_time"}),
+    ({"type": "function", "function": {"name": "get_time"}}, {"get_time"}),
+]:
+    r = client.chat.completions.create(
+        model="base",
+        messages=ask,
+        tools=tools,
+        tool_choice=choice,
+        # One call: allowed a list, the 270M model goes on adding calls to it.
+        parallel_tool_calls=False,
+        max_tokens=128,
+        temperature=0,
+    )
+    message = r.choices[0].message
+    assert r.choices[0].finish_reason == "tool_calls", r
+    assert message.content is None and message.tool_calls, message
+    for call in message.tool_calls:
+        assert call.type == "function" and call.id.startswith("call_"), call
+        assert call.function.name in allowed, (call, allowed)
+        jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+# The calls and their results go back into the conversation as a client sends them.
+follow = client.chat.completions.create(
+    model="base",
+    messages=ask
+    + [
+        message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "12:00"},
+    ],
+    tools=tools,
+    tool_choice="none",
+    max_tokens=8,
+    temperature=0,
+)
+assert follow.choices[0].message.content is not None and not follow.choices[0].message.tool_calls, follow
+
 step("adapter selection")
 tuned = client.completions.create(
     model="rnd", prompt=prompt, max_tokens=6, temperature=0, extra_body={"ignore_eos": True}
@@ -188,6 +256,8 @@ bad = [
     dict(model="base", messages=messages, n=17),
     dict(model="base", messages=messages, temperature=5),
     dict(model="base", messages=messages, response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}),
+    dict(model="base", messages=messages, tools=tools, tool_choice={"type": "function", "function": {"name": "nope"}}),
+    dict(model="base", messages=messages, tools=[{"type": "function", "function": {"name": "bad name!"}}]),
 ]
 for kwargs in bad:
     try:
