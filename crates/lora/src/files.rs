@@ -55,7 +55,17 @@ pub fn save_adapter(
     config: &LoraConfig,
     base_model: &str,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
+    write_peft_folder(dir, params, &adapter_config_json(config, base_model))
+}
+
+/// A PEFT folder: `params` (already in PEFT's names and row order) as
+/// `adapter_model.safetensors` and `config` as `adapter_config.json`, each written atomically.
+pub(crate) fn write_peft_folder(
+    dir: &Path,
+    params: &[Param],
+    config: &serde_json::Value,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     let bytes = safetensors_bytes(
         params
@@ -64,7 +74,7 @@ pub fn save_adapter(
         meta,
     )?;
     write_atomic(&dir.join(ADAPTER_FILE), &bytes)?;
-    let text = serde_json::to_string_pretty(&adapter_config_json(config, base_model))?;
+    let text = serde_json::to_string_pretty(config)?;
     write_atomic(&dir.join(ADAPTER_CONFIG_FILE), text.as_bytes())
 }
 

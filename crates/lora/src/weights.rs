@@ -9,7 +9,7 @@
 //! LoRA biases) is refused, saying what and why. Writers: the same two formats, and the base
 //! merged with the adapter ([`crate::merge`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -19,7 +19,7 @@ use smolt_model::ArchSpec;
 use crate::adapter::{peft_name, reorder_b_rows, target_dims, Param};
 use crate::config::{LoraConfig, Target};
 use crate::files::{ADAPTER_CONFIG_FILE, ADAPTER_FILE};
-use crate::io::{read_safetensors, safetensors_bytes, write_atomic};
+use crate::io::read_safetensors;
 
 /// The `A` and `B` halves of each pair as a reader finds them, before both are known.
 pub(crate) type Halves<T> = BTreeMap<(usize, Target), [Option<T>; 2]>;
@@ -259,18 +259,7 @@ impl AdapterWeights {
     /// Writes a PEFT folder (`adapter_model.safetensors` + `adapter_config.json`, each
     /// atomically) that `PeftModel.from_pretrained` and vLLM load onto the Hugging Face model.
     pub fn write_peft(&self, dir: &Path, spec: &ArchSpec) -> Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let params = self.peft_params(spec);
-        let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-        let bytes = safetensors_bytes(
-            params
-                .iter()
-                .map(|p| (p.name.as_str(), p.shape.as_slice(), p.data.as_slice())),
-            meta,
-        )?;
-        write_atomic(&dir.join(ADAPTER_FILE), &bytes)?;
-        let text = serde_json::to_string_pretty(&self.peft_config())?;
-        write_atomic(&dir.join(ADAPTER_CONFIG_FILE), text.as_bytes())
+        crate::files::write_peft_folder(dir, &self.peft_params(spec), &self.peft_config())
     }
 
     /// Reads a PEFT LoRA folder; `spec` says how to put q/k `lora_B` rows in GGUF order.
