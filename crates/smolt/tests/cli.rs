@@ -629,14 +629,14 @@ fn generate_renders_messages_lines_as_training_does() {
     std::fs::write(
         &prompts,
         "{\"prompt\": \"x\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, \
-         {\"role\": \"user\", \"content\": \"b\"}]}\n{\"messages\": [{\"role\": \"tool\", \"content\": \"c\"}]}\n",
+         {\"role\": \"user\", \"content\": \"b\"}]}\n{\"messages\": [{\"role\": \"robot\", \"content\": \"c\"}]}\n",
     )
     .unwrap();
     let o = smolt(&["generate", "-m", m, "--prompts", p, "-n", "4"]);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
-        e.contains("p.jsonl:3: messages[0]: unknown role \"tool\""),
+        e.contains("p.jsonl:3: messages[0]: unknown role \"robot\""),
         "{e}"
     );
     std::fs::write(
