@@ -7,7 +7,6 @@
 //! ([`crate::peft_name`]); `lora_A` is `[r, in]` and `lora_B` is `[out, r]` (row-major), as in
 //! PyTorch's `nn.Linear`.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -15,13 +14,10 @@ use serde_json::json;
 
 use crate::adapter::{reorder_b_rows, Param};
 use crate::config::LoraConfig;
-use crate::io::{read_safetensors, safetensors_bytes, write_atomic};
-use crate::weights::{parse_peft_name, AdapterWeights};
+use crate::io::read_safetensors;
+use crate::weights::{parse_peft_name, write_peft_folder, AdapterWeights};
 
-/// The adapter weights file, named as PEFT expects it.
-pub const ADAPTER_FILE: &str = "adapter_model.safetensors";
-/// The adapter config file, named as PEFT expects it.
-pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
+pub use crate::weights::{ADAPTER_CONFIG_FILE, ADAPTER_FILE};
 
 /// PEFT's `adapter_config.json` for an adapter of `config` over `base_model`.
 pub fn adapter_config_json(config: &LoraConfig, base_model: &str) -> serde_json::Value {
@@ -56,26 +52,6 @@ pub fn save_adapter(
     base_model: &str,
 ) -> Result<()> {
     write_peft_folder(dir, params, &adapter_config_json(config, base_model))
-}
-
-/// A PEFT folder: `params` (already in PEFT's names and row order) as
-/// `adapter_model.safetensors` and `config` as `adapter_config.json`, each written atomically.
-pub(crate) fn write_peft_folder(
-    dir: &Path,
-    params: &[Param],
-    config: &serde_json::Value,
-) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors_bytes(
-        params
-            .iter()
-            .map(|p| (p.name.as_str(), p.shape.as_slice(), p.data.as_slice())),
-        meta,
-    )?;
-    write_atomic(&dir.join(ADAPTER_FILE), &bytes)?;
-    let text = serde_json::to_string_pretty(config)?;
-    write_atomic(&dir.join(ADAPTER_CONFIG_FILE), text.as_bytes())
 }
 
 /// `params` (smolt's layout) in PEFT's: the rows of each q/k `lora_B` of a model whose GGUF
@@ -115,6 +91,35 @@ pub fn load_adapter(dir: &Path) -> Result<(Vec<Param>, serde_json::Value)> {
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((params, config))
+}
+
+// Reading dispatches on the file kind, so it lives here, above both readers
+// (`weights` for PEFT folders, `gguf_lora` for GGUF files), not in either.
+impl AdapterWeights {
+    /// Reads `path`: a PEFT folder (a run directory) or a GGUF LoRA file, and checks every
+    /// pair against `spec`'s shapes.
+    pub fn read(path: &Path, spec: &smolt_model::ArchSpec) -> Result<Self> {
+        let w = if path.is_dir() {
+            Self::read_peft(path, spec)?
+        } else if path.extension().is_some_and(|e| e == "safetensors") {
+            bail!(
+                "{} is a safetensors file; pass the folder that holds it with its \
+                 adapter_config.json (PEFT's layout)",
+                path.display()
+            );
+        } else if path.is_file() {
+            crate::gguf_lora::read(path, spec.arch.name())?
+        } else {
+            bail!(
+                "{} does not exist: pass a training run directory, a PEFT adapter folder \
+                 (adapter_model.safetensors + adapter_config.json) or a GGUF LoRA file",
+                path.display()
+            );
+        };
+        w.check(spec)
+            .with_context(|| format!("{} does not fit this model", path.display()))?;
+        Ok(w)
+    }
 }
 
 /// Attaches a saved adapter (a run directory, any PEFT LoRA folder, or a llama.cpp GGUF LoRA

@@ -9,7 +9,7 @@
 //! LoRA biases) is refused, saying what and why. Writers: the same two formats, and the base
 //! merged with the adapter ([`crate::merge`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -18,8 +18,32 @@ use smolt_model::ArchSpec;
 
 use crate::adapter::{peft_name, reorder_b_rows, target_dims, Param};
 use crate::config::{LoraConfig, Target};
-use crate::files::{ADAPTER_CONFIG_FILE, ADAPTER_FILE};
-use crate::io::read_safetensors;
+use crate::io::{read_safetensors, safetensors_bytes, write_atomic};
+
+/// The adapter weights file, named as PEFT expects it.
+pub const ADAPTER_FILE: &str = "adapter_model.safetensors";
+/// The adapter config file, named as PEFT expects it.
+pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
+
+/// A PEFT folder: `params` (already in PEFT's names and row order) as
+/// `adapter_model.safetensors` and `config` as `adapter_config.json`, each written atomically.
+pub(crate) fn write_peft_folder(
+    dir: &Path,
+    params: &[Param],
+    config: &serde_json::Value,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors_bytes(
+        params
+            .iter()
+            .map(|p| (p.name.as_str(), p.shape.as_slice(), p.data.as_slice())),
+        meta,
+    )?;
+    write_atomic(&dir.join(ADAPTER_FILE), &bytes)?;
+    let text = serde_json::to_string_pretty(config)?;
+    write_atomic(&dir.join(ADAPTER_CONFIG_FILE), text.as_bytes())
+}
 
 /// The `A` and `B` halves of each pair as a reader finds them, before both are known.
 pub(crate) type Halves<T> = BTreeMap<(usize, Target), [Option<T>; 2]>;
@@ -112,31 +136,6 @@ impl AdapterWeights {
             rslora: config.rslora,
             base_model: base_model.to_string(),
         })
-    }
-
-    /// Reads `path`: a PEFT folder (a run directory) or a GGUF LoRA file, and checks every
-    /// pair against `spec`'s shapes.
-    pub fn read(path: &Path, spec: &ArchSpec) -> Result<Self> {
-        let w = if path.is_dir() {
-            Self::read_peft(path, spec)?
-        } else if path.extension().is_some_and(|e| e == "safetensors") {
-            bail!(
-                "{} is a safetensors file; pass the folder that holds it with its \
-                 adapter_config.json (PEFT's layout)",
-                path.display()
-            );
-        } else if path.is_file() {
-            crate::gguf_lora::read(path, spec.arch.name())?
-        } else {
-            bail!(
-                "{} does not exist: pass a training run directory, a PEFT adapter folder \
-                 (adapter_model.safetensors + adapter_config.json) or a GGUF LoRA file",
-                path.display()
-            );
-        };
-        w.check(spec)
-            .with_context(|| format!("{} does not fit this model", path.display()))?;
-        Ok(w)
     }
 
     /// Every pair names a layer and projection of `spec` with its shapes.
@@ -259,7 +258,7 @@ impl AdapterWeights {
     /// Writes a PEFT folder (`adapter_model.safetensors` + `adapter_config.json`, each
     /// atomically) that `PeftModel.from_pretrained` and vLLM load onto the Hugging Face model.
     pub fn write_peft(&self, dir: &Path, spec: &ArchSpec) -> Result<()> {
-        crate::files::write_peft_folder(dir, &self.peft_params(spec), &self.peft_config())
+        write_peft_folder(dir, &self.peft_params(spec), &self.peft_config())
     }
 
     /// Reads a PEFT LoRA folder; `spec` says how to put q/k `lora_B` rows in GGUF order.
