@@ -10,39 +10,13 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use serde_json::json;
 
 use crate::adapter::{reorder_b_rows, Param};
 use crate::config::LoraConfig;
 use crate::io::read_safetensors;
 use crate::weights::{parse_peft_name, write_peft_folder, AdapterWeights};
 
-pub use crate::weights::{ADAPTER_CONFIG_FILE, ADAPTER_FILE};
-
-/// PEFT's `adapter_config.json` for an adapter of `config` over `base_model`.
-pub fn adapter_config_json(config: &LoraConfig, base_model: &str) -> serde_json::Value {
-    let modules: Vec<String> = config
-        .targets
-        .iter()
-        .map(|t| format!("{}_proj", t.short()))
-        .collect();
-    json!({
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base_model,
-        "r": config.rank,
-        "lora_alpha": config.alpha,
-        "lora_dropout": config.dropout,
-        "target_modules": modules,
-        "use_rslora": config.rslora,
-        "bias": "none",
-        "fan_in_fan_out": false,
-        "inference_mode": true,
-        "init_lora_weights": true,
-        "modules_to_save": null,
-        "use_dora": false,
-    })
-}
+pub use crate::weights::{adapter_config_json, ADAPTER_CONFIG_FILE, ADAPTER_FILE};
 
 /// Writes `adapter_model.safetensors` and `adapter_config.json` into `dir`, each atomically.
 pub fn save_adapter(
@@ -136,6 +110,7 @@ mod tests {
     use crate::adapter::peft_name;
     use crate::config::Target;
     use crate::io::read_safetensors;
+    use serde_json::json;
 
     #[test]
     fn names_follow_peft_and_read_back() {

@@ -45,6 +45,31 @@ pub(crate) fn write_peft_folder(
     write_atomic(&dir.join(ADAPTER_CONFIG_FILE), text.as_bytes())
 }
 
+/// PEFT's `adapter_config.json` for an adapter of `config` over `base_model`.
+pub fn adapter_config_json(config: &LoraConfig, base_model: &str) -> serde_json::Value {
+    let modules: Vec<String> = config
+        .targets
+        .iter()
+        .map(|t| format!("{}_proj", t.short()))
+        .collect();
+    json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": config.rank,
+        "lora_alpha": config.alpha,
+        "lora_dropout": config.dropout,
+        "target_modules": modules,
+        "use_rslora": config.rslora,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "modules_to_save": null,
+        "use_dora": false,
+    })
+}
+
 /// The `A` and `B` halves of each pair as a reader finds them, before both are known.
 pub(crate) type Halves<T> = BTreeMap<(usize, Target), [Option<T>; 2]>;
 
@@ -230,29 +255,19 @@ impl AdapterWeights {
                 alpha_pattern.insert(key, json!(alpha));
             }
         }
-        let modules: Vec<String> = self
-            .targets()
-            .iter()
-            .map(|t| format!("{}_proj", t.short()))
-            .collect();
-        json!({
-            "peft_type": "LORA",
-            "task_type": "CAUSAL_LM",
-            "base_model_name_or_path": self.base_model,
-            "r": self.rank,
-            "lora_alpha": self.alpha,
-            "lora_dropout": 0.0,
-            "target_modules": modules,
-            "use_rslora": self.rslora,
-            "rank_pattern": rank_pattern,
-            "alpha_pattern": alpha_pattern,
-            "bias": "none",
-            "fan_in_fan_out": false,
-            "inference_mode": true,
-            "init_lora_weights": true,
-            "modules_to_save": null,
-            "use_dora": false,
-        })
+        let mut c = adapter_config_json(
+            &LoraConfig {
+                rank: self.rank,
+                alpha: self.alpha,
+                rslora: self.rslora,
+                dropout: 0.0,
+                targets: self.targets(),
+            },
+            &self.base_model,
+        );
+        c["rank_pattern"] = json!(rank_pattern);
+        c["alpha_pattern"] = json!(alpha_pattern);
+        c
     }
 
     /// Writes a PEFT folder (`adapter_model.safetensors` + `adapter_config.json`, each
