@@ -13,6 +13,7 @@ use crate::env::{end_tokens, SmoltTokEnv};
 use crate::error::{ConstrainError, Result};
 use crate::layout::JsonLayout;
 use crate::meta_schema;
+use crate::ramble::{GuardCounts, NumberCaps, RambleGuard};
 use crate::tools::ToolCallSpec;
 
 /// What the output must match, as the user wrote it (before compilation).
@@ -208,10 +209,18 @@ impl ConstraintEngine {
                     .into(),
             });
         }
+        // The guard reads JSON lexically; user grammars and tool calls (text around JSON)
+        // are left as written.
+        let guard = match spec {
+            ConstraintSpec::JsonSchema(schema) => Some(NumberCaps::for_schema(schema)),
+            ConstraintSpec::AnyJson => Some(NumberCaps::DEFAULT),
+            _ => None,
+        };
         Ok(Constraint {
             engine: self.clone(),
             prototype,
             warnings,
+            guard,
         })
     }
 
@@ -280,6 +289,8 @@ pub struct Constraint {
     engine: Arc<ConstraintEngine>,
     prototype: Matcher,
     warnings: Vec<String>,
+    /// The ramble guard's number caps, for JSON constraints ([`crate::ramble`]).
+    guard: Option<NumberCaps>,
 }
 
 impl Constraint {
@@ -309,6 +320,8 @@ impl Constraint {
             end_tokens: self.engine.end_tokens.clone(),
             end_set,
             ended: false,
+            guard: self.guard.map(RambleGuard::new),
+            env: self.engine.env.clone(),
         }
     }
 }
@@ -402,6 +415,8 @@ pub struct ConstraintState {
     end_set: SimpleVob,
     /// An end token was committed.
     ended: bool,
+    guard: Option<RambleGuard>,
+    env: Arc<SmoltTokEnv>,
 }
 
 impl ConstraintState {
@@ -414,7 +429,11 @@ impl ConstraintState {
             self.mask.bits = if self.is_finished() {
                 self.end_set.clone()
             } else {
-                self.matcher.compute_mask().map_err(engine)?
+                let mut bits = self.matcher.compute_mask().map_err(engine)?;
+                if let Some(g) = &mut self.guard {
+                    g.narrow(&mut bits, self.env.tok_trie());
+                }
+                bits
             };
             self.mask_fresh = true;
         }
@@ -439,7 +458,26 @@ impl ConstraintState {
                 "token {token} committed after the constraint finished"
             )));
         }
-        self.matcher.consume_token(token).map_err(engine)
+        self.matcher.consume_token(token).map_err(engine)?;
+        self.follow(&[token]);
+        Ok(())
+    }
+
+    /// Lets the guard follow committed tokens.
+    fn follow(&mut self, tokens: &[u32]) {
+        if let Some(g) = &mut self.guard {
+            for &t in tokens {
+                g.push(self.env.tok_trie().token(t));
+            }
+        }
+    }
+
+    /// How often the ramble guard narrowed the choice in this sequence ([`crate::ramble`]).
+    pub fn guard_counts(&self) -> GuardCounts {
+        self.guard
+            .as_ref()
+            .map(RambleGuard::counts)
+            .unwrap_or_default()
     }
 
     /// Tokens the grammar forces next, in canonical tokenization: the text has no other legal
@@ -457,7 +495,9 @@ impl ConstraintState {
             return Ok(());
         }
         self.mask_fresh = false;
-        self.matcher.consume_tokens(tokens).map_err(engine)
+        self.matcher.consume_tokens(tokens).map_err(engine)?;
+        self.follow(tokens);
+        Ok(())
     }
 
     /// How many of `tokens`, from the first, could be committed in turn; commits nothing.
@@ -475,7 +515,11 @@ impl ConstraintState {
             return Ok(());
         }
         self.mask_fresh = false;
-        self.matcher.rollback(n).map_err(engine)
+        self.matcher.rollback(n).map_err(engine)?;
+        if let Some(g) = &mut self.guard {
+            g.rollback(n);
+        }
+        Ok(())
     }
 
     /// Bytes the grammar forces next even where no single token is forced (e.g. `", "` that

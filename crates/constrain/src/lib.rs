@@ -36,6 +36,7 @@ mod error;
 mod lark_check;
 mod layout;
 mod meta_schema;
+pub mod ramble;
 pub mod tools;
 
 pub use constraint::{Constraint, ConstraintEngine, ConstraintSpec, ConstraintState, TokenMask};
@@ -43,6 +44,7 @@ pub use env::{end_tokens, trie_bytes, SmoltTokEnv, SPECIAL_MARKER};
 pub use error::{ConstrainError, Result};
 pub use layout::JsonLayout;
 pub use llguidance;
+pub use ramble::{GuardCounts, NumberCaps};
 pub use tools::{
     CallParseError, CallSyntax, Tool, ToolCall, ToolCallSpec, ToolChoice, ToolError, ToolOutput,
     ToolSet,

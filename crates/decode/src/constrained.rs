@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use smolt_constrain::{ConstrainError, ConstraintState, Result, TokenMask};
+use smolt_constrain::{ConstrainError, ConstraintState, GuardCounts, Result, TokenMask};
 
 /// A model with its KV cache, seen from the decode loop. `ModelLogits` implements it for
 /// `Model` + `KvCache`; tests can script it, so the loop's rules (masks, forced tokens,
@@ -152,6 +152,9 @@ pub struct GenerationStats {
     /// (each accepted one is a forward pass saved).
     pub drafted: usize,
     pub drafts_accepted: usize,
+    /// Where the ramble guard bounded a number or closed a looping string
+    /// ([`smolt_constrain::ramble`]).
+    pub guard: GuardCounts,
 }
 
 /// Output ids (without the prompt and the end token), why generation stopped, and counters.
@@ -279,6 +282,7 @@ pub fn generate_constrained(
         seq.push(token);
         feed.push(token);
     };
+    stats.guard = state.guard_counts();
     Ok(ConstrainedOutput {
         ids: seq.split_off(p),
         finish,

@@ -276,3 +276,124 @@ fn speculation_keeps_greedy_output_and_saves_passes() {
         "no draft was ever rejected: the test misses that path"
     );
 }
+
+/// Prefers `cycle[i % n]` at the i-th forward pass: a model stuck in a loop.
+struct Cycle {
+    vocab: usize,
+    cycle: Vec<u32>,
+    step: usize,
+}
+
+impl LogitsSource for Cycle {
+    fn forward(&mut self, _tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        let mut l = vec![0.0f32; self.vocab];
+        l[self.cycle[self.step % self.cycle.len()] as usize] = 100.0;
+        self.step += 1;
+        Ok(l)
+    }
+}
+
+fn number_schema(extra: serde_json::Value) -> ConstraintSpec {
+    let mut n = serde_json::json!({"type": "number"});
+    n.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    ConstraintSpec::JsonSchema(serde_json::json!({
+        "type": "object", "properties": {"total": n}, "required": ["total"],
+        "additionalProperties": false
+    }))
+}
+
+/// A model that would write "7777…" forever gets a valid answer with 16 integral digits, as
+/// llama.cpp's schema grammars bound numbers, and the stop is counted.
+#[test]
+fn an_unbounded_number_stops_at_sixteen_digits() {
+    // Wants "7" always, and "}" once no more "7" is allowed.
+    let mut src = scripted(&["7", "}"]);
+    let out = run(
+        number_schema(serde_json::json!({})),
+        &mut src,
+        GenerateLimits::new(60),
+    );
+    let text = common::tokenizer().decode(&out.ids, false);
+    assert!(out.finish.is_complete(), "{:?}: {text}", out.finish);
+    let v: serde_json::Value = serde_json::from_str(&text).expect(&text);
+    assert_eq!(v["total"].to_string(), "7".repeat(16), "{text}");
+    assert_eq!(out.stats.guard.numbers_capped, 1);
+
+    // "0.0000…": the fractional part stops at 16 digits too.
+    let mut src = scripted(&["0", ".", "}"]);
+    let out = run(
+        number_schema(serde_json::json!({})),
+        &mut src,
+        GenerateLimits::new(60),
+    );
+    let text = common::tokenizer().decode(&out.ids, false);
+    assert!(out.finish.is_complete(), "{text}");
+    assert_eq!(text, format!("{{\"total\": 0.{}}}", "0".repeat(16)));
+}
+
+/// The schema's own limits win: bounds of 10^17..10^18 let 18 digits through.
+#[test]
+fn a_schema_bound_beyond_the_cap_lifts_it() {
+    let mut src = scripted(&["7"]);
+    let spec =
+        number_schema(serde_json::json!({"type": "integer", "minimum": 1e17, "maximum": 1e18}));
+    let out = run(spec, &mut src, GenerateLimits::new(60));
+    let text = common::tokenizer().decode(&out.ids, false);
+    assert!(out.finish.is_complete(), "{text}");
+    assert_eq!(text, format!("{{\"total\": {}}}", "7".repeat(18)));
+    assert_eq!(out.stats.guard.numbers_capped, 0);
+}
+
+/// A string value that loops is closed after four repeats instead of running to the limit.
+#[test]
+fn a_looping_string_is_closed() {
+    let tok = common::tokenizer();
+    let id = |p: &str| tok.id_of(p).unwrap_or_else(|| panic!("no piece {p}"));
+    let mut src = Cycle {
+        vocab: tok.vocab_size(),
+        cycle: vec![id("▁the"), id("▁cat")],
+        step: 0,
+    };
+    let spec = ConstraintSpec::JsonSchema(serde_json::json!({
+        "type": "object", "properties": {"address": {"type": "string"}}, "required": ["address"],
+        "additionalProperties": false
+    }));
+    let c = common::engine().compile(&spec).unwrap();
+    let mut st = c.start();
+    let out =
+        generate_constrained(&mut src, &[2], &mut st, GenerateLimits::new(200), greedy).unwrap();
+    let text = tok.decode(&out.ids, false);
+    assert!(out.finish.is_complete(), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect(&text);
+    assert_eq!(v["address"], " the cat".repeat(4).as_str(), "{text}");
+    assert_eq!(out.stats.guard.loops_stopped, 1);
+    assert!(
+        out.ids.len() < 20,
+        "stopped early: {} tokens",
+        out.ids.len()
+    );
+}
+
+/// A list that repeats one item is closed after a few repeats instead of running to the limit
+/// (a receipt may list one article several times, so it takes more than a string loop).
+#[test]
+fn a_looping_list_is_closed() {
+    let item = serde_json::json!({
+        "type": "object", "properties": {"name": {"const": "TEA"}}, "required": ["name"],
+        "additionalProperties": false
+    });
+    let spec = ConstraintSpec::JsonSchema(serde_json::json!({
+        "type": "object", "properties": {"items": {"type": "array", "items": item}},
+        "required": ["items"], "additionalProperties": false
+    }));
+    let mut src = scripted(&["{", ",", "▁{", "}"]);
+    let out = run(spec, &mut src, GenerateLimits::new(300));
+    let text = common::tokenizer().decode(&out.ids, false);
+    assert!(out.finish.is_complete(), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect(&text);
+    let n = v["items"].as_array().unwrap().len();
+    assert_eq!(n, smolt_constrain::ramble::ITEM_REPEATS + 1, "{text}");
+    assert_eq!(out.stats.guard.loops_stopped, 1);
+}

@@ -111,6 +111,17 @@ pub struct Timing {
     pub tokens: usize,
 }
 
+/// How one answer's decoding went, as the caller saw it: whether it hit the token limit
+/// unfinished, and where the constrained decoder's ramble guard stepped in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decoding {
+    pub truncated: bool,
+    /// Numbers stopped at the digit cap.
+    pub numbers_capped: usize,
+    /// String values closed because they had started to loop.
+    pub loops_stopped: usize,
+}
+
 /// One model output to score.
 #[derive(Debug, Clone)]
 pub struct Sample<'a> {
@@ -120,6 +131,7 @@ pub struct Sample<'a> {
     /// The model's input, shown next to the worst errors in the report.
     pub input: Option<&'a str>,
     pub timing: Option<Timing>,
+    pub decoding: Option<Decoding>,
 }
 
 impl<'a> Sample<'a> {
@@ -129,7 +141,12 @@ impl<'a> Sample<'a> {
             truth,
             input: None,
             timing: None,
+            decoding: None,
         }
+    }
+    pub fn decoding(mut self, decoding: Decoding) -> Self {
+        self.decoding = Some(decoding);
+        self
     }
     pub fn input(mut self, input: &'a str) -> Self {
         self.input = Some(input);
@@ -224,6 +241,8 @@ pub struct RecordResult {
     /// Fraction of scored units correct, for ranking the worst records.
     pub score: f64,
     pub timing: Option<Timing>,
+    #[serde(default)]
+    pub decoding: Option<Decoding>,
 }
 
 /// Parses the raw output; the second value says whether it was valid JSON as a whole.
@@ -287,6 +306,7 @@ pub fn compare_record(cfg: &EvalConfig, index: usize, sample: &Sample) -> Record
         record_match,
         score,
         timing: sample.timing,
+        decoding: sample.decoding,
     }
 }
 

@@ -18,6 +18,7 @@
 //! [`tool_calls`].
 
 pub mod compare;
+pub mod errors;
 pub mod normalize;
 pub mod render;
 pub mod report;
@@ -25,13 +26,14 @@ pub mod tool_calls;
 pub mod versus;
 
 pub use compare::{
-    compare_record, parse_output, EvalConfig, FieldResult, ListResult, RecordResult, Sample,
-    Status, Timing,
+    compare_record, parse_output, Decoding, EvalConfig, FieldResult, ListResult, RecordResult,
+    Sample, Status, Timing,
 };
+pub use errors::{ErrorKind, FieldErrors};
 pub use normalize::{parse_date, parse_datetime, parse_number, Normalizer};
 pub use report::{
-    aggregate, evaluate, write_predictions, EvalReport, Evaluator, FieldKind, FieldStats,
-    LatencyStats, ListStats, WorstRecord,
+    aggregate, evaluate, write_predictions, DecodingStats, EvalReport, Evaluator, FieldKind,
+    FieldStats, LatencyStats, ListStats, WorstRecord,
 };
 pub use versus::{compare, Comparison, Delta};
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::compare::{compare_record, EvalConfig, FieldResult, RecordResult, Sample, Status};
+use crate::errors::{field_errors, FieldErrors};
 
 /// Scalar field or list-item sub-field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +109,21 @@ pub struct EvalReport {
     pub extra_fields: BTreeMap<String, usize>,
     pub latency: Option<LatencyStats>,
     pub worst: Vec<WorstRecord>,
+    /// Wrong fields by kind of error ([`crate::errors`]).
+    #[serde(default)]
+    pub errors: Vec<FieldErrors>,
+    /// How decoding went over the set, where the caller said.
+    #[serde(default)]
+    pub decoding: DecodingStats,
+}
+
+/// Records whose answer hit the token limit unfinished, and where the decoder's ramble guard
+/// stepped in (numbers stopped at the digit cap, looping strings closed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecodingStats {
+    pub truncated: usize,
+    pub numbers_capped: usize,
+    pub loops_stopped: usize,
 }
 
 /// Scores samples one at a time, so the generation loop can report progress as it goes.
@@ -394,6 +410,16 @@ pub fn aggregate(config: &EvalConfig, label: &str, records: &[RecordResult]) -> 
         extra_fields: extra,
         latency,
         worst,
+        errors: field_errors(config, records),
+        decoding: records.iter().filter_map(|r| r.decoding).fold(
+            DecodingStats::default(),
+            |mut d, r| {
+                d.truncated += r.truncated as usize;
+                d.numbers_capped += r.numbers_capped;
+                d.loops_stopped += r.loops_stopped;
+                d
+            },
+        ),
     }
 }
 

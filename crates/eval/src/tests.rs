@@ -412,6 +412,7 @@ fn text_table_is_aligned() {
     let table = rep.to_table();
     let lines: Vec<&str> = table
         .lines()
+        .take_while(|l| !l.starts_with("errors by kind"))
         .filter(|l| l.starts_with("retailer") || l.starts_with("total"))
         .collect();
     assert_eq!(lines.len(), 2);
@@ -578,4 +579,83 @@ fn html_checker_catches_mistakes() {
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body><br></body></html>"
     )
     .is_ok());
+}
+
+/// Each error kind, made to happen once, lands in its own column; correct fields in none.
+#[test]
+fn errors_are_grouped_by_kind() {
+    use crate::{Decoding, ErrorKind};
+    let truth = json!({"company": "SYARIKAT PERNIAGAAN GIN KEE", "address": "12, JALAN PERMAS 10/7",
+                       "date": "2018-01-15", "total": 9.0});
+    let input = "SYARIKAT PERNIAGAAN GIN KEE\n12,JALAN PERMAS 10/7\nTEL 07-3881234\n15/01/2018 TOTAL RM 9.00";
+    let mut cfg = EvalConfig::default();
+    cfg.fields.insert("date".into(), crate::Normalizer::Date);
+    let cases = [
+        // spacing only in the address; a copied wrong span in the company; a non-date; a wrong total
+        (
+            r#"{"company": "TEL 07-3881234", "address": "12,JALAN PERMAS 10/7", "date": "soon", "total": 8.0}"#,
+            false,
+        ),
+        // a finished answer without the address; a company nowhere in the input
+        (
+            r#"{"company": "GIN KEE HARDWARE SDN BHD", "date": "2018-01-15", "total": 9.0}"#,
+            false,
+        ),
+        // cut by the token limit inside the address
+        (
+            r#"{"company": "SYARIKAT PERNIAGAAN GIN KEE", "address": "12, JAL"#,
+            true,
+        ),
+    ];
+    let mut ev = Evaluator::new(cfg);
+    for (raw, truncated) in cases {
+        ev.add(Sample::new(raw, &truth).input(input).decoding(Decoding {
+            truncated,
+            ..Default::default()
+        }));
+    }
+    let rep = ev.finish("kinds");
+    let kind = |key: &str, k: ErrorKind| {
+        rep.errors
+            .iter()
+            .find(|e| e.key == key)
+            .map_or(0, |e| e.count(k))
+    };
+    assert_eq!(kind("address", ErrorKind::SpacingPunctuation), 1);
+    assert_eq!(kind("address", ErrorKind::Missing), 1);
+    assert_eq!(kind("address", ErrorKind::Truncated), 1);
+    assert_eq!(kind("company", ErrorKind::WrongSpan), 1);
+    assert_eq!(
+        kind("company", ErrorKind::WrongValue),
+        1,
+        "truth is in the input, the prediction is not"
+    );
+    assert_eq!(kind("date", ErrorKind::Format), 1);
+    assert_eq!(kind("date", ErrorKind::Truncated), 1);
+    assert_eq!(kind("total", ErrorKind::WrongValue), 1);
+    assert_eq!(kind("total", ErrorKind::Truncated), 1);
+    // A cut answer is not JSON, so even the company it had right counts, as truncated.
+    assert_eq!(kind("company", ErrorKind::Truncated), 1);
+    let total: usize = rep.errors.iter().map(|e| e.total()).sum();
+    assert_eq!(total, 10, "{:#?}", rep.errors);
+    assert_eq!(rep.decoding.truncated, 1);
+    assert!(
+        rep.to_table().contains("spacing/punct."),
+        "{}",
+        rep.to_table()
+    );
+    check_html(&rep.to_html()).unwrap();
+}
+
+/// A truth that the input does not hold cannot be copied; the report says so.
+#[test]
+fn truth_missing_from_input_is_its_own_kind() {
+    use crate::ErrorKind;
+    let truth = json!({"address": "LOT 5, TAMAN MAJU"});
+    let rep = evaluate(
+        &EvalConfig::default(),
+        "t",
+        [Sample::new(r#"{"address": "TAMAN JAYA"}"#, &truth).input("TAMAN JAYA 81100")],
+    );
+    assert_eq!(rep.errors[0].count(ErrorKind::NotInInput), 1);
 }

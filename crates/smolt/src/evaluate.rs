@@ -86,10 +86,16 @@ impl EvalRun<'_> {
             let secs = start.elapsed().as_secs_f64();
             truncated_outputs += (out.ending == smolt_decode::Ending::Truncated) as usize;
             let text = self.tokenizer.decode(&out.ids, true);
+            let guard = out.stats.as_ref().map(|s| s.guard).unwrap_or_default();
             let r = evaluator.add(
                 Sample::new(&text, &rec.output)
                     .input(&rec.input)
-                    .timing(secs, out.ids.len()),
+                    .timing(secs, out.ids.len())
+                    .decoding(smolt_eval::Decoding {
+                        truncated: out.ending == smolt_decode::Ending::Truncated,
+                        numbers_capped: guard.numbers_capped,
+                        loops_stopped: guard.loops_stopped,
+                    }),
             );
             progress(i + 1, r.score);
         }
