@@ -37,6 +37,8 @@ enum Command {
     Tokenize(commands::tokenize::Args),
     /// Train a LoRA adapter on JSONL examples, directly over the quantized model.
     Train(commands::train::Args),
+    /// Find the best training recipe within a time budget, scored on validation records.
+    Tune(commands::tune::Args),
     /// Make and split datasets (synthetic receipts, train/valid/test splits).
     Data(commands::data::Args),
     /// Evaluate a model (and adapter) field by field on JSONL records; writes an HTML report.
@@ -69,6 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => commands::on_compute_pool(|| commands::export::run(args)),
         Command::Bench(args) => commands::on_compute_pool(|| commands::bench::run(args)),
         Command::Train(args) => commands::on_compute_pool(|| commands::train::run(args)),
+        Command::Tune(args) => commands::on_compute_pool(|| commands::tune::run(args)),
         Command::Data(args) => commands::data::run(args),
         Command::Eval(args) => commands::on_compute_pool(|| commands::eval::run(args)),
         // Not on the compute pool: the server's worker enters the pool for each generation,

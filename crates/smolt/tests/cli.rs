@@ -47,7 +47,7 @@ fn help_teaches_every_command() {
     let text = stdout(&o);
     for cmd in [
         "demo", "init", "generate", "tokenize", "inspect", "fetch", "train", "eval", "data",
-        "bench", "serve", "export",
+        "bench", "serve", "export", "tune",
     ] {
         assert!(text.contains(cmd), "--help should list `{cmd}`:\n{text}");
     }
@@ -520,6 +520,90 @@ fn init_gives_a_task_that_trains_and_evaluates_as_printed() {
         .map(|f| f["key"].as_str().unwrap())
         .collect();
     assert_eq!(keys, ["vendor", "date", "total"]);
+}
+
+/// `smolt tune` on the task `smolt init` writes: two one-step candidates, each scored on the
+/// validation records, the best copied out with a report that names it.
+#[test]
+fn tune_scores_candidates_and_keeps_the_best() {
+    let model = real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("t");
+    assert!(smolt(&["init", task.to_str().unwrap()]).status.success());
+    let out = dir.path().join("tuned");
+    let o = smolt(&[
+        "tune",
+        "--config",
+        task.join("task.toml").to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--valid",
+        task.join("data/valid.jsonl").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--lr",
+        "1e-3,1e-4",
+        "--epochs",
+        "1",
+        "--rank",
+        "4",
+        "--valid-limit",
+        "2",
+        "-n",
+        "48",
+        "--set",
+        "max_steps=1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tune.json")).unwrap()).unwrap();
+    let trials = t["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2, "{t}");
+    let score = |tr: &Value| tr["outcome"]["score"].as_f64().unwrap();
+    let best = trials
+        .iter()
+        .find(|tr| tr["id"] == t["best"])
+        .expect("a best trial");
+    assert!(trials.iter().all(|tr| score(tr) <= score(best)), "{t}");
+    // The winner's adapter is what --adapter OUT loads, and the report says why.
+    assert!(out.join("adapter_model.safetensors").is_file());
+    assert!(out.join("config.toml").is_file());
+    let md = std::fs::read_to_string(out.join("tune.md")).unwrap();
+    assert!(md.contains(&format!("Chose trial {}", best["id"])), "{md}");
+    assert!(std::fs::read_to_string(out.join("tune.html"))
+        .unwrap()
+        .contains("<svg"));
+    // Run again: every candidate is reused, nothing retrained.
+    let o2 = smolt(&[
+        "tune",
+        "--config",
+        task.join("task.toml").to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--valid",
+        task.join("data/valid.jsonl").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--lr",
+        "1e-3,1e-4",
+        "--epochs",
+        "1",
+        "--rank",
+        "4",
+        "--valid-limit",
+        "2",
+        "-n",
+        "48",
+        "--set",
+        "max_steps=1",
+    ]);
+    assert!(o2.status.success(), "{}", stderr(&o2));
+    assert_eq!(
+        stderr(&o2)
+            .matches("reusing the finished candidate")
+            .count(),
+        2
+    );
 }
 
 #[test]

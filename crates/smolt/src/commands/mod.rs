@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod serve;
 pub mod tokenize;
 pub mod train;
+pub mod tune;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
