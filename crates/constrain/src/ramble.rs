@@ -13,8 +13,9 @@
 //! - **string loops**: once a string value ends in one unit repeated [`LOOP_REPEATS`] times
 //!   over at least [`LOOP_MIN_BYTES`] bytes, only tokens that close the string stay allowed;
 //! - **item loops**: once the output ends in the same array item (of [`ITEM_MIN_BYTES`] or
-//!   more) [`ITEM_REPEATS`] times, only tokens that close the array stay allowed. Receipts do
-//!   list one article several times, so this takes more repeats than a string.
+//!   more) [`ITEM_REPEATS`] times, no token may start another item of that array, so it
+//!   closes after the current one. Receipts do list one article several times, so this takes
+//!   more repeats than a string.
 //!
 //! Where narrowing would leave nothing allowed (a schema `pattern` that cannot end here, say)
 //! the mask is left as the grammar gave it. Every intervention is logged per committed token,
@@ -120,6 +121,10 @@ struct Scan {
     number: Option<(Part, u32, usize)>,
     /// Where the current (or last) string's content starts.
     string_start: usize,
+    /// Open containers, innermost in bit 0: 1 an array, 0 an object (64 levels are plenty
+    /// for an answer; deeper ones are followed by depth only).
+    stack: u64,
+    depth: u32,
 }
 
 impl Scan {
@@ -134,6 +139,17 @@ impl Scan {
                 self.in_string = false;
             }
             return;
+        }
+        match b {
+            b'[' | b'{' => {
+                self.stack = self.stack << 1 | (b == b'[') as u64;
+                self.depth += 1;
+            }
+            b']' | b'}' => {
+                self.stack >>= 1;
+                self.depth = self.depth.saturating_sub(1);
+            }
+            _ => {}
         }
         self.number = match (self.number, b) {
             (_, b'"') => {
@@ -153,6 +169,29 @@ impl Scan {
         };
     }
 
+    /// The depth of the innermost open array (1 = outermost container), if any.
+    fn array_depth(&self) -> Option<u32> {
+        let levels = self.depth.min(64);
+        (0..levels)
+            .find(|&i| self.stack >> i & 1 == 1)
+            .map(|i| self.depth - i)
+    }
+
+    /// Whether feeding `bytes` would put a comma directly in the array at `depth`: start
+    /// another item there.
+    fn adds_item(mut self, bytes: &[u8], depth: u32) -> bool {
+        for &b in bytes {
+            if b == b',' && !self.in_string && self.depth == depth {
+                return true;
+            }
+            self.step(b, 0);
+            if self.depth < depth {
+                return false; // the array closed
+            }
+        }
+        false
+    }
+
     /// Whether feeding `bytes` from `pos` on would push a number part past its cap.
     fn exceeds(mut self, bytes: &[u8], pos: usize, caps: &NumberCaps) -> bool {
         for (i, &b) in bytes.iter().enumerate() {
@@ -167,13 +206,15 @@ impl Scan {
     }
 }
 
-/// Why the guard narrowed the mask at one position.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
-    /// A number at this start position reached a cap.
-    Capped(usize),
-    /// The string was made to close.
-    LoopStopped,
+/// How the guard narrowed the mask at one position.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Step {
+    /// A number starting at this position reached a cap.
+    capped: Option<usize>,
+    /// A looping string was made to close.
+    string_closed: bool,
+    /// A looping list was kept from starting another item.
+    list_stopped: bool,
 }
 
 /// The guard for one sequence: follows the committed bytes and narrows masks.
@@ -184,10 +225,10 @@ pub(crate) struct RambleGuard {
     scan: Scan,
     /// `ends[i]`: output length after committed token i, for rollback.
     ends: Vec<usize>,
-    /// Per committed token, whether the mask it was chosen from had been narrowed.
-    log: Vec<Option<Step>>,
+    /// Per committed token, how the mask it was chosen from had been narrowed.
+    log: Vec<Step>,
     /// The narrowing of the current mask, taken by the next commit.
-    pending: Option<Step>,
+    pending: Step,
 }
 
 impl RambleGuard {
@@ -198,36 +239,41 @@ impl RambleGuard {
             scan: Scan::default(),
             ends: Vec::new(),
             log: Vec::new(),
-            pending: None,
+            pending: Step::default(),
         }
     }
 
     /// Narrows `mask` (llguidance's, for the position after everything committed).
     pub(crate) fn narrow(&mut self, mask: &mut SimpleVob, trie: &TokTrie) {
-        self.pending = None;
+        self.pending = Step::default();
         let pos = self.out.len();
-        if let Some((_, _, start)) = self.scan.number {
-            let scan = self.scan;
+        let scan = self.scan;
+        if let Some((_, _, start)) = scan.number {
             let caps = self.caps;
             if keep_only(mask, |id| !scan.exceeds(trie.token(id), pos, &caps)) {
-                self.pending = Some(Step::Capped(start));
+                self.pending.capped = Some(start);
             }
-        } else if self.scan.in_string {
-            if !self.scan.escaped
+        }
+        if scan.in_string {
+            if !scan.escaped
                 && looped(
-                    &self.out[self.scan.string_start..],
+                    &self.out[scan.string_start..],
                     1,
                     LOOP_MAX_UNIT,
                     LOOP_REPEATS,
                 )
                 && keep_only(mask, |id| trie.token(id).first() == Some(&b'"'))
             {
-                self.pending = Some(Step::LoopStopped);
+                self.pending.string_closed = true;
             }
-        } else if looped(&self.out, ITEM_MIN_BYTES, ITEM_MAX_BYTES, ITEM_REPEATS)
-            && keep_only(mask, |id| trie.token(id).first() == Some(&b']'))
-        {
-            self.pending = Some(Step::LoopStopped);
+        } else if let Some(depth) = scan.array_depth() {
+            // Mid-item too (a token such as `},{"` finishes one item and starts the next):
+            // whatever ends the current item stays allowed, another item does not.
+            if looped(&self.out, ITEM_MIN_BYTES, ITEM_MAX_BYTES, ITEM_REPEATS)
+                && keep_only(mask, |id| !scan.adds_item(trie.token(id), depth))
+            {
+                self.pending.list_stopped = true;
+            }
         }
     }
 
@@ -238,7 +284,7 @@ impl RambleGuard {
             self.out.push(b);
         }
         self.ends.push(self.out.len());
-        self.log.push(self.pending.take());
+        self.log.push(std::mem::take(&mut self.pending));
     }
 
     /// Forgets the last `n` committed tokens.
@@ -247,7 +293,7 @@ impl RambleGuard {
         self.ends.truncate(keep);
         self.log.truncate(keep);
         self.out.truncate(self.ends.last().copied().unwrap_or(0));
-        self.pending = None;
+        self.pending = Step::default();
         self.scan = Scan::default();
         for (pos, &b) in self.out.iter().enumerate() {
             self.scan.step(b, pos);
@@ -257,15 +303,19 @@ impl RambleGuard {
     pub(crate) fn counts(&self) -> GuardCounts {
         let mut c = GuardCounts::default();
         let mut last_capped = None;
-        for step in self.log.iter().flatten() {
-            match *step {
-                Step::Capped(start) if last_capped != Some(start) => {
+        let mut stopping_list = false;
+        for step in &self.log {
+            if let Some(start) = step.capped {
+                if last_capped != Some(start) {
                     c.numbers_capped += 1;
                     last_capped = Some(start);
                 }
-                Step::Capped(_) => {}
-                Step::LoopStopped => c.loops_stopped += 1,
             }
+            c.loops_stopped += step.string_closed as usize;
+            // One list is held back over several positions (the rest of its item, then the
+            // close); count it once.
+            c.loops_stopped += (step.list_stopped && !stopping_list) as usize;
+            stopping_list = step.list_stopped;
         }
         c
     }
@@ -334,6 +384,21 @@ mod tests {
     }
 
     #[test]
+    fn scan_knows_which_array_a_comma_extends() {
+        let s = scan(r#"{"items": [{"name": "A", "price": 1.5"#);
+        assert_eq!((s.depth, s.array_depth()), (3, Some(2)));
+        assert!(!s.adds_item(b", \"n\": 2", 2), "a comma inside the item");
+        assert!(s.adds_item(b"}, {", 2), "a comma between items");
+        assert!(
+            !s.adds_item(b"}], \"total\": 1", 2),
+            "a comma after the array closed"
+        );
+        assert!(!s.adds_item(b"}]", 2));
+        let s = scan(r#"{"a": "[x""#);
+        assert_eq!(s.array_depth(), None, "brackets in strings do not count");
+    }
+
+    #[test]
     fn caps_count_each_part() {
         let caps = NumberCaps::DEFAULT;
         let at = |t: &str| (scan(t), t.len());
@@ -394,7 +459,7 @@ mod tests {
     fn rollback_forgets_steps() {
         let mut g = RambleGuard::new(NumberCaps::DEFAULT);
         g.push(b"[1");
-        g.pending = Some(Step::Capped(1));
+        g.pending.capped = Some(1);
         g.push(b"2");
         assert_eq!(g.counts().numbers_capped, 1);
         g.rollback(1);
