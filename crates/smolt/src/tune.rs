@@ -82,6 +82,13 @@ pub struct Scored {
     pub fields: Vec<(String, f64)>,
     pub train_s: f64,
     pub eval_s: f64,
+    /// The pass whose adapter scored best (every pass of a multi-pass candidate is scored:
+    /// early stopping on the task's metric); `score` and `fields` are that pass's.
+    #[serde(default)]
+    pub best_pass: u32,
+    /// Each pass's score, first pass first.
+    #[serde(default)]
+    pub pass_scores: Vec<f64>,
 }
 
 /// What became of one candidate.
@@ -302,10 +309,16 @@ impl Tuning {
             } else {
                 ""
             };
+            let passes = match t.scored() {
+                Some(s) if s.best_pass > 0 && s.best_pass < r.epochs => {
+                    format!("{} (best after {})", r.epochs, s.best_pass)
+                }
+                _ => r.epochs.to_string(),
+            };
             let _ = write!(
                 o,
-                "| {}{mark} | {} | {:e} | {} | {} | {} |",
-                t.id, t.phase, r.lr, r.epochs, r.rank, r.max_len
+                "| {}{mark} | {} | {:e} | {passes} | {} | {} |",
+                t.id, t.phase, r.lr, r.rank, r.max_len
             );
             match &t.outcome {
                 Outcome::Scored(s) => {
@@ -361,9 +374,14 @@ impl Tuning {
             .filter(|t| t.id != best.id)
             .filter_map(|t| t.scored().map(|s| (t, s.score)))
             .max_by(|a, b| a.1.total_cmp(&b.1));
+        let stopped = if s.best_pass > 0 && s.best_pass < r.epochs {
+            format!(", its adapter after pass {}", s.best_pass)
+        } else {
+            String::new()
+        };
         let mut o = format!(
-            "Chose trial {} (peak lr {:e}, {} pass{}, rank {}, max length {}): mean field score \
-             {} on the validation records, the best of {scored} scored candidates",
+            "Chose trial {} (peak lr {:e}, {} pass{}, rank {}, max length {}{stopped}): mean \
+             field score {} on the validation records, the best of {scored} scored candidates",
             best.id,
             r.lr,
             r.epochs,
@@ -527,6 +545,8 @@ mod tests {
                     fields: vec![("total".into(), surface(r))],
                     train_s: 10.0 * r.epochs as f64,
                     eval_s: 1.0,
+                    best_pass: r.epochs,
+                    pass_scores: vec![],
                 })
             },
             |_| {},
@@ -577,6 +597,8 @@ mod tests {
                     fields: vec![],
                     train_s,
                     eval_s: 1.0,
+                    best_pass: r.epochs,
+                    pass_scores: vec![],
                 })
             },
             |_| {},
@@ -608,6 +630,8 @@ mod tests {
                     fields: vec![],
                     train_s: 1.0,
                     eval_s: 1.0,
+                    best_pass: r.epochs,
+                    pass_scores: vec![],
                 })
             },
             |_| {},

@@ -522,8 +522,8 @@ fn init_gives_a_task_that_trains_and_evaluates_as_printed() {
     assert_eq!(keys, ["vendor", "date", "total"]);
 }
 
-/// `smolt tune` on the task `smolt init` writes: two one-step candidates, each scored on the
-/// validation records, the best copied out with a report that names it.
+/// `smolt tune` on the task `smolt init` writes: two two-pass candidates, each pass scored on
+/// the validation records, the best copied out with a report that names it.
 #[test]
 fn tune_scores_candidates_and_keeps_the_best() {
     let model = real_model();
@@ -544,15 +544,13 @@ fn tune_scores_candidates_and_keeps_the_best() {
         "--lr",
         "1e-3,1e-4",
         "--epochs",
-        "1",
+        "2",
         "--rank",
         "4",
         "--valid-limit",
         "2",
         "-n",
         "48",
-        "--set",
-        "max_steps=1",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let t: Value =
@@ -565,8 +563,32 @@ fn tune_scores_candidates_and_keeps_the_best() {
         .find(|tr| tr["id"] == t["best"])
         .expect("a best trial");
     assert!(trials.iter().all(|tr| score(tr) <= score(best)), "{t}");
+    // Both passes of each candidate were scored, and the kept adapter is the best pass's.
+    for tr in trials {
+        assert_eq!(
+            tr["outcome"]["pass_scores"].as_array().unwrap().len(),
+            2,
+            "{t}"
+        );
+    }
+    let pass = best["outcome"]["best_pass"].as_u64().unwrap();
+    let run = std::fs::read_dir(out.join("candidates"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("{:02}-", best["id"].as_u64().unwrap()))
+        })
+        .unwrap();
+    let chosen = if pass == 2 { run } else { run.join("pass-1") };
     // The winner's adapter is what --adapter OUT loads, and the report says why.
-    assert!(out.join("adapter_model.safetensors").is_file());
+    assert_eq!(
+        std::fs::read(out.join("adapter_model.safetensors")).unwrap(),
+        std::fs::read(chosen.join("adapter_model.safetensors")).unwrap()
+    );
     assert!(out.join("config.toml").is_file());
     let md = std::fs::read_to_string(out.join("tune.md")).unwrap();
     assert!(md.contains(&format!("Chose trial {}", best["id"])), "{md}");
@@ -587,15 +609,13 @@ fn tune_scores_candidates_and_keeps_the_best() {
         "--lr",
         "1e-3,1e-4",
         "--epochs",
-        "1",
+        "2",
         "--rank",
         "4",
         "--valid-limit",
         "2",
         "-n",
         "48",
-        "--set",
-        "max_steps=1",
     ]);
     assert!(o2.status.success(), "{}", stderr(&o2));
     assert_eq!(

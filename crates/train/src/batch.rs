@@ -111,6 +111,11 @@ impl BatchStream {
         self.pos.epoch as f64 + self.pos.batch as f64 / self.plan.len() as f64
     }
 
+    /// Whole passes over the data drawn so far.
+    pub fn passes_done(&self) -> u32 {
+        self.pos.epoch + (self.pos.batch >= self.plan.len()) as u32
+    }
+
     /// The next micro-batch and the epoch it belongs to.
     pub fn next_batch(&mut self) -> (u32, MicroBatch) {
         if self.pos.batch >= self.plan.len() {

@@ -83,6 +83,11 @@ impl std::error::Error for NonFiniteError {}
 
 /// Files in a run directory.
 pub const CONFIG_FILE: &str = smolt_task::RUN_TASK_FILE;
+
+/// Where [`Trainer::keep_epoch_adapters`] puts the adapter after `pass` passes.
+pub fn epoch_dir(run_dir: &Path, pass: u32) -> PathBuf {
+    run_dir.join(format!("pass-{pass}"))
+}
 pub const METRICS_FILE: &str = "metrics.csv";
 pub const LOSS_PLOT_FILE: &str = "loss.png";
 pub const SUMMARY_FILE: &str = "summary.json";
@@ -131,6 +136,7 @@ pub struct Trainer<'a, M: Trainable> {
     valid: Option<&'a Dataset>,
     stop: Arc<AtomicBool>,
     stop_after: Option<u64>,
+    epoch_adapters: bool,
     progress: bool,
     quiet: bool,
 }
@@ -164,6 +170,7 @@ impl<'a, M: Trainable> Trainer<'a, M> {
             valid,
             stop: Arc::new(AtomicBool::new(false)),
             stop_after: None,
+            epoch_adapters: false,
             progress: true,
             quiet: false,
         }
@@ -172,6 +179,14 @@ impl<'a, M: Trainable> Trainer<'a, M> {
     /// Stop (saving a checkpoint) as soon as this flag is set, e.g. by [`ctrlc_flag`].
     pub fn stop_flag(mut self, flag: Arc<AtomicBool>) -> Self {
         self.stop = flag;
+        self
+    }
+
+    /// Also write the adapter as it stands after each pass but the last into
+    /// [`epoch_dir`]`(run, n)`, so that a caller can score every pass and keep the best (early
+    /// stopping on what the task measures, not on loss).
+    pub fn keep_epoch_adapters(mut self) -> Self {
+        self.epoch_adapters = true;
         self
     }
 
@@ -357,6 +372,21 @@ impl<'a, M: Trainable> Trainer<'a, M> {
         Ok((state, Some(path)))
     }
 
+    /// The adapter after `pass` passes, as a run directory of its own (adapter + config).
+    fn save_epoch_adapter(&self, pass: u32) -> Result<()> {
+        let dir = epoch_dir(&self.run_dir, pass);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        smolt_lora::save_adapter(
+            &dir,
+            &self.model.export_params(),
+            &self.cfg.lora_config()?,
+            &self.cfg.task.model,
+        )?;
+        smolt_lora::io::write_atomic(&dir.join(CONFIG_FILE), self.cfg.to_toml_string().as_bytes())?;
+        Ok(())
+    }
+
     fn save_checkpoint(&mut self, st: &State, elapsed: f64) -> Result<PathBuf> {
         let meta = CheckpointMeta {
             version: 0,
@@ -418,6 +448,7 @@ impl<'a, M: Trainable> Trainer<'a, M> {
             let mut loss = LossSum::default();
             let mut tokens = 0u64;
             let mut bad_source = None;
+            let passes_before = st.stream.passes_done();
             for _ in 0..self.cfg.grad_accum {
                 if total_micro.is_some_and(|t| st.micro_batches >= t) {
                     break;
@@ -457,6 +488,7 @@ impl<'a, M: Trainable> Trainer<'a, M> {
             let lr = sched.lr(st.step);
             st.opt.update(params, lr);
             st.step += 1;
+
             st.tokens += tokens;
             st.target_tokens += loss.n_targets as u64;
             last_train = Some(train_loss);
@@ -490,6 +522,10 @@ impl<'a, M: Trainable> Trainer<'a, M> {
             if self.cfg.checkpoint_every > 0 && st.step % self.cfg.checkpoint_every == 0 {
                 last_ckpt = Some(self.save_checkpoint(&st, el)?);
                 last_saved_step = Some(st.step);
+            }
+            let passes = st.stream.passes_done();
+            if self.epoch_adapters && passes > passes_before && st.step < total_steps {
+                self.save_epoch_adapter(passes)?;
             }
         }
         pb.finish_and_clear();

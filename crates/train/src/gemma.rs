@@ -117,6 +117,17 @@ pub fn train(
     out: &std::path::Path,
     resume: bool,
 ) -> Result<crate::report::Summary> {
+    train_with(cfg, out, resume, false)
+}
+
+/// [`train`], also keeping the adapter after each pass but the last when `epoch_adapters`
+/// (see [`Trainer::keep_epoch_adapters`](crate::Trainer::keep_epoch_adapters)).
+pub fn train_with(
+    cfg: TrainConfig,
+    out: &std::path::Path,
+    resume: bool,
+    epoch_adapters: bool,
+) -> Result<crate::report::Summary> {
     cfg.validate()?;
     let gguf = smolt_gguf::Gguf::open(&cfg.task.model)
         .with_context(|| format!("opening the model {}", cfg.task.model))?;
@@ -168,8 +179,11 @@ pub fn train(
     let base = Frozen::from_model_with_head(&model, matmul, head_cache);
     let mut engine = LoraEngine::new(base, &cfg)?;
     engine.recompute = cfg.recompute;
-    let trainer = crate::Trainer::new(cfg, out, &mut engine, &train, valid.as_ref())
+    let mut trainer = crate::Trainer::new(cfg, out, &mut engine, &train, valid.as_ref())
         .stop_flag(crate::engine::ctrlc_flag()?);
+    if epoch_adapters {
+        trainer = trainer.keep_epoch_adapters();
+    }
     if resume {
         trainer.resume()
     } else {

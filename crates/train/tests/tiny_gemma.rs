@@ -114,3 +114,49 @@ fn lora_engine_trains_and_resumes_bit_identically() {
         .iter()
         .any(|p| p.name == "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
 }
+
+/// With epoch adapters on, each pass but the last leaves its adapter in `pass-N/`, a run
+/// directory of its own, and the pass-1 adapter is what one pass had trained.
+#[test]
+fn epoch_adapters_keep_every_pass_but_the_last() {
+    let cfg = TrainConfig {
+        max_steps: 0,
+        epochs: 3,
+        grad_accum: 1,
+        ..config()
+    };
+    let model = tiny_model(Precision::Fast);
+    let ds = dataset();
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = LoraEngine::new(Frozen::from_model(&model), &cfg).unwrap();
+    let s = Trainer::new(cfg.clone(), dir.path(), &mut engine, &ds, None)
+        .quiet()
+        .keep_epoch_adapters()
+        .run()
+        .unwrap();
+    assert_eq!(s.outcome, Outcome::Completed);
+    let one = smolt_train::engine::epoch_dir(dir.path(), 1);
+    let two = smolt_train::engine::epoch_dir(dir.path(), 2);
+    assert!(one.join("adapter_model.safetensors").is_file());
+    assert!(two.join("config.toml").is_file());
+    assert!(
+        !smolt_train::engine::epoch_dir(dir.path(), 3).exists(),
+        "the last pass is the run"
+    );
+    let (p1, _) = smolt_lora::load_adapter(&one).unwrap();
+    let (p2, _) = smolt_lora::load_adapter(&two).unwrap();
+    assert_ne!(p1[0].data, p2[0].data, "the passes differ");
+
+    // One pass with the same steps so far gives the pass-1 adapter, bit for bit: both runs
+    // take the same batches, and the schedule only differs in where it goes next.
+    let steps_per_pass = s.steps / 3;
+    let part = tempfile::tempdir().unwrap();
+    let mut engine = LoraEngine::new(Frozen::from_model(&model), &cfg).unwrap();
+    Trainer::new(cfg, part.path(), &mut engine, &ds, None)
+        .quiet()
+        .stop_after(steps_per_pass)
+        .run()
+        .unwrap();
+    let (pk, _) = smolt_lora::load_adapter(part.path()).unwrap();
+    assert_eq!(pk[0].data, p1[0].data);
+}

@@ -18,7 +18,8 @@ use super::{load_model, ModelArgs, PrecisionArg};
 Trains candidates one setting at a time — the peak learning rate first, then the number of
 passes at the best rate, then the LoRA rank, then the longest example — and scores each by
 the task's field metric on the validation records (the same scoring as `smolt eval`), never by
-loss. A candidate whose estimated time would overrun the budget is skipped. The best adapter
+loss. A candidate of several passes is scored after every pass and keeps its best (early
+stopping on the task's metric). A candidate whose estimated time would overrun the budget is skipped. The best adapter
 is copied into --out, so `--adapter OUT` uses it; tune.html (a bar per candidate),
 tune.md and tune.json explain the choice; each candidate's run and evaluation stay in
 OUT/candidates/. Run it again with the same settings and finished candidates are reused.
@@ -197,21 +198,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let cfg =
             smolt::train::gemma::run_config(&dir, args.config.as_deref(), &overrides, resume)?;
         let t = Instant::now();
-        let summary = smolt::train::gemma::train(cfg, &dir, resume)?;
+        let summary = smolt::train::gemma::train_with(cfg, &dir, resume, recipe.epochs > 1)?;
         if summary.adapter.is_none() {
             anyhow::bail!("training stopped before writing an adapter");
         }
         let train_s = t.elapsed().as_secs_f64();
+        // Every pass's adapter is scored and the best kept: early stopping on the task's
+        // metric, without a run per number of passes.
         let t = Instant::now();
-        let report = evaluate(
-            &args,
-            &model_path,
-            &dir,
-            &task,
-            schema.as_ref(),
-            &eval_cfg,
-            records,
-        )?;
+        let mut best: Option<(u32, smolt::eval::EvalReport)> = None;
+        let mut pass_scores = Vec::new();
+        for pass in 1..=recipe.epochs {
+            let adapter = pass_dir(&dir, pass, recipe.epochs);
+            if !adapter.join(smolt::lora::ADAPTER_FILE).is_file() {
+                continue;
+            }
+            let report = evaluate(
+                &args,
+                &model_path,
+                &adapter,
+                &task,
+                schema.as_ref(),
+                &eval_cfg,
+                records,
+            )?;
+            pass_scores.push(report.mean_score);
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| report.mean_score > b.mean_score)
+            {
+                best = Some((pass, report));
+            }
+        }
+        let (best_pass, report) = best.context("no adapter to score")?;
         let scored = Scored {
             score: report.mean_score,
             valid_json: report.validity_rate,
@@ -222,6 +241,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .collect(),
             train_s,
             eval_s: t.elapsed().as_secs_f64(),
+            best_pass,
+            pass_scores,
         };
         let keep = serde_json::json!({"recipe": recipe, "scored": scored});
         std::fs::write(&scored_file, serde_json::to_string_pretty(&keep)?)?;
@@ -248,7 +269,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let best = tuning.best_trial().context(
         "no candidate finished, so there is nothing to keep (see tune.md for what failed)",
     )?;
-    let dir = candidates.join(format!("{:02}-{}", best.id, best.recipe.slug()));
+    let run = candidates.join(format!("{:02}-{}", best.id, best.recipe.slug()));
+    let pass = best
+        .scored()
+        .map_or(best.recipe.epochs, |s| s.best_pass.max(1));
+    let dir = pass_dir(&run, pass, best.recipe.epochs);
     keep_best(&dir, &args.out)?;
     println!("{}", tuning.to_markdown());
     println!("{}", tuning.explanation());
@@ -259,6 +284,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.out.join("tune.html").display()
     );
     Ok(())
+}
+
+/// The adapter after `pass` of a run of `passes`: the run itself after the last.
+fn pass_dir(run: &Path, pass: u32, passes: u32) -> PathBuf {
+    if pass >= passes {
+        run.to_path_buf()
+    } else {
+        smolt::train::engine::epoch_dir(run, pass)
+    }
 }
 
 /// A candidate's earlier score, if it finished with the same recipe.
