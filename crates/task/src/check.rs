@@ -80,6 +80,7 @@ impl fmt::Display for DataReport {
             Some(Format::InputOutput) => "input/output",
             Some(Format::PromptCompletion) => "prompt/completion",
             Some(Format::Messages) => "messages (chat)",
+            Some(Format::Tools) => "tools + messages (function calling)",
             None => "unknown",
         };
         writeln!(f, "{}", self.path.display())?;
@@ -149,7 +150,7 @@ pub fn check_file(
         }
     };
     report.format = Some(format);
-    if format == Format::Messages {
+    if matches!(format, Format::Messages | Format::Tools) {
         // It compiled for read_jsonl just now.
         report.chat = task.chat_format(enc).ok().map(|c| c.describe());
     }
