@@ -309,6 +309,20 @@ fn record_to_text(
     }
 }
 
+/// Whether a data file holds function-calling records: its first record lists tools (as
+/// [`read_jsonl`] decides a file's format by its first record). A file that cannot be read or
+/// parsed is not one; reading it properly reports why.
+pub fn is_tool_file(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| v.as_object().map(is_tool_record))
+        .unwrap_or(false)
+}
+
 /// One line of a prompts file (`smolt generate --prompts`): a prompt without an answer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PromptRecord {
