@@ -555,9 +555,11 @@ fn sample_value(
         "null" => Value::Null,
         _ => match sample_string(schema, name, rng) {
             Some(s) => json!(s),
-            None => return Err(format!(
+            None => {
+                return Err(format!(
                 "{at}: a string with a pattern needs \"examples\" (or an \"enum\") to sample from"
-            )),
+            ))
+            }
         },
     })
 }
