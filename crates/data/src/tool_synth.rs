@@ -9,8 +9,8 @@
 //!   `minimum`/`maximum`, arrays within `minItems`/`maxItems`, objects recurse, a schema's
 //!   `examples` or `default` is used some of the time; strings come from word pools chosen by
 //!   the parameter's name (city, date, email, ...) or `format` (`date`, `time`, `date-time`,
-//!   `email`). A string `pattern` without `examples` or `enum` cannot be sampled and is refused
-//!   by name.
+//!   `email`, written as RFC 3339 has them, as the decoding constraint enforces). A string
+//!   `pattern` without `examples` or `enum` cannot be sampled and is refused by name.
 //! - **the request** says what the tool's description says (else its name) and each argument's
 //!   value, through many templates: openers, argument order, how a value is introduced.
 //! - **distractors**: the record lists the target with a random subset of the other tools, in
@@ -70,7 +70,7 @@ pub fn builtin_tools() -> Value {
             "parameters": {"type": "object", "properties": {
                 "title": {"type": "string"},
                 "date": {"type": "string", "format": "date"},
-                "time": {"type": "string", "format": "time"},
+                "time": {"type": "string", "description": "24-hour clock, HH:MM"},
                 "duration_minutes": {"type": "integer", "minimum": 15, "maximum": 240},
                 "attendees": {"type": "array", "items": {"type": "string", "format": "email"}, "maxItems": 3}},
                 "required": ["title", "date"]}}},
@@ -430,8 +430,9 @@ fn sample_string(schema: &Value, name: &str, rng: &mut ChaCha8Rng) -> Option<Str
     let n = name.to_lowercase();
     let s = match format {
         "date" => date(rng),
-        "time" => time(rng),
-        "date-time" => format!("{}T{}:00", date(rng), time(rng)),
+        // JSON Schema's formats are RFC 3339's, which the decoding constraint enforces.
+        "time" => format!("{}:00Z", time(rng)),
+        "date-time" => format!("{}T{}:00Z", date(rng), time(rng)),
         "email" => format!("{}@example.com", pick(NAMES, rng).to_lowercase()),
         _ if schema.get("pattern").is_some() => return None,
         _ if n.contains("city") || n.contains("location") || n.contains("place") => {

@@ -55,6 +55,25 @@ impl ToolEvalOutcome {
     }
 }
 
+/// Every tool example in `path` whose answer the decoding constraint could not produce
+/// ([`smolt_task::check::unreachable_tool_answers`]); empty for other files. What `smolt data
+/// check` reports and `smolt train` refuses.
+pub fn unreachable_answers(
+    path: &std::path::Path,
+    task: &smolt_task::Task,
+    tok: &std::sync::Arc<Tokenizer>,
+) -> anyhow::Result<Vec<smolt_task::DataError>> {
+    if !smolt_task::record::is_tool_file(path) {
+        return Ok(Vec::new());
+    }
+    let (_, examples) = smolt_task::read_jsonl(path, task, tok.as_ref())?;
+    let chat = task.chat_format(tok.as_ref())?;
+    let engine = crate::evaluate::engine_for_task(std::sync::Arc::clone(tok), task)?;
+    Ok(smolt_task::check::unreachable_tool_answers(
+        &examples, &engine, &chat,
+    ))
+}
+
 /// The functions a record offers, as the scorer reads them.
 pub fn functions(spec: &ToolCallSpec) -> Vec<Function> {
     spec.tools()

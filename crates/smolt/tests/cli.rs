@@ -1035,4 +1035,34 @@ fn a_tool_task_goes_from_a_tool_list_to_scored_calls() {
         "{}",
         stdout(&o)
     );
+    // A value the schema's format refuses: JSON Schema validators let it pass, the constraint
+    // would never write it, so data check and training refuse it.
+    let clock = serde_json::json!({"type": "function", "function": {"name": "alarm", "parameters":
+        {"type": "object", "properties": {"at": {"type": "string", "format": "time"}}}}});
+    let alarm = dir.path().join("alarm.jsonl");
+    let line = serde_json::json!({"tools": [clock], "messages": [
+        {"role": "user", "content": "wake me at 7"},
+        {"role": "assistant", "tool_calls": [{"type": "function", "function":
+            {"name": "alarm", "arguments": "{\"at\": \"07:00\"}"}}]}]});
+    std::fs::write(&alarm, format!("{line}\n")).unwrap();
+    let o = smolt(&["data", "check", alarm.to_str().unwrap(), "--model", m]);
+    assert!(!o.status.success());
+    assert!(
+        stdout(&o).contains("alarm.jsonl:1: decoding could not write this answer"),
+        "{}",
+        stdout(&o)
+    );
+    let o = smolt(&[
+        "train",
+        "--data",
+        alarm.to_str().unwrap(),
+        "--model",
+        m,
+        "--out",
+        dir.path().join("run2").to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("alarm.jsonl:1"), "{}", stderr(&o));
 }

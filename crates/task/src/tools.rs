@@ -187,10 +187,7 @@ impl ChatFormat {
             ));
         };
         let spec = self.tool_spec(&record.spec);
-        let body = match answer {
-            ToolAnswer::Calls(calls) => spec.render(calls, layout),
-            ToolAnswer::Text(text) => text.clone(),
-        };
+        let body = answer.text(&spec, layout);
         let read_back = spec.parse(&body).map_err(|e| {
             ChatError::Conversation(format!("the answer cannot be read back as written: {e}"))
         })?;
@@ -220,6 +217,17 @@ pub enum ToolAnswer {
     Calls(Vec<ToolCall>),
     /// A plain text answer: no tool fits.
     Text(String),
+}
+
+impl ToolAnswer {
+    /// The answer as the model writes it under `spec` (in the model's call syntax) and
+    /// `layout`, without the end-of-turn marker.
+    pub fn text(&self, spec: &ToolCallSpec, layout: &JsonLayout) -> String {
+        match self {
+            ToolAnswer::Calls(calls) => spec.render(calls, layout),
+            ToolAnswer::Text(text) => text.clone(),
+        }
+    }
 }
 
 /// A function-calling record, OpenAI's chat format with its request fields:

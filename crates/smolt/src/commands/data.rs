@@ -299,14 +299,20 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
     let path = super::resolve_model(&a.model)?;
     let gguf = smolt::gguf::Gguf::open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    let tok = smolt::tokenizer::Tokenizer::from_gguf(&gguf)
-        .with_context(|| format!("cannot read the tokenizer of {}", path.display()))?;
+    let tok = std::sync::Arc::new(
+        smolt::tokenizer::Tokenizer::from_gguf(&gguf)
+            .with_context(|| format!("cannot read the tokenizer of {}", path.display()))?,
+    );
     let mut failed = 0;
     for (i, f) in a.files.iter().enumerate() {
         if i > 0 {
             println!();
         }
-        let r = smolt::task::check::check_file(f, &task, &tok, schema.as_ref());
+        let mut r = smolt::task::check::check_file(f, &task, tok.as_ref(), schema.as_ref());
+        if r.format == Some(smolt::task::Format::Tools) {
+            r.errors
+                .extend(smolt::evaluate_tools::unreachable_answers(f, &task, &tok)?);
+        }
         print!("{r}");
         failed += !r.is_ok() as usize;
     }
