@@ -16,7 +16,7 @@ use smolt_eval::tool_calls::{
 use smolt_eval::Timing;
 use smolt_model::Model;
 use smolt_task::tools::{ToolAnswer, ToolRecord};
-use smolt_task::{prompt, ChatFormat, TextExample};
+use smolt_task::{prompt, ChatFormat, Message, Role, TextExample};
 use smolt_tokenizer::Tokenizer;
 
 /// How to ask the model about each tool record.
@@ -27,6 +27,9 @@ pub struct ToolEvalRun<'a> {
     pub engine: &'a std::sync::Arc<ConstraintEngine>,
     /// The chat format the records were rendered with: it decides the call syntax.
     pub chat: &'a ChatFormat,
+    /// Solved examples shown before each request as earlier turns of the conversation (the
+    /// few-shot baseline); empty for a fine-tuned model. See [`ToolEvalRun::shots_for`].
+    pub shots: Vec<ToolRecord>,
     /// Most answer tokens per record.
     pub max_tokens: usize,
     /// Longest prompt in tokens; longer ones are cut in the middle as training cuts them.
@@ -74,6 +77,38 @@ pub fn unreachable_answers(
     ))
 }
 
+/// `k` solved examples for the few-shot baseline: per kind of answer (each tool, and no
+/// call) the shortest request among the first `8k` records, until `k` are taken, so the
+/// shots show different tools; in file order.
+pub fn pick_tool_shots(pool: &[TextExample], k: usize) -> Vec<ToolRecord> {
+    let window = &pool[..pool.len().min(8 * k)];
+    let kind = |r: &ToolRecord| match &r.answer {
+        Some(ToolAnswer::Calls(c)) => c.first().map_or(String::new(), |c| c.name.clone()),
+        _ => String::new(),
+    };
+    let mut idx: Vec<usize> = (0..window.len())
+        .filter(|&i| window[i].tools.is_some())
+        .collect();
+    idx.sort_by_key(|&i| (window[i].tools.as_ref().map_or(0, |r| r.request().len()), i));
+    let mut kinds = std::collections::HashSet::new();
+    let mut chosen: Vec<usize> = Vec::new();
+    for &i in &idx {
+        if chosen.len() < k && kinds.insert(kind(window[i].tools.as_ref().expect("filtered"))) {
+            chosen.push(i);
+        }
+    }
+    for &i in &idx {
+        if chosen.len() < k && !chosen.contains(&i) {
+            chosen.push(i);
+        }
+    }
+    chosen.sort_unstable();
+    chosen
+        .into_iter()
+        .filter_map(|i| window[i].tools.clone())
+        .collect()
+}
+
 /// The functions a record offers, as the scorer reads them.
 pub fn functions(spec: &ToolCallSpec) -> Vec<Function> {
     spec.tools()
@@ -113,6 +148,38 @@ fn to_call(c: ToolCall) -> Call {
 }
 
 impl ToolEvalRun<'_> {
+    /// The solved examples for `record`, as conversation turns: those of [`Self::shots`]
+    /// whose calls use only tools the record lists (a shot calling a tool the prompt does not
+    /// offer would teach the wrong thing), in order; a shot without a call always fits.
+    pub fn shots_for(&self, record: &ToolRecord) -> Vec<Message> {
+        let mut out = Vec::new();
+        for shot in &self.shots {
+            let Some(answer) = &shot.answer else { continue };
+            let reply = match answer {
+                ToolAnswer::Calls(calls) => {
+                    if calls
+                        .iter()
+                        .any(|c| record.spec.tools().get(&c.name).is_none())
+                    {
+                        continue;
+                    }
+                    let calls = calls
+                        .iter()
+                        .map(|c| {
+                            serde_json::json!({"type": "function",
+                                "function": {"name": c.name, "arguments": c.arguments}})
+                        })
+                        .collect();
+                    Message::calls("", calls)
+                }
+                ToolAnswer::Text(t) => Message::new(Role::Assistant, t.clone()),
+            };
+            out.extend(shot.context.iter().cloned());
+            out.push(reply);
+        }
+        out
+    }
+
     /// Generates an answer for every tool example (from [`smolt_task::read_jsonl`]) and scores
     /// it. `progress(done, passed_so_far)` is called after each.
     pub fn run(
@@ -128,7 +195,16 @@ impl ToolEvalRun<'_> {
                 anyhow::bail!("{}: not a tool record", ex.source);
             };
             let spec = self.chat.tool_spec(&record.spec);
-            let (ids, cut) = prompt::encode_prompt(self.tokenizer, &ex.prompt, self.prompt_budget);
+            let text = if self.shots.is_empty() {
+                ex.prompt.clone()
+            } else {
+                let mut context = self.shots_for(record);
+                context.extend(record.context.iter().cloned());
+                self.chat
+                    .prompt_with_tools(&context, Some(&spec))
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", ex.source))?
+            };
+            let (ids, cut) = prompt::encode_prompt(self.tokenizer, &text, self.prompt_budget);
             cut_prompts += cut as usize;
             let constraint = if spec.allows_calls() {
                 Some(

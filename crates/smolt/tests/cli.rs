@@ -965,6 +965,29 @@ fn a_tool_task_goes_from_a_tool_list_to_scored_calls() {
     assert!(std::fs::read_to_string(ev.join("report.html"))
         .unwrap()
         .contains("Per tool"));
+    // The few-shot baseline: solved requests as earlier turns.
+    let base = dir.path().join("base");
+    let o = smolt(&[
+        "eval",
+        "--config",
+        &d("task.toml"),
+        "--model",
+        m,
+        "--data",
+        &d("test.jsonl"),
+        "--few-shot",
+        "2",
+        "--shots",
+        &d("train.jsonl"),
+        "--out",
+        base.to_str().unwrap(),
+        "-n",
+        "48",
+        "--limit",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("(2-shot)"), "{}", stdout(&o));
     // Compared with itself: no change.
     let o = smolt(&[
         "eval",

@@ -22,7 +22,9 @@ default template. Tool tasks ({\"tools\": [...], \"messages\": [...]} records, t
 assistant's tool_calls or a text answer where no tool fits) are decoded under each record's tools
 constraint (calls valid by construction, as the server's `tools`) and scored by the Berkeley
 Function Calling Leaderboard's rules: per-tool and per-argument accuracy, failed cases next to
-the truth. With --few-shot K, K
+the truth; with --few-shot K, solved requests from --shots (one per tool first, the shortest)
+come before each request as earlier turns, those whose calls use only the record's tools. With
+--few-shot K, K
 solved examples from --shots are put before every record in that same template: the baseline
 that shows what prompting alone gives on the same records.
 
@@ -191,12 +193,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// A tool task (`{"tools", "messages"}` records): each record decoded under its own tools'
 /// constraint and scored by the function-calling leaderboard's rules.
 fn run_tools(args: &Args, task: &Task, data: &Path, out: &Path) -> anyhow::Result<()> {
-    if args.few_shot.is_some() {
-        anyhow::bail!(
-            "--few-shot is not supported on tool tasks yet: the tools are already listed in \
-             every prompt; evaluate the base model without it"
-        );
-    }
     if args.schema.is_some() || args.eval_config.is_some() {
         anyhow::bail!(
             "{} holds tool records: they are decoded under their tools' schemas and scored by \
@@ -208,6 +204,23 @@ fn run_tools(args: &Args, task: &Task, data: &Path, out: &Path) -> anyhow::Resul
     let tok = &loaded.tokenizer;
     let chat = task.chat_format(tok.as_ref())?;
     let (_, examples) = smolt::task::read_jsonl(data, task, tok.as_ref())?;
+    let shots = match (args.few_shot, &args.shots) {
+        (Some(k), Some(path)) => {
+            if !smolt::task::record::is_tool_file(path) {
+                anyhow::bail!("--shots {}: not a file of tool records", path.display());
+            }
+            let (_, pool) = smolt::task::read_jsonl(path, task, tok.as_ref())?;
+            if pool.len() < k {
+                anyhow::bail!(
+                    "--few-shot {k} needs {k} solved examples but {} holds {}",
+                    path.display(),
+                    pool.len()
+                );
+            }
+            smolt::evaluate_tools::pick_tool_shots(&pool, k)
+        }
+        _ => Vec::new(),
+    };
     let examples = &examples[..args.limit.unwrap_or(examples.len()).min(examples.len())];
     let engine = smolt::evaluate::engine_for_task(Arc::clone(tok), task)?;
     let budget = match args.max_prompt_tokens {
@@ -223,6 +236,7 @@ fn run_tools(args: &Args, task: &Task, data: &Path, out: &Path) -> anyhow::Resul
         tokenizer: tok,
         engine: &engine,
         chat: &chat,
+        shots,
         max_tokens: args.max_tokens,
         prompt_budget: budget.max(16),
     };
@@ -231,10 +245,13 @@ fn run_tools(args: &Args, task: &Task, data: &Path, out: &Path) -> anyhow::Resul
             "{bar:30} {pos}/{len} requests  {msg}  [{elapsed_precise}, ETA {eta}]",
         )?,
     );
-    let label = match &args.model.adapter {
+    let mut label = match &args.model.adapter {
         Some(a) => format!("{} + {}", args.model.model, a.display()),
         None => args.model.model.clone(),
     };
+    if let Some(k) = args.few_shot {
+        label += &format!(" ({k}-shot)");
+    }
     eprintln!("tool records rendered with {}", chat.describe());
     let outcome = job.run(examples, &label, |done, passed| {
         bar.set_position(done as u64);
