@@ -8,6 +8,7 @@
 pub mod fields;
 pub mod split;
 pub mod synth;
+pub mod tool_synth;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -20,6 +21,7 @@ pub use split::{split, SplitError, SplitSpec, Splits};
 pub use synth::{
     arithmetic_errors, receipts, receipts_eval_config, receipts_schema, Country, SynthConfig,
 };
+pub use tool_synth::{builtin_tools, synth_tool_records, ToolSynthConfig};
 
 /// One example: what the model reads and what it must answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -203,6 +203,37 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Latency percentiles, throughput and a histogram of per-record timings; `None` without any.
+pub(crate) fn latency_of(timings: &[crate::compare::Timing]) -> Option<LatencyStats> {
+    (!timings.is_empty()).then(|| {
+        let mut ms: Vec<f64> = timings.iter().map(|t| t.latency_s * 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        let secs: f64 = timings.iter().map(|t| t.latency_s).sum();
+        let toks: usize = timings.iter().map(|t| t.tokens).sum();
+        let (lo, hi) = (ms[0], *ms.last().unwrap());
+        let bins = 20usize.min(ms.len().max(1));
+        let width = ((hi - lo) / bins as f64).max(1e-9);
+        let mut counts = vec![0usize; bins];
+        for &x in &ms {
+            counts[(((x - lo) / width) as usize).min(bins - 1)] += 1;
+        }
+        LatencyStats {
+            n: ms.len(),
+            mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
+            p50_ms: percentile(&ms, 0.5),
+            p90_ms: percentile(&ms, 0.9),
+            p99_ms: percentile(&ms, 0.99),
+            max_ms: hi,
+            tokens_per_s: if secs > 0.0 { toks as f64 / secs } else { 0.0 },
+            histogram: counts
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| (lo + i as f64 * width, lo + (i + 1) as f64 * width, c))
+                .collect(),
+        }
+    })
+}
+
 pub fn aggregate(config: &EvalConfig, label: &str, records: &[RecordResult]) -> EvalReport {
     let n = records.len();
     let mut order: Vec<String> = Vec::new();
@@ -335,33 +366,7 @@ pub fn aggregate(config: &EvalConfig, label: &str, records: &[RecordResult]) -> 
         .collect();
 
     let timings: Vec<_> = records.iter().filter_map(|r| r.timing).collect();
-    let latency = (!timings.is_empty()).then(|| {
-        let mut ms: Vec<f64> = timings.iter().map(|t| t.latency_s * 1000.0).collect();
-        ms.sort_by(f64::total_cmp);
-        let secs: f64 = timings.iter().map(|t| t.latency_s).sum();
-        let toks: usize = timings.iter().map(|t| t.tokens).sum();
-        let (lo, hi) = (ms[0], *ms.last().unwrap());
-        let bins = 20usize.min(ms.len().max(1));
-        let width = ((hi - lo) / bins as f64).max(1e-9);
-        let mut counts = vec![0usize; bins];
-        for &x in &ms {
-            counts[(((x - lo) / width) as usize).min(bins - 1)] += 1;
-        }
-        LatencyStats {
-            n: ms.len(),
-            mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
-            p50_ms: percentile(&ms, 0.5),
-            p90_ms: percentile(&ms, 0.9),
-            p99_ms: percentile(&ms, 0.99),
-            max_ms: hi,
-            tokens_per_s: if secs > 0.0 { toks as f64 / secs } else { 0.0 },
-            histogram: counts
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| (lo + i as f64 * width, lo + (i + 1) as f64 * width, c))
-                .collect(),
-        }
-    });
+    let latency = latency_of(&timings);
 
     // Unparseable outputs all score 0 and would fill the list; they take at most half of it so
     // the reading errors of valid outputs stay visible.

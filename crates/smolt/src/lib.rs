@@ -3,6 +3,7 @@
 //! Only `smolt train` and `smolt demo` reach [`train`]; generation, evaluation and serving
 //! ([`serve`]) take their task from [`task`] and their adapters from [`lora`].
 pub mod evaluate;
+pub mod evaluate_tools;
 pub mod tune;
 
 pub use smolt_constrain as constrain;

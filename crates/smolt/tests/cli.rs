@@ -983,3 +983,213 @@ fn export_writes_every_format_and_each_reads_back() {
         stderr(&o)
     );
 }
+
+/// Function calling from a tool list alone: synthetic data, checked, trained on, evaluated
+/// by the leaderboard's rules, and a tools line answered with a call (a tiny random model:
+/// the plumbing, not the quality).
+#[test]
+fn a_tool_task_goes_from_a_tool_list_to_scored_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    smolt_model::testing::tiny_text_model(4)
+        .write(&model)
+        .unwrap();
+    let m = model.to_str().unwrap();
+    let data = dir.path().join("tools");
+    let d = |f: &str| data.join(f).to_str().unwrap().to_string();
+    let o = smolt(&[
+        "data",
+        "synth",
+        "tools",
+        "--n",
+        "30",
+        "--seed",
+        "2",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("train 24, valid 3, test 3"),
+        "{}",
+        stderr(&o)
+    );
+    let o = smolt(&[
+        "data",
+        "check",
+        &d("train.jsonl"),
+        "--config",
+        &d("task.toml"),
+        "--model",
+        m,
+    ]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("function calling"), "{}", stdout(&o));
+
+    let run = dir.path().join("run");
+    let o = smolt(&[
+        "train",
+        "--config",
+        &d("task.toml"),
+        "--model",
+        m,
+        "--out",
+        run.to_str().unwrap(),
+        "--steps",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ev = dir.path().join("eval");
+    let o = smolt(&[
+        "eval",
+        "--config",
+        &d("task.toml"),
+        "--model",
+        m,
+        "--adapter",
+        run.to_str().unwrap(),
+        "--data",
+        &d("test.jsonl"),
+        "--out",
+        ev.to_str().unwrap(),
+        "-n",
+        "48",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("tool calls —"), "{}", stdout(&o));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(ev.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["kind"], "tool_calls");
+    assert_eq!(report["n_cases"], 3);
+    assert!(report["stats"]["per_tool"]
+        .as_object()
+        .is_some_and(|t| !t.is_empty()));
+    let predictions = std::fs::read_to_string(ev.join("predictions.jsonl")).unwrap();
+    assert_eq!(predictions.lines().count(), 3);
+    assert!(std::fs::read_to_string(ev.join("report.html"))
+        .unwrap()
+        .contains("Per tool"));
+    // The few-shot baseline: solved requests as earlier turns.
+    let base = dir.path().join("base");
+    let o = smolt(&[
+        "eval",
+        "--config",
+        &d("task.toml"),
+        "--model",
+        m,
+        "--data",
+        &d("test.jsonl"),
+        "--few-shot",
+        "2",
+        "--shots",
+        &d("train.jsonl"),
+        "--out",
+        base.to_str().unwrap(),
+        "-n",
+        "48",
+        "--limit",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("(2-shot)"), "{}", stdout(&o));
+    // Compared with itself: no change.
+    let o = smolt(&[
+        "eval",
+        "--compare",
+        ev.to_str().unwrap(),
+        ev.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success() && stdout(&o).contains("+0.0 pts"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A tools line, a call required: answered with a call to the listed tool.
+    let tools: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("tools.json")).unwrap()).unwrap();
+    let light = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["function"]["name"] == "set_light")
+        .unwrap();
+    let prompts = dir.path().join("p.jsonl");
+    let line = serde_json::json!({"tools": [light], "tool_choice": "required",
+        "parallel_tool_calls": false,
+        "messages": [{"role": "user", "content": "Kitchen light on"}]});
+    std::fs::write(&prompts, format!("{line}\n")).unwrap();
+    let o = smolt(&[
+        "generate",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--model",
+        m,
+        "--adapter",
+        run.to_str().unwrap(),
+        "-n",
+        "64",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let row: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        row["tool_calls"][0]["function"]["name"], "set_light",
+        "{row}"
+    );
+    let args: Value = serde_json::from_str(
+        row["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(args["room"].is_string() && args["on"].is_boolean(), "{row}");
+
+    // A bad line is named with its file and line.
+    let bad = dir.path().join("bad.jsonl");
+    let mut text = std::fs::read_to_string(data.join("test.jsonl")).unwrap();
+    text.push_str(
+        &serde_json::json!({"tools": [light], "messages": [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "tool_calls": [{"type": "function", "function":
+            {"name": "set_light", "arguments": "{\"room\": \"garage\", \"on\": true}"}}]}]})
+        .to_string(),
+    );
+    std::fs::write(&bad, text + "\n").unwrap();
+    let o = smolt(&["data", "check", bad.to_str().unwrap(), "--model", m]);
+    assert!(!o.status.success());
+    assert!(
+        stdout(&o).contains("bad.jsonl:4") && stdout(&o).contains("/room"),
+        "{}",
+        stdout(&o)
+    );
+    // A value the schema's format refuses: JSON Schema validators let it pass, the constraint
+    // would never write it, so data check and training refuse it.
+    let clock = serde_json::json!({"type": "function", "function": {"name": "alarm", "parameters":
+        {"type": "object", "properties": {"at": {"type": "string", "format": "time"}}}}});
+    let alarm = dir.path().join("alarm.jsonl");
+    let line = serde_json::json!({"tools": [clock], "messages": [
+        {"role": "user", "content": "wake me at 7"},
+        {"role": "assistant", "tool_calls": [{"type": "function", "function":
+            {"name": "alarm", "arguments": "{\"at\": \"07:00\"}"}}]}]});
+    std::fs::write(&alarm, format!("{line}\n")).unwrap();
+    let o = smolt(&["data", "check", alarm.to_str().unwrap(), "--model", m]);
+    assert!(!o.status.success());
+    assert!(
+        stdout(&o).contains("alarm.jsonl:1: decoding could not write this answer"),
+        "{}",
+        stdout(&o)
+    );
+    let o = smolt(&[
+        "train",
+        "--data",
+        alarm.to_str().unwrap(),
+        "--model",
+        m,
+        "--out",
+        dir.path().join("run2").to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("alarm.jsonl:1"), "{}", stderr(&o));
+}

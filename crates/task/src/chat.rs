@@ -528,6 +528,16 @@ impl ChatFormat {
     /// including its end-of-turn marker (trailing whitespace and EOS text left out: the EOS
     /// id is appended when the answer is tokenized, and generation stops at the marker).
     pub fn example(&self, messages: &[Message]) -> Result<(String, String), ChatError> {
+        self.example_by(messages, |m, agp| self.render(m, agp))
+    }
+
+    /// [`ChatFormat::example`] with `render(messages, add_generation_prompt)` giving the
+    /// full text (tool conversations render their own way, [`crate::tools`]).
+    pub(crate) fn example_by(
+        &self,
+        messages: &[Message],
+        render: impl Fn(&[Message], bool) -> Result<String, ChatError>,
+    ) -> Result<(String, String), ChatError> {
         let Some((answer, context)) = messages.split_last() else {
             return Err(ChatError::Conversation("no messages".into()));
         };
@@ -541,8 +551,8 @@ impl ChatFormat {
                 "no user message before the assistant's answer".into(),
             ));
         }
-        let prompt = self.render(context, true)?;
-        let full = self.render(messages, false)?;
+        let prompt = render(context, true)?;
+        let full = render(messages, false)?;
         let Some(answer) = full.strip_prefix(&prompt) else {
             return Err(ChatError::Conversation(format!(
                 "{} does not print the conversation before the answer, with its generation \

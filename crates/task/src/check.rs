@@ -80,6 +80,7 @@ impl fmt::Display for DataReport {
             Some(Format::InputOutput) => "input/output",
             Some(Format::PromptCompletion) => "prompt/completion",
             Some(Format::Messages) => "messages (chat)",
+            Some(Format::Tools) => "tools + messages (function calling)",
             None => "unknown",
         };
         writeln!(f, "{}", self.path.display())?;
@@ -149,7 +150,7 @@ pub fn check_file(
         }
     };
     report.format = Some(format);
-    if format == Format::Messages {
+    if matches!(format, Format::Messages | Format::Tools) {
         // It compiled for read_jsonl just now.
         report.chat = task.chat_format(enc).ok().map(|c| c.describe());
     }
@@ -205,6 +206,65 @@ pub fn check_file(
     report.answer_tokens = Lengths::of(a);
     report.total_tokens = Lengths::of(t);
     report
+}
+
+/// The tool examples whose answer the decoding constraint could not produce, each as an error
+/// at its line: the answer text (calls as the model writes them) is run through the constraint
+/// compiled from the record's tools, as decoding would compile it. JSON Schema validators
+/// treat `format` as a note while the constraint enforces it (`"format": "time"` is RFC 3339's
+/// `14:00:00Z`, not `14:00`), and training on an answer the constraint refuses teaches the
+/// model text it will never be allowed to write.
+pub fn unreachable_tool_answers(
+    examples: &[crate::TextExample],
+    engine: &std::sync::Arc<smolt_constrain::ConstraintEngine>,
+    chat: &crate::ChatFormat,
+) -> Vec<DataError> {
+    let layout = engine.json_layout().clone();
+    let mut errors = Vec::new();
+    for ex in examples {
+        let Some(record) = &ex.tools else { continue };
+        let Some(answer) = &record.answer else {
+            continue;
+        };
+        let spec = chat.tool_spec(&record.spec);
+        if !spec.allows_calls() {
+            continue;
+        }
+        let err = |message: String| DataError {
+            at: ex.source.clone(),
+            message,
+        };
+        let constraint =
+            match engine.compile(&smolt_constrain::ConstraintSpec::ToolCalls(spec.clone())) {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(err(format!(
+                        "the tools do not compile into a constraint: {e}"
+                    )));
+                    continue;
+                }
+            };
+        let text = answer.text(&spec, &layout);
+        let ids = engine.tokenizer().encode(&text, false, false);
+        let mut state = constraint.start();
+        let ok = state.valid_prefix(&ids);
+        let accepted = ok == ids.len() && state.commit_forced(&ids).is_ok() && state.is_accepting();
+        if !accepted {
+            let done = engine.tokenizer().decode(&ids[..ok], false);
+            errors.push(err(format!(
+                "decoding could not write this answer: its tools' constraint stops it after {:?} \
+                 (a value the schema's format, pattern or bounds refuse?)",
+                done.chars()
+                    .rev()
+                    .take(40)
+                    .collect::<String>()
+                    .chars()
+                    .rev()
+                    .collect::<String>()
+            )));
+        }
+    }
+    errors
 }
 
 /// Non-empty lines, for the record count of a file that failed to parse.

@@ -7,6 +7,9 @@
 //! - `{"messages": [{"role", "content"}, ...]}` — rendered by [`crate::chat`]: the model's own
 //!   chat template when its GGUF has one, else the built-in Gemma 3 format (the task's
 //!   `chat_template`); the answer is the last assistant message (earlier turns are context).
+//! - `{"tools": [...], "messages": [...]}` — function calling ([`ToolRecord`]): rendered with
+//!   the tools by [`crate::tools`], the answer is the last assistant message's `tool_calls`
+//!   written as the model writes calls, or its text where no tool fits.
 //!
 //! Every problem carries the file and line it is on, and a file is read whole before failing,
 //! so a user fixes it in one pass.
@@ -24,6 +27,7 @@ use crate::chat::{ChatFormat, Message, Role};
 use crate::encoder::TextEncoder;
 use crate::json::kind_of;
 use crate::task::Task;
+use crate::tools::{is_tool_record, ToolRecord};
 
 /// Where a record came from, for messages a user can act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +96,8 @@ pub enum Format {
     InputOutput,
     PromptCompletion,
     Messages,
+    /// `{"tools", "messages"}`: function calling.
+    Tools,
 }
 
 impl Format {
@@ -100,6 +106,7 @@ impl Format {
             Format::InputOutput => "{\"input\", \"output\"}",
             Format::PromptCompletion => "{\"prompt\", \"completion\"}",
             Format::Messages => "{\"messages\": [...]}",
+            Format::Tools => "{\"tools\": [...], \"messages\": [...]}",
         }
     }
 }
@@ -112,6 +119,8 @@ pub struct TextExample {
     /// The answer as JSON when it is JSON, for schema validation.
     pub answer_json: Option<Value>,
     pub source: Location,
+    /// The record, for function calling: evaluation decodes and scores with its tools.
+    pub tools: Option<ToolRecord>,
 }
 
 /// Reads and checks a JSONL file, returning text examples or every error found. `enc` is the
@@ -175,7 +184,9 @@ pub fn read_jsonl(
         let f = match format {
             Some(f) => f,
             None => {
-                let detected = if obj.contains_key("messages") {
+                let detected = if is_tool_record(obj) {
+                    Format::Tools
+                } else if obj.contains_key("messages") {
                     Format::Messages
                 } else if obj.contains_key("prompt") || obj.contains_key("completion") {
                     Format::PromptCompletion
@@ -193,18 +204,19 @@ pub fn read_jsonl(
                 detected
             }
         };
-        if f == Format::Messages && chat.is_none() {
+        if matches!(f, Format::Messages | Format::Tools) && chat.is_none() {
             match task.chat_format(enc) {
                 Ok(c) => chat = Some(c),
                 Err(e) => return Err(fail(i + 1, e.to_string())),
             }
         }
         match record_to_text(f, obj, task, chat.as_ref()) {
-            Ok((prompt, answer, answer_json)) => out.push(TextExample {
+            Ok((prompt, answer, answer_json, tools)) => out.push(TextExample {
                 prompt,
                 answer,
                 answer_json,
                 source: at,
+                tools,
             }),
             Err(m) => errors.push(err(format!("{m} (file format: {})", f.describe()))),
         }
@@ -246,7 +258,7 @@ fn record_to_text(
     obj: &Obj,
     task: &Task,
     chat: Option<&ChatFormat>,
-) -> Result<(String, String, Option<Value>), String> {
+) -> Result<(String, String, Option<Value>, Option<ToolRecord>), String> {
     match f {
         Format::InputOutput => {
             let input = get_str(obj, "input")?;
@@ -259,13 +271,13 @@ fn record_to_text(
                 Value::Null => return Err("field \"output\" is null".into()),
                 v => (task.answer_text(v), Some(v.clone())),
             };
-            Ok((prompt, answer, json))
+            Ok((prompt, answer, json, None))
         }
         Format::PromptCompletion => {
             let prompt = get_str(obj, "prompt")?.to_string();
             let answer = get_str(obj, "completion")?.to_string();
             let json = serde_json::from_str(answer.trim()).ok();
-            Ok((prompt, answer, json))
+            Ok((prompt, answer, json, None))
         }
         Format::Messages => {
             let messages = match obj.get("messages") {
@@ -279,9 +291,36 @@ fn record_to_text(
             let (prompt, answer) = chat.example(&messages).map_err(|e| e.to_string())?;
             let content = &messages[messages.len() - 1].content;
             let json = serde_json::from_str(content.trim()).ok();
-            Ok((prompt, answer, json))
+            Ok((prompt, answer, json, None))
+        }
+        Format::Tools => {
+            if !is_tool_record(obj) {
+                return Err(
+                    "missing field \"tools\" (every line of a tool file lists its tools)".into(),
+                );
+            }
+            let record = ToolRecord::from_json(obj, task.parallel_tool_calls, true)?;
+            let chat = chat.expect("the chat format is resolved before chat records");
+            let (prompt, answer) = chat
+                .tool_example(&record, &task.json_layout())
+                .map_err(|e| e.to_string())?;
+            Ok((prompt, answer, None, Some(record)))
         }
     }
+}
+
+/// Whether a data file holds function-calling records: its first record lists tools (as
+/// [`read_jsonl`] decides a file's format by its first record). A file that cannot be read or
+/// parsed is not one; reading it properly reports why.
+pub fn is_tool_file(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| v.as_object().map(is_tool_record))
+        .unwrap_or(false)
 }
 
 /// One line of a prompts file (`smolt generate --prompts`): a prompt without an answer.
@@ -299,10 +338,13 @@ pub enum Prompt {
     Text(String),
     /// A conversation, rendered with [`crate::Task::chat_format`] once the model is known.
     Chat(Vec<Message>),
+    /// A conversation with tools ([`ToolRecord`] without an answer): rendered with its tools,
+    /// answered under its tools' constraint.
+    Tools(Box<ToolRecord>),
 }
 
 /// Reads a prompts file — one JSON string, `{"prompt"}`, `{"input"}` (put into the task's
-/// template) or `{"messages"}` per line. Every line must be usable before any generation
+/// template), `{"messages"}` or `{"tools", "messages"}` per line. Every line must be usable before any generation
 /// starts, so a typo on line 900 does not surface after an hour of work: all bad lines are
 /// reported together, with their numbers.
 pub fn read_prompts(file: &Path, task: &Task) -> anyhow::Result<Vec<PromptRecord>> {
@@ -328,6 +370,16 @@ pub fn read_prompts(file: &Path, task: &Task) -> anyhow::Result<Vec<PromptRecord
         let prompt = match &v {
             serde_json::Value::String(s) => Some(Prompt::Text(s.clone())),
             serde_json::Value::Object(o) => {
+                if is_tool_record(o) {
+                    match ToolRecord::from_json(o, task.parallel_tool_calls, false) {
+                        Ok(r) => out.push(PromptRecord {
+                            line: line_no,
+                            prompt: Prompt::Tools(Box::new(r)),
+                        }),
+                        Err(e) => errors.push(format!("{}:{line_no}: {e}", file.display())),
+                    }
+                    continue;
+                }
                 match (o.get("prompt"), o.get("input"), o.get("messages")) {
                     (Some(serde_json::Value::String(p)), _, _) => Some(Prompt::Text(p.clone())),
                     (None, Some(serde_json::Value::String(inp)), _) => {

@@ -69,6 +69,10 @@ pub struct Task {
     pub max_len: usize,
     /// What to do with examples longer than `max_len`.
     pub overlong: Overlong,
+    /// Function calling: whether an answer may hold several calls, for records that do not
+    /// say (`parallel_tool_calls` in a record). OpenAI's default, true, as the server's: in
+    /// the bare JSON call syntax the calls are then always a JSON array.
+    pub parallel_tool_calls: bool,
 }
 
 impl Default for Task {
@@ -83,6 +87,7 @@ impl Default for Task {
             json_style: JsonStyle::Compact,
             max_len: 512,
             overlong: Overlong::TruncatePrompt,
+            parallel_tool_calls: true,
         }
     }
 }
@@ -99,6 +104,7 @@ impl Task {
         "json_style",
         "max_len",
         "overlong",
+        "parallel_tool_calls",
     ];
 
     /// The task's keys of a parsed task file, the others left out; each key read as

@@ -545,3 +545,56 @@ fn template_errors_in_chat_data_name_the_file_and_line() {
     );
     assert!(!err.contains("problems"), "{err}");
 }
+
+#[test]
+fn tool_files_render_with_their_tools_and_report_bad_lines_with_their_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = json!([{"type": "function", "function": {"name": "set_light", "parameters": {
+        "type": "object", "properties": {"room": {"type": "string"}, "on": {"type": "boolean"}},
+        "required": ["room", "on"]}}}]);
+    let call = |args: serde_json::Value| {
+        json!({"tools": tools, "messages": [
+            {"role": "user", "content": "Kitchen lights off"},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "set_light", "arguments": args.to_string()}}]}]})
+    };
+    let good = [
+        call(json!({"room": "kitchen", "on": false})).to_string(),
+        json!({"tools": tools, "messages": [{"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello! What should I switch?"}]})
+        .to_string(),
+    ];
+    let p = dir.path().join("tools.jsonl");
+    std::fs::write(&p, good.join("\n") + "\n").unwrap();
+    let task = Task::default();
+    let (format, examples) = read_jsonl(&p, &task, &ByteEncoder).unwrap();
+    assert_eq!(format, smolt_task::Format::Tools);
+    assert_eq!(
+        examples[0].answer,
+        "[{\"name\":\"set_light\",\"arguments\":{\"room\":\"kitchen\",\"on\":false}}]<end_of_turn>"
+    );
+    assert!(examples[0].prompt.contains("\"name\":\"set_light\""));
+    assert!(examples[0]
+        .prompt
+        .ends_with("Kitchen lights off<end_of_turn>\n<start_of_turn>model\n"));
+    assert_eq!(
+        examples[1].answer,
+        "Hello! What should I switch?<end_of_turn>"
+    );
+    assert!(examples.iter().all(|e| e.tools.is_some()));
+
+    let bad = [
+        good[0].clone(),
+        call(json!({"room": "kitchen", "on": "no"})).to_string(),
+        json!({"messages": [{"role": "user", "content": "x"}]}).to_string(),
+    ];
+    std::fs::write(&p, bad.join("\n") + "\n").unwrap();
+    let e = read_jsonl(&p, &task, &ByteEncoder).unwrap_err();
+    let lines: Vec<usize> = e.errors.iter().map(|e| e.at.line).collect();
+    assert_eq!(lines, [2, 3], "{e}");
+    assert!(e.errors[0].message.contains("/on"), "{e}");
+    assert!(
+        e.errors[1].message.contains("missing field \"tools\""),
+        "{e}"
+    );
+}

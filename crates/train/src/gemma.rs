@@ -138,7 +138,12 @@ pub fn train_with(
     let chat_data = [Some(&train), valid.as_ref()]
         .into_iter()
         .flatten()
-        .any(|d| d.format == smolt_task::Format::Messages);
+        .any(|d| {
+            matches!(
+                d.format,
+                smolt_task::Format::Messages | smolt_task::Format::Tools
+            )
+        });
     if chat_data {
         // It compiled for the data just now.
         let chat = cfg.task.chat_format(&tok)?;

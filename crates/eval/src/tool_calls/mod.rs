@@ -34,6 +34,7 @@
 //!   every argument.
 
 mod check;
+mod report;
 mod stats;
 mod values;
 
@@ -41,6 +42,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use check::check_case;
+pub use report::{ScoredCase, ToolCallReport, ToolEvaluator, ToolSample, TOOL_CALLS_KIND};
 pub use stats::{ArgumentStat, Rate, ToolCallStats, NO_CALL};
 pub use values::standardize;
 

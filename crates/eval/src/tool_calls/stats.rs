@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::CaseResult;
 
@@ -10,7 +10,7 @@ use super::CaseResult;
 pub const NO_CALL: &str = "(no call)";
 
 /// Passed out of total.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rate {
     pub passed: usize,
     pub total: usize,
@@ -33,7 +33,7 @@ impl Rate {
 }
 
 /// How often one argument of one function came out right.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArgumentStat {
     pub function: String,
     pub argument: String,
@@ -41,7 +41,7 @@ pub struct ArgumentStat {
 }
 
 /// Accuracy of a set of cases, for reports.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ToolCallStats {
     pub overall: Rate,
     /// Per expected function (a case counts for each function it expects once), and

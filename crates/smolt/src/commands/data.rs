@@ -52,11 +52,27 @@ struct CheckArgs {
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     smolt data synth receipts --n 1000 --seed 7 --year 2019 --out data/2019\n  \
-    smolt data synth receipts --n 200 --seed 8 --year 2020 --noise 0.02 --out data/2020")]
+    smolt data synth receipts --n 200 --seed 8 --year 2020 --noise 0.02 --out data/2020\n  \
+    smolt data synth tools --tools tools.json --n 2000 --seed 1 --out data/tools\n  \
+    smolt data synth tools --n 600 --out data/home   # the built-in smart-home/calendar/shop tools\n\n\
+tools: requests with the calls that answer them, from only a tool list (OpenAI's `tools` \
+array): arguments sampled from each tool's JSON Schema (enums, integer and number ranges, \
+strings by parameter name or format, arrays, nested objects; a schema's `examples`), many \
+phrasings, a random subset of the other tools listed as distractors, and a share of requests \
+no listed tool fits (--no-call) answered in text. Writes train.jsonl, valid.jsonl and \
+test.jsonl (80/10/10, distinct requests), tools.json and a task.toml to train on \
+(`smolt train --config DIR/task.toml --out runs/tools`).")]
 struct SynthArgs {
-    /// What to generate (only `receipts` for now).
-    #[arg(value_parser = ["receipts"])]
+    /// What to generate: `receipts` or `tools` (function calling).
+    #[arg(value_parser = ["receipts", "tools"])]
     kind: String,
+    /// tools: the tool list (JSON: OpenAI's `tools` array); default: the built-in
+    /// smart-home, calendar and shop tools.
+    #[arg(long, value_name = "FILE")]
+    tools: Option<PathBuf>,
+    /// tools: the share of requests that no listed tool fits.
+    #[arg(long, default_value_t = 0.15)]
+    no_call: f64,
     /// Number of records.
     #[arg(long, default_value_t = 1000)]
     n: usize,
@@ -76,7 +92,8 @@ struct SynthArgs {
     /// the schema is narrowed to match. Default: the whole receipt.
     #[arg(long, value_delimiter = ',')]
     fields: Vec<String>,
-    /// Output folder: receives receipts.jsonl and schema.json.
+    /// Output folder: receives receipts.jsonl and schema.json (tools: train.jsonl,
+    /// valid.jsonl, test.jsonl, tools.json, task.toml).
     #[arg(long)]
     out: PathBuf,
 }
@@ -117,6 +134,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn synth(a: SynthArgs) -> anyhow::Result<()> {
+    if a.kind == "tools" {
+        return synth_tools(a);
+    }
+    if a.tools.is_some() {
+        anyhow::bail!("--tools is for `smolt data synth tools`");
+    }
     if !(0.0..=1.0).contains(&a.noise) {
         anyhow::bail!("--noise must be between 0 and 1");
     }
@@ -163,6 +186,85 @@ fn synth(a: SynthArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `smolt data synth tools`: train/valid/test splits of tool records, the tools and a task.
+fn synth_tools(a: SynthArgs) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&a.no_call) {
+        anyhow::bail!("--no-call must be between 0 and 1");
+    }
+    if a.n < 3 {
+        anyhow::bail!("--n must be at least 3 (one record for each of train, valid and test)");
+    }
+    let tools = match &a.tools {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not valid JSON", p.display()))?;
+            // The checks the server and training apply, so data is never made for tools they
+            // would refuse.
+            smolt::constrain::ToolSet::from_openai(&v)
+                .with_context(|| format!("{}: not a usable tool list", p.display()))?;
+            v
+        }
+        None => smolt::data::builtin_tools(),
+    };
+    let cfg = smolt::data::ToolSynthConfig {
+        n: a.n,
+        seed: a.seed,
+        no_call: a.no_call,
+    };
+    let records = smolt::data::synth_tool_records(&tools, &cfg).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}",
+            a.tools
+                .as_ref()
+                .map_or("the built-in tools".to_string(), |p| p
+                    .display()
+                    .to_string())
+        )
+    })?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let n_eval = (a.n / 10).max(1);
+    let n_train = a.n - 2 * n_eval;
+    let parts = [
+        ("train.jsonl", &records[..n_train]),
+        ("valid.jsonl", &records[n_train..n_train + n_eval]),
+        ("test.jsonl", &records[n_train + n_eval..]),
+    ];
+    for (name, part) in parts {
+        let file = a.out.join(name);
+        let mut text = String::new();
+        for r in part {
+            text.push_str(&serde_json::to_string(r)?);
+            text.push('\n');
+        }
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    let file = a.out.join("tools.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&tools)?)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    let file = a.out.join("task.toml");
+    std::fs::write(
+        &file,
+        "# Function calling on these tools: made by `smolt data synth tools`.\n\
+         data = \"train.jsonl\"\nvalid = \"valid.jsonl\"\n\
+         # Prompts list the tools, so they are long; `smolt data check` shows the lengths.\n\
+         max_len = 1024\n",
+    )
+    .with_context(|| format!("cannot write {}", file.display()))?;
+    let no_call = records
+        .iter()
+        .filter(|r| r["messages"][1].get("tool_calls").is_none())
+        .count();
+    eprintln!(
+        "wrote {} tool records ({no_call} without a call) to {}: train {n_train}, valid {n_eval}, test {n_eval}; tools.json, task.toml",
+        records.len(),
+        a.out.display()
+    );
+    Ok(())
+}
+
 fn split(a: SplitArgs) -> anyhow::Result<()> {
     let records = smolt::data::read_jsonl(&a.file)?;
     let spec = match (a.by, a.test_from) {
@@ -197,14 +299,20 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
     let path = super::resolve_model(&a.model)?;
     let gguf = smolt::gguf::Gguf::open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    let tok = smolt::tokenizer::Tokenizer::from_gguf(&gguf)
-        .with_context(|| format!("cannot read the tokenizer of {}", path.display()))?;
+    let tok = std::sync::Arc::new(
+        smolt::tokenizer::Tokenizer::from_gguf(&gguf)
+            .with_context(|| format!("cannot read the tokenizer of {}", path.display()))?,
+    );
     let mut failed = 0;
     for (i, f) in a.files.iter().enumerate() {
         if i > 0 {
             println!();
         }
-        let r = smolt::task::check::check_file(f, &task, &tok, schema.as_ref());
+        let mut r = smolt::task::check::check_file(f, &task, tok.as_ref(), schema.as_ref());
+        if r.format == Some(smolt::task::Format::Tools) {
+            r.errors
+                .extend(smolt::evaluate_tools::unreachable_answers(f, &task, &tok)?);
+        }
         print!("{r}");
         failed += !r.is_ok() as usize;
     }

@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use smolt::constrain::ConstraintSpec;
+use smolt::eval::tool_calls::ToolCallReport;
 use smolt::eval::{EvalConfig, EvalReport};
 use smolt::evaluate::EvalRun;
+use smolt::evaluate_tools::ToolEvalRun;
+use smolt::task::Task;
 
 use super::{load_model, ModelArgs};
 
@@ -15,7 +18,13 @@ use super::{load_model, ModelArgs};
 #[command(after_help = "\
 The prompt is rendered with the same template as training: --config (a task file), else the
 task the adapter's run recorded (its config.toml) if --adapter is a run directory, else the
-default template. With --few-shot K, K
+default template. Tool tasks ({\"tools\": [...], \"messages\": [...]} records, the last message the
+assistant's tool_calls or a text answer where no tool fits) are decoded under each record's tools
+constraint (calls valid by construction, as the server's `tools`) and scored by the Berkeley
+Function Calling Leaderboard's rules: per-tool and per-argument accuracy, failed cases next to
+the truth; with --few-shot K, solved requests from --shots (one per tool first, the shortest)
+come before each request as earlier turns, those whose calls use only the record's tools. With
+--few-shot K, K
 solved examples from --shots are put before every record in that same template: the baseline
 that shows what prompting alone gives on the same records.
 
@@ -76,6 +85,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let task =
         super::task_of(args.config.as_deref(), args.model.adapter.as_deref())?.unwrap_or_default();
+    if smolt::task::record::is_tool_file(data) {
+        return run_tools(&args, &task, data, out);
+    }
     let records = smolt::data::read_jsonl(data)?;
     let records = &records[..args.limit.unwrap_or(records.len()).min(records.len())];
     if records.is_empty() {
@@ -178,6 +190,92 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A tool task (`{"tools", "messages"}` records): each record decoded under its own tools'
+/// constraint and scored by the function-calling leaderboard's rules.
+fn run_tools(args: &Args, task: &Task, data: &Path, out: &Path) -> anyhow::Result<()> {
+    if args.schema.is_some() || args.eval_config.is_some() {
+        anyhow::bail!(
+            "{} holds tool records: they are decoded under their tools' schemas and scored by \
+             the function-calling rules, so --schema and --eval-config do not apply",
+            data.display()
+        );
+    }
+    let loaded = load_model(&args.model)?;
+    let tok = &loaded.tokenizer;
+    let chat = task.chat_format(tok.as_ref())?;
+    let (_, examples) = smolt::task::read_jsonl(data, task, tok.as_ref())?;
+    let shots = match (args.few_shot, &args.shots) {
+        (Some(k), Some(path)) => {
+            if !smolt::task::record::is_tool_file(path) {
+                anyhow::bail!("--shots {}: not a file of tool records", path.display());
+            }
+            let (_, pool) = smolt::task::read_jsonl(path, task, tok.as_ref())?;
+            if pool.len() < k {
+                anyhow::bail!(
+                    "--few-shot {k} needs {k} solved examples but {} holds {}",
+                    path.display(),
+                    pool.len()
+                );
+            }
+            smolt::evaluate_tools::pick_tool_shots(&pool, k)
+        }
+        _ => Vec::new(),
+    };
+    let examples = &examples[..args.limit.unwrap_or(examples.len()).min(examples.len())];
+    let engine = smolt::evaluate::engine_for_task(Arc::clone(tok), task)?;
+    let budget = match args.max_prompt_tokens {
+        Some(n) => n,
+        None => loaded
+            .model
+            .spec
+            .context_length
+            .saturating_sub(args.max_tokens),
+    };
+    let job = ToolEvalRun {
+        model: &loaded.model,
+        tokenizer: tok,
+        engine: &engine,
+        chat: &chat,
+        shots,
+        max_tokens: args.max_tokens,
+        prompt_budget: budget.max(16),
+    };
+    let bar = indicatif::ProgressBar::new(examples.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} requests  {msg}  [{elapsed_precise}, ETA {eta}]",
+        )?,
+    );
+    let mut label = match &args.model.adapter {
+        Some(a) => format!("{} + {}", args.model.model, a.display()),
+        None => args.model.model.clone(),
+    };
+    if let Some(k) = args.few_shot {
+        label += &format!(" ({k}-shot)");
+    }
+    eprintln!("tool records rendered with {}", chat.describe());
+    let outcome = job.run(examples, &label, |done, passed| {
+        bar.set_position(done as u64);
+        bar.set_message(format!("{passed} right"));
+    })?;
+    bar.finish_and_clear();
+    outcome.write_dir(out)?;
+    print!("{}", outcome.report.to_table());
+    if outcome.truncated_outputs > 0 {
+        eprintln!(
+            "{} outputs hit the token limit (-n {}) unfinished",
+            outcome.truncated_outputs, args.max_tokens
+        );
+    }
+    if outcome.cut_prompts > 0 {
+        eprintln!(
+            "{} prompts were longer than {budget} tokens and were cut in the middle",
+            outcome.cut_prompts
+        );
+    }
+    eprintln!("report: {}", out.join("report.html").display());
+    Ok(())
+}
+
 /// `--compare A B`: per-field deltas of two finished evaluations.
 fn compare(a: &Path, b: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     let read = |p: &Path| {
@@ -193,6 +291,22 @@ fn compare(a: &Path, b: &Path, out: Option<&Path>) -> anyhow::Result<()> {
             )
         })
     };
+    let file = |p: &Path| {
+        if p.is_dir() {
+            p.join("eval.json")
+        } else {
+            p.to_path_buf()
+        }
+    };
+    let tools = |p: &Path| ToolCallReport::read(&file(p)).ok().flatten();
+    match (tools(a), tools(b)) {
+        (Some(ta), Some(tb)) => {
+            print!("{}", ta.compare_table(&tb));
+            return Ok(());
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("one of the two evaluations is of tool calls and the other is not"),
+    }
     let (ra, rb) = (read(a)?, read(b)?);
     let cmp = smolt::eval::compare(&ra, &rb);
     print!("{}", cmp.to_table());

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use smolt::constrain::{ConstraintEngine, ConstraintSpec};
+use smolt::constrain::{ConstraintEngine, ConstraintSpec, ToolCallSpec, ToolOutput};
 use smolt::decode::{GenerateOptions, SamplingParams, StopReason};
 use smolt::task::record::{read_prompts, Prompt, PromptRecord};
 use smolt::task::Task;
@@ -25,7 +25,11 @@ With --prompts, each line of the file is {\"prompt\": TEXT} (sent as is), {\"inp
 into the task's template, from --config or the adapter's run, as training did), {\"messages\": \
 [{\"role\", \"content\"}, ...]} (a conversation, rendered as training renders chat data: the \
 model's chat template or the built-in Gemma 3 format, per the task's chat_template, then the \
-opened assistant turn) or a JSON string; one JSON line per prompt is written to stdout: \
+opened assistant turn), {\"tools\": [...], \"messages\": [...]} (function calling, optionally \
+with \"tool_choice\" and \"parallel_tool_calls\": rendered with the tools as training renders \
+tool records, decoded under the tools' constraint so every call names a listed tool with \
+arguments matching its schema; the row adds \"tool_calls\" in OpenAI's form, or \"content\") \
+or a JSON string; one JSON line per prompt is written to stdout: \
 {\"line\", \"output\", \"json\", \"valid\", \"finish\", \"tokens\", \"seconds\"}. Every prompt \
 is answered even when some are cut off by -n; the exit status is 1 if any was.")]
 pub struct Args {
@@ -309,6 +313,9 @@ struct RenderedPrompt {
     line: usize,
     text: String,
     add_bos: bool,
+    /// A tools line: the spec (in the model's call syntax) its answer is decoded under and
+    /// read back with.
+    tools: Option<ToolCallSpec>,
 }
 
 /// Renders every conversation with the model's chat template (or the built-in format, as the
@@ -323,8 +330,8 @@ fn render_prompts(
     let mut chat = None;
     let mut out = Vec::with_capacity(prompts.len());
     for p in prompts {
-        let (text, add_bos) = match p.prompt {
-            Prompt::Text(text) => (text, tok.add_bos_token()),
+        let (text, add_bos, tools) = match p.prompt {
+            Prompt::Text(text) => (text, tok.add_bos_token(), None),
             Prompt::Chat(messages) => {
                 let chat = match &mut chat {
                     Some(c) => c,
@@ -334,13 +341,25 @@ fn render_prompts(
                     .prompt(&messages)
                     .with_context(|| format!("{}:{}", file.display(), p.line))?;
                 // As in training: the rendering leaves BOS to the encoder.
-                (text, true)
+                (text, true, None)
+            }
+            Prompt::Tools(record) => {
+                let chat = match &mut chat {
+                    Some(c) => c,
+                    None => chat.insert(task.chat_format(tok)?),
+                };
+                let spec = chat.tool_spec(&record.spec);
+                let text = chat
+                    .prompt_with_tools(&record.context, Some(&spec))
+                    .with_context(|| format!("{}:{}", file.display(), p.line))?;
+                (text, true, Some(spec))
             }
         };
         out.push(RenderedPrompt {
             line: p.line,
             text,
             add_bos,
+            tools,
         });
     }
     Ok(out)
@@ -357,8 +376,17 @@ fn run_batch(
     let loaded = load_model(&args.model)?;
     let tok = &loaded.tokenizer;
     let prompts = render_prompts(file, prompts, tok, &task)?;
+    if let (Some(_), Some(p)) = (spec, prompts.iter().find(|p| p.tools.is_some())) {
+        anyhow::bail!(
+            "{}:{}: a tools line is decoded under its tools' constraint; drop --schema, --json, \
+             --regex and --grammar, or the line's tools",
+            file.display(),
+            p.line
+        );
+    }
+    let engine = engine(args, tok)?;
     let constraint = match spec {
-        Some(spec) => Some(engine(args, tok)?.compile(spec)?),
+        Some(spec) => Some(engine.compile(spec)?),
         None => None,
     };
     let room = loaded.model.spec.context_length;
@@ -384,7 +412,16 @@ fn run_batch(
         // before it.
         let opts = args.options(args.seed.wrapping_add(k as u64));
         let start = Instant::now();
-        let answer = smolt::decode::answer(&loaded.model, &ids, constraint.as_ref(), &opts)?;
+        let line_constraint = match &p.tools {
+            Some(tools) if tools.allows_calls() => Some(
+                engine
+                    .compile(&ConstraintSpec::ToolCalls(tools.clone()))
+                    .with_context(|| format!("{}:{}: the tools", file.display(), p.line))?,
+            ),
+            _ => None,
+        };
+        let constraint = line_constraint.as_ref().or(constraint.as_ref());
+        let answer = smolt::decode::answer(&loaded.model, &ids, constraint, &opts)?;
         let (gen_ids, finish) = (answer.ids, answer.ending.as_str());
         let secs = start.elapsed().as_secs_f64();
         let text = tok.decode(&gen_ids, true);
@@ -392,7 +429,7 @@ fn run_batch(
         cut += (finish == "truncated") as usize;
         let json: serde_json::Value =
             serde_json::from_str(text.trim()).unwrap_or(serde_json::Value::Null);
-        let row = serde_json::json!({
+        let mut row = serde_json::json!({
             "line": p.line,
             "output": text,
             "json": json,
@@ -401,6 +438,22 @@ fn run_batch(
             "tokens": gen_ids.len(),
             "seconds": (secs * 1e4).round() / 1e4,
         });
+        if let Some(tools) = &p.tools {
+            // As the server answers: calls in OpenAI's form, or the text.
+            match tools.parse(&text) {
+                Ok(ToolOutput::Calls(calls)) => {
+                    let calls: Vec<serde_json::Value> = calls
+                        .iter()
+                        .enumerate()
+                        .map(|(j, c)| c.to_openai(&format!("call_{}_{j}", p.line)))
+                        .collect();
+                    row["tool_calls"] = serde_json::Value::Array(calls);
+                    row["content"] = serde_json::Value::Null;
+                }
+                Ok(ToolOutput::Text(t)) => row["content"] = serde_json::Value::String(t),
+                Err(e) => row["error"] = serde_json::Value::String(e.to_string()),
+            }
+        }
         writeln!(out, "{row}")?;
         out.flush()?;
         bar.inc(1);

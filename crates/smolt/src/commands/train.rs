@@ -124,6 +124,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         cfg.task.model = super::resolve_model(spec)?.display().to_string();
     }
+    // Tool answers must be ones decoding can write; checked here, where the constraint
+    // engine lives, before any training time is spent.
+    let tool_files: Vec<&std::path::Path> =
+        [Some(cfg.task.data.as_path()), cfg.task.valid.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|p| smolt::task::record::is_tool_file(p))
+            .collect();
+    if !tool_files.is_empty() {
+        let gguf = smolt::gguf::Gguf::open(std::path::Path::new(&cfg.task.model))
+            .with_context(|| format!("cannot open {}", cfg.task.model))?;
+        let tok = std::sync::Arc::new(smolt::tokenizer::Tokenizer::from_gguf(&gguf)?);
+        for f in tool_files {
+            let errors = smolt::evaluate_tools::unreachable_answers(f, &cfg.task, &tok)?;
+            if !errors.is_empty() {
+                return Err(smolt::task::DataErrors {
+                    file: f.to_path_buf(),
+                    errors,
+                }
+                .into());
+            }
+        }
+    }
     let summary = smolt::train::gemma::train(cfg, &args.out, args.resume)?;
     if args.bench_json {
         // The fields the bench scripts share with the PyTorch side (`tok_s`: every token fed
