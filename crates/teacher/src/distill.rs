@@ -3,8 +3,8 @@
 //! Each input is put into the task's prompt template and sent as one user message, with the
 //! task's JSON Schema as `response_format` (`{"type": "json_schema", …, "strict": true}`).
 //! Every answer is checked against the schema (the same [`AnswerSchema`] that checks training
-//! data); an answer that is not JSON or violates the schema is asked again with the next seed,
-//! up to `max_retries` times, then the sample is dropped and counted. With `samples` > 1 each
+//! data); an answer that is not JSON or violates the schema is asked again with the next seed
+//! (and at least `retry_temperature`), up to `max_retries` times, then the sample is dropped and counted. With `samples` > 1 each
 //! input is asked that many times (each with its own seed) and the report gives the share of
 //! inputs whose valid samples agree, per field; the record keeps the first valid sample.
 //!
@@ -36,6 +36,9 @@ pub struct DistillConfig {
     /// Re-asks of an input whose answer is not valid, before the sample is dropped.
     pub max_retries: u32,
     pub temperature: f64,
+    /// The least temperature of a re-ask after an invalid answer: at temperature 0 a
+    /// deterministic teacher would give the same invalid answer again.
+    pub retry_temperature: f64,
     /// `max_tokens` of each request (`None`: the endpoint's default).
     pub max_tokens: Option<u32>,
     /// The first sample's first try uses this seed; each sample and each re-ask its own.
@@ -111,7 +114,11 @@ pub fn request_body(
             "type": "json_schema",
             "json_schema": {"name": "answer", "schema": schema, "strict": true}
         },
-        "temperature": cfg.temperature,
+        "temperature": if attempt == 0 {
+            cfg.temperature
+        } else {
+            cfg.temperature.max(cfg.retry_temperature)
+        },
         "seed": cfg.seed + 1000 * sample as u64 + u64::from(attempt),
     });
     if let Some(n) = cfg.max_tokens {
@@ -650,12 +657,15 @@ mod tests {
             concurrency: 1,
             max_retries: 2,
             temperature: 0.0,
+            retry_temperature: 0.5,
             max_tokens: Some(9),
             seed: 5,
         };
         let s = json!({"type": "object"});
         let b = request_body("p", &s, &cfg, 1, 2);
         assert_eq!(b["seed"], 1007);
+        assert_eq!(b["temperature"], 0.5);
+        assert_eq!(request_body("p", &s, &cfg, 1, 0)["temperature"], 0.0);
         assert_eq!(b["max_tokens"], 9);
         assert_eq!(b["response_format"]["json_schema"]["schema"], s);
         assert_eq!(b["messages"][0]["content"], "p");

@@ -60,6 +60,7 @@ fn config() -> DistillConfig {
         concurrency: 2,
         max_retries: 2,
         temperature: 0.0,
+        retry_temperature: 0.7,
         max_tokens: None,
         seed: 0,
     }
@@ -302,14 +303,25 @@ fn answers_that_are_not_json_or_break_the_schema_are_asked_again() {
     let r = &out.report;
     assert_eq!((r.retried, r.dropped, r.answers_received), (3, 0, 6));
     // Each re-ask is a new request (its own seed), so the cache keeps every answer.
-    let seeds: Vec<u64> = fake
+    let tries: Vec<(u64, f64)> = fake
         .bodies()
         .iter()
         .filter(|b| b["messages"][0]["content"] == "receipt 1")
-        .map(|b| b["seed"].as_u64().unwrap())
+        .map(|b| {
+            (
+                b["seed"].as_u64().unwrap(),
+                b["temperature"].as_f64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(seeds.len(), 3);
-    assert!(seeds[0] != seeds[1] && seeds[1] != seeds[2], "{seeds:?}");
+    assert_eq!(tries.len(), 3);
+    assert!(
+        tries[0].0 != tries[1].0 && tries[1].0 != tries[2].0,
+        "{tries:?}"
+    );
+    // Re-asks sample: a deterministic teacher would repeat its invalid answer.
+    let temps: Vec<f64> = tries.iter().map(|t| t.1).collect();
+    assert_eq!(temps, [0.0, 0.7, 0.7]);
     // The rerun replays the same invalid answers from the cache and lands on the same records.
     let hits = fake.hits();
     let again = run(&fake, dir.path(), client(fake.url()), &config(), 3).unwrap();

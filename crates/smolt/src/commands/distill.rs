@@ -66,6 +66,10 @@ pub struct Args {
     /// teacher agrees with itself whatever it knows).
     #[arg(long)]
     temperature: Option<f64>,
+    /// The least temperature of a re-ask after an invalid answer (a teacher at temperature 0
+    /// would repeat its invalid answer).
+    #[arg(long, default_value_t = 0.7)]
+    retry_temperature: f64,
     /// `max_tokens` of each request (default: the endpoint's).
     #[arg(long)]
     max_tokens: Option<u32>,
@@ -168,6 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         temperature: args
             .temperature
             .unwrap_or(if args.samples > 1 { 1.0 } else { 0.0 }),
+        retry_temperature: args.retry_temperature,
         max_tokens: args.max_tokens,
         seed: args.seed,
     };
