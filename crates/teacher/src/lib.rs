@@ -8,7 +8,7 @@
 //!   nowhere else.
 //! - [`cache`]: an append-only JSONL file of responses keyed by a hash of the request, written
 //!   per answer, so that a killed run loses nothing and a rerun asks nothing twice.
-//! - [`distill`]: the labelling run: the task's prompt and its schema as `response_format`,
+//! - [`distill`](mod@distill): the labelling run: the task's prompt and its schema as `response_format`,
 //!   answers validated against the schema, invalid ones re-asked and then dropped and counted,
 //!   two samples' agreement per field, and a report of cost, validity and time.
 //! - `fake` (feature `fake`): a scriptable fake endpoint for tests.
