@@ -21,6 +21,7 @@ impl Answer {
         };
         Answer {
             ids: out.ids,
+            probs: out.probs,
             ending,
             stats: Some(out.stats),
         }
@@ -60,6 +61,10 @@ impl Ending {
 /// the loop's counters (mask time, forward passes, forced tokens).
 pub struct Answer {
     pub ids: Vec<u32>,
+    /// For a constrained answer, one per id: the model's probability of the chosen token
+    /// among those allowed, `None` where the grammar forced it (see [`crate::confidence`]);
+    /// empty otherwise.
+    pub probs: Vec<Option<f32>>,
     pub ending: Ending,
     pub stats: Option<GenerationStats>,
 }
@@ -117,6 +122,7 @@ pub fn answer_in(
             Ok(Answer {
                 ids: g.ids,
                 ending,
+                probs: Vec::new(),
                 stats: None,
             })
         }
@@ -188,6 +194,7 @@ pub fn answer_streaming_with(
         return Ok(Answer {
             ids: g.ids,
             ending,
+            probs: Vec::new(),
             stats: None,
         });
     };
@@ -219,6 +226,7 @@ pub fn answer_streaming_with(
         Err(ConstrainError::Forward(e)) if e.is::<Halt>() => Ok(Answer {
             ids: seen,
             ending: Ending::Stopped,
+            probs: Vec::new(),
             stats: None,
         }),
         Err(e) => Err(e.into()),

@@ -158,11 +158,36 @@ pub struct GenerationStats {
 }
 
 /// Output ids (without the prompt and the end token), why generation stopped, and counters.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ConstrainedOutput {
     pub ids: Vec<u32>,
+    /// One per id: the probability the model gave the chosen token among those the grammar
+    /// allowed (softmax of the masked logits), or `None` where the grammar left no choice
+    /// (forced tokens, one-token masks). What [`crate::confidence`] reads.
+    pub probs: Vec<Option<f32>>,
     pub finish: Finish,
     pub stats: GenerationStats,
+}
+
+/// The probability of `token` under the softmax of masked `logits` (disallowed = `-inf`), or
+/// `None` when the mask allowed only one token: the grammar chose it, not the model.
+pub fn chosen_prob(logits: &[f32], token: u32) -> Option<f32> {
+    let mut allowed = 0usize;
+    let mut max = f32::NEG_INFINITY;
+    for &l in logits.iter().filter(|l| l.is_finite()) {
+        allowed += 1;
+        max = max.max(l);
+    }
+    let chosen = *logits.get(token as usize)?;
+    if allowed < 2 || !chosen.is_finite() {
+        return None;
+    }
+    let sum: f64 = logits
+        .iter()
+        .filter(|l| l.is_finite())
+        .map(|&l| f64::from(l - max).exp())
+        .sum();
+    Some((f64::from(chosen - max).exp() / sum) as f32)
 }
 
 /// Argmax: a `sample` function for greedy decoding (lowest id on a tie).
@@ -191,6 +216,16 @@ pub fn generate_constrained(
     limits: GenerateLimits,
     mut sample: impl FnMut(&[f32]) -> u32,
 ) -> Result<ConstrainedOutput> {
+    // Every pick's probability, in the order of the picks; each pick becomes the next output
+    // token (a speculative step's accepted drafts, then its own pick).
+    let picks: std::cell::RefCell<std::collections::VecDeque<Option<f32>>> = Default::default();
+    let mut sample = |logits: &[f32]| {
+        let t = sample(logits);
+        picks.borrow_mut().push_back(chosen_prob(logits, t));
+        t
+    };
+    let next_pick = || picks.borrow_mut().pop_front().flatten();
+    let mut probs: Vec<Option<f32>> = Vec::new();
     // The prompt and the output so far in one vector (n-gram drafts search both); the output
     // is what follows the prompt.
     let p = prompt.len();
@@ -205,6 +240,7 @@ pub fn generate_constrained(
                 state.commit_forced(&forced)?;
                 stats.forced_tokens += forced.len();
                 stats.passes_saved += forced.len();
+                probs.extend(std::iter::repeat_n(None, forced.len()));
                 seq.extend_from_slice(&forced);
                 feed.extend_from_slice(&forced);
             }
@@ -246,6 +282,7 @@ pub fn generate_constrained(
             )?,
         };
         if accepted > 0 {
+            probs.extend((0..accepted).map(|_| next_pick()));
             seq.extend_from_slice(&feed[feed.len() - accepted..]);
             if token.is_none() {
                 // The drafts finished the grammar or reached tokens it forces: nothing to
@@ -279,12 +316,14 @@ pub fn generate_constrained(
         if state.end_tokens().contains(&token) {
             break Finish::EndToken(token);
         }
+        probs.push(next_pick());
         seq.push(token);
         feed.push(token);
     };
     stats.guard = state.guard_counts();
     Ok(ConstrainedOutput {
         ids: seq.split_off(p),
+        probs,
         finish,
         stats,
     })

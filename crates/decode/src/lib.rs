@@ -6,6 +6,8 @@
 //!   [`ConstraintState`](smolt_constrain::ConstraintState), over any [`LogitsSource`]
 //!   ([`ModelLogits`] for the model), feeding forced tokens in one forward pass and telling
 //!   complete output from truncated; [`ngram`] proposes its speculative drafts.
+//! - [`confidence`]: per-field confidence of a JSON answer from the probabilities of the
+//!   tokens the model chose freely ([`ConstrainedOutput::probs`]).
 //! - [`answer`]: one answer to one prompt, free or constrained; [`answer_streaming`] reports
 //!   its tokens as they come and can be stopped.
 //!
@@ -33,6 +35,7 @@
 //! ```
 
 mod answer;
+pub mod confidence;
 mod constrained;
 mod generate;
 mod model_logits;
@@ -40,9 +43,10 @@ pub mod ngram;
 mod sampler;
 
 pub use answer::{answer, answer_in, answer_streaming, answer_streaming_with, Answer, Ending};
+pub use confidence::field_confidence;
 pub use constrained::{
-    generate_constrained, greedy, ConstrainedOutput, Finish, GenerateLimits, GenerationStats,
-    LogitsSource,
+    chosen_prob, generate_constrained, greedy, ConstrainedOutput, Finish, GenerateLimits,
+    GenerationStats, LogitsSource,
 };
 pub use generate::{
     generate, generate_in, generate_with, Context, GenerateOptions, Generation, StopReason,

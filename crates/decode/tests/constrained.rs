@@ -4,7 +4,9 @@
 mod common;
 
 use smolt_constrain::ConstraintSpec;
-use smolt_decode::{generate_constrained, greedy, Finish, GenerateLimits, LogitsSource};
+use smolt_decode::{
+    chosen_prob, generate_constrained, greedy, Finish, GenerateLimits, LogitsSource,
+};
 
 /// Prefers tokens in the order given (earlier = higher logit), everything else lower, and
 /// records each batch it is fed.
@@ -130,6 +132,11 @@ fn forced_tokens_ride_in_one_batch_and_change_nothing() {
     };
     let out1 = run(spec, &mut single, limits);
     assert_eq!(out1.ids, out.ids, "batching must not change greedy output");
+    // One probability per token; forced tokens have none, batched or not.
+    assert_eq!(out.probs.len(), out.ids.len());
+    assert!(out.probs.iter().filter(|p| p.is_none()).count() >= out.stats.forced_tokens);
+    assert!(out.probs.iter().flatten().all(|&p| p > 0.0 && p <= 1.0));
+    assert_eq!(out1.probs, out.probs);
     assert!(single.fed.iter().skip(1).all(|b| b.len() == 1));
     assert_eq!(
         out1.stats.forward_passes,
@@ -245,6 +252,8 @@ fn speculation_keeps_greedy_output_and_saves_passes() {
             let (spec_out, src) = run(6);
             assert_eq!(spec_out.ids, plain.ids, "{prompt:?} max {max}");
             assert_eq!(spec_out.finish, plain.finish, "{prompt:?} max {max}");
+            assert_eq!(spec_out.probs.len(), spec_out.ids.len());
+            assert_eq!(spec_out.probs, plain.probs, "{prompt:?} max {max}");
             assert_eq!(plain.stats.drafted, 0);
             // The model saw the prompt and the output, nothing else: no rejected draft is
             // left in its state (the output's tail is not fed when nothing needs its logits:
@@ -396,4 +405,15 @@ fn a_looping_list_is_closed() {
     let n = v["items"].as_array().unwrap().len();
     assert_eq!(n, smolt_constrain::ramble::ITEM_REPEATS + 1, "{text}");
     assert_eq!(out.stats.guard.loops_stopped, 1);
+}
+
+#[test]
+fn the_chosen_probability_is_over_the_allowed_tokens_only() {
+    let ninf = f32::NEG_INFINITY;
+    let p = chosen_prob(&[0.0, ninf, (3.0f32).ln(), ninf], 2).unwrap();
+    assert!((p - 0.75).abs() < 1e-6, "{p}");
+    assert!((chosen_prob(&[0.0, 0.0, 0.0, 0.0], 1).unwrap() - 0.25).abs() < 1e-6);
+    // One allowed token: the grammar chose, not the model.
+    assert_eq!(chosen_prob(&[ninf, 5.0, ninf], 1), None);
+    assert_eq!(chosen_prob(&[0.0, 1.0], 7), None);
 }

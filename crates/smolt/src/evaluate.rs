@@ -40,6 +40,10 @@ pub struct EvalOutcome {
     pub cut_prompts: usize,
     /// Every record's comparison, in input order.
     pub records: Vec<smolt_eval::RecordResult>,
+    /// Per record, each top-level field's confidence (the lowest probability of a token the
+    /// model chose freely in its value: [`smolt_decode::confidence`]); empty when decoding
+    /// was not constrained.
+    pub confidence: Vec<Vec<(String, f32)>>,
 }
 
 impl EvalOutcome {
@@ -49,9 +53,39 @@ impl EvalOutcome {
         use anyhow::Context;
         let fail = || format!("cannot write the report to {}", dir.display());
         self.report.write_dir(dir).with_context(fail)?;
-        smolt_eval::write_predictions(&dir.join("predictions.jsonl"), &self.records)
-            .with_context(fail)
+        let path = dir.join("predictions.jsonl");
+        smolt_eval::write_predictions(&path, &self.records).with_context(fail)?;
+        if self.confidence.iter().any(|c| !c.is_empty()) {
+            add_confidence(&path, &self.confidence).with_context(fail)?;
+        }
+        Ok(())
     }
+}
+
+/// Adds each record's `"confidence": {field: p}` to its line of predictions.jsonl. Done here,
+/// not by the eval crate: confidence comes from decoding, which evaluation knows nothing of.
+fn add_confidence(path: &std::path::Path, confidence: &[Vec<(String, f32)>]) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let mut out = String::with_capacity(text.len());
+    for (line, conf) in text.lines().zip(confidence) {
+        let mut v: serde_json::Value = serde_json::from_str(line)?;
+        let fields: serde_json::Map<String, serde_json::Value> = conf
+            .iter()
+            .map(|(k, p)| {
+                (
+                    k.clone(),
+                    serde_json::json!((f64::from(*p) * 1e4).round() / 1e4),
+                )
+            })
+            .collect();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("confidence".into(), fields.into());
+        }
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    std::fs::write(path, out)?;
+    Ok(())
 }
 
 impl EvalRun<'_> {
@@ -77,6 +111,7 @@ impl EvalRun<'_> {
     ) -> anyhow::Result<EvalOutcome> {
         let mut evaluator = Evaluator::new(config);
         let (mut truncated_outputs, mut cut_prompts) = (0, 0);
+        let mut confidence = Vec::with_capacity(records.len());
         let shared = self.shared_prefix()?;
         for (i, rec) in records.iter().enumerate() {
             let (ids, cut) = self.prompt_ids(&rec.input);
@@ -87,6 +122,12 @@ impl EvalRun<'_> {
             truncated_outputs += (out.ending == smolt_decode::Ending::Truncated) as usize;
             let text = self.tokenizer.decode(&out.ids, true);
             let guard = out.stats.as_ref().map(|s| s.guard).unwrap_or_default();
+            let bytes: Vec<Vec<u8>> = out
+                .ids
+                .iter()
+                .map(|&id| self.tokenizer.token_bytes(id))
+                .collect();
+            confidence.push(smolt_decode::field_confidence(&bytes, &out.probs));
             let r = evaluator.add(
                 Sample::new(&text, &rec.output)
                     .input(&rec.input)
@@ -103,6 +144,7 @@ impl EvalRun<'_> {
         Ok(EvalOutcome {
             report: evaluator.finish(label),
             records,
+            confidence,
             truncated_outputs,
             cut_prompts,
         })
@@ -197,6 +239,26 @@ pub fn pick_shots(records: &[Record], k: usize, task: &Task) -> Vec<(String, Str
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn confidence_joins_each_prediction_line_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("predictions.jsonl");
+        std::fs::write(&p, "{\"index\":0,\"raw\":\"x\"}\n{\"index\":1}\n").unwrap();
+        let conf = vec![
+            vec![("total".to_string(), 0.123456f32), ("a".to_string(), 1.0)],
+            vec![],
+        ];
+        add_confidence(&p, &conf).unwrap();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["raw"], "x");
+        assert_eq!(lines[0]["confidence"], json!({"total": 0.1235, "a": 1.0}));
+        assert_eq!(lines[1]["confidence"], json!({}));
+    }
 
     fn rec(input: &str, total: f64) -> Record {
         Record {

@@ -18,5 +18,6 @@ pub use smolt_model as model;
 pub use smolt_quant as quant;
 pub use smolt_serve as serve;
 pub use smolt_task as task;
+pub use smolt_teacher as teacher;
 pub use smolt_tokenizer as tokenizer;
 pub use smolt_train as train;

@@ -49,6 +49,9 @@ enum Command {
     Bench(commands::bench::Args),
     /// Serve the model and its adapters over an OpenAI-compatible HTTP API.
     Serve(commands::serve::Args),
+    /// Label raw inputs with a large teacher model (any OpenAI-compatible endpoint), keeping
+    /// the answers that satisfy the task's schema: training data from inputs alone.
+    Distill(commands::distill::Args),
 }
 
 fn main() {
@@ -77,5 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // Not on the compute pool: the server's worker enters the pool for each generation,
         // and its HTTP threads must never hold a pool thread.
         Command::Serve(args) => commands::serve::run(args),
+        // Network-bound: its workers wait on the teacher, not on the compute pool.
+        Command::Distill(args) => commands::distill::run(args),
     }
 }

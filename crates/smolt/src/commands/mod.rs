@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod data;
 pub mod demo;
+pub mod distill;
 pub mod eval;
 pub mod export;
 pub mod fetch;
