@@ -45,7 +45,7 @@ pub use layout::JsonLayout;
 pub use llguidance;
 pub use tools::{
     CallParseError, CallSyntax, Tool, ToolCall, ToolCallSpec, ToolChoice, ToolError, ToolOutput,
-    ToolSet,
+    ToolSet, DEFAULT_MAX_PARALLEL_CALLS, MAX_PARALLEL_CALLS,
 };
 
 #[cfg(test)]
