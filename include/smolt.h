@@ -198,8 +198,19 @@ typedef struct smolt_session smolt_session;
 
 /**
  * Settings of one generation: start from `smolt_default_options()` and change fields.
+ *
+ * Versioned by size: `struct_size` says which fields the caller knows. A later smolt.h may
+ * add fields at the end; the library takes the fields that fit in `struct_size` and the
+ * defaults for the rest, so a program built against an older header keeps working with a
+ * newer library. A size the library does not know (smaller than the first versioned
+ * layout, or larger than its own: a newer header) is `SMOLT_STATUS_INVALID_ARGUMENT`.
  */
 typedef struct {
+  /**
+   * `sizeof(smolt_options)` as the caller was compiled with; `smolt_default_options()`
+   * sets it. Never change it by hand.
+   */
+  uint32_t struct_size;
   /**
    * At most this many new tokens (default 128).
    */
@@ -384,7 +395,8 @@ smolt_status smolt_session_cancel(const smolt_session *session);
  *
  * # Safety
  * `session` is NULL or a live session handle; `prompt` is NULL or a NUL-terminated string;
- * `options` is NULL or points to a `smolt_options` whose `json_schema` is NULL or a
+ * `options` is NULL or points to a `smolt_options` (of `struct_size` readable bytes, as
+ * `smolt_default_options()` sets it) whose `json_schema` is NULL or a
  * NUL-terminated string; `callback`, if not NULL, is safe to call with a NUL-terminated
  * string and `user`; `result` is NULL or points to writable storage for a `smolt_result`.
  * None of them change or go away during the call.

@@ -116,9 +116,18 @@ pub type SmoltTokenCallback =
     Option<unsafe extern "C" fn(piece: *const c_char, user: *mut c_void) -> c_int>;
 
 /// Settings of one generation: start from `smolt_default_options()` and change fields.
+///
+/// Versioned by size: `struct_size` says which fields the caller knows. A later smolt.h may
+/// add fields at the end; the library takes the fields that fit in `struct_size` and the
+/// defaults for the rest, so a program built against an older header keeps working with a
+/// newer library. A size the library does not know (smaller than the first versioned
+/// layout, or larger than its own: a newer header) is `SMOLT_STATUS_INVALID_ARGUMENT`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SmoltOptions {
+    /// `sizeof(smolt_options)` as the caller was compiled with; `smolt_default_options()`
+    /// sets it. Never change it by hand.
+    pub struct_size: u32,
     /// At most this many new tokens (default 128).
     pub max_tokens: u32,
     /// 0 is greedy: always the most likely token (default 0).
@@ -243,10 +252,55 @@ pub extern "C" fn smolt_last_error() -> *const c_char {
     status::last_error()
 }
 
+/// `size_of::<SmoltOptions>()` today.
+const OPTIONS_SIZE: usize = std::mem::size_of::<SmoltOptions>();
+/// The size of the first versioned `smolt_options` (`struct_size` through `prompt_format`):
+/// the smallest a caller may pass. Fields added later go after it, and this stays.
+const OPTIONS_SIZE_V1: usize = std::mem::offset_of!(SmoltOptions, prompt_format) + 4;
+
+/// The options `options` points to, as this library reads them: the first `struct_size`
+/// bytes from the caller, the defaults for fields beyond them (see [`SmoltOptions`]).
+///
+/// # Safety
+/// `options` is NULL or points to readable memory of at least 4 bytes whose first `u32` is
+/// the size of the readable `smolt_options` behind it.
+unsafe fn read_options(options: *const SmoltOptions) -> Result<SmoltOptions> {
+    if options.is_null() {
+        return Ok(smolt_default_options());
+    }
+    // SAFETY: every version of the struct starts with its size, a u32 (caller's promise).
+    let size = unsafe { std::ptr::read_unaligned(options.cast::<u32>()) } as usize;
+    if !(OPTIONS_SIZE_V1..=OPTIONS_SIZE).contains(&size) {
+        return Err(Error::new(
+            SmoltStatus::InvalidArgument,
+            format!(
+                "options->struct_size is {size}, but this library reads smolt_options of \
+                 {OPTIONS_SIZE_V1} to {OPTIONS_SIZE} bytes: start from smolt_default_options() \
+                 and build against the smolt.h of this library (or an older one)"
+            ),
+        ));
+    }
+    let mut out = smolt_default_options();
+    // SAFETY: the caller's struct has `size` readable bytes, and `out` has OPTIONS_SIZE ≥
+    // size writable ones; the two do not overlap (`out` is a local). Every bit pattern is
+    // valid for the fields (integers, floats, a pointer), so copying a prefix of the bytes
+    // leaves `out` a valid value whatever the caller wrote.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            options.cast::<u8>(),
+            (&mut out as *mut SmoltOptions).cast::<u8>(),
+            size,
+        );
+    }
+    out.struct_size = OPTIONS_SIZE as u32;
+    Ok(out)
+}
+
 /// The default generation settings (see `smolt_options`).
 #[no_mangle]
 pub extern "C" fn smolt_default_options() -> SmoltOptions {
     SmoltOptions {
+        struct_size: OPTIONS_SIZE as u32,
         max_tokens: 128,
         temperature: 0.0,
         top_p: 1.0,
@@ -447,7 +501,8 @@ fn c_text(s: &str) -> CString {
 ///
 /// # Safety
 /// `session` is NULL or a live session handle; `prompt` is NULL or a NUL-terminated string;
-/// `options` is NULL or points to a `smolt_options` whose `json_schema` is NULL or a
+/// `options` is NULL or points to a `smolt_options` (of `struct_size` readable bytes, as
+/// `smolt_default_options()` sets it) whose `json_schema` is NULL or a
 /// NUL-terminated string; `callback`, if not NULL, is safe to call with a NUL-terminated
 /// string and `user`; `result` is NULL or points to writable storage for a `smolt_result`.
 /// None of them change or go away during the call.
@@ -465,11 +520,9 @@ pub unsafe extern "C" fn smolt_generate(
         let session = unsafe { handle(session, "session") }?;
         // SAFETY: the caller passes NULL or a NUL-terminated string, unchanged during the call.
         let prompt = unsafe { text(prompt, "prompt") }?;
-        // SAFETY: the caller passes NULL or a pointer to a readable `smolt_options`; every
-        // bit pattern of its fields is a valid value (integers, floats, a pointer).
-        let options = unsafe { options.as_ref() }
-            .copied()
-            .unwrap_or_else(|| smolt_default_options());
+        // SAFETY: the caller passes NULL or a pointer to a readable `smolt_options` of
+        // `struct_size` bytes.
+        let options = unsafe { read_options(options) }?;
         let schema = if options.json_schema.is_null() {
             None
         } else {

@@ -358,6 +358,15 @@ fn bad_options_schemas_and_prompts_fail_before_generating() {
             prompt_format: 7,
             ..opts(4)
         },
+        // Not from smolt_default_options(), and a struct from a newer header.
+        SmoltOptions {
+            struct_size: 0,
+            ..opts(4)
+        },
+        SmoltOptions {
+            struct_size: std::mem::size_of::<SmoltOptions>() as u32 + 8,
+            ..opts(4)
+        },
     ];
     for o in bad_opts {
         let mut seen = Seen::default();
@@ -365,6 +374,7 @@ fn bad_options_schemas_and_prompts_fail_before_generating() {
         assert_eq!((st, out), (SmoltStatus::InvalidArgument, None), "{o:?}");
         assert!(seen.pieces.is_empty());
     }
+    assert!(last_error().contains("struct_size"), "{}", last_error());
     for (schema, needle) in [
         ("{not json", "invalid JSON Schema"),
         (r#"{"type": "strung"}"#, "invalid JSON Schema"),

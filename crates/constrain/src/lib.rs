@@ -47,7 +47,7 @@ pub use llguidance;
 pub use ramble::{GuardCounts, NumberCaps};
 pub use tools::{
     CallParseError, CallSyntax, Tool, ToolCall, ToolCallSpec, ToolChoice, ToolError, ToolOutput,
-    ToolSet,
+    ToolSet, DEFAULT_MAX_PARALLEL_CALLS, MAX_PARALLEL_CALLS,
 };
 
 #[cfg(test)]

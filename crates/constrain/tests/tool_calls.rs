@@ -497,3 +497,52 @@ fn a_schema_llguidance_cannot_honour_names_its_tool() {
         .expect("refused");
     assert!(e.to_string().contains("tool `odd`"), "{e}");
 }
+
+/// Parallel calls stop at the bound: the constraint takes `max` calls and refuses one more
+/// (a small model otherwise keeps appending calls until `max_tokens`), in both syntaxes, and
+/// the parser agrees. Without a bound the default applies.
+#[test]
+fn parallel_call_lists_are_bounded() {
+    use smolt_constrain::{DEFAULT_MAX_PARALLEL_CALLS, MAX_PARALLEL_CALLS};
+    let call = |city: &str| {
+        format!("{{\"name\": \"get_weather\", \"arguments\": {{\"city\": \"{city}\"}}}}")
+    };
+    let cities = ["Oslo", "Paris", "Lima", "Kyiv", "Rome", "Bonn"];
+    for syntax in [CallSyntax::Json, CallSyntax::hermes()] {
+        for max in [1, 2, 3] {
+            let spec = weather_spec(ToolChoice::Auto, syntax.clone())
+                .with_parallel(true)
+                .with_max_parallel_calls(max)
+                .unwrap();
+            assert_eq!(spec.max_calls(), max);
+            let text = |n: usize| -> String {
+                let calls: Vec<String> = cities[..n].iter().map(|c| call(c)).collect();
+                match &syntax {
+                    CallSyntax::Json => format!("[{}]", calls.join(", ")),
+                    CallSyntax::Wrapped { .. } => calls
+                        .iter()
+                        .map(|c| format!("<tool_call>\n{c}\n</tool_call>"))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                }
+            };
+            for n in 1..=max {
+                let (ok, len) = accepted(&spec, &text(n));
+                assert_eq!(ok, len, "{syntax:?} max {max}: {n} calls refused");
+                assert!(matches!(spec.parse(&text(n)), Ok(ToolOutput::Calls(c)) if c.len() == n));
+            }
+            let over = text(max + 1);
+            let (ok, len) = accepted(&spec, &over);
+            assert!(ok < len, "{syntax:?} max {max}: {} calls accepted", max + 1);
+            let e = spec.parse(&over).unwrap_err();
+            assert!(e.message.contains(&format!("at most {max}")), "{e}");
+        }
+    }
+    let default = weather_spec(ToolChoice::Auto, CallSyntax::Json).with_parallel(true);
+    assert_eq!(default.max_calls(), DEFAULT_MAX_PARALLEL_CALLS);
+    assert_eq!(default.clone().with_parallel(false).max_calls(), 1);
+    for bad in [0, MAX_PARALLEL_CALLS + 1] {
+        let e = default.clone().with_max_parallel_calls(bad).unwrap_err();
+        assert_eq!(e.param(), "max_parallel_tool_calls");
+    }
+}

@@ -11,6 +11,8 @@ use crate::float::{axpy, dot, max_lanes, scale_in_place, sum_lanes};
 use crate::matmul::gemm_strided;
 use crate::simd::multiversion;
 use crate::Float;
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// Keys scored per online-softmax step: the score tile (`group × TILE`) stays in L1 and the
@@ -49,8 +51,8 @@ struct Shape {
 #[allow(clippy::too_many_arguments)]
 fn check_shapes<F>(
     q: &[F],
-    k: &[F],
-    v: &[F],
+    k_len: usize,
+    v_len: usize,
     q_pos: &[usize],
     n_q: usize,
     n_kv: usize,
@@ -69,11 +71,11 @@ fn check_shapes<F>(
     let t = q_pos.len();
     assert_eq!(q.len(), t * n_q * d, "q is not (T, n_q_heads, head_dim)");
     assert!(
-        k.len().is_multiple_of(n_kv * d),
+        k_len.is_multiple_of(n_kv * d),
         "k is not (S, n_kv_heads, head_dim)"
     );
-    assert_eq!(v.len(), k.len(), "v differs in shape from k");
-    let s = k.len() / (n_kv * d);
+    assert_eq!(v_len, k_len, "v differs in shape from k");
+    let s = k_len / (n_kv * d);
     if let Some(&p) = q_pos.iter().max() {
         assert!(
             p < s,
@@ -122,7 +124,115 @@ pub fn attention_forward<F: Float>(
     out: &mut [F],
     lse: Option<&mut [F]>,
 ) {
-    let sh = check_shapes(q, k, v, q_pos, n_q_heads, n_kv_heads, head_dim, window);
+    let sh = check_shapes(
+        q,
+        k.len(),
+        v.len(),
+        q_pos,
+        n_q_heads,
+        n_kv_heads,
+        head_dim,
+        window,
+    );
+    forward_on(q, &Dense(k), &Dense(v), q_pos, &sh, window, scale, out, lse);
+}
+
+/// [`attention_forward`] over keys and values stored as f16 (a KV cache at half the memory,
+/// as llama.cpp keeps by default): each tile of rows is widened to f32 as it is read, so the
+/// result is exactly [`attention_forward`]'s on the widened values.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_f16kv(
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    q_pos: &[usize],
+    n_q_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    window: Option<usize>,
+    scale: f32,
+    out: &mut [f32],
+    lse: Option<&mut [f32]>,
+) {
+    let sh = check_shapes(
+        q,
+        k.len(),
+        v.len(),
+        q_pos,
+        n_q_heads,
+        n_kv_heads,
+        head_dim,
+        window,
+    );
+    forward_on(q, &Half(k), &Half(v), q_pos, &sh, window, scale, out, lse);
+}
+
+/// Rows `(S, n_kv_heads, D)` of keys or values, read a tile at a time: one forward for every
+/// storage type, the f32 rows lent as they are and narrower ones widened into a scratch tile.
+trait KvRows<F>: Sync {
+    /// Rows `j0..j1` of KV head `g`: a slice whose row `r` (position `j0 + r`) starts at
+    /// `r · stride`, and that stride.
+    fn tile<'a>(
+        &'a self,
+        j0: usize,
+        j1: usize,
+        g: usize,
+        n_kv: usize,
+        d: usize,
+        buf: &'a mut Vec<F>,
+    ) -> (&'a [F], usize);
+}
+
+struct Dense<'a, F>(&'a [F]);
+
+impl<F: Float> KvRows<F> for Dense<'_, F> {
+    fn tile<'a>(
+        &'a self,
+        j0: usize,
+        _j1: usize,
+        g: usize,
+        n_kv: usize,
+        d: usize,
+        _buf: &'a mut Vec<F>,
+    ) -> (&'a [F], usize) {
+        (&self.0[(j0 * n_kv + g) * d..], n_kv * d)
+    }
+}
+
+struct Half<'a>(&'a [f16]);
+
+impl KvRows<f32> for Half<'_> {
+    fn tile<'a>(
+        &'a self,
+        j0: usize,
+        j1: usize,
+        g: usize,
+        n_kv: usize,
+        d: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> (&'a [f32], usize) {
+        buf.resize((j1 - j0) * d, 0.0);
+        for (j, dst) in (j0..j1).zip(buf.chunks_exact_mut(d)) {
+            // F16C widening (detected at run time by `half`), 8 values an instruction.
+            self.0[(j * n_kv + g) * d..][..d].convert_to_f32_slice(dst);
+        }
+        (buf, d)
+    }
+}
+
+/// The forward of [`attention_forward`] once shapes are checked, over any row storage.
+#[allow(clippy::too_many_arguments)]
+fn forward_on<F: Float>(
+    q: &[F],
+    k: &dyn KvRows<F>,
+    v: &dyn KvRows<F>,
+    q_pos: &[usize],
+    sh: &Shape,
+    window: Option<usize>,
+    scale: F,
+    out: &mut [F],
+    lse: Option<&mut [F]>,
+) {
     assert_eq!(out.len(), q.len(), "out is not (T, n_q_heads, head_dim)");
     let mut scratch;
     let lse = match lse {
@@ -136,7 +246,7 @@ pub fn attention_forward<F: Float>(
         }
     };
     let (d, group, n_kv) = (sh.d, sh.group, sh.n_kv);
-    let par = flops(&sh, q_pos, window) >= PAR_MIN_FLOPS;
+    let par = flops(sh, q_pos, window) >= PAR_MIN_FLOPS;
     if sh.t >= TILED_MIN_ROWS {
         // Prefill and training: blocks of BQ query rows, scores by gemm (see `attend_block`).
         let row = sh.n_q * d;
@@ -144,7 +254,7 @@ pub fn attention_forward<F: Float>(
             let t0 = b * BQ;
             let rows = o.len() / row;
             let qb = &q[t0 * row..][..rows * row];
-            attend_block(qb, k, v, &q_pos[t0..t0 + rows], &sh, window, scale, o, l);
+            attend_block(qb, k, v, &q_pos[t0..t0 + rows], sh, window, scale, o, l);
         };
         if par {
             out.par_chunks_mut(BQ * row)
@@ -233,8 +343,8 @@ const TILED_MIN_ROWS: usize = 4;
 #[allow(clippy::too_many_arguments)]
 fn attend_block<F: Float>(
     qb: &[F],
-    k: &[F],
-    v: &[F],
+    k: &dyn KvRows<F>,
+    v: &dyn KvRows<F>,
     q_pos: &[usize],
     sh: &Shape,
     window: Option<usize>,
@@ -255,6 +365,7 @@ fn attend_block<F: Float>(
     let mut acc = vec![F::ZERO; rows * d];
     let mut m = vec![F::NEG_INFINITY; rows];
     let mut sum = vec![F::ZERO; rows];
+    let (mut kbuf, mut vbuf) = (Vec::new(), Vec::new());
     for h in 0..n_q {
         let g = h / sh.group;
         acc.fill(F::ZERO);
@@ -265,38 +376,16 @@ fn attend_block<F: Float>(
         while j0 < hi {
             let j1 = (j0 + BK).min(hi);
             let nk = j1 - j0;
-            let kb = &k[(j0 * n_kv + g) * d..];
-            let vb = &v[(j0 * n_kv + g) * d..];
+            let (kb, ks) = k.tile(j0, j1, g, n_kv, d, &mut kbuf);
+            let (vb, vs) = v.tile(j0, j1, g, n_kv, d, &mut vbuf);
             let st = &mut s[..rows * nk];
             // S (rows, nk) = Q_h (rows, D) · K_g[j0..j1] (nk, D)^T
-            gemm_strided(
-                false,
-                rows,
-                nk,
-                d,
-                st,
-                false,
-                qh,
-                (n_q * d, 1),
-                kb,
-                (1, n_kv * d),
-            );
+            gemm_strided(false, rows, nk, d, st, false, qh, (n_q * d, 1), kb, (1, ks));
             online_softmax_tile(
                 st, q_pos, j0, nk, window, scale, &mut m, &mut sum, &mut acc, d,
             );
             // acc (rows, D) += P (rows, nk) · V_g[j0..j1] (nk, D)
-            gemm_strided(
-                false,
-                rows,
-                d,
-                nk,
-                &mut acc,
-                true,
-                st,
-                (nk, 1),
-                vb,
-                (n_kv * d, 1),
-            );
+            gemm_strided(false, rows, d, nk, &mut acc, true, st, (nk, 1), vb, (vs, 1));
             j0 = j1;
         }
         for r in 0..rows {
@@ -358,8 +447,8 @@ multiversion! {
 /// `group × D` outputs, `l` their `group` log-sum-exps.
 fn attend<F: Float>(
     qg: &[F],
-    k: &[F],
-    v: &[F],
+    k: &dyn KvRows<F>,
+    v: &dyn KvRows<F>,
     g: usize,
     n_kv: usize,
     d: usize,
@@ -375,14 +464,16 @@ fn attend<F: Float>(
     let mut m = vec![F::NEG_INFINITY; group];
     let mut sum = vec![F::ZERO; group];
     let mut s = vec![F::ZERO; group * TILE];
+    let (mut kbuf, mut vbuf) = (Vec::new(), Vec::new());
     o.fill(F::ZERO);
     let mut j0 = lo;
     while j0 < hi {
         let j1 = (j0 + TILE).min(hi);
         let nt = j1 - j0;
         // scores = scale · q·k
+        let (kt, ks) = k.tile(j0, j1, g, n_kv, d, &mut kbuf);
         for j in j0..j1 {
-            let kj = &k[(j * n_kv + g) * d..][..d];
+            let kj = &kt[(j - j0) * ks..][..d];
             for h in 0..group {
                 s[h * TILE + j - j0] = scale * dot(&qg[h * d..][..d], kj);
             }
@@ -404,8 +495,9 @@ fn attend<F: Float>(
             }
             sum[h] += tile_sum;
         }
+        let (vt, vs) = v.tile(j0, j1, g, n_kv, d, &mut vbuf);
         for j in j0..j1 {
-            let vj = &v[(j * n_kv + g) * d..][..d];
+            let vj = &vt[(j - j0) * vs..][..d];
             for h in 0..group {
                 axpy(s[h * TILE + j - j0], vj, &mut o[h * d..][..d]);
             }
@@ -448,7 +540,16 @@ pub fn attention_backward<F: Float>(
     dk: &mut [F],
     dv: &mut [F],
 ) {
-    let sh = check_shapes(q, k, v, q_pos, n_q_heads, n_kv_heads, head_dim, window);
+    let sh = check_shapes(
+        q,
+        k.len(),
+        v.len(),
+        q_pos,
+        n_q_heads,
+        n_kv_heads,
+        head_dim,
+        window,
+    );
     assert_eq!(out.len(), q.len(), "out is not (T, n_q_heads, head_dim)");
     assert_eq!(dout.len(), q.len(), "dout is not (T, n_q_heads, head_dim)");
     assert_eq!(dq.len(), q.len(), "dq is not (T, n_q_heads, head_dim)");
@@ -839,6 +940,107 @@ mod tests {
             );
             assert_close(&out, &ro, 1e-5, &format!("out case {ci}"));
             assert_close(&lse, &rl, 1e-5, &format!("lse case {ci}"));
+        }
+    }
+
+    /// The f16 KV path: bit for bit the f32 forward on the widened rows (one code path, only
+    /// the storage differs), and within f16's rounding (2⁻¹¹ relative per element) of the f64
+    /// reference on the unrounded f32 keys and values, on every case and on Gemma's shapes.
+    #[test]
+    fn f16_kv_matches_f32_on_widened_rows_and_reference_within_rounding() {
+        let mut all = cases();
+        all.push(Case {
+            q_pos: vec![0, 1, 511, 512, 513, 599],
+            s: 600,
+            n_q: 4,
+            n_kv: 1,
+            d: 256,
+            window: Some(512),
+        });
+        all.push(Case {
+            q_pos: (560..600).collect(),
+            s: 600,
+            n_q: 4,
+            n_kv: 1,
+            d: 256,
+            window: None,
+        });
+        for (ci, c) in all.iter().enumerate() {
+            let t = c.q_pos.len();
+            let q = randn(t * c.n_q * c.d, 31 + ci as u64);
+            let k = randn(c.s * c.n_kv * c.d, 41 + ci as u64);
+            let v = randn(c.s * c.n_kv * c.d, 51 + ci as u64);
+            let kh: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+            let vh: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            let scale = 1.0 / (c.d as f32).sqrt();
+            let run = |f16kv: bool| {
+                let mut out = vec![0.0f32; q.len()];
+                let mut lse = vec![0.0f32; t * c.n_q];
+                let (kw, vw): (Vec<f32>, Vec<f32>) = (
+                    kh.iter().map(|x| x.to_f32()).collect(),
+                    vh.iter().map(|x| x.to_f32()).collect(),
+                );
+                let args = (&c.q_pos, c.n_q, c.n_kv, c.d, c.window, scale);
+                if f16kv {
+                    attention_forward_f16kv(
+                        &q,
+                        &kh,
+                        &vh,
+                        args.0,
+                        args.1,
+                        args.2,
+                        args.3,
+                        args.4,
+                        args.5,
+                        &mut out,
+                        Some(&mut lse),
+                    );
+                } else {
+                    attention_forward(
+                        &q,
+                        &kw,
+                        &vw,
+                        args.0,
+                        args.1,
+                        args.2,
+                        args.3,
+                        args.4,
+                        args.5,
+                        &mut out,
+                        Some(&mut lse),
+                    );
+                }
+                (out, lse)
+            };
+            let (oh, lh) = run(true);
+            let (ow, lw) = run(false);
+            assert!(
+                oh.iter().zip(&ow).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "case {ci}: f16 rows differ from their widened f32 copy"
+            );
+            assert!(lh.iter().zip(&lw).all(|(a, b)| a.to_bits() == b.to_bits()));
+            let (ro, rl) = reference(
+                &to64(&q),
+                &to64(&k),
+                &to64(&v),
+                &c.q_pos,
+                c.n_q,
+                c.n_kv,
+                c.d,
+                c.window,
+                scale as f64,
+            );
+            // Scores move by ≤ 2⁻¹¹·Σ|q·k| ≈ 2⁻¹¹·√d·scale-free units, outputs by about the
+            // same relative amount: 5e-3 of the scale is a few times that, 1e-5 (the f32
+            // tolerance) would fail.
+            assert_close(&oh, &ro, 5e-3, &format!("f16 out case {ci}"));
+            assert_close(&lh, &rl, 5e-3, &format!("f16 lse case {ci}"));
+            let worst = oh
+                .iter()
+                .zip(&ro)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0.0, f64::max);
+            assert!(worst > 0.0, "case {ci}: rounding to f16 changed nothing?");
         }
     }
 

@@ -30,7 +30,7 @@ pub use activation::{
     geglu_backward, geglu_forward, gelu_tanh, silu, swiglu_backward, swiglu_forward,
 };
 pub use adamw::{adamw_step, AdamWHyper};
-pub use attention::{attention_backward, attention_forward};
+pub use attention::{attention_backward, attention_forward, attention_forward_f16kv};
 pub use cross_entropy::{linear_cross_entropy, linear_cross_entropy_with, ChunkProducts};
 pub use float::Float;
 pub use matmul::{matmul_nn, matmul_nt, matmul_tn};

@@ -6,9 +6,9 @@
 
 use crate::arch::LayerSpec;
 use crate::block::{block_forward, BlockPass};
-use crate::cache::KvCache;
+use crate::cache::{KvCache, LayerKv};
 use crate::error::{ModelError, Result};
-use crate::model::{attend_cached, Block, Model};
+use crate::model::{Block, Model};
 use crate::proj::Proj;
 use smolt_kernels::rms_norm_forward;
 
@@ -29,7 +29,7 @@ struct BatchPass<'a, 'c> {
     spans: &'a [(usize, usize)],
     positions: &'a [usize],
     adapters: &'a [Option<&'a Model>],
-    caches: Vec<(&'c mut Vec<f32>, &'c mut Vec<f32>)>,
+    caches: Vec<&'c mut LayerKv>,
     model: &'a Model,
 }
 
@@ -61,20 +61,18 @@ impl BlockPass<f32> for BatchPass<'_, '_> {
     ) {
         let spec = &self.model.spec;
         let (qd, kvd) = (spec.q_dim(), spec.kv_dim());
-        for (&(start, n), (k_cache, v_cache)) in self.spans.iter().zip(&mut self.caches) {
+        for (&(start, n), kv) in self.spans.iter().zip(&mut self.caches) {
             if n == 0 {
                 continue;
             }
             let rows = |w: usize| start * w..(start + n) * w;
-            attend_cached(
+            kv.append_and_attend(
                 spec,
                 layer,
                 &q[rows(qd)],
                 &k[rows(kvd)],
                 &v[rows(kvd)],
                 &self.positions[start..start + n],
-                k_cache,
-                v_cache,
                 &mut att[rows(qd)],
             );
         }

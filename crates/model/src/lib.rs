@@ -27,7 +27,7 @@ mod proj;
 pub use arch::{Activation, Arch, ArchSpec, LayerSpec};
 pub use batch::BatchSeq;
 pub use block::{block_forward, BlockPass, BlockRecord, BlockVectors};
-pub use cache::KvCache;
+pub use cache::{KvCache, KvType};
 pub use error::{ModelError, Result};
 pub use linear::{Linear, LoraDelta};
 pub use model::{keep_freed_memory, Block, Logits, Model, Precision, QkvBias, SpecialTokens};

@@ -3,12 +3,12 @@
 
 use crate::arch::{ArchSpec, LayerSpec};
 use crate::block::{block_forward, BlockPass, BlockVectors};
-use crate::cache::KvCache;
+use crate::cache::{KvCache, KvType, LayerKv};
 use crate::error::{ModelError, Result};
 use crate::linear::{read_vector, Linear};
 use crate::proj::Proj;
 use smolt_gguf::{Gguf, TensorInfo};
-use smolt_kernels::{attention_forward, rms_norm_forward};
+use smolt_kernels::rms_norm_forward;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -167,6 +167,11 @@ pub struct QkvBias {
 pub struct Model {
     pub spec: ArchSpec,
     pub precision: Precision,
+    /// How [`Model::new_cache`] stores keys and values: f32 unless set. The server keeps
+    /// many caches and sets f16 (half the memory); in `Fast` the rounding moves logits no
+    /// more than the 8-bit activations already do, but it does move them, and greedy paths
+    /// with it (the real-model tests measure both).
+    pub kv_type: KvType,
     pub special: SpecialTokens,
     /// `(vocab, d_model)`: the embedding table, and the LM head when `output` is `None`.
     pub token_embd: Linear,
@@ -243,6 +248,7 @@ impl Model {
         Ok(Model {
             spec,
             precision,
+            kv_type: KvType::F32,
             special,
             token_embd,
             output,
@@ -301,9 +307,9 @@ impl Model {
         &self.file
     }
 
-    /// An empty KV cache sized for this model.
+    /// An empty KV cache sized for this model, storing [`Model::kv_type`].
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(&self.spec)
+        KvCache::with_type(&self.spec, self.kv_type)
     }
 
     /// The LM head: the untied output projection, or the embedding table (tied).
@@ -338,12 +344,10 @@ impl Model {
         let pos0 = cache.len();
         let positions: Vec<usize> = (pos0..pos0 + t).collect();
         for (il, block) in self.blocks.iter().enumerate() {
-            let (k_cache, v_cache) = cache.layer_mut(il);
             let mut pass = CachedPass {
                 block,
                 spec,
-                k_cache,
-                v_cache,
+                kv: cache.layer_mut(il),
             };
             x = block_forward(spec, il, &block.vectors(), x, &positions, &mut pass, None);
         }
@@ -405,8 +409,7 @@ impl Model {
 struct CachedPass<'a> {
     block: &'a Block,
     spec: &'a ArchSpec,
-    k_cache: &'a mut Vec<f32>,
-    v_cache: &'a mut Vec<f32>,
+    kv: &'a mut LayerKv,
 }
 
 impl BlockPass<f32> for CachedPass<'_> {
@@ -423,50 +426,9 @@ impl BlockPass<f32> for CachedPass<'_> {
         positions: &[usize],
         att: &mut [f32],
     ) {
-        attend_cached(
-            self.spec,
-            layer,
-            q,
-            k,
-            v,
-            positions,
-            self.k_cache,
-            self.v_cache,
-            att,
-        );
+        self.kv
+            .append_and_attend(self.spec, layer, q, k, v, positions, att);
     }
-}
-
-/// One sequence's attention over its layer cache: `k`, `v` (T, kv_dim) appended to the cache
-/// (key j sits at position j), then `att` (T, q_dim) for the queries `q` at `positions`. The
-/// one-sequence pass and the batched pass (per sequence) both attend this way.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn attend_cached(
-    spec: &ArchSpec,
-    layer: &LayerSpec,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    positions: &[usize],
-    k_cache: &mut Vec<f32>,
-    v_cache: &mut Vec<f32>,
-    att: &mut [f32],
-) {
-    k_cache.extend_from_slice(k);
-    v_cache.extend_from_slice(v);
-    attention_forward(
-        q,
-        k_cache,
-        v_cache,
-        positions,
-        spec.n_heads,
-        spec.n_kv_heads,
-        spec.head_dim,
-        layer.window,
-        spec.attn_scale,
-        att,
-        None,
-    );
 }
 
 /// A forward pass allocates its activations afresh (megabytes per layer at prefill). glibc

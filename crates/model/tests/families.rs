@@ -8,7 +8,7 @@
 //! ≤ 6.2e-6, llama.cpp vs HF by ≤ 8.5e-6).
 
 use serde_json::Value;
-use smolt_model::{Arch, Logits, Model, Precision, RopeStyle};
+use smolt_model::{Arch, KvCache, KvType, Logits, Model, Precision, RopeStyle};
 
 const FAMILIES: [&str; 3] = ["llama", "qwen3", "smollm2"];
 
@@ -141,7 +141,8 @@ fn cached_decoding_matches_hf() {
 }
 
 /// `Precision::Fast` on these F32 files: F32 weights have no quantized product, so the fast
-/// path multiplies as the reference does and the same tolerance holds.
+/// path multiplies as the reference does and the same tolerance holds. An f16 KV cache
+/// (`KvType::F16`, the server's) moved these logits by ≤ 2.5e-3 (measured), held to 1e-2.
 #[test]
 fn fast_logits_match_hf_too() {
     for family in FAMILIES {
@@ -156,6 +157,11 @@ fn fast_logits_match_hf_too() {
         let diff = max_abs_diff(&logits, &seq["logits"], model.spec.vocab_size);
         eprintln!("{family} medium, Fast: max |logit - HF| {diff:.2e}");
         assert!(diff <= tol, "{family}: {diff:e} > {tol:e}");
+        let mut f16_cache = KvCache::with_type(&model.spec, KvType::F16);
+        let logits = model.forward(&tokens, &mut f16_cache, Logits::All).unwrap();
+        let diff = max_abs_diff(&logits, &seq["logits"], model.spec.vocab_size);
+        eprintln!("{family} medium, Fast, f16 KV cache: max |logit - HF| {diff:.2e}");
+        assert!(diff <= 1e-2, "{family} with an f16 cache: {diff:e}");
     }
 }
 

@@ -52,6 +52,8 @@ impl AppState {
             Arc::clone(&metrics),
             config.max_queue,
             config.max_batch,
+            config.prefix_cache_bytes,
+            config.kv_type(),
         )?;
         Ok(AppState {
             config,

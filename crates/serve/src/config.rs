@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use smolt_model::Precision;
+use smolt_model::{KvType, Precision};
 
 /// A LoRA adapter served under its own model name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +54,10 @@ pub struct ServeConfig {
     /// Prompt plus output at most this many tokens (default and upper bound: the model's
     /// context length). A smaller value bounds each request's memory and time.
     pub max_model_len: Option<usize>,
+    /// Bytes of prompt-prefix keys and values kept for reuse (0: no prefix cache).
+    pub prefix_cache_bytes: usize,
+    /// How the seats' KV caches store keys and values; `None`: see [`ServeConfig::kv_type`].
+    pub kv_cache: Option<KvType>,
 }
 
 /// Default `max_body_bytes`: room for a prompt filling a 32k-token context several times over.
@@ -62,6 +66,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
 pub const DEFAULT_MAX_BATCH: usize = 32;
 /// Default `max_queue`.
 pub const DEFAULT_MAX_QUEUE: usize = 64;
+/// Default `prefix_cache_bytes`: 128 MiB, about 7,000 positions of Gemma 3 270M (18 KB
+/// each in f16), a dozen receipt prompts or many more shared system prompts.
+pub const DEFAULT_PREFIX_CACHE_BYTES: usize = 128 << 20;
 
 impl ServeConfig {
     /// The defaults for `model`, served under `model_id`, without adapters.
@@ -76,7 +83,19 @@ impl ServeConfig {
             api_key: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_model_len: None,
+            prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
+            kv_cache: None,
         }
+    }
+
+    /// The seats' KV cache type: `kv_cache` if set, else f16 for `Precision::Fast` (half the
+    /// memory per seat, as llama-server keeps it) and f32 for `Precision::F32` (the
+    /// reference's arithmetic).
+    pub fn kv_type(&self) -> KvType {
+        self.kv_cache.unwrap_or(match self.precision {
+            Precision::Fast => KvType::F16,
+            Precision::F32 => KvType::F32,
+        })
     }
 
     /// Refuses names that would make `model` ambiguous, before anything loads.

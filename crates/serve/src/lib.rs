@@ -13,7 +13,9 @@
 //! [`scheduler`]'s engine thread owns the forward passes and decodes every seated sequence,
 //! whatever its adapter, in one pass per step (continuous batching);
 //! [`models`] loads one `Model` per adapter over the same memory-mapped GGUF (the batched
-//! pass reads the base's weights and takes only the low-rank terms from the adapters').
+//! pass reads the base's weights and takes only the low-rank terms from the adapters');
+//! `prefix` keeps the keys and values of prompt starts that repeat (system prompts,
+//! templates) so later prompts skip them.
 //!
 //!
 //! ```no_run
@@ -31,6 +33,7 @@ pub mod error;
 pub mod logprobs;
 pub mod metrics;
 pub mod models;
+mod prefix;
 pub mod request;
 pub mod scheduler;
 
@@ -44,6 +47,7 @@ use tokio::net::TcpListener;
 
 pub use config::{
     AdapterSpec, ServeConfig, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE,
+    DEFAULT_PREFIX_CACHE_BYTES,
 };
 pub use models::Models;
 

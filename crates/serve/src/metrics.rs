@@ -48,6 +48,11 @@ pub struct Metrics {
     last_batch: AtomicUsize,
     /// Sequences ended because their client went away.
     pub cancelled: AtomicU64,
+    /// Prompts that started from a cached prefix, and the prompt tokens those prefixes held.
+    prefix_hits: AtomicU64,
+    prefix_tokens: AtomicU64,
+    /// Bytes of keys and values in the prefix cache.
+    prefix_bytes: AtomicUsize,
 }
 
 /// A poisoned lock only means a panic elsewhere mid-update of a counter: the numbers are
@@ -78,6 +83,17 @@ impl Metrics {
             .fetch_add(sequences as u64, Ordering::Relaxed);
         self.step_tokens.fetch_add(tokens as u64, Ordering::Relaxed);
         self.last_batch.store(sequences, Ordering::Relaxed);
+    }
+
+    /// A prompt started from a cached prefix of `tokens` positions.
+    pub fn record_prefix_hit(&self, tokens: usize) {
+        self.prefix_hits.fetch_add(1, Ordering::Relaxed);
+        self.prefix_tokens
+            .fetch_add(tokens as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_prefix_bytes(&self, bytes: usize) {
+        self.prefix_bytes.store(bytes, Ordering::Relaxed);
     }
 
     pub fn record_tokens(&self, model: &str, prompt: usize, completion: usize) {
@@ -205,6 +221,24 @@ impl Metrics {
                 "counter",
                 "Sequences stopped because their client disconnected.",
                 self.cancelled.load(Ordering::Relaxed),
+            ),
+            (
+                "smolt_serve_prefix_cache_hits_total",
+                "counter",
+                "Prompts that started from a cached prefix instead of an empty KV cache.",
+                self.prefix_hits.load(Ordering::Relaxed),
+            ),
+            (
+                "smolt_serve_prefix_cache_reused_tokens_total",
+                "counter",
+                "Prompt tokens taken from the prefix cache rather than run through the model.",
+                self.prefix_tokens.load(Ordering::Relaxed),
+            ),
+            (
+                "smolt_serve_prefix_cache_bytes",
+                "gauge",
+                "Bytes of keys and values held by the prefix cache.",
+                self.prefix_bytes.load(Ordering::Relaxed) as u64,
             ),
         ] {
             writeln!(out, "# HELP {name} {help}")?;

@@ -4,7 +4,7 @@
 //! for penalties must learn it did not get them.
 
 use serde_json::{Map, Value};
-use smolt_constrain::ToolCallSpec;
+use smolt_constrain::{ToolCallSpec, ToolError, MAX_PARALLEL_CALLS};
 use smolt_task::{Message, Role};
 
 use crate::error::ApiError;
@@ -106,6 +106,7 @@ const CHAT_ONLY: &[&str] = &[
     "tools",
     "tool_choice",
     "parallel_tool_calls",
+    "max_parallel_tool_calls",
 ];
 const COMPLETION_ONLY: &[&str] = &["prompt", "echo", "suffix", "best_of"];
 /// OpenAI fields that this server does not implement yet: refused by name.
@@ -231,11 +232,21 @@ fn tools(f: &Fields) -> Result<Option<ToolCallSpec>, ApiError> {
         f.get("tool_choice"),
         f.get("parallel_tool_calls"),
     );
+    // smolt's extension (OpenAI sets no bound): most calls in one answer when parallel.
+    let max_calls = f.integer("max_parallel_tool_calls")?;
     if tools.is_none() && choice.is_none() && parallel.is_none() {
         return Ok(None);
     }
-    let spec = ToolCallSpec::from_openai(tools, choice, parallel)
-        .map_err(|e| ApiError::field(e.param(), e.to_string()))?;
+    let err = |e: ToolError| ApiError::field(e.param(), e.to_string());
+    let mut spec = ToolCallSpec::from_openai(tools, choice, parallel).map_err(err)?;
+    if let Some(n) = max_calls {
+        let negative = ToolError::BadMaxCalls {
+            found: n.to_string(),
+            max: MAX_PARALLEL_CALLS,
+        };
+        let n = usize::try_from(n).map_err(|_| err(negative))?;
+        spec = spec.with_max_parallel_calls(n).map_err(err)?;
+    }
     Ok((!spec.tools().is_empty()).then_some(spec))
 }
 

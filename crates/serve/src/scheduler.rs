@@ -13,8 +13,11 @@
 //!
 //! A request for `n` choices is `n` jobs, each a sequence with a seat of its own, sending its
 //! events tagged with its choice index into the request's one channel. The seats do not share
-//! the prompt's KV cache: each reads the prompt itself (in the same passes), which costs prefill
-//! but keeps a seat one sequence with one cache, as everything here assumes.
+//! one KV cache: each reads the prompt itself (in the same passes), which costs prefill but
+//! keeps a seat one sequence with one cache, as everything here assumes.
+//!
+//! A prompt starts from the longest prefix the engine computed before for the same model
+//! (`crate::prefix`): a copy of those keys and values, after which only the rest is fed.
 //!
 //! A bounded number of requests wait for a seat (`max_queue`; one more is refused, the HTTP
 //! layer answers 429). A request whose client goes away is dropped: the HTTP layer sets its
@@ -35,13 +38,14 @@ use smolt_decode::{
     answer_streaming_with, scatter_rows, subset_rows, Context, Ending, GenerateOptions,
     LogitsSource,
 };
-use smolt_model::{BatchSeq, KvCache};
+use smolt_model::{BatchSeq, KvCache, KvType};
 use smolt_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::logprobs::TokenLogprob;
 use crate::metrics::Metrics;
 use crate::models::{Models, ServedModel};
+use crate::prefix::PrefixCache;
 use smolt_tokenizer::stream::TextStream;
 
 /// One sequence to generate, checked and tokenized.
@@ -155,19 +159,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Scheduler {
     /// Starts the engine over `models`: at most `max_batch` sequences decode together, at most
-    /// `max_queue` more wait.
+    /// `max_queue` more wait; up to `prefix_bytes` of prompt prefixes are kept for reuse
+    /// (see `crate::prefix`); every seat's KV cache stores `kv_type`.
     pub fn start(
         models: Arc<Models>,
         metrics: Arc<Metrics>,
         max_queue: usize,
         max_batch: usize,
+        prefix_bytes: usize,
+        kv_type: KvType,
     ) -> std::io::Result<Scheduler> {
         let (tx, rx) = channel();
         let m = Arc::clone(&metrics);
         let own = tx.clone();
         let engine = std::thread::Builder::new()
             .name("smolt-serve-engine".into())
-            .spawn(move || Engine::new(models, m, own, max_batch.max(1)).run(rx))?;
+            .spawn(move || {
+                Engine::new(models, m, own, max_batch.max(1), prefix_bytes, kv_type).run(rx)
+            })?;
         Ok(Scheduler {
             tx: Mutex::new(Some(tx)),
             engine: Mutex::new(Some(engine)),
@@ -225,6 +234,9 @@ struct Seat {
     /// Posted tokens not yet fed, from `fed` on.
     step: Option<Step>,
     fed: usize,
+    /// The posted step is the sequence's first (its prompt): once in, its whole blocks go
+    /// to the prefix cache.
+    prompt_step: bool,
 }
 
 struct Engine {
@@ -236,10 +248,19 @@ struct Engine {
     seats: Vec<Option<Seat>>,
     waiting: VecDeque<Job>,
     shutting_down: bool,
+    prefixes: PrefixCache<ServedModel>,
+    kv_type: KvType,
 }
 
 impl Engine {
-    fn new(models: Arc<Models>, metrics: Arc<Metrics>, tx: Sender<Msg>, max_batch: usize) -> Self {
+    fn new(
+        models: Arc<Models>,
+        metrics: Arc<Metrics>,
+        tx: Sender<Msg>,
+        max_batch: usize,
+        prefix_bytes: usize,
+        kv_type: KvType,
+    ) -> Self {
         Engine {
             base: models.base(),
             models,
@@ -248,6 +269,8 @@ impl Engine {
             seats: (0..max_batch).map(|_| None).collect(),
             waiting: VecDeque::new(),
             shutting_down: false,
+            prefixes: PrefixCache::new(prefix_bytes),
+            kv_type,
         }
     }
 
@@ -269,8 +292,17 @@ impl Engine {
             Msg::Job(job) => self.waiting.push_back(*job),
             Msg::Step(step) => match self.seats.get_mut(step.seat).and_then(|s| s.as_mut()) {
                 Some(seat) => {
-                    seat.step = Some(step);
                     seat.fed = 0;
+                    if seat.cache.is_empty() {
+                        // A prompt: start from the longest prefix computed before, if any.
+                        seat.prompt_step = true;
+                        if let Some(hit) = self.prefixes.lookup(&seat.model, &step.tokens) {
+                            seat.cache = hit.cache;
+                            seat.fed = seat.cache.len();
+                            self.metrics.record_prefix_hit(seat.fed);
+                        }
+                    }
+                    seat.step = Some(step);
                 }
                 None => {
                     let _ = step
@@ -300,9 +332,10 @@ impl Engine {
             }
             self.seats[free] = Some(Seat {
                 model: Arc::clone(&job.model),
-                cache: self.base.model.new_cache(),
+                cache: KvCache::with_type(&self.base.model.spec, self.kv_type),
                 step: None,
                 fed: 0,
+                prompt_step: false,
             });
             let models = Arc::clone(&self.models);
             let metrics = Arc::clone(&self.metrics);
@@ -412,6 +445,10 @@ impl Engine {
             seat.fed = range.end;
             if done || result.is_err() {
                 if let Some(step) = seat.step.take() {
+                    if std::mem::take(&mut seat.prompt_step) && result.is_ok() {
+                        self.prefixes.insert(&seat.model, &step.tokens, &seat.cache);
+                        self.metrics.set_prefix_bytes(self.prefixes.bytes());
+                    }
                     let _ = step.reply.send(result.map(|r| r.unwrap_or_default()));
                 }
             }

@@ -126,9 +126,17 @@ fn sse_data(body: &str) -> Vec<String> {
 
 /// What the library generates for `prompt` greedily, with the adapter in `adapter` attached:
 /// the server must produce exactly this.
-fn library_greedy(prompt: &str, max_tokens: usize, adapter: Option<&std::path::Path>) -> String {
+/// The model as the library loads it, with the KV cache type the server's seats use (f16
+/// by default: rounding that moves greedy paths, so the two must agree to compare).
+fn library_model() -> Model {
     let f = fixture();
     let mut model = Model::load(&f.model, Precision::Fast).unwrap();
+    model.kv_type = ServeConfig::new(&f.model, "base").kv_type();
+    model
+}
+
+fn library_greedy(prompt: &str, max_tokens: usize, adapter: Option<&std::path::Path>) -> String {
+    let mut model = library_model();
     if let Some(dir) = adapter {
         smolt_lora::attach_adapter(&mut model, dir).unwrap();
     }
@@ -305,9 +313,20 @@ fn json_object_mode_answers_an_object() {
 }
 
 /// Streamed chunks (`data:` lines) put together give the text of the same request unstreamed;
-/// `[DONE]` is last, and the usage chunk comes when asked for.
+/// `[DONE]` is last, and the usage chunk comes when asked for. On a server of its own: the
+/// two requests must meet the same batch around them to give the same text (a neighbour's
+/// rows move the f16 KV rounding, and greedy paths with it).
 #[test]
 fn streams_reassemble_to_the_unstreamed_answer() {
+    let server =
+        Background::start(ServeConfig::new(&fixture().model, "base"), "127.0.0.1:0").unwrap();
+    let base = format!("http://{}", server.addr());
+    let post = |path: &str, body: &Value| post_to(&base, path, &body.to_string());
+    let ok = |path: &str, body: &Value| -> Value {
+        let (status, text) = post(path, body);
+        assert_eq!(status, 200, "{body} → {text}");
+        serde_json::from_str(&text).unwrap()
+    };
     for extra in [
         json!({}),
         json!({"temperature": 0.9, "seed": 7}),
@@ -366,6 +385,7 @@ fn streams_reassemble_to_the_unstreamed_answer() {
         assert_eq!(c["object"], "text_completion");
         assert!(c.get("usage").is_none(), "{c}");
     }
+    server.stop().unwrap();
 }
 
 #[test]
@@ -842,8 +862,7 @@ fn adapters_load_and_unload_at_run_time() {
 /// The log-softmax the library gives the first output token of `prompt` (the model's own
 /// distribution: no constraint).
 fn library_first_logprobs(prompt: &str) -> Vec<f32> {
-    let f = fixture();
-    let model = Model::load(&f.model, Precision::Fast).unwrap();
+    let model = library_model();
     let tok = smolt_tokenizer::Tokenizer::from_gguf(model.gguf()).unwrap();
     let ids = tok.encode(prompt, tok.add_bos_token(), true);
     let mut cache = model.new_cache();
@@ -1163,11 +1182,13 @@ fn assert_valid_calls(calls: &Value, allowed: &[&str]) {
 
 #[test]
 fn tool_choice_required_and_named_answer_valid_calls() {
-    // One call each: with parallel calls allowed, the 270M model goes on adding calls to the
-    // list until max_tokens (the constraint allows any number), which would test its patience,
-    // not the server. `a_call_list_cut_short_is_text` has parallel calls.
+    // With parallel calls allowed the 270M model keeps adding calls while the list may grow:
+    // the constraint closes it at the bound (`max_parallel_tool_calls`, default
+    // DEFAULT_MAX_PARALLEL_CALLS = 4), so it ends as calls, not cut by max_tokens.
+    // `a_call_list_cut_short_is_text` cuts a list with max_tokens.
     for (choice, allowed, parallel) in [
         (json!("required"), vec!["get_weather", "get_time"], false),
+        (json!("required"), vec!["get_weather", "get_time"], true),
         (
             json!({"type": "function", "function": {"name": "get_time"}}),
             vec!["get_time"],
@@ -1181,13 +1202,13 @@ fn tool_choice_required_and_named_answer_valid_calls() {
         assert!(c["message"]["content"].is_null(), "{a}");
         assert_eq!(c["message"]["role"], "assistant");
         assert_valid_calls(&c["message"]["tool_calls"], &allowed);
-        if !parallel {
-            assert_eq!(
-                c["message"]["tool_calls"].as_array().unwrap().len(),
-                1,
-                "{a}"
-            );
-        }
+        let n = c["message"]["tool_calls"].as_array().unwrap().len();
+        let most = if parallel {
+            smolt_constrain::DEFAULT_MAX_PARALLEL_CALLS
+        } else {
+            1
+        };
+        assert!(n <= most, "{n} calls, at most {most} allowed: {a}");
     }
 }
 
@@ -1372,6 +1393,26 @@ fn bad_tool_requests_get_a_400_naming_the_field() {
             "parallel_tool_calls",
         ),
         (
+            "max_parallel_tool_calls zero",
+            json!({"tools": [f("a")], "max_parallel_tool_calls": 0}),
+            "max_parallel_tool_calls",
+        ),
+        (
+            "max_parallel_tool_calls negative",
+            json!({"tools": [f("a")], "max_parallel_tool_calls": -2}),
+            "max_parallel_tool_calls",
+        ),
+        (
+            "max_parallel_tool_calls over the limit",
+            json!({"tools": [f("a")], "max_parallel_tool_calls": 65}),
+            "max_parallel_tool_calls",
+        ),
+        (
+            "max_parallel_tool_calls not an integer",
+            json!({"tools": [f("a")], "max_parallel_tool_calls": "3"}),
+            "max_parallel_tool_calls",
+        ),
+        (
             "tools with response_format",
             json!({"tools": [f("a")], "response_format": {"type": "json_object"}}),
             "response_format",
@@ -1396,4 +1437,80 @@ fn bad_tool_requests_get_a_400_naming_the_field() {
             "{what}"
         );
     }
+}
+
+/// Requests that share a long system prompt: with the prefix cache the later ones start
+/// from the keys and values the first computed (`smolt_serve_prefix_cache_reused_tokens_total`
+/// counts them) and answer exactly as a server without the cache does.
+#[test]
+fn a_shared_system_prompt_is_computed_once_and_answers_stay_the_same() {
+    let system = "You are the support desk of a bakery chain. Answer in one short, polite \
+                  sentence. Opening hours are eight to six on weekdays and nine to one on \
+                  Saturdays; every shop is closed on Sundays and public holidays. Cakes \
+                  ordered before noon are ready the next day; wedding cakes need two weeks. \
+                  Gluten-free bread is baked on Tuesdays and Fridays only. Deliveries cost \
+                  five euros inside the city and are free above fifty euros. Refunds are \
+                  given within seven days with the receipt. Never invent products or prices \
+                  that are not listed here, and suggest calling the shop when unsure.";
+    let questions = [
+        "When are you open on Saturday?",
+        "Can I get gluten-free bread on Monday?",
+        "How much is delivery for a forty euro order?",
+    ];
+    let metric = |base: &str, name: &str| -> u64 {
+        let (_, text) = answer(agent().get(&format!("{base}/metrics")).call());
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    let mut answers: Vec<Vec<String>> = Vec::new();
+    for cache_bytes in [0, smolt_serve::DEFAULT_PREFIX_CACHE_BYTES] {
+        let mut config = ServeConfig::new(model_path(), "base");
+        config.prefix_cache_bytes = cache_bytes;
+        config.max_model_len = Some(CONTEXT);
+        let server = Background::start(config, "127.0.0.1:0").unwrap();
+        let base = format!("http://{}", server.addr());
+        let start = Instant::now();
+        let texts: Vec<String> = questions
+            .iter()
+            .map(|q| {
+                let body = json!({
+                    "model": "base",
+                    "messages": [{"role": "system", "content": system},
+                                 {"role": "user", "content": q}],
+                    "temperature": 0,
+                    "max_tokens": 12,
+                });
+                let (status, text) = post_to(&base, "/v1/chat/completions", &body.to_string());
+                assert_eq!(status, 200, "{text}");
+                let v: Value = serde_json::from_str(&text).unwrap();
+                v["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        let reused = metric(&base, "smolt_serve_prefix_cache_reused_tokens_total");
+        let hits = metric(&base, "smolt_serve_prefix_cache_hits_total");
+        eprintln!(
+            "prefix cache {cache_bytes} bytes: {} requests in {:?}, {hits} hits, \
+             {reused} prompt tokens reused",
+            questions.len(),
+            start.elapsed()
+        );
+        if cache_bytes == 0 {
+            assert_eq!((hits, reused), (0, 0));
+        } else {
+            // Every later prompt shares at least the first 64-token block (the system prompt
+            // is about 140 tokens; the last 32 of a prompt are always fed).
+            assert_eq!(hits, questions.len() as u64 - 1);
+            assert!(reused >= hits * 64, "{reused} tokens reused");
+            assert!(metric(&base, "smolt_serve_prefix_cache_bytes") > 0);
+        }
+        server.stop().unwrap();
+        answers.push(texts);
+    }
+    assert_eq!(answers[0], answers[1]);
 }

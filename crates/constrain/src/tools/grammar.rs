@@ -34,26 +34,24 @@ pub(crate) fn lark(spec: &ToolCallSpec, layout: &JsonLayout) -> String {
     if !calls {
         return g;
     }
-    let sep = literal(&layout.item_separator);
-    match (spec.syntax(), spec.parallel()) {
-        (CallSyntax::Json, false) => g.push_str("calls: call\n"),
-        (CallSyntax::Json, true) => g.push_str(&format!("calls: \"[\" call ({sep} call)* \"]\"\n")),
-        (
-            CallSyntax::Wrapped {
-                prefix,
-                suffix,
-                separator,
-            },
-            parallel,
-        ) => {
-            g.push_str(
-                match (parallel, separator.is_empty()) {
-                    (false, _) => "calls: wrapped\n".to_string(),
-                    (true, true) => "calls: wrapped+\n".to_string(),
-                    (true, false) => format!("calls: wrapped ({} wrapped)*\n", literal(separator)),
-                }
-                .as_str(),
-            );
+    let max = spec.max_calls();
+    match spec.syntax() {
+        CallSyntax::Json if !spec.parallel() => g.push_str("calls: call\n"),
+        CallSyntax::Json => g.push_str(&format!(
+            "calls: \"[\" {} \"]\"\n",
+            bounded("call", &literal(&layout.item_separator), max)
+        )),
+        CallSyntax::Wrapped {
+            prefix,
+            suffix,
+            separator,
+        } => {
+            let sep = if separator.is_empty() {
+                String::new()
+            } else {
+                literal(separator)
+            };
+            g.push_str(&format!("calls: {}\n", bounded("wrapped", &sep, max)));
             g.push_str(&format!("wrapped: {} call", literal(prefix)));
             if !suffix.is_empty() {
                 g.push_str(&format!(" {}", literal(suffix)));
@@ -79,6 +77,16 @@ pub(crate) fn lark(spec: &ToolCallSpec, layout: &JsonLayout) -> String {
             literal(&head),
             schema
         ));
+    }
+    g
+}
+
+/// One to `max` of `item`, `sep` (Lark text, may be empty) between them, as nested optionals
+/// (`a (sep a (sep a)?)?`): a counted repetition in plain context-free form.
+fn bounded(item: &str, sep: &str, max: usize) -> String {
+    let mut g = item.to_string();
+    for _ in 1..max {
+        g = format!("{item} ({sep} {})?", g);
     }
     g
 }

@@ -57,6 +57,9 @@ pub enum ToolError {
     #[error("`parallel_tool_calls` must be true or false, found {found}")]
     BadParallel { found: String },
 
+    #[error("`max_parallel_tool_calls` must be an integer from 1 to {max}, found {found}")]
+    BadMaxCalls { found: String, max: usize },
+
     /// A [`crate::CallSyntax::Wrapped`] with an empty prefix: a call would be
     /// indistinguishable from a text answer.
     #[error("a wrapped call syntax needs a non-empty prefix to tell calls from text")]
@@ -77,6 +80,7 @@ impl ToolError {
             | ToolError::UnknownChoice { .. }
             | ToolError::RequiredWithoutTools => "tool_choice",
             ToolError::BadParallel { .. } => "parallel_tool_calls",
+            ToolError::BadMaxCalls { .. } => "max_parallel_tool_calls",
         }
     }
 }

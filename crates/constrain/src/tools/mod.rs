@@ -31,7 +31,7 @@ mod syntax;
 
 pub use list::{Tool, ToolChoice, ToolError, ToolSet, MAX_NAME_LEN};
 pub use parse::{CallParseError, ToolOutput};
-pub use spec::ToolCallSpec;
+pub use spec::{ToolCallSpec, DEFAULT_MAX_PARALLEL_CALLS, MAX_PARALLEL_CALLS};
 pub use syntax::{CallSyntax, ToolCall};
 
 #[cfg(test)]

@@ -27,10 +27,12 @@ pub struct CallParseError {
 }
 
 /// Reads `output`. With `calls_allowed`, output that starts (after whitespace) with the
-/// syntax's opener must be calls; other output is text where `text_allowed`, else an error.
+/// syntax's opener must be calls (at most `max_calls`); other output is text where
+/// `text_allowed`, else an error.
 pub(crate) fn parse_output(
     syntax: &CallSyntax,
     parallel: bool,
+    max_calls: usize,
     text_allowed: bool,
     calls_allowed: bool,
     output: &str,
@@ -46,6 +48,15 @@ pub(crate) fn parse_output(
                 separator,
             } => wrapped_calls(output, start, prefix, suffix, separator)?,
         };
+        if calls.len() > max_calls {
+            return Err(CallParseError {
+                offset: start,
+                message: format!(
+                    "{} calls where at most {max_calls} are allowed",
+                    calls.len()
+                ),
+            });
+        }
         return Ok(ToolOutput::Calls(calls));
     }
     if text_allowed {

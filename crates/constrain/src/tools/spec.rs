@@ -8,6 +8,13 @@ use super::parse::{parse_output, CallParseError, ToolOutput};
 use super::syntax::{CallSyntax, ToolCall};
 use crate::layout::JsonLayout;
 
+/// Calls one answer may hold when parallel calls are allowed and the request sets no bound.
+/// OpenAI sets none, but a small model given the choice keeps appending calls (Gemma 3 270M
+/// repeated its call until `max_tokens`); a bound in the grammar closes the list instead.
+pub const DEFAULT_MAX_PARALLEL_CALLS: usize = 4;
+/// The largest bound a request may ask for (the grammar grows with it).
+pub const MAX_PARALLEL_CALLS: usize = 64;
+
 /// Everything that decides what a tool-using answer may be: compile it as
 /// [`crate::ConstraintSpec::ToolCalls`], read the output back with [`ToolCallSpec::parse`],
 /// write training answers with [`ToolCallSpec::render`].
@@ -16,6 +23,8 @@ pub struct ToolCallSpec {
     tools: ToolSet,
     choice: ToolChoice,
     parallel: bool,
+    /// Calls allowed when `parallel` (one otherwise).
+    max_parallel: usize,
     syntax: CallSyntax,
 }
 
@@ -39,6 +48,7 @@ impl ToolCallSpec {
             tools,
             choice,
             parallel: false,
+            max_parallel: DEFAULT_MAX_PARALLEL_CALLS,
             syntax: CallSyntax::Json,
         })
     }
@@ -69,6 +79,19 @@ impl ToolCallSpec {
         self
     }
 
+    /// At most `n` calls in one answer when parallel calls are allowed (1 to
+    /// [`MAX_PARALLEL_CALLS`]; [`DEFAULT_MAX_PARALLEL_CALLS`] unless set).
+    pub fn with_max_parallel_calls(mut self, n: usize) -> Result<ToolCallSpec, ToolError> {
+        if !(1..=MAX_PARALLEL_CALLS).contains(&n) {
+            return Err(ToolError::BadMaxCalls {
+                found: n.to_string(),
+                max: MAX_PARALLEL_CALLS,
+            });
+        }
+        self.max_parallel = n;
+        Ok(self)
+    }
+
     /// Write calls in the chat template's own form (see [`CallSyntax`]).
     pub fn with_syntax(mut self, syntax: CallSyntax) -> Result<ToolCallSpec, ToolError> {
         if let CallSyntax::Wrapped { prefix, .. } = &syntax {
@@ -90,6 +113,15 @@ impl ToolCallSpec {
 
     pub fn parallel(&self) -> bool {
         self.parallel
+    }
+
+    /// The most calls one answer may hold: 1 unless parallel calls are allowed.
+    pub fn max_calls(&self) -> usize {
+        if self.parallel {
+            self.max_parallel
+        } else {
+            1
+        }
     }
 
     pub fn syntax(&self) -> &CallSyntax {
@@ -126,6 +158,7 @@ impl ToolCallSpec {
         parse_output(
             &self.syntax,
             self.parallel,
+            self.max_calls(),
             self.allows_text(),
             self.allows_calls(),
             output,

@@ -7,6 +7,15 @@ use smolt_serve::{AdapterSpec, ServeConfig, Server};
 
 use super::{resolve_model, PrecisionArg};
 
+/// `--kv-cache`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvCacheArg {
+    /// Half the memory per position; rounding far below the fast mode's 8-bit activations.
+    F16,
+    /// The arithmetic of the f32 reference.
+    F32,
+}
+
 #[derive(clap::Args)]
 #[command(after_help = "Endpoints:\n  \
     GET  /health                liveness and readiness (JSON)\n  \
@@ -21,11 +30,13 @@ the model's chat template (an adapter's training run renders them as it was trai
 response_format {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": \
 {\"name\", \"schema\"}} constrains the answer to valid JSON (an invalid schema is a 400). \
 logprobs/top_logprobs (completions: logprobs 0-5) give each output token's log-probability; \
-n (up to 16) generates several choices, each its own sequence. Parameters not implemented yet \
-(tools, penalties) are refused with a 400 that names them, never ignored.\n\n\
+n (up to 16) generates several choices, each its own sequence. tools/tool_choice answer with \
+tool_calls held to each tool's schema (parallel calls: at most max_parallel_tool_calls, \
+default 4). Parameters not implemented yet (penalties) are refused with a 400 that names them, never ignored.\n\n\
 Up to --max-batch sequences are decoded together, whatever adapter each uses: one forward \
 pass per step over the shared base weights, each sequence with its own adapter's low-rank \
-term; new prompts join between steps. Up to --max-queue more requests wait for a seat, more \
+term; new prompts join between steps, starting from the cached keys and values of the \
+longest prompt start seen before (--prefix-cache-mib). Up to --max-queue more requests wait for a seat, more \
 are answered 429 with Retry-After. A client that disconnects cancels its \
 request. Ctrl-C or SIGTERM stops accepting, finishes the requests in flight, then exits.\n\n\
 Examples:\n  \
@@ -71,6 +82,14 @@ pub struct Args {
     /// Prompt plus output tokens per request (default: the model's context length).
     #[arg(long, value_name = "TOKENS")]
     max_model_len: Option<usize>,
+    /// Memory for the keys and values of prompt starts that repeat (a shared system prompt,
+    /// a task template), reused by later prompts instead of recomputed; 0 turns it off.
+    #[arg(long, default_value_t = smolt_serve::DEFAULT_PREFIX_CACHE_BYTES >> 20, value_name = "MIB")]
+    prefix_cache_mib: usize,
+    /// How each sequence's KV cache stores keys and values (default: f16 with
+    /// `--precision fast`, f32 with `--precision f32`).
+    #[arg(long, value_enum, value_name = "TYPE")]
+    kv_cache: Option<KvCacheArg>,
     /// Arithmetic of the forward pass.
     #[arg(long, value_enum, default_value = "fast")]
     precision: PrecisionArg,
@@ -94,6 +113,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         api_key: args.api_key.filter(|k| !k.is_empty()),
         max_body_bytes: args.max_body_bytes,
         max_model_len: args.max_model_len,
+        prefix_cache_bytes: args.prefix_cache_mib.saturating_mul(1 << 20),
+        kv_cache: args.kv_cache.map(|k| match k {
+            KvCacheArg::F16 => smolt::model::KvType::F16,
+            KvCacheArg::F32 => smolt::model::KvType::F32,
+        }),
         ..ServeConfig::new(path, model_id)
     };
     let server = Server::load(config)?;
