@@ -9,7 +9,9 @@ use smolt_quant::cpu::cpu;
 /// `SMOLT_SIMD`.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn level() -> u8 {
-    cpu().x86_level()
+    // Cached apart from the description: every `multiversion!` call reads it.
+    static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| cpu().x86_level())
 }
 
 /// AVX-512 VNNI (`vpdpbusd`), on top of SIMD level 2.

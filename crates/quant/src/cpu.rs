@@ -355,7 +355,9 @@ pub(crate) fn supports(path: SimdPath) -> bool {
 
 /// The path in use ([`Cpu::simd_path`]).
 pub(crate) fn active() -> SimdPath {
-    cpu().simd_path()
+    // Cached apart from the description: some kernels ask on every call.
+    static ACTIVE: OnceLock<SimdPath> = OnceLock::new();
+    *ACTIVE.get_or_init(|| cpu().simd_path())
 }
 
 /// Name of the dot-product path in use ("scalar", "neon", "avx2" or "avx512").
