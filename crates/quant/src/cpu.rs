@@ -1,7 +1,8 @@
 //! What this CPU can run, in one place for every crate: the features it reports and the
 //! environment switches that override the choice ([`Cpu`], read once by [`cpu`]), the
-//! instruction-set levels the dot-product tables are written for ([`SimdPath`]) and the one this
-//! process uses ([`active`]), and the AMX tile-state request (made once, [`amx_tiles_granted`]).
+//! instruction-set levels the dot-product tables are written for ([`SimdPath`]) and the one
+//! this process uses ([`Cpu::simd_path`], [`simd_path`]), and the AMX tile-state request (made
+//! once, [`amx_tiles_granted`]).
 //!
 //! smolt-quant is the lowest crate with SIMD kernels (smolt-kernels depends on it), so the
 //! description lives here and smolt-kernels' `multiversion!` dispatch reads it too.
