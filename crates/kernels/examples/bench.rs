@@ -1,5 +1,5 @@
 //! Rough timings of the kernels at Gemma 3 270M shapes:
-//! `cargo run -p smolt-kernels --example bench [filter]` (`SMOLT_SIMD=0` for the baseline path).
+//! `cargo run -p smolt-kernels --example bench [filter]` (`SMOLT_SIMD=scalar` for the baseline path).
 
 use smolt_kernels::*;
 use std::time::Instant;

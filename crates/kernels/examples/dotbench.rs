@@ -1,5 +1,5 @@
 //! The inner product every attention score goes through, at D = 256:
-//! `cargo run -p smolt-kernels --example dotbench` (`SMOLT_SIMD=0` for the baseline path).
+//! `cargo run -p smolt-kernels --example dotbench` (`SMOLT_SIMD=scalar` for the baseline path).
 fn main() {
     let a: Vec<f32> = (0..256).map(|i| i as f32 * 0.001).collect();
     let b = a.clone();

@@ -1,67 +1,38 @@
-//! What this CPU can do, in one place: the SIMD level the `multiversion!` kernels dispatch on
-//! and the extra instruction families single kernels and probes check (AVX-512 VNNI and BF16,
-//! AVX-512 BW, AMX tiles), each read once.
+//! The CPU as this crate's dispatch sees it: views of the one description every crate reads
+//! (`smolt_quant::cpu::cpu`: features and the `SMOLT_SIMD` / `SMOLT_AMX` / `SMOLT_BF16_DOT`
+//! switches, read once).
 
-/// 2: AVX-512 (F, VL) + AVX2 + FMA + BMI2; 1: AVX2 + FMA + BMI2; 0: baseline. Can be capped
-/// with `SMOLT_SIMD=0|1|2` (read once) to compare paths or to dodge a suspected miscompile.
+use smolt_quant::cpu::cpu;
+
+/// The vector level the `multiversion!` kernels run at on x86-64 (`Cpu::x86_level`): 2 for
+/// AVX-512 (F, VL) + AVX2 + FMA + BMI2, 1 for AVX2 + FMA + BMI2, 0 for baseline; capped by
+/// `SMOLT_SIMD`.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn level() -> u8 {
-    use std::sync::OnceLock;
-    static LEVEL: OnceLock<u8> = OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        let v3 = std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("bmi2");
-        let v4 = v3
-            && std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512vl");
-        let found = if v4 { 2 } else { u8::from(v3) };
-        let cap = std::env::var("SMOLT_SIMD")
-            .ok()
-            .and_then(|s| s.parse::<u8>().ok())
-            .unwrap_or(2);
-        found.min(cap)
-    })
+    // Cached apart from the description: every `multiversion!` call reads it.
+    static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| cpu().x86_level())
 }
 
 /// AVX-512 VNNI (`vpdpbusd`), on top of SIMD level 2.
 pub fn vnni_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        level() >= 2 && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    cpu().vnni()
 }
 
 /// AVX512-BF16 (`vdpbf16ps`), on top of SIMD level 2.
 pub fn bf16_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        level() >= 2 && std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    cpu().avx512bf16()
 }
 
 /// AVX-512 BW (the Q8_0 packing's byte permutes, beyond AVX-512F).
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn avx512bw() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512bw")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    cpu().features.avx512bw
 }
 
-/// AMX-BF16 in CPUID and the tile state granted to this process (smolt-quant asks the kernel
-/// once for every crate: `smolt_quant::cpu::amx_tiles_granted`); `SMOLT_AMX=0` turns it off.
+/// AMX-BF16 in CPUID, the tile state granted to this process and not turned off with
+/// `SMOLT_AMX=0` (`smolt_quant::cpu::amx_bf16`).
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn amx_bf16() -> bool {
-    use smolt_quant::cpu;
-    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(|| {
-        !std::env::var("SMOLT_AMX").is_ok_and(|v| v.trim() == "0")
-            && cpu::amx_cpuid(cpu::AMX_BF16_BIT)
-            && cpu::amx_tiles_granted()
-    })
+    smolt_quant::cpu::amx_bf16()
 }

@@ -142,7 +142,7 @@ pub fn vnni_loop(iters: u64) -> i64 {
         unsafe { x86::vnni_loop_512(iters) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!()
+    unreachable!("{iters} rounds, but the assert above holds only on x86-64")
 }
 
 /// `iters` rounds of `vdpbf16ps` (pairs 1·STEP + 1·STEP per lane) on `FMA_CHAINS`
@@ -156,7 +156,7 @@ pub fn bf16_loop(iters: u64) -> f32 {
         unsafe { x86::bf16_loop_512(iters) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!()
+    unreachable!("{iters} rounds, but the assert above holds only on x86-64")
 }
 
 #[cfg(target_arch = "x86_64")]

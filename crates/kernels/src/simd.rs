@@ -7,6 +7,11 @@
 //! Rust; only the compiler's vectoriser sees the difference, so results can differ between CPUs
 //! in the last bits (summation order does not change, but FMA contraction is never enabled
 //! either way).
+//!
+//! On aarch64 the baseline already includes NEON (128-bit, 4 f32 lanes), the only vector unit
+//! every aarch64 CPU has, so the body is compiled once and vectorised for it; nothing is
+//! dispatched. (SVE would need a second body; it only widens vectors on a few cores, such as
+//! Graviton 3: Apple silicon, Graviton 2 and 4 have 128-bit vectors either way.)
 
 /// Wraps `fn name<F: Float>(args) -> ret { body }` so that `body` is compiled for AVX-512,
 /// AVX2+FMA and baseline x86-64 and dispatched at run time. Arguments must be plain identifiers.

@@ -12,7 +12,7 @@
 //! bit j of `qh` is the fifth bit of element j. Arithmetic mirrors ggml's reference code
 //! operation for operation, because the dequantized values are checked bit for bit.
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::cpu::{self, SimdPath};
 use crate::float::{read_f16, write_f16};
 
@@ -99,7 +99,7 @@ pub(crate) fn dequantize_q8_0(bytes: &[u8], out: &mut [f32]) {
         // checked with that path's features), AVX2 only where it has AVX2.
         SimdPath::Avx512 => return unsafe { dequantize_q8_0_avx512(bytes, out) },
         SimdPath::Avx2 => return unsafe { dequantize_q8_0_avx2(bytes, out) },
-        SimdPath::Scalar => {}
+        SimdPath::Scalar | SimdPath::Neon => {}
     }
     dequantize_q8_0_body(bytes, out)
 }
@@ -269,6 +269,14 @@ fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
 }
 
 pub(crate) fn quantize_q8_0(src: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "aarch64")]
+    if cpu::active() == SimdPath::Neon {
+        return crate::simd::neon::quantize_q8_0(src, out);
+    }
+    quantize_q8_0_scalar(src, out)
+}
+
+pub(crate) fn quantize_q8_0_scalar(src: &[f32], out: &mut [u8]) {
     for (x, b) in src.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_0_BYTES)) {
         let (d, _) = q8_block(x, &mut b[2..34]);
         write_f16(b, 0, d);

@@ -14,6 +14,8 @@ use crate::GgmlType;
 
 /// `x (m × k)` quantized as `matmul_q` would for a weight type (`vec_dot_type`).
 pub struct QuantizedRows {
+    // Read only by the x86-64 panels (elsewhere no value is ever made).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     k: usize,
     #[cfg(target_arch = "x86_64")]
     x: crate::simd::gemm512::RowsX,

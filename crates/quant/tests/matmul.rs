@@ -155,8 +155,8 @@ fn every_path_matmul_matches_scalar() {
             let x = normals(&mut r, m * k, 1.0);
             let mut want = vec![0f32; m * n];
             matmul_q_on(SimdPath::Scalar, &qm, &x, m, &mut want).unwrap();
-            for path in [SimdPath::Avx2, SimdPath::Avx512] {
-                if !path.available() {
+            for path in SimdPath::ALL {
+                if path == SimdPath::Scalar || !path.available() {
                     continue;
                 }
                 let mut got = vec![0f32; m * n];

@@ -1,6 +1,7 @@
 //! Every SIMD kernel against the scalar one on random data. K-quant kernels share the
-//! scalar kernels' float order and must agree exactly; the 32-element formats sum their
-//! blocks in a different order and must agree to ~1e-5 of the sum of |terms|.
+//! scalar kernels' float order and must agree exactly, as must every NEON kernel; the x86
+//! kernels of the 32-element formats sum their blocks in a different order and must agree
+//! to ~1e-5 of the sum of |terms|.
 
 mod common;
 
@@ -24,12 +25,12 @@ fn abs_term_sum(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
 fn check_paths_agree(ty: GgmlType, w: &[u8], a: &[u8], what: &str) {
     let vt = vec_dot_type(ty);
     let reference = vec_dot_on(SimdPath::Scalar, ty, w, vt, a).unwrap();
-    for path in [SimdPath::Avx2, SimdPath::Avx512] {
-        if !path.available() {
+    for path in SimdPath::ALL {
+        if path == SimdPath::Scalar || !path.available() {
             continue;
         }
         let got = vec_dot_on(path, ty, w, vt, a).unwrap();
-        if is_kquant(ty) {
+        if is_kquant(ty) || path == SimdPath::Neon {
             assert_eq!(
                 got.to_bits(),
                 reference.to_bits(),
@@ -119,5 +120,12 @@ fn vec_dot_rejects_mismatched_inputs() {
 #[test]
 fn simd_path_is_reported() {
     let p = smolt_quant::simd_path();
-    assert!(["scalar", "avx2", "avx512"].contains(&p));
+    assert!(["scalar", "neon", "avx2", "avx512"].contains(&p));
+    // The path in use is the best this CPU has unless SMOLT_SIMD caps it.
+    if std::env::var_os("SMOLT_SIMD").is_none() {
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(p, "neon");
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(p == "scalar", !SimdPath::Avx2.available());
+    }
 }

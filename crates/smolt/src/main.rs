@@ -10,14 +10,30 @@ use clap::{Parser, Subcommand};
 /// .gguf file or the name of the default model, `gemma-3-270m`, which smolt downloads,
 /// verifies and caches on first use (set SMOLT_MODEL_DIR to choose where).
 #[derive(Parser)]
-#[command(name = "smolt", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "smolt",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    disable_version_flag = true,
+    arg_required_else_help = true
+)]
 struct Cli {
+    /// Print the version (with --verbose: also the CPU features and SIMD switches in use).
+    #[arg(short = 'V', long)]
+    version: bool,
+
+    /// With --version: also print what this CPU runs (features, SIMD path, SMOLT_* switches).
+    #[arg(long, requires = "version")]
+    verbose: bool,
+
     /// Worker threads for the compute kernels (default: the number of cores).
     #[arg(long, global = true, env = "SMOLT_THREADS")]
     threads: Option<usize>,
 
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -63,8 +79,20 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = match (cli.command, cli.version) {
+        (Some(c), false) => c,
+        (None, true) => {
+            println!("smolt {}", env!("CARGO_PKG_VERSION"));
+            if cli.verbose {
+                println!("{}", smolt::quant::cpu::cpu());
+            }
+            return Ok(());
+        }
+        (Some(_), true) => anyhow::bail!("--version takes no command (try `smolt --version`)"),
+        (None, false) => anyhow::bail!("no command given (see `smolt --help`)"),
+    };
     commands::init_threads(cli.threads)?;
-    match cli.command {
+    match command {
         Command::Demo(args) => commands::on_compute_pool(|| commands::demo::run(args)),
         Command::Init(args) => commands::init::run(args),
         Command::Inspect(args) => commands::inspect::run(args),

@@ -15,7 +15,9 @@
 //! bf16 subnormals, which the instruction reads as zero; the weights and rounded activations
 //! of a trained model do not come near 1e-38).
 
-use super::operands::{BfRows, PackedB, A_GROUP_BYTES, KB, NB};
+use super::operands::{BfRows, PackedB, NB};
+#[cfg(target_arch = "x86_64")]
+use super::operands::{A_GROUP_BYTES, KB};
 use super::split::{split_columns, Ptr};
 
 /// Whether the CPU has AVX-512 BF16 (and `SMOLT_SIMD` does not cap the SIMD level below
@@ -23,13 +25,11 @@ use super::split::{split_columns, Ptr};
 pub(super) fn available() -> bool {
     use std::sync::OnceLock;
     static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        !std::env::var("SMOLT_BF16_DOT").is_ok_and(|v| v.trim() == "0")
-            && crate::cpu::bf16_available()
-    })
+    *OK.get_or_init(|| smolt_quant::cpu::cpu().bf16_dot && crate::cpu::bf16_available())
 }
 
 /// Rows of `c` a micro-kernel holds.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MR: usize = 6;
 /// Panels of 32 columns a micro-kernel holds (`NV = 2·NP` vectors per row).
 const NP: usize = 2;
@@ -57,7 +57,10 @@ pub(super) fn gemm(
             x86::panels(a, b, ptr.get(), ldc, accumulate, p0, p1)
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("no AVX-512 off x86-64 {p0} {p1} {:?}", ptr.get())
+        unreachable!(
+            "no AVX-512 off x86-64 {p0} {p1} {:?} {accumulate}",
+            ptr.get()
+        )
     };
     // Units of two panels, the micro-kernel's width.
     split_columns(panels.div_ceil(NP), parallel, a.m * b.n * a.k, |q0, q1| {

@@ -4,7 +4,9 @@
 //!
 //! [`pack_w_into`]: crate::bf16::pack_w_into
 
-use super::operands::{PackedB, NB};
+use super::operands::PackedB;
+#[cfg(target_arch = "x86_64")]
+use super::operands::NB;
 
 /// [`pack_w_into`] for `W (rows, cols)` held as Q8_0 rows (`q8`: the file's bytes of exactly
 /// those rows), straight from the quantized bytes: each element `d · q` is exact in f32 (an f16

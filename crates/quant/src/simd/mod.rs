@@ -1,9 +1,9 @@
-//! Run-time choice among the scalar, AVX2 and AVX-512 dot-product kernels.
+//! Run-time choice among the scalar, NEON, AVX2 and AVX-512 dot-product kernels.
 //!
 //! Each path is a table of plain function pointers (`table`). The SIMD tables can only be
 //! obtained through `kernels_for`, which checks the CPU first (`crate::cpu::supports`), so
 //! holding a table is proof that its `#[target_feature]` functions may run. The active path
-//! is chosen once by `crate::cpu::active` (best available, or `SMOLT_SIMD=scalar|avx2|avx512`)
+//! is chosen once by `crate::cpu::active` (best available, capped by `SMOLT_SIMD`)
 //! and its table cached.
 
 use std::sync::OnceLock;
@@ -16,6 +16,8 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod gemm512;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
 mod table;
 
 use table::SCALAR;
@@ -30,7 +32,9 @@ pub(crate) fn kernels_for(path: SimdPath) -> Option<&'static Kernels> {
         SimdPath::Avx2 => avx2::table(),
         #[cfg(target_arch = "x86_64")]
         SimdPath::Avx512 => avx512::table(),
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        SimdPath::Neon => neon::table(),
+        #[allow(unreachable_patterns)]
         _ => None,
     }
 }

@@ -141,6 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "head_params": cost.head_params,
             },
             "limits": limits.as_ref().map(|l| serde_json::json!({
+                "cpu": smolt::quant::cpu::cpu().to_string(),
                 "threads": l.threads,
                 "read_gb_per_s": l.read_gbps,
                 "f32_gflop_per_s": l.f32_gflops,
@@ -164,6 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!("decode  {:>4} tokens: {}", args.gen_tokens, stats(&decode));
         }
         if let Some(l) = &limits {
+            println!("{}", smolt::quant::cpu::cpu());
             let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0}"));
             println!(
                 "machine, {} threads: read {:.1} GB/s; peaks f32 {:.0} GFLOP/s, int8 {} GOP/s, \

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The aarch64 step of CI: cross-build for aarch64-unknown-linux-gnu and run the kernel test
+# suites (smolt-quant: every dot product, matmul and quantizer against the scalar reference,
+# NEON paths selected; smolt-kernels: the dense f32/bf16 kernels) under qemu user emulation,
+# in release builds (a debug build under emulation runs for many minutes).
+#
+# The toolchain is the distribution's: its rustc ships an aarch64 standard library (rustup's
+# may have none installed), so it builds into a target directory of its own. Where the tools
+# are missing they are installed with apt if we are root; otherwise the step says why it is
+# skipped. SMOLT_AARCH64=0 skips it; SMOLT_AARCH64=1 makes a missing toolchain an error.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want="${SMOLT_AARCH64:-auto}"
+if [ "$want" = 0 ]; then
+    echo "aarch64: skipped (SMOLT_AARCH64=0)"
+    exit 0
+fi
+
+have_tools() {
+    local libdir
+    libdir=$(/usr/bin/rustc --print target-libdir --target aarch64-unknown-linux-gnu 2>/dev/null) &&
+        compgen -G "$libdir/libstd-*" >/dev/null &&
+        command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null
+}
+
+skip() {
+    if [ "$want" = 1 ]; then
+        echo "aarch64: $1 (SMOLT_AARCH64=1 requires this step)" >&2
+        exit 1
+    fi
+    echo "aarch64: skipped: $1 (SMOLT_AARCH64=1 to require it, 0 to silence this)"
+    exit 0
+}
+
+if ! have_tools; then
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        skip "no aarch64 toolchain, and not root with apt-get to install it"
+    fi
+    echo "aarch64: installing the toolchain with apt-get"
+    if ! { dpkg --add-architecture arm64 && apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustc-web \
+            libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user; } \
+        >/tmp/smolt-aarch64-apt.log 2>&1; then
+        tail -5 /tmp/smolt-aarch64-apt.log >&2
+        skip "installing the toolchain failed (log: /tmp/smolt-aarch64-apt.log)"
+    fi
+    have_tools || skip "the toolchain is still incomplete after installing it"
+fi
+
+export RUSTC=/usr/bin/rustc
+# A target directory of its own: the two compilers cannot share build outputs.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/aarch64"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+# Statically linked: under qemu-user 7.2 (Debian 12) a dynamically linked aarch64 program hangs
+# in its first pthread_create (C programs too), and every test harness starts threads.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
+
+start=$SECONDS
+# --lib --tests: no doctests (rustdoc would be rustup's, which has no aarch64 std).
+cargo test --release --target aarch64-unknown-linux-gnu -p smolt-quant -p smolt-kernels --lib --tests
+echo "aarch64: kernel suites passed under qemu in $((SECONDS - start)) s"
