@@ -531,14 +531,16 @@ fn tune_scores_candidates_and_keeps_the_best() {
     let task = dir.path().join("t");
     assert!(smolt(&["init", task.to_str().unwrap()]).status.success());
     let out = dir.path().join("tuned");
-    let o = smolt(&[
+    let cfg = task.join("task.toml");
+    let valid = task.join("data/valid.jsonl");
+    let tune_args = [
         "tune",
         "--config",
-        task.join("task.toml").to_str().unwrap(),
+        cfg.to_str().unwrap(),
         "--model",
         model.to_str().unwrap(),
         "--valid",
-        task.join("data/valid.jsonl").to_str().unwrap(),
+        valid.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
         "--lr",
@@ -551,7 +553,8 @@ fn tune_scores_candidates_and_keeps_the_best() {
         "2",
         "-n",
         "48",
-    ]);
+    ];
+    let o = smolt(&tune_args);
     assert!(o.status.success(), "{}", stderr(&o));
     let t: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("tune.json")).unwrap()).unwrap();
@@ -596,27 +599,7 @@ fn tune_scores_candidates_and_keeps_the_best() {
         .unwrap()
         .contains("<svg"));
     // Run again: every candidate is reused, nothing retrained.
-    let o2 = smolt(&[
-        "tune",
-        "--config",
-        task.join("task.toml").to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--valid",
-        task.join("data/valid.jsonl").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--lr",
-        "1e-3,1e-4",
-        "--epochs",
-        "2",
-        "--rank",
-        "4",
-        "--valid-limit",
-        "2",
-        "-n",
-        "48",
-    ]);
+    let o2 = smolt(&tune_args);
     assert!(o2.status.success(), "{}", stderr(&o2));
     assert_eq!(
         stderr(&o2)

@@ -107,24 +107,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         _ => Vec::new(),
     };
-    // The task's schema unless one is given: from --config, or the adapter run's task.
-    let schema = args
-        .schema
-        .as_deref()
-        .or(task.schema.as_deref())
-        .map(smolt::task::schema::read_schema)
-        .transpose()?;
-    // A task folder's eval.toml sits beside its task.toml.
-    let beside = args
-        .config
-        .as_ref()
-        .and_then(|c| c.parent().map(|d| d.join(smolt::task::init::SCORING_FILE)))
-        .filter(|p| p.is_file());
-    let eval_cfg = match (args.eval_config.as_ref().or(beside.as_ref()), &schema) {
-        (Some(p), _) => load_eval_config(p)?,
-        (None, Some(s)) => EvalConfig::from_schema(s),
-        (None, None) => EvalConfig::default(),
-    };
+    let (schema, eval_cfg) = scoring(
+        args.schema.as_deref(),
+        &task,
+        args.config.as_deref(),
+        args.eval_config.as_deref(),
+    )?;
     let loaded = load_model(&args.model)?;
     let tok = &loaded.tokenizer;
     let constraint = match &schema {
@@ -318,6 +306,31 @@ fn compare(a: &Path, b: &Path, out: Option<&Path>) -> anyhow::Result<()> {
         eprintln!("report: {}", file.display());
     }
     Ok(())
+}
+
+/// The answer schema and the scoring rules: `schema` unless it is `None`, then the task's
+/// (from --config, or the adapter run's task); the rules from `eval_config`, else the
+/// eval.toml beside the task file, else the schema's defaults.
+pub fn scoring(
+    schema: Option<&Path>,
+    task: &smolt::task::Task,
+    config: Option<&Path>,
+    eval_config: Option<&Path>,
+) -> anyhow::Result<(Option<serde_json::Value>, EvalConfig)> {
+    let schema = schema
+        .or(task.schema.as_deref())
+        .map(smolt::task::schema::read_schema)
+        .transpose()?;
+    // A task folder's eval.toml sits beside its task.toml.
+    let beside = config
+        .and_then(|c| c.parent().map(|d| d.join(smolt::task::init::SCORING_FILE)))
+        .filter(|p| p.is_file());
+    let eval_cfg = match (eval_config.or(beside.as_deref()), &schema) {
+        (Some(p), _) => load_eval_config(p)?,
+        (None, Some(s)) => EvalConfig::from_schema(s),
+        (None, None) => EvalConfig::default(),
+    };
+    Ok((schema, eval_cfg))
 }
 
 pub fn load_eval_config(p: &Path) -> anyhow::Result<EvalConfig> {

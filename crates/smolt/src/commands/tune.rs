@@ -152,22 +152,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     // --schema constrains decoding only (training takes truths as they are, like `smolt
     // train` without --schema); a config's schema does both.
-    let schema = args
-        .schema
-        .as_deref()
-        .or(task.schema.as_deref())
-        .map(smolt::task::schema::read_schema)
-        .transpose()?;
-    let beside = args
-        .config
-        .as_ref()
-        .and_then(|c| c.parent().map(|d| d.join(smolt::task::init::SCORING_FILE)))
-        .filter(|p| p.is_file());
-    let eval_cfg = match (args.eval_config.as_ref().or(beside.as_ref()), &schema) {
-        (Some(p), _) => super::eval::load_eval_config(p)?,
-        (None, Some(s)) => EvalConfig::from_schema(s),
-        (None, None) => EvalConfig::default(),
-    };
+    let (schema, eval_cfg) = super::eval::scoring(
+        args.schema.as_deref(),
+        &task,
+        args.config.as_deref(),
+        args.eval_config.as_deref(),
+    )?;
     let candidates = args.out.join("candidates");
     std::fs::create_dir_all(&candidates)
         .with_context(|| format!("cannot create {}", candidates.display()))?;
