@@ -54,13 +54,34 @@ pub(crate) fn quantize_unchecked(ty: GgmlType, src: &[f32], out: &mut [u8]) {
         Q4_1 => legacy::quantize_q4_1(src, out),
         Q5_0 => legacy::quantize_q5_0(src, out),
         Q5_1 => legacy::quantize_q5_1(src, out),
-        Q8_0 => legacy::quantize_q8_0(src, out),
+        Q8_0 => quantize_q8_0(src, out),
         Q8_1 => legacy::quantize_q8_1(src, out),
         Q2K => kquantize::quantize_q2_k(src, out),
         Q3K => kquantize::quantize_q3_k(src, out),
         Q4K => kquantize::quantize_q4_k(src, out),
         Q5K => kquantize::quantize_q5_k(src, out),
         Q6K => kquantize::quantize_q6_k(src, out),
-        Q8K => kquantize::quantize_q8_k(src, out),
+        Q8K => quantize_q8_k(src, out),
     }
+}
+
+/// Q8_0 activation quantization: the NEON version where the CPU path is NEON (bit for bit the
+/// scalar one), else the scalar one. The choice lives here, above both, so that the scalar
+/// formats and the SIMD kernels do not import each other.
+fn quantize_q8_0(src: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "aarch64")]
+    if crate::cpu::active() == crate::cpu::SimdPath::Neon {
+        return crate::simd::neon::quantize_q8_0(src, out);
+    }
+    legacy::quantize_q8_0_scalar(src, out)
+}
+
+/// Q8_K activation quantization (8-bit quants, one f32 scale per 256, sums of each 16 for the
+/// K-quants' mins), chosen as [`quantize_q8_0`] is.
+fn quantize_q8_k(src: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "aarch64")]
+    if crate::cpu::active() == crate::cpu::SimdPath::Neon {
+        return crate::simd::neon::quantize_q8_k(src, out);
+    }
+    kquantize::quantize_q8_k_scalar(src, out)
 }

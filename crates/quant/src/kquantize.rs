@@ -577,14 +577,6 @@ pub(crate) fn quantize_q6_k(src: &[f32], out: &mut [u8]) {
 /// Activation quantization for K-quant dot products: 8-bit quants with one f32 scale
 /// per 256 and sums of each 16 quants, so that a weight's per-group min can be applied
 /// as `min * bsum` instead of per element.
-pub(crate) fn quantize_q8_k(src: &[f32], out: &mut [u8]) {
-    #[cfg(target_arch = "aarch64")]
-    if crate::cpu::active() == crate::cpu::SimdPath::Neon {
-        return crate::simd::neon::quantize_q8_k(src, out);
-    }
-    quantize_q8_k_scalar(src, out)
-}
-
 pub(crate) fn quantize_q8_k_scalar(src: &[f32], out: &mut [u8]) {
     for (x, y) in src.chunks_exact(QK_K).zip(out.chunks_exact_mut(Q8_K_BYTES)) {
         let (mut max, mut amax) = (0.0f32, 0.0f32);

@@ -13,6 +13,7 @@
 //! operation for operation, because the dequantized values are checked bit for bit.
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(target_arch = "x86_64")]
 use crate::cpu::{self, SimdPath};
 use crate::float::{read_f16, write_f16};
 
@@ -266,14 +267,6 @@ fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
         *q = r as u8;
     }
     (d, sum)
-}
-
-pub(crate) fn quantize_q8_0(src: &[f32], out: &mut [u8]) {
-    #[cfg(target_arch = "aarch64")]
-    if cpu::active() == SimdPath::Neon {
-        return crate::simd::neon::quantize_q8_0(src, out);
-    }
-    quantize_q8_0_scalar(src, out)
 }
 
 pub(crate) fn quantize_q8_0_scalar(src: &[f32], out: &mut [u8]) {

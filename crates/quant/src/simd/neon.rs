@@ -266,7 +266,7 @@ unsafe fn q6_k_q8_k<const DOT: bool>(nb: usize, w: *const u8, a: *const u8) -> f
     sumf
 }
 
-/// Q8_0 activation quantization ([`crate::legacy::quantize_q8_0`]) with NEON, bit for bit: the
+/// Q8_0 activation quantization ([`crate::legacy::quantize_q8_0_scalar`]) with NEON, bit for bit: the
 /// block maximum is order-free (`fmaxnm` ignores NaN as `f32::max` does), `fcvtas` rounds half
 /// away from zero as `f32::round` does, and `sqxtn` saturates as `as i8` does.
 pub(crate) fn quantize_q8_0(src: &[f32], out: &mut [u8]) {
@@ -298,7 +298,7 @@ pub(crate) fn quantize_q8_0(src: &[f32], out: &mut [u8]) {
     }
 }
 
-/// Q8_K activation quantization ([`crate::kquantize::quantize_q8_k`]) with NEON, bit for bit:
+/// Q8_K activation quantization ([`crate::kquantize::quantize_q8_k_scalar`]) with NEON, bit for bit:
 /// the signed value of largest magnitude is the first one found (as the scalar scan finds it),
 /// `fcvtns` rounds half to even as the scalar `nearest_int` does for these magnitudes (≤ 127),
 /// and the sums of 16 quants are exact.
