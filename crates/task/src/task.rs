@@ -71,8 +71,15 @@ pub struct Task {
     pub overlong: Overlong,
     /// Function calling: whether an answer may hold several calls, for records that do not
     /// say (`parallel_tool_calls` in a record). OpenAI's default, true, as the server's: in
-    /// the bare JSON call syntax the calls are then always a JSON array.
+    /// the bare JSON call syntax the calls are then always a JSON array. Not written when
+    /// true (the default), so the training hash of runs from before it existed still matches
+    /// and they resume.
+    #[serde(skip_serializing_if = "is_true")]
     pub parallel_tool_calls: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for Task {
@@ -227,17 +234,23 @@ mod tests {
 
     #[test]
     fn keys_are_the_fields_in_order() {
-        let table = toml::Table::try_from(Task {
+        // parallel_tool_calls is written only when false (see its doc).
+        let every_key = Task {
             valid: Some("v".into()),
             schema: Some("s".into()),
+            parallel_tool_calls: false,
             ..Task::default()
-        })
-        .unwrap();
+        };
+        let table = toml::Table::try_from(every_key.clone()).unwrap();
         let keys: Vec<&str> = table.keys().map(|k| k.as_str()).collect();
         let mut sorted = Task::KEYS.to_vec();
         sorted.sort_unstable();
         assert_eq!(keys, sorted);
-        let text = toml::to_string(&Task::default()).unwrap();
+        let text = toml::to_string(&Task {
+            parallel_tool_calls: false,
+            ..Task::default()
+        })
+        .unwrap();
         let order: Vec<&str> = text
             .lines()
             .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
