@@ -9,11 +9,12 @@ use llguidance::{Matcher, ParserFactory};
 use serde_json::Value;
 use smolt_tokenizer::Tokenizer;
 
-use crate::env::{end_tokens, SmoltTokEnv};
+use crate::copy::{copy_fields, Substrings};
+use crate::env::{end_tokens, SmoltTokEnv, SPECIAL_MARKER};
 use crate::error::{ConstrainError, Result};
 use crate::layout::JsonLayout;
 use crate::meta_schema;
-use crate::ramble::{GuardCounts, NumberCaps, RambleGuard};
+use crate::ramble::{CopyRule, GuardCounts, NumberCaps, RambleGuard};
 use crate::tools::ToolCallSpec;
 
 /// What the output must match, as the user wrote it (before compilation).
@@ -216,11 +217,16 @@ impl ConstraintEngine {
             ConstraintSpec::AnyJson => Some(NumberCaps::DEFAULT),
             _ => None,
         };
+        let copy_fields = match spec {
+            ConstraintSpec::JsonSchema(schema) => copy_fields(schema),
+            _ => Vec::new(),
+        };
         Ok(Constraint {
             engine: self.clone(),
             prototype,
             warnings,
             guard,
+            copy_fields,
         })
     }
 
@@ -291,6 +297,8 @@ pub struct Constraint {
     warnings: Vec<String>,
     /// The ramble guard's number caps, for JSON constraints ([`crate::ramble`]).
     guard: Option<NumberCaps>,
+    /// Properties whose string values copy the prompt ([`crate::copy`]).
+    copy_fields: Vec<String>,
 }
 
 impl Constraint {
@@ -301,6 +309,37 @@ impl Constraint {
 
     pub fn engine(&self) -> &Arc<ConstraintEngine> {
         &self.engine
+    }
+
+    /// The schema's copy fields ([`crate::copy`]), sorted; empty for other constraints.
+    pub fn copy_fields(&self) -> &[String] {
+        &self.copy_fields
+    }
+
+    /// A fresh state for an answer to `prompt` (its token ids): as [`start`](Self::start),
+    /// and the schema's copy fields, if any, keep to spans of the prompt's text. Building
+    /// the prompt's substring automaton is linear in its length (well under a millisecond
+    /// for a few thousand tokens).
+    pub fn start_copying(&self, prompt: &[u32]) -> ConstraintState {
+        let mut state = self.start();
+        if self.copy_fields.is_empty() {
+            return state;
+        }
+        let trie = self.engine.env.tok_trie();
+        let text: Vec<u8> = prompt
+            .iter()
+            .map(|&t| trie.token(t))
+            .filter(|b| b.first() != Some(&SPECIAL_MARKER))
+            .flatten()
+            .copied()
+            .collect();
+        state.guard = state.guard.map(|g| {
+            g.with_copy(CopyRule {
+                fields: self.copy_fields.clone(),
+                text: Substrings::new(&text),
+            })
+        });
+        state
     }
 
     /// A fresh state at the start of the output. Cloning the compiled parser shares its

@@ -31,6 +31,7 @@
 //!    valid JSON).
 
 mod constraint;
+pub mod copy;
 mod env;
 mod error;
 mod lark_check;

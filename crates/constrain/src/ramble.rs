@@ -16,6 +16,8 @@
 //!   more) [`ITEM_REPEATS`] times, no token may start another item of that array, so it
 //!   closes after the current one. Receipts do list one article several times, so this takes
 //!   more repeats than a string.
+//! - **copies** ([`crate::copy`]): where the caller gave the prompt, a schema's copy fields
+//!   keep to spans of it.
 //!
 //! Where narrowing would leave nothing allowed (a schema `pattern` that cannot end here, say)
 //! the mask is left as the grammar gave it. Every intervention is logged per committed token,
@@ -23,6 +25,8 @@
 
 use serde_json::Value;
 use toktrie::{SimpleVob, TokTrie};
+
+use crate::copy::{continues, follow, Substrings, Walk};
 
 /// A string value has looped once its tail is one unit repeated this many times…
 pub const LOOP_REPEATS: usize = 4;
@@ -102,6 +106,9 @@ pub struct GuardCounts {
     pub numbers_capped: usize,
     /// String values and arrays closed because they had looped.
     pub loops_stopped: usize,
+    /// Values of copy fields ([`crate::copy`]) decoded under the copy rule (a mask it
+    /// narrowed; whether the model's own pick was among the tokens removed is not known here).
+    pub copies_held: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +132,13 @@ struct Scan {
     /// for an answer; deeper ones are followed by depth only).
     stack: u64,
     depth: u32,
+    /// The last byte outside strings that was not whitespace (`"` once a string closed).
+    prev: u8,
+    /// Where the last closed string's content was, and the key of the latest `key:`.
+    last_string: (usize, usize),
+    key: (usize, usize),
+    /// The open (or last) string is a value — after `:`, or an array's item — not a key.
+    value_string: bool,
 }
 
 impl Scan {
@@ -137,8 +151,17 @@ impl Scan {
                 self.escaped = true;
             } else if b == b'"' {
                 self.in_string = false;
+                self.last_string = (self.string_start, pos);
+                self.prev = b'"';
             }
             return;
+        }
+        if b.is_ascii_whitespace() {
+            self.number = None;
+            return;
+        }
+        if b == b':' {
+            self.key = self.last_string;
         }
         match b {
             b'[' | b'{' => {
@@ -155,6 +178,8 @@ impl Scan {
             (_, b'"') => {
                 self.in_string = true;
                 self.string_start = pos + 1;
+                self.value_string = self.prev == b':'
+                    || (self.stack & 1 == 1 && self.depth > 0 && matches!(self.prev, b'[' | b','));
                 None
             }
             (None, b'-') => Some((Part::Integral, 0, pos)),
@@ -167,6 +192,7 @@ impl Scan {
             (Some((Part::Exponent, 0, start)), b'+' | b'-') => Some((Part::Exponent, 0, start)),
             _ => None,
         };
+        self.prev = b;
     }
 
     /// The depth of the innermost open array (1 = outermost container), if any.
@@ -215,6 +241,22 @@ struct Step {
     string_closed: bool,
     /// A looping list was kept from starting another item.
     list_stopped: bool,
+    /// A copy field's value (starting at this position) was kept to the prompt's text.
+    copy_held: Option<usize>,
+}
+
+/// The fields whose string values must be copies of the prompt, and the prompt's text.
+#[derive(Clone, Debug)]
+pub(crate) struct CopyRule {
+    pub(crate) fields: Vec<String>,
+    pub(crate) text: Substrings,
+}
+
+impl CopyRule {
+    /// Whether the value whose key is `key` (its raw JSON bytes) is a copy field.
+    fn applies(&self, key: &[u8]) -> bool {
+        self.fields.iter().any(|f| f.as_bytes() == key)
+    }
 }
 
 /// The guard for one sequence: follows the committed bytes and narrows masks.
@@ -229,6 +271,7 @@ pub(crate) struct RambleGuard {
     log: Vec<Step>,
     /// The narrowing of the current mask, taken by the next commit.
     pending: Step,
+    copy: Option<CopyRule>,
 }
 
 impl RambleGuard {
@@ -240,7 +283,14 @@ impl RambleGuard {
             ends: Vec::new(),
             log: Vec::new(),
             pending: Step::default(),
+            copy: None,
         }
+    }
+
+    /// Also keeps the values of `rule`'s fields to copies of its text.
+    pub(crate) fn with_copy(mut self, rule: CopyRule) -> RambleGuard {
+        self.copy = Some(rule);
+        self
     }
 
     /// Narrows `mask` (llguidance's, for the position after everything committed).
@@ -255,6 +305,22 @@ impl RambleGuard {
             }
         }
         if scan.in_string {
+            if let Some(rule) = self
+                .copy
+                .as_ref()
+                .filter(|r| scan.value_string && r.applies(&self.out[scan.key.0..scan.key.1]))
+            {
+                let at = follow(
+                    &rule.text,
+                    Walk::At(0, false),
+                    &self.out[scan.string_start..],
+                );
+                if at != Walk::Free
+                    && keep_only(mask, |id| continues(&rule.text, at, trie.token(id)))
+                {
+                    self.pending.copy_held = Some(scan.string_start);
+                }
+            }
             if !scan.escaped
                 && looped(
                     &self.out[scan.string_start..],
@@ -303,8 +369,13 @@ impl RambleGuard {
     pub(crate) fn counts(&self) -> GuardCounts {
         let mut c = GuardCounts::default();
         let mut last_capped = None;
+        let mut last_held = None;
         let mut stopping_list = false;
         for step in &self.log {
+            if step.copy_held.is_some() && step.copy_held != last_held {
+                c.copies_held += 1;
+                last_held = step.copy_held;
+            }
             if let Some(start) = step.capped {
                 if last_capped != Some(start) {
                     c.numbers_capped += 1;
@@ -396,6 +467,24 @@ mod tests {
         assert!(!s.adds_item(b"}]", 2));
         let s = scan(r#"{"a": "[x""#);
         assert_eq!(s.array_depth(), None, "brackets in strings do not count");
+    }
+
+    #[test]
+    fn scan_tells_keys_from_values() {
+        let t = r#"{"note": "a:b", "address": "12"#;
+        let s = scan(t);
+        assert!(s.in_string && s.value_string);
+        assert_eq!(
+            &t[s.key.0..s.key.1],
+            "address",
+            "a colon in a string is not a key's"
+        );
+        let s = scan(r#"{"note": "x", "ad"#);
+        assert!(s.in_string && !s.value_string, "a key");
+        let t = r#"{"tags": ["a", "b"#;
+        let s = scan(t);
+        assert!(s.value_string, "an array's item");
+        assert_eq!(&t[s.key.0..s.key.1], "tags");
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub fn answer_in(
 ) -> anyhow::Result<Answer> {
     match constraint {
         Some(c) => {
-            let mut state = c.start();
+            let mut state = c.start_copying(prompt);
             let mut source = ModelLogits::with_cache(model, cache);
             let mut sampler = Sampler::new(opts.sampling.clone());
             // Speculation keeps the output only where the pick is deterministic.
@@ -198,7 +198,7 @@ pub fn answer_streaming_with(
             stats: None,
         });
     };
-    let mut state = c.start();
+    let mut state = c.start_copying(prompt);
     let mut sampler = Sampler::new(opts.sampling.clone());
     let mut source = Watched {
         inner: source,

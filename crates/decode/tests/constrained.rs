@@ -417,3 +417,45 @@ fn the_chosen_probability_is_over_the_allowed_tokens_only() {
     assert_eq!(chosen_prob(&[ninf, 5.0, ninf], 1), None);
     assert_eq!(chosen_prob(&[0.0, 1.0], 7), None);
 }
+
+/// A copy field keeps to the prompt's text: a model that would write "LLLL…" into an address
+/// copies what "HELLO WORLD" has ("LL") and closes, while the same model fills a field that
+/// is not a copy until the loop guard stops it. Only the marked field is held, and only for
+/// a state started with the prompt.
+#[test]
+fn a_copy_field_keeps_to_the_prompt() {
+    let tok = common::tokenizer();
+    let spec = ConstraintSpec::JsonSchema(serde_json::json!({
+        "type": "object",
+        "properties": {
+            "note": {"type": "string"},
+            "address": {"type": "string", "x-smolt-copy": true}
+        },
+        "required": ["note", "address"], "additionalProperties": false
+    }));
+    let c = common::engine().compile(&spec).unwrap();
+    assert_eq!(c.copy_fields(), ["address"]);
+    let prompt = tok.encode("Deliver to HELLO WORLD\n", true, false);
+    let answer = |copying: bool| {
+        let mut src = scripted(&["L", "\""]);
+        let mut st = if copying {
+            c.start_copying(&prompt)
+        } else {
+            c.start()
+        };
+        let out =
+            generate_constrained(&mut src, &prompt, &mut st, GenerateLimits::new(200), greedy)
+                .unwrap();
+        let text = tok.decode(&out.ids, false);
+        assert!(out.finish.is_complete(), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect(&text);
+        (v, out.stats.guard)
+    };
+    let (v, guard) = answer(true);
+    assert_eq!(v["address"], "LL", "{v}");
+    assert!(v["note"].as_str().unwrap().len() >= 32, "{v}");
+    assert_eq!((guard.copies_held, guard.loops_stopped), (1, 1));
+    let (v, guard) = answer(false);
+    assert!(v["address"].as_str().unwrap().len() >= 32, "{v}");
+    assert_eq!((guard.copies_held, guard.loops_stopped), (0, 2));
+}

@@ -22,6 +22,8 @@ use crate::normalize::Normalizer;
 /// timestamp = "datetime"
 /// "items.name" = "case"     # a list's sub-field: the list path, a dot, the key
 /// ```
+///
+/// and `copy = ["retailer"]` to decode those fields as copies of the input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EvalConfig {
@@ -36,6 +38,11 @@ pub struct EvalConfig {
     /// How many of the worst records the report keeps (unparseable outputs get at most half the
     /// places when enough parsed-but-wrong records exist, so reading errors stay visible).
     pub worst_n: usize,
+    /// Fields whose answers are decoded as copies of the input (smolt-constrain's `copy`
+    /// rule: each name marks that property of the schema `"x-smolt-copy": true`). A decoding
+    /// setting kept here so that one file says how a task is evaluated.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub copy: Vec<String>,
 }
 
 impl Default for EvalConfig {
@@ -45,6 +52,7 @@ impl Default for EvalConfig {
             number_tolerance: 0.005,
             lenient_json: false,
             worst_n: 10,
+            copy: Vec::new(),
         }
     }
 }
@@ -120,6 +128,9 @@ pub struct Decoding {
     pub numbers_capped: usize,
     /// String values closed because they had started to loop.
     pub loops_stopped: usize,
+    /// Values of copy fields decoded under the copy rule.
+    #[serde(default)]
+    pub copies_held: usize,
 }
 
 /// One model output to score.

@@ -352,13 +352,8 @@ impl EvalReport {
             o.push_str(&text_table(&header, &rows));
         }
         let d = &self.decoding;
-        if d.truncated + d.numbers_capped + d.loops_stopped > 0 {
-            let _ = writeln!(
-                o,
-                "decoding: {} answers truncated at the token limit, {} numbers stopped at the \
-                 digit cap, {} looping strings closed",
-                d.truncated, d.numbers_capped, d.loops_stopped
-            );
+        if d.any() {
+            let _ = writeln!(o, "decoding: {}", d.sentence(", "));
         }
         o
     }
@@ -367,7 +362,7 @@ impl EvalReport {
         let mut b = String::new();
         let kinds = self.error_kinds();
         let d = &self.decoding;
-        if kinds.is_empty() && d.truncated + d.numbers_capped + d.loops_stopped == 0 {
+        if kinds.is_empty() && !d.any() {
             return b;
         }
         b.push_str("<section><h2>Errors by kind</h2><p class=\"note\">Each wrong field in the first kind that applies: truncated answer, missing, format (not a number/date), spacing/punctuation only, truth not in the input, copied from the wrong place, wrong value. Examples: truth → prediction.</p>");
@@ -407,12 +402,8 @@ impl EvalReport {
             }
             b.push_str("</tbody></table><p class=\"note\">Hover a count for examples.</p>");
         }
-        if d.truncated + d.numbers_capped + d.loops_stopped > 0 {
-            let _ = write!(
-                b,
-                "<p>Decoding: {} answers truncated at the token limit · {} numbers stopped at the digit cap · {} looping strings closed.</p>",
-                d.truncated, d.numbers_capped, d.loops_stopped
-            );
+        if d.any() {
+            let _ = write!(b, "<p>Decoding: {}.</p>", esc(&d.sentence(" · ")));
         }
         b.push_str("</section>");
         b

@@ -124,6 +124,32 @@ pub struct DecodingStats {
     pub truncated: usize,
     pub numbers_capped: usize,
     pub loops_stopped: usize,
+    /// Values of copy fields decoded under the copy rule (`copy` in the scoring settings).
+    #[serde(default)]
+    pub copies_held: usize,
+}
+
+impl DecodingStats {
+    /// Whether anything is worth a line in the report.
+    pub fn any(&self) -> bool {
+        self.truncated + self.numbers_capped + self.loops_stopped + self.copies_held > 0
+    }
+
+    /// One sentence for the report, parts joined by `sep`.
+    pub fn sentence(&self, sep: &str) -> String {
+        let mut parts = vec![
+            format!("{} answers truncated at the token limit", self.truncated),
+            format!("{} numbers stopped at the digit cap", self.numbers_capped),
+            format!("{} looping strings closed", self.loops_stopped),
+        ];
+        if self.copies_held > 0 {
+            parts.push(format!(
+                "{} values kept to copies of the input",
+                self.copies_held
+            ));
+        }
+        parts.join(sep)
+    }
 }
 
 /// Scores samples one at a time, so the generation loop can report progress as it goes.
@@ -422,6 +448,7 @@ pub fn aggregate(config: &EvalConfig, label: &str, records: &[RecordResult]) -> 
                 d.truncated += r.truncated as usize;
                 d.numbers_capped += r.numbers_capped;
                 d.loops_stopped += r.loops_stopped;
+                d.copies_held += r.copies_held;
                 d
             },
         ),

@@ -644,6 +644,16 @@ fn errors_are_grouped_by_kind() {
         "{}",
         rep.to_table()
     );
+    assert!(
+        rep.to_table()
+            .contains("decoding: 1 answers truncated at the token limit, 0 numbers"),
+        "{}",
+        rep.to_table()
+    );
+    assert!(
+        !rep.to_table().contains("copies of the input"),
+        "the copy rule is named only where it was on"
+    );
     check_html(&rep.to_html()).unwrap();
 }
 

@@ -136,6 +136,7 @@ impl EvalRun<'_> {
                         truncated: out.ending == smolt_decode::Ending::Truncated,
                         numbers_capped: guard.numbers_capped,
                         loops_stopped: guard.loops_stopped,
+                        copies_held: guard.copies_held,
                     }),
             );
             progress(i + 1, r.score);

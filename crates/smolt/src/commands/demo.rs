@@ -502,11 +502,7 @@ fn answer_budget(train: &[Record], tok: &Tokenizer) -> usize {
 }
 
 fn evaluate(job: &EvalRun, data: &DemoData, label: &str, out: &Path) -> anyhow::Result<EvalReport> {
-    let bar = indicatif::ProgressBar::new(data.test.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "  {bar:30} {pos}/{len} receipts  {msg}  [{elapsed_precise}, ETA {eta}]",
-        )?,
-    );
+    let bar = super::count_bar(data.test.len(), "receipts")?;
     let mut sum = 0.0;
     let outcome = job.run(
         &data.test,

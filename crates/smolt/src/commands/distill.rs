@@ -177,11 +177,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let teacher = Teacher { client, cache };
-    let bar = indicatif::ProgressBar::new((inputs.len() * cfg.samples) as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} answers  {msg}  [{elapsed_precise}, ETA {eta}]",
-        )?,
-    );
+    let bar = super::count_bar(inputs.len() * cfg.samples, "answers")?;
     let outcome = teacher::distill(&teacher, &task, &inputs, &cfg, &|p: Progress| {
         bar.set_position(p.done as u64);
         bar.set_message(format!("{} valid, {} dropped", p.valid, p.dropped));

@@ -125,14 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     // Training truncates prompts to fit max_len for memory; at eval only the context limits
     // them (cutting the middle of a receipt would hide the very fields being extracted).
-    let budget = match args.max_prompt_tokens {
-        Some(n) => n,
-        None => loaded
-            .model
-            .spec
-            .context_length
-            .saturating_sub(args.max_tokens),
-    };
+    let budget = super::prompt_budget(&loaded.model, args.max_tokens, args.max_prompt_tokens);
     let job = EvalRun {
         model: &loaded.model,
         tokenizer: tok,
@@ -140,20 +133,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         task: &task,
         shots,
         max_tokens: args.max_tokens,
-        prompt_budget: budget.max(16),
+        prompt_budget: budget,
     };
-    let bar = indicatif::ProgressBar::new(records.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} records  {msg}  [{elapsed_precise}, ETA {eta}]",
-        )?,
-    );
-    let mut label = match &args.model.adapter {
-        Some(a) => format!("{} + {}", args.model.model, a.display()),
-        None => args.model.model.clone(),
-    };
-    if let Some(k) = args.few_shot {
-        label += &format!(" ({k}-shot)");
-    }
+    let bar = super::count_bar(records.len(), "records")?;
+    let label = args.model.label(args.few_shot);
     let outcome = job.run(records, eval_cfg, &label, |done, score| {
         bar.set_position(done as u64);
         bar.set_message(format!("last: {:.0}% of fields", 100.0 * score));
@@ -211,14 +194,7 @@ fn run_tools(args: &Args, task: &Task, data: &Path, out: &Path) -> anyhow::Resul
     };
     let examples = &examples[..args.limit.unwrap_or(examples.len()).min(examples.len())];
     let engine = smolt::evaluate::engine_for_task(Arc::clone(tok), task)?;
-    let budget = match args.max_prompt_tokens {
-        Some(n) => n,
-        None => loaded
-            .model
-            .spec
-            .context_length
-            .saturating_sub(args.max_tokens),
-    };
+    let budget = super::prompt_budget(&loaded.model, args.max_tokens, args.max_prompt_tokens);
     let job = ToolEvalRun {
         model: &loaded.model,
         tokenizer: tok,
@@ -226,20 +202,10 @@ fn run_tools(args: &Args, task: &Task, data: &Path, out: &Path) -> anyhow::Resul
         chat: &chat,
         shots,
         max_tokens: args.max_tokens,
-        prompt_budget: budget.max(16),
+        prompt_budget: budget,
     };
-    let bar = indicatif::ProgressBar::new(examples.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} requests  {msg}  [{elapsed_precise}, ETA {eta}]",
-        )?,
-    );
-    let mut label = match &args.model.adapter {
-        Some(a) => format!("{} + {}", args.model.model, a.display()),
-        None => args.model.model.clone(),
-    };
-    if let Some(k) = args.few_shot {
-        label += &format!(" ({k}-shot)");
-    }
+    let bar = super::count_bar(examples.len(), "requests")?;
+    let label = args.model.label(args.few_shot);
     eprintln!("tool records rendered with {}", chat.describe());
     let outcome = job.run(examples, &label, |done, passed| {
         bar.set_position(done as u64);
@@ -329,6 +295,24 @@ pub fn scoring(
         (Some(p), _) => load_eval_config(p)?,
         (None, Some(s)) => EvalConfig::from_schema(s),
         (None, None) => EvalConfig::default(),
+    };
+    let schema = match (schema, eval_cfg.copy.as_slice()) {
+        (schema, []) => schema,
+        (None, fields) => anyhow::bail!(
+            "the scoring settings ask to copy {} from the input, but there is no schema \
+             to mark them in: pass --schema",
+            fields.join(", ")
+        ),
+        (Some(mut s), fields) => {
+            let unknown = smolt::constrain::copy::mark_copy_fields(&mut s, fields);
+            anyhow::ensure!(
+                unknown.is_empty(),
+                "`copy` names {} but the schema has no such property; copy fields are \
+                 property names of the schema",
+                unknown.join(", ")
+            );
+            Some(s)
+        }
     };
     Ok((schema, eval_cfg))
 }

@@ -212,11 +212,7 @@ fn write_merged(
     label: &str,
     out: &Path,
 ) -> anyhow::Result<()> {
-    let bar = indicatif::ProgressBar::new(base.tensors().len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "merging {bar:30} {pos}/{len} tensors  [{elapsed_precise}, ETA {eta}]",
-        )?,
-    );
+    let bar = super::count_bar(base.tensors().len(), "tensors merged")?;
     let (file, report) = merged_gguf(base, w, spec.n_layers(), types, label, |done, _| {
         bar.set_position(done as u64)
     })?;

@@ -390,11 +390,7 @@ fn run_batch(
         None => None,
     };
     let room = loaded.model.spec.context_length;
-    let bar = indicatif::ProgressBar::new(prompts.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} prompts  [{elapsed_precise}, ETA {eta}]",
-        )?,
-    );
+    let bar = super::count_bar(prompts.len(), "prompts")?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut cut = 0;

@@ -99,6 +99,34 @@ impl ModelArgs {
             PrecisionArg::F32 => Precision::F32,
         }
     }
+
+    /// How reports name what was evaluated: the model, its adapter, the number of shots.
+    pub fn label(&self, few_shot: Option<usize>) -> String {
+        let mut label = match &self.adapter {
+            Some(a) => format!("{} + {}", self.model, a.display()),
+            None => self.model.clone(),
+        };
+        if let Some(k) = few_shot {
+            label += &format!(" ({k}-shot)");
+        }
+        label
+    }
+}
+
+/// A progress bar over `n` things counted in `unit` ("records", "prompts"), with the elapsed
+/// time and an ETA; `{msg}` shows whatever the caller sets.
+pub fn count_bar(n: usize, unit: &str) -> anyhow::Result<indicatif::ProgressBar> {
+    let template =
+        format!("{{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}  [{{elapsed_precise}}, ETA {{eta}}]");
+    Ok(indicatif::ProgressBar::new(n as u64)
+        .with_style(indicatif::ProgressStyle::with_template(&template)?))
+}
+
+/// How many prompt tokens an answer of `max_tokens` leaves room for in `model`'s context
+/// (at least 16), unless the user set it.
+pub fn prompt_budget(model: &Model, max_tokens: usize, user: Option<usize>) -> usize {
+    user.unwrap_or_else(|| model.spec.context_length.saturating_sub(max_tokens))
+        .max(16)
 }
 
 pub struct Loaded {

@@ -57,8 +57,10 @@ pub struct Args {
     /// A .gguf file, or `gemma-3-270m` (the default, fetched on first use).
     #[arg(short, long, default_value = smolt::hub::DEFAULT_MODEL, env = "SMOLT_MODEL")]
     model: String,
-    /// Peak learning rates to try (comma-separated; the first is where the search starts).
-    #[arg(long, value_delimiter = ',', default_values_t = [5e-4, 1e-3, 2e-4])]
+    /// Peak learning rates to try (comma-separated; the first is where the search starts —
+    /// by default `smolt train`'s own rate, so that the first candidate is the default
+    /// recipe and the search never hands back worse than it on the validation records).
+    #[arg(long, value_delimiter = ',', default_values_t = [2e-4, 5e-4, 1e-3])]
     lr: Vec<f64>,
     /// Passes over the training data to try.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3])]
@@ -323,18 +325,9 @@ fn evaluate(
         task,
         shots: Vec::new(),
         max_tokens: args.max_tokens,
-        prompt_budget: loaded
-            .model
-            .spec
-            .context_length
-            .saturating_sub(args.max_tokens)
-            .max(16),
+        prompt_budget: super::prompt_budget(&loaded.model, args.max_tokens, None),
     };
-    let bar = indicatif::ProgressBar::new(records.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "scoring {bar:30} {pos}/{len} records [{elapsed_precise}, ETA {eta}]",
-        )?,
-    );
+    let bar = super::count_bar(records.len(), "records scored")?;
     let outcome = job.run(
         records,
         eval_cfg.clone(),
@@ -391,5 +384,20 @@ mod tests {
         assert!(parse_duration("10x").is_err());
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("5m3").is_err());
+    }
+
+    #[test]
+    fn the_search_starts_from_the_default_recipe() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            tune: super::Args,
+        }
+        let cli = Cli::parse_from(["t", "--valid", "v.jsonl", "--out", "o"]);
+        let default = smolt::train::TrainConfig::default();
+        assert_eq!(cli.tune.lr[0], default.lr);
+        assert_eq!(cli.tune.epochs[0], default.epochs);
+        assert_eq!(cli.tune.rank[0], default.lora_r);
     }
 }
