@@ -6,6 +6,9 @@
 #
 # The SROIE data is research data and is not shipped with smolt. Prints both evaluations and
 # the comparison; everything lands in OUT (default runs/sroie).
+#
+# Another base model: SMOLT_MODEL=qwen2.5-0.5b bench/sroie/run.sh … (every smolt command here
+# reads SMOLT_MODEL). Results so far, with the commands that made them: bench/sroie/RESULTS.md.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${1:?usage: $0 SROIE_TRAIN_JSONL [OUT] [EVAL_LIMIT]}"

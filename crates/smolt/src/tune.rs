@@ -276,6 +276,15 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
 
+/// "76.8% → 83.4% → 86.6%": how a candidate's score moved pass by pass.
+fn pass_curve(scores: &[f64]) -> String {
+    scores
+        .iter()
+        .map(|&x| pct(x))
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
 impl Tuning {
     /// Field names in the order the first scored trial lists them.
     fn field_names(&self) -> Vec<String> {
@@ -286,7 +295,8 @@ impl Tuning {
             .unwrap_or_default()
     }
 
-    /// One row per trial: what it tried, what it scored, what it cost.
+    /// One row per trial: what it tried, what it scored (after each pass, where it had several),
+    /// what it cost.
     pub fn to_markdown(&self) -> String {
         let fields = self.field_names();
         let mut o = String::new();
@@ -309,12 +319,15 @@ impl Tuning {
             } else {
                 ""
             };
-            let passes = match t.scored() {
+            let mut passes = match t.scored() {
                 Some(s) if s.best_pass > 0 && s.best_pass < r.epochs => {
                     format!("{} (best after {})", r.epochs, s.best_pass)
                 }
                 _ => r.epochs.to_string(),
             };
+            if let Some(s) = t.scored().filter(|s| s.pass_scores.len() > 1) {
+                let _ = write!(passes, ": {}", pass_curve(&s.pass_scores));
+            }
             let _ = write!(
                 o,
                 "| {}{mark} | {} | {:e} | {passes} | {} | {} |",
@@ -397,6 +410,13 @@ impl Tuning {
                 t.id,
                 t.recipe.slug(),
                 pct(score)
+            );
+        }
+        if s.pass_scores.len() > 1 {
+            let _ = write!(
+                o,
+                "; scored after each pass: {}",
+                pass_curve(&s.pass_scores)
             );
         }
         o.push('.');
@@ -546,7 +566,10 @@ mod tests {
                     train_s: 10.0 * r.epochs as f64,
                     eval_s: 1.0,
                     best_pass: r.epochs,
-                    pass_scores: vec![],
+                    // Each pass adds 0.1 up to the candidate's score.
+                    pass_scores: (1..=r.epochs)
+                        .map(|p| surface(r) - 0.1 * (r.epochs - p) as f64)
+                        .collect(),
                 })
             },
             |_| {},
@@ -555,6 +578,17 @@ mod tests {
         assert_eq!(
             (best.recipe.lr, best.recipe.epochs, best.recipe.rank),
             (1e-3, 2, 16)
+        );
+        assert!(
+            t.to_markdown().contains("| 2: 80.0% → 90.0% |"),
+            "{}",
+            t.to_markdown()
+        );
+        assert!(
+            t.explanation()
+                .contains("scored after each pass: 80.0% → 90.0%"),
+            "{}",
+            t.explanation()
         );
         // 3 rates, 1 more pass count, 1 more rank; the max length has one value, already run.
         assert_eq!(t.trials.len(), 5);
