@@ -145,20 +145,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     outcome.write_dir(out)?;
     let report = outcome.report;
     print!("{}", report.to_table());
-    if outcome.truncated_outputs > 0 {
+    let limits = (outcome.truncated_outputs, outcome.cut_prompts);
+    warn_limits(
+        limits,
+        " and count as invalid",
+        args.max_tokens,
+        budget,
+        out,
+    );
+    Ok(())
+}
+
+/// What the token limits did to an evaluation (answers cut off unfinished, prompts cut in the
+/// middle), and where its report is.
+fn warn_limits(
+    (truncated, cut): (usize, usize),
+    consequence: &str,
+    max_tokens: usize,
+    budget: usize,
+    out: &Path,
+) {
+    if truncated > 0 {
         eprintln!(
-            "{} outputs hit the token limit (-n {}) unfinished and count as invalid",
-            outcome.truncated_outputs, args.max_tokens
+            "{truncated} outputs hit the token limit (-n {max_tokens}) unfinished{consequence}"
         );
     }
-    if outcome.cut_prompts > 0 {
-        eprintln!(
-            "{} prompts were longer than {budget} tokens and were cut in the middle",
-            outcome.cut_prompts
-        );
+    if cut > 0 {
+        eprintln!("{cut} prompts were longer than {budget} tokens and were cut in the middle");
     }
     eprintln!("report: {}", out.join("report.html").display());
-    Ok(())
 }
 
 /// A tool task (`{"tools", "messages"}` records): each record decoded under its own tools'
@@ -214,19 +229,8 @@ fn run_tools(args: &Args, task: &Task, data: &Path, out: &Path) -> anyhow::Resul
     bar.finish_and_clear();
     outcome.write_dir(out)?;
     print!("{}", outcome.report.to_table());
-    if outcome.truncated_outputs > 0 {
-        eprintln!(
-            "{} outputs hit the token limit (-n {}) unfinished",
-            outcome.truncated_outputs, args.max_tokens
-        );
-    }
-    if outcome.cut_prompts > 0 {
-        eprintln!(
-            "{} prompts were longer than {budget} tokens and were cut in the middle",
-            outcome.cut_prompts
-        );
-    }
-    eprintln!("report: {}", out.join("report.html").display());
+    let limits = (outcome.truncated_outputs, outcome.cut_prompts);
+    warn_limits(limits, "", args.max_tokens, budget, out);
     Ok(())
 }
 
