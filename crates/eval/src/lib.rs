@@ -17,6 +17,7 @@
 //! Function calls are scored by their own rules, the Berkeley Function Calling Leaderboard's:
 //! [`tool_calls`].
 
+pub mod calibration;
 pub mod compare;
 pub mod errors;
 pub mod normalize;
@@ -25,6 +26,7 @@ pub mod report;
 pub mod tool_calls;
 pub mod versus;
 
+pub use calibration::{Calibration, CurvePoint, Routing};
 pub use compare::{
     compare_record, parse_output, Decoding, EvalConfig, FieldResult, ListResult, RecordResult,
     Sample, Status, Timing,

@@ -264,6 +264,9 @@ impl EvalReport {
             b.push_str("</p></section>");
         }
         b.push_str(&self.errors_html());
+        if let Some(c) = &self.calibration {
+            b.push_str(&c.to_html());
+        }
         if let Some(l) = &self.latency {
             let _ = write!(
                 b,

@@ -115,6 +115,10 @@ pub struct EvalReport {
     /// How decoding went over the set, where the caller said.
     #[serde(default)]
     pub decoding: DecodingStats,
+    /// Accuracy against the model's confidence, where the caller had confidence to give
+    /// ([`crate::calibration`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibration::Calibration>,
 }
 
 /// Records whose answer hit the token limit unfinished, and where the decoder's ramble guard
@@ -452,6 +456,7 @@ pub fn aggregate(config: &EvalConfig, label: &str, records: &[RecordResult]) -> 
                 d
             },
         ),
+        calibration: None,
     }
 }
 
@@ -484,7 +489,8 @@ pub fn write_predictions(path: &Path, records: &[RecordResult]) -> std::io::Resu
 }
 
 impl EvalReport {
-    /// Writes `eval.json`, `report.html` and `report.txt` (the terminal table) into `dir`.
+    /// Writes `eval.json`, `report.html` and `report.txt` (the terminal table, and the
+    /// calibration table where there is one) into `dir`.
     pub fn write_dir(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(
@@ -492,7 +498,12 @@ impl EvalReport {
             serde_json::to_string_pretty(self).map_err(std::io::Error::other)?,
         )?;
         std::fs::write(dir.join("report.html"), self.to_html())?;
-        std::fs::write(dir.join("report.txt"), self.to_table())
+        let mut text = self.to_table();
+        if let Some(c) = &self.calibration {
+            text.push('\n');
+            text.push_str(&c.to_table());
+        }
+        std::fs::write(dir.join("report.txt"), text)
     }
 
     /// Reads an `eval.json` back (for `compare`).

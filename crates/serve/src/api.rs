@@ -42,6 +42,8 @@ pub struct AppState {
     pub accepting: AtomicBool,
     /// Numbers response ids.
     next_id: AtomicU64,
+    /// The client of `config.fallback`, when routing is on.
+    fallback: Option<Arc<smolt_teacher::Client>>,
 }
 
 impl AppState {
@@ -55,6 +57,18 @@ impl AppState {
             config.prefix_cache_bytes,
             config.kv_type(),
         )?;
+        let fallback = match &config.fallback {
+            None => None,
+            Some(f) => Some(Arc::new(
+                smolt_teacher::Client::new(smolt_teacher::ClientConfig {
+                    api_key: f.api_key.clone(),
+                    timeout: f.timeout,
+                    max_retries: 1,
+                    ..smolt_teacher::ClientConfig::new(&f.url)
+                })
+                .map_err(std::io::Error::other)?,
+            )),
+        };
         Ok(AppState {
             config,
             models,
@@ -62,6 +76,7 @@ impl AppState {
             metrics,
             accepting: AtomicBool::new(true),
             next_id: AtomicU64::new(1),
+            fallback,
         })
     }
 }
@@ -346,6 +361,8 @@ async fn complete(
     let prompt_tokens = prepared.prompt.len();
     let constraint = prepared.constraint.map(Arc::new);
     let tools = prepared.tools.map(Arc::new);
+    // JSON answers carry each field's confidence (and may be routed by it).
+    let json_answer = matches!(req.format, Format::JsonSchema(_) | Format::JsonObject);
     let jobs = (0..req.n)
         .map(|choice| {
             let mut opts = prepared.opts.clone();
@@ -365,6 +382,7 @@ async fn complete(
                 logprobs: req.logprobs,
                 choice,
                 events: tx.clone(),
+                confidence: json_answer,
             }
         })
         .collect();
@@ -403,9 +421,65 @@ async fn complete(
         tools,
     };
     if req.stream {
-        Ok(stream(meta, rx, guard, req.include_usage).into_response())
-    } else {
-        collect(meta, rx, guard, prompt_tokens).await
+        return Ok(stream(meta, rx, guard, req.include_usage).into_response());
+    }
+    let (mut local, least) = collect(meta, rx, guard, prompt_tokens).await?;
+    match (&app.fallback, &app.config.fallback) {
+        (Some(client), Some(f)) if json_answer => {
+            if least >= f.min_confidence {
+                app.metrics.answered_local.fetch_add(1, Ordering::Relaxed);
+                local["answered_by"] = json!("local");
+                return Ok(Json(local).into_response());
+            }
+            route(&app, Arc::clone(client), f, &body, local, least).await
+        }
+        _ => Ok(Json(local).into_response()),
+    }
+}
+
+/// Asks the fallback the same request (its `model` replaced) and answers with its response,
+/// marked `"answered_by": "fallback"` with this model's `"local_confidence"`. If the fallback
+/// fails, the local answer goes out, marked `"answered_by": "local"` with the reason in
+/// `"fallback_error"`: the client still gets a valid answer, never a 5xx for another server's
+/// trouble.
+async fn route(
+    app: &App,
+    client: Arc<smolt_teacher::Client>,
+    f: &crate::config::Fallback,
+    body: &Bytes,
+    mut local: Value,
+    least: f64,
+) -> Result<Response, ApiError> {
+    let mut forwarded: Value = serde_json::from_slice(body).unwrap_or_default();
+    forwarded["model"] = json!(f.model);
+    let asked = tokio::task::spawn_blocking(move || {
+        let mut stats = smolt_teacher::TransportStats::default();
+        client.post(&forwarded, &mut stats)
+    })
+    .await;
+    let least = (least * 1e4).round() / 1e4;
+    match asked {
+        Ok(Ok(mut answer)) if answer.is_object() => {
+            app.metrics
+                .answered_fallback
+                .fetch_add(1, Ordering::Relaxed);
+            answer["answered_by"] = json!("fallback");
+            answer["local_confidence"] = json!(least);
+            Ok(Json(answer).into_response())
+        }
+        other => {
+            let why = match other {
+                Ok(Ok(_)) => "the fallback's response is not a JSON object".to_string(),
+                Ok(Err(e)) => format!("{e:?}"),
+                Err(e) => format!("the fallback request failed: {e}"),
+            };
+            app.metrics.fallback_errors.fetch_add(1, Ordering::Relaxed);
+            app.metrics.answered_local.fetch_add(1, Ordering::Relaxed);
+            local["answered_by"] = json!("local");
+            local["local_confidence"] = json!(least);
+            local["fallback_error"] = json!(why);
+            Ok(Json(local).into_response())
+        }
     }
 }
 
@@ -640,7 +714,7 @@ impl Meta {
             }
         }
         let finish = answer.finish.map(FinishReason::as_str);
-        match self.endpoint {
+        let mut choice = match self.endpoint {
             Endpoint::Chat => json!({
                 "index": answer.index,
                 "message": {"role": "assistant", "content": answer.text},
@@ -651,7 +725,11 @@ impl Meta {
                 "index": answer.index, "text": answer.text, "logprobs": logprobs,
                 "finish_reason": finish,
             }),
+        };
+        if let Some(c) = &answer.confidence {
+            choice["confidence"] = confidence_json(c);
         }
+        choice
     }
 
     /// One choice of a stream chunk; `first` carries the chat role.
@@ -712,16 +790,45 @@ struct Answer {
     tokens: Vec<TokenLogprob>,
     offsets: TextOffsets,
     finish: Option<FinishReason>,
+    confidence: Option<Vec<(String, f32)>>,
+}
+
+impl Answer {
+    /// The least sure field's confidence; 0 for an answer cut short or without a field, `None`
+    /// where confidence was not asked for.
+    fn least_confidence(&self) -> Option<f64> {
+        let fields = self.confidence.as_ref()?;
+        if self.finish != Some(FinishReason::Stop) || fields.is_empty() {
+            return Some(0.0);
+        }
+        Some(
+            fields
+                .iter()
+                .map(|(_, p)| f64::from(*p))
+                .fold(1.0, f64::min),
+        )
+    }
+}
+
+/// `{"field": p}` rounded to four places, as `smolt eval` writes it.
+fn confidence_json(fields: &[(String, f32)]) -> Value {
+    fields
+        .iter()
+        .map(|(k, p)| (k.clone(), json!((f64::from(*p) * 1e4).round() / 1e4)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// Waits for every choice's whole answer. If the client goes away, axum drops this future, and
-/// with it the guard and the receiver: the workers stop at their next token.
+/// with it the guard and the receiver: the workers stop at their next token. Returns the
+/// response body and the least confidence of any field of any choice (0 for a choice cut
+/// short or without fields; 1 when no choice reports confidence).
 async fn collect(
     meta: Meta,
     mut rx: UnboundedReceiver<(usize, Event)>,
     _guard: CancelOnDrop,
     prompt_tokens: usize,
-) -> Result<Response, ApiError> {
+) -> Result<(Value, f64), ApiError> {
     let mut answers: Vec<Answer> = (0..meta.n)
         .map(|index| Answer {
             index,
@@ -740,19 +847,25 @@ async fn collect(
             Event::Done {
                 finish,
                 completion_tokens: c,
+                confidence,
                 ..
             } => {
                 answer.finish = Some(finish);
+                answer.confidence = confidence;
                 completion_tokens += c;
                 left -= 1;
                 if left == 0 {
+                    let least = answers
+                        .iter()
+                        .filter_map(|a| a.least_confidence())
+                        .fold(1.0, f64::min);
                     let choices = answers.iter_mut().map(|a| meta.choice(a)).collect();
                     let body = meta.envelope(
                         false,
                         choices,
                         Some(usage(prompt_tokens, completion_tokens)),
                     );
-                    return Ok(Json(body).into_response());
+                    return Ok((body, least));
                 }
             }
             Event::Failed(message) => {
@@ -856,6 +969,7 @@ fn stream(
                         finish,
                         prompt_tokens,
                         completion_tokens,
+                        confidence,
                     },
                 )) => {
                     let mut reason = finish.as_str();
@@ -879,9 +993,12 @@ fn stream(
                         st.pending
                             .push_back(st.meta.envelope(true, vec![c], u.clone()).to_string());
                     }
-                    let c = st
+                    let mut c = st
                         .meta
                         .delta(i, None, st.first[i], Some(reason), Value::Null);
+                    if let Some(conf) = &confidence {
+                        c["confidence"] = confidence_json(conf);
+                    }
                     st.pending
                         .push_back(st.meta.envelope(true, vec![c], u).to_string());
                     st.completion_tokens += completion_tokens;

@@ -58,6 +58,24 @@ pub struct ServeConfig {
     pub prefix_cache_bytes: usize,
     /// How the seats' KV caches store keys and values; `None`: see [`ServeConfig::kv_type`].
     pub kv_cache: Option<KvType>,
+    /// Where answers this model is unsure of go; `None`: every answer is the model's own.
+    pub fallback: Option<Fallback>,
+}
+
+/// Routing to a fallback model: a JSON answer (`response_format` json_schema or json_object,
+/// not streamed) whose least sure field is below `min_confidence` is asked again of `url`, and
+/// the fallback's response is returned instead.
+#[derive(Clone, Debug)]
+pub struct Fallback {
+    /// An OpenAI-compatible server: root URL, its /v1, or the full /v1/chat/completions URL.
+    pub url: String,
+    /// The `model` the forwarded request names.
+    pub model: String,
+    pub min_confidence: f64,
+    /// Sent as `Authorization: Bearer` to the fallback only.
+    pub api_key: Option<String>,
+    /// Most seconds to wait for the fallback's whole answer.
+    pub timeout: std::time::Duration,
 }
 
 /// Default `max_body_bytes`: room for a prompt filling a 32k-token context several times over.
@@ -85,6 +103,7 @@ impl ServeConfig {
             max_model_len: None,
             prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
             kv_cache: None,
+            fallback: None,
         }
     }
 

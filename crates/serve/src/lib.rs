@@ -46,8 +46,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 pub use config::{
-    AdapterSpec, ServeConfig, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE,
-    DEFAULT_PREFIX_CACHE_BYTES,
+    AdapterSpec, Fallback, ServeConfig, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_QUEUE, DEFAULT_PREFIX_CACHE_BYTES,
 };
 pub use models::Models;
 

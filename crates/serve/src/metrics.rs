@@ -53,6 +53,11 @@ pub struct Metrics {
     prefix_tokens: AtomicU64,
     /// Bytes of keys and values in the prefix cache.
     prefix_bytes: AtomicUsize,
+    /// With a fallback: JSON answers given by this server's model, by the fallback, and routed
+    /// answers the fallback failed to give (the local answer went out instead).
+    pub answered_local: AtomicU64,
+    pub answered_fallback: AtomicU64,
+    pub fallback_errors: AtomicU64,
 }
 
 /// A poisoned lock only means a panic elsewhere mid-update of a counter: the numbers are
@@ -156,6 +161,21 @@ impl Metrics {
                 h.count
             )?;
         }
+        writeln!(
+            out,
+            "# HELP smolt_serve_routed_answers_total JSON answers under --fallback, by who gave them (local: this server's model was sure enough, or the fallback failed)."
+        )?;
+        writeln!(out, "# TYPE smolt_serve_routed_answers_total counter")?;
+        for (by, n) in [
+            ("local", &self.answered_local),
+            ("fallback", &self.answered_fallback),
+        ] {
+            writeln!(
+                out,
+                "smolt_serve_routed_answers_total{{answered_by=\"{by}\"}} {}",
+                n.load(Ordering::Relaxed)
+            )?;
+        }
         let tokens = lock(&self.tokens);
         for (kind, help) in [
             ("prompt", "Prompt tokens of finished requests, by model."),
@@ -215,6 +235,12 @@ impl Metrics {
                 "gauge",
                 "Sequences in the latest forward pass.",
                 self.last_batch.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "smolt_serve_fallback_errors_total",
+                "counter",
+                "Answers routed to the fallback that it failed to give (the local answer was sent).",
+                self.fallback_errors.load(Ordering::Relaxed),
             ),
             (
                 "smolt_serve_cancelled_total",

@@ -65,6 +65,8 @@ pub struct Job {
     /// Which of the request's choices this is; its events are tagged with it.
     pub choice: usize,
     pub events: UnboundedSender<(usize, Event)>,
+    /// Report each top-level field's confidence when done (JSON answers only).
+    pub confidence: bool,
 }
 
 /// Why a sequence ended, in OpenAI's words.
@@ -99,6 +101,9 @@ pub enum Event {
         finish: FinishReason,
         prompt_tokens: usize,
         completion_tokens: usize,
+        /// Each top-level field of the JSON answer with its confidence
+        /// ([`smolt_decode::field_confidence`]), when the job asked for it.
+        confidence: Option<Vec<(String, f32)>>,
     },
     /// Generation failed (not the request's fault: it was checked before queueing).
     Failed(String),
@@ -657,12 +662,14 @@ fn sequence(models: &Models, metrics: &Metrics, job: Job, seat: usize, tx: Sende
         Ok(Ok(Outcome::Done {
             finish,
             completion_tokens,
+            confidence,
         })) => {
             metrics.record_tokens(&served.id, job.prompt.len(), completion_tokens);
             Event::Done {
                 finish,
                 prompt_tokens: job.prompt.len(),
                 completion_tokens,
+                confidence,
             }
         }
         Ok(Ok(Outcome::Cancelled)) => {
@@ -680,6 +687,7 @@ enum Outcome {
     Done {
         finish: FinishReason,
         completion_tokens: usize,
+        confidence: Option<Vec<(String, f32)>>,
     },
     Cancelled,
 }
@@ -731,9 +739,14 @@ fn run(
     if !step.text.is_empty() && !sink.send(step.text, Vec::new()) {
         return Ok(Outcome::Cancelled);
     }
+    let confidence = job.confidence.then(|| {
+        let bytes: Vec<Vec<u8>> = out.ids.iter().map(|&id| tok.token_bytes(id)).collect();
+        smolt_decode::field_confidence(&bytes, &out.probs)
+    });
     Ok(Outcome::Done {
         finish,
         completion_tokens: out.ids.len(),
+        confidence,
     })
 }
 

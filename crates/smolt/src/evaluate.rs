@@ -142,8 +142,12 @@ impl EvalRun<'_> {
             progress(i + 1, r.score);
         }
         let records = evaluator.records().to_vec();
+        let mut report = evaluator.finish(label);
+        if confidence.iter().any(|c| !c.is_empty()) {
+            report.calibration = Some(smolt_eval::calibration::calibrate(&records, &confidence));
+        }
         Ok(EvalOutcome {
-            report: evaluator.finish(label),
+            report,
             records,
             confidence,
             truncated_outputs,

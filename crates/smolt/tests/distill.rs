@@ -181,3 +181,88 @@ fn bad_settings_are_named() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("must start with http://"), "{e}");
 }
+
+/// `smolt eval --fallback`: the real base model on the task `smolt init` writes, a fake
+/// fallback that answers every record with its truth. Routing more records to a perfect
+/// fallback can only raise the pair's score; at threshold 0 nothing is routed and the pair is
+/// the model alone; the fallback's own report is written; a rerun asks nothing again.
+#[test]
+fn eval_reports_what_routing_the_unsure_answers_to_a_fallback_scores() {
+    let model = smolt_hub::model_for_tests().expect("the test needs Gemma 3 270M");
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("t");
+    let init = Command::new(env!("CARGO_BIN_EXE_smolt"))
+        .args(["init", task.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    // The records evaluated: any three of the task's examples serve here.
+    let test = task.join("data/train.jsonl");
+    let records: Vec<Value> = std::fs::read_to_string(&test)
+        .unwrap()
+        .lines()
+        .take(3)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let truths = records.clone();
+    let fake = FakeTeacher::start(move |h: &Hit| {
+        let r = truths
+            .iter()
+            .find(|r| h.prompt.contains(r["input"].as_str().unwrap()))
+            .expect("every prompt holds a record's input");
+        Reply::Answer(r["output"].to_string())
+    });
+    let out = dir.path().join("eval");
+    let eval = || {
+        Command::new(env!("CARGO_BIN_EXE_smolt"))
+            .args(["eval", "--config", task.join("task.toml").to_str().unwrap()])
+            .args(["--model", model.to_str().unwrap()])
+            .args(["--data", test.to_str().unwrap(), "--limit", "3"])
+            .args(["--out", out.to_str().unwrap(), "--fallback", fake.url()])
+            .args(["--fallback-model", "big"])
+            .env("SMOLT_THREADS", "2")
+            .env_remove("OPENAI_API_KEY")
+            .output()
+            .unwrap()
+    };
+    let o = eval();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains("routing below the threshold to big at"),
+        "{stdout}"
+    );
+    assert_eq!(fake.hits(), 3);
+    assert!(fake.bodies().iter().all(|b| b["model"] == "big"));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let routing = &report["calibration"]["routing"];
+    assert_eq!(routing["fallback_score"], 1.0, "{routing}");
+    assert_eq!(routing["small_score"], report["mean_score"]);
+    let points = routing["points"].as_array().unwrap();
+    assert_eq!(points[0]["threshold"], 0.0);
+    assert_eq!(points[0]["routed"], 0.0);
+    assert_eq!(points[0]["score"], report["mean_score"]);
+    let scores: Vec<f64> = points
+        .iter()
+        .map(|p| p["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[1] >= w[0] - 1e-12),
+        "{scores:?}"
+    );
+    assert_eq!(
+        report["calibration"]["records"].as_array().unwrap().len(),
+        points.len()
+    );
+    let fallback: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fallback/eval.json")).unwrap())
+            .unwrap();
+    assert_eq!(fallback["mean_score"], 1.0);
+    assert!(std::fs::read_to_string(out.join("report.html"))
+        .unwrap()
+        .contains("pair's score"));
+    // The answers are cached: a rerun asks nothing.
+    assert!(eval().status.success());
+    assert_eq!(fake.hits(), 3);
+}

@@ -95,7 +95,28 @@ fn beside(out: &Path, ext: &str) -> PathBuf {
     out.with_file_name(format!("{stem}.{ext}"))
 }
 
-fn api_key(env_name: Option<&str>) -> anyhow::Result<Option<String>> {
+/// The model to ask: `given`, else the first the endpoint lists at /v1/models (`flag` names
+/// the option that gives one, for the error).
+pub(crate) fn model_of(
+    client: &Client,
+    given: Option<String>,
+    flag: &str,
+) -> anyhow::Result<String> {
+    if let Some(m) = given {
+        return Ok(m);
+    }
+    let ids = client.models().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot ask {} which models it has ({e}): give {flag}",
+            client.endpoint()
+        )
+    })?;
+    ids.into_iter()
+        .next()
+        .with_context(|| format!("{} lists no models: give {flag}", client.endpoint()))
+}
+
+pub(crate) fn api_key(env_name: Option<&str>) -> anyhow::Result<Option<String>> {
     match env_name {
         Some(name) => match std::env::var(name) {
             Ok(k) if !k.is_empty() => Ok(Some(k)),
@@ -132,17 +153,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rate_limit: args.rate_limit,
         ..ClientConfig::new(&args.teacher)
     })?;
-    let model = match args.model {
-        Some(m) => m,
-        None => {
-            let ids = client.models().map_err(|e| {
-                anyhow::anyhow!("cannot ask the teacher which models it has ({e}): give --model")
-            })?;
-            ids.into_iter()
-                .next()
-                .with_context(|| format!("{} lists no models: give --model", client.endpoint()))?
-        }
-    };
+    let model = model_of(&client, args.model, "--model")?;
     let cache_path = args
         .cache
         .unwrap_or_else(|| beside(&args.out, "cache.jsonl"));

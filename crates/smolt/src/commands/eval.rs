@@ -74,6 +74,19 @@ pub struct Args {
     /// first. Prints per-field deltas; writes compare.html into --out if given.
     #[arg(long, num_args = 2, value_names = ["BASELINE", "CANDIDATE"], conflicts_with_all = ["data", "few_shot"])]
     compare: Option<Vec<PathBuf>>,
+    /// Also ask a fallback model for every record — any OpenAI-compatible server (a hosted
+    /// model, vLLM, llama-server, or `smolt serve` with a larger GGUF), with the schema as
+    /// response_format — and report what routing this model's unsure answers to it would score
+    /// at each confidence threshold, and the share routed. Answers are cached in
+    /// OUT/fallback/cache.jsonl: a rerun asks nothing twice. The key comes from OPENAI_API_KEY.
+    #[arg(long, value_name = "URL")]
+    fallback: Option<String>,
+    /// The fallback's model name (default: the first its /v1/models lists).
+    #[arg(long, value_name = "NAME", requires = "fallback")]
+    fallback_model: Option<String>,
+    /// Seconds to wait for one fallback answer.
+    #[arg(long, value_name = "S", default_value_t = 120.0, requires = "fallback")]
+    fallback_timeout: f64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -135,16 +148,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_tokens: args.max_tokens,
         prompt_budget: budget,
     };
+    if args.fallback.is_some() && schema.is_none() {
+        anyhow::bail!("--fallback asks for answers in the task's schema: give --schema or a config that names one");
+    }
     let bar = super::count_bar(records.len(), "records")?;
     let label = args.model.label(args.few_shot);
-    let outcome = job.run(records, eval_cfg, &label, |done, score| {
+    let mut outcome = job.run(records, eval_cfg.clone(), &label, |done, score| {
         bar.set_position(done as u64);
         bar.set_message(format!("last: {:.0}% of fields", 100.0 * score));
     })?;
     bar.finish_and_clear();
+    if let (Some(url), Some(schema)) = (&args.fallback, &schema) {
+        let (fallback_label, scores) =
+            fallback_scores(&args, url, &task, schema, records, eval_cfg, out)?;
+        let conf =
+            smolt::eval::calibration::record_confidence(&outcome.records, &outcome.confidence);
+        let small: Vec<f64> = outcome.records.iter().map(|r| r.score).collect();
+        let routing = smolt::eval::calibration::route(&fallback_label, &conf, &small, &scores);
+        match outcome.report.calibration.as_mut() {
+            Some(c) => c.routing = Some(routing),
+            None => eprintln!("no confidence to route by (decoding was not constrained)"),
+        }
+    }
     outcome.write_dir(out)?;
     let report = outcome.report;
     print!("{}", report.to_table());
+    if let Some(c) = report.calibration.as_ref().filter(|c| c.routing.is_some()) {
+        println!();
+        print!("{}", c.to_table());
+    }
     let limits = (outcome.truncated_outputs, outcome.cut_prompts);
     warn_limits(
         limits,
@@ -154,6 +186,98 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out,
     );
     Ok(())
+}
+
+/// Asks the fallback for every record (through the teacher client and its cache), scores its
+/// answers by the same rules and writes its report to OUT/fallback. Returns its label and each
+/// record's score (0 where it gave no valid answer).
+fn fallback_scores(
+    args: &Args,
+    url: &str,
+    task: &Task,
+    schema: &serde_json::Value,
+    records: &[smolt::data::Record],
+    eval_cfg: smolt::eval::EvalConfig,
+    out: &Path,
+) -> anyhow::Result<(String, Vec<f64>)> {
+    use smolt::teacher::{self, Cache, Client, ClientConfig, DistillConfig, Teacher};
+    if !(args.fallback_timeout.is_finite() && args.fallback_timeout > 0.0) {
+        anyhow::bail!("--fallback-timeout must be a positive number of seconds");
+    }
+    let dir = out.join("fallback");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // distill reads the schema from the task's file: write the one this evaluation uses.
+    let schema_path = dir.join("schema.json");
+    std::fs::write(&schema_path, serde_json::to_string_pretty(schema)?)
+        .with_context(|| format!("cannot write {}", schema_path.display()))?;
+    let task = Task {
+        schema: Some(schema_path),
+        ..task.clone()
+    };
+    let client = Client::new(ClientConfig {
+        api_key: super::distill::api_key(None)?,
+        timeout: std::time::Duration::from_secs_f64(args.fallback_timeout),
+        ..ClientConfig::new(url)
+    })?;
+    let model = super::distill::model_of(&client, args.fallback_model.clone(), "--fallback-model")?;
+    let teacher = Teacher {
+        cache: Cache::open(&dir.join("cache.jsonl"))?,
+        client,
+    };
+    let cfg = DistillConfig {
+        model: model.clone(),
+        samples: 1,
+        concurrency: 4,
+        max_retries: 2,
+        temperature: 0.0,
+        retry_temperature: 0.7,
+        max_tokens: Some(args.max_tokens as u32),
+        seed: 0,
+    };
+    let inputs: Vec<teacher::Input> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| teacher::Input {
+            line: i + 1,
+            text: r.input.clone(),
+        })
+        .collect();
+    let bar = super::count_bar(inputs.len(), "fallback answers")?;
+    let asked = teacher::distill(&teacher, &task, &inputs, &cfg, &|p| {
+        bar.set_position(p.done as u64);
+    });
+    bar.finish_and_clear();
+    let asked = asked?;
+    let dropped: std::collections::HashSet<usize> =
+        asked.report.dropped_inputs.iter().map(|d| d.line).collect();
+    let mut answers = asked.labelled.iter();
+    let label = format!("{model} at {}", teacher.client.endpoint());
+    let mut evaluator = smolt::eval::Evaluator::new(eval_cfg);
+    for (i, rec) in records.iter().enumerate() {
+        let text = if dropped.contains(&(i + 1)) {
+            String::new()
+        } else {
+            answers
+                .next()
+                .map(|a| a.output.to_string())
+                .unwrap_or_default()
+        };
+        evaluator.add(smolt::eval::Sample::new(&text, &rec.output).input(&rec.input));
+    }
+    let scores: Vec<f64> = evaluator.records().iter().map(|r| r.score).collect();
+    let records_scored = evaluator.records().to_vec();
+    let report = evaluator.finish(&label);
+    report.write_dir(&dir)?;
+    smolt::eval::write_predictions(&dir.join("predictions.jsonl"), &records_scored)?;
+    asked.report.write(&dir.join("requests.json"))?;
+    eprintln!(
+        "fallback {label}: {} valid answers of {}, mean field score {:.1}% (report in {})",
+        asked.labelled.len(),
+        records.len(),
+        100.0 * report.mean_score,
+        dir.display()
+    );
+    Ok((label, scores))
 }
 
 /// What the token limits did to an evaluation (answers cut off unfinished, prompts cut in the

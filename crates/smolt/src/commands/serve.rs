@@ -39,9 +39,20 @@ term; new prompts join between steps, starting from the cached keys and values o
 longest prompt start seen before (--prefix-cache-mib). Up to --max-queue more requests wait for a seat, more \
 are answered 429 with Retry-After. A client that disconnects cancels its \
 request. Ctrl-C or SIGTERM stops accepting, finishes the requests in flight, then exits.\n\n\
+JSON answers (response_format json_object or json_schema) carry each top-level field's \
+confidence in their choice (\"confidence\": {field: p}, p the lowest probability of a token the \
+model chose freely in the value; in a stream, in the finish chunk). With --fallback, a JSON \
+answer that is not streamed and whose least sure field is below --min-confidence is asked again \
+of the fallback (any OpenAI-compatible server: a hosted model, vLLM, or smolt serve with a larger \
+model), and its answer is returned; every such response says \"answered_by\": \"local\" or \
+\"fallback\", and /metrics counts both. If the fallback fails, the local answer is sent with \
+\"fallback_error\". Pick the threshold with `smolt eval --fallback`, which reports the score and \
+the share routed at each one.\n\n\
 Examples:\n  \
     smolt serve\n  \
     smolt serve --adapter receipts=runs/receipts --port 8000 --api-key \"$KEY\"\n  \
+    smolt serve --adapter receipts=runs/receipts --fallback https://api.openai.com \\\n    \
+    --fallback-model gpt-4o-mini --min-confidence 0.6\n  \
     curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n    \
     -d '{\"model\": \"gemma-3-270m\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi!\"}], \"max_tokens\": 32}'\n\n\
 Any OpenAI client works: point its base URL at http://HOST:PORT/v1.")]
@@ -93,9 +104,60 @@ pub struct Args {
     /// Arithmetic of the forward pass.
     #[arg(long, value_enum, default_value = "fast")]
     precision: PrecisionArg,
+    /// Route unsure JSON answers to this OpenAI-compatible server (root URL, its /v1, or the
+    /// full /v1/chat/completions URL). Its key comes from FALLBACK_API_KEY, else
+    /// OPENAI_API_KEY.
+    #[arg(long, value_name = "URL")]
+    fallback: Option<String>,
+    /// The fallback's model name (default: the first its /v1/models lists at start).
+    #[arg(long, value_name = "NAME", requires = "fallback")]
+    fallback_model: Option<String>,
+    /// Answers whose least sure field is below this go to the fallback (0 to 1).
+    #[arg(long, value_name = "P", default_value_t = 0.5, requires = "fallback")]
+    min_confidence: f64,
+    /// Seconds to wait for the fallback's whole answer.
+    #[arg(long, value_name = "S", default_value_t = 60.0, requires = "fallback")]
+    fallback_timeout: f64,
+}
+
+/// The fallback routing of `args`, its model asked of the endpoint when not given.
+fn fallback(args: &Args) -> anyhow::Result<Option<smolt_serve::Fallback>> {
+    let Some(url) = &args.fallback else {
+        return Ok(None);
+    };
+    if !(0.0..=1.0).contains(&args.min_confidence) {
+        anyhow::bail!("--min-confidence must be between 0 and 1");
+    }
+    if !(args.fallback_timeout.is_finite() && args.fallback_timeout > 0.0) {
+        anyhow::bail!("--fallback-timeout must be a positive number of seconds");
+    }
+    let api_key = std::env::var("FALLBACK_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .or(super::distill::api_key(None)?);
+    let timeout = std::time::Duration::from_secs_f64(args.fallback_timeout);
+    let model = match &args.fallback_model {
+        Some(m) => m.clone(),
+        None => {
+            let client = smolt::teacher::Client::new(smolt::teacher::ClientConfig {
+                api_key: api_key.clone(),
+                timeout,
+                ..smolt::teacher::ClientConfig::new(url)
+            })?;
+            super::distill::model_of(&client, None, "--fallback-model")?
+        }
+    };
+    Ok(Some(smolt_serve::Fallback {
+        url: url.clone(),
+        model,
+        min_confidence: args.min_confidence,
+        api_key,
+        timeout,
+    }))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let fallback = fallback(&args)?;
     let path = resolve_model(&args.model)?;
     let model_id = args
         .served_model_name
@@ -118,6 +180,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             KvCacheArg::F16 => smolt::model::KvType::F16,
             KvCacheArg::F32 => smolt::model::KvType::F32,
         }),
+        fallback,
         ..ServeConfig::new(path, model_id)
     };
     let server = Server::load(config)?;
