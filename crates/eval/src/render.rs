@@ -205,16 +205,7 @@ impl EvalReport {
             cards.push(("Latency p50".to_string(), format!("{:.0} ms", l.p50_ms)));
             cards.push(("Tokens / s".to_string(), format!("{:.1}", l.tokens_per_s)));
         }
-        b.push_str("<section class=\"cards\">");
-        for (k, v) in cards {
-            let _ = write!(
-                b,
-                "<div class=\"card\"><div class=\"k\">{}</div><div class=\"v\">{}</div></div>",
-                esc(&k),
-                esc(&v)
-            );
-        }
-        b.push_str("</section>");
+        b.push_str(&cards_html(&cards));
 
         b.push_str("<section><h2>Fields</h2><p class=\"note\"><span class=\"sw ex\"></span>exact <span class=\"sw no\"></span>after normalisation; numbers on the right: normalised, then exact in grey. List sub-fields (·) show F1 over matched items.</p>");
         let bars: Vec<(String, f64, f64)> = self
@@ -444,6 +435,21 @@ fn fields_table(fields: &[FieldResult]) -> String {
         );
     }
     b.push_str("</tbody></table>");
+    b
+}
+
+/// The row of headline numbers at the top of a report: (label, value) per card.
+pub(crate) fn cards_html(cards: &[(String, String)]) -> String {
+    let mut b = String::from("<section class=\"cards\">");
+    for (k, v) in cards {
+        let _ = write!(
+            b,
+            "<div class=\"card\"><div class=\"k\">{}</div><div class=\"v\">{}</div></div>",
+            esc(k),
+            esc(v)
+        );
+    }
+    b.push_str("</section>");
     b
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::{check_case, Answer, CaseResult, Expected, Function, ToolCallStats, NO_CALL};
 use crate::compare::Timing;
-use crate::render::{esc, field_bars_svg, page_head, pct, text_table};
+use crate::render::{cards_html, esc, field_bars_svg, page_head, pct, text_table};
 use crate::report::{latency_of, LatencyStats};
 
 /// The `kind` of a tool-calling eval.json, which tells it from a field-by-field one.
@@ -344,16 +344,7 @@ impl ToolCallReport {
         if let Some(l) = &self.latency {
             cards.push(("Latency p50".to_string(), format!("{:.0} ms", l.p50_ms)));
         }
-        b.push_str("<section class=\"cards\">");
-        for (k, v) in cards {
-            let _ = write!(
-                b,
-                "<div class=\"card\"><div class=\"k\">{}</div><div class=\"v\">{}</div></div>",
-                esc(&k),
-                esc(&v)
-            );
-        }
-        b.push_str("</section>");
+        b.push_str(&cards_html(&cards));
         b.push_str("<section><h2>Per tool</h2><p class=\"note\">A case counts for each function it expects; (no call) holds the cases where the right answer was not to call.</p>");
         let bars: Vec<(String, f64, f64)> = self
             .stats
