@@ -5,6 +5,7 @@
 //! (`smolt-train`) and the evaluator (`smolt-eval`) both read this shape, so the generator and the
 //! splitter only ever move whole records around and never need to know the task.
 
+pub mod drift;
 pub mod fields;
 pub mod split;
 pub mod synth;

@@ -1176,3 +1176,94 @@ fn a_tool_task_goes_from_a_tool_list_to_scored_calls() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("alarm.jsonl:1"), "{}", stderr(&o));
 }
+
+/// `smolt data drift` on synthetic receipts of two periods: the 2020 layouts (weekday dates,
+/// app receipts) show up as line shapes the earlier years never have, and every later
+/// timestamp is a value the old set lacks; raw inputs without outputs compare too.
+#[test]
+fn data_drift_finds_the_later_periods_new_layouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = |year: &str, name: &str| {
+        let out = dir.path().join(name);
+        let o = smolt(&[
+            "data",
+            "synth",
+            "receipts",
+            "--n",
+            "60",
+            "--year",
+            year,
+            "--seed",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out.join("receipts.jsonl")
+    };
+    let old = synth("2018", "old");
+    let new = synth("2020", "new");
+    let report = dir.path().join("drift");
+    let o = smolt(&[
+        "data",
+        "drift",
+        old.to_str().unwrap(),
+        new.to_str().unwrap(),
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("drift.json")).unwrap()).unwrap();
+    assert!(
+        d["records_with_unseen_lines"].as_f64().unwrap() > 0.2,
+        "{d}"
+    );
+    let ts = d["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == "timestamp")
+        .unwrap();
+    assert_eq!(ts["unseen_values"], 1.0, "{ts}");
+    assert!(stdout(&o).contains("layout the old set never shows"));
+    assert!(std::fs::read_to_string(report.join("drift.html"))
+        .unwrap()
+        .contains("<svg"));
+    // Against itself: nothing is new.
+    let o = smolt(&[
+        "data",
+        "drift",
+        old.to_str().unwrap(),
+        old.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout(&o).contains("never shows: 0.0% of new lines"),
+        "{}",
+        stdout(&o)
+    );
+    // Raw inputs (no outputs) compare by their inputs.
+    let raw = dir.path().join("raw.jsonl");
+    std::fs::write(
+        &raw,
+        "{\"input\": \"Thu Oct 29 2020 12:33pm\"}\n\"TOTAL 5.00\"\n",
+    )
+    .unwrap();
+    let o = smolt(&[
+        "data",
+        "drift",
+        old.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A bad file is named.
+    std::fs::write(&raw, "{not json\n").unwrap();
+    let o = smolt(&[
+        "data",
+        "drift",
+        old.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("raw.jsonl:1"), "{}", stderr(&o));
+}

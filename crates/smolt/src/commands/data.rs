@@ -19,6 +19,31 @@ enum DataCommand {
     Split(SplitArgs),
     /// Check data files before training: format, fields, schema, duplicates, token lengths.
     Check(CheckArgs),
+    /// How newer records differ from those a model was trained on: input lengths, input line
+    /// layouts never seen before, answer values and formats never seen before.
+    Drift(DriftArgs),
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Layouts are compared as shapes: runs of digits become 9, of capitals A, of small letters a
+(\"Thu Oct 29 2020 12:33pm\" is \"Aa Aa 9 9 9:9a\"), so a line whose shape the old set never
+shows is a format the model has not seen, whatever its words and numbers. Each answer field
+gets the share of new values and of new formats the old set lacks, with examples. Run it on
+each new batch of inputs before trusting the model on it; where much is unseen, label some
+of it (smolt distill) and train again.
+
+Examples:
+  smolt data drift data/train.jsonl incoming.jsonl
+  smolt data drift data/train.jsonl incoming.jsonl --out drift   # drift.json, drift.html")]
+struct DriftArgs {
+    /// The records the model was trained on (JSONL of {"input", "output"}).
+    old: PathBuf,
+    /// The newer records (outputs may be absent: only inputs are compared then).
+    new: PathBuf,
+    /// Folder for drift.json and drift.html (the length histograms and tables).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -130,6 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         DataCommand::Synth(a) => synth(a),
         DataCommand::Split(a) => split(a),
         DataCommand::Check(a) => check(a),
+        DataCommand::Drift(a) => drift(a),
     }
 }
 
@@ -262,6 +288,55 @@ fn synth_tools(a: SynthArgs) -> anyhow::Result<()> {
         records.len(),
         a.out.display()
     );
+    Ok(())
+}
+
+/// Reads records whose `output` may be absent (raw inputs): `{"input"}` lines or strings.
+fn read_for_drift(path: &std::path::Path) -> anyhow::Result<Vec<smolt::data::Record>> {
+    let inputs = smolt::teacher::read_inputs(path)?;
+    let text = std::fs::read_to_string(path)?;
+    let outputs: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("output").cloned())
+                .unwrap_or(serde_json::Value::Null)
+        })
+        .collect();
+    Ok(inputs
+        .into_iter()
+        .zip(outputs)
+        .map(|(i, output)| smolt::data::Record {
+            input: i.text,
+            output,
+        })
+        .collect())
+}
+
+fn drift(a: DriftArgs) -> anyhow::Result<()> {
+    let old = read_for_drift(&a.old)?;
+    let new = read_for_drift(&a.new)?;
+    let report = smolt::data::drift::drift(&old, &new);
+    print!("{}", report.to_table());
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let len = |rs: &[smolt::data::Record]| -> Vec<usize> {
+            rs.iter().map(|r| r.input.chars().count()).collect()
+        };
+        std::fs::write(
+            out.join("drift.json"),
+            serde_json::to_string_pretty(&report)? + "\n",
+        )
+        .with_context(|| format!("cannot write {}", out.join("drift.json").display()))?;
+        std::fs::write(
+            out.join("drift.html"),
+            report.to_html(&len(&old), &len(&new)),
+        )
+        .with_context(|| format!("cannot write {}", out.join("drift.html").display()))?;
+        eprintln!("report: {}", out.join("drift.html").display());
+    }
     Ok(())
 }
 
