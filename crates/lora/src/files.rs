@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::adapter::{reorder_b_rows, Param};
+use crate::adapter::{reorder_b_rows, LoraAdapter, Param};
 use crate::config::LoraConfig;
 use crate::io::read_safetensors;
 use crate::weights::{parse_peft_name, write_peft_folder, AdapterWeights};
@@ -65,6 +65,78 @@ pub fn load_adapter(dir: &Path) -> Result<(Vec<Param>, serde_json::Value)> {
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((params, config))
+}
+
+impl LoraAdapter<f32> {
+    /// Starts from the adapter a finished run left in `dir` (its `adapter_model.safetensors`)
+    /// instead of PEFT's fresh init: continual training on new data. The saved adapter must
+    /// have this one's rank, alpha, scaling and targets; every tensor is checked by name and
+    /// shape, and q/k `B` rows come back from PEFT's order to the GGUF's where the base
+    /// permutes them.
+    pub fn continue_from(&mut self, spec: &smolt_model::ArchSpec, dir: &Path) -> Result<()> {
+        let (saved, config) = load_adapter(dir)?;
+        let c = &self.config;
+        let mismatch = |what: &str, theirs: String, ours: String| {
+            anyhow::anyhow!(
+                "{}: the adapter has {what} {theirs}, this run {ours}: give the run the same \
+                 setting to continue it",
+                dir.display()
+            )
+        };
+        let rank = config["r"].as_u64().unwrap_or(0) as usize;
+        if rank != c.rank {
+            return Err(mismatch("lora_r", rank.to_string(), c.rank.to_string()));
+        }
+        let alpha = config["lora_alpha"].as_f64().unwrap_or(f64::NAN);
+        if (alpha - c.alpha).abs() > 1e-9 * c.alpha.abs().max(1.0) {
+            return Err(mismatch(
+                "lora_alpha",
+                alpha.to_string(),
+                c.alpha.to_string(),
+            ));
+        }
+        let rslora = config["use_rslora"].as_bool().unwrap_or(false);
+        if rslora != c.rslora {
+            return Err(mismatch(
+                "use_rslora",
+                rslora.to_string(),
+                c.rslora.to_string(),
+            ));
+        }
+        let by_name: std::collections::HashMap<&str, &Param> =
+            saved.iter().map(|p| (p.name.as_str(), p)).collect();
+        if by_name.len() != self.params().len() {
+            return Err(mismatch(
+                "tensor count",
+                by_name.len().to_string(),
+                format!("{} (other target_modules?)", self.params().len()),
+            ));
+        }
+        for p in self.params_mut() {
+            let Some(src) = by_name.get(p.name.as_str()) else {
+                anyhow::bail!(
+                    "{}: no tensor {} (the adapter targets other modules: give the run the \
+                     same target_modules)",
+                    dir.display(),
+                    p.name
+                );
+            };
+            if src.shape != p.shape {
+                anyhow::bail!(
+                    "{}: {} has shape {:?}, this run {:?} (another base model?)",
+                    dir.display(),
+                    p.name,
+                    src.shape,
+                    p.shape
+                );
+            }
+            p.data = match parse_peft_name(&p.name) {
+                Some((_, t, 1)) => reorder_b_rows(spec, t, &src.data, p.shape[1], false),
+                _ => src.data.clone(),
+            };
+        }
+        Ok(())
+    }
 }
 
 // Reading dispatches on the file kind, so it lives here, above both readers

@@ -331,3 +331,43 @@ fn saved_adapters_use_peft_row_order_and_attach_back() {
         );
     }
 }
+
+/// Continual training starts from a saved run's adapter: read back into a fresh adapter (other
+/// init), every tensor is the one trained, q/k `B` rows back in smolt's order where the family
+/// permutes them; an adapter of another rank or other targets is refused with the setting named.
+#[test]
+fn a_saved_adapter_is_where_continued_training_starts() {
+    for family in ["llama", "qwen3", "smollm2"] {
+        let model = model(family);
+        let ad = fixture_adapter::<f32>(&model.spec);
+        let dir = tempfile::tempdir().unwrap();
+        save_adapter(
+            dir.path(),
+            &to_peft_layout(&model.spec, ad.params()),
+            &ad.config,
+            family,
+        )
+        .unwrap();
+        let mut fresh = LoraAdapter::<f32>::new(&model.spec, &ad.config, 99).unwrap();
+        assert_ne!(fresh.params()[0].data, ad.params()[0].data);
+        fresh.continue_from(&model.spec, dir.path()).unwrap();
+        for (a, b) in fresh.params().iter().zip(ad.params()) {
+            assert_eq!(a.name, b.name);
+            assert!(a.data == b.data, "{family}: {}", a.name);
+        }
+        let other_rank = LoraConfig {
+            rank: 8,
+            ..ad.config.clone()
+        };
+        let mut wrong = LoraAdapter::<f32>::new(&model.spec, &other_rank, 0).unwrap();
+        let e = wrong.continue_from(&model.spec, dir.path()).unwrap_err();
+        assert!(e.to_string().contains("lora_r"), "{e}");
+        let fewer = LoraConfig {
+            targets: vec![Target::Q, Target::V],
+            ..ad.config.clone()
+        };
+        let mut wrong = LoraAdapter::<f32>::new(&model.spec, &fewer, 0).unwrap();
+        let e = wrong.continue_from(&model.spec, dir.path()).unwrap_err();
+        assert!(e.to_string().contains("target_modules"), "{e}");
+    }
+}

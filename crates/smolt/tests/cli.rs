@@ -1267,3 +1267,90 @@ fn data_drift_finds_the_later_periods_new_layouts() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("raw.jsonl:1"), "{}", stderr(&o));
 }
+
+/// Continual training: `--from RUN` starts from the run's adapter and settings on new data,
+/// `--replay` mixes the run's own records back in; a run folder without an adapter is refused.
+#[test]
+fn train_from_a_run_continues_its_adapter_with_replay() {
+    let model = real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("t");
+    assert!(smolt(&["init", task.to_str().unwrap()]).status.success());
+    let first = dir.path().join("first");
+    let m = model.to_str().unwrap();
+    let o = smolt(&[
+        "train",
+        "--config",
+        task.join("task.toml").to_str().unwrap(),
+        "--model",
+        m,
+        "--out",
+        first.to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Two "new" records: the task's validation and test records.
+    let new = dir.path().join("new.jsonl");
+    let text = std::fs::read_to_string(task.join("data/valid.jsonl")).unwrap()
+        + &std::fs::read_to_string(task.join("data/test.jsonl")).unwrap();
+    std::fs::write(&new, &text).unwrap();
+    let second = dir.path().join("second");
+    let o = smolt(&[
+        "train",
+        "--from",
+        first.to_str().unwrap(),
+        "--data",
+        new.to_str().unwrap(),
+        "--replay",
+        "0.5",
+        "--model",
+        m,
+        "--out",
+        second.to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 new records + 2 replayed"),
+        "{}",
+        stderr(&o)
+    );
+    let mix = std::fs::read_to_string(second.join("replay-train.jsonl")).unwrap();
+    assert_eq!(mix.lines().count(), 4);
+    assert!(mix.starts_with(&text));
+    let cfg = std::fs::read_to_string(second.join("config.toml")).unwrap();
+    assert!(cfg.contains("init_adapter = "), "{cfg}");
+    // The first run's settings came along (the template smolt init wrote).
+    assert!(cfg.contains("Extract the information"), "{cfg}");
+    // Not a finished run: named.
+    let o = smolt(&[
+        "train",
+        "--from",
+        task.to_str().unwrap(),
+        "--data",
+        new.to_str().unwrap(),
+        "--model",
+        m,
+        "--out",
+        dir.path().join("third").to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("config.toml"), "{}", stderr(&o));
+    let o = smolt(&[
+        "train",
+        "--from",
+        first.to_str().unwrap(),
+        "--data",
+        new.to_str().unwrap(),
+        "--replay",
+        "1",
+        "--out",
+        dir.path().join("fourth").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--replay"), "{}", stderr(&o));
+}

@@ -114,6 +114,10 @@ pub struct TrainConfig {
     pub max_steps: u64,
     /// Seed for shuffling, LoRA init and dropout.
     pub seed: u64,
+    /// Start from this run's adapter (a `smolt train` run folder or PEFT folder with the same
+    /// rank, alpha and targets) instead of a fresh one: continual training on new data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_adapter: Option<PathBuf>,
 
     // ---- bookkeeping ----
     /// Save a checkpoint every N steps (0 = only at the end and on Ctrl-C).
@@ -150,6 +154,7 @@ impl Default for TrainConfig {
             epochs: 1,
             max_steps: 0,
             seed: 0,
+            init_adapter: None,
             checkpoint_every: 50,
             keep_checkpoints: 3,
             eval_every: 50,
@@ -277,6 +282,7 @@ impl TrainConfig {
         "epochs",
         "max_steps",
         "seed",
+        "init_adapter",
         "checkpoint_every",
         "keep_checkpoints",
         "eval_every",
@@ -288,6 +294,15 @@ impl TrainConfig {
         self.task.check(&mut e);
         if self.lora_r == 0 {
             e.push("lora_r must be at least 1".into());
+        }
+        if let Some(a) = &self.init_adapter {
+            if !a.join(smolt_lora::ADAPTER_FILE).is_file() {
+                e.push(format!(
+                    "init_adapter = {}: no {} there (give a finished run's folder)",
+                    a.display(),
+                    smolt_lora::ADAPTER_FILE
+                ));
+            }
         }
         if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
             e.push(format!("lora_alpha = {} must be > 0", self.lora_alpha));

@@ -38,8 +38,13 @@ pub struct LoraEngine<'m> {
 impl<'m> LoraEngine<'m> {
     /// A fresh adapter (PEFT init from `seed`) over `base`.
     pub fn new(base: Frozen<'m, f32>, cfg: &TrainConfig) -> Result<Self> {
-        let adapter = LoraAdapter::new(&base.spec, &cfg.lora_config()?, cfg.seed)
+        let mut adapter = LoraAdapter::new(&base.spec, &cfg.lora_config()?, cfg.seed)
             .context("creating the LoRA adapter")?;
+        if let Some(from) = &cfg.init_adapter {
+            adapter
+                .continue_from(&base.spec, from)
+                .with_context(|| format!("starting from the adapter in {}", from.display()))?;
+        }
         Ok(LoraEngine {
             base,
             adapter,

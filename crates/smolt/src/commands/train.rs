@@ -16,8 +16,15 @@ The run directory receives config.toml, adapter_model.safetensors + adapter_conf
 format), checkpoints/, metrics.csv, loss.png and summary.json. A killed or interrupted run
 continues with --resume.
 
+Continual training: --from RUN starts from a finished run's adapter and settings (its
+config.toml, which --config, flags and --set still override) on new --data; --replay SHARE
+mixes that share of RUN's own training records back in, spread over its file, so the new data
+does not make the model forget the old (the mix is written to OUT/replay-train.jsonl). Evaluate
+on an old and a new test set afterwards to see both.
+
 Examples:
   smolt train --data train.jsonl --valid valid.jsonl --out runs/receipts
+  smolt train --from runs/receipts --data new.jsonl --replay 0.3 --out runs/receipts-2
   smolt train --data train.jsonl --out runs/r8 --rank 8 --epochs 2 --set lr=1e-4
   smolt train --out runs/receipts --resume")]
 pub struct Args {
@@ -68,6 +75,31 @@ pub struct Args {
     /// Print one JSON line with the run's figures (for benchmark scripts).
     #[arg(long)]
     bench_json: bool,
+    /// Start from this finished run's adapter and settings (continual training on --data).
+    #[arg(long, value_name = "RUN", requires = "data", conflicts_with = "resume")]
+    from: Option<PathBuf>,
+    /// With --from: the share of the training mix taken from RUN's own training records.
+    #[arg(long, value_name = "SHARE", requires = "from", default_value_t = 0.0)]
+    replay: f64,
+}
+
+/// New records plus `share` of the mix from the old ones, picked evenly over the old file;
+/// JSONL lines as they are (any record format the trainer reads).
+fn replay_mix(new: &str, old: &str, share: f64) -> (String, usize, usize) {
+    let new: Vec<&str> = new.lines().filter(|l| !l.trim().is_empty()).collect();
+    let old: Vec<&str> = old.lines().filter(|l| !l.trim().is_empty()).collect();
+    let want = (share / (1.0 - share) * new.len() as f64).round() as usize;
+    let take = want.min(old.len());
+    let mut text = String::new();
+    for l in &new {
+        text.push_str(l);
+        text.push('\n');
+    }
+    for i in 0..take {
+        text.push_str(old[i * old.len() / take]);
+        text.push('\n');
+    }
+    (text, new.len(), take)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -109,12 +141,48 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("--set expects KEY=VALUE, got `{kv}`"))?;
         put(k.trim(), v.trim().to_string());
     }
-    let mut cfg = smolt::train::gemma::run_config(
-        &args.out,
-        args.config.as_deref(),
-        &overrides,
-        args.resume,
-    )?;
+    let from_config = args.from.as_ref().map(|r| r.join("config.toml"));
+    if let Some(c) = &from_config {
+        if !c.is_file() {
+            anyhow::bail!(
+                "--from {}: no config.toml there (give a `smolt train` run folder)",
+                args.from.as_ref().unwrap().display()
+            );
+        }
+        if !(0.0..1.0).contains(&args.replay) {
+            anyhow::bail!("--replay must be at least 0 and below 1 (a share of the training mix)");
+        }
+        overrides.insert(
+            0,
+            (
+                "init_adapter".into(),
+                args.from.as_ref().unwrap().display().to_string(),
+            ),
+        );
+    }
+    let config_file = args.config.as_deref().or(from_config.as_deref());
+    let mut cfg = smolt::train::gemma::run_config(&args.out, config_file, &overrides, args.resume)?;
+    if let (Some(from), Some(c)) = (&args.from, &from_config) {
+        if args.replay > 0.0 {
+            let old = smolt::train::TrainConfig::load(Some(c), &[])?;
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+            };
+            let (text, n_new, n_old) =
+                replay_mix(&read(&cfg.task.data)?, &read(&old.task.data)?, args.replay);
+            std::fs::create_dir_all(&args.out)
+                .with_context(|| format!("cannot create {}", args.out.display()))?;
+            let mix = args.out.join("replay-train.jsonl");
+            smolt::lora::io::write_atomic(&mix, text.as_bytes())?;
+            eprintln!(
+                "continuing {}: {n_new} new records + {n_old} replayed from {} → {}",
+                from.display(),
+                old.task.data.display(),
+                mix.display()
+            );
+            cfg.task.data = mix;
+        }
+    }
     if args.model.is_none() && !std::path::Path::new(&cfg.task.model).is_file() {
         // No model, or the default's name: fetch it like every command does.
         let spec = if cfg.task.model.is_empty() {
