@@ -265,4 +265,25 @@ fn eval_reports_what_routing_the_unsure_answers_to_a_fallback_scores() {
     // The answers are cached: a rerun asks nothing.
     assert!(eval().status.success());
     assert_eq!(fake.hits(), 3);
+
+    // A fallback nobody answers at: the command fails, naming it, and keeps this model's
+    // evaluation.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let out2 = dir.path().join("eval2");
+    let o = Command::new(env!("CARGO_BIN_EXE_smolt"))
+        .args(["eval", "--config", task.join("task.toml").to_str().unwrap()])
+        .args(["--model", model.to_str().unwrap()])
+        .args(["--data", test.to_str().unwrap(), "--limit", "1"])
+        .args(["--out", out2.to_str().unwrap(), "--fallback", &dead])
+        .args(["--fallback-model", "big", "--fallback-timeout", "5"])
+        .env("SMOLT_THREADS", "2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("asking the fallback"), "{err}");
+    assert!(out2.join("eval.json").is_file());
 }

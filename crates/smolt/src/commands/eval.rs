@@ -159,8 +159,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     if let (Some(url), Some(schema)) = (&args.fallback, &schema) {
-        let (fallback_label, scores) =
-            fallback_scores(&args, url, &task, schema, records, eval_cfg, out)?;
+        // This model's evaluation is kept whatever becomes of the fallback's.
+        outcome.write_dir(out)?;
+        let (fallback_label, scores) = fallback_scores(
+            &args, url, &task, schema, records, eval_cfg, out,
+        )
+        .with_context(|| {
+            format!(
+                "asking the fallback (this model's evaluation is written to {})",
+                out.display()
+            )
+        })?;
         let conf =
             smolt::eval::calibration::record_confidence(&outcome.records, &outcome.confidence);
         let small: Vec<f64> = outcome.records.iter().map(|r| r.score).collect();
@@ -248,6 +257,18 @@ fn fallback_scores(
     });
     bar.finish_and_clear();
     let asked = asked?;
+    if asked.labelled.is_empty() {
+        let why = asked
+            .report
+            .dropped_inputs
+            .first()
+            .map_or("no reason given", |d| d.reason.as_str());
+        anyhow::bail!(
+            "{} gave no valid answer to any of {} records (the first failed with: {why})",
+            teacher.client.endpoint(),
+            records.len()
+        );
+    }
     let dropped: std::collections::HashSet<usize> =
         asked.report.dropped_inputs.iter().map(|d| d.line).collect();
     let mut answers = asked.labelled.iter();
