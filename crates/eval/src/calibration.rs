@@ -5,15 +5,14 @@
 //! Confidence comes from decoding (the lowest probability of a freely chosen token in a field's
 //! value), which this crate knows nothing of: callers pass it per record as `(field, p)` pairs.
 //! A field the answer lacks, or an answer that is not JSON, has confidence 0: nothing about it
-//! can be trusted. A record's confidence is its least sure field's.
+//! can be trusted. A record's confidence is its least sure field's. The views (table, HTML
+//! section and plot) are in [`crate::render`] with the other report views.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use crate::compare::RecordResult;
-use crate::render::{esc, pct, text_table};
 
 /// The thresholds every curve is read at.
 pub const THRESHOLDS: [f64; 12] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99];
@@ -195,171 +194,6 @@ fn curve(pairs: &[(f64, f64)]) -> Vec<CurvePoint> {
             }
         })
         .collect()
-}
-
-fn opt_pct(x: Option<f64>) -> String {
-    x.map(pct).unwrap_or_else(|| "-".into())
-}
-
-impl Calibration {
-    /// The terminal view: records kept and their score at each threshold, and the routed pair.
-    pub fn to_table(&self) -> String {
-        let mut header = vec!["threshold", "records kept", "their score"];
-        if self.routing.is_some() {
-            header.extend(["routed", "pair's score"]);
-        }
-        let rows: Vec<Vec<String>> = self
-            .records
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let mut row = vec![
-                    format!("{:.2}", p.threshold),
-                    pct(p.coverage),
-                    opt_pct(p.accuracy),
-                ];
-                if let Some(r) = &self.routing {
-                    row.push(pct(r.points[i].routed));
-                    row.push(pct(r.points[i].score));
-                }
-                row
-            })
-            .collect();
-        let mut o = String::from(
-            "confidence (a record's = its least sure field's; kept = at or above the threshold)\n",
-        );
-        if let Some(r) = &self.routing {
-            let _ = writeln!(
-                o,
-                "routing below the threshold to {}: alone it scores {}, this model {}",
-                r.fallback,
-                pct(r.fallback_score),
-                pct(r.small_score)
-            );
-        }
-        o.push_str(&text_table(&header, &rows));
-        o
-    }
-
-    /// The HTML section: accuracy against coverage per field and for records, a table of the
-    /// records' curve, and the routed pair's score.
-    pub fn to_html(&self) -> String {
-        let mut b = String::from("<section><h2>Confidence</h2><p class=\"note\">Each curve keeps the answers whose confidence (the lowest probability of a token the model chose freely in the value) is at or above a threshold, and shows how many remain (coverage) and how many of those are right. A curve that rises to the left means low confidence finds the errors. A record's confidence is its least sure field's.</p>");
-        b.push_str(&self.curves_svg());
-        b.push_str("<table class=\"grid\"><thead><tr><th>threshold</th><th>records kept</th><th>their score</th>");
-        if self.routing.is_some() {
-            b.push_str("<th>routed to the fallback</th><th>pair's score</th>");
-        }
-        for f in &self.fields {
-            let _ = write!(b, "<th>{} kept / right</th>", esc(&f.key));
-        }
-        b.push_str("</tr></thead><tbody>");
-        for (i, p) in self.records.iter().enumerate() {
-            let _ = write!(
-                b,
-                "<tr><td>{:.2}</td><td>{}</td><td>{}</td>",
-                p.threshold,
-                pct(p.coverage),
-                opt_pct(p.accuracy)
-            );
-            if let Some(r) = &self.routing {
-                let _ = write!(
-                    b,
-                    "<td>{}</td><td>{}</td>",
-                    pct(r.points[i].routed),
-                    pct(r.points[i].score)
-                );
-            }
-            for f in &self.fields {
-                let q = &f.points[i];
-                let _ = write!(b, "<td>{} / {}</td>", pct(q.coverage), opt_pct(q.accuracy));
-            }
-            b.push_str("</tr>");
-        }
-        b.push_str("</tbody></table>");
-        if let Some(r) = &self.routing {
-            let _ = write!(
-                b,
-                "<p class=\"note\">Fallback: {} — {} alone; this model alone {}.</p>",
-                esc(&r.fallback),
-                pct(r.fallback_score),
-                pct(r.small_score)
-            );
-        }
-        b.push_str("</section>");
-        b
-    }
-
-    /// Accuracy (y) against coverage (x), one line per field and a thick one for records.
-    fn curves_svg(&self) -> String {
-        const COLORS: [&str; 8] = [
-            "#2f6fd0", "#e8663d", "#16803c", "#8e44ad", "#c0392b", "#d4a017", "#0f8b8d", "#7f8c8d",
-        ];
-        let (x0, y0, w, h) = (60.0, 14.0, 560.0, 300.0);
-        let mut s = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"100%\" viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"accuracy against coverage\">",
-            x0 + w + 220.0,
-            y0 + h + 44.0
-        );
-        for t in 0..=4 {
-            let f = t as f64 / 4.0;
-            let (x, y) = (x0 + w * f, y0 + h * (1.0 - f));
-            let _ = write!(
-                s,
-                "<line x1=\"{x}\" y1=\"{y0}\" x2=\"{x}\" y2=\"{}\" stroke=\"#e3e7ee\"/><text x=\"{x}\" y=\"{}\" font-size=\"11\" fill=\"#5b6675\" text-anchor=\"middle\">{}%</text>",
-                y0 + h,
-                y0 + h + 16.0,
-                t * 25
-            );
-            let _ = write!(
-                s,
-                "<line x1=\"{x0}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#e3e7ee\"/><text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#5b6675\" text-anchor=\"end\">{}%</text>",
-                x0 + w,
-                x0 - 6.0,
-                y + 4.0,
-                t * 25
-            );
-        }
-        let _ = write!(
-            s,
-            "<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#1d2430\" text-anchor=\"middle\">coverage (answers kept)</text><text x=\"14\" y=\"{}\" font-size=\"12\" fill=\"#1d2430\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">accuracy of those kept</text>",
-            x0 + w / 2.0,
-            y0 + h + 36.0,
-            y0 + h / 2.0,
-            y0 + h / 2.0
-        );
-        let mut line = |points: &[CurvePoint], color: &str, width: f64, label: &str, k: usize| {
-            let pts: Vec<String> = points
-                .iter()
-                .filter_map(|p| {
-                    p.accuracy
-                        .map(|a| format!("{:.1},{:.1}", x0 + w * p.coverage, y0 + h * (1.0 - a)))
-                })
-                .collect();
-            let _ = write!(
-                s,
-                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"{width}\"><title>{}</title></polyline>",
-                pts.join(" "),
-                esc(label)
-            );
-            let ly = y0 + 10.0 + 18.0 * k as f64;
-            let _ = write!(
-                s,
-                "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"{width}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#1d2430\">{}</text>",
-                x0 + w + 16.0,
-                x0 + w + 40.0,
-                x0 + w + 46.0,
-                ly + 4.0,
-                esc(label)
-            );
-        };
-        line(&self.records, "#1d2430", 3.0, "records", 0);
-        for (i, f) in self.fields.iter().enumerate() {
-            line(&f.points, COLORS[i % COLORS.len()], 1.6, &f.key, i + 1);
-        }
-        s.push_str("</svg>");
-        s
-    }
 }
 
 #[cfg(test)]
