@@ -308,4 +308,23 @@ mod tests {
         let back: Calibration = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
     }
+
+    #[test]
+    fn the_plot_zooms_to_the_accuracies_it_draws() {
+        let point = |threshold, coverage, accuracy| CurvePoint {
+            threshold,
+            coverage,
+            accuracy: Some(accuracy),
+        };
+        let c = Calibration {
+            records: vec![point(0.0, 1.0, 0.93), point(0.5, 0.5, 0.99)],
+            fields: Vec::new(),
+            routing: None,
+        };
+        let h = c.to_html();
+        // The axis runs from 90% (93% rounded down to a tenth) to 100%.
+        let y_label = |v: &str| h.contains(&format!("text-anchor=\"end\">{v}</text>"));
+        assert!(y_label("90%") && y_label("100%"), "{h}");
+        assert!(!y_label("0%") && !y_label("50%"), "{h}");
+    }
 }

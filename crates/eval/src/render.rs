@@ -709,6 +709,15 @@ impl Calibration {
             "#2f6fd0", "#e8663d", "#16803c", "#8e44ad", "#c0392b", "#d4a017", "#0f8b8d", "#7f8c8d",
         ];
         let (x0, y0, w, h) = (60.0, 14.0, 560.0, 300.0);
+        // The accuracy axis starts at the lowest accuracy drawn, rounded down to a tenth:
+        // a model at 90% or more would otherwise draw every curve in the top tenth.
+        let lowest = std::iter::once(&self.records)
+            .chain(self.fields.iter().map(|f| &f.points))
+            .flatten()
+            .filter_map(|p| p.accuracy)
+            .fold(1.0f64, f64::min);
+        let lo = ((lowest * 10.0).floor() / 10.0).clamp(0.0, 0.9);
+        let y_of = |a: f64| y0 + h * (1.0 - (a - lo) / (1.0 - lo));
         let mut s = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"100%\" viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"accuracy against coverage\">",
             x0 + w + 220.0,
@@ -716,7 +725,7 @@ impl Calibration {
         );
         for t in 0..=4 {
             let f = t as f64 / 4.0;
-            let (x, y) = (x0 + w * f, y0 + h * (1.0 - f));
+            let (x, y) = (x0 + w * f, y_of(lo + (1.0 - lo) * f));
             let _ = write!(
                 s,
                 "<line x1=\"{x}\" y1=\"{y0}\" x2=\"{x}\" y2=\"{}\" stroke=\"#e3e7ee\"/><text x=\"{x}\" y=\"{}\" font-size=\"11\" fill=\"#5b6675\" text-anchor=\"middle\">{}%</text>",
@@ -726,11 +735,11 @@ impl Calibration {
             );
             let _ = write!(
                 s,
-                "<line x1=\"{x0}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#e3e7ee\"/><text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#5b6675\" text-anchor=\"end\">{}%</text>",
+                "<line x1=\"{x0}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#e3e7ee\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" fill=\"#5b6675\" text-anchor=\"end\">{:.0}%</text>",
                 x0 + w,
                 x0 - 6.0,
                 y + 4.0,
-                t * 25
+                100.0 * (lo + (1.0 - lo) * f)
             );
         }
         let _ = write!(
@@ -746,7 +755,7 @@ impl Calibration {
                 .iter()
                 .filter_map(|p| {
                     p.accuracy
-                        .map(|a| format!("{:.1},{:.1}", x0 + w * p.coverage, y0 + h * (1.0 - a)))
+                        .map(|a| format!("{:.1},{:.1}", x0 + w * p.coverage, y_of(a)))
                 })
                 .collect();
             let _ = write!(
