@@ -20,7 +20,9 @@ pub struct Limits {
     pub read_gbps: f64,
     /// f32 fused multiply-add, GFLOP/s (one FMA = 2 FLOPs), at the widest vector width.
     pub f32_gflops: f64,
-    /// int8 dot products (AVX-512 VNNI `vpdpbusd`), G multiply-adds·2 per second.
+    /// int8 dot products, G multiply-adds·2 per second: AVX-512 VNNI `vpdpbusd` where the CPU
+    /// has it, else AVX2's `vpmaddubsw` + `vpmaddwd` + `vpaddd` (the sequence the AVX2 kernels
+    /// use, as ggml's do).
     pub int8_gops: Option<f64>,
     /// bf16 pair dot products (AVX512-BF16 `vdpbf16ps`), GFLOP/s.
     pub bf16_gflops: Option<f64>,
@@ -64,9 +66,9 @@ pub fn measure(threads: usize, read_mib: usize) -> Limits {
             std::hint::black_box(fma_loop(ITERS));
         },
     );
-    let int8_gops = vnni_available().then(|| {
-        rate((ITERS * FMA_CHAINS as u64 * 64 * 2) as f64, &|| {
-            std::hint::black_box(vnni_loop(ITERS));
+    let int8_gops = int8_lanes().map(|lanes| {
+        rate((ITERS * lanes * 4 * 2) as f64, &|| {
+            std::hint::black_box(int8_loop(ITERS));
         })
     });
     let bf16_gflops = bf16_available().then(|| {
@@ -103,16 +105,63 @@ pub fn read_sum(words: &[u64]) -> u64 {
         // SAFETY: level 2 means AVX-512F was detected; the kernel reads only inside `words`.
         return unsafe { x86::read_sum_512(words) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::level() >= 1 {
+        // SAFETY: level 1 means AVX2 was detected; the kernel reads only inside `words`.
+        return unsafe { x86::read_sum_256(words) };
+    }
     words.iter().fold(0u64, |a, &w| a.wrapping_add(w))
 }
 
 /// f32 lanes of one FMA on the path `fma_loop` takes.
 fn fma_lanes() -> usize {
     #[cfg(target_arch = "x86_64")]
-    if crate::cpu::level() >= 2 {
-        return 16;
+    match crate::cpu::level() {
+        2.. => return 16,
+        1 => return 8,
+        _ => {}
     }
     1
+}
+
+/// Accumulator chains of the AVX2 int8 loop: each needs its own operand register too, and
+/// 2 × 4 leave room for the constants (more would spill; the loop-carried `vpaddd` has a
+/// one-cycle latency, so four chains keep the multiply ports busy).
+const INT8_AVX2_CHAINS: usize = 4;
+
+/// i32 lanes (each summing 4 byte products) of one round of `int8_loop` over all its chains,
+/// or `None` where the CPU has no int8 dot-product sequence the kernels use (VNNI or AVX2).
+fn int8_lanes() -> Option<u64> {
+    if vnni_available() {
+        return Some(FMA_CHAINS as u64 * 16);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::level() >= 1 {
+        return Some(INT8_AVX2_CHAINS as u64 * 8);
+    }
+    None
+}
+
+/// `iters` rounds of the int8 dot-product step (all-ones bytes: +4 per i32 lane): `vpdpbusd`
+/// on `FMA_CHAINS` accumulators with VNNI, else AVX2's `vpmaddubsw` + `vpmaddwd` + `vpaddd` on
+/// `INT8_AVX2_CHAINS`; returns the sum of all lanes (= `int8_lanes()` · 4 · iters). Panics
+/// without either.
+pub fn int8_loop(iters: u64) -> i64 {
+    if vnni_available() {
+        return vnni_loop(iters);
+    }
+    assert!(
+        int8_lanes().is_some(),
+        "no int8 dot products (VNNI or AVX2) here"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `int8_lanes` is Some without VNNI only at level ≥ 1, where AVX2 was
+        // detected; the loop touches no memory.
+        unsafe { x86::maddubs_loop_256(iters) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("{iters} rounds, but the assert above holds only on x86-64")
 }
 
 /// `iters` rounds of `acc ← 1·STEP + acc` on every lane of `FMA_CHAINS` accumulators; returns
@@ -122,6 +171,11 @@ pub fn fma_loop(iters: u64) -> f32 {
     if crate::cpu::level() >= 2 {
         // SAFETY: level 2 means AVX-512F was detected; the loop touches no memory.
         return unsafe { x86::fma_loop_512(iters) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::level() >= 1 {
+        // SAFETY: level 1 means AVX2 and FMA were detected; the loop touches no memory.
+        return unsafe { x86::fma_loop_256(iters) };
     }
     let mut acc = [0f32; FMA_CHAINS];
     for _ in 0..iters {
@@ -209,6 +263,75 @@ mod x86 {
     }
 
     /// # Safety
+    /// AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn read_sum_256(words: &[u64]) -> u64 {
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let blocks = words.chunks_exact(16);
+        let rest = blocks.remainder();
+        for b in blocks {
+            for (i, a) in acc.iter_mut().enumerate() {
+                // SAFETY (of the load): b holds 16 words, this reads words 4i..4i+4.
+                let v = _mm256_loadu_si256(b.as_ptr().add(4 * i) as *const _);
+                *a = _mm256_add_epi64(*a, v);
+            }
+        }
+        let mut sum = 0u64;
+        for a in acc {
+            let mut lanes = [0u64; 4];
+            _mm256_storeu_si256(lanes.as_mut_ptr() as *mut _, a);
+            sum = lanes.iter().fold(sum, |s, &l| s.wrapping_add(l));
+        }
+        rest.iter().fold(sum, |s, &w| s.wrapping_add(w))
+    }
+
+    /// # Safety
+    /// AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn fma_loop_256(iters: u64) -> f32 {
+        let (one, step) = (_mm256_set1_ps(1.0), _mm256_set1_ps(STEP));
+        let mut acc = [_mm256_setzero_ps(); FMA_CHAINS];
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(one, step, *a);
+            }
+        }
+        let mut l = [0f32; 8];
+        acc.iter()
+            .map(|&v| {
+                _mm256_storeu_ps(l.as_mut_ptr(), v);
+                l.iter().sum::<f32>()
+            })
+            .sum()
+    }
+
+    /// # Safety
+    /// AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn maddubs_loop_256(iters: u64) -> i64 {
+        let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
+        // An opaque zero XORed into each chain's operand keeps the product inside the loop
+        // (a loop-invariant `vpmaddubsw` would be hoisted out of it).
+        let zero = std::hint::black_box(_mm256_setzero_si256());
+        let mut x = [ones8; super::INT8_AVX2_CHAINS];
+        let mut acc = [_mm256_setzero_si256(); super::INT8_AVX2_CHAINS];
+        for _ in 0..iters {
+            for (a, x) in acc.iter_mut().zip(x.iter_mut()) {
+                *x = _mm256_xor_si256(*x, zero);
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*x, ones8), ones16);
+                *a = _mm256_add_epi32(*a, p);
+            }
+        }
+        let mut sum = 0i64;
+        for a in acc {
+            let mut l = [0i32; 8];
+            _mm256_storeu_si256(l.as_mut_ptr() as *mut _, a);
+            sum += l.iter().map(|&v| v as i64).sum::<i64>();
+        }
+        sum
+    }
+
+    /// # Safety
     /// AVX-512F and AVX-512 VNNI.
     #[target_feature(enable = "avx512f,avx512vnni")]
     pub(super) unsafe fn vnni_loop_512(iters: u64) -> i64 {
@@ -263,6 +386,9 @@ mod tests {
         if vnni_available() {
             assert_eq!(vnni_loop(iters), FMA_CHAINS as i64 * 16 * 4 * iters as i64);
         }
+        if let Some(lanes) = int8_lanes() {
+            assert_eq!(int8_loop(iters), lanes as i64 * 4 * iters as i64);
+        }
         if bf16_available() {
             let want = FMA_CHAINS as f64 * 16.0 * 2.0 * iters as f64 * STEP as f64;
             assert_eq!(bf16_loop(iters) as f64, want);
@@ -282,7 +408,7 @@ mod tests {
         assert_eq!(l.threads, 1);
         assert!(l.read_gbps > 0.0 && l.read_gbps.is_finite());
         assert!(l.f32_gflops > 0.0 && l.f32_gflops.is_finite());
-        assert_eq!(l.int8_gops.is_some(), vnni_available());
+        assert_eq!(l.int8_gops.is_some(), int8_lanes().is_some());
         assert_eq!(l.bf16_gflops.is_some(), bf16_available());
     }
 }

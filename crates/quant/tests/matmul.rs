@@ -172,6 +172,34 @@ fn every_path_matmul_matches_scalar() {
     }
 }
 
+/// On the AVX2 path a row's result does not depend on how many rows share the matmul (the
+/// four-row kernels sum each row exactly as the one-row kernels do): a batched decode step gives
+/// each sequence the logits it would get alone.
+#[test]
+fn avx2_rows_are_the_same_alone_and_batched() {
+    if !SimdPath::Avx2.available() {
+        eprintln!("no AVX2 here: nothing to check");
+        return;
+    }
+    let mut r = rng(16);
+    for ty in TYPES {
+        let (n, k) = (19, 640.max(ty.block_size()).next_multiple_of(256));
+        let w = weights(&mut r, ty, n, k);
+        let qm = QMatrix::new(ty, n, k, &w).unwrap();
+        let m = 9;
+        let x = normals(&mut r, m * k, 1.0);
+        let mut batched = vec![0f32; m * n];
+        matmul_q_on(SimdPath::Avx2, &qm, &x, m, &mut batched).unwrap();
+        for i in 0..m {
+            let mut alone = vec![0f32; n];
+            matmul_q_on(SimdPath::Avx2, &qm, &x[i * k..(i + 1) * k], 1, &mut alone).unwrap();
+            for (j, (a, b)) in alone.iter().zip(&batched[i * n..(i + 1) * n]).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{ty} row {i} col {j}: {a} vs {b}");
+            }
+        }
+    }
+}
+
 /// The AVX-512 panel (m ≥ 4; tests/amx.rs covers the opt-in AMX tiles) and
 /// two-blocks-per-vector (m < 4) paths on shapes with odd
 /// block counts, partial 16-row panels and x-row tails, against the scalar path.
