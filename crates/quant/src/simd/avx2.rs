@@ -3,10 +3,9 @@
 //!
 //! K-quant kernels reduce their exact integer sums per super-block and then apply
 //! the float scales exactly as the scalar kernels do, so they agree bit for bit with
-//! them; the 32-element formats keep float accumulators per lane (two per row, even and
-//! odd blocks, so that one FMA's latency does not bound the loop; one horizontal sum per
-//! row) and agree to rounding. Prefill's four-row kernels unpack each weight block once for
-//! four activation rows.
+//! them; the 32-element formats keep a float accumulator per lane (one horizontal sum
+//! per row) and agree to rounding. Prefill's four-row kernels unpack each weight block once
+//! for four activation rows and sum each row in the one-row kernels' order.
 
 use std::arch::x86_64::*;
 
@@ -131,33 +130,33 @@ unsafe fn bytes_from_bits_32(bits: u32) -> __m256i {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0_q8_0(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut acc = _mm256_setzero_ps();
     for i in 0..nb {
         let (bw, ba) = (w.add(i * Q8_0_BYTES), a.add(i * Q8_0_BYTES));
         let d = _mm256_set1_ps(f16_at(bw) * f16_at(ba));
         let qw = _mm256_loadu_si256(bw.add(2) as *const __m256i);
         let qa = _mm256_loadu_si256(ba.add(2) as *const __m256i);
-        acc[i & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(mul_sum_i8(qw, qa)), acc[i & 1]);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(mul_sum_i8(qw, qa)), acc);
     }
-    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+    hsum_ps(acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_0_q8_0(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut acc = _mm256_setzero_ps();
     for i in 0..nb {
         let (bw, ba) = (w.add(i * Q4_0_BYTES), a.add(i * Q8_0_BYTES));
         let d = _mm256_set1_ps(f16_at(bw) * f16_at(ba));
         let qw = _mm256_sub_epi8(nibbles_32(bw.add(2)), _mm256_set1_epi8(8));
         let qa = _mm256_loadu_si256(ba.add(2) as *const __m256i);
-        acc[i & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(mul_sum_i8(qw, qa)), acc[i & 1]);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(mul_sum_i8(qw, qa)), acc);
     }
-    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+    hsum_ps(acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_0_q8_0(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut acc = _mm256_setzero_ps();
     for i in 0..nb {
         let (bw, ba) = (w.add(i * Q5_0_BYTES), a.add(i * Q8_0_BYTES));
         let d = _mm256_set1_ps(f16_at(bw) * f16_at(ba));
@@ -166,16 +165,16 @@ unsafe fn q5_0_q8_0(nb: usize, w: *const u8, a: *const u8) -> f32 {
         let hi = _mm256_andnot_si256(bytes_from_bits_32(qh), _mm256_set1_epi8(0xf0u8 as i8));
         let qw = _mm256_or_si256(nibbles_32(bw.add(6)), hi);
         let qa = _mm256_loadu_si256(ba.add(2) as *const __m256i);
-        acc[i & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(mul_sum_i8(qw, qa)), acc[i & 1]);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(mul_sum_i8(qw, qa)), acc);
     }
-    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+    hsum_ps(acc)
 }
 
 /// Shared body of the x4 kernels: `unpack` turns weight block `i` into (d_w, |q_w|, q_w), done
 /// once for the four activation rows. Each row sums exactly as the one-row kernels do (the
-/// same products, even and odd blocks in two accumulators, one horizontal sum), so a row's
-/// result does not depend on how many rows share its matmul: a batched decode step gives each
-/// sequence the numbers it would get alone.
+/// same products in the same order, one horizontal sum), so a row's result does not depend on
+/// how many rows share its matmul: a batched decode step gives each sequence the numbers it
+/// would get alone, and prefill the numbers of the one-row kernels.
 #[inline(always)]
 unsafe fn legacy_x4(
     nb: usize,
@@ -183,7 +182,7 @@ unsafe fn legacy_x4(
     unpack: impl Fn(usize) -> (f32, __m256i, __m256i),
 ) -> [f32; 4] {
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+    let mut acc = [_mm256_setzero_ps(); 4];
     for i in 0..nb {
         let (dw, aw, qw) = unpack(i);
         for r in 0..4 {
@@ -191,10 +190,10 @@ unsafe fn legacy_x4(
             let qa = _mm256_loadu_si256(ba.add(2) as *const __m256i);
             let s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(qa, qw)), ones);
             let d = _mm256_set1_ps(dw * f16_at(ba));
-            acc[r][i & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[r][i & 1]);
+            acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[r]);
         }
     }
-    acc.map(|[e, o]| hsum_ps(_mm256_add_ps(e, o)))
+    acc.map(|v| hsum_ps(v))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
