@@ -31,45 +31,13 @@ static AVX2: Kernels = Kernels {
     ..SCALAR
 };
 
-/// Wraps a raw-pointer kernel in a `DotFn`. The wrapper is private to this module and
-/// only handed out by `table()` after feature detection.
-macro_rules! checked {
-    ($name:ident, $inner:ident, $wb:expr, $ab:expr) => {
-        pub(super) fn $name(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-            assert!(
-                w.len() >= nb * $wb && a.len() >= nb * $ab,
-                "dot kernel: short buffer"
-            );
-            // SAFETY: reachable only through `table()`, which checked that the CPU has
-            // every feature `$inner` is compiled for; the assert above keeps every block
-            // load `$inner` makes inside `w` and `a`.
-            unsafe { $inner(nb, w.as_ptr(), a.as_ptr()) }
-        }
-    };
-}
-
-/// As `checked!`, for the one-weight-row, four-activation-row kernels.
-macro_rules! checked4 {
-    ($name:ident, $inner:ident, $wb:expr, $ab:expr) => {
-        fn $name(nb: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
-            assert!(
-                w.len() >= nb * $wb && a.iter().all(|r| r.len() >= nb * $ab),
-                "dot kernel: short buffer"
-            );
-            // SAFETY: as for `checked!`: features were detected by `table()`, and the
-            // assert keeps every block load inside `w` and the four activation rows.
-            unsafe { $inner(nb, w.as_ptr(), a.map(|r| r.as_ptr())) }
-        }
-    };
-}
-
 checked4!(dot4_q8_0, q8_0_q8_0_x4, Q8_0_BYTES, Q8_0_BYTES);
 checked4!(dot4_q5_0, q5_0_q8_0_x4, Q5_0_BYTES, Q8_0_BYTES);
-checked!(dot_q8_0, q8_0_q8_0, Q8_0_BYTES, Q8_0_BYTES);
-checked!(dot_q4_0, q4_0_q8_0, Q4_0_BYTES, Q8_0_BYTES);
-checked!(dot_q5_0, q5_0_q8_0, Q5_0_BYTES, Q8_0_BYTES);
-checked!(dot_q4_k, q4_k_q8_k, Q4_K_BYTES, Q8_K_BYTES);
-checked!(dot_q6_k, q6_k_q8_k, Q6_K_BYTES, Q8_K_BYTES);
+checked!(pub(super) dot_q8_0, q8_0_q8_0, Q8_0_BYTES, Q8_0_BYTES);
+checked!(pub(super) dot_q4_0, q4_0_q8_0, Q4_0_BYTES, Q8_0_BYTES);
+checked!(pub(super) dot_q5_0, q5_0_q8_0, Q5_0_BYTES, Q8_0_BYTES);
+checked!(pub(super) dot_q4_k, q4_k_q8_k, Q4_K_BYTES, Q8_K_BYTES);
+checked!(pub(super) dot_q6_k, q6_k_q8_k, Q6_K_BYTES, Q8_K_BYTES);
 
 #[inline]
 #[target_feature(enable = "f16c")]

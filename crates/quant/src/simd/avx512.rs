@@ -32,35 +32,6 @@ static AVX512: Kernels = Kernels {
     ..SCALAR
 };
 
-macro_rules! checked {
-    ($name:ident, $inner:ident, $wb:expr, $ab:expr) => {
-        fn $name(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-            assert!(
-                w.len() >= nb * $wb && a.len() >= nb * $ab,
-                "dot kernel: short buffer"
-            );
-            // SAFETY: reachable only through `table()`, which checked that the CPU has
-            // every feature `$inner` is compiled for; the assert above keeps every block
-            // load `$inner` makes inside `w` and `a`.
-            unsafe { $inner(nb, w.as_ptr(), a.as_ptr()) }
-        }
-    };
-}
-
-macro_rules! checked4 {
-    ($name:ident, $inner:ident, $wb:expr, $ab:expr) => {
-        fn $name(nb: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
-            assert!(
-                w.len() >= nb * $wb && a.iter().all(|r| r.len() >= nb * $ab),
-                "dot kernel: short buffer"
-            );
-            // SAFETY: as for `checked!`: features were detected by `table()`, and the
-            // assert keeps every block load inside `w` and the four activation rows.
-            unsafe { $inner(nb, w.as_ptr(), a.map(|r| r.as_ptr())) }
-        }
-    };
-}
-
 checked4!(dot4_q8_0, q8_0_q8_0_x4, Q8_0_BYTES, Q8_0_BYTES);
 checked4!(dot4_q5_0, q5_0_q8_0_x4, Q5_0_BYTES, Q8_0_BYTES);
 checked!(dot_q8_0, q8_0_q8_0, Q8_0_BYTES, Q8_0_BYTES);

@@ -10,6 +10,40 @@ use std::sync::OnceLock;
 
 use crate::cpu::{self, SimdPath};
 
+/// Wraps an x86 raw-pointer kernel `$inner` in a `DotFn`. Only the ISA file's `table()`, after
+/// feature detection, hands the wrapper out.
+#[cfg(target_arch = "x86_64")]
+macro_rules! checked {
+    ($vis:vis $name:ident, $inner:ident, $wb:expr, $ab:expr) => {
+        $vis fn $name(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+            assert!(
+                w.len() >= nb * $wb && a.len() >= nb * $ab,
+                "dot kernel: short buffer"
+            );
+            // SAFETY: reachable only through `table()`, which checked that the CPU has
+            // every feature `$inner` is compiled for; the assert above keeps every block
+            // load `$inner` makes inside `w` and `a`.
+            unsafe { $inner(nb, w.as_ptr(), a.as_ptr()) }
+        }
+    };
+}
+
+/// As `checked!`, for the one-weight-row, four-activation-row kernels (`Dot4Fn`).
+#[cfg(target_arch = "x86_64")]
+macro_rules! checked4 {
+    ($name:ident, $inner:ident, $wb:expr, $ab:expr) => {
+        fn $name(nb: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+            assert!(
+                w.len() >= nb * $wb && a.iter().all(|r| r.len() >= nb * $ab),
+                "dot kernel: short buffer"
+            );
+            // SAFETY: as for `checked!`: features were detected by `table()`, and the
+            // assert keeps every block load inside `w` and the four activation rows.
+            unsafe { $inner(nb, w.as_ptr(), a.map(|r| r.as_ptr())) }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
