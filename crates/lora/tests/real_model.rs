@@ -347,6 +347,10 @@ fn lean_bf16_head_equals_the_resident_one() {
 /// With the head's logits in int8 (AVX-512 VNNI without AMX): 3.4e-3 here; on eight SROIE
 /// receipt steps (loss on the answers) 1.9e-3 relative rms, worst 3.3e-3, against 1.6e-3 and
 /// 3.1e-3 with bf16 logits on the same steps. Hence 5e-3.
+/// The gradient norm: 1.05e-2 from PEFT's with the f32 fallback's summation order (AVX2, AMD
+/// Zen 3; bf16 operands, f32 sums, the same arithmetic as the hardware's), under 1e-2 on AMX
+/// and AVX-512 BF16; Fast's 8-bit activations land at 1.9e-2 and the f32 engine at 1.3e-5.
+/// Hence 2e-2: a bug (a missed term, a wrong scale) moves it by tenths.
 #[test]
 fn bf16_base_lands_near_peft() {
     let res = fixture()["results"].clone();
@@ -360,7 +364,7 @@ fn bf16_base_lands_near_peft() {
         res["loss_lora"]
     );
     assert!(
-        rel(d.grad_norm_all, "grad_norm_all") < 1e-2,
+        rel(d.grad_norm_all, "grad_norm_all") < 2e-2,
         "bf16 grad norm {} vs PEFT {}",
         d.grad_norm_all,
         res["grad_norm_all"]

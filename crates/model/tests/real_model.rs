@@ -161,15 +161,23 @@ fn f32_logits_match_hf(model: &Model, fixture_name: &str) {
     }
 }
 
-/// Greedy decoding: argmax, fed back one token at a time through the KV cache.
+/// Greedy decoding: argmax, fed back one token at a time through the KV cache; each step's
+/// token with its margin over the runner-up.
 fn greedy(model: &Model, prompt: &[u32], steps: usize) -> Vec<(u32, f32)> {
     let mut cache = model.new_cache();
     let mut logits = model.forward(prompt, &mut cache, Logits::Last).unwrap();
     let mut out = Vec::new();
     for _ in 0..steps {
-        let id = argmax(&logits) as u32;
-        out.push((id, logits[id as usize]));
-        logits = model.forward(&[id], &mut cache, Logits::Last).unwrap();
+        let id = argmax(&logits);
+        let runner_up = logits
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != id)
+            .fold(f32::NEG_INFINITY, |m, (_, &l)| m.max(l));
+        out.push((id as u32, logits[id] - runner_up));
+        logits = model
+            .forward(&[id as u32], &mut cache, Logits::Last)
+            .unwrap();
     }
     out
 }
@@ -278,36 +286,42 @@ fn fast_logits_and_greedy_are_as_close_as_llama_cpp_on_the_quantized_file() {
     for (name, p) in fx["prompts"].as_object().unwrap() {
         let llama = &p["llama_cpp_q4_k_m"];
         let want = ids(&llama["new_ids"]);
-        let got: Vec<u32> = greedy(model, &ids(&p["prompt_ids"]), want.len())
-            .into_iter()
-            .map(|g| g.0)
-            .collect();
-        let agree = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        let got = greedy(model, &ids(&p["prompt_ids"]), want.len());
+        let agree = got
+            .iter()
+            .zip(&want)
+            .take_while(|((a, _), b)| a == *b)
+            .count();
         let margins: Vec<f64> = llama["margins"]
             .as_array()
             .unwrap()
             .iter()
             .map(|m| m.as_f64().unwrap())
             .collect();
-        // Where llama.cpp itself was nearly tied (margin < 0.1: its f16 KV cache and our f32
-        // one, or a different summation order, move logits by that much) either choice is
-        // right; before the first such step we must pick exactly its tokens. With our f32
-        // cache only: any perturbation (an f16 cache, a batch neighbour) re-rolls the 8-bit
-        // activations' rounding, which moves Fast logits by about 1 (see
-        // `an_f16_cache_moves_f32_logits_by_hundredths`), and prompt b's step 2 (margin
-        // 0.22 for llama.cpp, 0.12 for us) then flips.
+        // Where either engine is nearly tied (a top-2 margin < 0.1: llama.cpp's from the
+        // fixture, ours measured) either choice is right; before the first such step we must
+        // pick exactly its tokens. Fast re-rolls the 8-bit activations' rounding with any
+        // perturbation (an f16 cache, a batch neighbour, another SIMD path's summation order),
+        // which moves a pair of close logits by tenths: prompt b's step 2 has margin 0.22 for
+        // llama.cpp, 0.27 for HF, 0.12 for us on AVX-512 and -0.07 (the other token first, by
+        // 0.069) with AVX2's order. A bug in the cache or positions leaves the path with a
+        // margin of several units on our side, and the logits test above bounds every position.
         let first_close = margins
             .iter()
-            .position(|&m| m < 0.1)
+            .zip(&got)
+            .position(|(&m, &(_, ours))| m < 0.1 || ours < 0.1)
             .unwrap_or(margins.len());
         eprintln!(
             "Fast greedy {name}: same as llama.cpp Q4_K_M for {agree}/{} steps \
-             (llama.cpp's first margin < 0.1 at step {first_close})",
+             (first margin < 0.1, llama.cpp's or ours, at step {first_close})",
             want.len()
         );
         assert!(
             agree >= first_close,
-            "prompt {name}: left llama.cpp's path at step {agree}, before its first near-tie at {first_close}"
+            "prompt {name}: left llama.cpp's path at step {agree} (our margin {:.3}, llama.cpp's \
+             {:.3}), before the first near-tie at {first_close}",
+            got[agree].1,
+            margins[agree]
         );
     }
 }
