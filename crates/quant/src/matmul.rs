@@ -85,6 +85,14 @@ fn matmul_with(
             return Ok(());
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    if kern.path == SimdPath::Avx2 && k > 0 {
+        // SAFETY: an AVX2 table exists only after `kernels_for` detected AVX2, FMA and F16C;
+        // shapes checked above.
+        if unsafe { simd::gemm512::matmul_avx2(w, x, m, y) }.is_some() {
+            return Ok(());
+        }
+    }
     let vt = vec_dot_type(w.ty);
     let dot = kern.dot(w.ty).ok_or(QuantError::Unsupported {
         ty: w.ty,

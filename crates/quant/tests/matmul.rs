@@ -172,9 +172,9 @@ fn every_path_matmul_matches_scalar() {
     }
 }
 
-/// On the AVX2 path a row's result does not depend on how many rows share the matmul (the
-/// four-row kernels sum each row exactly as the one-row kernels do): a batched decode step gives
-/// each sequence the logits it would get alone.
+/// On the AVX2 path below the panels' four x rows a row's result does not depend on how many
+/// rows share the matmul (the four-W-row kernels sum each row exactly as the one-row kernels
+/// do), and Q8_0 (which has no AVX2 panels) never depends on it.
 #[test]
 fn avx2_rows_are_the_same_alone_and_batched() {
     if !SimdPath::Avx2.available() {
@@ -186,7 +186,7 @@ fn avx2_rows_are_the_same_alone_and_batched() {
         let (n, k) = (19, 640.max(ty.block_size()).next_multiple_of(256));
         let w = weights(&mut r, ty, n, k);
         let qm = QMatrix::new(ty, n, k, &w).unwrap();
-        let m = 9;
+        let m = if ty == GgmlType::Q8_0 { 9 } else { 3 };
         let x = normals(&mut r, m * k, 1.0);
         let mut batched = vec![0f32; m * n];
         matmul_q_on(SimdPath::Avx2, &qm, &x, m, &mut batched).unwrap();
@@ -195,6 +195,36 @@ fn avx2_rows_are_the_same_alone_and_batched() {
             matmul_q_on(SimdPath::Avx2, &qm, &x[i * k..(i + 1) * k], 1, &mut alone).unwrap();
             for (j, (a, b)) in alone.iter().zip(&batched[i * n..(i + 1) * n]).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "{ty} row {i} col {j}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+/// The AVX2 panels (m ≥ 4, Q5_0 / Q4_K / Q6_K) give the AVX-512 panels' numbers bit for bit:
+/// the same activation quants, exact integer block sums and the same float steps, so prefill
+/// logits do not depend on which of the two x86 paths ran. Checked where both paths exist.
+#[test]
+fn avx2_panels_equal_avx512_panels_bit_for_bit() {
+    if !(SimdPath::Avx2.available() && SimdPath::Avx512.available()) {
+        eprintln!("not both AVX2 and AVX-512 here: nothing to check");
+        return;
+    }
+    let mut r = rng(17);
+    for ty in [GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q6K] {
+        let (n, k) = (37, 768);
+        let w = weights(&mut r, ty, n, k);
+        let qm = QMatrix::new(ty, n, k, &w).unwrap();
+        for m in [4usize, 7, 16] {
+            let x = normals(&mut r, m * k, 1.0);
+            let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
+            matmul_q_on(SimdPath::Avx2, &qm, &x, m, &mut a).unwrap();
+            matmul_q_on(SimdPath::Avx512, &qm, &x, m, &mut b).unwrap();
+            for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{ty} m={m} element {i}: {a} vs {b}"
+                );
             }
         }
     }

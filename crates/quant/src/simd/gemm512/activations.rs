@@ -9,7 +9,9 @@ use rayon::prelude::*;
 
 use crate::float::{f16_to_f32, f32_to_f16};
 use crate::format::vec_dot_type;
-use crate::kquants::QK_K;
+use crate::kquantize::quantize_q8_k_scalar;
+use crate::kquants::{Q8_K_BYTES, QK_K};
+use crate::legacy::{quantize_q8_0_scalar, Q8_0_BYTES};
 use crate::GgmlType;
 
 /// What the kernels need to know about a weight type: sub-block length, the offset that
@@ -103,6 +105,67 @@ impl Xq {
                 .zip(xq.zs.par_chunks_mut(nblk).zip(xq.ds.par_chunks_mut(nblk)))
                 .for_each(row);
         }
+        xq
+    }
+}
+
+impl Xq {
+    /// The same operands from the crate's scalar activation quantizers (ggml's Q8_0 and Q8_K
+    /// blocks, unpacked): for the AVX2 tiles, on CPUs without the AVX-512 quantizers below.
+    pub(super) fn from_blocks(ty: GgmlType, f: Fmt, x: &[f32], m: usize, k: usize) -> Xq {
+        let vt = vec_dot_type(ty);
+        let nblk = k / f.bs;
+        let mut xq = Xq {
+            k,
+            nblk,
+            q: vec![0; m * k],
+            d: vec![0.0; m * nblk],
+            zs: vec![0; m * nblk],
+            ds: vec![0.0; m * nblk],
+        };
+        let row = |(((xr, q), d), (zs, ds)): XqRow| {
+            let (bs, bytes) = match vt {
+                GgmlType::Q8_0 => (32, Q8_0_BYTES),
+                _ => (QK_K, Q8_K_BYTES),
+            };
+            let mut blocks = vec![0u8; k / bs * bytes];
+            // The scalar quantizers: `quantize_activations` picks them on x86.
+            if vt == GgmlType::Q8_0 {
+                quantize_q8_0_scalar(xr, &mut blocks);
+            } else {
+                quantize_q8_k_scalar(xr, &mut blocks);
+            }
+            let per = bs / f.bs;
+            for (g, blk) in blocks.chunks_exact(bytes).enumerate() {
+                let (scale, quants) = if vt == GgmlType::Q8_0 {
+                    (
+                        f16_to_f32(u16::from_le_bytes([blk[0], blk[1]])),
+                        &blk[2..2 + bs],
+                    )
+                } else {
+                    (
+                        f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]),
+                        &blk[4..4 + bs],
+                    )
+                };
+                for (s, sub) in quants.chunks_exact(f.bs).enumerate() {
+                    let b = g * per + s;
+                    let mut sum = 0i32;
+                    for (o, &v) in q[b * f.bs..(b + 1) * f.bs].iter_mut().zip(sub) {
+                        *o = v as i8;
+                        sum += v as i8 as i32;
+                    }
+                    d[b] = scale;
+                    zs[b] = f.zero * sum;
+                    ds[b] = scale * sum as f32;
+                }
+            }
+        };
+        x.par_chunks(k)
+            .zip(xq.q.par_chunks_mut(k))
+            .zip(xq.d.par_chunks_mut(nblk))
+            .zip(xq.zs.par_chunks_mut(nblk).zip(xq.ds.par_chunks_mut(nblk)))
+            .for_each(row);
         xq
     }
 }

@@ -13,12 +13,15 @@
 //!   exactly in integers with the activation block sums; Q4_K's mins use them in float.
 //! * One x row (decode): four W rows at a time; the legacy types two 32-element blocks per
 //!   vector, the K-quants a super-block through `vpmaddubsw` + `vpdpwssd` with its scales.
+//! * AVX2 CPUs (no VNNI) run the same panels (Q5_0, Q4_K, Q6_K) as two halves of 8 rows
+//!   through `vpmaddubsw` and `vpmaddwd`: the integer block sums are as exact, so prefill gives
+//!   the same bits on both x86 paths.
 //!
 //! The files, by concern: `activations` quantizes x into the `Xq` form; `packing` unpacks 16
 //! W rows into a panel; `tiles` runs the panels (prefill), with `amx` for the opt-in tile
-//! unit; `dot` holds the one-row kernels (R W rows against one x row, in the file's layout
-//! and in the decode layout of `crate::packed`) and `matvec` drives them over a matrix. This
-//! module holds the entry points the rest of the crate calls.
+//! unit and `tiles_avx2` for AVX2 CPUs; `dot` holds the one-row kernels (R W rows against one
+//! x row, in the file's layout and in the decode layout of `crate::packed`) and `matvec`
+//! drives them over a matrix. This module holds the entry points the rest of the crate calls.
 
 mod activations;
 mod amx;
@@ -26,10 +29,11 @@ mod dot;
 mod matvec;
 mod packing;
 mod tiles;
+mod tiles_avx2;
 
 use activations::{fmt, Fmt, Xq};
 use matvec::matvec;
-use packing::{Panel, PR};
+use packing::{Isa, Panel, PR};
 use tiles::{matmul_panels, panel_from_row};
 
 use crate::qmatrix::QMatrix;
@@ -40,6 +44,12 @@ pub(crate) use matvec::matvec_packed;
 /// Whether `matmul` handles `ty`.
 pub(crate) fn supports(ty: GgmlType) -> bool {
     fmt(ty).is_some()
+}
+
+/// Whether [`matmul_avx2`] handles `ty`: not Q8_0, whose unsigned quants (to 255) would
+/// saturate `vpmaddubsw`'s 16-bit pair sums.
+pub(crate) fn supports_avx2(ty: GgmlType) -> bool {
+    fmt(ty).is_some() && ty != GgmlType::Q8_0
 }
 
 /// Below this many x rows, unpacking panels costs more than it saves.
@@ -65,6 +75,21 @@ pub(crate) unsafe fn matmul(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> 
     } else {
         matmul_panels(w, f, &xq, m, y);
     }
+    Some(())
+}
+
+/// [`matmul`]'s panels on AVX2 CPUs (the same numbers bit for bit) for `m ≥ 4` x rows of a
+/// type [`supports_avx2`] admits; `None` otherwise (the caller then uses the per-row kernels).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; shapes checked by the caller.
+pub(crate) unsafe fn matmul_avx2(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> Option<()> {
+    if m < PANEL_MIN_M || !supports_avx2(w.ty) {
+        return None;
+    }
+    let f = fmt(w.ty)?;
+    let xq = Xq::from_blocks(w.ty, f, x, m, w.cols);
+    tiles_avx2::matmul_panels(w, f, &xq, m, y);
     Some(())
 }
 
@@ -123,7 +148,7 @@ pub(crate) unsafe fn matmul_rows(
     let yp = y.as_mut_ptr();
     for j0 in (r0..r1).step_by(PR) {
         let rows = (r1 - j0).min(PR);
-        p.pack(w, j0, rows);
+        p.pack(w, j0, rows, Isa::Avx512);
         panel_from_row(p, f, xq, 0, m, yp, ldy, j0 - r0, rows);
     }
 }

@@ -10,8 +10,16 @@ use crate::legacy::{Q5_0_BYTES, Q8_0_BYTES};
 use crate::qmatrix::QMatrix;
 use crate::GgmlType;
 
-/// W rows per panel: the 16 i32 lanes of a zmm.
+/// W rows per panel: the 16 i32 lanes of a zmm (two ymm on AVX2).
 pub(super) const PR: usize = 16;
+
+/// Which instructions pack a panel: AVX-512's gathers and masked adds, or plain loops on
+/// AVX2 CPUs (the same bytes; packing is a small part of a panel's work).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Isa {
+    Avx512,
+    Avx2,
+}
 
 /// 16 W rows unpacked and interleaved: for each group of 4 elements t, the 4 quants of
 /// rows 0..16 (`q[(t·16 + r)·4..+4]`); per sub-block the rows' scales and mins.
@@ -32,8 +40,9 @@ impl Panel {
         }
     }
 
-    /// Loads rows `r0..r0+rows` of `w` (rows ≤ 16; missing rows are zero).
-    pub(super) fn pack(&mut self, w: &QMatrix, r0: usize, rows: usize) {
+    /// Loads rows `r0..r0+rows` of `w` (rows ≤ 16; missing rows are zero). `Isa::Avx512`
+    /// only on CPUs with AVX-512F/BW/VL.
+    pub(super) fn pack(&mut self, w: &QMatrix, r0: usize, rows: usize, isa: Isa) {
         let k = w.cols;
         if rows < PR {
             self.u.fill(0);
@@ -48,32 +57,43 @@ impl Panel {
                 &mut self.u[r * k..(r + 1) * k],
                 &mut self.d,
                 &mut self.mn,
+                isa,
             );
         }
-        // SAFETY: `pack` runs only inside `matmul` (AVX-512 CPUs); `u` holds PR rows of k
-        // bytes and `q` PR·k/4 words, as `interleave` requires.
-        unsafe { interleave(&self.u, &mut self.q, k) };
+        if isa == Isa::Avx512 {
+            // SAFETY: `Isa::Avx512` only on AVX-512 CPUs (above); `u` holds PR rows of k
+            // bytes and `q` PR·k/4 words, as `interleave` requires.
+            unsafe { interleave(&self.u, &mut self.q, k) };
+        } else {
+            interleave_scalar(&self.u, &mut self.q, k);
+        }
     }
 }
 
 /// Writes row `r`'s unsigned quants to `u` (k bytes) and its sub-block scales and mins to
 /// `d[b·PR + r]`, `mn[b·PR + r]`.
-fn unpack_row(ty: GgmlType, row: &[u8], r: usize, u: &mut [u8], d: &mut [f32], mn: &mut [f32]) {
+fn unpack_row(
+    ty: GgmlType,
+    row: &[u8],
+    r: usize,
+    u: &mut [u8],
+    d: &mut [f32],
+    mn: &mut [f32],
+    isa: Isa,
+) {
     let h = |b: &[u8], o: usize| f16_to_f32(u16::from_le_bytes([b[o], b[o + 1]]));
     match ty {
         GgmlType::Q8_0 => {
             for (b, blk) in row.chunks_exact(Q8_0_BYTES).enumerate() {
                 d[b * PR + r] = h(blk, 0);
             }
-            // SAFETY: only reached from `matmul` (AVX-512 CPUs); `row` holds the blocks.
-            unsafe { unpack_legacy_simd(ty, row, u) };
+            unpack_legacy(ty, row, u, isa);
         }
         GgmlType::Q5_0 => {
             for (b, blk) in row.chunks_exact(Q5_0_BYTES).enumerate() {
                 d[b * PR + r] = h(blk, 0);
             }
-            // SAFETY: as for Q8_0.
-            unsafe { unpack_legacy_simd(ty, row, u) };
+            unpack_legacy(ty, row, u, isa);
         }
         GgmlType::Q4K => {
             for (sb, (blk, u)) in row
@@ -138,6 +158,40 @@ unsafe fn interleave(u: &[u8], q: &mut [u32], k: usize) {
     for t in 0..k / 4 {
         let v = _mm512_i32gather_epi32::<1>(offs, u.as_ptr().add(4 * t) as *const _);
         _mm512_storeu_si512(q.as_mut_ptr().add(t * PR) as *mut __m512i, v);
+    }
+}
+
+/// `interleave` without AVX-512.
+fn interleave_scalar(u: &[u8], q: &mut [u32], k: usize) {
+    for (t, qt) in q.chunks_exact_mut(PR).take(k / 4).enumerate() {
+        for (r, v) in qt.iter_mut().enumerate() {
+            let o = r * k + 4 * t;
+            *v = u32::from_le_bytes([u[o], u[o + 1], u[o + 2], u[o + 3]]);
+        }
+    }
+}
+
+/// Q8_0 / Q5_0 row → unsigned quants (q + 128, q + 16).
+fn unpack_legacy(ty: GgmlType, row: &[u8], u: &mut [u8], isa: Isa) {
+    if isa == Isa::Avx512 {
+        // SAFETY: `Isa::Avx512` only on AVX-512 CPUs (`Panel::pack`); `row` holds the blocks.
+        return unsafe { unpack_legacy_simd(ty, row, u) };
+    }
+    if ty == GgmlType::Q8_0 {
+        for (blk, u) in row.chunks_exact(Q8_0_BYTES).zip(u.chunks_exact_mut(32)) {
+            for (o, &q) in u.iter_mut().zip(&blk[2..]) {
+                *o = q ^ 0x80;
+            }
+        }
+    } else {
+        for (blk, u) in row.chunks_exact(Q5_0_BYTES).zip(u.chunks_exact_mut(32)) {
+            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+            let high = |j: usize| (((qh >> j) & 1) as u8) << 4;
+            for j in 0..16 {
+                u[j] = (blk[6 + j] & 0x0f) | high(j);
+                u[j + 16] = (blk[6 + j] >> 4) | high(j + 16);
+            }
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::activations::{Fmt, Xq};
 use super::amx::{self, AMX_ROWS};
-use super::packing::{Panel, PR};
+use super::packing::{Isa, Panel, PR};
 use crate::qmatrix::QMatrix;
 
 /// x rows per micro-kernel call.
@@ -97,7 +97,7 @@ unsafe fn panel_rows<const C: usize, const G: usize, const MIN: bool>(
 }
 
 #[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
+pub(super) struct SyncPtr(pub(super) *mut f32);
 // SAFETY: used only to let tasks write disjoint parts of one output buffer.
 unsafe impl Send for SyncPtr {}
 // SAFETY: as above; no two tasks write the same element.
@@ -117,7 +117,7 @@ pub(super) unsafe fn matmul_panels(w: &QMatrix, f: Fmt, x: &Xq, m: usize, y: &mu
             let yp = yp;
             let j0 = t * PR;
             let rows = (n - j0).min(PR);
-            p.pack(w, j0, rows);
+            p.pack(w, j0, rows, Isa::Avx512);
             let mut r = 0;
             // SAFETY: the features were checked by the caller; this task alone writes
             // columns j0..j0+rows of y, and every pointer stays inside p, x and y.
