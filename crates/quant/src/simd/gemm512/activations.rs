@@ -110,9 +110,20 @@ impl Xq {
 }
 
 impl Xq {
-    /// The same operands from the crate's scalar activation quantizers (ggml's Q8_0 and Q8_K
-    /// blocks, unpacked): for the AVX2 tiles, on CPUs without the AVX-512 quantizers below.
-    pub(super) fn from_blocks(ty: GgmlType, f: Fmt, x: &[f32], m: usize, k: usize) -> Xq {
+    /// The same operands without the AVX-512 quantizers below, for the AVX2 tiles: Q8_0 rows
+    /// through [`quant_row_q8_0_avx2`] where `avx2`, else ggml's blocks from the crate's
+    /// scalar quantizers, unpacked (Q8_K always: a smaller share of the work).
+    ///
+    /// # Safety
+    /// With `avx2`, the CPU must have AVX2 and FMA.
+    pub(super) unsafe fn from_blocks(
+        ty: GgmlType,
+        f: Fmt,
+        x: &[f32],
+        m: usize,
+        k: usize,
+        avx2: bool,
+    ) -> Xq {
         let vt = vec_dot_type(ty);
         let nblk = k / f.bs;
         let mut xq = Xq {
@@ -124,6 +135,11 @@ impl Xq {
             ds: vec![0.0; m * nblk],
         };
         let row = |(((xr, q), d), (zs, ds)): XqRow| {
+            if avx2 && vt == GgmlType::Q8_0 {
+                // SAFETY: `avx2` only on AVX2 + FMA CPUs (the caller's promise); the slices
+                // are one row's worth.
+                return unsafe { quant_row_q8_0_avx2(xr, q, d, zs, ds, f.zero) };
+            }
             let (bs, bytes) = match vt {
                 GgmlType::Q8_0 => (32, Q8_0_BYTES),
                 _ => (QK_K, Q8_K_BYTES),
@@ -167,6 +183,71 @@ impl Xq {
             .zip(xq.zs.par_chunks_mut(nblk).zip(xq.ds.par_chunks_mut(nblk)))
             .for_each(row);
         xq
+    }
+}
+
+/// [`quant_row_q8_0`] on AVX2: the same values (ggml's scalar `roundf` as truncate, then a
+/// step away from zero where the dropped part is ≥ 0.5).
+///
+/// # Safety
+/// AVX2 and FMA; `q.len() == x.len()`, `d`, `zs`, `ds` hold `x.len() / 32` entries.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quant_row_q8_0_avx2(
+    x: &[f32],
+    q: &mut [i8],
+    d: &mut [f32],
+    zs: &mut [i32],
+    ds: &mut [f32],
+    zero: i32,
+) {
+    assert!(
+        q.len() == x.len() && d.len() * 32 == x.len() && zs.len() == d.len() && ds.len() == d.len()
+    );
+    let sign = _mm256_set1_ps(-0.0);
+    let half = _mm256_set1_ps(0.5);
+    let one = _mm256_set1_ps(1.0);
+    // packs_epi32 then packs_epi16 leave the 4-byte groups in the order 0 2 4 6 1 3 5 7.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for b in 0..d.len() {
+        let v: [__m256; 4] =
+            std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(32 * b + 8 * i)));
+        let a = v.map(|v| _mm256_andnot_ps(sign, v));
+        let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+        let dd = amax / 127.0;
+        let id = _mm256_set1_ps(if dd != 0.0 { 1.0 / dd } else { 0.0 });
+        let r = v.map(|v| {
+            let s = _mm256_mul_ps(v, id);
+            let t = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            let up = _mm256_cmp_ps(
+                _mm256_andnot_ps(sign, _mm256_sub_ps(s, t)),
+                half,
+                _CMP_GE_OQ,
+            );
+            let step = _mm256_and_ps(up, _mm256_or_ps(_mm256_and_ps(s, sign), one));
+            _mm256_cvttps_epi32(_mm256_add_ps(t, step))
+        });
+        let sum = _mm256_add_epi32(_mm256_add_epi32(r[0], r[1]), _mm256_add_epi32(r[2], r[3]));
+        let sum = _mm_add_epi32(
+            _mm256_castsi256_si128(sum),
+            _mm256_extracti128_si256(sum, 1),
+        );
+        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b01_00_11_10));
+        let sum = _mm_cvtsi128_si32(_mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b10_11_00_01)));
+        let bytes = _mm256_packs_epi16(
+            _mm256_packs_epi32(r[0], r[1]),
+            _mm256_packs_epi32(r[2], r[3]),
+        );
+        _mm256_storeu_si256(
+            q.as_mut_ptr().add(32 * b) as *mut __m256i,
+            _mm256_permutevar8x32_epi32(bytes, order),
+        );
+        let df = f16_to_f32(f32_to_f16(dd));
+        d[b] = df;
+        zs[b] = zero * sum;
+        ds[b] = df * sum as f32;
     }
 }
 
@@ -284,6 +365,45 @@ unsafe fn quant_row_q8_k(
             d[b] = dg;
             zs[b] = f.zero * sum;
             ds[b] = dg * sum as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The AVX2 Q8_0 quantizer gives the scalar quantizer's operands exactly: random rows,
+    /// a zero block, and a block whose scale is 1 so that halves are exact ties.
+    #[test]
+    fn avx2_q8_0_rows_equal_the_scalar_quantizer() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            eprintln!("no AVX2 here: nothing to check");
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let (m, k) = (5, 640);
+        let mut x: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-3.0..3.0)).collect();
+        x[32..64].fill(0.0);
+        let ties = [127.0, 2.5, -2.5, 0.5, -0.5, 1.5, -126.5, 0.49999997];
+        for (i, v) in x[64..96].iter_mut().enumerate() {
+            *v = ties[i % ties.len()];
+        }
+        for ty in [GgmlType::Q5_0, GgmlType::Q8_0] {
+            let f = fmt(ty).unwrap();
+            // SAFETY: AVX2 and FMA detected above.
+            let (a, b) = unsafe {
+                (
+                    Xq::from_blocks(ty, f, &x, m, k, true),
+                    Xq::from_blocks(ty, f, &x, m, k, false),
+                )
+            };
+            assert_eq!(a.q, b.q, "{ty}: quants");
+            assert_eq!(a.zs, b.zs, "{ty}: offset sums");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a.d), bits(&b.d), "{ty}: scales");
+            assert_eq!(bits(&a.ds), bits(&b.ds), "{ty}: scaled sums");
         }
     }
 }

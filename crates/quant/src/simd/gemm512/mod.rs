@@ -88,7 +88,8 @@ pub(crate) unsafe fn matmul_avx2(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]
         return None;
     }
     let f = fmt(w.ty)?;
-    let xq = Xq::from_blocks(w.ty, f, x, m, w.cols);
+    // SAFETY: the caller promises AVX2 and FMA.
+    let xq = Xq::from_blocks(w.ty, f, x, m, w.cols, true);
     tiles_avx2::matmul_panels(w, f, &xq, m, y);
     Some(())
 }

@@ -266,7 +266,8 @@ mod tests {
                             }
                         })
                         .collect();
-                    let xq = Xq::from_blocks(ty, f, &x, m, k);
+                    // SAFETY: AVX2 and FMA detected above.
+                    let xq = unsafe { Xq::from_blocks(ty, f, &x, m, k, true) };
                     let mut y = vec![0f32; m * n];
                     // SAFETY: AVX2 and FMA detected above; y is m × n and x was made for ty.
                     unsafe { matmul_panels(&qm, f, &xq, m, &mut y) };
