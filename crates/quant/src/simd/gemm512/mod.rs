@@ -13,8 +13,8 @@
 //!   exactly in integers with the activation block sums; Q4_K's mins use them in float.
 //! * One x row (decode): four W rows at a time; the legacy types two 32-element blocks per
 //!   vector, the K-quants a super-block through `vpmaddubsw` + `vpdpwssd` with its scales.
-//! * AVX2 CPUs (no VNNI) run the same panels (Q5_0, Q4_K, Q6_K) as two halves of 8 rows
-//!   through `vpmaddubsw` and `vpmaddwd`: the integer block sums are as exact, so prefill gives
+//! * AVX2 CPUs (no VNNI) run the same panels as two halves of 8 rows through `vpmaddubsw`
+//!   (Q8_0 with its signs moved onto the activations) and `vpmaddwd`: the integer block sums are as exact, so prefill gives
 //!   the same bits on both x86 paths.
 //!
 //! The files, by concern: `activations` quantizes x into the `Xq` form; `packing` unpacks 16
@@ -46,12 +46,6 @@ pub(crate) fn supports(ty: GgmlType) -> bool {
     fmt(ty).is_some()
 }
 
-/// Whether [`matmul_avx2`] handles `ty`: not Q8_0, whose unsigned quants (to 255) would
-/// saturate `vpmaddubsw`'s 16-bit pair sums.
-pub(crate) fn supports_avx2(ty: GgmlType) -> bool {
-    fmt(ty).is_some() && ty != GgmlType::Q8_0
-}
-
 /// Below this many x rows, unpacking panels costs more than it saves.
 const PANEL_MIN_M: usize = crate::decode_layout::ONE_ROW_BELOW;
 
@@ -79,15 +73,15 @@ pub(crate) unsafe fn matmul(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> 
 }
 
 /// [`matmul`]'s panels on AVX2 CPUs (the same numbers bit for bit) for `m ≥ 4` x rows of a
-/// type [`supports_avx2`] admits; `None` otherwise (the caller then uses the per-row kernels).
+/// type [`supports`] admits; `None` otherwise (the caller then uses the per-row kernels).
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA; shapes checked by the caller.
 pub(crate) unsafe fn matmul_avx2(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> Option<()> {
-    if m < PANEL_MIN_M || !supports_avx2(w.ty) {
+    let f = fmt(w.ty)?;
+    if m < PANEL_MIN_M {
         return None;
     }
-    let f = fmt(w.ty)?;
     // SAFETY: the caller promises AVX2 and FMA.
     let xq = Xq::from_blocks(w.ty, f, x, m, w.cols, true);
     tiles_avx2::matmul_panels(w, f, &xq, m, y);

@@ -2,7 +2,8 @@
 //! each 16-row panel as two 8-row halves. `vpmaddubsw` multiplies a half's quants by four
 //! broadcast activation bytes into 16-bit pair sums, a few of those are added in 16 bits (as
 //! many as cannot overflow for the type's largest quant) and `vpmaddwd` by ones widens them to
-//! the 8 rows' 32-bit sums. The block's integer sum is exact, as `vpdpbusd`'s, and the float
+//! the 8 rows' 32-bit sums; Q8_0, whose unsigned quants would saturate, multiplies |q| by the
+//! activations with q's sign. The block's integer sum is exact, as `vpdpbusd`'s, and the float
 //! steps after it are the AVX-512 tile's, so every output equals that path's bit for bit.
 
 use std::arch::x86_64::*;
@@ -27,7 +28,13 @@ const XR: usize = 2;
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const C: usize, const G: usize, const P: usize, const MIN: bool>(
+unsafe fn tile<
+    const C: usize,
+    const G: usize,
+    const P: usize,
+    const MIN: bool,
+    const SIGNED: bool,
+>(
     nblk: usize,
     pq: *const u32,
     pd: *const f32,
@@ -46,8 +53,9 @@ unsafe fn tile<const C: usize, const G: usize, const P: usize, const MIN: bool>(
             let a: [__m256i; G] = std::array::from_fn(|g| {
                 _mm256_set1_epi32((xb.add(4 * g) as *const i32).read_unaligned())
             });
-            // As in the AVX-512 tile, the chain starts at −zero·Σq.
-            let z = _mm256_set1_epi32(-*xz[c].add(b));
+            // As in the AVX-512 tile, the chain starts at −zero·Σq; Q8_0's signed products
+            // need no offset.
+            let z = _mm256_set1_epi32(if SIGNED { 0 } else { -*xz[c].add(b) });
             let xdv = _mm256_set1_ps(*xd[c].add(b));
             for (h, acc) in acc[c].iter_mut().enumerate() {
                 let mut i = z;
@@ -55,7 +63,14 @@ unsafe fn tile<const C: usize, const G: usize, const P: usize, const MIN: bool>(
                     let mut s = _mm256_setzero_si256();
                     for (g, a) in a.iter().enumerate().skip(g0).take(P) {
                         let w = _mm256_loadu_si256(wb.add(g * PR + 8 * h) as *const __m256i);
-                        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w, *a));
+                        let p = if SIGNED {
+                            // Q8_0 (u = q + 128 would saturate): |q| · (a · sign q) = q · a.
+                            let q = _mm256_xor_si256(w, _mm256_set1_epi8(0x80u8 as i8));
+                            _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(*a, q))
+                        } else {
+                            _mm256_maddubs_epi16(w, *a)
+                        };
+                        s = _mm256_add_epi16(s, p);
                     }
                     i = _mm256_add_epi32(i, _mm256_madd_epi16(s, ones));
                 }
@@ -78,7 +93,13 @@ unsafe fn tile<const C: usize, const G: usize, const P: usize, const MIN: bool>(
 /// `j0 + rows` columns, and no other thread writes these elements.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn panel_rows<const C: usize, const G: usize, const P: usize, const MIN: bool>(
+unsafe fn panel_rows<
+    const C: usize,
+    const G: usize,
+    const P: usize,
+    const MIN: bool,
+    const SIGNED: bool,
+>(
     p: &Panel,
     x: &Xq,
     r: usize,
@@ -92,7 +113,7 @@ unsafe fn panel_rows<const C: usize, const G: usize, const P: usize, const MIN: 
     let xd: [*const f32; C] = std::array::from_fn(|c| x.d.as_ptr().add((r + c) * nb));
     let xz: [*const i32; C] = std::array::from_fn(|c| x.zs.as_ptr().add((r + c) * nb));
     let xs: [*const f32; C] = std::array::from_fn(|c| x.ds.as_ptr().add((r + c) * nb));
-    let acc = tile::<C, G, P, MIN>(
+    let acc = tile::<C, G, P, MIN, SIGNED>(
         nb,
         p.q.as_ptr(),
         p.d.as_ptr(),
@@ -119,8 +140,8 @@ unsafe fn panel_rows<const C: usize, const G: usize, const P: usize, const MIN: 
 /// `y[m×n] = x[m×k] · Wᵀ` over 16-row panels, split over the thread pool.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; `w.ty` is one `supports_avx2` admits and `x` was made
-/// for it; shapes were checked by the caller.
+/// The CPU must have AVX2 and FMA; `w.ty` is one `supports` admits and `x` was made for it;
+/// shapes were checked by the caller.
 pub(super) unsafe fn matmul_panels(w: &QMatrix, f: Fmt, x: &Xq, m: usize, y: &mut [f32]) {
     let (n, k) = (w.rows, w.cols);
     let yp = SyncPtr(y.as_mut_ptr());
@@ -156,13 +177,14 @@ unsafe fn panel_from_row(
     rows: usize,
 ) {
     // 16-bit headroom (pair sums of at most 2·umax·127 each): Q5_0 (umax 31) four groups,
-    // Q4_K (15) all eight, Q6_K (63) two.
+    // Q4_K (15) all eight, Q6_K (63) two, Q8_0 (|q| ≤ 128, signed) one.
     macro_rules! run {
         ($c:expr) => {
-            match (f.bs, f.has_min) {
-                (32, false) => panel_rows::<$c, 8, 4, false>(p, x, r, y, ldy, j0, rows),
-                (32, true) => panel_rows::<$c, 8, 8, true>(p, x, r, y, ldy, j0, rows),
-                (16, false) => panel_rows::<$c, 4, 2, false>(p, x, r, y, ldy, j0, rows),
+            match (f.bs, f.has_min, f.zero) {
+                (32, false, 128) => panel_rows::<$c, 8, 1, false, true>(p, x, r, y, ldy, j0, rows),
+                (32, false, _) => panel_rows::<$c, 8, 4, false, false>(p, x, r, y, ldy, j0, rows),
+                (32, true, _) => panel_rows::<$c, 8, 8, true, false>(p, x, r, y, ldy, j0, rows),
+                (16, false, _) => panel_rows::<$c, 4, 2, false, false>(p, x, r, y, ldy, j0, rows),
                 _ => unreachable!("no such format"),
             }
         };
@@ -213,14 +235,14 @@ mod tests {
     }
 
     /// Rows of `ty` either quantized from random values or at the extreme: every quant byte
-    /// 0xff (the largest unsigned quant everywhere, the 16-bit sums' worst case) with normal
-    /// f16 scales.
+    /// 0xff (the largest unsigned quant everywhere; for Q8_0 0x80, q = −128), the 16-bit sums'
+    /// worst case, with normal f16 scales.
     fn weights(r: &mut impl Rng, ty: GgmlType, n: usize, k: usize, extreme: bool) -> Vec<u8> {
         let rb = k / ty.block_size() * ty.type_size();
         let mut w = vec![0u8; n * rb];
         for row in w.chunks_mut(rb) {
             if extreme {
-                row.fill(0xff);
+                row.fill(if ty == GgmlType::Q8_0 { 0x80 } else { 0xff });
                 for blk in row.chunks_mut(ty.type_size()) {
                     let one_16th = 0x2c00u16.to_le_bytes();
                     match ty {
@@ -250,7 +272,7 @@ mod tests {
             return;
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(29);
-        for ty in [GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q6K] {
+        for ty in [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q6K] {
             let f = fmt(ty).unwrap();
             let (n, k) = (21, 512);
             for extreme in [false, true] {
