@@ -98,7 +98,6 @@ fn matmul_with(
         ty: w.ty,
         op: "matmul_q",
     })?;
-    let dot4 = kern.dot4(w.ty);
     let ab = row_bytes(vt, k)?;
     let nb = k / w.ty.block_size();
 
@@ -131,15 +130,7 @@ fn matmul_with(
             for jj in 0..nrows {
                 let wr = w.row(j0 + jj);
                 let o = &mut out[jj * m..(jj + 1) * m];
-                let mut r = r0;
-                if let Some(dot4) = dot4 {
-                    while r + 4 <= r1 {
-                        let v = dot4(nb, wr, [xrow(r), xrow(r + 1), xrow(r + 2), xrow(r + 3)]);
-                        o[r..r + 4].copy_from_slice(&v);
-                        r += 4;
-                    }
-                }
-                for r in r..r1 {
+                for r in r0..r1 {
                     o[r] = dot(nb, wr, xrow(r));
                 }
             }

@@ -4,8 +4,8 @@
 //! K-quant kernels reduce their exact integer sums per super-block and then apply
 //! the float scales exactly as the scalar kernels do, so they agree bit for bit with
 //! them; the 32-element formats keep a float accumulator per lane (one horizontal sum
-//! per row) and agree to rounding. Prefill's four-row kernels unpack each weight block once
-//! for four activation rows and sum each row in the one-row kernels' order.
+//! per row) and agree to rounding. Prefill (four x rows and more) runs the int8 panels of
+//! `gemm512`, not these kernels.
 
 use std::arch::x86_64::*;
 
@@ -26,13 +26,9 @@ static AVX2: Kernels = Kernels {
     q8_0: dot_q8_0,
     q4_k: dot_q4_k,
     q6_k: dot_q6_k,
-    q8_0_x4: Some(dot4_q8_0),
-    q5_0_x4: Some(dot4_q5_0),
     ..SCALAR
 };
 
-checked4!(dot4_q8_0, q8_0_q8_0_x4, Q8_0_BYTES, Q8_0_BYTES);
-checked4!(dot4_q5_0, q5_0_q8_0_x4, Q5_0_BYTES, Q8_0_BYTES);
 checked!(pub(super) dot_q8_0, q8_0_q8_0, Q8_0_BYTES, Q8_0_BYTES);
 checked!(pub(super) dot_q4_0, q4_0_q8_0, Q4_0_BYTES, Q8_0_BYTES);
 checked!(pub(super) dot_q5_0, q5_0_q8_0, Q5_0_BYTES, Q8_0_BYTES);
@@ -136,53 +132,6 @@ unsafe fn q5_0_q8_0(nb: usize, w: *const u8, a: *const u8) -> f32 {
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(mul_sum_i8(qw, qa)), acc);
     }
     hsum_ps(acc)
-}
-
-/// Shared body of the x4 kernels: `unpack` turns weight block `i` into (d_w, |q_w|, q_w), done
-/// once for the four activation rows. Each row sums exactly as the one-row kernels do (the
-/// same products in the same order, one horizontal sum), so a row's result does not depend on
-/// how many rows share its matmul: a batched decode step gives each sequence the numbers it
-/// would get alone, and prefill the numbers of the one-row kernels.
-#[inline(always)]
-unsafe fn legacy_x4(
-    nb: usize,
-    a: [*const u8; 4],
-    unpack: impl Fn(usize) -> (f32, __m256i, __m256i),
-) -> [f32; 4] {
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for i in 0..nb {
-        let (dw, aw, qw) = unpack(i);
-        for r in 0..4 {
-            let ba = a[r].add(i * Q8_0_BYTES);
-            let qa = _mm256_loadu_si256(ba.add(2) as *const __m256i);
-            let s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(qa, qw)), ones);
-            let d = _mm256_set1_ps(dw * f16_at(ba));
-            acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[r]);
-        }
-    }
-    acc.map(|v| hsum_ps(v))
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_q8_0_x4(nb: usize, w: *const u8, a: [*const u8; 4]) -> [f32; 4] {
-    legacy_x4(nb, a, |i| {
-        let bw = w.add(i * Q8_0_BYTES);
-        let qw = _mm256_loadu_si256(bw.add(2) as *const __m256i);
-        (f16_at(bw), _mm256_abs_epi8(qw), qw)
-    })
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_q8_0_x4(nb: usize, w: *const u8, a: [*const u8; 4]) -> [f32; 4] {
-    let f0 = _mm256_set1_epi8(0xf0u8 as i8);
-    legacy_x4(nb, a, |i| {
-        let bw = w.add(i * Q5_0_BYTES);
-        let qh = u32::from_le_bytes(*(bw.add(2) as *const [u8; 4]));
-        let hi = _mm256_andnot_si256(bytes_from_bits_32(qh), f0);
-        let qw = _mm256_or_si256(nibbles_32(bw.add(6)), hi);
-        (f16_at(bw), _mm256_abs_epi8(qw), qw)
-    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

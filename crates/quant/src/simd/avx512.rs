@@ -27,13 +27,9 @@ static AVX512: Kernels = Kernels {
     q6_k: dot_q6_k,
     // Formats without a dedicated AVX-512 kernel use the AVX2 one.
     q4_0: super::avx2::dot_q4_0,
-    q8_0_x4: Some(dot4_q8_0),
-    q5_0_x4: Some(dot4_q5_0),
     ..SCALAR
 };
 
-checked4!(dot4_q8_0, q8_0_q8_0_x4, Q8_0_BYTES, Q8_0_BYTES);
-checked4!(dot4_q5_0, q5_0_q8_0_x4, Q5_0_BYTES, Q8_0_BYTES);
 checked!(dot_q8_0, q8_0_q8_0, Q8_0_BYTES, Q8_0_BYTES);
 checked!(dot_q5_0, q5_0_q8_0, Q5_0_BYTES, Q8_0_BYTES);
 checked!(dot_q4_k, q4_k_q8_k, Q4_K_BYTES, Q8_K_BYTES);
@@ -78,48 +74,6 @@ unsafe fn q5_0_q8_0(nb: usize, w: *const u8, a: *const u8) -> f32 {
         acc[i & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8(qw, qa)), acc[i & 1]);
     }
     hsum_ps(_mm256_add_ps(acc[0], acc[1]))
-}
-
-/// Shared body of the x4 kernels: `unpack` turns weight block `i` into (d_w, |q_w|, q_w).
-#[inline(always)]
-unsafe fn legacy_x4(
-    nb: usize,
-    a: [*const u8; 4],
-    unpack: impl Fn(usize) -> (f32, __m256i, __m256i),
-) -> [f32; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for i in 0..nb {
-        let (dw, aw, qw) = unpack(i);
-        for r in 0..4 {
-            let ba = a[r].add(i * Q8_0_BYTES);
-            let qa = _mm256_loadu_si256(ba.add(2) as *const __m256i);
-            let s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, _mm256_sign_epi8(qa, qw));
-            let d = _mm256_set1_ps(dw * f16_at(ba));
-            acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[r]);
-        }
-    }
-    acc.map(|v| hsum_ps(v))
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-unsafe fn q8_0_q8_0_x4(nb: usize, w: *const u8, a: [*const u8; 4]) -> [f32; 4] {
-    legacy_x4(nb, a, |i| {
-        let bw = w.add(i * Q8_0_BYTES);
-        let qw = _mm256_loadu_si256(bw.add(2) as *const __m256i);
-        (f16_at(bw), _mm256_abs_epi8(qw), qw)
-    })
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-unsafe fn q5_0_q8_0_x4(nb: usize, w: *const u8, a: [*const u8; 4]) -> [f32; 4] {
-    let sixteen = _mm256_set1_epi8(16);
-    legacy_x4(nb, a, |i| {
-        let bw = w.add(i * Q5_0_BYTES);
-        let qh = u32::from_le_bytes(*(bw.add(2) as *const [u8; 4]));
-        let nib = nibbles_32(bw.add(6));
-        let qw = _mm256_mask_sub_epi8(nib, !qh, nib, sixteen);
-        (f16_at(bw), _mm256_abs_epi8(qw), qw)
-    })
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]

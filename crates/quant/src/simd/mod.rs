@@ -28,22 +28,6 @@ macro_rules! checked {
     };
 }
 
-/// As `checked!`, for the one-weight-row, four-activation-row kernels (`Dot4Fn`).
-#[cfg(target_arch = "x86_64")]
-macro_rules! checked4 {
-    ($name:ident, $inner:ident, $wb:expr, $ab:expr) => {
-        fn $name(nb: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
-            assert!(
-                w.len() >= nb * $wb && a.iter().all(|r| r.len() >= nb * $ab),
-                "dot kernel: short buffer"
-            );
-            // SAFETY: as for `checked!`: features were detected by `table()`, and the
-            // assert keeps every block load inside `w` and the four activation rows.
-            unsafe { $inner(nb, w.as_ptr(), a.map(|r| r.as_ptr())) }
-        }
-    };
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]

@@ -1,5 +1,5 @@
-//! The kernel table: one plain function pointer per weight type (and the four-row products
-//! prefill uses where a path has them), and the scalar table every SIMD table starts from.
+//! The kernel table: one plain function pointer per weight type, and the scalar table every
+//! SIMD table starts from.
 
 use crate::cpu::SimdPath;
 use crate::{kquants, legacy, GgmlType};
@@ -7,10 +7,6 @@ use crate::{kquants, legacy, GgmlType};
 /// `nb` blocks of weights `w` dotted with `nb` blocks of activations `a` (in the
 /// weight type's `vec_dot_type`). Callers guarantee both slices hold `nb` blocks.
 pub(crate) type DotFn = fn(nb: usize, w: &[u8], a: &[u8]) -> f32;
-
-/// One weight row against four activation rows: the weight block is unpacked once and
-/// used four times, which is what makes prefill faster than four separate dots.
-pub(crate) type Dot4Fn = fn(nb: usize, w: &[u8], a: [&[u8]; 4]) -> [f32; 4];
 
 pub(crate) struct Kernels {
     // Read only where there is an AVX-512 table to compare with (`matmul_q`).
@@ -30,8 +26,6 @@ pub(crate) struct Kernels {
     pub f32: DotFn,
     pub f16: DotFn,
     pub bf16: DotFn,
-    pub q8_0_x4: Option<Dot4Fn>,
-    pub q5_0_x4: Option<Dot4Fn>,
 }
 
 impl Kernels {
@@ -54,14 +48,6 @@ impl Kernels {
             BF16 => self.bf16,
             Q8_1 => return None,
         })
-    }
-
-    pub fn dot4(&self, ty: GgmlType) -> Option<Dot4Fn> {
-        match ty {
-            GgmlType::Q8_0 => self.q8_0_x4,
-            GgmlType::Q5_0 => self.q5_0_x4,
-            _ => None,
-        }
     }
 }
 
@@ -109,6 +95,4 @@ pub(crate) static SCALAR: Kernels = Kernels {
     f32: dot_f32_bytes,
     f16: dot_f16_bytes,
     bf16: dot_bf16_bytes,
-    q8_0_x4: None,
-    q5_0_x4: None,
 };
