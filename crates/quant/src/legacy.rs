@@ -57,7 +57,7 @@ pub(crate) fn dequantize_q4_1(bytes: &[u8], out: &mut [f32]) {
 
 /// The two 5-bit values of byte `j`: elements j and j+16, before any offset.
 #[inline(always)]
-fn q5_pair(qs: &[u8], qh: u32, j: usize) -> (i32, i32) {
+pub(crate) fn q5_pair(qs: &[u8], qh: u32, j: usize) -> (i32, i32) {
     let h0 = ((qh >> j) << 4) & 0x10;
     let h1 = (qh >> (j + 12)) & 0x10;
     (

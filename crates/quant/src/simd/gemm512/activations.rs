@@ -134,7 +134,7 @@ impl Xq {
             zs: vec![0; m * nblk],
             ds: vec![0.0; m * nblk],
         };
-        let row = |(((xr, q), d), (zs, ds)): XqRow| {
+        let row = |blocks: &mut Vec<u8>, (((xr, q), d), (zs, ds)): XqRow| {
             if avx2 && vt == GgmlType::Q8_0 {
                 // SAFETY: `avx2` only on AVX2 + FMA CPUs (the caller's promise); the slices
                 // are one row's worth.
@@ -144,12 +144,12 @@ impl Xq {
                 GgmlType::Q8_0 => (32, Q8_0_BYTES),
                 _ => (QK_K, Q8_K_BYTES),
             };
-            let mut blocks = vec![0u8; k / bs * bytes];
+            blocks.resize(k / bs * bytes, 0);
             // The scalar quantizers: `quantize_activations` picks them on x86.
             if vt == GgmlType::Q8_0 {
-                quantize_q8_0_scalar(xr, &mut blocks);
+                quantize_q8_0_scalar(xr, blocks);
             } else {
-                quantize_q8_k_scalar(xr, &mut blocks);
+                quantize_q8_k_scalar(xr, blocks);
             }
             let per = bs / f.bs;
             for (g, blk) in blocks.chunks_exact(bytes).enumerate() {
@@ -181,7 +181,7 @@ impl Xq {
             .zip(xq.q.par_chunks_mut(k))
             .zip(xq.d.par_chunks_mut(nblk))
             .zip(xq.zs.par_chunks_mut(nblk).zip(xq.ds.par_chunks_mut(nblk)))
-            .for_each(row);
+            .for_each_init(Vec::new, row);
         xq
     }
 }

@@ -14,8 +14,8 @@
 //! * One x row (decode): four W rows at a time; the legacy types two 32-element blocks per
 //!   vector, the K-quants a super-block through `vpmaddubsw` + `vpdpwssd` with its scales.
 //! * AVX2 CPUs (no VNNI) run the same panels as two halves of 8 rows through `vpmaddubsw`
-//!   (Q8_0 with its signs moved onto the activations) and `vpmaddwd`: the integer block sums are as exact, so prefill gives
-//!   the same bits on both x86 paths.
+//!   (Q8_0 with its signs moved onto the activations) and `vpmaddwd`: the integer block sums
+//!   are as exact, so prefill gives the same bits on both x86 paths.
 //!
 //! The files, by concern: `activations` quantizes x into the `Xq` form; `packing` unpacks 16
 //! W rows into a panel; `tiles` runs the panels (prefill), with `amx` for the opt-in tile

@@ -6,7 +6,7 @@ use std::arch::x86_64::*;
 
 use crate::float::f16_to_f32;
 use crate::kquants::{scale_min_k4, Q4_K_BYTES, Q6_K_BYTES, QK_K};
-use crate::legacy::{Q5_0_BYTES, Q8_0_BYTES};
+use crate::legacy::{q5_pair, Q5_0_BYTES, Q8_0_BYTES};
 use crate::qmatrix::QMatrix;
 use crate::GgmlType;
 
@@ -186,10 +186,9 @@ fn unpack_legacy(ty: GgmlType, row: &[u8], u: &mut [u8], isa: Isa) {
     } else {
         for (blk, u) in row.chunks_exact(Q5_0_BYTES).zip(u.chunks_exact_mut(32)) {
             let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
-            let high = |j: usize| (((qh >> j) & 1) as u8) << 4;
             for j in 0..16 {
-                u[j] = (blk[6 + j] & 0x0f) | high(j);
-                u[j + 16] = (blk[6 + j] >> 4) | high(j + 16);
+                let (lo, hi) = q5_pair(&blk[6..22], qh, j);
+                (u[j], u[j + 16]) = (lo as u8, hi as u8);
             }
         }
     }

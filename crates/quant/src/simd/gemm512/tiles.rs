@@ -97,39 +97,57 @@ unsafe fn panel_rows<const C: usize, const G: usize, const MIN: bool>(
 }
 
 #[derive(Clone, Copy)]
-pub(super) struct SyncPtr(pub(super) *mut f32);
+struct SyncPtr(*mut f32);
 // SAFETY: used only to let tasks write disjoint parts of one output buffer.
 unsafe impl Send for SyncPtr {}
 // SAFETY: as above; no two tasks write the same element.
 unsafe impl Sync for SyncPtr {}
+
+/// The prefill driver of both x86 tiles: for every 16-row panel of `w` (split over the thread
+/// pool, each task packing its own with `isa`), `run(p, y, j0, rows)` writes columns
+/// `j0..j0+rows` of `y` (`m × w.rows`, passed as a pointer so that tasks share it).
+///
+/// # Safety
+/// `isa` as `Panel::pack` requires; `run` writes only those columns of `y`'s rows.
+pub(super) unsafe fn for_each_panel(
+    w: &QMatrix,
+    nblk: usize,
+    isa: Isa,
+    y: &mut [f32],
+    run: impl Fn(&Panel, *mut f32, usize, usize) + Send + Sync,
+) {
+    let n = w.rows;
+    let yp = SyncPtr(y.as_mut_ptr());
+    (0..n.div_ceil(PR)).into_par_iter().for_each_init(
+        || Panel::new(w.cols, nblk),
+        move |p, t| {
+            let yp = yp;
+            let j0 = t * PR;
+            let rows = (n - j0).min(PR);
+            p.pack(w, j0, rows, isa);
+            run(p, yp.0, j0, rows);
+        },
+    );
+}
 
 /// Prefill path: `y[m×n] = x[m×k] · Wᵀ` over 16-row panels.
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL/VNNI; shapes were checked by the caller.
 pub(super) unsafe fn matmul_panels(w: &QMatrix, f: Fmt, x: &Xq, m: usize, y: &mut [f32]) {
-    let (n, k) = (w.rows, w.cols);
-    let yp = SyncPtr(y.as_mut_ptr());
-    let npanels = n.div_ceil(PR);
-    (0..npanels).into_par_iter().for_each_init(
-        || Panel::new(k, x.nblk),
-        move |p, t| {
-            let yp = yp;
-            let j0 = t * PR;
-            let rows = (n - j0).min(PR);
-            p.pack(w, j0, rows, Isa::Avx512);
-            let mut r = 0;
-            // SAFETY: the features were checked by the caller; this task alone writes
-            // columns j0..j0+rows of y, and every pointer stays inside p, x and y.
-            unsafe {
-                // Q6_K's 16-element sub-blocks halve the work per tile op: AVX-512 is as fast.
-                if m >= AMX_ROWS && f.bs == 32 && crate::cpu::amx_int8() {
-                    r = amx::panel(p, x, f, m, yp.0, n, j0, rows);
-                }
-                panel_from_row(p, f, x, r, m, yp.0, n, j0, rows);
+    let n = w.rows;
+    for_each_panel(w, x.nblk, Isa::Avx512, y, |p, y, j0, rows| {
+        let mut r = 0;
+        // SAFETY: the features were checked by the caller; this task alone writes
+        // columns j0..j0+rows of y, and every pointer stays inside p, x and y.
+        unsafe {
+            // Q6_K's 16-element sub-blocks halve the work per tile op: AVX-512 is as fast.
+            if m >= AMX_ROWS && f.bs == 32 && crate::cpu::amx_int8() {
+                r = amx::panel(p, x, f, m, y, n, j0, rows);
             }
-        },
-    );
+            panel_from_row(p, f, x, r, m, y, n, j0, rows);
+        }
+    });
 }
 
 /// `y` rows `r..m`, columns `j0..j0+rows` (row stride `ldy`) from one panel: `XR` x rows per

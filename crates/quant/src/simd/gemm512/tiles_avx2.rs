@@ -8,11 +8,9 @@
 
 use std::arch::x86_64::*;
 
-use rayon::prelude::*;
-
 use super::activations::{Fmt, Xq};
 use super::packing::{Isa, Panel, PR};
-use super::tiles::SyncPtr;
+use super::tiles::for_each_panel;
 use crate::qmatrix::QMatrix;
 
 /// x rows per micro-kernel call (2, 4 and 6 measured within 5% on Zen 3; 2 ahead).
@@ -143,20 +141,12 @@ unsafe fn panel_rows<
 /// The CPU must have AVX2 and FMA; `w.ty` is one `supports` admits and `x` was made for it;
 /// shapes were checked by the caller.
 pub(super) unsafe fn matmul_panels(w: &QMatrix, f: Fmt, x: &Xq, m: usize, y: &mut [f32]) {
-    let (n, k) = (w.rows, w.cols);
-    let yp = SyncPtr(y.as_mut_ptr());
-    (0..n.div_ceil(PR)).into_par_iter().for_each_init(
-        || Panel::new(k, x.nblk),
-        move |p, t| {
-            let yp = yp;
-            let j0 = t * PR;
-            let rows = (n - j0).min(PR);
-            p.pack(w, j0, rows, Isa::Avx2);
-            // SAFETY: the features were checked by the caller; this task alone writes
-            // columns j0..j0+rows of y, and every pointer stays inside p, x and y.
-            unsafe { panel_from_row(p, f, x, 0, m, yp.0, n, j0, rows) };
-        },
-    );
+    let n = w.rows;
+    for_each_panel(w, x.nblk, Isa::Avx2, y, |p, y, j0, rows| {
+        // SAFETY: the features were checked by the caller; this task alone writes
+        // columns j0..j0+rows of y, and every pointer stays inside p, x and y.
+        unsafe { panel_from_row(p, f, x, 0, m, y, n, j0, rows) };
+    });
 }
 
 /// `y` rows `r..m`, columns `j0..j0+rows` (row stride `ldy`) from one panel: `XR` x rows per
