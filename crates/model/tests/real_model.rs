@@ -271,9 +271,14 @@ fn fast_logits_and_greedy_are_as_close_as_llama_cpp_on_the_quantized_file() {
             assert!(c.top5 < 2.0, "prompt {name}: top-5 diff {}", c.top5);
             assert!(c.lse < 1.5, "prompt {name}: lse diff {}", c.lse);
             // Argmax disagreement with HF: llama.cpp's rate (up to 4.2%, prompts c and d) plus
-            // 2 points, or two positions on the short prompts.
+            // 2 points, with two standard deviations of a count at that rate on top (which
+            // positions flip is re-rolled by any change of summation order, and prompt d is
+            // only sampled: 178 of 1,415 positions, ±3 flips by chance alone — measured 12 and
+            // 6 of 178 for two orders), or two positions on the short prompts.
             let disagree = (c.argmax_flips + c.near_tie_flips) as f64;
-            let allowed = ((1.0 - llama_agree / llama_n) + 0.02) * c.positions as f64;
+            let rate = (1.0 - llama_agree / llama_n) + 0.02;
+            let n = c.positions as f64;
+            let allowed = rate * n + 2.0 * (n * rate * (1.0 - rate)).sqrt();
             assert!(
                 disagree <= allowed.max(2.0),
                 "prompt {name}, {kv:?} cache: argmax differs from HF at {disagree} of {} positions",
@@ -397,14 +402,23 @@ fn an_aligned_prefix_cache_continues_bit_for_bit() {
     }
 }
 
-/// The server's batched step on the real model: four sequences of different lengths decoded
-/// in one pass give the logits each gives alone, up to the rounding of the kernels' other row
-/// groupings. Measured on Gemma 3 270M (fast): printed; bounded well below the fast mode's own
-/// distance from the f32 reference (≈ 1 logit).
+/// The server's batched step on the real model: four sequences of different lengths (two of
+/// them the same, at different rows of the batch) decoded in one pass.
+///
+/// Batching is checked exactly in f32 arithmetic: there only the kernels' summation order
+/// differs between a batch (m = 4) and one row, so every logit lands within 1e-3 of the
+/// sequence alone (measured 2.7e-5 on Zen 3) and every argmax with a margin above that is kept. A
+/// wrong position, cache row or sequence boundary moves logits by units.
+///
+/// `Fast` rounds activations to 8 bits inside every product, so a 1e-7 difference in summation
+/// order that re-rolls one rounding can cascade to tenths of a logit (measured 0.81 between the
+/// one-row and the panel kernels of the same sequence): there, batched and alone are not
+/// compared with each other but each batched row with the f32 reference, in the band `Fast`
+/// is held to against HF (top-5 within 2.0, as in the logits test; measured ≤ 0.33), keeping the top token
+/// wherever the reference is not nearly tied (margin ≥ 0.5).
 #[test]
 fn batched_decode_matches_each_sequence_alone() {
     use smolt_model::BatchSeq;
-    let m = model(Precision::Fast);
     let prompts: Vec<Vec<u32>> = vec![
         vec![2, 818, 5279, 529, 7001, 563],
         vec![2, 4521, 236764, 1156],
@@ -412,45 +426,89 @@ fn batched_decode_matches_each_sequence_alone() {
         vec![2, 818, 5279, 529, 7001, 563],
     ];
     let next = [9079u32, 236743, 506, 1156];
-    let alone: Vec<Vec<f32>> = prompts
-        .iter()
-        .zip(next)
-        .map(|(p, n)| {
-            let mut c = m.new_cache();
-            m.forward(p, &mut c, Logits::None).unwrap();
-            m.forward(&[n], &mut c, Logits::Last).unwrap()
-        })
-        .collect();
-    let mut caches: Vec<_> = prompts
-        .iter()
-        .map(|p| {
-            let mut c = m.new_cache();
-            m.forward(p, &mut c, Logits::None).unwrap();
-            c
-        })
-        .collect();
-    let toks: Vec<[u32; 1]> = next.iter().map(|&n| [n]).collect();
-    let mut seqs: Vec<BatchSeq> = caches
-        .iter_mut()
-        .zip(&toks)
-        .map(|(cache, t)| BatchSeq {
-            tokens: t,
-            cache,
-            adapter: None,
-        })
-        .collect();
-    let hidden = m.forward_batch(&mut seqs).unwrap();
-    let logits = m.lm_head(&hidden);
-    let v = m.spec.vocab_size;
+    let alone = |m: &Model| -> Vec<Vec<f32>> {
+        prompts
+            .iter()
+            .zip(next)
+            .map(|(p, n)| {
+                let mut c = m.new_cache();
+                m.forward(p, &mut c, Logits::None).unwrap();
+                m.forward(&[n], &mut c, Logits::Last).unwrap()
+            })
+            .collect()
+    };
+    let batched = |m: &Model| -> Vec<f32> {
+        let mut caches: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let mut c = m.new_cache();
+                m.forward(p, &mut c, Logits::None).unwrap();
+                c
+            })
+            .collect();
+        let toks: Vec<[u32; 1]> = next.iter().map(|&n| [n]).collect();
+        let mut seqs: Vec<BatchSeq> = caches
+            .iter_mut()
+            .zip(&toks)
+            .map(|(cache, t)| BatchSeq {
+                tokens: t,
+                cache,
+                adapter: None,
+            })
+            .collect();
+        let hidden = m.forward_batch(&mut seqs).unwrap();
+        m.lm_head(&hidden)
+    };
+    let top2 = |x: &[f32]| {
+        let mut s = x.to_vec();
+        s.sort_by(|a, b| b.total_cmp(a));
+        s[0] - s[1]
+    };
+    let f32_model = model(Precision::F32);
+    let v = f32_model.spec.vocab_size;
+    let reference = alone(f32_model);
+
+    let exact = batched(f32_model);
     let mut worst = 0f32;
-    for (i, a) in alone.iter().enumerate() {
-        let b = &logits[i * v..(i + 1) * v];
+    for (i, a) in reference.iter().enumerate() {
+        let b = &exact[i * v..(i + 1) * v];
         let d = a.iter().zip(b).fold(0f32, |w, (x, y)| w.max((x - y).abs()));
         worst = worst.max(d);
-        assert_eq!(argmax(a), argmax(b), "sequence {i}: the top token moved");
+        if top2(a) > 1e-3 {
+            assert_eq!(
+                argmax(a),
+                argmax(b),
+                "f32, sequence {i}: the top token moved"
+            );
+        }
     }
-    eprintln!("batched vs alone: max |Δlogit| {worst:.3e}");
-    assert!(worst < 0.1, "batched logits {worst} away from alone");
+    eprintln!("f32 batched vs alone: max |Δlogit| {worst:.3e}");
+    assert!(worst < 1e-3, "f32 batched logits {worst} away from alone");
+
+    let fast = batched(model(Precision::Fast));
+    for (i, a) in reference.iter().enumerate() {
+        let b = &fast[i * v..(i + 1) * v];
+        let mut ids: Vec<usize> = (0..v).collect();
+        ids.sort_by(|&x, &y| a[y].total_cmp(&a[x]));
+        let top5 = ids[..5]
+            .iter()
+            .fold(0f32, |w, &id| w.max((a[id] - b[id]).abs()));
+        eprintln!(
+            "fast batched vs f32 alone, sequence {i}: top-5 |Δ| {top5:.3}, margin {:.3}",
+            top2(a)
+        );
+        assert!(
+            top5 < 2.0,
+            "fast sequence {i}: top-5 logits {top5} from f32"
+        );
+        if top2(a) >= 0.5 {
+            assert_eq!(
+                argmax(a),
+                argmax(b),
+                "fast, sequence {i}: the top token moved"
+            );
+        }
+    }
 }
 
 /// The f16 KV cache on its own: in f32 arithmetic (no 8-bit activations whose rounding any

@@ -92,36 +92,57 @@ unsafe fn bytes_from_bits_32(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1))
 }
 
+/// Σ over `nb` blocks of `d · sums` for `|i| (d, sums)` (two `__m256`), even and odd blocks in
+/// two accumulators: one chain of dependent FMAs (4-cycle latency each) would leave decode, where
+/// these one-row kernels run, waiting on the adder rather than on memory (measured: 30.6 → 39
+/// tok/s on Gemma 3 270M, one Zen 3 thread).
+macro_rules! two_chains {
+    ($nb:expr, |$i:ident| $block:expr) => {{
+        let mut even = _mm256_setzero_ps();
+        let mut odd = _mm256_setzero_ps();
+        let nb: usize = $nb;
+        let mut $i = 0;
+        while $i + 1 < nb {
+            let (d, s) = $block;
+            even = _mm256_fmadd_ps(d, s, even);
+            $i += 1;
+            let (d, s) = $block;
+            odd = _mm256_fmadd_ps(d, s, odd);
+            $i += 1;
+        }
+        if $i < nb {
+            let (d, s) = $block;
+            even = _mm256_fmadd_ps(d, s, even);
+        }
+        hsum_ps(_mm256_add_ps(even, odd))
+    }};
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0_q8_0(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..nb {
+    two_chains!(nb, |i| {
         let (bw, ba) = (w.add(i * Q8_0_BYTES), a.add(i * Q8_0_BYTES));
         let d = _mm256_set1_ps(f16_at(bw) * f16_at(ba));
         let qw = _mm256_loadu_si256(bw.add(2) as *const __m256i);
         let qa = _mm256_loadu_si256(ba.add(2) as *const __m256i);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(mul_sum_i8(qw, qa)), acc);
-    }
-    hsum_ps(acc)
+        (d, _mm256_cvtepi32_ps(mul_sum_i8(qw, qa)))
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_0_q8_0(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..nb {
+    two_chains!(nb, |i| {
         let (bw, ba) = (w.add(i * Q4_0_BYTES), a.add(i * Q8_0_BYTES));
         let d = _mm256_set1_ps(f16_at(bw) * f16_at(ba));
         let qw = _mm256_sub_epi8(nibbles_32(bw.add(2)), _mm256_set1_epi8(8));
         let qa = _mm256_loadu_si256(ba.add(2) as *const __m256i);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(mul_sum_i8(qw, qa)), acc);
-    }
-    hsum_ps(acc)
+        (d, _mm256_cvtepi32_ps(mul_sum_i8(qw, qa)))
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_0_q8_0(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..nb {
+    two_chains!(nb, |i| {
         let (bw, ba) = (w.add(i * Q5_0_BYTES), a.add(i * Q8_0_BYTES));
         let d = _mm256_set1_ps(f16_at(bw) * f16_at(ba));
         let qh = u32::from_le_bytes(*(bw.add(2) as *const [u8; 4]));
@@ -129,9 +150,8 @@ unsafe fn q5_0_q8_0(nb: usize, w: *const u8, a: *const u8) -> f32 {
         let hi = _mm256_andnot_si256(bytes_from_bits_32(qh), _mm256_set1_epi8(0xf0u8 as i8));
         let qw = _mm256_or_si256(nibbles_32(bw.add(6)), hi);
         let qa = _mm256_loadu_si256(ba.add(2) as *const __m256i);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(mul_sum_i8(qw, qa)), acc);
-    }
-    hsum_ps(acc)
+        (d, _mm256_cvtepi32_ps(mul_sum_i8(qw, qa)))
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
