@@ -80,7 +80,7 @@ pub(super) unsafe fn nibbles_32(p: *const u8) -> __m256i {
 /// 32 bits → 32 bytes, 0xFF where the bit is set.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn bytes_from_bits_32(bits: u32) -> __m256i {
+pub(super) unsafe fn bytes_from_bits_32(bits: u32) -> __m256i {
     let shuf = _mm256_setr_epi64x(
         0,
         0x0101_0101_0101_0101,

@@ -6,15 +6,22 @@ use std::arch::x86_64::*;
 
 use crate::float::f16_to_f32;
 use crate::kquants::{scale_min_k4, Q4_K_BYTES, Q6_K_BYTES, QK_K};
-use crate::legacy::{q5_pair, Q5_0_BYTES, Q8_0_BYTES};
+#[cfg(test)]
+use crate::legacy::q5_pair;
+use crate::legacy::{Q5_0_BYTES, Q8_0_BYTES};
 use crate::qmatrix::QMatrix;
+use crate::simd::avx2::bytes_from_bits_32;
 use crate::GgmlType;
 
 /// W rows per panel: the 16 i32 lanes of a zmm (two ymm on AVX2).
 pub(super) const PR: usize = 16;
 
-/// Which instructions pack a panel: AVX-512's gathers and masked adds, or plain loops on
-/// AVX2 CPUs (the same bytes; packing is a small part of a panel's work).
+/// Which instructions pack a panel: AVX-512's gathers and masked adds, or AVX2 (SSE2
+/// transposes, AVX2 unpacking): the same bytes. Each variant only on CPUs that have it.
+///
+/// Packing is redone at every product (16 W rows per panel, whatever the number of x rows),
+/// so at the few x rows of batched decode it is most of the work unless it is vectorised:
+/// 16 sequences on Zen 3 spent 50% of the server's time in byte-by-byte packing.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Isa {
     Avx512,
@@ -41,7 +48,7 @@ impl Panel {
     }
 
     /// Loads rows `r0..r0+rows` of `w` (rows ≤ 16; missing rows are zero). `Isa::Avx512`
-    /// only on CPUs with AVX-512F/BW/VL.
+    /// only on CPUs with AVX-512F/BW/VL, `Isa::Avx2` only with AVX2.
     pub(super) fn pack(&mut self, w: &QMatrix, r0: usize, rows: usize, isa: Isa) {
         let k = w.cols;
         if rows < PR {
@@ -65,7 +72,7 @@ impl Panel {
             // bytes and `q` PR·k/4 words, as `interleave` requires.
             unsafe { interleave(&self.u, &mut self.q, k) };
         } else {
-            interleave_scalar(&self.u, &mut self.q, k);
+            interleave_sse2(&self.u, &mut self.q, k);
         }
     }
 }
@@ -161,8 +168,42 @@ unsafe fn interleave(u: &[u8], q: &mut [u32], k: usize) {
     }
 }
 
-/// `interleave` without AVX-512.
-fn interleave_scalar(u: &[u8], q: &mut [u32], k: usize) {
+/// `interleave` with SSE2 (every x86-64 CPU): 4 × 4 transposes of 32-bit words, four rows'
+/// 16 bytes at a time.
+fn interleave_sse2(u: &[u8], q: &mut [u32], k: usize) {
+    assert!(u.len() >= PR * k && q.len() >= PR * k / 4);
+    if !k.is_multiple_of(16) {
+        return interleave_scalar(u, q, k);
+    }
+    for t in (0..k / 4).step_by(4) {
+        for g in (0..PR).step_by(4) {
+            // SAFETY: SSE2 is part of x86-64. Row g + i's bytes 4t..4t + 16 end at
+            // (g + i)·k + 4t + 16 ≤ PR·k ≤ u.len() since 4t + 16 ≤ k (k a multiple of 16);
+            // word (t + j)·PR + g + 4 ≤ (k/4)·PR ≤ q.len() since t + j < k/4.
+            unsafe {
+                let row = |i: usize| {
+                    _mm_loadu_si128(u.as_ptr().add((g + i) * k + 4 * t) as *const __m128i)
+                };
+                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                let (a, b) = (_mm_unpacklo_epi32(r0, r1), _mm_unpacklo_epi32(r2, r3));
+                let (c, d) = (_mm_unpackhi_epi32(r0, r1), _mm_unpackhi_epi32(r2, r3));
+                let cols = [
+                    _mm_unpacklo_epi64(a, b),
+                    _mm_unpackhi_epi64(a, b),
+                    _mm_unpacklo_epi64(c, d),
+                    _mm_unpackhi_epi64(c, d),
+                ];
+                for (j, col) in cols.into_iter().enumerate() {
+                    _mm_storeu_si128(q.as_mut_ptr().add((t + j) * PR + g) as *mut __m128i, col);
+                }
+            }
+        }
+    }
+}
+
+/// `interleave` one byte at a time: the reference, and for widths `interleave_sse2` does
+/// not take.
+pub(super) fn interleave_scalar(u: &[u8], q: &mut [u32], k: usize) {
     for (t, qt) in q.chunks_exact_mut(PR).take(k / 4).enumerate() {
         for (r, v) in qt.iter_mut().enumerate() {
             let o = r * k + 4 * t;
@@ -173,10 +214,18 @@ fn interleave_scalar(u: &[u8], q: &mut [u32], k: usize) {
 
 /// Q8_0 / Q5_0 row → unsigned quants (q + 128, q + 16).
 fn unpack_legacy(ty: GgmlType, row: &[u8], u: &mut [u8], isa: Isa) {
-    if isa == Isa::Avx512 {
-        // SAFETY: `Isa::Avx512` only on AVX-512 CPUs (`Panel::pack`); `row` holds the blocks.
-        return unsafe { unpack_legacy_simd(ty, row, u) };
+    match isa {
+        // SAFETY: each `Isa` only on CPUs with its instructions (`Isa`); `row` holds the
+        // blocks.
+        Isa::Avx512 => unsafe { unpack_legacy_simd(ty, row, u) },
+        Isa::Avx2 => unsafe { unpack_legacy_avx2(ty, row, u) },
     }
+}
+
+/// [`unpack_legacy`] one element at a time: the reference the SIMD unpackers are tested
+/// against.
+#[cfg(test)]
+pub(super) fn unpack_legacy_scalar(ty: GgmlType, row: &[u8], u: &mut [u8]) {
     if ty == GgmlType::Q8_0 {
         for (blk, u) in row.chunks_exact(Q8_0_BYTES).zip(u.chunks_exact_mut(32)) {
             for (o, &q) in u.iter_mut().zip(&blk[2..]) {
@@ -190,6 +239,37 @@ fn unpack_legacy(ty: GgmlType, row: &[u8], u: &mut [u8], isa: Isa) {
                 let (lo, hi) = q5_pair(&blk[6..22], qh, j);
                 (u[j], u[j + 16]) = (lo as u8, hi as u8);
             }
+        }
+    }
+}
+
+/// [`unpack_legacy_simd`] on AVX2: the fifth bits spread to bytes by a shuffle and compare
+/// instead of a mask register.
+///
+/// # Safety
+/// AVX2; `row` holds `u.len() / 32` blocks of `ty`.
+#[target_feature(enable = "avx2")]
+unsafe fn unpack_legacy_avx2(ty: GgmlType, row: &[u8], u: &mut [u8]) {
+    let nb = u.len() / 32;
+    let up = u.as_mut_ptr();
+    if ty == GgmlType::Q8_0 {
+        assert!(row.len() >= nb * Q8_0_BYTES);
+        let flip = _mm256_set1_epi8(0x80u8 as i8);
+        for b in 0..nb {
+            let q = _mm256_loadu_si256(row.as_ptr().add(b * Q8_0_BYTES + 2) as *const __m256i);
+            _mm256_storeu_si256(up.add(32 * b) as *mut __m256i, _mm256_xor_si256(q, flip));
+        }
+    } else {
+        assert!(ty == GgmlType::Q5_0 && row.len() >= nb * Q5_0_BYTES);
+        let m4 = _mm256_set1_epi8(0x0f);
+        let bit4 = _mm256_set1_epi8(0x10);
+        for b in 0..nb {
+            let blk = row.as_ptr().add(b * Q5_0_BYTES);
+            let qh = u32::from_le_bytes(*(blk.add(2) as *const [u8; 4]));
+            let n = _mm_loadu_si128(blk.add(6) as *const __m128i);
+            let z = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(n, 4), n), m4);
+            let hi = _mm256_and_si256(bytes_from_bits_32(qh), bit4);
+            _mm256_storeu_si256(up.add(32 * b) as *mut __m256i, _mm256_or_si256(z, hi));
         }
     }
 }

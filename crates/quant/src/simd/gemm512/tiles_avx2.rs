@@ -252,6 +252,47 @@ mod tests {
         w
     }
 
+    /// The AVX2 packing (SSE2 transposes, AVX2 unpacking) writes the bytes the one-element
+    /// loops write, for every type, full and partial panels, random and extreme quants.
+    #[test]
+    fn avx2_packing_equals_the_scalar_packing() {
+        if !is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 here: nothing to check");
+            return;
+        }
+        use super::super::packing::{interleave_scalar, unpack_legacy_scalar};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(30);
+        for ty in [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q6K] {
+            let (n, k) = (21, 512);
+            let nblk = k / fmt(ty).unwrap().bs;
+            for extreme in [false, true] {
+                let w = weights(&mut rng, ty, n, k, extreme);
+                let qm = QMatrix::new(ty, n, k, &w).unwrap();
+                for j0 in (0..n).step_by(PR) {
+                    let rows = (n - j0).min(PR);
+                    let mut p = Panel::new(k, nblk);
+                    p.pack(&qm, j0, rows, Isa::Avx2);
+                    if matches!(ty, GgmlType::Q8_0 | GgmlType::Q5_0) {
+                        let mut u = vec![0u8; PR * k];
+                        for r in 0..rows {
+                            unpack_legacy_scalar(ty, qm.row(j0 + r), &mut u[r * k..][..k]);
+                        }
+                        assert!(
+                            p.u == u,
+                            "{ty} extreme={extreme} rows {j0}..: unpacked quants"
+                        );
+                    }
+                    let mut q = vec![0u32; PR * k / 4];
+                    interleave_scalar(&p.u, &mut q, k);
+                    assert!(
+                        p.q == q,
+                        "{ty} extreme={extreme} rows {j0}..: interleaved words"
+                    );
+                }
+            }
+        }
+    }
+
     /// The AVX2 panels against the model, bit for bit: random and extreme weights and
     /// activations (all equal, so every activation quant is ±127), a full and a partial panel,
     /// x-row counts that leave tails after the 4-row tiles.
