@@ -182,11 +182,9 @@ pub fn chosen_prob(logits: &[f32], token: u32) -> Option<f32> {
     if allowed < 2 || !chosen.is_finite() {
         return None;
     }
-    let sum: f64 = logits
-        .iter()
-        .filter(|l| l.is_finite())
-        .map(|&l| f64::from(l - max).exp())
-        .sum();
+    // Vectorised (the server computes this for every token of every JSON answer: an f64 `exp`
+    // per logit took 10% of a 16-sequence constrained load); within 1e-6 of the f64 sum.
+    let sum = f64::from(smolt_kernels::exp_shifted_sum(logits, max));
     Some((f64::from(chosen - max).exp() / sum) as f32)
 }
 

@@ -418,6 +418,39 @@ fn the_chosen_probability_is_over_the_allowed_tokens_only() {
     assert_eq!(chosen_prob(&[0.0, 1.0], 7), None);
 }
 
+/// At a real vocabulary's size (Gemma's 262,144 logits, half masked, a length that leaves a
+/// tail after the 16-lane sums), the vectorised softmax gives the f64 reference's probability
+/// to 1e-5 relative, for a likely and an unlikely token.
+#[test]
+fn the_chosen_probability_matches_an_f64_softmax_at_vocabulary_size() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let logits: Vec<f32> = (0..262_147)
+        .map(|i| {
+            if i % 2 == 1 {
+                f32::NEG_INFINITY
+            } else {
+                rng.gen_range(-30.0f32..12.0)
+            }
+        })
+        .collect();
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let sum: f64 = logits
+        .iter()
+        .filter(|l| l.is_finite())
+        .map(|&l| f64::from(l - max).exp())
+        .sum();
+    let top = logits.iter().position(|&l| l == max).unwrap();
+    for token in [top, 262_146] {
+        let want = f64::from(logits[token] - max).exp() / sum;
+        let got = f64::from(chosen_prob(&logits, token as u32).unwrap());
+        assert!(
+            (got - want).abs() <= 1e-5 * want,
+            "token {token}: {got} vs {want}"
+        );
+    }
+}
+
 /// A copy field keeps to the prompt's text: a model that would write "LLLL…" into an address
 /// copies what "HELLO WORLD" has ("LL") and closes, while the same model fills a field that
 /// is not a copy until the loop guard stops it. Only the marked field is held, and only for

@@ -53,6 +53,24 @@ multiversion! {
 }
 
 multiversion! {
+    /// `Σ exp(x − m)` without writing `x`, in 16 running sums: a softmax's denominator once its
+    /// max `m` is known (a decoder's chosen-token probability over 262,144 logits per token).
+    /// Entries of −∞ (masked tokens) add nothing measurable: [`Float::exp_approx`] of anything
+    /// below −87.3 is at most 1.2e-38.
+    pub fn exp_shifted_sum<F: Float>(x: &[F], m: F) -> F {
+        let mut acc = [F::ZERO; 16];
+        let mut chunks = x.chunks_exact(16);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += (v - m).exp_approx();
+            }
+        }
+        let tail = chunks.remainder().iter().fold(F::ZERO, |s, &v| s + (v - m).exp_approx());
+        acc.iter().fold(F::ZERO, |s, &a| s + a) + tail
+    }
+}
+
+multiversion! {
     /// `x.iter().fold(init, max)`, in 16 lanes: the serial fold is one dependent compare per
     /// element. The same value bit for bit: `max` picks among equal values by position, which
     /// only matters for ±0 (the scores are finite or −∞), so a zero result is recomputed

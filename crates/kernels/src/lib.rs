@@ -31,7 +31,9 @@ pub use activation::{
 };
 pub use adamw::{adamw_step, AdamWHyper};
 pub use attention::{attention_backward, attention_forward, attention_forward_f16kv};
-pub use cross_entropy::{linear_cross_entropy, linear_cross_entropy_with, ChunkProducts};
+pub use cross_entropy::{
+    exp_shifted_sum, linear_cross_entropy, linear_cross_entropy_with, ChunkProducts,
+};
 pub use float::Float;
 pub use matmul::{matmul_nn, matmul_nt, matmul_tn};
 pub use norm::{rms_norm_backward, rms_norm_forward};
