@@ -64,7 +64,6 @@ impl Panel {
                 &mut self.u[r * k..(r + 1) * k],
                 &mut self.d,
                 &mut self.mn,
-                isa,
             );
         }
         if isa == Isa::Avx512 {
@@ -79,28 +78,20 @@ impl Panel {
 
 /// Writes row `r`'s unsigned quants to `u` (k bytes) and its sub-block scales and mins to
 /// `d[b·PR + r]`, `mn[b·PR + r]`.
-fn unpack_row(
-    ty: GgmlType,
-    row: &[u8],
-    r: usize,
-    u: &mut [u8],
-    d: &mut [f32],
-    mn: &mut [f32],
-    isa: Isa,
-) {
+fn unpack_row(ty: GgmlType, row: &[u8], r: usize, u: &mut [u8], d: &mut [f32], mn: &mut [f32]) {
     let h = |b: &[u8], o: usize| f16_to_f32(u16::from_le_bytes([b[o], b[o + 1]]));
     match ty {
         GgmlType::Q8_0 => {
             for (b, blk) in row.chunks_exact(Q8_0_BYTES).enumerate() {
                 d[b * PR + r] = h(blk, 0);
             }
-            unpack_legacy(ty, row, u, isa);
+            unpack_legacy(ty, row, u);
         }
         GgmlType::Q5_0 => {
             for (b, blk) in row.chunks_exact(Q5_0_BYTES).enumerate() {
                 d[b * PR + r] = h(blk, 0);
             }
-            unpack_legacy(ty, row, u, isa);
+            unpack_legacy(ty, row, u);
         }
         GgmlType::Q4K => {
             for (sb, (blk, u)) in row
@@ -213,13 +204,13 @@ pub(super) fn interleave_scalar(u: &[u8], q: &mut [u32], k: usize) {
 }
 
 /// Q8_0 / Q5_0 row → unsigned quants (q + 128, q + 16).
-fn unpack_legacy(ty: GgmlType, row: &[u8], u: &mut [u8], isa: Isa) {
-    match isa {
-        // SAFETY: each `Isa` only on CPUs with its instructions (`Isa`); `row` holds the
-        // blocks.
-        Isa::Avx512 => unsafe { unpack_legacy_simd(ty, row, u) },
-        Isa::Avx2 => unsafe { unpack_legacy_avx2(ty, row, u) },
-    }
+///
+/// Both `Isa`s unpack with AVX2 (every CPU with AVX-512F/BW/VL has it): AVX-512's masked add
+/// saved two instructions per block, not worth a second copy.
+fn unpack_legacy(ty: GgmlType, row: &[u8], u: &mut [u8]) {
+    // SAFETY: `Panel::pack` runs only where its `Isa` runs, and both imply AVX2; `row` holds
+    // the blocks.
+    unsafe { unpack_legacy_avx2(ty, row, u) }
 }
 
 /// [`unpack_legacy`] one element at a time: the reference the SIMD unpackers are tested
@@ -243,8 +234,8 @@ pub(super) fn unpack_legacy_scalar(ty: GgmlType, row: &[u8], u: &mut [u8]) {
     }
 }
 
-/// [`unpack_legacy_simd`] on AVX2: the fifth bits spread to bytes by a shuffle and compare
-/// instead of a mask register.
+/// Q8_0 / Q5_0 row → unsigned quants (q + 128, q + 16), one block per 256-bit vector; Q5_0's
+/// fifth bits spread to bytes by a shuffle and compare.
 ///
 /// # Safety
 /// AVX2; `row` holds `u.len() / 32` blocks of `ty`.
@@ -270,36 +261,6 @@ unsafe fn unpack_legacy_avx2(ty: GgmlType, row: &[u8], u: &mut [u8]) {
             let z = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(n, 4), n), m4);
             let hi = _mm256_and_si256(bytes_from_bits_32(qh), bit4);
             _mm256_storeu_si256(up.add(32 * b) as *mut __m256i, _mm256_or_si256(z, hi));
-        }
-    }
-}
-
-/// Q8_0 / Q5_0 row → unsigned quants (q + 128, q + 16), one block per 256-bit vector.
-///
-/// # Safety
-/// AVX-512F/BW/VL; `row` holds `u.len() / 32` blocks of `ty`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-unsafe fn unpack_legacy_simd(ty: GgmlType, row: &[u8], u: &mut [u8]) {
-    let nb = u.len() / 32;
-    let up = u.as_mut_ptr();
-    if ty == GgmlType::Q8_0 {
-        assert!(row.len() >= nb * Q8_0_BYTES);
-        let flip = _mm256_set1_epi8(0x80u8 as i8);
-        for b in 0..nb {
-            let q = _mm256_loadu_si256(row.as_ptr().add(b * Q8_0_BYTES + 2) as *const __m256i);
-            _mm256_storeu_si256(up.add(32 * b) as *mut __m256i, _mm256_xor_si256(q, flip));
-        }
-    } else {
-        assert!(ty == GgmlType::Q5_0 && row.len() >= nb * Q5_0_BYTES);
-        let m4 = _mm256_set1_epi8(0x0f);
-        let bit4 = _mm256_set1_epi8(0x10);
-        for b in 0..nb {
-            let blk = row.as_ptr().add(b * Q5_0_BYTES);
-            let qh = u32::from_le_bytes(*(blk.add(2) as *const [u8; 4]));
-            let n = _mm_loadu_si128(blk.add(6) as *const __m128i);
-            let z = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(n, 4), n), m4);
-            let z = _mm256_mask_add_epi8(z, qh, z, bit4);
-            _mm256_storeu_si256(up.add(32 * b) as *mut __m256i, z);
         }
     }
 }
