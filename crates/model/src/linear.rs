@@ -8,7 +8,7 @@
 use crate::error::{ModelError, Result};
 use crate::Precision;
 use smolt_gguf::{GgmlType, Gguf, TensorInfo};
-use smolt_quant::{DecodePacked, QMatrix};
+use smolt_quant::{DecodePacked, PanelPacked, QMatrix};
 use std::sync::{Arc, OnceLock};
 
 /// The frozen weight of a [`Linear`], `(out, in)` row-major as in GGUF and PyTorch.
@@ -24,6 +24,9 @@ enum BaseWeight {
         file: Arc<Gguf>,
         info: TensorInfo,
         decode: OnceLock<Option<DecodePacked>>,
+        /// The int8 panels, packed on the first product of 4 rows or more once
+        /// [`Linear::keep_panels`] asked for them (a server's batched steps).
+        panels: OnceLock<Option<PanelPacked>>,
     },
 }
 
@@ -38,6 +41,8 @@ pub struct Linear {
     /// The file's storage type (what `Fast` computes on).
     pub ty: GgmlType,
     base: BaseWeight,
+    /// Whether products of several rows keep this weight's panels packed (`keep_panels`).
+    keep_panels: bool,
     /// A LoRA adapter's term, added to every product at inference: `y += s·B·(A·x)`.
     lora: Option<LoraDelta>,
 }
@@ -89,6 +94,7 @@ impl Linear {
                 file: Arc::clone(file),
                 info: info.clone(),
                 decode: OnceLock::new(),
+                panels: OnceLock::new(),
             }
         };
         Ok(Linear {
@@ -97,8 +103,18 @@ impl Linear {
             in_features,
             ty: info.ty,
             base,
+            keep_panels: false,
             lora: None,
         })
+    }
+
+    /// From now on, products of [`PanelPacked::MIN_ROWS`] rows or more run on this weight's
+    /// int8 panels packed once (on the first such product) instead of packed again at every
+    /// product: about one more byte per weight, for callers that run many small batches (a
+    /// server decoding a few sequences per step, where packing was over half the work). The
+    /// same numbers bit for bit; no effect on dense weights or where the CPU has no panels.
+    pub fn keep_panels(&mut self) {
+        self.keep_panels = true;
     }
 
     /// Attach (or with `None` remove) a LoRA term; shapes are checked against this projection.
@@ -150,7 +166,12 @@ impl Linear {
             BaseWeight::Dense(w) => {
                 smolt_kernels::matmul_nt(x, w, t, self.in_features, self.out_features, y, false)
             }
-            BaseWeight::Quantized { file, info, decode } => {
+            BaseWeight::Quantized {
+                file,
+                info,
+                decode,
+                panels,
+            } => {
                 // Shapes were validated at bind and asserted above, so this cannot fail.
                 let q = QMatrix {
                     ty: info.ty,
@@ -174,9 +195,13 @@ impl Linear {
                             .as_ref()
                     })
                     .flatten();
-                match packed {
-                    Some(p) => p.matmul(x, t, y),
-                    None => smolt_quant::matmul_q(&q, x, t, y),
+                let panels = (self.keep_panels && t >= PanelPacked::MIN_ROWS)
+                    .then(|| panels.get_or_init(|| PanelPacked::pack(&q)).as_ref())
+                    .flatten();
+                match (packed, panels) {
+                    (Some(p), _) => p.matmul(x, t, y),
+                    (None, Some(p)) => p.matmul(x, t, y),
+                    (None, None) => smolt_quant::matmul_q(&q, x, t, y),
                 }
                 .expect("quantized matmul on validated shapes");
             }

@@ -312,6 +312,21 @@ impl Model {
         KvCache::with_type(&self.spec, self.kv_type)
     }
 
+    /// Every projection and the LM head keep their int8 panels once packed
+    /// ([`Linear::keep_panels`]): for a server, whose batched steps multiply a few rows at a
+    /// time. About one byte more per weight; the same numbers.
+    pub fn keep_panels(&mut self) {
+        for b in &mut self.blocks {
+            for p in Proj::ALL {
+                b.proj_mut(p).keep_panels();
+            }
+        }
+        match &mut self.output {
+            Some(head) => head.keep_panels(),
+            None => self.token_embd.keep_panels(),
+        }
+    }
+
     /// The LM head: the untied output projection, or the embedding table (tied).
     pub fn head(&self) -> &Linear {
         self.output.as_ref().unwrap_or(&self.token_embd)

@@ -511,6 +511,35 @@ fn batched_decode_matches_each_sequence_alone() {
     }
 }
 
+/// A server's model keeps its int8 panels packed (`Model::keep_panels`): prefill, a batched
+/// step of several rows and the LM head give the same logits bit for bit as packing them at
+/// every product; one-row decode is untouched.
+#[test]
+fn kept_panels_give_the_same_logits_bit_for_bit() {
+    let plain = model(Precision::Fast);
+    let mut kept = Model::load(model_path(), Precision::Fast).expect("load the model");
+    kept.keep_panels();
+    let prompt: Vec<u32> = (0..37).map(|i| 2 + (i * 53 % 9000) as u32).collect();
+    let run = |m: &Model| {
+        let mut c = m.new_cache();
+        let mut out = m.forward(&prompt, &mut c, Logits::All).unwrap();
+        out.extend(
+            m.forward(&[818, 5279, 529, 7001, 563], &mut c, Logits::All)
+                .unwrap(),
+        );
+        out.extend(m.forward(&[9079], &mut c, Logits::Last).unwrap());
+        out
+    };
+    let (a, b) = (run(plain), run(&kept));
+    assert_eq!(a.len(), b.len());
+    let differ = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count();
+    assert_eq!(differ, 0, "{differ} of {} logits differ", a.len());
+}
+
 /// The f16 KV cache on its own: in f32 arithmetic (no 8-bit activations whose rounding any
 /// perturbation re-rolls) it moves logits by hundredths at every position of the greedy
 /// prompts and their llama.cpp continuations, and moves no argmax whose margin is above that.

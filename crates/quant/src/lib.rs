@@ -31,7 +31,7 @@ pub use cpu::{simd_path, SimdPath};
 pub use float::{bf16_to_f32, dot_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 pub use format::{row_bytes, vec_dot_type, QuantError};
 pub use matmul::{dequantize_matrix, matmul_dequant, matmul_q, matmul_q_on};
-pub use packed::DecodePacked;
+pub use packed::{DecodePacked, PanelPacked};
 pub use qmatrix::QMatrix;
 pub use regrid::{can_nudge, nudge_row};
 pub use rows::{rows_available, QuantizedRows, RowsScratch};

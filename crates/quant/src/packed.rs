@@ -130,3 +130,73 @@ fn kernel_available() -> bool {
     // a decode step should not depend on whether a matrix was packed.
     cpu::active() == SimdPath::Avx512 && cpu::avx512vbmi()
 }
+
+/// A matrix's int8 panels (the prefill layout: 16 rows' quants interleaved four at a time,
+/// with their sub-block scales), packed once. [`crate::matmul_q`] packs them again at every
+/// product, which is most of the work when only a few x rows pass each panel — a server
+/// decoding 16 sequences at once spent over half its time packing on Zen 3 (`perf`). About
+/// one byte per weight plus the scales (≈ 300 MB for Gemma 3 270M), so it is for callers that
+/// run many small batches, not the default. Bit-identical to [`crate::matmul_q`] for
+/// `m ≥` [`PanelPacked::MIN_ROWS`].
+pub struct PanelPacked {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    #[cfg(target_arch = "x86_64")]
+    inner: crate::simd::gemm512::Prepacked,
+}
+
+impl PanelPacked {
+    /// Fewest x rows [`PanelPacked::matmul`] takes: below it `matmul_q` runs the one-row
+    /// kernels, whose sums are ordered otherwise.
+    pub const MIN_ROWS: usize = ONE_ROW_BELOW;
+
+    /// `w`'s panels, or `None` where `matmul_q` runs no panels for it (another type, a CPU
+    /// without AVX2, or not x86-64).
+    pub fn pack(w: &QMatrix) -> Option<PanelPacked> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            crate::simd::gemm512::prepack(w).map(|inner| PanelPacked {
+                ty: w.ty,
+                rows: w.rows,
+                cols: w.cols,
+                inner,
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = w;
+            None
+        }
+    }
+
+    /// `y[m×rows] = x[m×cols] · Wᵀ` for `m ≥` [`PanelPacked::MIN_ROWS`].
+    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), QuantError> {
+        if x.len() != m * self.cols || y.len() != m * self.rows || m < Self::MIN_ROWS {
+            return Err(QuantError::Shape(format!(
+                "panels {}×{}: x has {} and y {} elements for m = {m} (at least {} rows)",
+                self.rows,
+                self.cols,
+                x.len(),
+                y.len(),
+                Self::MIN_ROWS
+            )));
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            // Only the shape is read from this view; the panels hold the weights.
+            let shape = QMatrix {
+                ty: self.ty,
+                rows: self.rows,
+                cols: self.cols,
+                data: &[],
+            };
+            // SAFETY: shapes checked above; `inner` was packed by `prepack` for this shape on
+            // this CPU (the active SIMD path does not change during a run).
+            unsafe { crate::simd::gemm512::matmul_prepacked(&shape, &self.inner, x, m, y) };
+            Ok(())
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("no PanelPacked is made off x86-64")
+    }
+}

@@ -7,7 +7,7 @@ use common::*;
 use rand::Rng;
 use smolt_quant::{
     dequantize_matrix, dequantize_row, matmul_dequant, matmul_q, matmul_q_on, quantize_activations,
-    vec_dot_on, vec_dot_type, DecodePacked, GgmlType, QMatrix, SimdPath,
+    vec_dot_on, vec_dot_type, DecodePacked, GgmlType, PanelPacked, QMatrix, SimdPath,
 };
 
 fn weights(r: &mut impl Rng, ty: GgmlType, n: usize, k: usize) -> Vec<u8> {
@@ -324,6 +324,39 @@ fn decode_packed_is_bit_identical_to_matmul_q() {
             }
         }
     }
+}
+
+/// Panels packed once give `matmul_q`'s numbers bit for bit at every x-row count that runs
+/// panels (full and partial panels, tails after the tiles' row groups, a server's 16 rows),
+/// and refuse fewer rows and wrong shapes; other types and CPUs without panels get `None`.
+#[test]
+fn panel_packed_is_bit_identical_to_matmul_q() {
+    let mut r = rng(17);
+    for ty in [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q6K] {
+        for (n, k) in [(21usize, 512usize), (64, 256), (7, 1024)] {
+            let w = weights(&mut r, ty, n, k);
+            let qm = QMatrix::new(ty, n, k, &w).unwrap();
+            let Some(p) = PanelPacked::pack(&qm) else {
+                assert!(!matches!(smolt_quant::simd_path(), "avx512" | "avx2"));
+                return;
+            };
+            for m in [4usize, 5, 7, 16, 17] {
+                let x = normals(&mut r, m * k, 1.0);
+                let mut want = vec![0f32; m * n];
+                matmul_q(&qm, &x, m, &mut want).unwrap();
+                let mut got = vec![0f32; m * n];
+                p.matmul(&x, m, &mut got).unwrap();
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{ty} n={n} k={k} m={m} [{i}]");
+                }
+            }
+            let x = normals(&mut r, 3 * k, 1.0);
+            assert!(p.matmul(&x, 3, &mut vec![0f32; 3 * n]).is_err(), "3 rows");
+            assert!(p.matmul(&x[..2 * k], 3, &mut vec![0f32; 3 * n]).is_err());
+        }
+    }
+    let w = weights(&mut r, GgmlType::Q4_0, 16, 256);
+    assert!(PanelPacked::pack(&QMatrix::new(GgmlType::Q4_0, 16, 256, &w).unwrap()).is_none());
 }
 
 #[test]

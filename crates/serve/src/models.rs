@@ -85,8 +85,11 @@ impl Models {
         config.check()?;
         let t = Instant::now();
         let path = &config.model;
-        let base = Model::load(path, config.precision)
+        let mut base = Model::load(path, config.precision)
             .with_context(|| format!("cannot load {}", path.display()))?;
+        // Batched steps multiply a few rows per weight: packing the int8 panels again at each
+        // product was over half a 16-sequence step on an AVX2 CPU.
+        base.keep_panels();
         let tokenizer = Arc::new(
             Tokenizer::from_gguf(base.gguf())
                 .with_context(|| format!("{} has no usable tokenizer", path.display()))?,

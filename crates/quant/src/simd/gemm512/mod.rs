@@ -67,7 +67,7 @@ pub(crate) unsafe fn matmul(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> 
             matvec(w, &xq, r, yr);
         }
     } else {
-        matmul_panels(w, f, &xq, m, y);
+        matmul_panels(w, f, &xq, m, None, y);
     }
     Some(())
 }
@@ -84,8 +84,67 @@ pub(crate) unsafe fn matmul_avx2(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]
     }
     // SAFETY: the caller promises AVX2 and FMA.
     let xq = Xq::from_blocks(w.ty, f, x, m, w.cols, true);
-    tiles_avx2::matmul_panels(w, f, &xq, m, y);
+    tiles_avx2::matmul_panels(w, f, &xq, m, None, y);
     Some(())
+}
+
+/// A weight's panels packed once, for [`matmul_prepacked`]: the quants interleaved (1 byte
+/// per weight) and the sub-block scales and mins (4 or 8 bytes per sub-block and row).
+pub(crate) struct Prepacked {
+    isa: Isa,
+    f: Fmt,
+    panels: Vec<Panel>,
+}
+
+/// `w`'s panels for this CPU, or `None` where `matmul`/`matmul_avx2` would not run panels
+/// (another type, or a CPU with neither path).
+pub(crate) fn prepack(w: &QMatrix) -> Option<Prepacked> {
+    use rayon::prelude::*;
+    let f = fmt(w.ty)?;
+    let isa = match crate::cpu::active() {
+        crate::cpu::SimdPath::Avx512 => Isa::Avx512,
+        crate::cpu::SimdPath::Avx2 => Isa::Avx2,
+        _ => return None,
+    };
+    let nblk = w.cols / f.bs;
+    let panels = (0..w.rows.div_ceil(PR))
+        .into_par_iter()
+        .map(|t| {
+            let mut p = Panel::new(w.cols, nblk);
+            let j0 = t * PR;
+            p.pack(w, j0, (w.rows - j0).min(PR), isa);
+            // Scratch for the interleave only: the tiles read `q`, `d` and `mn`.
+            p.u = Vec::new();
+            p
+        })
+        .collect();
+    Some(Prepacked { isa, f, panels })
+}
+
+/// `y[m×n] = x[m×k] · Wᵀ` for `w`, whose panels `pre` holds: the numbers [`matmul`] and
+/// [`matmul_avx2`] give for `m ≥ 4` bit for bit, without packing. `w` supplies only the
+/// shape (its bytes are not read).
+///
+/// # Safety
+/// Shapes checked by the caller; `pre` made by [`prepack`] for `w` on this CPU.
+pub(crate) unsafe fn matmul_prepacked(
+    w: &QMatrix,
+    pre: &Prepacked,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+) {
+    let f = pre.f;
+    match pre.isa {
+        Isa::Avx512 => {
+            let xq = Xq::new(w.ty, f, x, m, w.cols);
+            matmul_panels(w, f, &xq, m, Some(&pre.panels), y);
+        }
+        Isa::Avx2 => {
+            let xq = Xq::from_blocks(w.ty, f, x, m, w.cols, true);
+            tiles_avx2::matmul_panels(w, f, &xq, m, Some(&pre.panels), y);
+        }
+    }
 }
 
 /// Activations quantized once for many [`matmul_rows`] calls against one weight type.

@@ -104,8 +104,9 @@ unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
 /// The prefill driver of both x86 tiles: for every 16-row panel of `w` (split over the thread
-/// pool, each task packing its own with `isa`), `run(p, y, j0, rows)` writes columns
-/// `j0..j0+rows` of `y` (`m × w.rows`, passed as a pointer so that tasks share it).
+/// pool, each task packing its own with `isa`, or taking it from `packed`, `w`'s panels packed
+/// beforehand), `run(p, y, j0, rows)` writes columns `j0..j0+rows` of `y` (`m × w.rows`,
+/// passed as a pointer so that tasks share it).
 ///
 /// # Safety
 /// `isa` as `Panel::pack` requires; `run` writes only those columns of `y`'s rows.
@@ -113,11 +114,24 @@ pub(super) unsafe fn for_each_panel(
     w: &QMatrix,
     nblk: usize,
     isa: Isa,
+    packed: Option<&[Panel]>,
     y: &mut [f32],
     run: impl Fn(&Panel, *mut f32, usize, usize) + Send + Sync,
 ) {
     let n = w.rows;
     let yp = SyncPtr(y.as_mut_ptr());
+    if let Some(panels) = packed {
+        assert_eq!(
+            panels.len(),
+            n.div_ceil(PR),
+            "packed panels of another matrix"
+        );
+        return panels.par_iter().enumerate().for_each(move |(t, p)| {
+            let yp = yp;
+            let j0 = t * PR;
+            run(p, yp.0, j0, (n - j0).min(PR));
+        });
+    }
     (0..n.div_ceil(PR)).into_par_iter().for_each_init(
         || Panel::new(w.cols, nblk),
         move |p, t| {
@@ -134,9 +148,16 @@ pub(super) unsafe fn for_each_panel(
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL/VNNI; shapes were checked by the caller.
-pub(super) unsafe fn matmul_panels(w: &QMatrix, f: Fmt, x: &Xq, m: usize, y: &mut [f32]) {
+pub(super) unsafe fn matmul_panels(
+    w: &QMatrix,
+    f: Fmt,
+    x: &Xq,
+    m: usize,
+    packed: Option<&[Panel]>,
+    y: &mut [f32],
+) {
     let n = w.rows;
-    for_each_panel(w, x.nblk, Isa::Avx512, y, |p, y, j0, rows| {
+    for_each_panel(w, x.nblk, Isa::Avx512, packed, y, |p, y, j0, rows| {
         let mut r = 0;
         // SAFETY: the features were checked by the caller; this task alone writes
         // columns j0..j0+rows of y, and every pointer stays inside p, x and y.

@@ -140,9 +140,16 @@ unsafe fn panel_rows<
 /// # Safety
 /// The CPU must have AVX2 and FMA; `w.ty` is one `supports` admits and `x` was made for it;
 /// shapes were checked by the caller.
-pub(super) unsafe fn matmul_panels(w: &QMatrix, f: Fmt, x: &Xq, m: usize, y: &mut [f32]) {
+pub(super) unsafe fn matmul_panels(
+    w: &QMatrix,
+    f: Fmt,
+    x: &Xq,
+    m: usize,
+    packed: Option<&[Panel]>,
+    y: &mut [f32],
+) {
     let n = w.rows;
-    for_each_panel(w, x.nblk, Isa::Avx2, y, |p, y, j0, rows| {
+    for_each_panel(w, x.nblk, Isa::Avx2, packed, y, |p, y, j0, rows| {
         // SAFETY: the features were checked by the caller; this task alone writes
         // columns j0..j0+rows of y, and every pointer stays inside p, x and y.
         unsafe { panel_from_row(p, f, x, 0, m, y, n, j0, rows) };
@@ -323,7 +330,7 @@ mod tests {
                     let xq = unsafe { Xq::from_blocks(ty, f, &x, m, k, true) };
                     let mut y = vec![0f32; m * n];
                     // SAFETY: AVX2 and FMA detected above; y is m × n and x was made for ty.
-                    unsafe { matmul_panels(&qm, f, &xq, m, &mut y) };
+                    unsafe { matmul_panels(&qm, f, &xq, m, None, &mut y) };
                     for j0 in (0..n).step_by(PR) {
                         let rows = (n - j0).min(PR);
                         let mut p = Panel::new(k, xq.nblk);
