@@ -58,6 +58,9 @@ pub struct ServeConfig {
     pub prefix_cache_bytes: usize,
     /// How the seats' KV caches store keys and values; `None`: see [`ServeConfig::kv_type`].
     pub kv_cache: Option<KvType>,
+    /// Keep the base weights' int8 panels packed ([`smolt_model::Model::keep_panels`]):
+    /// batched steps skip repacking them, for about one byte more per weight.
+    pub keep_panels: bool,
     /// Where answers this model is unsure of go; `None`: every answer is the model's own.
     pub fallback: Option<Fallback>,
 }
@@ -103,6 +106,7 @@ impl ServeConfig {
             max_model_len: None,
             prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
             kv_cache: None,
+            keep_panels: false,
             fallback: None,
         }
     }

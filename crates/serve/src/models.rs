@@ -87,9 +87,10 @@ impl Models {
         let path = &config.model;
         let mut base = Model::load(path, config.precision)
             .with_context(|| format!("cannot load {}", path.display()))?;
-        // Batched steps multiply a few rows per weight: packing the int8 panels again at each
-        // product was over half a 16-sequence step on an AVX2 CPU.
-        base.keep_panels();
+        // Adapters' sequences run on the base model's products, so its panels serve them all.
+        if config.keep_panels {
+            base.keep_panels();
+        }
         let tokenizer = Arc::new(
             Tokenizer::from_gguf(base.gguf())
                 .with_context(|| format!("{} has no usable tokenizer", path.display()))?,
