@@ -268,6 +268,22 @@ fn fast_paths_match_scalar_on_odd_shapes() {
 /// layout (which the tests above hold to the scalar reference), for one to three x rows, over
 /// shapes with one and several 16-block scale runs, partial runs (640 = 20 blocks; 64 and 192
 /// for Q8_0), one to eight Q4_K super-blocks, and odd row counts.
+/// Asserts that `product` writes exactly `matmul_q`'s bits for `x (m × cols)`.
+fn same_bits_as_matmul_q(qm: &QMatrix, x: &[f32], m: usize, product: impl FnOnce(&mut [f32])) {
+    let mut want = vec![0f32; m * qm.rows];
+    matmul_q(qm, x, m, &mut want).unwrap();
+    let mut got = vec![0f32; m * qm.rows];
+    product(&mut got);
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        let (ty, n, k) = (qm.ty, qm.rows, qm.cols);
+        assert_eq!(
+            a.to_bits(),
+            b.to_bits(),
+            "{ty} n={n} k={k} m={m} [{i}]: {a} vs {b}"
+        );
+    }
+}
+
 #[test]
 fn decode_packed_is_bit_identical_to_matmul_q() {
     let mut r = rng(16);
@@ -310,17 +326,7 @@ fn decode_packed_is_bit_identical_to_matmul_q() {
             assert!(seen.into_inner().unwrap().iter().all(|&c| c == 1));
             for m in 1..=3 {
                 let x = normals(&mut r, m * k, 1.0);
-                let mut want = vec![0f32; m * n];
-                matmul_q(&qm, &x, m, &mut want).unwrap();
-                let mut got = vec![0f32; m * n];
-                p.matmul(&x, m, &mut got).unwrap();
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert_eq!(
-                        a.to_bits(),
-                        b.to_bits(),
-                        "{ty} k={k} n={n} m={m} [{i}]: {a} vs {b}"
-                    );
-                }
+                same_bits_as_matmul_q(&qm, &x, m, |y| p.matmul(&x, m, y).unwrap());
             }
         }
     }
@@ -342,13 +348,7 @@ fn panel_packed_is_bit_identical_to_matmul_q() {
             };
             for m in [4usize, 5, 7, 16, 17] {
                 let x = normals(&mut r, m * k, 1.0);
-                let mut want = vec![0f32; m * n];
-                matmul_q(&qm, &x, m, &mut want).unwrap();
-                let mut got = vec![0f32; m * n];
-                p.matmul(&x, m, &mut got).unwrap();
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert_eq!(a.to_bits(), b.to_bits(), "{ty} n={n} k={k} m={m} [{i}]");
-                }
+                same_bits_as_matmul_q(&qm, &x, m, |y| p.matmul(&x, m, y).unwrap());
             }
             let x = normals(&mut r, 3 * k, 1.0);
             assert!(p.matmul(&x, 3, &mut vec![0f32; 3 * n]).is_err(), "3 rows");
