@@ -82,10 +82,26 @@ pub(crate) unsafe fn matmul_avx2(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]
     if m < PANEL_MIN_M {
         return None;
     }
+    panels_avx2(w, f, x, m, None, y);
+    Some(())
+}
+
+/// The AVX2 panels from `x` (f32): quantize it, then the tiles, packing each panel unless
+/// `packed` holds them.
+///
+/// # Safety
+/// As for [`matmul_avx2`]; `packed`, if any, made by [`prepack`] for `w`.
+unsafe fn panels_avx2(
+    w: &QMatrix,
+    f: Fmt,
+    x: &[f32],
+    m: usize,
+    packed: Option<&[Panel]>,
+    y: &mut [f32],
+) {
     // SAFETY: the caller promises AVX2 and FMA.
     let xq = Xq::from_blocks(w.ty, f, x, m, w.cols, true);
-    tiles_avx2::matmul_panels(w, f, &xq, m, None, y);
-    Some(())
+    tiles_avx2::matmul_panels(w, f, &xq, m, packed, y);
 }
 
 /// A weight's panels packed once, for [`matmul_prepacked`]: the quants interleaved (1 byte
@@ -140,10 +156,7 @@ pub(crate) unsafe fn matmul_prepacked(
             let xq = Xq::new(w.ty, f, x, m, w.cols);
             matmul_panels(w, f, &xq, m, Some(&pre.panels), y);
         }
-        Isa::Avx2 => {
-            let xq = Xq::from_blocks(w.ty, f, x, m, w.cols, true);
-            tiles_avx2::matmul_panels(w, f, &xq, m, Some(&pre.panels), y);
-        }
+        Isa::Avx2 => panels_avx2(w, f, x, m, Some(&pre.panels), y),
     }
 }
 

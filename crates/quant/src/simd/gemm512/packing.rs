@@ -162,10 +162,8 @@ unsafe fn interleave(u: &[u8], q: &mut [u32], k: usize) {
 /// `interleave` with SSE2 (every x86-64 CPU): 4 × 4 transposes of 32-bit words, four rows'
 /// 16 bytes at a time.
 fn interleave_sse2(u: &[u8], q: &mut [u32], k: usize) {
-    assert!(u.len() >= PR * k && q.len() >= PR * k / 4);
-    if !k.is_multiple_of(16) {
-        return interleave_scalar(u, q, k);
-    }
+    // Every panel type's blocks are 32 or 256 elements long.
+    assert!(u.len() >= PR * k && q.len() >= PR * k / 4 && k.is_multiple_of(16));
     for t in (0..k / 4).step_by(4) {
         for g in (0..PR).step_by(4) {
             // SAFETY: SSE2 is part of x86-64. Row g + i's bytes 4t..4t + 16 end at
@@ -192,8 +190,8 @@ fn interleave_sse2(u: &[u8], q: &mut [u32], k: usize) {
     }
 }
 
-/// `interleave` one byte at a time: the reference, and for widths `interleave_sse2` does
-/// not take.
+/// `interleave` one byte at a time: the reference the vector versions are tested against.
+#[cfg(test)]
 pub(super) fn interleave_scalar(u: &[u8], q: &mut [u32], k: usize) {
     for (t, qt) in q.chunks_exact_mut(PR).take(k / 4).enumerate() {
         for (r, v) in qt.iter_mut().enumerate() {
