@@ -12,6 +12,8 @@ batch 1 unless --batch. One step = forward + backward + AdamW step + zero_grad.
 Workloads
   receipts  SROIE JSONL records {"input": OCR text, "output": {...}} formatted as
             <bos>Receipt OCR:\\n{input}\\n\\nJSON:{json.dumps(output, ensure_ascii=False)}<eos>
+            (<bos> only where the GGUF adds one, as smolt does: Gemma yes, Qwen 2.5 no; <eos> is the
+            GGUF's end-of-generation token)
             with the OCR text cut to 380 tokens; prompt and answer are tokenized separately and
             concatenated (as smolt does); loss on the answer JSON + EOS only; records in file order.
             tok/s = all tokens fed forward (prompt + answer) / time.
@@ -99,12 +101,29 @@ def ensure_converted(gguf_path):
     return out
 
 
-def receipts_examples(tok, path, n_needed):
+def special_ids(gguf_path):
+    """(BOS id or None, EOS id) as smolt's tokenizer reads them from the GGUF: BOS only where
+    `tokenizer.ggml.add_bos_token` is true (Gemma), none where it is false (Qwen 2.5); the
+    answer ends with `tokenizer.ggml.eos_token_id`."""
+    from gguf import GGUFReader
+
+    r = GGUFReader(gguf_path)
+
+    def scalar(key):
+        f = r.fields.get(key)
+        return None if f is None else f.parts[f.data[0]][0].item()
+
+    eos = scalar("tokenizer.ggml.eos_token_id")
+    if eos is None:
+        die(f"{gguf_path}: no tokenizer.ggml.eos_token_id")
+    add_bos = scalar("tokenizer.ggml.add_bos_token")
+    bos = scalar("tokenizer.ggml.bos_token_id")
+    return (bos if add_bos and bos is not None else None), int(eos)
+
+
+def receipts_examples(tok, path, n_needed, specials):
     """Token ids and labels (-100 = no loss) for the first records of `path`, in file order."""
-    bos = tok.convert_tokens_to_ids("<bos>")
-    eos = tok.convert_tokens_to_ids("<eos>")
-    if bos is None or eos is None or bos == tok.unk_token_id or eos == tok.unk_token_id:
-        die("the tokenizer has no <bos>/<eos> tokens; is this a Gemma GGUF?")
+    bos, eos = specials
     out = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -118,7 +137,8 @@ def receipts_examples(tok, path, n_needed):
             cut = tok.encode(text, add_special_tokens=False)[:INPUT_MAX_TOKENS]
             text = tok.decode(cut)
             answer_text = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
-            p = [bos] + tok.encode(PROMPT_TEMPLATE.format(input=text), add_special_tokens=False)
+            p = ([bos] if bos is not None else []) + tok.encode(
+                PROMPT_TEMPLATE.format(input=text), add_special_tokens=False)
             a = tok.encode(answer_text, add_special_tokens=False) + [eos]
             out.append((p + a, [-100] * len(p) + a))
             if len(out) >= n_needed:
@@ -180,7 +200,7 @@ def main():
     rss_loaded = peak_rss_mib()
 
     if args.workload == "receipts":
-        exs = receipts_examples(tok, args.data, steps)
+        exs = receipts_examples(tok, args.data, steps, special_ids(args.model))
         batches = []
         for i in range(steps):
             ids, labels = exs[i % len(exs)]
