@@ -160,7 +160,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 (from.display().to_string(), Some("./adapter.gguf"))
             };
             let task = Task::of_run(&args.adapter).ok().flatten();
-            let text = modelfile(&from, adapter, task.as_ref(), &base);
+            let text = modelfile(&from, adapter, task.as_ref(), &base)?;
             smolt::lora::io::write_atomic(&args.out.join("Modelfile"), text.as_bytes())?;
             eprintln!(
                 "wrote {}: cd {0} && ollama create <name> -f Modelfile",
@@ -229,7 +229,12 @@ fn write_merged(
 
 /// Ollama's Modelfile: the base (or merged model), the adapter, and a TEMPLATE that wraps the
 /// user's text in the task's prompt, as training did, so `ollama run` takes raw inputs.
-fn modelfile(from: &str, adapter: Option<&str>, task: Option<&Task>, base: &Gguf) -> String {
+fn modelfile(
+    from: &str,
+    adapter: Option<&str>,
+    task: Option<&Task>,
+    base: &Gguf,
+) -> anyhow::Result<String> {
     let mut s = String::from("# Made by `smolt export --format ollama`.\n");
     s += &format!("FROM {from}\n");
     if let Some(a) = adapter {
@@ -237,10 +242,7 @@ fn modelfile(from: &str, adapter: Option<&str>, task: Option<&Task>, base: &Gguf
     }
     match task {
         Some(t) => {
-            // `{input}` → Ollama's prompt variable; the answer follows the template's end, as
-            // in training. Go templates treat `{{` specially; the task template has none.
-            let body = t.template.replace("{input}", "{{ .Prompt }}");
-            s += &format!("TEMPLATE \"\"\"{body}\"\"\"\n");
+            s += &format!("TEMPLATE \"\"\"{}\"\"\"\n", ollama_template(&t.template)?);
         }
         None => {
             s += "# No task recorded with this adapter: Ollama uses the model's own chat template.\n";
@@ -251,5 +253,43 @@ fn modelfile(from: &str, adapter: Option<&str>, task: Option<&Task>, base: &Gguf
     if base.get_str("general.architecture").ok() == Some("gemma3") {
         s += "PARAMETER stop \"<end_of_turn>\"\n";
     }
-    s
+    Ok(s)
+}
+
+/// The task's prompt template as an Ollama (Go text/template) TEMPLATE body: `{input}` becomes
+/// Ollama's prompt variable and the answer follows the template's end, as in training. A
+/// literal `{{` would start a Go action, so it is written as the action `{{"{{"}}` that prints
+/// it; a `"""` would end the Modelfile's quoted value early and is refused.
+fn ollama_template(template: &str) -> anyhow::Result<String> {
+    if template.contains("\"\"\"") {
+        bail!(
+            "the task's template contains \"\"\", which would end the Modelfile's TEMPLATE \
+             early: export --format gguf-lora and write the Modelfile by hand"
+        );
+    }
+    Ok(template
+        .split("{input}")
+        .map(|piece| piece.replace("{{", "{{\"{{\"}}"))
+        .collect::<Vec<_>>()
+        .join("{{ .Prompt }}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ollama_template;
+
+    #[test]
+    fn ollama_templates_keep_literal_braces_and_refuse_triple_quotes() {
+        assert_eq!(
+            ollama_template("Receipt:\n{input}\n\nJSON:").unwrap(),
+            "Receipt:\n{{ .Prompt }}\n\nJSON:"
+        );
+        // A literal `{{` prints itself through a Go action; single braces and `}}` are text.
+        assert_eq!(
+            ollama_template("Fill {{\"a\": 1}} from {input} {x}").unwrap(),
+            "Fill {{\"{{\"}}\"a\": 1}} from {{ .Prompt }} {x}"
+        );
+        let e = ollama_template("\"\"\"{input}").unwrap_err().to_string();
+        assert!(e.contains("TEMPLATE"), "{e}");
+    }
 }
