@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::render::{esc, page_head, pct, text_table};
-use crate::report::EvalReport;
+use crate::report::{EvalReport, LatencyStats};
 
 /// One metric in both reports. `higher_is_better` decides the colour of the delta.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,9 +52,15 @@ pub struct Comparison {
     pub a_label: String,
     pub b_label: String,
     pub headline: Vec<Delta>,
-    /// Per field: normalised rate (accuracy, or F1 for list sub-fields).
+    /// What the rows are, as the section's title ("Fields (normalised)", "Tools and arguments").
+    #[serde(default)]
+    pub rows_title: String,
+    /// Per field: normalised rate (accuracy, or F1 for list sub-fields); per tool and argument
+    /// for tool calls.
     pub fields: Vec<Delta>,
-    /// Per field: exact rate.
+    /// Per field: exact rate. Empty where the rows have one rate only (tool calls): the
+    /// tables then show that rate alone.
+    #[serde(default)]
     pub fields_exact: Vec<Delta>,
 }
 
@@ -87,30 +93,7 @@ pub fn compare(a: &EvalReport, b: &EvalReport) -> Comparison {
         let f = |r: &EvalReport| r.lists.iter().find(|l| l.key == k).map(|l| l.f1);
         headline.push(rate(&format!("{k} F1"), f(a), f(b)));
     }
-    let lat = |r: &EvalReport, f: fn(&crate::LatencyStats) -> f64| r.latency.as_ref().map(f);
-    if a.latency.is_some() || b.latency.is_some() {
-        headline.push(Delta {
-            metric: "latency p50 (ms)".into(),
-            a: lat(a, |l| l.p50_ms),
-            b: lat(b, |l| l.p50_ms),
-            higher_is_better: false,
-            is_rate: false,
-        });
-        headline.push(Delta {
-            metric: "latency p90 (ms)".into(),
-            a: lat(a, |l| l.p90_ms),
-            b: lat(b, |l| l.p90_ms),
-            higher_is_better: false,
-            is_rate: false,
-        });
-        headline.push(Delta {
-            metric: "tokens/s".into(),
-            a: lat(a, |l| l.tokens_per_s),
-            b: lat(b, |l| l.tokens_per_s),
-            higher_is_better: true,
-            is_rate: false,
-        });
-    }
+    headline.extend(latency_deltas(a.latency.as_ref(), b.latency.as_ref()));
     let mut keys: Vec<&str> = a.fields.iter().map(|f| f.key.as_str()).collect();
     for f in &b.fields {
         if !keys.contains(&f.key.as_str()) {
@@ -138,9 +121,29 @@ pub fn compare(a: &EvalReport, b: &EvalReport) -> Comparison {
         a_label: a.label.clone(),
         b_label: b.label.clone(),
         headline,
+        rows_title: "Fields (normalised)".into(),
         fields,
         fields_exact,
     }
+}
+
+/// Latency p50 and p90 and generation speed of two runs, where either has timings.
+pub(crate) fn latency_deltas(a: Option<&LatencyStats>, b: Option<&LatencyStats>) -> Vec<Delta> {
+    if a.is_none() && b.is_none() {
+        return Vec::new();
+    }
+    let num = |metric: &str, f: fn(&LatencyStats) -> f64, higher_is_better: bool| Delta {
+        metric: metric.into(),
+        a: a.map(f),
+        b: b.map(f),
+        higher_is_better,
+        is_rate: false,
+    };
+    vec![
+        num("latency p50 (ms)", |l| l.p50_ms, false),
+        num("latency p90 (ms)", |l| l.p90_ms, false),
+        num("tokens/s", |l| l.tokens_per_s, true),
+    ]
 }
 
 impl Comparison {
@@ -154,6 +157,15 @@ impl Comparison {
             .collect();
         o.push_str(&text_table(&["metric", "A", "B", "B − A"], &rows));
         o.push('\n');
+        if self.fields_exact.is_empty() {
+            let rows: Vec<Vec<String>> = self
+                .fields
+                .iter()
+                .map(|d| vec![d.metric.clone(), d.fmt(d.a), d.fmt(d.b), d.fmt_delta()])
+                .collect();
+            o.push_str(&text_table(&["", "A", "B", "B − A"], &rows));
+            return o;
+        }
         let rows: Vec<Vec<String>> = self
             .fields
             .iter()
@@ -192,25 +204,37 @@ impl Comparison {
             b.push_str(&delta_row(d, &d.fmt(d.a), &d.fmt(d.b)));
         }
         b.push_str("</tbody></table></section>");
-        b.push_str("<section><h2>Fields (normalised)</h2><p class=\"note\"><span class=\"sw ex\"></span>A <span class=\"sw no\"></span>B; list sub-fields show F1.</p>");
+        let _ = write!(
+            b,
+            "<section><h2>{}</h2><p class=\"note\"><span class=\"sw ex\"></span>A <span class=\"sw no\"></span>B{}</p>",
+            esc(&self.rows_title),
+            if self.fields_exact.is_empty() { "" } else { "; list sub-fields show F1." }
+        );
         b.push_str(&paired_bars_svg(&self.fields));
-        b.push_str("<table class=\"grid\"><thead><tr><th>field</th><th>exact A</th><th>exact B</th><th>normalised A</th><th>normalised B</th><th>Δ normalised</th></tr></thead><tbody>");
-        for (n, e) in self.fields.iter().zip(&self.fields_exact) {
-            let cls = match n.better() {
-                Some(true) => "pos",
-                Some(false) => "neg",
-                None => "",
-            };
-            let _ = write!(
-                b,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{cls}\">{}</td></tr>",
-                esc(&n.metric),
-                e.fmt(e.a),
-                e.fmt(e.b),
-                n.fmt(n.a),
-                n.fmt(n.b),
-                n.fmt_delta()
-            );
+        if self.fields_exact.is_empty() {
+            b.push_str("<table class=\"grid\"><thead><tr><th></th><th>A</th><th>B</th><th>B − A</th></tr></thead><tbody>");
+            for d in &self.fields {
+                b.push_str(&delta_row(d, &d.fmt(d.a), &d.fmt(d.b)));
+            }
+        } else {
+            b.push_str("<table class=\"grid\"><thead><tr><th>field</th><th>exact A</th><th>exact B</th><th>normalised A</th><th>normalised B</th><th>Δ normalised</th></tr></thead><tbody>");
+            for (n, e) in self.fields.iter().zip(&self.fields_exact) {
+                let cls = match n.better() {
+                    Some(true) => "pos",
+                    Some(false) => "neg",
+                    None => "",
+                };
+                let _ = write!(
+                    b,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{cls}\">{}</td></tr>",
+                    esc(&n.metric),
+                    e.fmt(e.a),
+                    e.fmt(e.b),
+                    n.fmt(n.a),
+                    n.fmt(n.b),
+                    n.fmt_delta()
+                );
+            }
         }
         b.push_str(
             "</tbody></table></section><footer>Generated by smolt-eval.</footer></body></html>\n",

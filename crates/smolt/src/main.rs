@@ -39,7 +39,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The main job, end to end: synthetic receipts → LoRA training → few-shot baseline vs
-    /// fine-tuned evaluation, with an HTML report (10-20 minutes; --quick: 3).
+    /// fine-tuned evaluation, with an HTML report (10-20 minutes; --quick: 3); --task tools:
+    /// the same for function calling on your own tool list.
     Demo(commands::demo::Args),
     /// Start a new task: a commented config, schema, scoring rules and example data.
     Init(commands::init::Args),

@@ -394,6 +394,137 @@ fn demo_runs_the_whole_pipeline_and_reuses_a_finished_run() {
 }
 
 #[test]
+fn tool_demo_trains_and_compares_on_a_tool_list() {
+    let model = real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tools-demo");
+    // A team's own two tools, one with a nested object and an enum.
+    let tools = dir.path().join("tools.json");
+    std::fs::write(
+        &tools,
+        r#"[{"type": "function", "function": {"name": "book_room", "description": "Book a meeting room",
+             "parameters": {"type": "object", "properties": {
+               "room": {"type": "string", "enum": ["oak", "pine", "birch"]},
+               "hours": {"type": "integer", "minimum": 1, "maximum": 8},
+               "extras": {"type": "object", "properties": {"projector": {"type": "boolean"}}}},
+             "required": ["room", "hours"]}}},
+            {"type": "function", "function": {"name": "order_lunch", "description": "Order lunch for the team",
+             "parameters": {"type": "object", "properties": {
+               "dish": {"type": "string", "enum": ["soup", "salad", "pasta"]},
+               "people": {"type": "integer", "minimum": 1, "maximum": 30}},
+             "required": ["dish", "people"]}}}]"#,
+    )
+    .unwrap();
+    let args = [
+        "demo",
+        "--task",
+        "tools",
+        "--tools",
+        tools.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--train",
+        "4",
+        "--test",
+        "3",
+        "--few-shot",
+        "1",
+    ];
+    let o = smolt(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    for stage in ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"] {
+        assert!(err.contains(stage), "missing {stage}: {err}");
+    }
+    assert!(err.contains("book_room, order_lunch"), "{err}");
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("demo.json")).unwrap()).unwrap();
+    assert_eq!(summary["task"], "tools");
+    assert_eq!(summary["test_requests"], 3);
+    for k in ["few_shot_accuracy", "fine_tuned_accuracy"] {
+        let v = summary[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+    }
+    // Calls are decoded under the tools' constraint: every answer is well formed.
+    assert_eq!(summary["fine_tuned_well_formed"], 1.0, "{summary}");
+    for f in [
+        "compare.html",
+        "few-shot/report.html",
+        "fine-tuned/eval.json",
+        "fine-tuned/predictions.jsonl",
+        "train/adapter_model.safetensors",
+        "data/train.jsonl",
+        "data/test.jsonl",
+        "data/tools.json",
+        "data/task.toml",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // The data is the team's tools, split as asked, and trains with the task file beside it.
+    let count = |f: &str| {
+        std::fs::read_to_string(out.join(f))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(
+        (count("data/train.jsonl"), count("data/test.jsonl")),
+        (4, 3)
+    );
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(out.join("data/test.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let offered: Vec<&str> = first["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        offered
+            .iter()
+            .all(|n| ["book_room", "order_lunch"].contains(n)),
+        "{offered:?}"
+    );
+    let html = std::fs::read_to_string(out.join("compare.html")).unwrap();
+    assert!(html.contains("Tools and arguments"), "compare.html");
+    assert!(
+        stdout(&o).contains("accuracy: few-shot base"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The two tool evaluations compare from the command line too, with a page.
+    let o = smolt(&[
+        "eval",
+        "--compare",
+        out.join("few-shot").to_str().unwrap(),
+        out.join("fine-tuned").to_str().unwrap(),
+        "--out",
+        dir.path().join("cmp").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("accuracy"), "{}", stdout(&o));
+    assert!(dir.path().join("cmp/compare.html").is_file());
+
+    // A second run reuses the finished training.
+    let o = smolt(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("reusing the finished run"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn demo_and_eval_reject_bad_options_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let o = smolt(&[
@@ -418,6 +549,40 @@ fn demo_and_eval_reject_bad_options_clearly() {
     let o = smolt(&["eval", "--data", "x.jsonl", "--out", "y", "--few-shot", "2"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--shots"), "{}", stderr(&o));
+    // The tool demo: receipts-only options and unusable tool lists are named.
+    let d = dir.path().join("t");
+    let d = d.to_str().unwrap();
+    let o = smolt(&["demo", "--task", "tools", "--fields", "total", "--out", d]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--fields is for the receipts demo"),
+        "{}",
+        stderr(&o)
+    );
+    let bad = dir.path().join("bad-tools.json");
+    std::fs::write(
+        &bad,
+        r#"[{"type": "function", "function": {"parameters": {}}}]"#,
+    )
+    .unwrap();
+    let o = smolt(&[
+        "demo",
+        "--task",
+        "tools",
+        "--tools",
+        bad.to_str().unwrap(),
+        "--out",
+        d,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a usable tool list"),
+        "{}",
+        stderr(&o)
+    );
+    let o = smolt(&["demo", "--tools", bad.to_str().unwrap(), "--out", d]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--task tools"), "{}", stderr(&o));
 }
 
 #[test]

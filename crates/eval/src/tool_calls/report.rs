@@ -13,6 +13,7 @@ use super::{check_case, Answer, CaseResult, Expected, Function, ToolCallStats, N
 use crate::compare::Timing;
 use crate::render::{cards_html, esc, field_bars_svg, page_head, pct, text_table};
 use crate::report::{latency_of, LatencyStats};
+use crate::versus::{latency_deltas, Comparison, Delta};
 
 /// The `kind` of a tool-calling eval.json, which tells it from a field-by-field one.
 pub const TOOL_CALLS_KIND: &str = "tool_calls";
@@ -412,40 +413,70 @@ impl ToolCallReport {
         b
     }
 
-    /// Two reports side by side (baseline first): overall, per tool and per argument, with
-    /// the change.
-    pub fn compare_table(&self, other: &ToolCallReport) -> String {
-        let mut rows = vec![vec![
-            "all cases".to_string(),
-            pct(self.accuracy),
-            pct(other.accuracy),
-            delta(self.accuracy, other.accuracy),
-        ]];
+    /// This report (the baseline, A) against `other` (B): accuracy, well-formed answers and
+    /// latency as the headline; one row per expected tool (and the no-call cases), then one
+    /// per argument.
+    pub fn compare(&self, other: &ToolCallReport) -> Comparison {
+        let rate = |metric: String, a: Option<f64>, b: Option<f64>| Delta {
+            metric,
+            a,
+            b,
+            higher_is_better: true,
+            is_rate: true,
+        };
+        let mut headline = vec![
+            rate("accuracy".into(), Some(self.accuracy), Some(other.accuracy)),
+            rate(
+                "well-formed answers".into(),
+                Some(self.well_formed_rate),
+                Some(other.well_formed_rate),
+            ),
+        ];
+        headline.extend(latency_deltas(
+            self.latency.as_ref(),
+            other.latency.as_ref(),
+        ));
         let mut tools: Vec<&String> = self.stats.per_tool.keys().collect();
         tools.extend(other.stats.per_tool.keys());
         tools.sort();
         tools.dedup();
-        for t in tools {
-            let a = self.stats.per_tool.get(t).map(|r| r.accuracy());
-            let b = other.stats.per_tool.get(t).map(|r| r.accuracy());
-            rows.push(vec![
-                format!("tool {t}"),
-                a.map_or("—".into(), pct),
-                b.map_or("—".into(), pct),
-                match (a, b) {
-                    (Some(a), Some(b)) => delta(a, b),
-                    _ => String::new(),
-                },
-            ]);
+        let mut rows: Vec<Delta> = tools
+            .into_iter()
+            .map(|t| {
+                let acc = |r: &ToolCallReport| r.stats.per_tool.get(t).map(|r| r.accuracy());
+                rate(format!("tool {t}"), acc(self), acc(other))
+            })
+            .collect();
+        let mut args: Vec<(&str, &str)> = Vec::new();
+        for s in self
+            .stats
+            .per_argument
+            .iter()
+            .chain(&other.stats.per_argument)
+        {
+            if !args.contains(&(&s.function, &s.argument)) {
+                args.push((&s.function, &s.argument));
+            }
         }
-        let mut s = format!("baseline:  {}\ncandidate: {}\n\n", self.label, other.label);
-        s.push_str(&text_table(&["", "baseline", "candidate", "change"], &rows));
-        s
+        rows.extend(args.into_iter().map(|(f, a)| {
+            let acc = |r: &ToolCallReport| {
+                r.stats
+                    .per_argument
+                    .iter()
+                    .find(|s| s.function == f && s.argument == a)
+                    .map(|s| s.rate.accuracy())
+            };
+            rate(format!("{f}.{a}"), acc(self), acc(other))
+        }));
+        Comparison {
+            a_label: self.label.clone(),
+            b_label: other.label.clone(),
+            headline,
+            rows_title: "Tools and arguments".into(),
+            fields: rows,
+            fields_exact: Vec::new(),
+        }
     }
-}
-
-fn delta(a: f64, b: f64) -> String {
-    format!("{:+.1} pts", (b - a) * 100.0)
 }
 
 #[cfg(test)]
@@ -539,7 +570,49 @@ mod tests {
         ev.write_predictions(&dir.path().join("p.jsonl")).unwrap();
         let lines = std::fs::read_to_string(dir.path().join("p.jsonl")).unwrap();
         assert_eq!(lines.lines().count(), 4);
-        let cmp = r.compare_table(&r);
-        assert!(cmp.contains("+0.0 pts"), "{cmp}");
+
+        // Against a run that gets every case right: accuracy, per tool and per argument.
+        let mut all_right = ToolEvaluator::new();
+        for i in 0..2 {
+            all_right.add(ToolSample {
+                functions: &f,
+                answer: Answer::Calls(vec![Call::new(
+                    "set_light",
+                    json!({"room": "kitchen", "level": 3}),
+                )]),
+                expected: truth("kitchen"),
+                request: "lights",
+                output: "raw",
+                source: Some(format!("b.jsonl:{}", i + 1)),
+                timing: None,
+            });
+        }
+        let cmp = r.compare(&all_right.finish("tuned"));
+        assert_eq!(
+            (cmp.a_label.as_str(), cmp.b_label.as_str()),
+            ("tiny", "tuned")
+        );
+        assert_eq!(cmp.headline[0].metric, "accuracy");
+        assert_eq!(
+            (cmp.headline[0].a, cmp.headline[0].b),
+            (Some(0.5), Some(1.0))
+        );
+        let row = |m: &str| cmp.fields.iter().find(|d| d.metric == m).unwrap().clone();
+        assert_eq!(row("tool set_light").a, Some(1.0 / 3.0));
+        assert_eq!(row("tool set_light").b, Some(1.0));
+        // No-call cases only in A: B has no figure, shown as such.
+        assert_eq!(row(&format!("tool {NO_CALL}")).b, None);
+        assert_eq!(row("set_light.room").delta(), Some(1.0 - 1.0 / 3.0));
+        // Latency only in A: the delta rows are there, B's empty.
+        assert!(cmp
+            .headline
+            .iter()
+            .any(|d| d.metric == "tokens/s" && d.b.is_none()));
+        let table = cmp.to_table();
+        assert!(table.contains("+50.0 pt"), "{table}");
+        assert!(table.contains("set_light.room"), "{table}");
+        assert!(!table.contains("exact A"), "one rate per row: {table}");
+        let html = cmp.to_html();
+        assert!(html.contains("Tools and arguments") && html.contains("set_light.room"));
     }
 }

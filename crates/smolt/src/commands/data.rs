@@ -220,20 +220,7 @@ fn synth_tools(a: SynthArgs) -> anyhow::Result<()> {
     if a.n < 3 {
         anyhow::bail!("--n must be at least 3 (one record for each of train, valid and test)");
     }
-    let tools = match &a.tools {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read {}", p.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not valid JSON", p.display()))?;
-            // The checks the server and training apply, so data is never made for tools they
-            // would refuse.
-            smolt::constrain::ToolSet::from_openai(&v)
-                .with_context(|| format!("{}: not a usable tool list", p.display()))?;
-            v
-        }
-        None => smolt::data::builtin_tools(),
-    };
+    let tools = read_tool_list(a.tools.as_deref())?;
     let cfg = smolt::data::ToolSynthConfig {
         n: a.n,
         seed: a.seed,
@@ -249,36 +236,9 @@ fn synth_tools(a: SynthArgs) -> anyhow::Result<()> {
                     .to_string())
         )
     })?;
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
     let n_eval = (a.n / 10).max(1);
     let n_train = a.n - 2 * n_eval;
-    let parts = [
-        ("train.jsonl", &records[..n_train]),
-        ("valid.jsonl", &records[n_train..n_train + n_eval]),
-        ("test.jsonl", &records[n_train + n_eval..]),
-    ];
-    for (name, part) in parts {
-        let file = a.out.join(name);
-        let mut text = String::new();
-        for r in part {
-            text.push_str(&serde_json::to_string(r)?);
-            text.push('\n');
-        }
-        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
-    }
-    let file = a.out.join("tools.json");
-    std::fs::write(&file, serde_json::to_string_pretty(&tools)?)
-        .with_context(|| format!("cannot write {}", file.display()))?;
-    let file = a.out.join("task.toml");
-    std::fs::write(
-        &file,
-        "# Function calling on these tools: made by `smolt data synth tools`.\n\
-         data = \"train.jsonl\"\nvalid = \"valid.jsonl\"\n\
-         # Prompts list the tools, so they are long; `smolt data check` shows the lengths.\n\
-         max_len = 1024\n",
-    )
-    .with_context(|| format!("cannot write {}", file.display()))?;
+    write_tool_set(&a.out, &tools, &records, [n_train, n_eval, n_eval])?;
     let no_call = records
         .iter()
         .filter(|r| r["messages"][1].get("tool_calls").is_none())
@@ -290,6 +250,67 @@ fn synth_tools(a: SynthArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The tool list in `path` (OpenAI's `tools` array), checked as the server and training check
+/// it so that no data is made for tools they would refuse; the built-in smart-home, calendar
+/// and shop tools without a path.
+pub(crate) fn read_tool_list(path: Option<&std::path::Path>) -> anyhow::Result<serde_json::Value> {
+    let Some(p) = path else {
+        return Ok(smolt::data::builtin_tools());
+    };
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", p.display()))?;
+    smolt::constrain::ToolSet::from_openai(&v)
+        .with_context(|| format!("{}: not a usable tool list", p.display()))?;
+    Ok(v)
+}
+
+/// Writes `records` to `dir` as train.jsonl, valid.jsonl and test.jsonl (`sizes`, in that
+/// order, taken from the start), with tools.json and a task.toml to train on them.
+pub(crate) fn write_tool_set(
+    dir: &std::path::Path,
+    tools: &serde_json::Value,
+    records: &[serde_json::Value],
+    sizes: [usize; 3],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        sizes.iter().sum::<usize>() <= records.len(),
+        "{} records cannot fill splits of {sizes:?}",
+        records.len()
+    );
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut rest = records;
+    for (name, n) in ["train.jsonl", "valid.jsonl", "test.jsonl"]
+        .into_iter()
+        .zip(sizes)
+    {
+        let (part, after) = rest.split_at(n);
+        rest = after;
+        let file = dir.join(name);
+        let mut text = String::new();
+        for r in part {
+            text.push_str(&serde_json::to_string(r)?);
+            text.push('\n');
+        }
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    let file = dir.join("tools.json");
+    std::fs::write(&file, serde_json::to_string_pretty(tools)?)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    let file = dir.join("task.toml");
+    std::fs::write(&file, TOOL_TASK_TOML)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(())
+}
+
+/// The task file beside a synthetic tool set. Prompts list the tools, so they run long.
+pub(crate) const TOOL_TASK_TOML: &str =
+    "# Function calling on these tools: made by `smolt data synth tools`.\n\
+     data = \"train.jsonl\"\nvalid = \"valid.jsonl\"\n\
+     # Prompts list the tools, so they are long; `smolt data check` shows the lengths.\n\
+     max_len = 1024\n";
 
 /// Reads records whose `output` may be absent (raw inputs): `{"input"}` lines or strings.
 fn read_for_drift(path: &std::path::Path) -> anyhow::Result<Vec<smolt::data::Record>> {

@@ -402,16 +402,11 @@ fn compare(a: &Path, b: &Path, out: Option<&Path>) -> anyhow::Result<()> {
         }
     };
     let tools = |p: &Path| ToolCallReport::read(&file(p)).ok().flatten();
-    match (tools(a), tools(b)) {
-        (Some(ta), Some(tb)) => {
-            print!("{}", ta.compare_table(&tb));
-            return Ok(());
-        }
-        (None, None) => {}
+    let cmp = match (tools(a), tools(b)) {
+        (Some(ta), Some(tb)) => ta.compare(&tb),
+        (None, None) => smolt::eval::compare(&read(a)?, &read(b)?),
         _ => anyhow::bail!("one of the two evaluations is of tool calls and the other is not"),
-    }
-    let (ra, rb) = (read(a)?, read(b)?);
-    let cmp = smolt::eval::compare(&ra, &rb);
+    };
     print!("{}", cmp.to_table());
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

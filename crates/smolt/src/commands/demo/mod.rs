@@ -1,5 +1,8 @@
 //! `smolt demo`: the whole story on synthetic receipts — data, training, a few-shot baseline,
-//! the fine-tuned model, and the comparison — in one command with visible progress.
+//! the fine-tuned model, and the comparison — in one command with visible progress; with
+//! `--task tools` the same story for function calling ([`tools`]).
+
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,7 +58,7 @@ fn train_year(i: usize) -> u16 {
 
 #[derive(clap::Args)]
 #[command(after_help = "\
-What it does, in order (every step shows a progress bar):
+What it does, in order (every step shows a progress bar), for the receipts task:
   1. fetches the default model (once; cached afterwards),
   2. generates synthetic OCR'd receipts: train (1985-2019, mostly 2017-2019) and
      validation (2019), and a test set from 2020 with retailers and print formats
@@ -71,12 +74,28 @@ fine-tuned/ (eval.json, report.html, predictions.jsonl: every answer next to its
 compare.html and demo.json. Running it again with the same settings reuses a finished training
 run and resumes an interrupted one (other settings train again); --fresh starts over.
 
+--task tools is the same story for function calling: requests with the calls that answer them
+are made from a tool list (--tools FILE, OpenAI's `tools` array, or the built-in smart-home,
+calendar and shop tools), with distractor tools and requests no tool fits; the base model
+prompted with solved requests is compared with the fine-tuned one, every answer decoded under
+its tools' constraint (calls valid by construction) and scored by the Berkeley Function
+Calling Leaderboard's rules, per tool and per argument.
+
 Examples:
   smolt demo                 # about 15 minutes on 2 cores with bf16 hardware
   smolt demo --quick         # a 3-minute smaller run: same steps, fewer receipts
   smolt demo --seed 1 --out runs/demo-1   # another draw of data and training
-  smolt demo --fields retailer,total,items --train 600 --out runs/items")]
+  smolt demo --fields retailer,total,items --train 600 --out runs/items
+  smolt demo --task tools --out runs/tools-demo
+  smolt demo --task tools --tools my_tools.json --train 800 --out runs/my-tools")]
 pub struct Args {
+    /// The job: `receipts` (OCR'd receipts to JSON) or `tools` (requests to function calls).
+    #[arg(long, default_value = "receipts", value_parser = ["receipts", "tools"])]
+    task: String,
+    /// tools: the tool list (JSON: OpenAI's `tools` array); default: the built-in smart-home,
+    /// calendar and shop tools.
+    #[arg(long, value_name = "FILE")]
+    tools: Option<PathBuf>,
     /// Base model: a .gguf file or `gemma-3-270m` (fetched on first use).
     #[arg(short, long, default_value = smolt::hub::DEFAULT_MODEL, env = "SMOLT_MODEL")]
     model: String,
@@ -86,7 +105,7 @@ pub struct Args {
     /// A smaller run (about 3 minutes): fewer training and test receipts.
     #[arg(long)]
     quick: bool,
-    /// Training receipts.
+    /// Training receipts (tools: requests).
     #[arg(long)]
     train: Option<usize>,
     /// Passes over the training receipts (each one adds the training time again). Default:
@@ -95,16 +114,16 @@ pub struct Args {
     /// minutes).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
     epochs: Option<u32>,
-    /// Test receipts (from the later period) evaluated for both models.
+    /// Test receipts (from the later period; tools: requests) evaluated for both models.
     #[arg(long)]
     test: Option<usize>,
     /// Solved examples in the baseline's prompt.
     #[arg(long, default_value_t = 2)]
     few_shot: usize,
-    /// OCR noise rate of the generated text (probability a character is corrupted).
+    /// Receipts: OCR noise rate of the generated text (probability a character is corrupted).
     #[arg(long, default_value_t = 0.01)]
     noise: f64,
-    /// Fields to extract (comma-separated), from: retailer, address, postal_code, country,
+    /// Receipts: fields to extract (comma-separated), from: retailer, address, postal_code, country,
     /// timestamp, currency, items, subtotal, discount, taxes, tax_included, total,
     /// payment_method, card_last4.
     #[arg(long, value_delimiter = ',')]
@@ -129,8 +148,7 @@ struct Plan {
     test: usize,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let t0 = Instant::now();
+fn plan(args: &Args) -> anyhow::Result<Plan> {
     let plan = Plan {
         train: args.train.unwrap_or(if args.quick { 48 } else { 400 }),
         valid: if args.quick { 8 } else { 24 },
@@ -139,6 +157,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if plan.train == 0 || plan.test == 0 {
         anyhow::bail!("--train and --test must be at least 1");
     }
+    Ok(plan)
+}
+
+/// Creates --out, emptied first with --fresh.
+fn prepare_out(args: &Args) -> anyhow::Result<()> {
+    if args.fresh && args.out.exists() {
+        std::fs::remove_dir_all(&args.out)
+            .with_context(|| format!("cannot delete {}", args.out.display()))?;
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.task == "tools" {
+        return tools::run(args);
+    }
+    if args.tools.is_some() {
+        anyhow::bail!("--tools is for `smolt demo --task tools`");
+    }
+    let t0 = Instant::now();
+    let plan = plan(&args)?;
     let fields: Vec<&str> = if args.fields.is_empty() {
         DEMO_FIELDS.to_vec()
     } else {
@@ -147,12 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Check the fields before anything slow happens.
     smolt::data::select_schema(&smolt::data::receipts_schema(), &fields)
         .map_err(|e| anyhow::anyhow!("--fields: {e}"))?;
-    if args.fresh && args.out.exists() {
-        std::fs::remove_dir_all(&args.out)
-            .with_context(|| format!("cannot delete {}", args.out.display()))?;
-    }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    prepare_out(&args)?;
 
     stage(1, "model");
     let model_path = super::resolve_model(&args.model)?;
@@ -185,7 +220,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let t_train = Instant::now();
     let run_dir = args.out.join("train");
     let task = demo_task(&data, &model_path);
-    let summary = train((epochs, lr), args.seed, &plan, &task, &data, &run_dir)?;
+    let summary = train((epochs, lr), args.seed, &plan, &task, &data.dir, &run_dir)?;
     let train_s = t_train.elapsed().as_secs_f64();
 
     let gguf = smolt::gguf::Gguf::open(&model_path)
@@ -193,7 +228,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf).context("reading the tokenizer")?);
     let engine = smolt::evaluate::engine_for_task(Arc::clone(&tokenizer), &task)?;
     let constraint = engine.compile(&ConstraintSpec::JsonSchema(data.schema.clone()))?;
-    let max_tokens = answer_budget(&data.train, &tokenizer);
+    let max_tokens = answer_budget(
+        data.train
+            .iter()
+            .map(|r| serde_json::to_string(&r.output).unwrap_or_default()),
+        &tokenizer,
+    );
 
     stage(
         4,
@@ -300,6 +340,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints the header of step `n` of 5.
 fn stage(n: usize, what: &str) {
     eprintln!("\n[{n}/5] {what}");
 }
@@ -395,7 +436,7 @@ fn train(
     seed: u64,
     plan: &Plan,
     task: &Task,
-    data: &DemoData,
+    data_dir: &Path,
     run_dir: &Path,
 ) -> anyhow::Result<smolt::train::report::Summary> {
     // About six receipts per step (batch_tokens 2048); the passes of `recipe`, a short warmup
@@ -414,7 +455,7 @@ fn train(
     };
     // A finished or interrupted run is reused only for the same training settings and the
     // same data bytes (another --train, --epochs, --lr, --noise or --fields makes another run).
-    let key = run_key(&cfg, &data.dir)?;
+    let key = run_key(&cfg, data_dir)?;
     let key_file = run_dir.join("demo_key.txt");
     if run_dir.exists() && std::fs::read_to_string(&key_file).ok().as_deref() != Some(&key) {
         eprintln!(
@@ -504,13 +545,9 @@ fn run_key(cfg: &TrainConfig, data_dir: &Path) -> anyhow::Result<String> {
 
 /// Room for the longest training answer plus slack: the grammar ends the output itself, so
 /// the limit only guards against a model that rambles inside a string.
-fn answer_budget(train: &[Record], tok: &Tokenizer) -> usize {
-    let longest = train
-        .iter()
-        .map(|r| {
-            let text = serde_json::to_string(&r.output).unwrap_or_default();
-            tok.encode(&text, false, false).len()
-        })
+fn answer_budget(answers: impl Iterator<Item = String>, tok: &Tokenizer) -> usize {
+    let longest = answers
+        .map(|text| tok.encode(&text, false, false).len())
         .max()
         .unwrap_or(64);
     longest + longest / 2 + 16
