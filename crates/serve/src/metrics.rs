@@ -58,6 +58,10 @@ pub struct Metrics {
     pub answered_local: AtomicU64,
     pub answered_fallback: AtomicU64,
     pub fallback_errors: AtomicU64,
+    /// Where the constrained decoder's ramble guard stepped in: numbers cut at their digit
+    /// cap, looping strings and lists closed (`smolt_constrain::ramble`).
+    numbers_capped: AtomicU64,
+    loops_stopped: AtomicU64,
 }
 
 /// A poisoned lock only means a panic elsewhere mid-update of a counter: the numbers are
@@ -67,6 +71,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Metrics {
+    /// Counts where the ramble guard stepped in over one finished answer.
+    pub fn record_guard(&self, g: smolt_constrain::GuardCounts) {
+        self.numbers_capped
+            .fetch_add(g.numbers_capped as u64, Ordering::Relaxed);
+        self.loops_stopped
+            .fetch_add(g.loops_stopped as u64, Ordering::Relaxed);
+    }
+
     pub fn record_request(&self, endpoint: &str, status: u16, took: Duration) {
         *lock(&self.requests)
             .entry((endpoint.to_string(), status))
@@ -243,6 +255,18 @@ impl Metrics {
                 self.fallback_errors.load(Ordering::Relaxed),
             ),
             (
+                "smolt_serve_numbers_capped_total",
+                "counter",
+                "Numbers in constrained answers cut at their digit cap (a model running on in a number).",
+                self.numbers_capped.load(Ordering::Relaxed),
+            ),
+            (
+                "smolt_serve_loops_stopped_total",
+                "counter",
+                "String values and arrays in constrained answers closed because they had looped.",
+                self.loops_stopped.load(Ordering::Relaxed),
+            ),
+            (
                 "smolt_serve_cancelled_total",
                 "counter",
                 "Sequences stopped because their client disconnected.",
@@ -318,6 +342,24 @@ mod tests {
         assert!(has("smolt_serve_prompt_tokens_total{model=\"base\"} 15"));
         assert!(has("smolt_serve_completion_tokens_total{model=\"base\"} 5"));
         assert!(has("smolt_serve_queue_depth 0"));
+        assert!(has("smolt_serve_loops_stopped_total 0"));
+        m.record_guard(smolt_constrain::GuardCounts {
+            numbers_capped: 2,
+            loops_stopped: 1,
+            copies_held: 5,
+        });
+        m.record_guard(smolt_constrain::GuardCounts {
+            numbers_capped: 1,
+            ..Default::default()
+        });
+        let text = m.render();
+        let has = |line: &str| text.lines().any(|l| l == line);
+        assert!(has("smolt_serve_numbers_capped_total 3"), "{text}");
+        assert!(has("smolt_serve_loops_stopped_total 1"), "{text}");
+        assert!(
+            has("# TYPE smolt_serve_loops_stopped_total counter"),
+            "{text}"
+        );
     }
 
     #[test]

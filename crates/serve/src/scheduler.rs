@@ -663,8 +663,10 @@ fn sequence(models: &Models, metrics: &Metrics, job: Job, seat: usize, tx: Sende
             finish,
             completion_tokens,
             confidence,
+            guard,
         })) => {
             metrics.record_tokens(&served.id, job.prompt.len(), completion_tokens);
+            metrics.record_guard(guard);
             Event::Done {
                 finish,
                 prompt_tokens: job.prompt.len(),
@@ -688,6 +690,8 @@ enum Outcome {
         finish: FinishReason,
         completion_tokens: usize,
         confidence: Option<Vec<(String, f32)>>,
+        /// Where the ramble guard stepped in (zero for an unconstrained answer).
+        guard: smolt_constrain::GuardCounts,
     },
     Cancelled,
 }
@@ -747,6 +751,7 @@ fn run(
         finish,
         completion_tokens: out.ids.len(),
         confidence,
+        guard: out.stats.map(|s| s.guard).unwrap_or_default(),
     })
 }
 
