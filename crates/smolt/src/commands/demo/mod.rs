@@ -128,7 +128,8 @@ pub struct Args {
     /// payment_method, card_last4.
     #[arg(long, value_delimiter = ',')]
     fields: Vec<String>,
-    /// Peak learning rate of the LoRA training. Default: 2e-3 for two passes, 5e-4 for one.
+    /// Peak learning rate of the LoRA training. Default: 2e-3 for two passes, 5e-4 for one;
+    /// tools: 5e-4 (2e-3 taught the model to add arguments nobody asked for).
     #[arg(long)]
     lr: Option<f64>,
     /// Another draw of the whole run: the generated receipts (train, validation and test)
