@@ -1248,7 +1248,7 @@ fn a_tool_task_goes_from_a_tool_list_to_scored_calls() {
         ev.to_str().unwrap(),
     ]);
     assert!(
-        o.status.success() && stdout(&o).contains("+0.0 pts"),
+        o.status.success() && stdout(&o).contains("accuracy") && stdout(&o).contains("+0.0 pt"),
         "{}",
         stdout(&o)
     );

@@ -276,69 +276,113 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ft_s = t_ft.elapsed().as_secs_f64();
 
     let cmp = smolt::eval::compare(&base_report, &ft_report);
-    let compare_html = args.out.join("compare.html");
-    std::fs::write(&compare_html, cmp.to_html())
-        .with_context(|| format!("cannot write {}", compare_html.display()))?;
-    let wall = t0.elapsed().as_secs_f64();
     let field_acc = |r: &EvalReport| {
         r.fields
             .iter()
             .map(|f| (f.key.clone(), json!(f.normalized_rate)))
             .collect::<serde_json::Map<_, _>>()
     };
-    let summary_json = json!({
+    let numbers = json!({
         "fields": fields,
         "train_receipts": plan.train,
         "test_receipts": plan.test,
-        "epochs": epochs,
-        "peak_lr": lr,
-        "few_shot": args.few_shot,
-        "seed": args.seed,
         "few_shot_mean_field_accuracy": base_report.mean_score,
         "fine_tuned_mean_field_accuracy": ft_report.mean_score,
         "few_shot_fields": field_acc(&base_report),
         "fine_tuned_fields": field_acc(&ft_report),
         "few_shot_valid_json": base_report.validity_rate,
         "fine_tuned_valid_json": ft_report.validity_rate,
-        "train_tokens_per_s": summary.tokens_per_s,
-        "final_valid_loss": summary.final_valid_loss,
-        "seconds": {"train": train_s, "few_shot_eval": base_s, "fine_tuned_eval": ft_s, "total": wall},
     });
-    smolt::lora::io::write_atomic(
-        &args.out.join("demo.json"),
-        serde_json::to_string_pretty(&summary_json)?.as_bytes(),
-    )?;
+    Ending {
+        args: &args,
+        recipe: (epochs, lr),
+        summary: &summary,
+        seconds: [train_s, base_s, ft_s, t0.elapsed().as_secs_f64()],
+    }
+    .write(
+        numbers,
+        &cmp,
+        &format!(
+            "Receipts → JSON on {} test receipts from {TEST_YEAR} (a period the training data never shows)",
+            plan.test
+        ),
+        &format!(
+            "mean field accuracy: few-shot base {:.1}%  →  fine-tuned {:.1}%",
+            100.0 * base_report.mean_score,
+            100.0 * ft_report.mean_score
+        ),
+        &format!(
+            "{} and {} for each model's errors, {} for the loss curve.",
+            args.out.join("few-shot/report.html").display(),
+            args.out.join("fine-tuned/report.html").display(),
+            run_dir.join("loss.png").display()
+        ),
+    )
+}
 
-    println!();
-    println!(
-        "Receipts → JSON on {} test receipts from {TEST_YEAR} (a period the training data never shows)",
-        plan.test
-    );
-    print!("{}", cmp.to_table());
-    println!();
-    println!(
-        "mean field accuracy: few-shot base {:.1}%  →  fine-tuned {:.1}%",
-        100.0 * base_report.mean_score,
-        100.0 * ft_report.mean_score
-    );
-    println!(
-        "time: {} total (training {}, baseline eval {}, fine-tuned eval {})",
-        hms(wall),
-        hms(train_s),
-        hms(base_s),
-        hms(ft_s)
-    );
-    println!(
-        "open {} for the side-by-side report;",
-        compare_html.display()
-    );
-    println!(
-        "{} and {} for each model's errors, {} for the loss curve.",
-        args.out.join("few-shot/report.html").display(),
-        args.out.join("fine-tuned/report.html").display(),
-        run_dir.join("loss.png").display()
-    );
-    Ok(())
+/// What both demos end with: compare.html, demo.json (the task's numbers, then the recipe and
+/// times every demo has) and the side-by-side table with the headline on stdout.
+struct Ending<'a> {
+    args: &'a Args,
+    recipe: (u32, f64),
+    summary: &'a smolt::train::report::Summary,
+    /// Training, baseline evaluation, fine-tuned evaluation, and the whole run.
+    seconds: [f64; 4],
+}
+
+impl Ending<'_> {
+    fn write(
+        &self,
+        mut numbers: Value,
+        cmp: &smolt::eval::Comparison,
+        title: &str,
+        score: &str,
+        reports: &str,
+    ) -> anyhow::Result<()> {
+        let out = &self.args.out;
+        let compare_html = out.join("compare.html");
+        std::fs::write(&compare_html, cmp.to_html())
+            .with_context(|| format!("cannot write {}", compare_html.display()))?;
+        let [train, base, ft, wall] = self.seconds;
+        if let Some(map) = numbers.as_object_mut() {
+            for (k, v) in [
+                ("epochs", json!(self.recipe.0)),
+                ("peak_lr", json!(self.recipe.1)),
+                ("few_shot", json!(self.args.few_shot)),
+                ("seed", json!(self.args.seed)),
+                ("train_tokens_per_s", json!(self.summary.tokens_per_s)),
+                ("final_valid_loss", json!(self.summary.final_valid_loss)),
+                (
+                    "seconds",
+                    json!({"train": train, "few_shot_eval": base, "fine_tuned_eval": ft, "total": wall}),
+                ),
+            ] {
+                map.insert(k.to_string(), v);
+            }
+        }
+        smolt::lora::io::write_atomic(
+            &out.join("demo.json"),
+            serde_json::to_string_pretty(&numbers)?.as_bytes(),
+        )?;
+        println!();
+        println!("{title}");
+        print!("{}", cmp.to_table());
+        println!();
+        println!("{score}");
+        println!(
+            "time: {} total (training {}, baseline eval {}, fine-tuned eval {})",
+            hms(wall),
+            hms(train),
+            hms(base),
+            hms(ft)
+        );
+        println!(
+            "open {} for the side-by-side report;",
+            compare_html.display()
+        );
+        println!("{reports}");
+        Ok(())
+    }
 }
 
 /// Prints the header of step `n` of 5.

@@ -17,7 +17,7 @@ use smolt::task::tools::ToolRecord;
 use smolt::task::{Task, TextExample};
 use smolt::tokenizer::Tokenizer;
 
-use super::{answer_budget, data_seed, hms, plan, prepare_out, recipe, stage, train, Args};
+use super::{answer_budget, data_seed, plan, prepare_out, recipe, stage, train, Args, Ending};
 
 /// The peak learning rate of the tool demo unless --lr: measured on the built-in tools (Gemma 3
 /// 270M, 400 requests, one pass, 60 held-out requests), 5e-4 scored 53.3% and 2e-3 31.7% — the
@@ -160,11 +160,6 @@ pub(super) fn run(args: Args) -> anyhow::Result<()> {
     let ft = eval_on(&ft_model, Vec::new(), &label_ft, "fine-tuned")?;
     let ft_s = t_ft.elapsed().as_secs_f64();
 
-    let cmp = base.compare(&ft);
-    let compare_html = args.out.join("compare.html");
-    std::fs::write(&compare_html, cmp.to_html())
-        .with_context(|| format!("cannot write {}", compare_html.display()))?;
-    let wall = t0.elapsed().as_secs_f64();
     let per_tool = |r: &ToolCallReport| {
         r.stats
             .per_tool
@@ -172,60 +167,43 @@ pub(super) fn run(args: Args) -> anyhow::Result<()> {
             .map(|(k, v)| (k.clone(), json!(v.accuracy())))
             .collect::<serde_json::Map<_, _>>()
     };
-    let summary_json = json!({
+    let numbers = json!({
         "task": "tools",
         "tools": names,
         "train_requests": plan.train,
         "test_requests": plan.test,
-        "epochs": epochs,
-        "peak_lr": lr,
-        "few_shot": args.few_shot,
-        "seed": args.seed,
         "few_shot_accuracy": base.accuracy,
         "fine_tuned_accuracy": ft.accuracy,
         "few_shot_well_formed": base.well_formed_rate,
         "fine_tuned_well_formed": ft.well_formed_rate,
         "few_shot_per_tool": per_tool(&base),
         "fine_tuned_per_tool": per_tool(&ft),
-        "train_tokens_per_s": summary.tokens_per_s,
-        "final_valid_loss": summary.final_valid_loss,
-        "seconds": {"train": train_s, "few_shot_eval": base_s, "fine_tuned_eval": ft_s, "total": wall},
     });
-    smolt::lora::io::write_atomic(
-        &args.out.join("demo.json"),
-        serde_json::to_string_pretty(&summary_json)?.as_bytes(),
-    )?;
-
-    println!();
-    println!(
-        "Requests → tool calls on {} held-out requests, scored by the function-calling \
-         leaderboard's rules",
-        plan.test
-    );
-    print!("{}", cmp.to_table());
-    println!();
-    println!(
-        "accuracy: few-shot base {:.1}%  →  fine-tuned {:.1}%",
-        100.0 * base.accuracy,
-        100.0 * ft.accuracy
-    );
-    println!(
-        "time: {} total (training {}, baseline eval {}, fine-tuned eval {})",
-        hms(wall),
-        hms(train_s),
-        hms(base_s),
-        hms(ft_s)
-    );
-    println!(
-        "open {} for the side-by-side report;",
-        compare_html.display()
-    );
-    println!(
-        "{} and {} for each model's failed calls next to the truth.",
-        args.out.join("few-shot/report.html").display(),
-        args.out.join("fine-tuned/report.html").display()
-    );
-    Ok(())
+    Ending {
+        args: &args,
+        recipe: (epochs, lr),
+        summary: &summary,
+        seconds: [train_s, base_s, ft_s, t0.elapsed().as_secs_f64()],
+    }
+    .write(
+        numbers,
+        &base.compare(&ft),
+        &format!(
+            "Requests → tool calls on {} held-out requests, scored by the function-calling \
+             leaderboard's rules",
+            plan.test
+        ),
+        &format!(
+            "accuracy: few-shot base {:.1}%  →  fine-tuned {:.1}%",
+            100.0 * base.accuracy,
+            100.0 * ft.accuracy
+        ),
+        &format!(
+            "{} and {} for each model's failed calls next to the truth.",
+            args.out.join("few-shot/report.html").display(),
+            args.out.join("fine-tuned/report.html").display()
+        ),
+    )
 }
 
 /// Passes as the receipts demo takes them (two on bf16 hardware, one elsewhere), at
