@@ -381,25 +381,21 @@ fn run_tools(args: &Args, task: &Task, data: &Path, out: &Path) -> anyhow::Resul
 
 /// `--compare A B`: per-field deltas of two finished evaluations.
 fn compare(a: &Path, b: &Path, out: Option<&Path>) -> anyhow::Result<()> {
-    let read = |p: &Path| {
-        let file = if p.is_dir() {
-            p.join("eval.json")
-        } else {
-            p.to_path_buf()
-        };
-        EvalReport::read(&file).with_context(|| {
-            format!(
-                "cannot read {} (give a folder written by `smolt eval --out`, or its eval.json)",
-                file.display()
-            )
-        })
-    };
     let file = |p: &Path| {
         if p.is_dir() {
             p.join("eval.json")
         } else {
             p.to_path_buf()
         }
+    };
+    let read = |p: &Path| {
+        let file = file(p);
+        EvalReport::read(&file).with_context(|| {
+            format!(
+                "cannot read {} (give a folder written by `smolt eval --out`, or its eval.json)",
+                file.display()
+            )
+        })
     };
     let tools = |p: &Path| ToolCallReport::read(&file(p)).ok().flatten();
     let cmp = match (tools(a), tools(b)) {
