@@ -546,3 +546,52 @@ fn parallel_call_lists_are_bounded() {
         assert_eq!(e.param(), "max_parallel_tool_calls");
     }
 }
+
+/// Qwen2.5-Coder-0.5B never learned its `<tool_call>` / `</tool_call>` tokens (their head rows
+/// are fillers'): the constraint writes the wrapper with the ordinary pieces the model knows,
+/// never offers the untrained ids, and accepts the training text of a call token by token.
+#[test]
+fn qwen_wrapper_is_written_with_pieces_it_learned() {
+    let engine = common::qwen_engine();
+    let tok = engine.tok_env().tokenizer();
+    let tools = ToolSet::from_openai(&json!([{"type": "function", "function": {
+        "name": "set_timer",
+        "parameters": {"type": "object", "properties": {"minutes": {"type": "integer"}},
+            "required": ["minutes"]}}}]))
+    .unwrap();
+    let spec = ToolCallSpec::new(tools, ToolChoice::Auto)
+        .unwrap()
+        .with_syntax(CallSyntax::hermes())
+        .unwrap();
+    let c = engine
+        .compile(&ConstraintSpec::ToolCalls(spec.clone()))
+        .unwrap();
+    let text = spec.render(
+        &[smolt_constrain::ToolCall::new(
+            "set_timer",
+            json!({"minutes": 5}),
+        )],
+        engine.json_layout(),
+    );
+    let ids = tok.encode(&text, false, true);
+    assert!(
+        !ids.contains(&151_657) && !ids.contains(&151_658),
+        "{ids:?}"
+    );
+    let mut st = c.start();
+    assert!(!st.mask().unwrap().is_allowed(151_657));
+    for &id in &ids {
+        assert!(
+            st.mask().unwrap().is_allowed(id),
+            "{id} refused in {text:?}"
+        );
+        st.commit(id).unwrap();
+        assert!(!st.mask().unwrap().is_allowed(151_658));
+    }
+    assert!(st
+        .mask()
+        .unwrap()
+        .allowed()
+        .iter()
+        .any(|id| engine.end_tokens().contains(id)));
+}

@@ -296,7 +296,7 @@ fn value_text(v: &Value, rng: &mut ChaCha8Rng) -> String {
             }
         }
         Value::Bool(b) => {
-            let (yes, no) = [("yes", "no"), ("true", "false"), ("on", "off")][rng.gen_range(0..3)];
+            let (yes, no) = [("yes", "no"), ("true", "false")][rng.gen_range(0..2)];
             (if *b { yes } else { no }).to_string()
         }
         Value::Array(items) => {
@@ -314,11 +314,49 @@ fn value_text(v: &Value, rng: &mut ChaCha8Rng) -> String {
         Value::Object(o) => {
             let parts: Vec<String> = o
                 .iter()
-                .map(|(k, v)| format!("{} {}", words(k), value_text(v, rng)))
+                .map(|(k, v)| match v {
+                    Value::Bool(b) => bool_phrase(&words(k), *b, rng),
+                    _ => format!("{} {}", words(k), value_text(v, rng)),
+                })
                 .collect();
             format!("({})", parts.join(", "))
         }
         other => other.to_string(),
+    }
+}
+
+/// Parameter names that are themselves a state (`on`, `enabled`): their value reads as the
+/// state, not as "on: yes".
+const STATE_WORDS: &[&str] = &["on", "enabled", "active", "visible", "muted", "locked"];
+
+/// A boolean argument in words that a person would use, and that cannot be misread:
+/// `on` true is "switched on", not "on on"; `in_stock_only` false is "in stock only: no" or
+/// "without in stock only", never a bare "off".
+fn bool_phrase(name: &str, b: bool, rng: &mut ChaCha8Rng) -> String {
+    if STATE_WORDS.contains(&name) {
+        let (yes, no) = match name {
+            "on" => (
+                ["switched on", "turned on", "on"],
+                ["switched off", "turned off", "off"],
+            ),
+            _ => (
+                ["set to true", "= true", "true"],
+                ["set to false", "= false", "false"],
+            ),
+        };
+        let v = if b { yes } else { no }[rng.gen_range(0..3)];
+        return if name == "on" {
+            v.to_string()
+        } else {
+            format!("{name} {v}")
+        };
+    }
+    match (b, rng.gen_range(0..4)) {
+        (true, 0) => format!("with {name}"),
+        (false, 0) => format!("without {name}"),
+        (_, 1) => format!("{name}: {}", if b { "yes" } else { "no" }),
+        (_, 2) => format!("{name} set to {b}"),
+        _ => format!("{name} = {b}"),
     }
 }
 
@@ -351,6 +389,9 @@ fn phrase_request(t: &Tool, args: &Map<String, Value>, rng: &mut ChaCha8Rng) -> 
         .iter()
         .map(|k| {
             let name = words(k);
+            if let Value::Bool(b) = args[*k] {
+                return bool_phrase(&name, b, rng);
+            }
             let v = value_text(&args[*k], rng);
             match (style + rng.gen_range(0..2)) % 5 {
                 0 => format!("{name} {v}"),
@@ -657,6 +698,48 @@ mod tests {
         }
         assert!((30..=90).contains(&no_call), "{no_call}");
         assert_eq!(called.len(), 6, "{called:?}");
+    }
+
+    /// Booleans read as what they mean: `on` as a state ("switched off", never "on on" or
+    /// "on: no"), other flags with their name and an unambiguous yes/no.
+    #[test]
+    fn booleans_are_phrased_unambiguously() {
+        let cfg = ToolSynthConfig {
+            n: 400,
+            seed: 3,
+            no_call: 0.0,
+        };
+        let mut seen = 0;
+        for r in synth_tool_records(&builtin_tools(), &cfg).unwrap() {
+            let request = r["messages"][0]["content"].as_str().unwrap().to_lowercase();
+            let call = &r["messages"][1]["tool_calls"][0]["function"];
+            let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+            for (k, v) in args.as_object().unwrap() {
+                let Some(b) = v.as_bool() else { continue };
+                seen += 1;
+                if k == "on" {
+                    let state = if b { "on" } else { "off" };
+                    assert!(request.contains(state), "{k}={b}: {request}");
+                    assert!(
+                        !request.contains("on on") && !request.contains("on:"),
+                        "{request}"
+                    );
+                } else {
+                    let name = words(k);
+                    let marks: &[&str] = if b {
+                        &["with ", "yes", "true"]
+                    } else {
+                        &["without ", ": no", "false"]
+                    };
+                    assert!(request.contains(&name), "{k}: {request}");
+                    assert!(
+                        marks.iter().any(|m| request.contains(m)),
+                        "{k}={b}: {request}"
+                    );
+                }
+            }
+        }
+        assert!(seen > 50, "{seen}");
     }
 
     #[test]

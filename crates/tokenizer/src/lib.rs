@@ -25,6 +25,7 @@ mod spm;
 pub mod stream;
 mod tokenizer;
 mod unicode;
+mod untrained;
 
 pub use error::TokenizerError;
 pub use tokenizer::{BpeSpec, TokenType, Tokenizer, VocabSpec};

@@ -123,6 +123,9 @@ pub struct Tokenizer {
     add_eos: bool,
     add_space_prefix: bool,
     chat_template: Option<String>,
+    /// User-defined tokens the model's weights never learned, retyped [`TokenType::Unused`]:
+    /// see [`Tokenizer::untrained_tokens`].
+    untrained: Vec<u32>,
 }
 
 const SPACE_ESCAPE: &str = "\u{2581}";
@@ -208,7 +211,20 @@ impl Tokenizer {
     /// Builds the tokenizer from `tokenizer.ggml.*` metadata, applying llama.cpp's defaults for
     /// absent optional keys so that the same file tokenizes the same way in both programs. The
     /// chat template (`tokenizer.chat_template`) is kept as it is, see [`Tokenizer::chat_template`].
+    ///
+    /// Added tokens the model never learned ([`Tokenizer::untrained_tokens`]) are treated as
+    /// unused; [`Tokenizer::from_gguf_vocab`] keeps them, exactly as llama.cpp does.
     pub fn from_gguf(gguf: &Gguf) -> Result<Tokenizer, TokenizerError> {
+        Tokenizer::build(gguf, true)
+    }
+
+    /// The tokenizer exactly as the metadata declares it, as llama.cpp builds it: every added
+    /// token matched, whether or not the weights learned it (the llama.cpp parity tests).
+    pub fn from_gguf_vocab(gguf: &Gguf) -> Result<Tokenizer, TokenizerError> {
+        Tokenizer::build(gguf, false)
+    }
+
+    fn build(gguf: &Gguf, retire_untrained: bool) -> Result<Tokenizer, TokenizerError> {
         let model = gguf.get_str("tokenizer.ggml.model")?;
         let is_bpe = match model {
             "llama" => false,
@@ -333,7 +349,28 @@ impl Tokenizer {
                 }
             }
         }
-        Tokenizer::new(spec)
+        // Tokens whose rows nobody trained are not tokens to this model: their text is encoded
+        // with ordinary pieces, and constrained decoding never offers them.
+        let untrained = if retire_untrained {
+            crate::untrained::untrained_added_tokens(gguf, &spec.types)
+        } else {
+            Vec::new()
+        };
+        for &id in &untrained {
+            spec.types[id as usize] = TokenType::Unused;
+        }
+        let mut tok = Tokenizer::new(spec)?;
+        tok.untrained = untrained;
+        Ok(tok)
+    }
+
+    /// The user-defined tokens of the vocabulary whose output-head row is byte-identical to a
+    /// filler token's, i.e. that the model was never trained on (Qwen2.5-Coder-0.5B's
+    /// `<tool_call>` and `</tool_call>`). smolt treats them as unused: their text is encoded
+    /// with ordinary pieces — the spelling the model knows — so it differs from llama.cpp's
+    /// tokenization exactly there, and they are never generated under a constraint.
+    pub fn untrained_tokens(&self) -> &[u32] {
+        &self.untrained
     }
 
     /// Builds the tokenizer from plain vectors, checking them as carefully as a GGUF.
@@ -471,6 +508,7 @@ impl Tokenizer {
             add_eos: spec.add_eos,
             add_space_prefix: spec.add_space_prefix,
             chat_template: spec.chat_template,
+            untrained: Vec::new(),
         })
     }
 

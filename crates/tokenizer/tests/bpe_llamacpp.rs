@@ -21,9 +21,10 @@ fn qwen_gguf() -> &'static Gguf {
     })
 }
 
+/// The vocabulary as declared, as llama.cpp builds it: what the parity fixture pins.
 fn qwen() -> &'static Tokenizer {
     static T: OnceLock<Tokenizer> = OnceLock::new();
-    T.get_or_init(|| Tokenizer::from_gguf(qwen_gguf()).expect("build the Qwen tokenizer"))
+    T.get_or_init(|| Tokenizer::from_gguf_vocab(qwen_gguf()).expect("build the Qwen tokenizer"))
 }
 
 fn fixture() -> &'static Value {
@@ -258,6 +259,28 @@ fn decode_inverts_encode() {
             assert_eq!(t.decode(&reference, false), text, "{name} reference ids");
         }
     }
+}
+
+/// What smolt feeds the model: Qwen2.5-Coder-0.5B's `<tool_call>` / `</tool_call>` rows are
+/// the fillers' (untrained), so their text is spelled with ordinary pieces, which round-trip.
+#[test]
+fn untrained_added_tokens_are_spelled_with_pieces() {
+    let t = Tokenizer::from_gguf(qwen_gguf()).unwrap();
+    assert_eq!(t.untrained_tokens(), [151_657, 151_658]);
+    assert_eq!(t.token_type(151_657), Some(TokenType::Unused));
+    // Trained added tokens stay tokens.
+    assert_eq!(t.token_type(151_644), Some(TokenType::Control));
+    assert!(qwen().untrained_tokens().is_empty());
+    let text = "<|im_start|>assistant\n<tool_call>\n{\"name\": \"f\"}\n</tool_call><|im_end|>";
+    let ids = t.encode(text, false, true);
+    assert_eq!(ids[0], 151_644);
+    assert!(
+        !ids.contains(&151_657) && !ids.contains(&151_658),
+        "{ids:?}"
+    );
+    assert_eq!(t.decode(&ids, false), text);
+    // The declared vocabulary matches them, as llama.cpp does.
+    assert!(qwen().encode(text, false, true).contains(&151_657));
 }
 
 #[test]

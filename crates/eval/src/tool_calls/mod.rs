@@ -150,14 +150,34 @@ impl ExpectedCall {
     }
 
     /// A single true call: each argument's value is the only one accepted, and arguments the
-    /// call leaves out must stay out.
+    /// call leaves out must stay out. Objects (and lists of objects) are written as the
+    /// leaderboard writes them — each key mapped to its list of acceptable values — since that
+    /// is the form its object comparison reads.
     pub fn exact(call: &Call) -> ExpectedCall {
+        /// `{k: v}` → `{k: [v]}`, the acceptable-values form of one object.
+        fn object_form(v: &Value) -> Value {
+            match v {
+                Value::Object(o) => Value::Object(
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), Value::Array(vec![v.clone()])))
+                        .collect(),
+                ),
+                other => other.clone(),
+            }
+        }
+        let form = |v: &Value| match v {
+            Value::Object(_) => object_form(v),
+            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => {
+                Value::Array(items.iter().map(object_form).collect())
+            }
+            other => other.clone(),
+        };
         let arguments = call
             .arguments
             .as_object()
             .map(|a| {
                 a.iter()
-                    .map(|(k, v)| (k.clone(), Value::Array(vec![v.clone()])))
+                    .map(|(k, v)| (k.clone(), Value::Array(vec![form(v)])))
                     .collect()
             })
             .unwrap_or_default();

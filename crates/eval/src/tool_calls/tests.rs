@@ -584,6 +584,33 @@ fn truth_calls_become_exact_expectations() {
         &Expected::Calls(vec![e]),
     );
     assert_eq!(r.problems[0].kind(), "missing_optional");
+    // Objects and lists of objects: the true call passes, a changed inner value fails.
+    let nested = Call::new(
+        "book",
+        json!({"guests": 2, "options": {"view": "sea", "late": true},
+            "rooms": [{"beds": 2, "type": "Double"}]}),
+    );
+    let e = ExpectedCall::exact(&nested);
+    let r = check_case(
+        &f,
+        &Answer::Calls(vec![nested.clone()]),
+        &Expected::Calls(vec![e.clone()]),
+    );
+    assert!(r.passed, "{}", r.reason());
+    for (key, wrong) in [
+        ("options", json!({"view": "sea", "late": false})),
+        ("options", json!({"view": "sea"})),
+        ("rooms", json!([{"beds": 1, "type": "Double"}])),
+    ] {
+        let mut args = nested.arguments.clone();
+        args[key] = wrong;
+        let r = check_case(
+            &f,
+            &Answer::Calls(vec![Call::new("book", args)]),
+            &Expected::Calls(vec![e.clone()]),
+        );
+        assert!(!r.passed, "{key}");
+    }
     assert!(ExpectedCall::from_bfcl(&json!({"a": {"x": 1}})).is_err());
     assert!(ExpectedCall::from_bfcl(&json!({"a": {}, "b": {}})).is_err());
     assert_eq!(standardize("April 1, 2024"), standardize("april 1 2024"));

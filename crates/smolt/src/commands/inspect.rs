@@ -25,6 +25,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", g.tensor_table());
     } else {
         print!("{}", g.summary());
+        // What the weights say about the vocabulary: added tokens nobody trained.
+        if let Ok(tok) = smolt::tokenizer::Tokenizer::from_gguf(&g) {
+            let untrained: Vec<String> = tok
+                .untrained_tokens()
+                .iter()
+                .map(|&id| format!("{} ({id})", tok.token_piece(id)))
+                .collect();
+            if !untrained.is_empty() {
+                println!(
+                    "untrained added tokens: {} — their output rows are fillers', so smolt \
+                     spells their text with ordinary pieces",
+                    untrained.join(", ")
+                );
+            }
+        }
     }
     Ok(())
 }

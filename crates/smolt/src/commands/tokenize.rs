@@ -37,6 +37,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", path.display()))?;
     let tok = smolt::tokenizer::Tokenizer::from_gguf(&gguf)
         .with_context(|| format!("{} has no usable tokenizer", path.display()))?;
+    for &id in tok.untrained_tokens() {
+        let piece = tok.token_piece(id);
+        if text.contains(piece) {
+            eprintln!(
+                "note: `{piece}` (id {id}) is declared as a token but this model never learned \
+                 it (its output row is a filler's), so smolt spells it with ordinary pieces; \
+                 llama.cpp would use id {id}"
+            );
+        }
+    }
     let add_bos = !args.no_bos && tok.add_bos_token();
     let ids = tok.encode(&text, add_bos, !args.no_parse_special);
     if args.ids {
