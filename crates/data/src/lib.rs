@@ -9,6 +9,7 @@ pub mod drift;
 pub mod fields;
 pub mod split;
 pub mod synth;
+pub mod tool_import;
 pub mod tool_synth;
 
 use std::fs::File;
@@ -22,6 +23,7 @@ pub use split::{split, SplitError, SplitSpec, Splits};
 pub use synth::{
     arithmetic_errors, receipts, receipts_eval_config, receipts_schema, Country, SynthConfig,
 };
+pub use tool_import::{import_tool_records, Imported, ToolFormat};
 pub use tool_synth::{builtin_tools, synth_tool_records, ToolSynthConfig};
 
 /// One example: what the model reads and what it must answer.

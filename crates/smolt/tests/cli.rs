@@ -1519,3 +1519,38 @@ fn train_from_a_run_continues_its_adapter_with_replay() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--replay"), "{}", stderr(&o));
 }
+
+/// A public dataset's records (xLAM's form) become tool records that `data check` accepts
+/// (every call names a listed tool with arguments its converted schema allows); a wrong
+/// --format is refused with what to check.
+#[test]
+fn import_tools_converts_xlam_records_that_data_check_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = serde_json::json!([
+        {"name": "get_weather", "description": "Current weather of a city",
+         "parameters": {"city": {"type": "str", "description": "City name"},
+                        "days": {"type": "int, optional", "default": 1},
+                        "units": {"type": "List[str]"}}},
+        {"name": "convert", "parameters": {"amount": {"type": "float"}, "to": {"type": "str"}}}
+    ]);
+    let lines = [
+        serde_json::json!({"query": "Weather in Oslo for 3 days, metric?", "tools": tools.to_string(),
+            "answers": "[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\", \"days\": 3, \"units\": [\"metric\"]}}]"}),
+        serde_json::json!({"query": "Convert 12.5 to euros and weather in Lima", "tools": tools.to_string(),
+            "answers": "[{\"name\": \"convert\", \"arguments\": {\"amount\": 12.5, \"to\": \"EUR\"}}, {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lima\", \"units\": []}}]"}),
+    ];
+    let input = dir.path().join("xlam.jsonl");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&input, text).unwrap();
+    let out = dir.path().join("out/tools.jsonl");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let r = smolt(&["data", "import-tools", i, "--format", "xlam", "--out", o]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(stderr(&r).contains("wrote 2 tool records (2 with calls"), "{}", stderr(&r));
+    let m = real_model();
+    let r = smolt(&["data", "check", o, "--model", m.to_str().unwrap()]);
+    assert!(r.status.success(), "{}{}", stdout(&r), stderr(&r));
+    let r = smolt(&["data", "import-tools", i, "--format", "glaive", "--out", o]);
+    assert!(!r.status.success());
+    assert!(stderr(&r).contains("is --format right?"), "{}", stderr(&r));
+}

@@ -22,6 +22,39 @@ enum DataCommand {
     /// How newer records differ from those a model was trained on: input lengths, input line
     /// layouts never seen before, answer values and formats never seen before.
     Drift(DriftArgs),
+    /// Convert a public function-calling dataset (xLAM, Glaive) into smolt's tool records.
+    ImportTools(ImportToolsArgs),
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Formats:
+  xlam    {\"query\", \"tools\", \"answers\"} per line or a JSON array (Salesforce's
+          xlam-function-calling-60k and data made like it): Python type names become JSON
+          Schema; an argument with a default or an `optional` type is not required; an empty
+          answer list is a request no tool fits.
+  glaive  {\"system\", \"chat\"} (glaive-function-calling-v2): the functions from the system
+          text, the first user turn and the first assistant reply (a <functioncall> or text).
+
+Records that cannot be read are skipped and listed with their line. Check the result before
+training (`smolt data check OUT --config task.toml`: unlisted tools, arguments against the
+schemas) and split it (`smolt data split`). Download the dataset yourself; never train on the
+Berkeley Function Calling Leaderboard's data, which is an external test.
+
+Examples:
+  smolt data import-tools xlam_function_calling_60k.json --format xlam --out data/xlam.jsonl
+  smolt data import-tools glaive-v2.jsonl --format glaive --limit 5000 --out data/glaive.jsonl")]
+struct ImportToolsArgs {
+    /// The dataset file (JSON lines, or one JSON array).
+    input: PathBuf,
+    #[arg(long, value_parser = ["xlam", "glaive"])]
+    format: String,
+    /// Keep at most this many records (the first ones read).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Where to write the records (JSONL).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -156,7 +189,54 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         DataCommand::Split(a) => split(a),
         DataCommand::Check(a) => check(a),
         DataCommand::Drift(a) => drift(a),
+        DataCommand::ImportTools(a) => import_tools(a),
     }
+}
+
+fn import_tools(a: ImportToolsArgs) -> anyhow::Result<()> {
+    let format = smolt::data::ToolFormat::parse(&a.format).expect("clap checked the format");
+    let text = std::fs::read_to_string(&a.input)
+        .with_context(|| format!("cannot read {} as UTF-8 text", a.input.display()))?;
+    let mut got = smolt::data::import_tool_records(&text, format);
+    for (line, why) in got.skipped.iter().take(5) {
+        eprintln!("{}:{line}: skipped: {why}", a.input.display());
+    }
+    if got.skipped.len() > 5 {
+        eprintln!("… and {} more skipped", got.skipped.len() - 5);
+    }
+    if got.records.is_empty() {
+        anyhow::bail!(
+            "{}: no record could be read as {} (is --format right?)",
+            a.input.display(),
+            a.format
+        );
+    }
+    if let Some(n) = a.limit {
+        got.records.truncate(n);
+    }
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut body = String::new();
+    for r in &got.records {
+        body.push_str(&r.to_string());
+        body.push('\n');
+    }
+    std::fs::write(&a.out, body).with_context(|| format!("cannot write {}", a.out.display()))?;
+    let calls = got
+        .records
+        .iter()
+        .filter(|r| r["messages"][1].get("tool_calls").is_some())
+        .count();
+    eprintln!(
+        "wrote {} tool records ({} with calls, {} answered in text) to {}; {} skipped",
+        got.records.len(),
+        calls,
+        got.records.len() - calls,
+        a.out.display(),
+        got.skipped.len()
+    );
+    Ok(())
 }
 
 fn synth(a: SynthArgs) -> anyhow::Result<()> {
