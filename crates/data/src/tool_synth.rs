@@ -407,7 +407,14 @@ fn phrase_request(t: &Tool, args: &Map<String, Value>, rng: &mut ChaCha8Rng) -> 
     } else {
         let join = [", ", "; ", " and ", ", "][rng.gen_range(0..4)];
         let lead = [" — ", ": ", ", ", " with "][rng.gen_range(0..4)];
-        format!("{what}{lead}{}", parts.join(join))
+        let mut body = parts.join(join);
+        // " with " then "with temperature 27" would read "with with".
+        if lead == " with " {
+            if let Some(rest) = body.strip_prefix("with ") {
+                body = rest.to_string();
+            }
+        }
+        format!("{what}{lead}{body}")
     };
     let end = ["", ".", "?", " please", ", thanks"][rng.gen_range(0..5)];
     let text = format!("{opener}{body}{end}");
@@ -740,6 +747,10 @@ mod tests {
             }
         }
         assert!(seen > 50, "{seen}");
+        for r in synth_tool_records(&builtin_tools(), &cfg).unwrap() {
+            let request = r["messages"][0]["content"].as_str().unwrap();
+            assert!(!request.to_lowercase().contains("with with"), "{request}");
+        }
     }
 
     #[test]

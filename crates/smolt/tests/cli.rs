@@ -1546,7 +1546,11 @@ fn import_tools_converts_xlam_records_that_data_check_accepts() {
     let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
     let r = smolt(&["data", "import-tools", i, "--format", "xlam", "--out", o]);
     assert!(r.status.success(), "{}", stderr(&r));
-    assert!(stderr(&r).contains("wrote 2 tool records (2 with calls"), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("wrote 2 tool records (2 with calls"),
+        "{}",
+        stderr(&r)
+    );
     let m = real_model();
     let r = smolt(&["data", "check", o, "--model", m.to_str().unwrap()]);
     assert!(r.status.success(), "{}{}", stdout(&r), stderr(&r));
