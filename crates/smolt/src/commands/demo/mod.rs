@@ -111,7 +111,7 @@ pub struct Args {
     /// Passes over the training receipts (each one adds the training time again). Default:
     /// 2 where the CPU trains on bf16 hardware (AMX tiles or AVX-512 BF16), 1 elsewhere
     /// (training there takes two to three times as long, and the demo keeps to about 20
-    /// minutes).
+    /// minutes); tools: 2 on every CPU (one pass scored 55%, two 90%).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
     epochs: Option<u32>,
     /// Test receipts (from the later period; tools: requests) evaluated for both models.
