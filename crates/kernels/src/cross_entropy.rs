@@ -10,6 +10,7 @@
 //! pass 2: recompute logits for the gradient) takes two: it saves a third of the head's FLOPs
 //! and half of its dequantization, for one `N × C` accumulator per group.
 
+use crate::bf16::LineVec;
 use crate::matmul::gemm_strided;
 use crate::simd::multiversion;
 use crate::Float;
@@ -29,7 +30,7 @@ struct Partial<F> {
     /// The target's logit if the target fell in this group, else 0 (exactly one group has it).
     target_logit: Vec<F>,
     /// Σ exp(L − m)·E_v, `(N, C)`; empty when no gradient is wanted.
-    acc: Vec<F>,
+    acc: LineVec<F>,
 }
 
 multiversion! {
@@ -240,14 +241,11 @@ pub fn linear_cross_entropy_with<F: Float, P: ChunkProducts<F>>(
             m: vec![F::NEG_INFINITY; n],
             s: vec![F::ZERO; n],
             target_logit: vec![F::ZERO; n],
-            acc: if want_grad {
-                vec![F::ZERO; n * cols]
-            } else {
-                Vec::new()
-            },
+            // On cache lines, as the logits: the products write both in tiles.
+            acc: LineVec::filled(if want_grad { n * cols } else { 0 }, F::ZERO),
         };
         let mut scratch = products.scratch();
-        let mut logits = vec![F::ZERO; n * chunk_rows];
+        let mut logits = LineVec::filled(n * chunk_rows, F::ZERO);
         for c in c0..c1 {
             let (v0, v1) = (c * chunk_rows, ((c + 1) * chunk_rows).min(vocab));
             let len = v1 - v0;

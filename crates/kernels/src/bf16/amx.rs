@@ -3,6 +3,8 @@
 //! the operands' layouts. Runs where `crate::cpu::amx_bf16` says the CPU, the kernel and
 //! `SMOLT_AMX` allow it.
 
+#[cfg(test)]
+use super::aligned::LineVec;
 use super::operands::{BfRows, PackedB, A_GROUP_BYTES, KB, MB, NB};
 use super::split::{split_columns, Ptr};
 use std::arch::asm;
@@ -108,6 +110,21 @@ pub(super) fn gemm(
 #[repr(C, align(64))]
 struct Tail([f32; MB * NB]);
 
+/// Bytes of B's panel a k-block keeps in L1 (of 48 KB) while the row blocks pass over it:
+/// without the k-blocking a whole panel (40 KB at k = 640) and the A rows streaming past it did
+/// not fit together. Of 8, 16, 24 and 32 KB and none (`bf16_speed`, one thread, 2026-12-07),
+/// 24 KB was best or near it on every training shape: (340, 640, 256) 1254 → 1555 GFLOP/s,
+/// (336, 640, 1024) 966 → 1203, while (512, 2048, 640), whose C goes back and forth six
+/// times, lost 1118 → 957.
+const B_L1_BYTES: usize = 24 << 10;
+
+/// Steps (of 32 `k`) per k-block for `steps` in all: as even as possible, each B sub-panel
+/// within [`B_L1_BYTES`].
+fn k_block_steps(steps: usize) -> usize {
+    let most = (B_L1_BYTES / (KB * NB * 2)).max(1);
+    steps.div_ceil(steps.div_ceil(most).max(1)).max(1)
+}
+
 /// Column blocks `j0..j1` (of 32) of `c (m, n)` (rows `ldc` apart), all rows.
 ///
 /// # Safety
@@ -129,114 +146,285 @@ unsafe fn blocks(
     let cfg = config();
     asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
     let sc = ldc * 4;
-    let mut tail = Tail([0.0; MB * NB]);
     // Row groups whose A rows stay in L2 while every column block of this task passes
     // over them (A is re-read once per column block; B once per group).
     let group = (A_GROUP_BYTES / (kp * 2)).max(MB) / MB * MB;
+    let kb = k_block_steps(steps);
     for g0 in (0..m).step_by(group) {
+        let g1 = (g0 + group).min(m);
         for jb in j0..j1 {
             let col = jb * NB;
-            for r in (g0..(g0 + group).min(m)).step_by(MB) {
-                // Whole block in place: all 32 rows and 32 columns inside c.
-                let full = r + MB <= m && col + NB <= n;
-                // Where the C block lives for the tile loads/stores: in place for a full
-                // block, else in `tail` (rows ≥ m are scratch).
-                let (cp, stride) = if full {
-                    (c.add(r * ldc + col), sc)
-                } else {
-                    for i in 0..MB {
-                        for j in 0..NB {
-                            tail.0[i * NB + j] = if acc && r + i < m && col + j < n {
-                                *c.add((r + i) * ldc + col + j)
-                            } else {
-                                0.0
-                            };
-                        }
+            let bp = b.data.as_ptr().add(jb * kp * NB);
+            // Whole blocks in place, k-block by k-block: the B sub-panel stays in L1 while
+            // every row block of the group passes over it; C goes back to `c` between
+            // k-blocks (exact: f32 stores and loads, the steps in the same order).
+            if col + NB <= n {
+                for s0 in (0..steps).step_by(kb) {
+                    let s1 = (s0 + kb).min(steps);
+                    let load = acc || s0 > 0;
+                    for r in (g0..g1).step_by(MB).filter(|r| r + MB <= m) {
+                        // SAFETY: rows r..r+32 < m and columns col..col+32 ≤ n lie in c;
+                        // A's row blocks r/16, r/16 + 1 and B's panel jb hold steps s0..s1.
+                        let ap0 = a.data.as_ptr().add((r / 16) * steps * 512);
+                        let cp = c.add(r * ldc + col);
+                        full_block(ap0, steps, bp, cp, sc, load, s0, s1);
                     }
-                    (tail.0.as_mut_ptr(), NB * 4)
-                };
-                if acc || !full {
-                    // SAFETY: rows cp .. cp + 32·stride, 64 bytes each, inside c (full
-                    // block: rows r..r+32 < m, columns col..col+32 ≤ n) or inside `tail`.
-                    asm!(
-                        "tileloadd tmm0, [{c} + {s}*1]",
-                        "tileloadd tmm1, [{c1} + {s}*1]",
-                        "tileloadd tmm2, [{c2} + {s}*1]",
-                        "tileloadd tmm3, [{c3} + {s}*1]",
-                        c = in(reg) cp, c1 = in(reg) cp.add(16),
-                        c2 = in(reg) (cp as *mut u8).add(16 * stride),
-                        c3 = in(reg) (cp as *mut u8).add(16 * stride + 64),
-                        s = in(reg) stride, options(nostack, readonly),
-                    );
-                } else {
-                    asm!(
-                        "tilezero tmm0",
-                        "tilezero tmm1",
-                        "tilezero tmm2",
-                        "tilezero tmm3",
-                        options(nostack, nomem)
-                    );
                 }
-                // A: the 1 KB tiles of row blocks r/16 and r/16 + 1, step s at +s·512;
-                // B: panel jb, 16 pair rows of 128 bytes per step (B1 is the upper 64 bytes).
-                let ap0 = a.data.as_ptr().add((r / 16) * steps * 512);
-                let ap1 = ap0.add(steps * 512);
-                let bp = b.data.as_ptr().add(jb * kp * NB);
-                // At most 16 rows left: the lower half of the block (C2, C3, A1) is all
-                // padding, so only C0 and C1 are computed (C2 and C3 stay in `tail`).
-                let half = m - r <= 16;
-                for s in (0..steps).filter(|_| half) {
-                    // SAFETY: as below, row block r/16 only.
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        a0 = in(reg) ap0.add(s * 512),
-                        b0 = in(reg) bp.add(s * 16 * 2 * NB),
-                        b1 = in(reg) bp.add(s * 16 * 2 * NB + 32),
-                        sa = in(reg) 64usize, sb = in(reg) 128usize, options(nostack, readonly),
-                    );
-                }
-                for s in (0..steps).filter(|_| !half) {
-                    // SAFETY: A tiles lie inside row blocks r/16 and r/16 + 1 < m padded
-                    // to 32 rows; the B tile rows s·16..s·16+16 lie inside panel jb.
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm5, [{a1} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) ap0.add(s * 512), a1 = in(reg) ap1.add(s * 512),
-                        b0 = in(reg) bp.add(s * 16 * 2 * NB),
-                        b1 = in(reg) bp.add(s * 16 * 2 * NB + 32),
-                        sa = in(reg) 64usize, sb = in(reg) 128usize, options(nostack, readonly),
-                    );
-                }
-                // SAFETY: as for the loads above.
-                asm!(
-                    "tilestored [{c} + {s}*1], tmm0",
-                    "tilestored [{c1} + {s}*1], tmm1",
-                    "tilestored [{c2} + {s}*1], tmm2",
-                    "tilestored [{c3} + {s}*1], tmm3",
-                    c = in(reg) cp, c1 = in(reg) cp.add(16),
-                    c2 = in(reg) (cp as *mut u8).add(16 * stride),
-                    c3 = in(reg) (cp as *mut u8).add(16 * stride + 64),
-                    s = in(reg) stride, options(nostack),
-                );
-                if !full {
-                    for i in 0..(m - r).min(MB) {
-                        for j in 0..NB.min(n - col) {
-                            *c.add((r + i) * ldc + col + j) = tail.0[i * NB + j];
-                        }
-                    }
+            }
+            // Blocks that reach past m or n: whole k at once through `tail`.
+            for r in (g0..g1).step_by(MB) {
+                if !(r + MB <= m && col + NB <= n) {
+                    edge_block(a, b, c, ldc, acc, r, jb);
                 }
             }
         }
     }
     asm!("tilerelease", options(nostack, nomem));
+}
+
+/// One whole 32 × 32 block of C at `cp` (rows `sc` bytes apart), steps `s0..s1` of k: C is
+/// loaded first if `load`, else starts at zero.
+///
+/// # Safety
+/// Tiles configured by `blocks`; `ap0` is A's row block pair (`2 · steps · 512` elements),
+/// `bp` B's panel (`steps · 16` pair rows of 2 · 32 elements); `cp` points at 32 rows of 32
+/// writable f32, `sc` bytes apart.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn full_block(
+    ap0: *const u16,
+    steps: usize,
+    bp: *const u16,
+    cp: *mut f32,
+    sc: usize,
+    load: bool,
+    s0: usize,
+    s1: usize,
+) {
+    if load {
+        asm!(
+            "tileloadd tmm0, [{c} + {s}*1]",
+            "tileloadd tmm1, [{c1} + {s}*1]",
+            "tileloadd tmm2, [{c2} + {s}*1]",
+            "tileloadd tmm3, [{c3} + {s}*1]",
+            c = in(reg) cp, c1 = in(reg) cp.add(16),
+            c2 = in(reg) (cp as *mut u8).add(16 * sc),
+            c3 = in(reg) (cp as *mut u8).add(16 * sc + 64),
+            s = in(reg) sc, options(nostack, readonly),
+        );
+    } else {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+    }
+    let ap1 = ap0.add(steps * 512);
+    for s in s0..s1 {
+        asm!(
+            "tileloadd tmm4, [{a0} + {sa}*1]",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tileloadd tmm7, [{b1} + {sb}*1]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a1} + {sa}*1]",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            a0 = in(reg) ap0.add(s * 512), a1 = in(reg) ap1.add(s * 512),
+            b0 = in(reg) bp.add(s * 16 * 2 * NB),
+            b1 = in(reg) bp.add(s * 16 * 2 * NB + 32),
+            sa = in(reg) 64usize, sb = in(reg) 128usize, options(nostack, readonly),
+        );
+    }
+    asm!(
+        "tilestored [{c} + {s}*1], tmm0",
+        "tilestored [{c1} + {s}*1], tmm1",
+        "tilestored [{c2} + {s}*1], tmm2",
+        "tilestored [{c3} + {s}*1], tmm3",
+        c = in(reg) cp, c1 = in(reg) cp.add(16),
+        c2 = in(reg) (cp as *mut u8).add(16 * sc),
+        c3 = in(reg) (cp as *mut u8).add(16 * sc + 64),
+        s = in(reg) sc, options(nostack),
+    );
+}
+
+/// The 32 × 32 block at rows `r..`, column block `jb`, that reaches past `m` or `n`: computed
+/// over all of k in `tail` and copied into the part of it inside c.
+///
+/// # Safety
+/// As for `blocks`, with `r < m` and `jb` a panel of `b`.
+unsafe fn edge_block(
+    a: &BfRows,
+    b: &PackedB,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+    r: usize,
+    jb: usize,
+) {
+    let (m, n, kp) = (a.m, b.n, a.kp);
+    let steps = kp / KB;
+    let col = jb * NB;
+    let mut tail = Tail([0.0; MB * NB]);
+    for i in 0..(m - r).min(MB) {
+        for j in 0..NB.min(n - col) {
+            if acc {
+                tail.0[i * NB + j] = *c.add((r + i) * ldc + col + j);
+            }
+        }
+    }
+    let (cp, stride) = (tail.0.as_mut_ptr(), NB * 4);
+    // SAFETY: rows cp .. cp + 32·stride, 64 bytes each, inside `tail`.
+    asm!(
+        "tileloadd tmm0, [{c} + {s}*1]",
+        "tileloadd tmm1, [{c1} + {s}*1]",
+        "tileloadd tmm2, [{c2} + {s}*1]",
+        "tileloadd tmm3, [{c3} + {s}*1]",
+        c = in(reg) cp, c1 = in(reg) cp.add(16),
+        c2 = in(reg) (cp as *mut u8).add(16 * stride),
+        c3 = in(reg) (cp as *mut u8).add(16 * stride + 64),
+        s = in(reg) stride, options(nostack, readonly),
+    );
+    // A: the 1 KB tiles of row blocks r/16 and r/16 + 1, step s at +s·512;
+    // B: panel jb, 16 pair rows of 128 bytes per step (B1 is the upper 64 bytes).
+    let ap0 = a.data.as_ptr().add((r / 16) * steps * 512);
+    let ap1 = ap0.add(steps * 512);
+    let bp = b.data.as_ptr().add(jb * kp * NB);
+    // At most 16 rows left: the lower half of the block (C2, C3, A1) is all
+    // padding, so only C0 and C1 are computed (C2 and C3 stay in `tail`).
+    let half = m - r <= 16;
+    for s in (0..steps).filter(|_| half) {
+        // SAFETY: as below, row block r/16 only.
+        asm!(
+            "tileloadd tmm4, [{a0} + {sa}*1]",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tileloadd tmm7, [{b1} + {sb}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            a0 = in(reg) ap0.add(s * 512),
+            b0 = in(reg) bp.add(s * 16 * 2 * NB),
+            b1 = in(reg) bp.add(s * 16 * 2 * NB + 32),
+            sa = in(reg) 64usize, sb = in(reg) 128usize, options(nostack, readonly),
+        );
+    }
+    for s in (0..steps).filter(|_| !half) {
+        // SAFETY: A tiles lie inside row blocks r/16 and r/16 + 1 < m padded
+        // to 32 rows; the B tile rows s·16..s·16+16 lie inside panel jb.
+        asm!(
+            "tileloadd tmm4, [{a0} + {sa}*1]",
+            "tileloadd tmm5, [{a1} + {sa}*1]",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tileloadd tmm7, [{b1} + {sb}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            a0 = in(reg) ap0.add(s * 512), a1 = in(reg) ap1.add(s * 512),
+            b0 = in(reg) bp.add(s * 16 * 2 * NB),
+            b1 = in(reg) bp.add(s * 16 * 2 * NB + 32),
+            sa = in(reg) 64usize, sb = in(reg) 128usize, options(nostack, readonly),
+        );
+    }
+    // SAFETY: as for the loads above.
+    asm!(
+        "tilestored [{c} + {s}*1], tmm0",
+        "tilestored [{c1} + {s}*1], tmm1",
+        "tilestored [{c2} + {s}*1], tmm2",
+        "tilestored [{c3} + {s}*1], tmm3",
+        c = in(reg) cp, c1 = in(reg) cp.add(16),
+        c2 = in(reg) (cp as *mut u8).add(16 * stride),
+        c3 = in(reg) (cp as *mut u8).add(16 * stride + 64),
+        s = in(reg) stride, options(nostack),
+    );
+    for i in 0..(m - r).min(MB) {
+        for j in 0..NB.min(n - col) {
+            *c.add((r + i) * ldc + col + j) = tail.0[i * NB + j];
+        }
+    }
+}
+
+#[cfg(test)]
+mod probe {
+    use super::*;
+
+    /// `steps` kernel steps (four tile loads, four `tdpbf16ps`) cycling over `span` steps of
+    /// A (two row blocks) at `a` and of B (one panel) at `b`.
+    ///
+    /// # Safety
+    /// AMX-BF16 usable (`available()`); `a` holds `2 · span · 512` and `b` `span · 1024`
+    /// readable `u16`.
+    unsafe fn run(steps: usize, span: usize, a: *const u16, b: *const u16) {
+        let cfg = config();
+        asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+        let a1 = a.add(span * 512);
+        for i in 0..steps {
+            let s = i % span;
+            // SAFETY: A tiles at s·512 in both row blocks, B rows of 128 bytes at s·1024:
+            // inside the buffers the caller vouches for.
+            asm!(
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tileloadd tmm7, [{b1} + {sb}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a.add(s * 512), a1 = in(reg) a1.add(s * 512),
+                b0 = in(reg) b.add(s * 1024), b1 = in(reg) b.add(s * 1024 + 32),
+                sa = in(reg) 64usize, sb = in(reg) 128usize, options(nostack, readonly),
+            );
+        }
+        asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// What the operands' 64-byte alignment (`bf16::aligned`) is worth: the
+    /// kernel's step from L1 (span 8) and from L2 (span 128), buffers on a cache line or
+    /// 16 / 32 bytes off it.
+    /// `cargo test --release -p smolt-kernels tile_row_alignment -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn tile_row_alignment() {
+        if !available() {
+            return;
+        }
+        let steps = 1 << 20;
+        for span in [8, 128] {
+            let a = LineVec::filled(span * 1024 + 64, 0u16);
+            let b = LineVec::filled(span * 1024 + 64, 0u16);
+            for off in [0, 16, 32] {
+                let best = (0..5)
+                    .map(|_| {
+                        let t0 = std::time::Instant::now();
+                        // SAFETY: available(); 64 spare u16 cover the offset of ≤ 32 u16.
+                        unsafe {
+                            run(
+                                steps,
+                                span,
+                                a.as_ptr().add(off / 2),
+                                b.as_ptr().add(off / 2),
+                            )
+                        };
+                        t0.elapsed().as_secs_f64()
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                let flops = steps as f64 * 4.0 * (16 * 16 * 32 * 2) as f64;
+                eprintln!(
+                    "span {span:3} steps ({:4} KB), {off:2} bytes off a line: {:5.1} ns/step, {:4.0} GFLOP/s",
+                    span * 4,
+                    best / steps as f64 * 1e9,
+                    flops / best * 1e-9
+                );
+            }
+        }
+    }
 }

@@ -27,6 +27,7 @@
 /// nearest even, NaN kept quiet; widening exact).
 pub use smolt_quant::{bf16_to_f32, f32_to_bf16};
 
+mod aligned;
 #[cfg(target_arch = "x86_64")]
 mod amx;
 mod dot;
@@ -36,6 +37,7 @@ mod packing;
 mod product;
 mod split;
 
+pub use aligned::LineVec;
 pub use operands::{BfRows, PackedB};
 pub use pack_q8_0::pack_w_q8_0_into;
 pub use packing::{pack_rows_into, pack_w_into, PackScratch};

@@ -2,6 +2,7 @@
 //! per call ([`BfRows`], 16 × 32 tiles) and a frozen `b` packed once ([`PackedB`], element
 //! pairs along `k` in 32-column panels), with the block sizes both hardware kernels use.
 
+use super::aligned::LineVec;
 use crate::simd::multiversion;
 use crate::Float;
 use rayon::prelude::*;
@@ -39,7 +40,7 @@ pub struct BfRows {
     pub k: usize,
     /// `k` rounded up to 32.
     pub(super) kp: usize,
-    pub(super) data: Vec<u16>,
+    pub(super) data: LineVec<u16>,
 }
 
 impl BfRows {
@@ -47,7 +48,7 @@ impl BfRows {
     pub fn from_f32(x: &[f32], m: usize, k: usize, scale: f32) -> BfRows {
         assert_eq!(x.len(), m * k, "x is not (m, k)");
         let kp = k.next_multiple_of(KB);
-        let mut data = vec![0u16; m.next_multiple_of(MB) * kp];
+        let mut data = LineVec::filled(m.next_multiple_of(MB) * kp, 0);
         // One 16-row block per task: 16·kp contiguous elements.
         let work = |(rb, d): (usize, &mut [u16])| {
             for i in 0..16 {
@@ -77,7 +78,7 @@ impl BfRows {
         assert_eq!(x.len(), rows * cols, "x is not (rows, cols)");
         let (m, k) = (cols, rows);
         let kp = k.next_multiple_of(KB);
-        let mut data = vec![0u16; m.next_multiple_of(MB) * kp];
+        let mut data = LineVec::filled(m.next_multiple_of(MB) * kp, 0);
         for (rb, d) in data.chunks_mut(16 * kp).enumerate() {
             let (c0, w) = (rb * 16, 16.min(m.saturating_sub(rb * 16)));
             if w == 0 {
@@ -112,7 +113,7 @@ pub struct PackedB {
     pub n: usize,
     /// `k` rounded up to 32.
     pub(super) kp: usize,
-    pub(super) data: Vec<u16>,
+    pub(super) data: LineVec<u16>,
 }
 
 impl PackedB {
@@ -122,7 +123,7 @@ impl PackedB {
             k,
             n,
             kp,
-            data: vec![0u16; n.next_multiple_of(NB) * kp],
+            data: LineVec::filled(n.next_multiple_of(NB) * kp, 0),
         }
     }
 
@@ -197,8 +198,7 @@ impl PackedB {
         let kp = k.next_multiple_of(KB);
         let len = n.next_multiple_of(NB) * kp;
         if (self.k, self.n) != (k, n) || self.data.len() != len {
-            self.data.clear();
-            self.data.resize(len, 0);
+            self.data.refill(len, 0);
             (self.k, self.n, self.kp) = (k, n, kp);
         }
     }
