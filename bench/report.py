@@ -32,9 +32,12 @@ import subprocess
 import sys
 
 HEADLINE = [("pp", ("pp512_t2", "pp512_t1")), ("tg", ("tg128_t2", "tg128_t1")),
-            ("rcpt", ("train_receipts_b1",)), ("all", ("train_seq512_last512_b1",)),
+            ("rcpt", ("train_receipts_b1",)), ("rcpt-bf16ac", ("train_receipts_b1_bf16ac",)),
+            ("all", ("train_seq512_last512_b1",)),
             ("lat", ("receipt_json_latency_s",))]
 INDEX_MARKER = "<!-- runs-index"
+# Figure suffix of the PyTorch runs under bf16 autocast (bench/pytorch/train_bench.py --autocast bf16).
+AUTOCAST = "_bf16ac"
 
 ORDER = [
     ("pp512_t2", "prompt processing pp512, 2 threads"),
@@ -46,6 +49,11 @@ ORDER = [
     ("train_seq512_last512_b1", "LoRA training, 1 x 512, loss on all 512"),
     ("train_seq512_last128_b4", "LoRA training, 4 x 512, loss on last 128"),
     ("train_seq512_last512_b4", "LoRA training, 4 x 512, loss on all 512"),
+    ("train_receipts_b1_bf16ac", "LoRA training, SROIE receipts, batch 1 — vs PyTorch bf16 autocast"),
+    ("train_seq512_last128_b1_bf16ac", "LoRA training, 1 x 512, loss on last 128 — vs PyTorch bf16 autocast"),
+    ("train_seq512_last512_b1_bf16ac", "LoRA training, 1 x 512, loss on all 512 — vs PyTorch bf16 autocast"),
+    ("train_seq512_last128_b4_bf16ac", "LoRA training, 4 x 512, loss on last 128 — vs PyTorch bf16 autocast"),
+    ("train_seq512_last512_b4_bf16ac", "LoRA training, 4 x 512, loss on all 512 — vs PyTorch bf16 autocast"),
     ("receipt_json_latency_s", "receipt -> JSON, schema-constrained, greedy (wall, incl. load)"),
     ("receipt_json_compute_s", "receipt -> JSON, schema-constrained, greedy (prompt + generation)"),
 ]
@@ -137,6 +145,13 @@ def table(recs):
         g["recs"].append(r)
         if not r.get("skipped"):
             g["smolt" if r["side"] == "smolt" else "peer"].extend(float(x) for x in r.get("samples") or [])
+    # The PyTorch bf16 autocast runs (figure + AUTOCAST) are set against smolt's run of the same
+    # workload: smolt has one training arithmetic, the peer two.
+    for k, g in groups.items():
+        base = groups.get(k[: -len(AUTOCAST)]) if k.endswith(AUTOCAST) else None
+        if base is not None:
+            g["smolt"] = base["smolt"]
+            g["smolt_recs"] = [r for r in base["recs"] if r["side"] == "smolt"]
     names = dict(ORDER)
     keys = [k for k, _ in ORDER if k in groups] + sorted(k for k in groups if k not in names)
     lines = [
@@ -155,7 +170,8 @@ def table(recs):
                 ratio = f"{(s / p if better == 'higher' else p / s):.2f}×"
         rss = {}
         for side in ("smolt", "peer"):
-            vals = [r["peak_rss_mib"] for r in g["recs"] if r["side"] == side and r.get("peak_rss_mib")]
+            recs = g["recs"] + g.get("smolt_recs", [])
+            vals = [r["peak_rss_mib"] for r in recs if r["side"] == side and r.get("peak_rss_mib")]
             rss[side] = f"{max(vals):.0f}" if vals else "—"
         peer_tools = sorted({r.get("tool", "?") for r in g["recs"] if r["side"] != "smolt"})
         lines.append(f"| {names.get(k, k)} | {unit} | {mmm(g['smolt'], unit)} | {mmm(g['peer'], unit)} | {ratio} | "
@@ -210,7 +226,10 @@ def limits_section(recs, keys, groups):
             elif m:
                 work, peak, what = med * cost["prefill_ops_per_token"] / 1e9, lim["int8_gop_per_s"], "GOP/s of the int8 VNNI peak"
             elif k.startswith("train_"):
-                srec = next((r for r in g["recs"] if r["side"] == "smolt" and not r.get("skipped")), None)
+                if side == "smolt" and k.endswith(AUTOCAST):
+                    continue  # smolt's share is on the row of the f32 peer
+                srec = next((r for r in g["recs"] + g.get("smolt_recs", [])
+                             if r["side"] == "smolt" and not r.get("skipped")), None)
                 fpt = train_flops_per_token(srec, cost) if srec else None
                 if fpt is None:
                     continue
@@ -218,6 +237,9 @@ def limits_section(recs, keys, groups):
                     peak = lim["amx_bf16_gflop_per_s"] or lim["bf16_gflop_per_s"] or lim["f32_gflop_per_s"]
                     what = "GFLOP/s of the " + ("AMX bf16" if lim["amx_bf16_gflop_per_s"] else
                                                 "bf16" if lim["bf16_gflop_per_s"] else "f32") + " peak"
+                elif k.endswith(AUTOCAST):
+                    peak = lim["amx_bf16_gflop_per_s"] or lim["bf16_gflop_per_s"]
+                    what = "GFLOP/s of the " + ("AMX bf16" if lim["amx_bf16_gflop_per_s"] else "bf16") + " peak"
                 else:
                     peak, what = lim["f32_gflop_per_s"], "GFLOP/s of the f32 peak"
                 work = med * fpt / 1e9
@@ -233,7 +255,7 @@ def limits_section(recs, keys, groups):
                 "token plus 4 × head parameters per token with a loss — the frozen weights' forward and input "
                 "gradient — on bf16 hardware for smolt (AMX tiles, else AVX-512 BF16, where the head's forward "
                 "half runs on int8 VNNI at up to twice that peak, so shares near 100% are possible), f32 for "
-                "PyTorch):", "",
+                "PyTorch, bf16 for PyTorch under autocast):", "",
                 "| figure | smolt | peer |", "|---|---|---|"] + rows
     return out + [""]
 

@@ -7,7 +7,8 @@
 # (i)   builds/installs the peers if missing (bench/build_llamacpp.sh, bench/pytorch/setup.sh);
 # (ii)  runs smolt's side (bench/smolt_side.py: `smolt bench ... --json`, `smolt train ...`; a missing
 #       subcommand is reported and skipped) and the peers' (bench/llamacpp_bench.py, bench/pytorch/train_bench.py)
-#       in N rounds, each with its share of the repetitions and steps, alternating which side goes first
+#       in N rounds (PyTorch in f32, and again under bf16 autocast where the CPU has AVX-512 BF16 or AMX;
+#       SMOLT_BENCH_AUTOCAST=0 leaves that out), each with its share of the repetitions and steps, alternating which side goes first
 #       (smolt, peers | peers, smolt | ...): a machine whose speed drifts during the run then shifts both
 #       sides of a ratio alike;
 # (iii) writes the run's markdown section (table, machine, date, commit, this command) to a new file
@@ -101,6 +102,13 @@ r_reps=$(per_round $reps); r_lat=$(per_round $lat_reps)
 # Training steps per round: the timed share plus the 2 warm-up steps each run leaves out.
 r_receipt=$(( $(per_round $((receipt_steps - 2))) + 2 ))
 
+# PyTorch runs in f32, and also under bf16 autocast where the CPU has bf16 hardware (users do that
+# there; SMOLT_BENCH_AUTOCAST=0 leaves it out).
+autocasts=(none)
+if [ "${SMOLT_BENCH_AUTOCAST:-1}" != 0 ] && grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then
+  autocasts+=(bf16)
+fi
+
 smolt_side() {  # $1: 1 in the first round (the machine's limits are measured once)
   [ "$only" != peers ] || return 0
   local what=(speed seq)
@@ -123,16 +131,19 @@ peers_side() {
     ${data:+--data "$data"} --latency-reps "$r_lat" --raw-dir "$res/llamacpp-raw" \
     2> >(tee -a "$res/llamacpp.log" >&2) >> "$results" \
     || echo "run.sh: the llama.cpp benchmark failed (see $res/llamacpp.log)" >&2
-  local py=$work/torch-venv/bin/python tb=$here/pytorch/train_bench.py
-  if [ -n "$data" ]; then
-    "$py" "$tb" --workload receipts --model "$model" --data "$data" --steps "$r_receipt" --threads 2 \
-      2> >(tee -a "$res/pytorch.log" >&2) >> "$results" || echo "run.sh: PyTorch receipts run failed" >&2
-  fi
-  for r in "${seq_runs[@]}"; do
-    set -- $r
-    "$py" "$tb" --workload seq512 --model "$model" --batch "$1" --last "$2" \
-      --steps $(( $(per_round $(($3 - 2))) + 2 )) --threads 2 \
-      2> >(tee -a "$res/pytorch.log" >&2) >> "$results" || echo "run.sh: PyTorch seq512 batch $1 last $2 failed" >&2
+  local py=$work/torch-venv/bin/python tb=$here/pytorch/train_bench.py ac
+  for ac in "${autocasts[@]}"; do
+    if [ -n "$data" ]; then
+      "$py" "$tb" --workload receipts --model "$model" --data "$data" --steps "$r_receipt" --threads 2 --autocast "$ac" \
+        2> >(tee -a "$res/pytorch.log" >&2) >> "$results" || echo "run.sh: PyTorch receipts run ($ac) failed" >&2
+    fi
+    for r in "${seq_runs[@]}"; do
+      set -- $r
+      "$py" "$tb" --workload seq512 --model "$model" --batch "$1" --last "$2" --autocast "$ac" \
+        --steps $(( $(per_round $(($3 - 2))) + 2 )) --threads 2 \
+        2> >(tee -a "$res/pytorch.log" >&2) >> "$results" \
+        || echo "run.sh: PyTorch seq512 batch $1 last $2 ($ac) failed" >&2
+    done
   done
 }
 

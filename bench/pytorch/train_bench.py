@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """LoRA training throughput and peak memory of the PyTorch peer (transformers + PEFT, CPU, f32).
 
+--autocast bf16 runs the forward under `torch.autocast("cpu", dtype=torch.bfloat16)`, as users do on
+CPUs with bf16 hardware (AVX-512 BF16, AMX): weights stay f32, the matrix products run in bf16 through
+oneDNN. Its figures carry the suffix `_bf16ac` and the tool `pytorch+peft bf16 autocast`.
+
 The model is read from the same GGUF file smolt trains on: transformers dequantizes it to f32
 (`from_pretrained(dir, gguf_file=...)`); the converted model and tokenizer are cached as
 safetensors under bench/.work/hf-models/ so later runs skip the conversion. The conversion runs in
@@ -24,6 +28,7 @@ Prints one JSON line per run on stdout (progress goes to stderr). Steps before -
 but not timed into the figures.
 """
 import argparse
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -161,6 +166,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--autocast", choices=["none", "bf16"], default="none",
+                    help="bf16: forward under torch.autocast(cpu, bfloat16) (default none: f32)")
     ap.add_argument("--convert-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -217,10 +224,18 @@ def main():
         config = f"batch {args.batch} x {args.seq} random ids (seed 0), loss on last {args.last}"
         figure = f"train_seq{args.seq}_last{args.last}_b{args.batch}"
 
+    autocast = args.autocast == "bf16"
+    if autocast:
+        config += "; forward under torch.autocast(cpu, bfloat16)"
+        figure += "_bf16ac"
+    def forward_context():
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+
     losses, times, tokens = [], [], []
     for step, (ids, labels) in enumerate(batches):
         t0 = time.perf_counter()
-        out = model(input_ids=ids, labels=labels, use_cache=False)
+        with forward_context():
+            out = model(input_ids=ids, labels=labels, use_cache=False)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -235,7 +250,7 @@ def main():
     per_step = [n / t for n, t in zip(n_meas, t_meas)]
     result = {
         "side": "peer",
-        "tool": "pytorch+peft",
+        "tool": "pytorch+peft bf16 autocast" if autocast else "pytorch+peft",
         "figure": figure,
         "workload": args.workload,
         "config": config,
@@ -260,6 +275,7 @@ def main():
         "trainable_params": n_trainable,
         "threads": args.threads,
         "attn": args.attn,
+        "autocast": args.autocast,
         "model": os.path.abspath(args.model),
         "data": os.path.abspath(args.data) if args.data else None,
         "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "targets": TARGETS, "optimizer": "AdamW", "lr": args.lr},
