@@ -8,14 +8,27 @@ use crate::Float;
 use rayon::prelude::*;
 use smolt_quant::{bf16_to_f32, f32_to_bf16};
 
+/// `dst = bf16(src · scale)`, branch-free so that it vectorises (called with `F = f32`).
+#[inline(always)]
+fn round_into<F: Float>(src: &[F], dst: &mut [u16], scale: F) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        let u = ((v * scale).to_f64() as f32).to_bits();
+        let rounded = (u + (0x7fff + ((u >> 16) & 1))) >> 16;
+        let nan = (u & 0x7fff_ffff) > 0x7f80_0000;
+        *d = if nan { (u >> 16) | 64 } else { rounded } as u16;
+    }
+}
+
 multiversion! {
-    /// `dst = bf16(src · scale)`, branch-free so that it vectorises (called with `F = f32`).
-    fn round_into<F: Float>(src: &[F], dst: &mut [u16], scale: F) {
-        for (d, &v) in dst.iter_mut().zip(src) {
-            let u = ((v * scale).to_f64() as f32).to_bits();
-            let rounded = (u + (0x7fff + ((u >> 16) & 1))) >> 16;
-            let nan = (u & 0x7fff_ffff) > 0x7f80_0000;
-            *d = if nan { (u >> 16) | 64 } else { rounded } as u16;
+    /// The rows of one 16-row block of `x (·, k)` (`x` holds them, `rows ≤ 16`) rounded into
+    /// the block's tiles `d` (`16 · kp`): row `i`'s columns `32s..` go to tile `s`, row `i`.
+    /// One dispatch per block, not per 32 values (the conversion took 13% of the forward's
+    /// projections when each 32 went through the dispatch).
+    fn round_block_into<F: Float>(x: &[F], k: usize, d: &mut [u16], scale: F) {
+        for (i, xr) in x.chunks(k).enumerate() {
+            for (s, xs) in xr.chunks(KB).enumerate() {
+                round_into(xs, &mut d[s * 512 + i * 32..][..xs.len()], scale);
+            }
         }
     }
 }
@@ -51,15 +64,9 @@ impl BfRows {
         let mut data = LineVec::filled(m.next_multiple_of(MB) * kp, 0);
         // One 16-row block per task: 16·kp contiguous elements.
         let work = |(rb, d): (usize, &mut [u16])| {
-            for i in 0..16 {
-                let r = rb * 16 + i;
-                if r >= m {
-                    break;
-                }
-                let xr = &x[r * k..][..k];
-                for (s, xs) in xr.chunks(KB).enumerate() {
-                    round_into::<f32>(xs, &mut d[s * 512 + i * 32..][..xs.len()], scale);
-                }
+            let (r0, r1) = (rb * 16, (rb * 16 + 16).min(m));
+            if r0 < r1 && k > 0 {
+                round_block_into::<f32>(&x[r0 * k..r1 * k], k, d, scale);
             }
         };
         if m * k >= 1 << 16 {

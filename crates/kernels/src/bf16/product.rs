@@ -205,6 +205,12 @@ mod tests {
         for &(m, k, n) in &[
             // In L2 (and in L1 per k-block).
             (256, 512, 256),
+            // A receipt's projections (450 tokens).
+            (450, 640, 1024),
+            (450, 640, 2048),
+            (450, 2048, 640),
+            (450, 640, 256),
+            (450, 1024, 640),
             // The LM head's products at 512 scored tokens (a softmax chunk, a logits slice).
             (512, 2048, 640),
             (512, 640, 128),
