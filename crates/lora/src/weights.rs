@@ -208,12 +208,12 @@ impl AdapterWeights {
         for (&(layer, t), p) in &self.pairs {
             model.blocks[layer]
                 .proj_mut(t)
-                .set_lora(Some(smolt_model::LoraDelta {
-                    a: p.a.clone(),
-                    b: p.b.clone(),
-                    rank: p.rank,
-                    scale: p.scale as f32,
-                }))
+                .set_lora(Some(smolt_model::LoraDelta::new(
+                    p.a.clone(),
+                    p.b.clone(),
+                    p.rank,
+                    p.scale as f32,
+                )))
                 .with_context(|| format!("layer {layer} `{t}`"))?;
         }
         Ok(self.pairs.len())

@@ -57,12 +57,50 @@ pub struct LoraDelta {
     pub rank: usize,
     /// `alpha / r` (or `alpha / sqrt(r)` with rsLoRA).
     pub scale: f32,
+    /// `Bᵀ (r, out)`, made on first use by the row-by-row path: `B·u` as `r` whole-row
+    /// `axpy`s instead of `out` dot products of length `r`.
+    bt: std::sync::OnceLock<Vec<f32>>,
 }
 
+/// Rows up to which a LoRA term is two matrix-vector products per row instead of two gemm
+/// calls: decode's one row and a served batch's few per adapter. With the gemm crate (which
+/// packs its right operand on every call) the term cost 6.7 ms per decoded token of Gemma 3
+/// 270M (126 projections; 53 → 39 tok/s), as much as a third of the base model's pass.
+const LORA_ROWS_BY_ROW: usize = 8;
+
 impl LoraDelta {
+    /// The term `s · B · A` with `a (r, in)`, `b (out, r)`.
+    pub fn new(a: Vec<f32>, b: Vec<f32>, rank: usize, scale: f32) -> LoraDelta {
+        LoraDelta {
+            a,
+            b,
+            rank,
+            scale,
+            bt: std::sync::OnceLock::new(),
+        }
+    }
+
     /// `y (t, out) += s · (x (t, in) · Aᵀ) · Bᵀ`: two thin products, r ≪ in, out.
     pub fn add_to(&self, x: &[f32], t: usize, y: &mut [f32]) {
         let (inp, out) = (self.a.len() / self.rank, self.b.len() / self.rank);
+        if t <= LORA_ROWS_BY_ROW {
+            let bt = self.bt.get_or_init(|| {
+                let mut bt = vec![0f32; self.b.len()];
+                for (o, br) in self.b.chunks_exact(self.rank).enumerate() {
+                    for (j, &v) in br.iter().enumerate() {
+                        bt[j * out + o] = v;
+                    }
+                }
+                bt
+            });
+            let mut ax = vec![0f32; self.rank];
+            for (xr, yr) in x.chunks_exact(inp).zip(y.chunks_exact_mut(out)) {
+                ax.fill(0.0);
+                smolt_kernels::float::matvec_acc(&self.a, xr, self.scale, &mut ax);
+                smolt_kernels::float::rows_combination_acc(bt, &ax, yr);
+            }
+            return;
+        }
         let mut ax = vec![0f32; t * self.rank];
         smolt_kernels::matmul_nt(x, &self.a, t, inp, self.rank, &mut ax, false);
         ax.iter_mut().for_each(|v| *v *= self.scale);
@@ -263,14 +301,13 @@ impl Linear {
             }
         }
         if let Some(d) = &self.lora {
+            // As `LoraDelta::add_to` computes one row: the same sums, for the chosen rows.
             let mut ax = vec![0f32; d.rank];
-            smolt_kernels::matmul_nt(x, &d.a, 1, k, d.rank, &mut ax, false);
-            ax.iter_mut().for_each(|v| *v *= d.scale);
-            let mut b_rows = vec![0f32; rows.len() * d.rank];
-            for (dst, &r) in b_rows.chunks_mut(d.rank).zip(rows) {
-                dst.copy_from_slice(&d.b[r as usize * d.rank..][..d.rank]);
+            smolt_kernels::float::matvec_acc(&d.a, &x[..k], d.scale, &mut ax);
+            for (o, &r) in y.iter_mut().zip(rows) {
+                let br = &d.b[r as usize * d.rank..][..d.rank];
+                smolt_kernels::float::matvec_acc(br, &ax, 1.0, std::slice::from_mut(o));
             }
-            smolt_kernels::matmul_nt(&ax, &b_rows, 1, d.rank, rows.len(), y, true);
         }
     }
 

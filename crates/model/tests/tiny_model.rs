@@ -436,12 +436,12 @@ fn a_batched_step_matches_each_sequence_alone() {
                         .map(|i| 0.05 * (k * i as f32 + il as f32).sin())
                         .collect()
                 };
-                lin.set_lora(Some(LoraDelta {
-                    a: wave(r * inp, 0.37),
-                    b: wave(out * r, 0.23),
-                    rank: r,
-                    scale: 2.0,
-                }))
+                lin.set_lora(Some(LoraDelta::new(
+                    wave(r * inp, 0.37),
+                    wave(out * r, 0.23),
+                    r,
+                    2.0,
+                )))
                 .unwrap();
             }
         }
