@@ -279,6 +279,8 @@ def details(keys, groups):
                 g0 = r["runs"][0]
                 extra.append(f"{g0.get('prompt_tokens', '?')} prompt tokens, {g0.get('eval_tokens', '?')} generated, "
                              f"valid JSON: {all(g.get('valid_json') for g in r['runs'])}")
+            if r.get("generated_tokens") is not None:
+                extra.append(f"{r['generated_tokens']} tokens written")
             if r.get("command"):
                 extra.append(f"`{r['command']}`")
             out.append(f"- **{k}** ({r['side']}, {r.get('tool', '?')}): " + ("; ".join(extra) or "no details"))

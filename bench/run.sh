@@ -2,7 +2,7 @@
 # One command for the whole comparison: smolt vs llama.cpp (inference) and PyTorch+PEFT (LoRA training).
 #
 #   bench/run.sh --data PATH/sroie/train.jsonl [--quick] [--model M.gguf] [--out FILE.md]
-#                [--only smolt|peers] [--no-build-smolt] [--rounds N] [--note TEXT]
+#                [--only smolt|peers] [--no-build-smolt] [--rounds N] [--note TEXT] [--adapter RUN]
 #
 # (i)   builds/installs the peers if missing (bench/build_llamacpp.sh, bench/pytorch/setup.sh);
 # (ii)  runs smolt's side (bench/smolt_side.py: `smolt bench ... --json`, `smolt train ...`; a missing
@@ -19,6 +19,9 @@
 # Raw JSON lines and logs: bench/.work/results/<UTC time>/.  Nothing else should run on the machine meanwhile:
 # the load average before the run is recorded in the report.
 #
+# --adapter RUN: the receipt -> JSON latency with this fine-tuned adapter (a `smolt train` run directory) on
+#          both sides, the same work: smolt loads it as it is, llama.cpp the GGUF LoRA `smolt export` writes
+#          from it (f32) into the run's raw folder.
 # --quick: 2 threads only, 6 receipt steps, one seq512 config (batch 1, last 128, 4 steps), 1 latency rep,
 #          one round (checks that everything works; ~5 minutes on 2 cores once built).
 # Full (default): 2 rounds; threads 2 and 1, 4 repetitions; receipts 28 timed steps; seq512 x {last 128,
@@ -33,7 +36,7 @@ cmdline="bench/run.sh$(printf " %q" "$@")"
 model=${SMOLT_BENCH_MODEL:-$HOME/.cache/smolt/models/gemma-3-270m-q4_k_m.gguf}
 data=${SMOLT_BENCH_DATA:-}
 out=
-quick=0; only=all; build_smolt=1; notes=(); rounds=
+quick=0; only=all; build_smolt=1; notes=(); rounds=; adapter=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -43,6 +46,7 @@ while [ $# -gt 0 ]; do
     --only) only=$2; shift ;;
     --no-build-smolt) build_smolt=0 ;;
     --rounds) rounds=$2; shift ;;
+    --adapter) adapter=$2; shift ;;
     --note) notes+=(--note "$2"); shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -97,6 +101,15 @@ if [ $build_smolt = 1 ] && [ "$only" != peers ]; then
     echo "run.sh: cargo not found; using the existing target/release/smolt if any" >&2
   fi
 fi
+# --adapter: the same fine-tuned adapter on both sides of the receipt latency.
+lora_gguf=
+if [ -n "$adapter" ]; then
+  [ -d "$adapter" ] || { echo "run.sh: --adapter $adapter is not a run directory" >&2; exit 1; }
+  lora_gguf=$res/adapter-lora-f32.gguf
+  "$root/target/release/smolt" export "$adapter" --format gguf-lora --model "$model" --out "$lora_gguf" >&2 \
+    || { echo "run.sh: smolt export of $adapter failed" >&2; exit 1; }
+  notes+=(--note "receipt latency with the adapter $adapter on both sides (llama.cpp: its GGUF LoRA export, f32)")
+fi
 per_round() { echo $(( ($1 + rounds - 1) / rounds )); }
 r_reps=$(per_round $reps); r_lat=$(per_round $lat_reps)
 # Training steps per round: the timed share plus the 2 warm-up steps each run leaves out.
@@ -128,7 +141,7 @@ peers_side() {
   local lwhat=(speed)
   [ -n "$data" ] && lwhat+=(receipt)
   python3 "$here/llamacpp_bench.py" "${lwhat[@]}" --model "$model" --threads "$threads" --reps "$r_reps" \
-    ${data:+--data "$data"} --latency-reps "$r_lat" --raw-dir "$res/llamacpp-raw" \
+    ${data:+--data "$data"} --latency-reps "$r_lat" --raw-dir "$res/llamacpp-raw" ${lora_gguf:+--lora "$lora_gguf"} \
     2> >(tee -a "$res/llamacpp.log" >&2) >> "$results" \
     || echo "run.sh: the llama.cpp benchmark failed (see $res/llamacpp.log)" >&2
   local py=$work/torch-venv/bin/python tb=$here/pytorch/train_bench.py ac
@@ -151,7 +164,7 @@ peers_side() {
 smolt_receipt() {
   [ "$only" = all ] && [ -n "$data" ] && [ -d "$res/llamacpp-raw" ] || return 0
   python3 "$here/smolt_side.py" receipt --model "$model" --threads "$threads" --latency-reps "$r_lat" \
-    --raw-dir "$res/llamacpp-raw" 2> >(tee -a "$res/smolt.log" >&2) >> "$results" \
+    --raw-dir "$res/llamacpp-raw" ${adapter:+--adapter "$adapter"} 2> >(tee -a "$res/smolt.log" >&2) >> "$results" \
     || echo "run.sh: smolt's receipt latency failed (see $res/smolt.log)" >&2
 }
 

@@ -281,6 +281,8 @@ def receipt(args):
         return
     cmd = shlex.split(tmpl.format(smolt=args.smolt, model=args.model, prompt=prompt, schema=schema,
                                   threads=args.threads[0], raw=raw))
+    if args.adapter:
+        cmd += ["--adapter", args.adapter]
     samples, rss = [], 0.0
     for _ in range(args.latency_reps):
         rc, out, err, wall, peak = run_rss(cmd)
@@ -296,9 +298,18 @@ def receipt(args):
         valid = False
     emit({"figure": fig, "unit": "s", "better": "lower", "samples": samples, "peak_rss_mib": round(rss, 1),
           "output": out.strip()[-500:], "valid_json": valid, "timings": err.strip()[-300:],
-          "config": f"same prompt and schema file as llama.cpp, greedy, --threads {args.threads[0]}, wall incl. model load",
+          "config": f"same prompt and schema file as llama.cpp, greedy, --threads {args.threads[0]}"
+                    + (f", adapter {os.path.basename(args.adapter.rstrip('/'))}" if args.adapter else ", base model")
+                    + ", wall incl. model load",
+          "generated_tokens": generated_tokens(err),
           "command": " ".join(cmd).replace(args.smolt, "smolt").replace(raw, "$RAW"),
           "versions": {"smolt": args.version}})
+
+
+def generated_tokens(timings):
+    """Tokens written, from `smolt generate --timings`' stderr (None where it says nothing)."""
+    m = re.search(r"(\d+) output tokens", timings) or re.search(r"generated (\d+) tokens", timings)
+    return int(m.group(1)) if m else None
 
 
 def main():
@@ -313,6 +324,7 @@ def main():
     ap.add_argument("--latency-reps", type=int, default=3)
     ap.add_argument("--raw-dir", default=os.path.join(WORK, "results", "llamacpp-raw"),
                     help="where the llama.cpp side wrote receipt_prompt.txt and receipt_schema.json")
+    ap.add_argument("--adapter", help="receipt: a LoRA adapter (a `smolt train` run) for `smolt generate --adapter`")
     ap.add_argument("--warmup", type=int, default=2, help="leading training steps left out of the samples")
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--seq-runs", default="1:128", help="BATCH:LAST,... for the seq workload")
