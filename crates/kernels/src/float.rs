@@ -324,7 +324,7 @@ pub fn dot_product<F: Float>(a: &[F], b: &[F]) -> F {
 
 crate::simd::multiversion! {
 /// `y[i] += alpha · (row i of w) · x` for `w (y.len(), x.len())` row-major: a matrix times one
-/// vector with the rows' dot products in [`dot`]'s fixed order, for the thin products of a
+/// vector with the rows' dot products in `dot`'s fixed order, for the thin products of a
 /// LoRA term on a few rows (the gemm crate packed B on every such call: 53 µs a projection
 /// at one decode row).
 pub fn matvec_acc<F: Float>(w: &[F], x: &[F], alpha: F, y: &mut [F]) {
