@@ -21,6 +21,7 @@
 //! guessed at. The Berkeley Function Calling Leaderboard's data is an external test: do not
 //! convert it for training.
 
+use crate::tool_synth::openai_tool;
 use serde_json::{json, Map, Value};
 
 /// The formats [`import_tool_records`] reads.
@@ -168,16 +169,6 @@ fn xlam_tool(t: &Value) -> Result<Value, String> {
         t.get("description"),
         json!({"type": "object", "properties": properties, "required": required}),
     ))
-}
-
-fn openai_tool(name: &str, description: Option<&Value>, parameters: Value) -> Value {
-    let mut f = Map::new();
-    f.insert("name".into(), json!(name));
-    if let Some(d) = description.filter(|d| d.is_string()) {
-        f.insert("description".into(), d.clone());
-    }
-    f.insert("parameters".into(), parameters);
-    json!({"type": "function", "function": f})
 }
 
 /// A Python type annotation as xLAM writes it → JSON Schema.

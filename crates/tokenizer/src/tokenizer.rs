@@ -373,6 +373,11 @@ impl Tokenizer {
         &self.untrained
     }
 
+    /// Why [`Tokenizer::untrained_tokens`] are written with pieces: the one wording of the
+    /// commands that name them (`smolt inspect`, `smolt tokenize`).
+    pub const UNTRAINED_WHY: &'static str = "the model never learned it (its output row is a \
+        filler's), so smolt spells its text with ordinary pieces where llama.cpp uses its id";
+
     /// Builds the tokenizer from plain vectors, checking them as carefully as a GGUF.
     pub fn new(spec: VocabSpec) -> Result<Tokenizer, TokenizerError> {
         let n = spec.tokens.len();

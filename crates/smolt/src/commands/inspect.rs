@@ -32,11 +32,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .iter()
                 .map(|&id| format!("{} ({id})", tok.token_piece(id)))
                 .collect();
-            if !untrained.is_empty() {
+            for t in &untrained {
                 println!(
-                    "untrained added tokens: {} — their output rows are fillers', so smolt \
-                     spells their text with ordinary pieces",
-                    untrained.join(", ")
+                    "untrained added token {t}: {}",
+                    smolt::tokenizer::Tokenizer::UNTRAINED_WHY
                 );
             }
         }

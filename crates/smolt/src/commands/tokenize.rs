@@ -41,9 +41,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let piece = tok.token_piece(id);
         if text.contains(piece) {
             eprintln!(
-                "note: `{piece}` (id {id}) is declared as a token but this model never learned \
-                 it (its output row is a filler's), so smolt spells it with ordinary pieces; \
-                 llama.cpp would use id {id}"
+                "note: `{piece}` (id {id}) is declared as a token, but {}",
+                smolt::tokenizer::Tokenizer::UNTRAINED_WHY
             );
         }
     }
