@@ -175,7 +175,7 @@ unsafe fn blocks(
                         // A's row blocks r/16, r/16 + 1 and B's panel jb hold steps s0..s1.
                         let ap0 = a.data.as_ptr().add((r / 16) * steps * 512);
                         let cp = c.add(r * ldc + col);
-                        full_block(ap0, steps, bp, cp, sc, load, s0, s1);
+                        block(ap0, steps, bp, cp, sc, load, s0, s1, false);
                     }
                 }
             }
@@ -190,8 +190,9 @@ unsafe fn blocks(
     asm!("tilerelease", options(nostack, nomem));
 }
 
-/// One whole 32 × 32 block of C at `cp` (rows `sc` bytes apart), steps `s0..s1` of k: C is
-/// loaded first if `load`, else starts at zero.
+/// One 32 × 32 block of C at `cp` (rows `sc` bytes apart), steps `s0..s1` of k: C is loaded
+/// first if `load`, else starts at zero. With `half`, only its upper 16 rows are computed (the
+/// lower C tiles are stored back as they were loaded).
 ///
 /// # Safety
 /// Tiles configured by `blocks`; `ap0` is A's row block pair (`2 · steps · 512` elements),
@@ -199,7 +200,7 @@ unsafe fn blocks(
 /// writable f32, `sc` bytes apart.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn full_block(
+unsafe fn block(
     ap0: *const u16,
     steps: usize,
     bp: *const u16,
@@ -208,6 +209,7 @@ unsafe fn full_block(
     load: bool,
     s0: usize,
     s1: usize,
+    half: bool,
 ) {
     if load {
         asm!(
@@ -230,7 +232,20 @@ unsafe fn full_block(
         );
     }
     let ap1 = ap0.add(steps * 512);
-    for s in s0..s1 {
+    for s in (s0..s1).filter(|_| half) {
+        asm!(
+            "tileloadd tmm4, [{a0} + {sa}*1]",
+            "tileloadd tmm6, [{b0} + {sb}*1]",
+            "tileloadd tmm7, [{b1} + {sb}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            a0 = in(reg) ap0.add(s * 512),
+            b0 = in(reg) bp.add(s * 16 * 2 * NB),
+            b1 = in(reg) bp.add(s * 16 * 2 * NB + 32),
+            sa = in(reg) 64usize, sb = in(reg) 128usize, options(nostack, readonly),
+        );
+    }
+    for s in (s0..s1).filter(|_| !half) {
         asm!(
             "tileloadd tmm4, [{a0} + {sa}*1]",
             "tileloadd tmm6, [{b0} + {sb}*1]",
@@ -283,68 +298,22 @@ unsafe fn edge_block(
             }
         }
     }
-    let (cp, stride) = (tail.0.as_mut_ptr(), NB * 4);
-    // SAFETY: rows cp .. cp + 32·stride, 64 bytes each, inside `tail`.
-    asm!(
-        "tileloadd tmm0, [{c} + {s}*1]",
-        "tileloadd tmm1, [{c1} + {s}*1]",
-        "tileloadd tmm2, [{c2} + {s}*1]",
-        "tileloadd tmm3, [{c3} + {s}*1]",
-        c = in(reg) cp, c1 = in(reg) cp.add(16),
-        c2 = in(reg) (cp as *mut u8).add(16 * stride),
-        c3 = in(reg) (cp as *mut u8).add(16 * stride + 64),
-        s = in(reg) stride, options(nostack, readonly),
-    );
-    // A: the 1 KB tiles of row blocks r/16 and r/16 + 1, step s at +s·512;
-    // B: panel jb, 16 pair rows of 128 bytes per step (B1 is the upper 64 bytes).
+    // A: row blocks r/16 and r/16 + 1; B: panel jb. At most 16 rows left: the lower half of
+    // the block (C2, C3, A1) is all padding, so only C0 and C1 are computed.
     let ap0 = a.data.as_ptr().add((r / 16) * steps * 512);
-    let ap1 = ap0.add(steps * 512);
     let bp = b.data.as_ptr().add(jb * kp * NB);
-    // At most 16 rows left: the lower half of the block (C2, C3, A1) is all
-    // padding, so only C0 and C1 are computed (C2 and C3 stay in `tail`).
-    let half = m - r <= 16;
-    for s in (0..steps).filter(|_| half) {
-        // SAFETY: as below, row block r/16 only.
-        asm!(
-            "tileloadd tmm4, [{a0} + {sa}*1]",
-            "tileloadd tmm6, [{b0} + {sb}*1]",
-            "tileloadd tmm7, [{b1} + {sb}*1]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            a0 = in(reg) ap0.add(s * 512),
-            b0 = in(reg) bp.add(s * 16 * 2 * NB),
-            b1 = in(reg) bp.add(s * 16 * 2 * NB + 32),
-            sa = in(reg) 64usize, sb = in(reg) 128usize, options(nostack, readonly),
-        );
-    }
-    for s in (0..steps).filter(|_| !half) {
-        // SAFETY: A tiles lie inside row blocks r/16 and r/16 + 1 < m padded
-        // to 32 rows; the B tile rows s·16..s·16+16 lie inside panel jb.
-        asm!(
-            "tileloadd tmm4, [{a0} + {sa}*1]",
-            "tileloadd tmm5, [{a1} + {sa}*1]",
-            "tileloadd tmm6, [{b0} + {sb}*1]",
-            "tileloadd tmm7, [{b1} + {sb}*1]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            a0 = in(reg) ap0.add(s * 512), a1 = in(reg) ap1.add(s * 512),
-            b0 = in(reg) bp.add(s * 16 * 2 * NB),
-            b1 = in(reg) bp.add(s * 16 * 2 * NB + 32),
-            sa = in(reg) 64usize, sb = in(reg) 128usize, options(nostack, readonly),
-        );
-    }
-    // SAFETY: as for the loads above.
-    asm!(
-        "tilestored [{c} + {s}*1], tmm0",
-        "tilestored [{c1} + {s}*1], tmm1",
-        "tilestored [{c2} + {s}*1], tmm2",
-        "tilestored [{c3} + {s}*1], tmm3",
-        c = in(reg) cp, c1 = in(reg) cp.add(16),
-        c2 = in(reg) (cp as *mut u8).add(16 * stride),
-        c3 = in(reg) (cp as *mut u8).add(16 * stride + 64),
-        s = in(reg) stride, options(nostack),
+    // SAFETY: `tail` is 32 rows of 32 f32 (128 bytes apart); A's row blocks (padded to 32
+    // rows) and B's panel hold all `steps`.
+    block(
+        ap0,
+        steps,
+        bp,
+        tail.0.as_mut_ptr(),
+        NB * 4,
+        true,
+        0,
+        steps,
+        m - r <= 16,
     );
     for i in 0..(m - r).min(MB) {
         for j in 0..NB.min(n - col) {
