@@ -113,9 +113,8 @@ struct Tail([f32; MB * NB]);
 /// Bytes of B's panel a k-block keeps in L1 (of 48 KB) while the row blocks pass over it:
 /// without the k-blocking a whole panel (40 KB at k = 640) and the A rows streaming past it did
 /// not fit together. Of 8, 16, 24 and 32 KB and none (`bf16_speed`, one thread, 2026-12-07),
-/// 24 KB was best or near it on every training shape: (340, 640, 256) 1254 → 1555 GFLOP/s,
-/// (336, 640, 1024) 966 → 1203, while (512, 2048, 640), whose C goes back and forth six
-/// times, lost 1118 → 957.
+/// 24 KB was best or near it on the k = 640 shapes: (340, 640, 256) 1254 → 1555 GFLOP/s,
+/// (336, 640, 1024) 966 → 1203 (k = 2048 is not blocked: see `k_block_steps`).
 const B_L1_BYTES: usize = 24 << 10;
 
 /// Steps (of 32 `k`) per k-block for `steps` in all: as even as possible, each B sub-panel
