@@ -2,6 +2,9 @@
 //! ones that stay in cache, large ones read from memory),
 //! m = 1, best of N runs (min is the figure to trust on a shared machine).
 //! `cargo run --release -p smolt-quant --example headbench`
+//! `-- --rows`: the same shapes at a few x rows (speculative drafts, forced runs, a served
+//! batch): the decode layout's multi-row kernels against `matmul_q` (its panels from 4 rows).
+//! `-- --prefill`: the body's shapes at m = 512.
 
 use std::time::Instant;
 
@@ -17,6 +20,7 @@ fn run() {
     if std::env::args().any(|a| a == "--prefill") {
         return prefill();
     }
+    let rows = std::env::args().any(|a| a == "--rows");
     let shapes = [
         (GgmlType::Q8_0, 262_144usize, 640usize),
         (GgmlType::Q8_0, 8192, 640),
@@ -42,6 +46,26 @@ fn run() {
             quantize_row(ty, &r, d).unwrap();
         }
         let qm = QMatrix::new(ty, n, k, &w).unwrap();
+        if rows {
+            let packed = DecodePacked::pack(&qm);
+            let reps = (400_000_000 / w.len()).clamp(3, 500);
+            for m in [1usize, 2, 3, 4, 6, 8, 9, 12, 16] {
+                let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+                let mut y = vec![0f32; m * n];
+                let file = best_of(reps, || matmul_q(&qm, &x, m, &mut y).unwrap());
+                let dec = packed
+                    .as_ref()
+                    .map(|p| best_of(reps, || p.matmul(&x, m, &mut y).unwrap()));
+                println!(
+                    "{} {n}x{k} m={m}: matmul_q {:.3} ms{}",
+                    ty.name(),
+                    file * 1e3,
+                    dec.map(|d| format!(", decode layout {:.3} ms", d * 1e3))
+                        .unwrap_or_default()
+                );
+            }
+            continue;
+        }
         let x: Vec<f32> = (0..k).map(|_| rnd()).collect();
         let mut y = vec![0f32; n];
         let reps = (2_000_000_000 / w.len()).clamp(5, 2000);

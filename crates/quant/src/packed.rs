@@ -44,9 +44,10 @@ pub struct DecodePacked {
 }
 
 impl DecodePacked {
-    /// Products with fewer x rows than this run one row at a time in [`crate::matmul_q`] too, so
-    /// the decode layout gives its results bit for bit; from here on `matmul_q`'s panels serve
-    /// better (and differ in rounding).
+    /// Products with fewer x rows than this run through the one-row kernels in
+    /// [`crate::matmul_q`] too (each weight row read once for up to four x rows), so the decode
+    /// layout gives its results bit for bit; from here on `matmul_q`'s panels serve better (and
+    /// differ in rounding). [`DecodePacked::matmul`] itself takes any number of rows.
     pub const MAX_ROWS: usize = ONE_ROW_BELOW;
 
     /// The decode layout of `w`, or `None` where it would not be used: another type, rows
@@ -90,7 +91,8 @@ impl DecodePacked {
         })
     }
 
-    /// `y[m×rows] = x[m×cols] · Wᵀ`, one x row at a time (meant for m < [`Self::MAX_ROWS`]).
+    /// `y[m×rows] = x[m×cols] · Wᵀ`, each W row read once for a few x rows at a time (meant
+    /// for m < [`Self::MAX_ROWS`]); row `i` of `y` has the bits of x row `i`'s product alone.
     pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), QuantError> {
         if x.len() != m * self.cols || y.len() != m * self.rows {
             return Err(QuantError::Shape(format!(
@@ -101,22 +103,20 @@ impl DecodePacked {
                 y.len()
             )));
         }
-        for (xr, yr) in x.chunks_exact(self.cols).zip(y.chunks_exact_mut(self.rows)) {
-            // SAFETY: `pack` built this only where `kernel_available()` (the features the
-            // kernels are compiled for); the data holds `rows` packed rows of `cols` elements
-            // of `ty` with `cols % 128 == 0` (Q5_0), `cols % 64 == 0` (Q8_0) or
-            // `cols % 256 == 0` (Q4_K), and both slices were checked above.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                crate::simd::gemm512::matvec_packed(self.ty, &self.data, self.cols, xr, yr)
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            {
-                let _ = (xr, yr);
-                unreachable!("`pack` builds a DecodePacked only on x86-64");
-            }
+        if m == 0 {
+            return Ok(());
         }
-        Ok(())
+        // SAFETY: `pack` built this only where `kernel_available()` (the features the
+        // kernels are compiled for); the data holds `rows` packed rows of `cols` elements
+        // of `ty` with `cols % 128 == 0` (Q5_0), `cols % 64 == 0` (Q8_0) or
+        // `cols % 256 == 0` (Q4_K), and both slices were checked above.
+        #[cfg(target_arch = "x86_64")]
+        {
+            unsafe { crate::simd::gemm512::matvec_packed(self.ty, &self.data, self.cols, x, m, y) };
+            Ok(())
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("`pack` builds a DecodePacked only on x86-64")
     }
 
     /// Bytes held (the same as the file's, but for Q4_K's 148 per super-block against 144).

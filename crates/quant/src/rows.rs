@@ -5,7 +5,9 @@
 //! The activations are quantized once ([`QuantizedRows::new`]) and reused by every slice;
 //! each slice runs on the calling thread through the same AVX-512 VNNI panels as
 //! [`crate::matmul_q`] (exact integer block sums, float scales), so a slice's outputs equal
-//! the corresponding columns of `matmul_q`'s, bit for bit. Only where those panels run:
+//! the corresponding columns of `matmul_q`'s, bit for bit, at every row count where
+//! `matmul_q` runs panels (from [`crate::PanelPacked::MIN_ROWS`]; fewer rows take its
+//! one-row kernels, equal up to rounding). Only where those panels run:
 //! [`QuantizedRows::new`] answers `None` elsewhere and the caller keeps its own path.
 
 use crate::format::QuantError;
@@ -170,7 +172,8 @@ mod tests {
             let n = 75;
             let w = matrix(ty, n, k, &mut rng);
             let qm = QMatrix::new(ty, n, k, &w).unwrap();
-            for m in [4, 7, 13] {
+            let min = crate::PanelPacked::MIN_ROWS;
+            for m in [min, min + 1, 13] {
                 let x: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-2.0..2.0)).collect();
                 let mut full = vec![0f32; m * n];
                 matmul_q(&qm, &x, m, &mut full).unwrap();

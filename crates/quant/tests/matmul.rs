@@ -200,9 +200,9 @@ fn avx2_rows_are_the_same_alone_and_batched() {
     }
 }
 
-/// The AVX2 panels (m ≥ 4) give the AVX-512 panels' numbers bit for bit:
-/// the same activation quants, exact integer block sums and the same float steps, so prefill
-/// logits do not depend on which of the two x86 paths ran. Checked where both paths exist.
+/// The AVX2 panels (from `PanelPacked::MIN_ROWS` rows) give the AVX-512 panels' numbers bit
+/// for bit: the same activation quants, exact integer block sums and the same float steps, so
+/// prefill logits do not depend on which of the two x86 paths ran. Checked where both exist.
 #[test]
 fn avx2_panels_equal_avx512_panels_bit_for_bit() {
     if !(SimdPath::Avx2.available() && SimdPath::Avx512.available()) {
@@ -214,7 +214,8 @@ fn avx2_panels_equal_avx512_panels_bit_for_bit() {
         let (n, k) = (37, 768);
         let w = weights(&mut r, ty, n, k);
         let qm = QMatrix::new(ty, n, k, &w).unwrap();
-        for m in [4usize, 7, 16] {
+        let min = PanelPacked::MIN_ROWS;
+        for m in [min, min + 1, 16] {
             let x = normals(&mut r, m * k, 1.0);
             let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
             matmul_q_on(SimdPath::Avx2, &qm, &x, m, &mut a).unwrap();
@@ -246,7 +247,7 @@ fn fast_paths_match_scalar_on_odd_shapes() {
             for n in [1usize, 5, 16, 17, 35] {
                 let w = weights(&mut r, ty, n, k);
                 let qm = QMatrix::new(ty, n, k, &w).unwrap();
-                for m in [1usize, 2, 3, 4, 5, 9, 16, 35] {
+                for m in [1usize, 2, 3, 4, 5, 7, 9, 16, 35] {
                     let x = normals(&mut r, m * k, 1.0);
                     let mut want = vec![0f32; m * n];
                     matmul_q_on(SimdPath::Scalar, &qm, &x, m, &mut want).unwrap();
@@ -324,9 +325,54 @@ fn decode_packed_is_bit_identical_to_matmul_q() {
             };
             assert_eq!(p.len_bytes(), w.len() + extra);
             assert!(seen.into_inner().unwrap().iter().all(|&c| c == 1));
-            for m in 1..=3 {
+            for m in 1..DecodePacked::MAX_ROWS {
                 let x = normals(&mut r, m * k, 1.0);
                 same_bits_as_matmul_q(&qm, &x, m, |y| p.matmul(&x, m, y).unwrap());
+            }
+        }
+    }
+}
+
+/// A product of a few x rows reads each weight row once for all of them, yet gives every
+/// row the bits of its own one-row product: in the file's layout (`matmul_q` below the
+/// panels' start, all four decode types) and in the decode layout (any row count, the x rows
+/// taken four at a time: 5, 9 and 12 rows end in partial groups). Speculative drafts rely on
+/// it to give what one-token passes give.
+#[test]
+fn each_row_of_a_few_row_product_has_its_one_row_bits() {
+    let mut r = rng(18);
+    for ty in [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q6K] {
+        for (n, k) in [(37usize, 256usize), (130, 1024), (17, 768)] {
+            let w = weights(&mut r, ty, n, k);
+            let qm = QMatrix::new(ty, n, k, &w).unwrap();
+            let packed = DecodePacked::pack(&qm);
+            for m in [2usize, 3, 4, 5, 7, 9, 12] {
+                let x = normals(&mut r, m * k, 1.0);
+                let mut one = vec![0f32; m * n];
+                for (xr, yr) in x.chunks_exact(k).zip(one.chunks_exact_mut(n)) {
+                    matmul_q(&qm, xr, 1, yr).unwrap();
+                }
+                let check = |what: &str, got: &[f32]| {
+                    for (i, (a, b)) in got.iter().zip(&one).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{what} {ty} n={n} k={k} m={m} row {} col {}: {a} vs {b}",
+                            i / n,
+                            i % n
+                        );
+                    }
+                };
+                if m < DecodePacked::MAX_ROWS {
+                    let mut y = vec![0f32; m * n];
+                    matmul_q(&qm, &x, m, &mut y).unwrap();
+                    check("matmul_q", &y);
+                }
+                if let Some(p) = &packed {
+                    let mut y = vec![0f32; m * n];
+                    p.matmul(&x, m, &mut y).unwrap();
+                    check("decode layout", &y);
+                }
             }
         }
     }
@@ -346,13 +392,20 @@ fn panel_packed_is_bit_identical_to_matmul_q() {
                 assert!(!matches!(smolt_quant::simd_path(), "avx512" | "avx2"));
                 return;
             };
-            for m in [4usize, 5, 7, 16, 17] {
+            let min = PanelPacked::MIN_ROWS;
+            for m in [min, min + 1, min + 3, 16, 17] {
                 let x = normals(&mut r, m * k, 1.0);
                 same_bits_as_matmul_q(&qm, &x, m, |y| p.matmul(&x, m, y).unwrap());
             }
-            let x = normals(&mut r, 3 * k, 1.0);
-            assert!(p.matmul(&x, 3, &mut vec![0f32; 3 * n]).is_err(), "3 rows");
-            assert!(p.matmul(&x[..2 * k], 3, &mut vec![0f32; 3 * n]).is_err());
+            let few = min - 1;
+            let x = normals(&mut r, few * k, 1.0);
+            assert!(
+                p.matmul(&x, few, &mut vec![0f32; few * n]).is_err(),
+                "{few} rows"
+            );
+            assert!(p
+                .matmul(&x[..(few - 1) * k], few, &mut vec![0f32; few * n])
+                .is_err());
         }
     }
     let w = weights(&mut r, GgmlType::Q4_0, 16, 256);

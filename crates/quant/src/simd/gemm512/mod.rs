@@ -63,9 +63,7 @@ pub(crate) unsafe fn matmul(w: &QMatrix, x: &[f32], m: usize, y: &mut [f32]) -> 
     }
     let xq = Xq::new(w.ty, f, x, m, w.cols);
     if m < PANEL_MIN_M {
-        for (r, yr) in y.chunks_mut(w.rows).enumerate() {
-            matvec(w, &xq, r, yr);
-        }
+        matvec(w, &xq, m, y);
     } else {
         matmul_panels(w, f, &xq, m, None, y);
     }
@@ -138,7 +136,7 @@ pub(crate) fn prepack(w: &QMatrix) -> Option<Prepacked> {
 }
 
 /// `y[m×n] = x[m×k] · Wᵀ` for `w`, whose panels `pre` holds: the numbers [`matmul`] and
-/// [`matmul_avx2`] give for `m ≥ 4` bit for bit, without packing. `w` supplies only the
+/// [`matmul_avx2`] give where they run panels, bit for bit, without packing. `w` supplies only the
 /// shape (its bytes are not read).
 ///
 /// # Safety
