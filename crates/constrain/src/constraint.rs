@@ -244,8 +244,9 @@ impl ConstraintEngine {
         }
     }
 
+    /// A schema as llguidance gets it: formats bounded ([`crate::formats`]), in the layout.
     fn with_layout(&self, schema: Value) -> Value {
-        self.json_layout.apply_to(schema)
+        self.json_layout.apply_to(crate::formats::bounded(schema))
     }
 
     /// llguidance's error for the whole tool grammar does not say which function's schema it

@@ -34,6 +34,7 @@ mod constraint;
 pub mod copy;
 mod env;
 mod error;
+mod formats;
 mod lark_check;
 mod layout;
 mod meta_schema;

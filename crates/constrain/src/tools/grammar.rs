@@ -71,7 +71,7 @@ pub(crate) fn lark(spec: &ToolCallSpec, layout: &JsonLayout) -> String {
             is = layout.item_separator,
             name = tool.name,
         );
-        let schema = layout.apply_to(tightened(&tool.parameters));
+        let schema = layout.apply_to(crate::formats::bounded(tightened(&tool.parameters)));
         g.push_str(&format!(
             "call_{i}: {} %json {} \"}}\"\n",
             literal(&head),
