@@ -6,9 +6,9 @@ use smolt_constrain::{ConstrainError, Constraint, TokenMask};
 use smolt_model::{KvCache, Model};
 
 use crate::{
-    generate_constrained, generate_in, generate_with, ConstrainedOutput, Context, Finish,
-    GenerateLimits, GenerateOptions, GenerationStats, LogitsSource, ModelLogits, Sampler,
-    StopReason,
+    generate_constrained, generate_constrained_after, generate_in, generate_with,
+    ConstrainedOutput, Context, Finish, GenerateLimits, GenerateOptions, GenerationStats,
+    LogitsSource, ModelLogits, Sampler, StopReason,
 };
 
 impl Answer {
@@ -87,8 +87,41 @@ pub fn answer(
 /// shared by many prompts, computed once): `prompt` is the rest.
 pub fn answer_in(
     model: &Model,
+    cache: KvCache,
+    prompt: &[u32],
+    constraint: Option<&Constraint>,
+    opts: &GenerateOptions,
+) -> anyhow::Result<Answer> {
+    answer_from(model, cache, prompt, 0, constraint, opts)
+}
+
+/// [`answer`] for a prompt whose start is in `cache` already: `prompt` is the whole prompt,
+/// `cache` holds its first `cache.len()` tokens (not all of them). The constraint's copy
+/// fields and the drafts see the whole prompt. Lets a caller prefill while it builds the
+/// constraint (`smolt generate` does, on another thread).
+pub fn answer_prefilled(
+    model: &Model,
+    cache: KvCache,
+    prompt: &[u32],
+    constraint: Option<&Constraint>,
+    opts: &GenerateOptions,
+) -> anyhow::Result<Answer> {
+    let fed = cache.len();
+    anyhow::ensure!(
+        fed < prompt.len(),
+        "the cache holds {fed} tokens; the prompt has {}, and its last must be left to feed",
+        prompt.len()
+    );
+    answer_from(model, cache, prompt, fed, constraint, opts)
+}
+
+/// The answer to `prompt`, of which `cache` holds the first `fed` tokens (besides anything
+/// before the prompt).
+fn answer_from(
+    model: &Model,
     mut cache: KvCache,
     prompt: &[u32],
+    fed: usize,
     constraint: Option<&Constraint>,
     opts: &GenerateOptions,
 ) -> anyhow::Result<Answer> {
@@ -103,9 +136,10 @@ pub fn answer_in(
             } else {
                 0
             };
-            let out = generate_constrained(
+            let out = generate_constrained_after(
                 &mut source,
                 prompt,
+                fed,
                 &mut state,
                 GenerateLimits::new(opts.max_new_tokens).with_speculation(drafts),
                 |logits| sampler.sample(logits),
@@ -113,7 +147,7 @@ pub fn answer_in(
             Ok(Answer::of_constrained(out))
         }
         None => {
-            let g = generate_in(model, &mut cache, prompt, opts, |_| true)?;
+            let g = generate_in(model, &mut cache, &prompt[fed..], opts, |_| true)?;
             let ending = match g.stop {
                 StopReason::StopToken(_) => Ending::Complete,
                 StopReason::ContextFull => Ending::ContextFull,

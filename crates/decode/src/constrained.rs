@@ -38,6 +38,14 @@ pub trait LogitsSource {
         anyhow::bail!("this logits source cannot verify drafts")
     }
 
+    /// How many of `k` drafts a speculative pass after `fed` tokens to feed may carry: all
+    /// of them by default. The model takes fewer where more would move the pass's rows onto
+    /// kernels that round otherwise than the plain pass over the same `fed` tokens, so that
+    /// drafting never changes the output.
+    fn draft_room(&self, _fed: usize, k: usize) -> usize {
+        k
+    }
+
     /// Forgets the last `n` fed tokens (rejected drafts), as if they had never been fed.
     fn discard(&mut self, _n: usize) -> anyhow::Result<()> {
         anyhow::bail!("this logits source cannot discard fed tokens")
@@ -57,6 +65,9 @@ impl<T: LogitsSource + ?Sized> LogitsSource for &mut T {
     fn verify_logits(&mut self, i: usize, allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
         (**self).verify_logits(i, allowed)
     }
+    fn draft_room(&self, fed: usize, k: usize) -> usize {
+        (**self).draft_room(fed, k)
+    }
     fn discard(&mut self, n: usize) -> anyhow::Result<()> {
         (**self).discard(n)
     }
@@ -74,6 +85,9 @@ impl<T: LogitsSource + ?Sized> LogitsSource for Box<T> {
     }
     fn verify_logits(&mut self, i: usize, allowed: &TokenMask) -> anyhow::Result<Vec<f32>> {
         (**self).verify_logits(i, allowed)
+    }
+    fn draft_room(&self, fed: usize, k: usize) -> usize {
+        (**self).draft_room(fed, k)
     }
     fn discard(&mut self, n: usize) -> anyhow::Result<()> {
         (**self).discard(n)
@@ -212,8 +226,29 @@ pub fn generate_constrained(
     prompt: &[u32],
     state: &mut ConstraintState,
     limits: GenerateLimits,
+    sample: impl FnMut(&[f32]) -> u32,
+) -> Result<ConstrainedOutput> {
+    generate_constrained_after(source, prompt, 0, state, limits, sample)
+}
+
+/// [`generate_constrained`] where `source` already holds `prompt[..fed]` (`fed <
+/// prompt.len()`): a caller can run most of the prompt through the model while the constraint
+/// is still being built. Drafts still search the whole prompt.
+pub fn generate_constrained_after(
+    source: &mut impl LogitsSource,
+    prompt: &[u32],
+    fed: usize,
+    state: &mut ConstraintState,
+    limits: GenerateLimits,
     mut sample: impl FnMut(&[f32]) -> u32,
 ) -> Result<ConstrainedOutput> {
+    if fed >= prompt.len().max(1) {
+        return Err(ConstrainError::Engine(format!(
+            "{fed} of the prompt's {} tokens were fed already: at least its last must be left \
+             to feed",
+            prompt.len()
+        )));
+    }
     // Every pick's probability, in the order of the picks; each pick becomes the next output
     // token (a speculative step's accepted drafts, then its own pick).
     let picks: std::cell::RefCell<std::collections::VecDeque<Option<f32>>> = Default::default();
@@ -229,7 +264,7 @@ pub fn generate_constrained(
     let p = prompt.len();
     let mut seq: Vec<u32> = prompt.to_vec();
     let mut stats = GenerationStats::default();
-    let mut feed: Vec<u32> = prompt.to_vec();
+    let mut feed: Vec<u32> = prompt[fed..].to_vec();
     let finish = loop {
         if limits.batch_forced && !state.is_finished() && seq.len() - p < limits.max_tokens {
             let mut forced = state.forced_tokens();
@@ -355,6 +390,10 @@ fn speculate(
     stats: &mut GenerationStats,
     sample: &mut impl FnMut(&[f32]) -> u32,
 ) -> Result<(usize, Option<u32>)> {
+    let k = source.draft_room(feed.len(), k);
+    if k == 0 {
+        return Ok((0, None));
+    }
     let mut drafts = crate::ngram::propose(history, k);
     if let Some(e) = drafts.iter().position(|t| state.end_tokens().contains(t)) {
         drafts.truncate(e);

@@ -42,15 +42,17 @@ mod model_logits;
 pub mod ngram;
 mod sampler;
 
-pub use answer::{answer, answer_in, answer_streaming, answer_streaming_with, Answer, Ending};
+pub use answer::{
+    answer, answer_in, answer_prefilled, answer_streaming, answer_streaming_with, Answer, Ending,
+};
 pub use confidence::field_confidence;
 pub use constrained::{
-    chosen_prob, generate_constrained, greedy, ConstrainedOutput, Finish, GenerateLimits,
-    GenerationStats, LogitsSource,
+    chosen_prob, generate_constrained, generate_constrained_after, greedy, ConstrainedOutput,
+    Finish, GenerateLimits, GenerationStats, LogitsSource,
 };
 pub use generate::{
     generate, generate_in, generate_with, Context, GenerateOptions, Generation, StopReason,
     DEFAULT_DRAFT_TOKENS,
 };
-pub use model_logits::{scatter_rows, subset_rows, ModelLogits, SUBSET_HEAD_FRACTION};
+pub use model_logits::{scatter_rows, subset_rows, ModelLogits, HEAD_AHEAD, SUBSET_HEAD_FRACTION};
 pub use sampler::{argmax, Sampler, SamplingParams};

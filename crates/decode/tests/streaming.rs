@@ -160,3 +160,48 @@ fn each_report_starts_with_the_sampled_id_and_the_rest_are_forced() {
         assert_eq!(forced > 0, c.is_some(), "{forced}");
     }
 }
+
+/// A prompt whose start was run through the model already (as `smolt generate` does while
+/// the constraint engine builds) gets the answer of the whole prompt from scratch, with or
+/// without a constraint, however much of it the cache holds; a cache holding all of the
+/// prompt leaves nothing to feed and is refused.
+#[test]
+fn answer_prefilled_gives_what_answer_gives() {
+    use smolt_decode::answer_prefilled;
+    use smolt_model::Logits;
+    let (model, tok) = tiny();
+    let engine = ConstraintEngine::new(Arc::clone(&tok)).unwrap();
+    let schema = r#"{"type": "object", "properties": {"a": {"enum": ["x", "yy"]},
+        "n": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["a", "n"]}"#;
+    let constraint = engine
+        .compile(&ConstraintSpec::json_schema_str(schema).unwrap())
+        .unwrap();
+    let prompt = tok.encode("The answer to the question is", true, true);
+    assert!(prompt.len() > 3);
+    for drafts in [0, 4] {
+        let opts = GenerateOptions {
+            max_new_tokens: 40,
+            draft_tokens: drafts,
+            ..GenerateOptions::default()
+        };
+        for c in [None, Some(&constraint)] {
+            let whole = answer(&model, &prompt, c, &opts).unwrap();
+            for fed in [1, prompt.len() / 2, prompt.len() - 1] {
+                let mut cache = model.new_cache();
+                model
+                    .forward(&prompt[..fed], &mut cache, Logits::None)
+                    .unwrap();
+                let got = answer_prefilled(&model, cache, &prompt, c, &opts).unwrap();
+                assert_eq!(got.ids, whole.ids, "fed {fed}");
+                assert_eq!(got.ending, whole.ending, "fed {fed}");
+                assert_eq!(got.probs, whole.probs, "fed {fed}");
+            }
+            let mut cache = model.new_cache();
+            model.forward(&prompt, &mut cache, Logits::None).unwrap();
+            let Err(err) = answer_prefilled(&model, cache, &prompt, c, &opts) else {
+                panic!("a cache holding the whole prompt was taken");
+            };
+            assert!(err.to_string().contains("last must be left"), "{err}");
+        }
+    }
+}

@@ -66,7 +66,7 @@ pub struct LoraDelta {
 /// calls: decode's one row and a served batch's few per adapter. With the gemm crate (which
 /// packs its right operand on every call) the term cost 6.7 ms per decoded token of Gemma 3
 /// 270M (126 projections; 53 → 39 tok/s), as much as a third of the base model's pass.
-const LORA_ROWS_BY_ROW: usize = 8;
+pub(crate) const LORA_ROWS_BY_ROW: usize = 8;
 
 impl LoraDelta {
     /// The term `s · B · A` with `a (r, in)`, `b (out, r)`.

@@ -218,6 +218,21 @@ impl Binder<'_> {
 }
 
 impl Model {
+    /// Passes over fewer tokens than this give each token's row the bits a one-token pass
+    /// would (quantized weights): the products run their one-row kernels below
+    /// `DecodePacked::MAX_ROWS`, an adapter's term goes row by row up to 8 rows, and
+    /// attention takes query rows one at a time below 32. Speculative decoding keeps its passes
+    /// below it, so drafting never changes an answer.
+    pub const SAME_BITS_BELOW: usize = {
+        let q = smolt_quant::DecodePacked::MAX_ROWS;
+        let lora = crate::linear::LORA_ROWS_BY_ROW + 1;
+        if q < lora {
+            q
+        } else {
+            lora
+        }
+    };
+
     /// Opens a GGUF (memory-mapped) and binds its weights. `Precision::F32` dequantizes every
     /// weight up front (seconds, ~1 GB for Gemma 3 270M); `Fast` reads the quantized blocks in
     /// place.

@@ -136,25 +136,55 @@ pub struct Loaded {
 
 /// Resolve, map and bind a model and its tokenizer, with errors that name the file.
 pub fn load_model(args: &ModelArgs) -> anyhow::Result<Loaded> {
+    open_model(args)?.load(args)
+}
+
+/// A model file mapped and its tokenizer built, its weights not bound yet: work that needs
+/// only the vocabulary (the constraint engine) can start while [`Opened::load`] binds them.
+pub struct Opened {
+    path: PathBuf,
+    file: smolt::gguf::Gguf,
+    pub tokenizer: std::sync::Arc<Tokenizer>,
+    started: Instant,
+}
+
+/// The first half of [`load_model`]: resolve and map the file, build its tokenizer.
+pub fn open_model(args: &ModelArgs) -> anyhow::Result<Opened> {
     let path = resolve_model(&args.model)?;
-    let t = Instant::now();
-    let mut model = Model::load(&path, args.precision())
+    let started = Instant::now();
+    let file = smolt::gguf::Gguf::open(&path)
+        .map_err(smolt::model::ModelError::from)
         .with_context(|| format!("cannot load {}", path.display()))?;
-    if let Some(dir) = &args.adapter {
-        smolt::lora::attach_adapter(&mut model, dir)
-            .with_context(|| format!("cannot apply the adapter in {}", dir.display()))?;
-    }
-    let tokenizer = Tokenizer::from_gguf(model.gguf())
+    let tokenizer = Tokenizer::from_gguf(&file)
         .with_context(|| format!("{} has no usable tokenizer", path.display()))?;
-    if std::env::var_os("SMOLT_LOG").is_some() {
-        eprintln!(
-            "smolt: loaded {} in {:.2} s",
-            path.display(),
-            t.elapsed().as_secs_f64()
-        );
-    }
-    Ok(Loaded {
-        model,
+    Ok(Opened {
+        path,
+        file,
         tokenizer: std::sync::Arc::new(tokenizer),
+        started,
     })
+}
+
+impl Opened {
+    /// The second half of [`load_model`]: bind the weights and attach the adapter.
+    pub fn load(self, args: &ModelArgs) -> anyhow::Result<Loaded> {
+        let path = self.path;
+        let mut model = Model::from_gguf(self.file, args.precision())
+            .with_context(|| format!("cannot load {}", path.display()))?;
+        if let Some(dir) = &args.adapter {
+            smolt::lora::attach_adapter(&mut model, dir)
+                .with_context(|| format!("cannot apply the adapter in {}", dir.display()))?;
+        }
+        if std::env::var_os("SMOLT_LOG").is_some() {
+            eprintln!(
+                "smolt: loaded {} in {:.2} s",
+                path.display(),
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(Loaded {
+            model,
+            tokenizer: self.tokenizer,
+        })
+    }
 }
