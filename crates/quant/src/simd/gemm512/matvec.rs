@@ -13,23 +13,36 @@ use crate::kquants::QK_K;
 use crate::qmatrix::QMatrix;
 use crate::GgmlType;
 
-/// The legacy kernels' activation offsets, negated so that they start each `vpdpbusd` sum
-/// (integer-exact, so the order does not matter): two blocks per vector, block `b`'s offset
-/// in lane 0 or 8 of its pair.
-fn pair_offsets(zs: &[i32]) -> Vec<i32> {
-    let mut v = vec![0i32; zs.len().div_ceil(2) * 16];
-    for (b, &z) in zs.iter().enumerate() {
-        v[8 * b] = -z;
+/// Lanes per x row of the pair vectors below: two blocks per 16-lane vector.
+fn pair_stride(nb: usize) -> usize {
+    nb.div_ceil(2) * 16
+}
+
+/// The legacy kernels' activation offsets for each x row (`nb` blocks each, rows at
+/// [`pair_stride`]), negated so that they start each `vpdpbusd` sum (integer-exact, so the
+/// order does not matter): two blocks per vector, block `b`'s offset in lane 0 or 8 of its
+/// pair.
+fn pair_offsets(zs: &[i32], nb: usize) -> Vec<i32> {
+    let stride = pair_stride(nb);
+    let mut v = vec![0i32; zs.len() / nb * stride];
+    for (row, out) in zs.chunks_exact(nb).zip(v.chunks_exact_mut(stride)) {
+        for (b, &z) in row.iter().enumerate() {
+            out[8 * b] = -z;
+        }
     }
     v
 }
 
-/// The legacy one-row kernel's activation scales: block `b`'s scale in the eight lanes of
-/// its half of the pair's vector (lanes `8b .. 8b + 8`).
-fn pair_scales(d: &[f32]) -> Vec<f32> {
-    let mut v = vec![0f32; d.len().div_ceil(2) * 16];
-    for (b, &s) in d.iter().enumerate() {
-        v[8 * b..8 * b + 8].fill(s);
+/// The legacy one-row kernel's activation scales for each x row (as [`pair_offsets`]):
+/// block `b`'s scale in the eight lanes of its half of the pair's vector (lanes
+/// `8b .. 8b + 8`).
+fn pair_scales(d: &[f32], nb: usize) -> Vec<f32> {
+    let stride = pair_stride(nb);
+    let mut v = vec![0f32; d.len() / nb * stride];
+    for (row, out) in d.chunks_exact(nb).zip(v.chunks_exact_mut(stride)) {
+        for (b, &s) in row.iter().enumerate() {
+            out[8 * b..8 * b + 8].fill(s);
+        }
     }
     v
 }
@@ -104,18 +117,6 @@ impl RowKernel for DecodeRows<'_> {
     }
 }
 
-/// Each x row's legacy pair vectors (`pair_offsets`, `pair_scales`), at a common stride.
-fn pair_vectors(x: &Xq, m: usize) -> (Vec<i32>, Vec<f32>, usize) {
-    let nb = x.nblk;
-    let pairs = nb.div_ceil(2) * 16;
-    let (mut zv, mut dv) = (Vec::with_capacity(m * pairs), Vec::with_capacity(m * pairs));
-    for i in 0..m {
-        zv.extend(pair_offsets(&x.zs[i * nb..(i + 1) * nb]));
-        dv.extend(pair_scales(&x.d[i * nb..(i + 1) * nb]));
-    }
-    (zv, dv, pairs)
-}
-
 /// Decode path: `y[m×n] = x[m×k] · Wᵀ` for a few x rows, four W rows at a time, each W row
 /// read once for all of them; row `i` of `y` has the bits of the product of x row `i` alone.
 ///
@@ -123,9 +124,13 @@ fn pair_vectors(x: &Xq, m: usize) -> (Vec<i32>, Vec<f32>, usize) {
 /// AVX-512F/BW/VL/DQ/VNNI/VBMI and F16C; `w.ty` is one of the four `fmt` types; `x` holds
 /// `m` rows made for `w`; shapes checked by the caller.
 pub(super) unsafe fn matvec(w: &QMatrix, x: &Xq, m: usize, y: &mut [f32]) {
-    let (xzv, xdv, pairs) = match w.ty {
-        GgmlType::Q8_0 | GgmlType::Q5_0 => pair_vectors(x, m),
-        _ => (Vec::new(), Vec::new(), 0),
+    let nb = x.nblk;
+    let (xzv, xdv) = match w.ty {
+        GgmlType::Q8_0 | GgmlType::Q5_0 => (
+            pair_offsets(&x.zs[..m * nb], nb),
+            pair_scales(&x.d[..m * nb], nb),
+        ),
+        _ => (Vec::new(), Vec::new()),
     };
     let kernel = DecodeRows {
         ty: w.ty,
@@ -133,7 +138,7 @@ pub(super) unsafe fn matvec(w: &QMatrix, x: &Xq, m: usize, y: &mut [f32]) {
         x,
         xzv,
         xdv,
-        pairs,
+        pairs: pair_stride(nb),
     };
     // SAFETY: features checked by the caller; the x buffers hold `m` rows, sized as each
     // kernel requires.
@@ -275,7 +280,7 @@ pub(crate) unsafe fn matvec_packed(
 ) {
     let f = fmt(ty).expect("the packed types have a format");
     let xq = Xq::new(ty, f, x, m, cols);
-    let (xzv, _, pairs) = pair_vectors(&xq, m);
+    let (xzv, pairs) = (pair_offsets(&xq.zs, xq.nblk), pair_stride(xq.nblk));
     let kernel = PackedRows {
         ty,
         rb: crate::decode_layout::packed_row_bytes(ty, cols),
