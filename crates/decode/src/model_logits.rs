@@ -105,10 +105,8 @@ impl LogitsSource for ModelLogits<'_> {
         }
         let vocab = self.model.spec.vocab_size;
         let h = &self.pending[i * d..(i + 1) * d];
-        if self.subset_head {
-            if let Some(ids) = subset_rows(allowed, vocab) {
-                return Ok(scatter_rows(&ids, &self.model.lm_head_rows(h, &ids), vocab));
-            }
+        if let Some(logits) = allowed_rows_only(self.model, self.subset_head, h, allowed) {
+            return Ok(logits);
         }
         let end = (i + HEAD_AHEAD).min(n);
         let all = self.model.lm_head(&self.pending[i * d..end * d]);
@@ -165,13 +163,22 @@ pub fn scatter_rows(ids: &[u32], values: &[f32], vocab: usize) -> Vec<f32> {
 /// The head on one final hidden state with `allowed` applied: only the allowed rows when few
 /// are and `subset` permits, else the full head, then the mask.
 fn head_masked(model: &Model, subset: bool, hidden: &[f32], allowed: &TokenMask) -> Vec<f32> {
+    allowed_rows_only(model, subset, hidden, allowed).unwrap_or_else(|| {
+        let mut logits = model.lm_head(hidden);
+        allowed.apply(&mut logits);
+        logits
+    })
+}
+
+/// The head on one final hidden state scoring only the allowed rows, where few are allowed
+/// and `subset` permits (`None` otherwise: the caller scores the whole head).
+fn allowed_rows_only(
+    model: &Model,
+    subset: bool,
+    hidden: &[f32],
+    allowed: &TokenMask,
+) -> Option<Vec<f32>> {
     let vocab = model.spec.vocab_size;
-    match subset.then(|| subset_rows(allowed, vocab)).flatten() {
-        Some(ids) => scatter_rows(&ids, &model.lm_head_rows(hidden, &ids), vocab),
-        None => {
-            let mut logits = model.lm_head(hidden);
-            allowed.apply(&mut logits);
-            logits
-        }
-    }
+    let ids = subset.then(|| subset_rows(allowed, vocab)).flatten()?;
+    Some(scatter_rows(&ids, &model.lm_head_rows(hidden, &ids), vocab))
 }

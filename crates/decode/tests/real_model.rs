@@ -173,7 +173,8 @@ fn answer_reports_how_each_answer_ended() {
 /// N-gram drafts checked in one pass save forward passes on extraction (the answer copies
 /// the input), and change nothing else: a drafted pass stays below `Model::SAME_BITS_BELOW`
 /// rows (the drafts asked for are capped), where every row's arithmetic is a one-token
-/// pass's, so the ids and the probabilities of the picks equal the plain loop's bit for bit. That the loop keeps greedy's choices is also checked with a scripted model
+/// pass's, so the ids and the probabilities of the picks equal the plain loop's bit for bit.
+/// That the loop keeps greedy's choices is also checked with a scripted model
 /// (`tests/constrained.rs`).
 #[test]
 fn drafts_save_passes_and_keep_the_answer() {

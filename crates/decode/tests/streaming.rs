@@ -16,15 +16,20 @@ fn tiny() -> (Model, Arc<Tokenizer>) {
     (model, tok)
 }
 
+/// A small object schema (an enum and a bounded integer) for the tiny model's vocabulary.
+fn object_constraint(tok: &Arc<Tokenizer>) -> smolt_constrain::Constraint {
+    let engine = ConstraintEngine::new(Arc::clone(tok)).unwrap();
+    let schema = r#"{"type": "object", "properties": {"a": {"enum": ["x", "yy"]},
+        "n": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["a", "n"]}"#;
+    engine
+        .compile(&ConstraintSpec::json_schema_str(schema).unwrap())
+        .unwrap()
+}
+
 #[test]
 fn streaming_reports_each_id_once_and_matches_answer() {
     let (model, tok) = tiny();
-    let engine = ConstraintEngine::new(Arc::clone(&tok)).unwrap();
-    let schema = r#"{"type": "object", "properties": {"a": {"enum": ["x", "yy"]},
-        "n": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["a", "n"]}"#;
-    let constraint = engine
-        .compile(&ConstraintSpec::json_schema_str(schema).unwrap())
-        .unwrap();
+    let constraint = object_constraint(&tok);
     let prompt = tok.encode("The answer is", true, true);
     let opts = GenerateOptions {
         max_new_tokens: 40,
@@ -109,12 +114,7 @@ impl smolt_decode::LogitsSource for Recording<'_> {
 #[test]
 fn each_report_starts_with_the_sampled_id_and_the_rest_are_forced() {
     let (model, tok) = tiny();
-    let engine = ConstraintEngine::new(Arc::clone(&tok)).unwrap();
-    let schema = r#"{"type": "object", "properties": {"a": {"enum": ["x", "yy"]},
-        "n": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["a", "n"]}"#;
-    let constraint = engine
-        .compile(&ConstraintSpec::json_schema_str(schema).unwrap())
-        .unwrap();
+    let constraint = object_constraint(&tok);
     let prompt = tok.encode("The answer is", true, true);
     let opts = GenerateOptions {
         max_new_tokens: 40,
@@ -170,12 +170,7 @@ fn answer_prefilled_gives_what_answer_gives() {
     use smolt_decode::answer_prefilled;
     use smolt_model::Logits;
     let (model, tok) = tiny();
-    let engine = ConstraintEngine::new(Arc::clone(&tok)).unwrap();
-    let schema = r#"{"type": "object", "properties": {"a": {"enum": ["x", "yy"]},
-        "n": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["a", "n"]}"#;
-    let constraint = engine
-        .compile(&ConstraintSpec::json_schema_str(schema).unwrap())
-        .unwrap();
+    let constraint = object_constraint(&tok);
     let prompt = tok.encode("The answer to the question is", true, true);
     assert!(prompt.len() > 3);
     for drafts in [0, 4] {
