@@ -327,9 +327,16 @@ impl Model {
         KvCache::with_type(&self.spec, self.kv_type)
     }
 
+    /// Whether [`Model::keep_panels`] pays for its memory on this CPU
+    /// (`smolt_quant::PanelPacked::worth_keeping`: where the AVX-512 panels run).
+    pub fn keeping_panels_pays() -> bool {
+        smolt_quant::PanelPacked::worth_keeping()
+    }
+
     /// Every projection and the LM head keep their int8 panels once packed
     /// ([`Linear::keep_panels`]): for a server, whose batched steps multiply a few rows at a
-    /// time. About one byte more per weight; the same numbers.
+    /// time. About one byte more per weight; the same numbers. [`Model::keeping_panels_pays`]
+    /// says whether it is worth that on this CPU.
     pub fn keep_panels(&mut self) {
         for b in &mut self.blocks {
             for p in Proj::ALL {

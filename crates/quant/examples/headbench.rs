@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use smolt_quant::{matmul_q, quantize_row, DecodePacked, GgmlType, QMatrix};
+use smolt_quant::{matmul_q, quantize_row, DecodePacked, GgmlType, PanelPacked, QMatrix};
 
 fn main() {
     // On a pool thread, as the commands run: from outside, each product costs two thread
@@ -19,6 +19,9 @@ fn main() {
 fn run() {
     if std::env::args().any(|a| a == "--prefill") {
         return prefill();
+    }
+    if std::env::args().any(|a| a == "--cold") {
+        return cold();
     }
     let rows = std::env::args().any(|a| a == "--rows");
     let shapes = [
@@ -48,6 +51,7 @@ fn run() {
         let qm = QMatrix::new(ty, n, k, &w).unwrap();
         if rows {
             let packed = DecodePacked::pack(&qm);
+            let panels = PanelPacked::pack(&qm);
             let reps = (400_000_000 / w.len()).clamp(3, 500);
             for m in [1usize, 2, 3, 4, 6, 8, 9, 12, 16] {
                 let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
@@ -56,11 +60,17 @@ fn run() {
                 let dec = packed
                     .as_ref()
                     .map(|p| best_of(reps, || p.matmul(&x, m, &mut y).unwrap()));
+                let kept = panels
+                    .as_ref()
+                    .filter(|_| m >= PanelPacked::MIN_ROWS)
+                    .map(|p| best_of(reps, || p.matmul(&x, m, &mut y).unwrap()));
                 println!(
-                    "{} {n}x{k} m={m}: matmul_q {:.3} ms{}",
+                    "{} {n}x{k} m={m}: matmul_q {:.3} ms{}{}",
                     ty.name(),
                     file * 1e3,
                     dec.map(|d| format!(", decode layout {:.3} ms", d * 1e3))
+                        .unwrap_or_default(),
+                    kept.map(|d| format!(", kept panels {:.3} ms", d * 1e3))
                         .unwrap_or_default()
                 );
             }
@@ -134,4 +144,41 @@ fn prefill() {
         );
     }
     println!("sum {:.3} ms", total * 1e3);
+}
+
+/// Kept panels at 16 x rows, hot (one matrix again and again) against cold (64 copies in turn,
+/// as a model's layers come one after another).
+fn cold() {
+    let (ty, n, k, m) = (GgmlType::Q5_0, 2048usize, 640usize, 16usize);
+    let rb = k / ty.block_size() * ty.type_size();
+    let mut seed = 3u64;
+    let mut rnd = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    };
+    let mut w = vec![0u8; n * rb];
+    for d in w.chunks_mut(rb) {
+        let r: Vec<f32> = (0..k).map(|_| rnd()).collect();
+        quantize_row(ty, &r, d).unwrap();
+    }
+    let qm = QMatrix::new(ty, n, k, &w).unwrap();
+    let ncopies: usize = std::env::var("COPIES").map_or(64, |s| s.parse().unwrap());
+    let copies: Vec<PanelPacked> = (0..ncopies)
+        .map(|_| PanelPacked::pack(&qm).unwrap())
+        .collect();
+    let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+    let mut y = vec![0f32; m * n];
+    let hot = best_of(200, || copies[0].matmul(&x, m, &mut y).unwrap());
+    let t = Instant::now();
+    for _ in 0..4 {
+        for c in &copies {
+            c.matmul(&x, m, &mut y).unwrap();
+        }
+    }
+    let cold = t.elapsed().as_secs_f64() / (4 * copies.len()) as f64;
+    println!(
+        "Q5_0 {n}x{k} m={m} kept panels: hot {:.3} ms, cold {:.3} ms",
+        hot * 1e3,
+        cold * 1e3
+    );
 }

@@ -214,6 +214,6 @@ pub(crate) unsafe fn matmul_rows(
     for j0 in (r0..r1).step_by(PR) {
         let rows = (r1 - j0).min(PR);
         p.pack(w, j0, rows, Isa::Avx512);
-        panel_from_row(p, f, xq, 0, m, yp, ldy, j0 - r0, rows);
+        panel_from_row(p, f, xq, 0, m, yp, ldy, j0 - r0, rows, None);
     }
 }

@@ -149,7 +149,7 @@ pub(super) unsafe fn matmul_panels(
     y: &mut [f32],
 ) {
     let n = w.rows;
-    for_each_panel(w, x.nblk, Isa::Avx2, packed, y, |p, y, j0, rows| {
+    for_each_panel(w, x.nblk, Isa::Avx2, packed, y, |p, _next, y, j0, rows| {
         // SAFETY: the features were checked by the caller; this task alone writes
         // columns j0..j0+rows of y, and every pointer stays inside p, x and y.
         unsafe { panel_from_row(p, f, x, 0, m, y, n, j0, rows) };
