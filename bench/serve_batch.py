@@ -89,8 +89,20 @@ def request(base, model, tokens, schema=None):
     return time.perf_counter() - t0, out["usage"]["completion_tokens"]
 
 
+def step_counts(base):
+    """(batched steps, sequences in them) so far, from the server's Prometheus metrics."""
+    text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+    got = {}
+    for line in text.splitlines():
+        for name in ("smolt_serve_batch_steps_total", "smolt_serve_batch_sequences_total"):
+            if line.startswith(name + " "):
+                got[name] = float(line.split()[1])
+    return got.get("smolt_serve_batch_steps_total", 0), got.get("smolt_serve_batch_sequences_total", 0)
+
+
 def load(base, models, clients, n, tokens, schema=None):
     jobs = [models[i % len(models)] for i in range(n)]
+    steps0, seqs0 = step_counts(base)
     lat, toks, lock = [], [], threading.Lock()
 
     def worker():
@@ -111,8 +123,9 @@ def load(base, models, clients, n, tokens, schema=None):
     for t in ts:
         t.join()
     wall = time.perf_counter() - t0
+    steps1, seqs1 = step_counts(base)
     lat.sort()
-    return {"clients": clients, "requests": n, "req_s": n / wall, "tok_s": sum(toks) / wall,
+    return {"batch": (seqs1 - seqs0) / max(steps1 - steps0, 1), "clients": clients, "requests": n, "req_s": n / wall, "tok_s": sum(toks) / wall,
             "tok_req": sum(toks) / n,
             "p50": statistics.median(lat), "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))]}
 
@@ -125,6 +138,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--requests", type=int, default=32)
     ap.add_argument("--schema", help="JSON schema file: constrained JSON answers")
+    ap.add_argument("--serve-arg", action="append", default=[],
+                    help="an extra `smolt serve` argument (repeat), e.g. --serve-arg=--keep-panels")
     a = ap.parse_args()
     schema = None
     if a.schema:
@@ -140,6 +155,7 @@ def main():
            "--served-model-name", "base", "--max-batch", str(max(a.clients, 1))]
     for n in names:
         cmd += ["--adapter", f"{n}={os.path.join(tmp, n)}"]
+    cmd += a.serve_arg
     srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -160,11 +176,11 @@ def main():
         one = rows[0][1]["tok_s"]
         what = f"JSON under {os.path.basename(a.schema)}, at most {a.tokens} tokens" if schema \
             else f"{a.tokens} output tokens each"
-        print(f"| load ({what}) | requests | tokens/request | req/s | output tok/s | vs 1 client | p50 s | p99 s |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(f"| load ({what}) | requests | tokens/request | req/s | output tok/s | vs 1 client | mean batch | p50 s | p99 s |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for label, r in rows:
             print(f"| {label} | {r['requests']} | {r['tok_req']:.1f} | {r['req_s']:.2f} | {r['tok_s']:.1f} | "
-                  f"{r['tok_s'] / one:.2f}x | {r['p50']:.2f} | {r['p99']:.2f} |")
+                  f"{r['tok_s'] / one:.2f}x | {r['batch']:.1f} | {r['p50']:.2f} | {r['p99']:.2f} |")
     finally:
         srv.terminate()
         srv.wait(timeout=60)

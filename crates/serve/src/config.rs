@@ -59,8 +59,9 @@ pub struct ServeConfig {
     /// How the seats' KV caches store keys and values; `None`: see [`ServeConfig::kv_type`].
     pub kv_cache: Option<KvType>,
     /// Keep the base weights' int8 panels packed ([`smolt_model::Model::keep_panels`]):
-    /// batched steps skip repacking them, for about one byte more per weight.
-    pub keep_panels: bool,
+    /// batched steps skip repacking them, for about one byte more per weight. `None`: where
+    /// it pays on this CPU ([`smolt_model::Model::keeping_panels_pays`]).
+    pub keep_panels: Option<bool>,
     /// Where answers this model is unsure of go; `None`: every answer is the model's own.
     pub fallback: Option<Fallback>,
 }
@@ -106,7 +107,7 @@ impl ServeConfig {
             max_model_len: None,
             prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
             kv_cache: None,
-            keep_panels: false,
+            keep_panels: None,
             fallback: None,
         }
     }

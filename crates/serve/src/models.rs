@@ -88,7 +88,10 @@ impl Models {
         let mut base = Model::load(path, config.precision)
             .with_context(|| format!("cannot load {}", path.display()))?;
         // Adapters' sequences run on the base model's products, so its panels serve them all.
-        if config.keep_panels {
+        if config
+            .keep_panels
+            .unwrap_or_else(Model::keeping_panels_pays)
+        {
             base.keep_panels();
         }
         let tokenizer = Arc::new(
