@@ -213,11 +213,38 @@ impl KvRows<f32> for Half<'_> {
     ) -> (&'a [f32], usize) {
         buf.resize((j1 - j0) * d, 0.0);
         for (j, dst) in (j0..j1).zip(buf.chunks_exact_mut(d)) {
-            // F16C widening (detected at run time by `half`), 8 values an instruction.
-            self.0[(j * n_kv + g) * d..][..d].convert_to_f32_slice(dst);
+            widen_f16(&self.0[(j * n_kv + g) * d..][..d], dst);
         }
         (buf, d)
     }
+}
+
+/// `dst[i] = src[i]` as f32 (exact). On AVX-512 sixteen values an instruction in one loop:
+/// `half`'s slice conversion calls an out-of-line function per eight values, and widening
+/// the f16 KV cache that way was 5% of a 16-sequence server's time.
+pub(crate) fn widen_f16(src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen_f16: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::level() >= 2 {
+        // SAFETY: level 2 means AVX-512F on this CPU, the feature `widen_avx512` needs.
+        return unsafe { widen_avx512(src, dst) };
+    }
+    src.convert_to_f32_slice(dst);
+}
+
+/// # Safety
+/// The CPU must have AVX-512F; `src` and `dst` have the same length.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn widen_avx512(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = src.len() / 16 * 16;
+    for i in (0..n).step_by(16) {
+        // SAFETY: i + 16 ≤ n ≤ both lengths; unaligned loads and stores.
+        let h = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
+        _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
+    }
+    src[n..].convert_to_f32_slice(&mut dst[n..]);
 }
 
 /// The forward of [`attention_forward`] once shapes are checked, over any row storage.
@@ -703,6 +730,26 @@ fn dkv_row<F: Float>(
 mod tests {
     use super::*;
     use crate::test_util::*;
+
+    /// Every one of the 65,536 f16 bit patterns, at lengths with and without a tail, widens
+    /// to `f16::to_f32` (the `half` crate's conversion) bit for bit; NaN stays NaN.
+    #[test]
+    fn widen_f16_equals_half_for_every_bit_pattern() {
+        let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+        for len in [all.len(), all.len() - 7, 15, 1] {
+            let src = &all[all.len() - len..];
+            let mut dst = vec![0f32; len];
+            widen_f16(src, &mut dst);
+            for (h, w) in src.iter().zip(&dst) {
+                let want = h.to_f32();
+                if want.is_nan() {
+                    assert!(w.is_nan(), "{:#06x} widened to {w}", h.to_bits());
+                } else {
+                    assert_eq!(w.to_bits(), want.to_bits(), "{:#06x}", h.to_bits());
+                }
+            }
+        }
+    }
 
     /// Materialises the full score matrix with explicit masking: the obvious implementation.
     #[allow(clippy::too_many_arguments)]
