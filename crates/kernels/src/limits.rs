@@ -127,6 +127,7 @@ fn fma_lanes() -> usize {
 /// Accumulator chains of the AVX2 int8 loop: each needs its own operand register too, and
 /// 2 × 4 leave room for the constants (more would spill; the loop-carried `vpaddd` has a
 /// one-cycle latency, so four chains keep the multiply ports busy).
+#[cfg(target_arch = "x86_64")]
 const INT8_AVX2_CHAINS: usize = 4;
 
 /// i32 lanes (each summing 4 byte products) of one round of `int8_loop` over all its chains,

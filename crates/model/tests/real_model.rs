@@ -31,6 +31,34 @@ fn model(precision: Precision) -> &'static Model {
     cell.get_or_init(|| Model::load(model_path(), precision).expect("load the model"))
 }
 
+/// The fixture's prompts, all of them unless `SMOLT_TEST_MAX_PROMPT` caps their length in
+/// tokens: under emulation (the aarch64 step of CI, `.ci/aarch64.sh`) every product of the long
+/// prompts would take many minutes, so that step checks the short ones. Each skipped prompt is
+/// named on stderr; a cap that leaves nothing to check fails.
+fn prompts<'a>(fx: &'a Value, ids_key: &str) -> Vec<(&'a String, &'a Value)> {
+    let cap = std::env::var("SMOLT_TEST_MAX_PROMPT").ok().map(|v| {
+        v.parse::<usize>()
+            .unwrap_or_else(|_| panic!("SMOLT_TEST_MAX_PROMPT={v}: expected a token count"))
+    });
+    let all = fx["prompts"].as_object().unwrap();
+    let kept: Vec<_> = all
+        .iter()
+        .filter(|(name, p)| {
+            let n = p[ids_key].as_array().unwrap().len();
+            let keep = cap.is_none_or(|c| n <= c);
+            if !keep {
+                eprintln!("prompt {name}: {n} tokens, over SMOLT_TEST_MAX_PROMPT: skipped");
+            }
+            keep
+        })
+        .collect();
+    assert!(
+        !kept.is_empty(),
+        "SMOLT_TEST_MAX_PROMPT leaves no prompt to check"
+    );
+    kept
+}
+
 fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).expect("fixture JSON")
@@ -138,7 +166,7 @@ fn qwen2_f32_logits_match_hf_at_every_position_of_every_prompt() {
 /// Every position of every prompt of a logits fixture, in f32, within its tolerance.
 fn f32_logits_match_hf(model: &Model, fixture_name: &str) {
     let fx = fixture(fixture_name);
-    for (name, prompt) in fx["prompts"].as_object().unwrap() {
+    for (name, prompt) in prompts(&fx, "ids") {
         // The fixture's tolerance: 0.02, and up to 0.03 over every position of the long prompt
         // (llama.cpp on the same f32 weights was 0.023 off there).
         let tol = if prompt["ids"].as_array().unwrap().len() > 512 {
@@ -192,7 +220,7 @@ fn greedy(model: &Model, prompt: &[u32], steps: usize) -> Vec<(u32, f32)> {
 fn f32_greedy_reproduces_hf_until_the_first_near_tie() {
     let model = model(Precision::F32);
     let fx = fixture("greedy_gemma3.json");
-    for (name, p) in fx["prompts"].as_object().unwrap() {
+    for (name, p) in prompts(&fx, "prompt_ids") {
         let hf = &p["hf_f32"];
         let steps = hf["steps"].as_array().unwrap();
         let new_ids = ids(&hf["new_ids"]);
@@ -242,7 +270,7 @@ fn f32_greedy_reproduces_hf_until_the_first_near_tie() {
 fn fast_logits_and_greedy_are_as_close_as_llama_cpp_on_the_quantized_file() {
     let model = model(Precision::Fast);
     let fx = fixture("logits_gemma3.json");
-    for (name, prompt) in fx["prompts"].as_object().unwrap() {
+    for (name, prompt) in prompts(&fx, "ids") {
         let stride = if prompt["ids"].as_array().unwrap().len() > 512 {
             8
         } else {
@@ -288,7 +316,7 @@ fn fast_logits_and_greedy_are_as_close_as_llama_cpp_on_the_quantized_file() {
     }
 
     let fx = fixture("greedy_gemma3.json");
-    for (name, p) in fx["prompts"].as_object().unwrap() {
+    for (name, p) in prompts(&fx, "prompt_ids") {
         let llama = &p["llama_cpp_q4_k_m"];
         let want = ids(&llama["new_ids"]);
         let got = greedy(model, &ids(&p["prompt_ids"]), want.len());
