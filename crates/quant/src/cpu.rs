@@ -269,6 +269,12 @@ impl Cpu {
         self.allows(SimdPath::Neon) && self.features.dotprod
     }
 
+    /// Whether the 8-bit matrix-multiply extension (`smmla`, i8mm) may be used by the NEON
+    /// kernels.
+    pub fn neon_i8mm(&self) -> bool {
+        self.allows(SimdPath::Neon) && self.features.i8mm
+    }
+
     /// AVX-512 VNNI (`vpdpbusd`), on top of vector level 2.
     pub fn vnni(&self) -> bool {
         self.x86_level() >= 2 && self.features.avx512vnni

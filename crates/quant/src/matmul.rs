@@ -121,18 +121,32 @@ fn matmul_with(
     }
 
     // Computed transposed (yt[j][r]) so each task owns a contiguous slice, then transposed back.
+    // aarch64 with i8mm: weight rows and activation rows two by two (`smmla`), the same bits.
+    #[cfg(target_arch = "aarch64")]
+    let two_by_two = kern.path == SimdPath::Neon && simd::neon::mmla::supports(w.ty);
+    #[cfg(not(target_arch = "aarch64"))]
+    let two_by_two = false;
+
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(rpt * m).enumerate().for_each(|(t, out)| {
         let j0 = t * rpt;
         let nrows = out.len() / m;
         for r0 in (0..m).step_by(X_TILE) {
             let r1 = (r0 + X_TILE).min(m);
-            for jj in 0..nrows {
+            let mut jj = 0;
+            while jj < nrows {
+                if two_by_two && jj + 1 < nrows {
+                    let (o0, o1) = out[jj * m..(jj + 2) * m].split_at_mut(m);
+                    pair_rows(w, j0 + jj, nb, &xrow, r0..r1, &dot, [o0, o1]);
+                    jj += 2;
+                    continue;
+                }
                 let wr = w.row(j0 + jj);
                 let o = &mut out[jj * m..(jj + 1) * m];
                 for r in r0..r1 {
                     o[r] = dot(nb, wr, xrow(r));
                 }
+                jj += 1;
             }
         }
     });
@@ -142,6 +156,47 @@ fn matmul_with(
         }
     });
     Ok(())
+}
+
+/// Weight rows `j` and `j + 1` against activation rows `rows` (at most `X_TILE`), two
+/// activation rows at a time through the i8mm 2×2 kernel (an odd last row through `dot`), into `out[0][r]` and
+/// `out[1][r]`. Only called where `simd::neon::mmla::supports` the weights' type.
+#[allow(clippy::too_many_arguments)]
+fn pair_rows<'x>(
+    w: &QMatrix,
+    j: usize,
+    nb: usize,
+    xrow: &impl Fn(usize) -> &'x [u8],
+    rows: std::ops::Range<usize>,
+    dot: &simd::DotFn,
+    out: [&mut [f32]; 2],
+) {
+    let wr = [w.row(j), w.row(j + 1)];
+    let [o0, o1] = out;
+    #[cfg(target_arch = "aarch64")]
+    let first_single = {
+        let n = rows.len() / 2; // ≤ X_TILE / 2 = 4 pairs: one call
+        let mut pairs: [[&[u8]; 2]; X_TILE / 2] = [[&[]; 2]; X_TILE / 2];
+        for (k, p) in pairs[..n].iter_mut().enumerate() {
+            let r = rows.start + 2 * k;
+            *p = [xrow(r), xrow(r + 1)];
+        }
+        let mut v = [[0f32; 4]; X_TILE / 2];
+        if n > 0 {
+            simd::neon::mmla::dot_2x2(w.ty, nb, wr, &pairs[..n], &mut v[..n]);
+        }
+        for (k, v) in v[..n].iter().enumerate() {
+            let r = rows.start + 2 * k;
+            (o0[r], o0[r + 1], o1[r], o1[r + 1]) = (v[0], v[1], v[2], v[3]);
+        }
+        rows.start + 2 * n
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    let first_single = rows.start;
+    for r in first_single..rows.end {
+        o0[r] = dot(nb, wr[0], xrow(r));
+        o1[r] = dot(nb, wr[1], xrow(r));
+    }
 }
 
 /// Decode the whole matrix into `out` (`rows × cols`, row-major), rows in parallel.

@@ -40,7 +40,7 @@ mod table;
 
 use table::SCALAR;
 
-pub(crate) use table::Kernels;
+pub(crate) use table::{DotFn, Kernels};
 
 /// The kernel table for `path`, or `None` if this CPU lacks its instructions.
 pub(crate) fn kernels_for(path: SimdPath) -> Option<&'static Kernels> {

@@ -315,6 +315,170 @@ unsafe fn q6_k_q8_k<const DOT: bool>(nb: usize, w: *const u8, a: *const u8) -> f
     sumf
 }
 
+/// Two weight rows × two activation rows at once for the 32-element formats (Q8_0, Q4_0,
+/// Q5_0 against Q8_0), with `smmla` from the 8-bit matrix-multiply extension (i8mm): one
+/// instruction multiplies a 2×8 slice of the weight pair by an 8×2 slice of the activation
+/// pair, so a block takes four for four outputs where `sdot` takes two for one, and a weight
+/// block is unpacked once for up to eight activation rows. The outputs' block sums are exact and each is scaled and added in block order as the scalar
+/// kernels do, so every output equals the one-row kernels' bit for bit (and so `matmul_q`'s
+/// results do not depend on which runs). Used by `matmul_q` for prefill and training where
+/// the CPU has i8mm ([`crate::cpu::Cpu::neon_i8mm`]).
+pub(crate) mod mmla {
+    use super::*;
+    use crate::GgmlType;
+
+    /// Whether [`dot_2x2`] runs here for weights of `ty`.
+    pub(crate) fn supports(ty: GgmlType) -> bool {
+        cpu::cpu().neon_i8mm() && matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0)
+    }
+
+    /// For each pair `p` of activation rows `a[p] = [a0, a1]`: `[w0·a0, w0·a1, w1·a0, w1·a1]`
+    /// over `nb` blocks of weights of `ty` (the rows `w0`, `w1`) and Q8_0 activations. Up to
+    /// four pairs share each weight block's unpacking. Panics unless [`supports`]`(ty)`,
+    /// `a` holds 1 to 4 pairs, and every slice holds `nb` blocks.
+    pub(crate) fn dot_2x2(
+        ty: GgmlType,
+        nb: usize,
+        w: [&[u8]; 2],
+        a: &[[&[u8]; 2]],
+        out: &mut [[f32; 4]],
+    ) {
+        assert!(supports(ty), "dot_2x2: {ty:?} or i8mm unavailable");
+        assert!(
+            (1..=4).contains(&a.len()) && out.len() == a.len(),
+            "dot_2x2: 1 to 4 activation pairs, one output each"
+        );
+        let wb = match ty {
+            GgmlType::Q8_0 => Q8_0_BYTES,
+            GgmlType::Q4_0 => Q4_0_BYTES,
+            _ => Q5_0_BYTES,
+        };
+        assert!(
+            w.iter().all(|r| r.len() >= nb * wb)
+                && a.iter().flatten().all(|r| r.len() >= nb * Q8_0_BYTES),
+            "dot_2x2: short buffer"
+        );
+        let w = w.map(<[u8]>::as_ptr);
+        let mut ap = [[std::ptr::null::<u8>(); 2]; 4];
+        for (d, s) in ap.iter_mut().zip(a) {
+            *d = s.map(<[u8]>::as_ptr);
+        }
+        macro_rules! run {
+            ($bits:literal) => {
+                // SAFETY: `supports` checked that the CPU has NEON and i8mm, the features
+                // `inner` is compiled for; the asserts keep every block load inside the
+                // slices, and `inner` reads only the first `P` pairs, all of them set.
+                unsafe {
+                    match a.len() {
+                        1 => out.copy_from_slice(&inner::<$bits, 1>(nb, w, &ap, wb)),
+                        2 => out.copy_from_slice(&inner::<$bits, 2>(nb, w, &ap, wb)),
+                        3 => out.copy_from_slice(&inner::<$bits, 3>(nb, w, &ap, wb)),
+                        _ => out.copy_from_slice(&inner::<$bits, 4>(nb, w, &ap, wb)),
+                    }
+                }
+            };
+        }
+        match ty {
+            GgmlType::Q8_0 => run!(0),
+            GgmlType::Q4_0 => run!(4),
+            _ => run!(5),
+        }
+    }
+
+    /// The 32 quants of weight block `bw` of format `BITS` (0 = Q8_0) as signed bytes:
+    /// elements 0..16, then 16..32 — what the one-row kernels feed `sdot`.
+    #[inline(always)]
+    unsafe fn quants<const BITS: u8>(bw: *const u8) -> (int8x16_t, int8x16_t) {
+        match BITS {
+            0 => (load_i8(bw.add(2)), load_i8(bw.add(18))),
+            4 => {
+                let (lo, hi) = nibbles(bw.add(2));
+                let eight = vdupq_n_s8(8);
+                (
+                    vsubq_s8(vreinterpretq_s8_u8(lo), eight),
+                    vsubq_s8(vreinterpretq_s8_u8(hi), eight),
+                )
+            }
+            _ => {
+                let qh = u32::from_le_bytes(*(bw.add(2) as *const [u8; 4]));
+                let (lo, hi) = nibbles(bw.add(6));
+                let lo = vorrq_u8(lo, fifth_bits(qh as u16));
+                let hi = vorrq_u8(hi, fifth_bits((qh >> 16) as u16));
+                let sixteen = vdupq_n_s8(16);
+                (
+                    vsubq_s8(vreinterpretq_s8_u8(lo), sixteen),
+                    vsubq_s8(vreinterpretq_s8_u8(hi), sixteen),
+                )
+            }
+        }
+    }
+
+    /// `acc` (a 2×2 i32 matrix, row-major) + the 2×8 matrix `n` times the transpose of the
+    /// 2×8 matrix `m` (exact).
+    #[inline(always)]
+    unsafe fn smmla(acc: int32x4_t, n: int8x16_t, m: int8x16_t) -> int32x4_t {
+        let mut r = acc;
+        // SAFETY (of the caller's contract): only inlined into `inner`, compiled with i8mm
+        // and reached only where the CPU has it. Registers only, no memory.
+        std::arch::asm!(
+            "smmla {r:v}.4s, {n:v}.16b, {m:v}.16b",
+            r = inout(vreg) r,
+            n = in(vreg) n,
+            m = in(vreg) m,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        r
+    }
+
+    /// Rows `p` and `q` interleaved by 8 bytes: `(p[0..8] q[0..8], p[8..16] q[8..16])`, the
+    /// 2×8 operands of two `smmla`s.
+    #[inline(always)]
+    unsafe fn pair(p: int8x16_t, q: int8x16_t) -> (int8x16_t, int8x16_t) {
+        let (p, q) = (vreinterpretq_s64_s8(p), vreinterpretq_s64_s8(q));
+        (
+            vreinterpretq_s8_s64(vzip1q_s64(p, q)),
+            vreinterpretq_s8_s64(vzip2q_s64(p, q)),
+        )
+    }
+
+    #[target_feature(enable = "neon,i8mm")]
+    unsafe fn inner<const BITS: u8, const P: usize>(
+        nb: usize,
+        w: [*const u8; 2],
+        a: &[[*const u8; 2]; 4],
+        wb: usize,
+    ) -> [[f32; 4]; P] {
+        let f16 = |p: *const u8| u16::from_le_bytes(*(p as *const [u8; 2]));
+        let mut sum = [vdupq_n_f32(0.0); P];
+        for i in 0..nb {
+            let (bw0, bw1) = (w[0].add(i * wb), w[1].add(i * wb));
+            let (w0l, w0h) = quants::<BITS>(bw0);
+            let (w1l, w1h) = quants::<BITS>(bw1);
+            let (nl, nh) = (pair(w0l, w1l), pair(w0h, w1h));
+            let (hw0, hw1) = (f16(bw0), f16(bw1));
+            let dw = widen_f16x4(vld1_u16([hw0, hw0, hw1, hw1].as_ptr()));
+            for (p, sum) in sum.iter_mut().enumerate() {
+                let (ba0, ba1) = (a[p][0].add(i * Q8_0_BYTES), a[p][1].add(i * Q8_0_BYTES));
+                let ml = pair(load_i8(ba0.add(2)), load_i8(ba1.add(2)));
+                let mh = pair(load_i8(ba0.add(18)), load_i8(ba1.add(18)));
+                let mut acc = smmla(vdupq_n_s32(0), nl.0, ml.0);
+                acc = smmla(acc, nl.1, ml.1);
+                acc = smmla(acc, nh.0, mh.0);
+                acc = smmla(acc, nh.1, mh.1);
+                // Lane 2i+j pairs weight row i with activation row j: scale d_wi · d_aj.
+                let (ha0, ha1) = (f16(ba0), f16(ba1));
+                let da = widen_f16x4(vld1_u16([ha0, ha1, ha0, ha1].as_ptr()));
+                *sum = vaddq_f32(*sum, vmulq_f32(vcvtq_f32_s32(acc), vmulq_f32(dw, da)));
+            }
+        }
+        sum.map(|v| {
+            let mut out = [0f32; 4];
+            vst1q_f32(out.as_mut_ptr(), v);
+            out
+        })
+    }
+}
+
 /// Q8_0 activation quantization ([`crate::legacy::quantize_q8_0_scalar`]) with NEON, bit for bit: the
 /// block maximum is order-free (`fmaxnm` ignores NaN as `f32::max` does), `fcvtas` rounds half
 /// away from zero as `f32::round` does, and `sqxtn` saturates as `as i8` does.
@@ -459,6 +623,53 @@ mod tests {
                     let f = [t.q8_0, t.q4_0, t.q5_0, t.q4_k, t.q6_k][c];
                     let got = f(*n, w, a);
                     assert_eq!(got.to_bits(), want.to_bits(), "case {c} seed {seed}");
+                }
+            }
+        }
+    }
+
+    /// The i8mm 2×2 kernel against the scalar one-row kernels, bit for bit, each of its four
+    /// outputs, for every 32-element format, block counts 1 to 40 and 1 to 4 activation pairs.
+    #[test]
+    fn two_by_two_equals_scalar_bit_for_bit() {
+        use crate::GgmlType;
+        if !cpu::cpu().neon_i8mm() {
+            eprintln!("no i8mm on this CPU: nothing to check");
+            return;
+        }
+        for seed in 1..41u64 {
+            let nb = seed as usize;
+            let a = [
+                blocks(seed + 300, nb, Q8_0_BYTES, &[0]),
+                blocks(seed + 400, nb, Q8_0_BYTES, &[0]),
+                blocks(seed + 600, nb, Q8_0_BYTES, &[0]),
+            ];
+            for (ty, size, scalar) in [
+                (GgmlType::Q8_0, Q8_0_BYTES, SCALAR.q8_0),
+                (GgmlType::Q4_0, Q4_0_BYTES, SCALAR.q4_0),
+                (GgmlType::Q5_0, Q5_0_BYTES, SCALAR.q5_0),
+            ] {
+                let w = [
+                    blocks(seed, nb, size, &[0]),
+                    blocks(seed + 500, nb, size, &[0]),
+                ];
+                // 1 to 4 activation pairs: rows (p, p+1) of `a`, cycling.
+                let pairs = 1 + seed as usize % 4;
+                let act: Vec<[&[u8]; 2]> = (0..pairs)
+                    .map(|p| [&a[p % 3][..], &a[(p + 1) % 3][..]])
+                    .collect();
+                let mut got = vec![[0f32; 4]; pairs];
+                mmla::dot_2x2(ty, nb, [&w[0], &w[1]], &act, &mut got);
+                for (p, got) in got.iter().enumerate() {
+                    for (lane, (i, j)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+                        let want = scalar(nb, &w[i], act[p][j]);
+                        assert_eq!(
+                            got[lane].to_bits(),
+                            want.to_bits(),
+                            "{ty:?} nb {nb} pair {p}: w{i}·a{j} {} vs {want}",
+                            got[lane]
+                        );
+                    }
                 }
             }
         }
