@@ -2,7 +2,8 @@
 # The aarch64 step of CI: cross-build for aarch64-unknown-linux-gnu and run, under qemu user
 # emulation and in release builds (a debug build under emulation runs for many minutes):
 #   - the kernel suites: smolt-quant (every dot product, matmul and quantizer against the
-#     scalar reference, NEON and sdot paths selected) and smolt-kernels (the dense f32/bf16
+#     scalar reference, with the NEON, sdot and i8mm paths selected, then again on emulated
+#     CPUs without i8mm and without dotprod) and smolt-kernels (the dense f32/bf16
 #     kernels, which the compiler vectorises for NEON);
 #   - the real-model checks of smolt-model's real_model test on its short prompts
 #     (SMOLT_TEST_MAX_PROMPT=32): Gemma 3 270M f32 logits and greedy against HF, quantized
@@ -68,6 +69,11 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-
 start=$SECONDS
 # --lib --tests: no doctests (rustdoc would be rustup's, which has no aarch64 std).
 cargo test --release --target aarch64-unknown-linux-gnu -p smolt-quant -p smolt-kernels --lib --tests
+# The same quantized-kernel suite on CPUs without i8mm (Cortex-A76: NEON + sdot) and without
+# dotprod (Cortex-A72: plain NEON), so every table and matmul path runs (qemu reads QEMU_CPU).
+for cpu in cortex-a76 cortex-a72; do
+    QEMU_CPU=$cpu cargo test --release --target aarch64-unknown-linux-gnu -p smolt-quant --lib --tests
+done
 echo "aarch64: kernel suites passed under qemu in $((SECONDS - start)) s"
 
 start=$SECONDS
