@@ -159,8 +159,9 @@ fn matmul_with(
 }
 
 /// Weight rows `j` and `j + 1` against activation rows `rows` (at most `X_TILE`), two
-/// activation rows at a time through the i8mm 2×2 kernel (an odd last row through `dot`), into `out[0][r]` and
-/// `out[1][r]`. Only called where `simd::neon::mmla::supports` the weights' type.
+/// activation rows at a time through the i8mm 2×2 kernel (an odd last row through `dot`),
+/// into `out[0][r]` and `out[1][r]`. Only called where `simd::neon::mmla::supports` the
+/// weights' type.
 #[allow(clippy::too_many_arguments)]
 fn pair_rows<'x>(
     w: &QMatrix,

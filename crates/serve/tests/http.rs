@@ -1013,9 +1013,11 @@ fn chat_logprobs_come_per_token_and_in_stream_chunks() {
             .map(|e| e["token"].as_str().unwrap().to_string())
             .collect()
     };
-    // The same tokens and numbers, up to the last bits a batched pass rounds differently (the
-    // other tests share the server): a near tie may then go the other way, after which the
-    // two answers are different texts.
+    // The same tokens and numbers, up to what a batched pass rounds differently (the other
+    // tests share the server, and a pass over several rows quantizes activations as a prefill
+    // does): a near tie may then go the other way, after which the two answers are different
+    // texts. Measured: 0.13 on one token's logprob in a CI run on a loaded 2-core machine
+    // (0.01 alone); 0.25 stays far below a wrong or shifted entry.
     assert_eq!(from_chunks.len(), content.len(), "{text}");
     for (a, b) in from_chunks.iter().zip(&content) {
         let (la, lb) = (
@@ -1025,10 +1027,10 @@ fn chat_logprobs_come_per_token_and_in_stream_chunks() {
         if a["token"] != b["token"] {
             let rival = b["top_logprobs"][1]["logprob"].as_f64().unwrap();
             assert_eq!(a["token"], b["top_logprobs"][1]["token"], "{a} vs {b}");
-            assert!(lb - rival < 0.05, "not a near tie: {a} vs {b}");
+            assert!(lb - rival < 0.25, "not a near tie: {a} vs {b}");
             break;
         }
-        assert!((la - lb).abs() < 0.05, "{a} vs {b}");
+        assert!((la - lb).abs() < 0.25, "{a} vs {b}");
     }
 
     let constrained = chat(
