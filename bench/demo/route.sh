@@ -22,7 +22,7 @@ $SMOLT serve --model "$M" "${ADAPTER_ARGS[@]}" --port "$PORT" --max-batch 2 > "$
 SERVER=$!
 trap 'kill $SERVER' EXIT
 for _ in $(seq 1 300); do
-  curl -s "http://127.0.0.1:$PORT/health" | grep -q ready && break
+  curl -s "http://127.0.0.1:$PORT/health" | grep -q "\"status\":\"ok\"" && break
   sleep 1
 done
 $SMOLT eval --adapter "$D/train" --data "$D/data/test.jsonl" --schema "$D/data/schema.json" \
