@@ -195,24 +195,32 @@ unsafe fn nibbles(p: *const u8) -> (uint8x16_t, uint8x16_t) {
     (vandq_u8(b, vdupq_n_u8(0x0f)), vshrq_n_u8::<4>(b))
 }
 
+/// The 32 quants of weight block `bw` of format `BITS` (0 = Q8_0) as signed bytes:
+/// elements 0..16, then 16..32, as the one-row kernels and the i8mm kernel feed them.
 #[inline(always)]
-unsafe fn q8_0_q8_0<const DOT: bool>(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    sum_32_blocks(nb, w, Q8_0_BYTES, a, |bw, ba| {
-        let s = dot16::<DOT>(vdupq_n_s32(0), load_i8(bw.add(2)), load_i8(ba.add(2)));
-        dot16::<DOT>(s, load_i8(bw.add(18)), load_i8(ba.add(18)))
-    })
-}
-
-#[inline(always)]
-unsafe fn q4_0_q8_0<const DOT: bool>(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let eight = vdupq_n_s8(8);
-    sum_32_blocks(nb, w, Q4_0_BYTES, a, |bw, ba| {
-        let (lo, hi) = nibbles(bw.add(2));
-        let lo = vsubq_s8(vreinterpretq_s8_u8(lo), eight);
-        let hi = vsubq_s8(vreinterpretq_s8_u8(hi), eight);
-        let s = dot16::<DOT>(vdupq_n_s32(0), lo, load_i8(ba.add(2)));
-        dot16::<DOT>(s, hi, load_i8(ba.add(18)))
-    })
+unsafe fn quants<const BITS: u8>(bw: *const u8) -> (int8x16_t, int8x16_t) {
+    match BITS {
+        0 => (load_i8(bw.add(2)), load_i8(bw.add(18))),
+        4 => {
+            let (lo, hi) = nibbles(bw.add(2));
+            let eight = vdupq_n_s8(8);
+            (
+                vsubq_s8(vreinterpretq_s8_u8(lo), eight),
+                vsubq_s8(vreinterpretq_s8_u8(hi), eight),
+            )
+        }
+        _ => {
+            let qh = u32::from_le_bytes(*(bw.add(2) as *const [u8; 4]));
+            let (lo, hi) = nibbles(bw.add(6));
+            let lo = vorrq_u8(lo, fifth_bits(qh as u16));
+            let hi = vorrq_u8(hi, fifth_bits((qh >> 16) as u16));
+            let sixteen = vdupq_n_s8(16);
+            (
+                vsubq_s8(vreinterpretq_s8_u8(lo), sixteen),
+                vsubq_s8(vreinterpretq_s8_u8(hi), sixteen),
+            )
+        }
+    }
 }
 
 /// 16 bits of `bits` (lane j ← bit j) as 0x10 where set, else 0.
@@ -224,19 +232,34 @@ unsafe fn fifth_bits(bits: u16) -> uint8x16_t {
     vandq_u8(set, vdupq_n_u8(0x10))
 }
 
+/// One-row kernel of the 32-element formats: `BITS` as in [`quants`].
 #[inline(always)]
-unsafe fn q5_0_q8_0<const DOT: bool>(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let sixteen = vdupq_n_s8(16);
-    sum_32_blocks(nb, w, Q5_0_BYTES, a, |bw, ba| {
-        let qh = u32::from_le_bytes(*(bw.add(2) as *const [u8; 4]));
-        let (lo, hi) = nibbles(bw.add(6));
-        let lo = vorrq_u8(lo, fifth_bits(qh as u16));
-        let hi = vorrq_u8(hi, fifth_bits((qh >> 16) as u16));
-        let lo = vsubq_s8(vreinterpretq_s8_u8(lo), sixteen);
-        let hi = vsubq_s8(vreinterpretq_s8_u8(hi), sixteen);
+unsafe fn legacy_q8_0<const DOT: bool, const BITS: u8>(
+    nb: usize,
+    w: *const u8,
+    wb: usize,
+    a: *const u8,
+) -> f32 {
+    sum_32_blocks(nb, w, wb, a, |bw, ba| {
+        let (lo, hi) = quants::<BITS>(bw);
         let s = dot16::<DOT>(vdupq_n_s32(0), lo, load_i8(ba.add(2)));
         dot16::<DOT>(s, hi, load_i8(ba.add(18)))
     })
+}
+
+#[inline(always)]
+unsafe fn q8_0_q8_0<const DOT: bool>(nb: usize, w: *const u8, a: *const u8) -> f32 {
+    legacy_q8_0::<DOT, 0>(nb, w, Q8_0_BYTES, a)
+}
+
+#[inline(always)]
+unsafe fn q4_0_q8_0<const DOT: bool>(nb: usize, w: *const u8, a: *const u8) -> f32 {
+    legacy_q8_0::<DOT, 4>(nb, w, Q4_0_BYTES, a)
+}
+
+#[inline(always)]
+unsafe fn q5_0_q8_0<const DOT: bool>(nb: usize, w: *const u8, a: *const u8) -> f32 {
+    legacy_q8_0::<DOT, 5>(nb, w, Q5_0_BYTES, a)
 }
 
 #[inline(always)]
@@ -382,34 +405,6 @@ pub(crate) mod mmla {
             GgmlType::Q8_0 => run!(0),
             GgmlType::Q4_0 => run!(4),
             _ => run!(5),
-        }
-    }
-
-    /// The 32 quants of weight block `bw` of format `BITS` (0 = Q8_0) as signed bytes:
-    /// elements 0..16, then 16..32 — what the one-row kernels feed `sdot`.
-    #[inline(always)]
-    unsafe fn quants<const BITS: u8>(bw: *const u8) -> (int8x16_t, int8x16_t) {
-        match BITS {
-            0 => (load_i8(bw.add(2)), load_i8(bw.add(18))),
-            4 => {
-                let (lo, hi) = nibbles(bw.add(2));
-                let eight = vdupq_n_s8(8);
-                (
-                    vsubq_s8(vreinterpretq_s8_u8(lo), eight),
-                    vsubq_s8(vreinterpretq_s8_u8(hi), eight),
-                )
-            }
-            _ => {
-                let qh = u32::from_le_bytes(*(bw.add(2) as *const [u8; 4]));
-                let (lo, hi) = nibbles(bw.add(6));
-                let lo = vorrq_u8(lo, fifth_bits(qh as u16));
-                let hi = vorrq_u8(hi, fifth_bits((qh >> 16) as u16));
-                let sixteen = vdupq_n_s8(16);
-                (
-                    vsubq_s8(vreinterpretq_s8_u8(lo), sixteen),
-                    vsubq_s8(vreinterpretq_s8_u8(hi), sixteen),
-                )
-            }
         }
     }
 
